@@ -3,6 +3,13 @@
 //! in `py` behind the `python` feature.
 
 pub mod error;
+pub mod kernels;
+pub mod mf;
+pub mod optim;
+pub mod region;
+pub mod rng;
+pub mod snapshot;
+pub mod table;
 
 #[cfg(feature = "python")]
 mod py;

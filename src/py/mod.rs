@@ -1,11 +1,31 @@
+//! The `embcore._core` extension module: thin wrappers only.
+
+mod args;
+mod errors;
+mod mf;
+mod table;
+
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "build_profile",
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
     )?;
+    m.add("DEFAULT_CAPACITY", crate::table::DEFAULT_CAPACITY)?;
+    m.add("SNAPSHOT_VERSION", crate::snapshot::VERSION)?;
+    m.add_class::<table::PyEmbeddingTable>()?;
+    m.add_class::<mf::PyMatrixFactorization>()?;
+    m.add("EmbcoreError", py.get_type::<errors::EmbcoreError>())?;
+    m.add("UnknownIdError", py.get_type::<errors::UnknownIdError>())?;
+    m.add("CapacityError", py.get_type::<errors::CapacityError>())?;
+    m.add("SnapshotError", py.get_type::<errors::SnapshotError>())?;
     Ok(())
 }

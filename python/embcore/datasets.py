@@ -1,0 +1,1660 @@
+"""Streaming loaders that replay real interaction logs as time-ordered event chunks.
+
+Supported logs: MovieLens (``ratings.csv``, ml-100k ``u.data``, ml-1m/10m ``ratings.dat``),
+KuaiRand and KuaiRec short-video logs, and any CSV or Parquet file described by a
+:class:`ColumnMap`. Files are read in bounded-memory chunks with pyarrow's streaming readers and
+come out as :class:`EventChunk` objects (numpy arrays) in time order, while a :class:`LoadReport`
+counts every row that was read, dropped as malformed or duplicate, or found out of time order.
+
+>>> import tempfile, pathlib
+>>> from embcore.datasets import open_log, synthetic_log
+>>> path = synthetic_log(pathlib.Path(tempfile.mkdtemp()) / "ratings.csv", "movielens", 100)
+>>> log = open_log(path)
+>>> sum(len(chunk) for chunk in log), log.format, log.report.malformed_rows
+(100, 'movielens', 0)
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+__all__ = [
+    "FORMATS",
+    "SYNTHETIC_COLUMNS",
+    "ColumnMap",
+    "DatasetError",
+    "EventChunk",
+    "EventLog",
+    "LoadReport",
+    "RowIssue",
+    "open_log",
+    "read_events",
+    "synthetic_log",
+]
+
+FormatName = Literal[
+    "auto",
+    "movielens",
+    "movielens-100k",
+    "movielens-dat",
+    "kuairand",
+    "kuairec",
+    "csv",
+    "parquet",
+]
+SortPolicy = Literal["auto", "require", "memory"]
+TimeUnit = Literal["s", "ms", "us", "ns"]
+LabelRule = float | Callable[[npt.NDArray[np.float64]], npt.ArrayLike] | None
+
+FORMATS: tuple[str, ...] = (
+    "movielens",
+    "movielens-100k",
+    "movielens-dat",
+    "kuairand",
+    "kuairec",
+    "csv",
+    "parquet",
+)
+MAX_EXAMPLES = 5
+"""How many example rows (line number and reason) a :class:`LoadReport` keeps per kind."""
+
+_NS_PER_UNIT: dict[str, int] = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_NS_PER_SECOND = 1_000_000_000
+_INT64_MAX = np.iinfo(np.int64).max
+_UINT64_MAX_TEXT = "18446744073709551615"
+_MIN_BLOCK_BYTES = 1 << 16  # pyarrow CSV block size floor; tests lower it to force many blocks
+_MAX_BLOCK_BYTES = 1 << 26
+_BYTES_PER_ROW_GUESS = 64
+_SNIFF_BYTES = 1 << 16
+_DAT_SEPARATOR = "::"
+_DAT_FIELD = "line"
+# A byte that never occurs in ratings.dat: the whole line lands in one column, split afterwards.
+_DAT_READ_DELIMITER = "\x1f"
+
+_FLOAT_PATTERN = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_SIGNED_INT_PATTERN = r"^[+-]?[0-9]+$"
+_DIGITS_PATTERN = r"^[0-9]+$"
+_MISSING_TEXT = ("", "nan", "na", "null", "none")
+
+# Reason codes for a value that cannot be used.
+_OK, _MISSING, _NON_NUMERIC, _NEGATIVE, _NOT_INTEGER, _OUT_OF_RANGE = range(6)
+_REASONS = {
+    _MISSING: "missing value",
+    _NON_NUMERIC: "non-numeric value",
+    _NEGATIVE: "negative id",
+    _NOT_INTEGER: "non-integer id",
+    _OUT_OF_RANGE: "value out of range",
+}
+
+
+class DatasetError(ValueError):
+    """A log cannot be read: missing file or column, wrong column kind, unsorted, or empty.
+
+    The message names the file and the column or line at fault, and the remedy.
+
+    >>> raise DatasetError("ratings.csv: column 'rating' is missing")
+    Traceback (most recent call last):
+    ...
+    embcore.datasets.DatasetError: ratings.csv: column 'rating' is missing
+    """
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns of a generic CSV or Parquet log hold the event fields.
+
+    Parameters
+    ----------
+    user, item, time
+        Column names of the user id, item id (non-negative integers) and event time.
+    label
+        Column holding the label (any number). ``None`` means implicit feedback: every row is a
+        positive event with label 1.
+    label_rule
+        ``None`` uses the label value as is; a number ``t`` gives ``label = value >= t``; a callable
+        receives the label values (float64 array) and returns the labels.
+    weight
+        Optional column of per-event weights (float32 in the output).
+    time_unit
+        Unit of a numeric time column: ``"s"``, ``"ms"``, ``"us"`` or ``"ns"``. Parquet timestamp
+        and date columns carry their own unit, and this is ignored for them.
+    keep
+        Extra numeric columns copied into :attr:`EventChunk.raw` for reporting.
+
+    Examples
+    --------
+    >>> ColumnMap(user="uid", item="pid", time="ts", label="watch", label_rule=0.5, time_unit="ms")
+    ... # doctest: +ELLIPSIS
+    ColumnMap(user='uid', item='pid', time='ts', label='watch', label_rule=0.5, ...)
+    """
+
+    user: str
+    item: str
+    time: str
+    label: str | None = None
+    label_rule: LabelRule = None
+    weight: str | None = None
+    time_unit: TimeUnit = "s"
+    keep: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.time_unit not in _NS_PER_UNIT:
+            raise ValueError(
+                f"time_unit must be one of {sorted(_NS_PER_UNIT)}, got {self.time_unit!r}"
+            )
+        if self.label is None and self.label_rule is not None:
+            raise ValueError("label_rule needs a label column: pass label='column name'")
+        if isinstance(self.keep, str):
+            raise ValueError(f"keep must be a tuple of column names, got the string {self.keep!r}")
+
+    def required_columns(self) -> list[str]:
+        """Names of the columns that every row must have, in a stable order.
+
+        >>> ColumnMap(user="u", item="i", time="t", label="y").required_columns()
+        ['u', 'i', 't', 'y']
+        """
+        names = [self.user, self.item, self.time]
+        names += [c for c in (self.label, self.weight) if c is not None]
+        return list(dict.fromkeys(names))
+
+
+SYNTHETIC_COLUMNS = ColumnMap(
+    user="user_id", item="item_id", time="time_ms", label="label", weight="weight", time_unit="ms"
+)
+"""The :class:`ColumnMap` of the generic ``"csv"`` and ``"parquet"`` files :func:`synthetic_log`
+writes."""
+
+_MOVIELENS_NAMES = ["userId", "movieId", "rating", "timestamp"]
+_MOVIELENS = ColumnMap(
+    user="userId", item="movieId", time="timestamp", label="rating", label_rule=4.0, time_unit="s"
+)
+_KUAIRAND_NAMES = [
+    "user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like", "is_follow",
+    "is_comment", "is_forward", "is_hate", "long_view", "play_time_ms", "duration_ms",
+    "profile_stay_time", "comment_stay_time", "is_profile_enter", "is_rand", "tab",
+]  # fmt: skip
+_KUAIRAND = ColumnMap(
+    user="user_id",
+    item="video_id",
+    time="time_ms",
+    label="is_click",
+    time_unit="ms",
+    keep=("is_like", "long_view", "play_time_ms", "duration_ms"),
+)
+_KUAIREC_NAMES = [
+    "user_id", "video_id", "play_duration", "video_duration", "time", "date", "timestamp",
+    "watch_ratio",
+]  # fmt: skip
+_KUAIREC = ColumnMap(
+    user="user_id",
+    item="video_id",
+    time="timestamp",
+    label="watch_ratio",
+    label_rule=2.0,
+    time_unit="s",
+    keep=("play_duration", "video_duration"),
+)
+_PRESETS: dict[str, ColumnMap] = {
+    "movielens": _MOVIELENS,
+    "movielens-100k": _MOVIELENS,
+    "movielens-dat": _MOVIELENS,
+    "kuairand": _KUAIRAND,
+    "kuairec": _KUAIREC,
+}
+
+
+@dataclass
+class EventChunk:
+    """A run of events in time order, as equal-length numpy arrays.
+
+    Attributes
+    ----------
+    users, items : numpy.ndarray of uint64
+    labels : numpy.ndarray of float32
+    timestamps : numpy.ndarray of int64
+        Event time in whole seconds (floored).
+    weights : numpy.ndarray of float32 or None
+    raw : dict of str to numpy.ndarray of float64
+        Extra columns kept for reporting (e.g. ``rating``, ``watch_ratio``); NaN where missing.
+
+    Examples
+    --------
+    >>> chunk = EventChunk(
+    ...     users=np.array([1, 2], np.uint64), items=np.array([7, 7], np.uint64),
+    ...     labels=np.array([1, 0], np.float32), timestamps=np.array([10, 12], np.int64))
+    >>> len(chunk), chunk.items.dtype
+    (2, dtype('uint64'))
+    """
+
+    users: npt.NDArray[np.uint64]
+    items: npt.NDArray[np.uint64]
+    labels: npt.NDArray[np.float32]
+    timestamps: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float32] | None = None
+    raw: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        arrays: dict[str, Any] = {
+            "items": self.items,
+            "labels": self.labels,
+            "timestamps": self.timestamps,
+        }
+        if self.weights is not None:
+            arrays["weights"] = self.weights
+        arrays.update({f"raw[{name!r}]": values for name, values in self.raw.items()})
+        for name, values in arrays.items():
+            if len(values) != n:
+                raise ValueError(f"users has {n} elements but {name} has {len(values)}")
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @classmethod
+    def concat(cls, chunks: Sequence[EventChunk]) -> EventChunk:
+        """Join chunks end to end (an empty sequence gives an empty chunk).
+
+        >>> EventChunk.concat([]).timestamps.dtype
+        dtype('int64')
+        """
+        if not chunks:
+            return cls(
+                users=np.empty(0, np.uint64),
+                items=np.empty(0, np.uint64),
+                labels=np.empty(0, np.float32),
+                timestamps=np.empty(0, np.int64),
+            )
+        with_weights = chunks[0].weights is not None
+        return cls(
+            users=np.concatenate([c.users for c in chunks]),
+            items=np.concatenate([c.items for c in chunks]),
+            labels=np.concatenate([c.labels for c in chunks]),
+            timestamps=np.concatenate([c.timestamps for c in chunks]),
+            weights=(
+                np.concatenate([c.weights for c in chunks if c.weights is not None])
+                if with_weights
+                else None
+            ),
+            raw={k: np.concatenate([c.raw[k] for c in chunks]) for k in chunks[0].raw},
+        )
+
+
+@dataclass
+class RowIssue:
+    """One example of a dropped or flagged row.
+
+    ``line`` is the 1-based physical line in a text file (the header is line 1), or the 1-based
+    row number in a Parquet file.
+
+    >>> RowIssue(3, "missing value in column 'rating'")
+    RowIssue(line=3, reason="missing value in column 'rating'")
+    """
+
+    line: int
+    reason: str
+
+
+@dataclass
+class LoadReport:
+    """What happened to the rows of a log, filled in while it streams.
+
+    Invariant once :attr:`complete`:
+    ``rows_read == events_out + malformed_rows + duplicate_rows`` (when no ``limit`` cut the
+    stream short, that covers every data row in the file).
+
+    Attributes
+    ----------
+    rows_read : int
+        Data rows read from the file (header excluded).
+    events_out : int
+        Events delivered in :class:`EventChunk` objects.
+    malformed_rows, malformed_examples
+        Rows dropped because a required value is missing, unparseable, negative (ids) or the line
+        has the wrong number of fields; the first few with line and reason.
+    duplicate_rows, duplicate_examples
+        Rows dropped because an earlier row has the same user, item and time (compared at the
+        file's own time resolution); the first few.
+    out_of_order_rows, out_of_order_examples
+        Rows whose time is earlier than a row before them in the file.
+    sorted_in_memory : bool
+        Whether the log was sorted in memory (``sort="memory"``, or ``"auto"`` on an unsorted log).
+    column_notes : dict of str to str
+        Per source column: its role, and counts of values it lost.
+    complete : bool
+        The stream reached the end of the file or the ``limit``.
+
+    Examples
+    --------
+    >>> LoadReport(path="ratings.csv", format="movielens").rows_read
+    0
+    """
+
+    path: str
+    format: str
+    rows_read: int = 0
+    events_out: int = 0
+    malformed_rows: int = 0
+    malformed_examples: list[RowIssue] = field(default_factory=list)
+    duplicate_rows: int = 0
+    duplicate_examples: list[RowIssue] = field(default_factory=list)
+    out_of_order_rows: int = 0
+    out_of_order_examples: list[RowIssue] = field(default_factory=list)
+    sorted_in_memory: bool = False
+    column_notes: dict[str, str] = field(default_factory=dict)
+    complete: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-serialisable values.
+
+        >>> LoadReport(path="x.csv", format="csv").to_dict()["malformed_examples"]
+        []
+        """
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                value = [{"line": issue.line, "reason": issue.reason} for issue in value]
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    def summary(self) -> str:
+        """A short human-readable account, as the CLI prints it.
+
+        >>> print(LoadReport(path="x.csv", format="csv").summary().splitlines()[0])
+        x.csv (csv): 0 rows read, 0 events out
+        """
+        lines = [
+            f"{self.path} ({self.format}): {self.rows_read} rows read, {self.events_out} events out"
+        ]
+        if self.sorted_in_memory:
+            lines.append("  sorted by time in memory")
+        for title, count, examples in (
+            ("malformed rows dropped", self.malformed_rows, self.malformed_examples),
+            ("duplicate rows dropped", self.duplicate_rows, self.duplicate_examples),
+            ("rows out of time order", self.out_of_order_rows, self.out_of_order_examples),
+        ):
+            if count:
+                lines.append(f"  {title}: {count}")
+                lines += [f"    line {issue.line}: {issue.reason}" for issue in examples]
+        lines += [f"  {name}: {note}" for name, note in self.column_notes.items()]
+        if not self.complete:
+            lines.append("  (stream not finished)")
+        return "\n".join(lines)
+
+    def _reset(self) -> None:
+        fresh = LoadReport(path=self.path, format=self.format)
+        for f in fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
+
+    def _add(self, kind: str, issues: Sequence[RowIssue], count: int) -> None:
+        setattr(self, f"{kind}_rows", getattr(self, f"{kind}_rows") + count)
+        examples: list[RowIssue] = getattr(self, f"{kind}_examples")
+        examples.extend(issues[: MAX_EXAMPLES - len(examples)])
+
+
+# ----------------------------------------------------------------------------------------------
+# Resolving a path and a format into a source description
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    path: Path
+    format: str
+    kind: Literal["csv", "dat", "parquet"]
+    mapping: ColumnMap
+    file_columns: list[str]
+    delimiter: str = ","
+    header: bool = True
+    preset: bool = False  # preset keep-columns are optional; a user's are required
+    longest_line: int = 0  # bytes, among the first lines: a pyarrow block must hold a whole line
+    keep: tuple[str, ...] = ()
+
+    @property
+    def first_data_line(self) -> int:
+        return 2 if self.kind == "csv" and self.header else 1
+
+    def needed_columns(self) -> list[str]:
+        names = self.mapping.required_columns() + list(self.keep)
+        return list(dict.fromkeys(names))
+
+
+def _fail(path: Path, message: str) -> DatasetError:
+    return DatasetError(f"{path}: {message}")
+
+
+def _is_parquet(path: Path) -> bool:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PAR1"
+
+
+def _sniff_lines(path: Path) -> list[str]:
+    """The first complete lines of a (possibly compressed) text file."""
+    with pa.input_stream(str(path)) as stream:  # detects .gz/.bz2/.zst from the name
+        head = stream.read(_SNIFF_BYTES)
+    text = head.decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if len(head) == _SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last one may be cut
+    return [line.rstrip("\r") for line in lines]
+
+
+def _looks_numeric(fields_: list[str]) -> bool:
+    return all(f.strip().lstrip("+-").replace(".", "", 1).isdigit() for f in fields_)
+
+
+def _split_header(line: str, delimiter: str) -> list[str]:
+    return [name.strip().strip('"') for name in line.split(delimiter)]
+
+
+def _preset_from_names(names: Sequence[str]) -> str | None:
+    present = set(names)
+    if {"userId", "movieId", "rating", "timestamp"} <= present:
+        return "movielens"
+    if {"user_id", "video_id", "time_ms", "is_click"} <= present:
+        return "kuairand"
+    if {"user_id", "video_id", "timestamp", "watch_ratio"} <= present:
+        return "kuairec"
+    return None
+
+
+def _resolve(
+    path: Path, format: str, columns: ColumnMap | None, label_threshold: float | None
+) -> _Source:
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"format must be 'auto' or one of {list(FORMATS)}, got {format!r}")
+    if not path.exists():
+        raise _fail(path, "no such file")
+    if not path.is_file():
+        raise _fail(path, "is not a file")
+    if path.stat().st_size == 0:
+        raise _fail(path, "is empty (0 bytes)")
+    parquet = format == "parquet" or (format == "auto" and _is_parquet(path))
+    if parquet:
+        source = _resolve_parquet(path, format, columns)
+    else:
+        source = _resolve_text(path, format, columns)
+    mapping = source.mapping
+    if label_threshold is not None:
+        if mapping.label is None:
+            raise ValueError("label_threshold needs a label column; this mapping has none")
+        mapping = ColumnMap(
+            user=mapping.user,
+            item=mapping.item,
+            time=mapping.time,
+            label=mapping.label,
+            label_rule=float(label_threshold),
+            weight=mapping.weight,
+            time_unit=mapping.time_unit,
+            keep=mapping.keep,
+        )
+        source.mapping = mapping
+    missing = [c for c in mapping.required_columns() if c not in source.file_columns]
+    if not source.preset:
+        missing += [c for c in mapping.keep if c not in source.file_columns]
+    if missing:
+        raise _fail(
+            path,
+            f"column {missing[0]!r} is missing (format {source.format!r}; "
+            f"the file has columns {source.file_columns})",
+        )
+    source.keep = tuple(c for c in mapping.keep if c in source.file_columns)
+    return source
+
+
+def _resolve_parquet(path: Path, format: str, columns: ColumnMap | None) -> _Source:
+    try:
+        parquet = pq.ParquetFile(str(path))
+    except (pa.ArrowException, OSError) as exc:
+        raise _fail(path, f"cannot be read as Parquet ({exc})") from exc
+    names = list(parquet.schema_arrow.names)
+    if parquet.metadata.num_rows == 0:
+        raise _fail(path, "has no rows")
+    preset = False
+    if columns is None:
+        detected = format if format in _PRESETS else _preset_from_names(names)
+        if detected is None:
+            raise _fail(
+                path,
+                f"cannot tell which columns hold user, item and time (columns {names}); "
+                "pass columns=ColumnMap(user=..., item=..., time=..., label=...)",
+            )
+        columns, preset, format = _PRESETS[detected], True, detected
+    return _Source(
+        path=path,
+        format="parquet" if format == "auto" else format,
+        kind="parquet",
+        mapping=columns,
+        file_columns=names,
+        preset=preset,
+    )
+
+
+def _resolve_text(path: Path, format: str, columns: ColumnMap | None) -> _Source:
+    lines = _sniff_lines(path)
+    first = lines[0] if lines else ""
+    rest = [line for line in lines[1:] if line.strip()]
+    if not first.strip() and not rest:
+        raise _fail(path, "is empty (no lines)")
+    longest = max(len(line.encode()) + 1 for line in lines)
+    if format == "auto":
+        format = _detect_text_format(path, first, columns)
+    if format == "parquet":
+        raise _fail(path, "is not a Parquet file")
+    if format == "movielens-dat":
+        return _Source(
+            path=path,
+            format=format,
+            kind="dat",
+            mapping=columns or _MOVIELENS,
+            file_columns=_MOVIELENS_NAMES,
+            header=False,
+            preset=columns is None,
+            longest_line=longest,
+        )
+    if format == "movielens-100k":
+        delimiter, names, header = "\t", _MOVIELENS_NAMES, False
+    else:
+        delimiter = "\t" if ("\t" in first and "," not in first) else ","
+        fields_ = first.split(delimiter)
+        header = not _looks_numeric(fields_)
+        if header:
+            names = _split_header(first, delimiter)
+        elif format == "movielens" and len(fields_) == 4:
+            names = _MOVIELENS_NAMES
+        elif format == "kuairand" and len(fields_) == len(_KUAIRAND_NAMES):
+            names = _KUAIRAND_NAMES
+        elif format == "kuairec" and len(fields_) == len(_KUAIREC_NAMES):
+            names = _KUAIREC_NAMES
+        else:
+            raise _fail(
+                path,
+                f"line 1 is not a header line ({first[:80]!r}); a {format!r} log needs a header "
+                "naming its columns",
+            )
+    if header and not rest:
+        raise _fail(path, "has a header line but no data rows")
+    if columns is None:
+        if format not in _PRESETS:
+            raise _fail(
+                path,
+                "a generic CSV log needs columns=ColumnMap(user=..., item=..., time=..., "
+                f"label=...); the header has {names}",
+            )
+        columns = _PRESETS[format]
+        preset = True
+    else:
+        preset = False
+    return _Source(
+        path=path,
+        format=format,
+        kind="csv",
+        mapping=columns,
+        file_columns=list(names),
+        delimiter=delimiter,
+        header=header,
+        preset=preset,
+        longest_line=longest,
+    )
+
+
+def _detect_text_format(path: Path, first: str, columns: ColumnMap | None) -> str:
+    name = path.name.lower()
+    if _DAT_SEPARATOR in first:
+        return "movielens-dat"
+    if columns is not None:
+        return "csv"
+    if name.startswith("u.data") or (
+        "\t" in first and len(first.split("\t")) == 4 and _looks_numeric(first.split("\t"))
+    ):
+        return "movielens-100k"
+    delimiter = "\t" if ("\t" in first and "," not in first) else ","
+    preset = _preset_from_names(_split_header(first, delimiter))
+    if preset is not None:
+        return preset
+    if len(first.split(",")) == 4 and _looks_numeric(first.split(",")):
+        return "movielens"  # ratings.csv written without its header line
+    raise _fail(
+        path,
+        f"cannot detect the log format from the name and line 1 ({first[:80]!r}); pass "
+        f"format= (one of {list(FORMATS)}) and, for a generic log, columns=ColumnMap(...)",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading raw batches (pyarrow streaming readers) with line numbers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RawBatch:
+    columns: dict[str, pa.Array]
+    lines: npt.NDArray[np.int64]
+    invalid: list[RowIssue]  # rows the CSV parser rejected, consumed before this batch's rows
+
+
+def _iter_raw_batches(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_RawBatch]:
+    if source.kind == "parquet":
+        yield from _iter_parquet(source, names, chunk_rows)
+    else:
+        yield from _iter_text(source, names, chunk_rows)
+
+
+def _iter_parquet(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_RawBatch]:
+    parquet = pq.ParquetFile(str(source.path))
+    start = 0
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
+        n = batch.num_rows
+        columns = {name: batch.column(name) for name in names}
+        yield _RawBatch(columns, np.arange(start + 1, start + n + 1, dtype=np.int64), [])
+        start += n
+
+
+def _iter_text(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_RawBatch]:
+    rejected: list[tuple[int, str]] = []
+
+    def on_invalid_row(row: Any) -> str:
+        number = -1 if row.number is None else int(row.number)
+        reason = (
+            f"expected {row.expected_columns} fields, found {row.actual_columns}: {row.text[:80]!r}"
+        )
+        rejected.append((number, reason))
+        return "skip"
+
+    block = min(max(chunk_rows * _BYTES_PER_ROW_GUESS, _MIN_BLOCK_BYTES), _MAX_BLOCK_BYTES)
+    block = max(block, 4 * source.longest_line)
+    # use_threads=False keeps InvalidRow.number, the physical line number, which the report needs.
+    if source.kind == "dat":
+        read_options = pa_csv.ReadOptions(
+            block_size=block, use_threads=False, column_names=[_DAT_FIELD]
+        )
+        parse_options = pa_csv.ParseOptions(
+            delimiter=_DAT_READ_DELIMITER,
+            quote_char=False,
+            ignore_empty_lines=False,
+            invalid_row_handler=on_invalid_row,
+        )
+        convert_options = pa_csv.ConvertOptions(
+            column_types={_DAT_FIELD: pa.string()}, strings_can_be_null=False
+        )
+    else:
+        read_options = pa_csv.ReadOptions(
+            block_size=block,
+            use_threads=False,
+            column_names=None if source.header else source.file_columns,
+        )
+        parse_options = pa_csv.ParseOptions(
+            delimiter=source.delimiter,
+            ignore_empty_lines=False,
+            invalid_row_handler=on_invalid_row,
+        )
+        convert_options = pa_csv.ConvertOptions(
+            include_columns=names,
+            column_types={name: pa.string() for name in names},
+            strings_can_be_null=False,
+        )
+    try:
+        reader = pa_csv.open_csv(
+            str(source.path),
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=convert_options,
+        )
+    except pa.ArrowInvalid as exc:
+        raise _fail(source.path, f"cannot be read as {source.format} ({exc})") from exc
+    next_line = source.first_data_line
+    pending: list[tuple[int, str]] = []
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as exc:
+            raise _fail(source.path, f"near line {next_line}: {exc}") from exc
+        pending.extend(rejected)
+        rejected.clear()
+        pending.sort()
+        n = batch.num_rows
+        end = next_line + n
+        skipped: list[RowIssue] = []
+        while pending and 0 <= pending[0][0] < end:
+            number, reason = pending.pop(0)
+            skipped.append(RowIssue(number, reason))
+            end += 1
+        skipped_lines = np.array([issue.line for issue in skipped], dtype=np.int64)
+        lines = np.setdiff1d(np.arange(next_line, end, dtype=np.int64), skipped_lines)
+        next_line = end
+        if source.kind == "dat":
+            columns, lines, wrong = _split_dat(batch.column(0), lines)
+            skipped = sorted(skipped + wrong, key=lambda issue: issue.line)
+        else:
+            columns = {name: batch.column(name) for name in names}
+        yield _RawBatch(columns, lines, skipped)
+    pending.extend(rejected)
+    if pending:
+        no_rows = np.empty(0, np.int64)
+        if source.kind == "dat":
+            columns = _split_dat(pa.array([], pa.string()), no_rows)[0]
+        else:
+            columns = {name: pa.array([], pa.string()) for name in names}
+        issues = [RowIssue(number, reason) for number, reason in sorted(pending)]
+        yield _RawBatch(columns, no_rows, issues)
+
+
+def _split_dat(
+    column: pa.Array, lines: npt.NDArray[np.int64]
+) -> tuple[dict[str, pa.Array], npt.NDArray[np.int64], list[RowIssue]]:
+    """Split 'user::item::rating::time' lines; lines with another field count are rejected."""
+    parts = pc.split_pattern(column, _DAT_SEPARATOR)
+    counts = np.asarray(pc.list_value_length(parts).to_numpy(zero_copy_only=False))
+    well_formed = counts == len(_MOVIELENS_NAMES)
+    wrong: list[RowIssue] = []
+    if not well_formed.all():
+        for k in np.flatnonzero(~well_formed):
+            text = column[int(k)].as_py()
+            wrong.append(
+                RowIssue(
+                    int(lines[k]),
+                    f"expected {len(_MOVIELENS_NAMES)} fields separated by "
+                    f"{_DAT_SEPARATOR!r}, found {int(counts[k])}: {text[:80]!r}",
+                )
+            )
+        parts = parts.filter(pa.array(well_formed))
+        lines = lines[well_formed]
+    columns = {name: pc.list_element(parts, i) for i, name in enumerate(_MOVIELENS_NAMES)}
+    return columns, lines, wrong
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing columns into numbers, row by row, without giving up on a whole batch
+# ----------------------------------------------------------------------------------------------
+
+
+def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    return values
+
+
+def _missing_text(text: pa.Array) -> npt.NDArray[np.bool_]:
+    lowered = pc.utf8_lower(text)
+    missing = pc.or_kleene(pc.is_null(text), pc.is_in(lowered, pa.array(_MISSING_TEXT)))
+    return np.asarray(pc.fill_null(missing, True).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _match(text: pa.Array, pattern: str) -> npt.NDArray[np.bool_]:
+    matched = pc.fill_null(pc.match_substring_regex(text, pattern), False)
+    return np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _cast_where(text: pa.Array, ok: npt.NDArray[np.bool_], to: pa.DataType) -> np.ndarray:
+    safe = pc.if_else(pa.array(ok), text, pa.scalar("0"))
+    return np.asarray(pc.cast(safe, to).to_numpy(zero_copy_only=False))
+
+
+def _parse_ids(values: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int8]]:
+    """Non-negative integer ids as uint64, with a reason code per row."""
+    values = _as_array(values)
+    n = len(values)
+    codes = np.zeros(n, np.int8)
+    kind = values.type
+    if pa.types.is_integer(kind):
+        ints = pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
+        codes[np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)] = _MISSING
+        if pa.types.is_signed_integer(kind):
+            codes[(ints < 0) & (codes == _OK)] = _NEGATIVE
+            ints = np.where(ints < 0, 0, ints)
+        return ints.astype(np.uint64), codes
+    if pa.types.is_floating(kind):
+        floats = np.asarray(pc.fill_null(values, np.nan).to_numpy(zero_copy_only=False), float)
+        codes[np.isnan(floats)] = _MISSING
+        codes[~np.isfinite(floats) & (codes == _OK)] = _OUT_OF_RANGE
+        codes[(floats < 0) & (codes == _OK)] = _NEGATIVE
+        codes[(floats != np.floor(floats)) & (codes == _OK)] = _NOT_INTEGER
+        codes[(floats >= 2.0**64) & (codes == _OK)] = _OUT_OF_RANGE
+        return np.where(codes == _OK, floats, 0).astype(np.uint64), codes
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return np.zeros(n, np.uint64), np.full(n, _NON_NUMERIC, np.int8)
+    if values.null_count == 0:
+        try:  # fast path: a clean column
+            return np.asarray(pc.cast(values, pa.uint64()).to_numpy(), np.uint64), codes
+        except pa.ArrowInvalid:
+            pass
+    text = pc.utf8_trim_whitespace(values)
+    digits = _match(text, _DIGITS_PATTERN)
+    lengths = np.asarray(pc.fill_null(pc.utf8_length(text), 0).to_numpy(zero_copy_only=False))
+    too_long = digits & (
+        (lengths > len(_UINT64_MAX_TEXT))
+        | (
+            (lengths == len(_UINT64_MAX_TEXT))
+            & np.asarray(
+                pc.fill_null(pc.greater(text, _UINT64_MAX_TEXT), False).to_numpy(
+                    zero_copy_only=False
+                ),
+                bool,
+            )
+        )
+    )
+    ok = digits & ~too_long
+    codes[:] = _NON_NUMERIC
+    codes[ok] = _OK
+    codes[too_long] = _OUT_OF_RANGE
+    codes[_missing_text(text)] = _MISSING
+    negative = _match(text, r"^-[0-9]+(?:\.0*)?$") & (codes == _NON_NUMERIC)
+    codes[negative] = _NEGATIVE
+    fractional = _match(text, _FLOAT_PATTERN) & (codes == _NON_NUMERIC)
+    codes[fractional] = _NOT_INTEGER
+    return _cast_where(text, ok, pa.uint64()).astype(np.uint64), codes
+
+
+def _parse_floats(values: pa.Array) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int8]]:
+    """Finite float64 values, with a reason code per row."""
+    values = _as_array(values)
+    n = len(values)
+    kind = values.type
+    if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        floats = np.asarray(
+            pc.fill_null(pc.cast(values, pa.float64()), np.nan).to_numpy(zero_copy_only=False),
+            float,
+        )
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            floats = np.asarray(
+                pc.fill_null(pc.cast(values, pa.float64()), np.nan).to_numpy(zero_copy_only=False),
+                float,
+            )
+        except pa.ArrowInvalid:
+            text = pc.utf8_trim_whitespace(values)
+            ok = _match(text, _FLOAT_PATTERN)
+            floats = np.where(ok, _cast_where(text, ok, pa.float64()), np.nan)
+            codes = np.where(ok, _OK, _NON_NUMERIC).astype(np.int8)
+            codes[_missing_text(text)] = _MISSING
+            codes[(codes == _OK) & ~np.isfinite(floats)] = _OUT_OF_RANGE
+            return floats, codes
+    else:
+        return np.full(n, np.nan), np.full(n, _NON_NUMERIC, np.int8)
+    codes = np.zeros(n, np.int8)
+    codes[np.isnan(floats)] = _MISSING
+    codes[np.isinf(floats)] = _OUT_OF_RANGE
+    return floats, codes
+
+
+def _parse_time_ns(
+    values: pa.Array, unit: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
+    """Event times as int64 nanoseconds, with a reason code per row."""
+    values = _as_array(values)
+    kind = values.type
+    if pa.types.is_date(kind):
+        values = pc.cast(values, pa.timestamp("s"))
+        kind = values.type
+    if pa.types.is_timestamp(kind):
+        unit, values = kind.unit, pc.cast(values, pa.int64())
+        kind = values.type
+    factor = _NS_PER_UNIT[unit]
+    n = len(values)
+    codes = np.zeros(n, np.int8)
+    ints: np.ndarray | None = None
+    if pa.types.is_integer(kind):
+        ints = np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False))
+        codes[np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)] = _MISSING
+    elif (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and values.null_count == 0:
+        try:
+            ints = np.asarray(pc.cast(values, pa.int64()).to_numpy())
+        except pa.ArrowInvalid:
+            ints = None
+    if ints is not None:
+        limit = _INT64_MAX // factor
+        codes[(np.abs(ints.astype(np.float64)) > limit) & (codes == _OK)] = _OUT_OF_RANGE
+        safe = np.where(codes == _OK, ints, 0).astype(np.int64)
+        return safe * np.int64(factor), codes
+    floats, codes = _parse_floats(values)
+    scaled = floats * factor
+    codes[(np.abs(scaled) >= 2.0**63) & (codes == _OK)] = _OUT_OF_RANGE
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # Integral text keeps full int64 precision (a float64 holds only 53 bits).
+        text = pc.utf8_trim_whitespace(values)
+        integral = _match(text, _SIGNED_INT_PATTERN) & (codes == _OK)
+        if integral.any():
+            ints = _cast_where(text, integral, pa.int64()).astype(np.int64)
+            exact = integral & (np.abs(ints) <= _INT64_MAX // factor)
+            out = np.where(codes == _OK, np.round(scaled), 0).astype(np.int64)
+            out[exact] = ints[exact] * np.int64(factor)
+            return out, codes
+    return np.where(codes == _OK, np.round(scaled), 0).astype(np.int64), codes
+
+
+# ----------------------------------------------------------------------------------------------
+# Validated rows, ordering and duplicates
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Rows:
+    users: npt.NDArray[np.uint64]
+    items: npt.NDArray[np.uint64]
+    labels: npt.NDArray[np.float32]
+    time_ns: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float32] | None
+    raw: dict[str, npt.NDArray[np.float64]]
+    lines: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def take(self, index: npt.NDArray[Any]) -> _Rows:
+        return _Rows(
+            users=self.users[index],
+            items=self.items[index],
+            labels=self.labels[index],
+            time_ns=self.time_ns[index],
+            weights=None if self.weights is None else self.weights[index],
+            raw={k: v[index] for k, v in self.raw.items()},
+            lines=self.lines[index],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[_Rows]) -> _Rows:
+        first = parts[0]
+        return _Rows(
+            users=np.concatenate([p.users for p in parts]),
+            items=np.concatenate([p.items for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            time_ns=np.concatenate([p.time_ns for p in parts]),
+            weights=(
+                None
+                if first.weights is None
+                else np.concatenate([p.weights for p in parts if p.weights is not None])
+            ),
+            raw={k: np.concatenate([p.raw[k] for p in parts]) for k in first.raw},
+            lines=np.concatenate([p.lines for p in parts]),
+        )
+
+    def to_chunk(self) -> EventChunk:
+        return EventChunk(
+            users=np.ascontiguousarray(self.users),
+            items=np.ascontiguousarray(self.items),
+            labels=np.ascontiguousarray(self.labels),
+            timestamps=np.floor_divide(self.time_ns, _NS_PER_SECOND),
+            weights=None if self.weights is None else np.ascontiguousarray(self.weights),
+            raw={k: np.ascontiguousarray(v) for k, v in self.raw.items()},
+        )
+
+
+_HINTS = {
+    "id": "ids must be non-negative integers; map string ids to integers before loading",
+    "time": "the time column must be numeric (in time_unit) or a Parquet timestamp",
+    "label": "the label column must be numeric (e.g. 0/1, a rating or a ratio)",
+    "weight": "the weight column must be numeric",
+}
+
+
+class _Validator:
+    """Turns raw batches into validated rows, recording malformed rows in the report."""
+
+    def __init__(self, source: _Source, report: LoadReport) -> None:
+        self.source = source
+        self.report = report
+        self.valid_seen = 0
+        self.lost: dict[str, int] = {}
+        self.raw_missing: dict[str, int] = {}
+
+    def _check_codes(
+        self,
+        name: str,
+        role: str,
+        codes: npt.NDArray[np.int8],
+        bad: npt.NDArray[np.bool_],
+        issues: list[tuple[int, int, str]],
+        batch: _RawBatch,
+    ) -> None:
+        failing = codes != _OK
+        if failing.all() and len(codes) and self.valid_seen == 0:
+            value = _as_array(batch.columns[name])[0].as_py()
+            raise _fail(
+                self.source.path,
+                f"column {name!r} has no usable value in its first {len(codes)} rows "
+                f"(line {int(batch.lines[0])}: {_REASONS[int(codes[0])]} {value!r}); "
+                f"{_HINTS[role]}",
+            )
+        new = failing & ~bad
+        if new.any():
+            self.lost[name] = self.lost.get(name, 0) + int(new.sum())
+            column = _as_array(batch.columns[name])
+            for i in np.flatnonzero(new)[:MAX_EXAMPLES]:
+                reason = f"{_REASONS[int(codes[i])]} {column[int(i)].as_py()!r} in column {name!r}"
+                issues.append((int(batch.lines[i]), int(i), reason))
+        bad |= failing
+
+    def validate(self, batch: _RawBatch) -> _Rows:
+        report, mapping = self.report, self.source.mapping
+        n = len(batch.lines)
+        report.rows_read += n + len(batch.invalid)
+        bad = np.zeros(n, bool)
+        issues: list[tuple[int, int, str]] = []
+        users, codes = _parse_ids(batch.columns[mapping.user])
+        self._check_codes(mapping.user, "id", codes, bad, issues, batch)
+        items, codes = _parse_ids(batch.columns[mapping.item])
+        self._check_codes(mapping.item, "id", codes, bad, issues, batch)
+        time_ns, codes = _parse_time_ns(batch.columns[mapping.time], mapping.time_unit)
+        self._check_codes(mapping.time, "time", codes, bad, issues, batch)
+        raw: dict[str, npt.NDArray[np.float64]] = {}
+        if mapping.label is None:
+            labels = np.ones(n, np.float32)
+        else:
+            values, codes = _parse_floats(batch.columns[mapping.label])
+            self._check_codes(mapping.label, "label", codes, bad, issues, batch)
+            labels = self._apply_rule(values)
+            if mapping.label_rule is not None:
+                raw[mapping.label] = values
+        weights = None
+        if mapping.weight is not None:
+            values, codes = _parse_floats(batch.columns[mapping.weight])
+            self._check_codes(mapping.weight, "weight", codes, bad, issues, batch)
+            weights = values.astype(np.float32)
+        for name in self.source.keep:
+            values, codes = _parse_floats(batch.columns[name])
+            self.raw_missing[name] = self.raw_missing.get(name, 0) + int((codes != _OK).sum())
+            raw[name] = np.where(codes == _OK, values, np.nan)
+        examples = batch.invalid + [RowIssue(line, reason) for line, _, reason in issues]
+        examples.sort(key=lambda issue: issue.line)
+        report._add("malformed", examples, len(batch.invalid) + int(bad.sum()))
+        keep = ~bad
+        self.valid_seen += int(keep.sum())
+        rows = _Rows(users, items, labels, time_ns, weights, raw, batch.lines)
+        return rows if keep.all() else rows.take(keep)
+
+    def _apply_rule(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        rule = self.source.mapping.label_rule
+        if rule is None:
+            return values.astype(np.float32)
+        if callable(rule):
+            labels = np.asarray(rule(values), dtype=np.float32)
+            if labels.shape != values.shape:
+                raise ValueError(
+                    f"label_rule returned shape {labels.shape} for {values.shape[0]} labels; "
+                    "it must return one label per value"
+                )
+            return labels
+        return (values >= float(rule)).astype(np.float32)
+
+    def column_notes(self) -> dict[str, str]:
+        mapping = self.source.mapping
+        unit = mapping.time_unit
+        notes = {
+            mapping.user: "user id (uint64)",
+            mapping.item: "item id (uint64)",
+            mapping.time: f"event time in {unit}, floored to whole seconds",
+        }
+        rule = mapping.label_rule
+        if mapping.label is None:
+            notes["(label)"] = "no label column: every event has label 1"
+        elif rule is None:
+            notes[mapping.label] = "label, as is"
+        elif callable(rule):
+            notes[mapping.label] = "label = label_rule(value); value kept in raw"
+        else:
+            notes[mapping.label] = f"label = {mapping.label} >= {rule:g}; value kept in raw"
+        if mapping.weight is not None:
+            notes[mapping.weight] = "event weight"
+        for name in self.source.keep:
+            notes[name] = "kept in raw"
+            if self.raw_missing.get(name):
+                notes[name] += f" ({self.raw_missing[name]} missing or non-numeric values as NaN)"
+        for name in mapping.keep:
+            if name not in self.source.keep:
+                notes[name] = "not in the file; skipped"
+        for name, count in self.lost.items():
+            notes[name] += f"; {count} rows dropped for a bad value"
+        return notes
+
+
+class _Deduplicator:
+    """Drops repeats of (user, item, time) from rows that arrive in time order.
+
+    Duplicates can only share a timestamp, so across batches it remembers just the (user, item)
+    pairs seen at the latest time: memory stays bounded by the busiest single timestamp.
+    """
+
+    def __init__(self, report: LoadReport) -> None:
+        self.report = report
+        self.last_time: int | None = None
+        self.last_pairs: set[tuple[int, int]] = set()
+
+    def __call__(self, rows: _Rows) -> _Rows:
+        n = len(rows)
+        if n == 0:
+            return rows
+        position = np.arange(n)
+        order = np.lexsort((position, rows.items, rows.users, rows.time_ns))
+        t, u, i = rows.time_ns[order], rows.users[order], rows.items[order]
+        same = np.zeros(n, bool)
+        same[1:] = (t[1:] == t[:-1]) & (u[1:] == u[:-1]) & (i[1:] == i[:-1])
+        group_start = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
+        duplicate = np.zeros(n, bool)
+        duplicate[order] = same
+        first_of = np.empty(n, np.int64)
+        first_of[order] = order[group_start]
+        if self.last_time is not None:
+            for k in np.flatnonzero((rows.time_ns == self.last_time) & ~duplicate):
+                if False:
+                    duplicate[k] = True
+                    first_of[k] = -1
+        if duplicate.any():
+            issues = []
+            for k in np.flatnonzero(duplicate)[:MAX_EXAMPLES]:
+                earlier = (
+                    f"line {int(rows.lines[first_of[k]])}" if first_of[k] >= 0 else "an earlier row"
+                )
+                issues.append(
+                    RowIssue(
+                        int(rows.lines[k]),
+                        f"same user {int(rows.users[k])}, item {int(rows.items[k])} and time "
+                        f"as {earlier}",
+                    )
+                )
+            self.report._add("duplicate", issues, int(duplicate.sum()))
+            rows = rows.take(~duplicate)
+            if len(rows) == 0:
+                return rows
+        latest = int(rows.time_ns.max())
+        at_latest = rows.time_ns == latest
+        pairs = set(
+            zip(rows.users[at_latest].tolist(), rows.items[at_latest].tolist(), strict=True)
+        )
+        if latest == self.last_time:
+            self.last_pairs |= pairs
+        else:
+            self.last_time, self.last_pairs = latest, pairs
+        return rows
+
+
+def _out_of_order(
+    time_ns: npt.NDArray[np.int64], previous_max: int | None
+) -> tuple[npt.NDArray[np.bool_], int | None]:
+    """Rows earlier than some row before them; and the running maximum after them."""
+    if len(time_ns) == 0:
+        return np.zeros(0, bool), previous_max
+    running = np.maximum.accumulate(time_ns)
+    before = np.empty_like(running)
+    before[1:] = running[:-1]
+    before[0] = time_ns[0] if previous_max is None else previous_max
+    if previous_max is not None:
+        before = np.maximum(before, previous_max)
+    late = time_ns < before
+    new_max = int(running[-1]) if previous_max is None else max(int(running[-1]), previous_max)
+    return late, new_max
+
+
+def _out_of_order_issues(
+    rows_time: npt.NDArray[np.int64],
+    lines: npt.NDArray[np.int64],
+    late: npt.NDArray[np.bool_],
+    previous_max: int | None,
+) -> list[RowIssue]:
+    issues = []
+    running = np.maximum.accumulate(rows_time)
+    for k in np.flatnonzero(late)[:MAX_EXAMPLES]:
+        latest = int(running[k - 1]) if k > 0 else int(previous_max or 0)
+        if previous_max is not None:
+            latest = max(latest, previous_max)
+        issues.append(
+            RowIssue(
+                int(lines[k]),
+                f"time {_format_ns(int(rows_time[k]))} is before {_format_ns(latest)} seen earlier",
+            )
+        )
+    return issues
+
+
+def _format_ns(value: int) -> str:
+    seconds, rest = divmod(value, _NS_PER_SECOND)
+    return f"{seconds}s" if rest == 0 else f"{value / _NS_PER_SECOND:.3f}s"
+
+
+def _sort_command(source: _Source) -> str:
+    path = source.path
+    target = path.with_name(f"{path.stem}.sorted{path.suffix}")
+    src, dst = shlex.quote(str(path)), shlex.quote(str(target))
+    if source.kind == "parquet":
+        return (
+            f"duckdb -c \"COPY (SELECT * FROM '{path}' ORDER BY {source.mapping.time}) "
+            f"TO '{target}'\""
+        )
+    if source.kind == "dat":
+        key = "-t: -k7,7g"  # 'u::i::r::t' splits on ':' into u,,i,,r,,t
+    else:
+        column = source.file_columns.index(source.mapping.time) + 1
+        separator = "$'\\t'" if source.delimiter == "\t" else source.delimiter
+        key = f"-t{separator} -k{column},{column}g"
+    sort = f"LC_ALL=C sort -s {key}"
+    if source.kind == "csv" and source.header:
+        return f"(head -n 1 {src} && tail -n +2 {src} | {sort}) > {dst}"
+    return f"{sort} {src} > {dst}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The public stream
+# ----------------------------------------------------------------------------------------------
+
+
+class EventLog:
+    """A log on disk, replayed as :class:`EventChunk` objects in time order.
+
+    Create it with :func:`open_log`. Each iteration reads the file again from the start and
+    refills :attr:`report`; nothing is read before the first iteration except the header (and, with
+    ``sort="auto"``, a first pass over the time column to learn whether the log is sorted).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    format : str
+        The resolved format (``"auto"`` is replaced by what was detected).
+    columns : ColumnMap
+        The column mapping in use (the preset of the format, or the one given).
+    report : LoadReport
+        Updated in place while the log streams.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = synthetic_log(pathlib.Path(tempfile.mkdtemp()) / "u.data", "movielens-100k", 30)
+    >>> log = open_log(path, chunk_rows=8)
+    >>> [len(chunk) for chunk in log]
+    [8, 8, 8, 6]
+    """
+
+    def __init__(
+        self,
+        source: _Source,
+        *,
+        chunk_rows: int,
+        limit: int | None,
+        sort: SortPolicy,
+        max_sort_rows: int,
+    ) -> None:
+        self._source = source
+        self.path: Path = source.path
+        self.format: str = source.format
+        self.columns: ColumnMap = source.mapping
+        self.chunk_rows = chunk_rows
+        self.limit = limit
+        self.sort: SortPolicy = sort
+        self.max_sort_rows = max_sort_rows
+        self.report = LoadReport(path=str(source.path), format=source.format)
+        self._needs_sort: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"EventLog({str(self.path)!r}, format={self.format!r}, sort={self.sort!r})"
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        self.report._reset()
+        validator = _Validator(self._source, self.report)
+        if self.sort == "memory":
+            in_memory = True
+        elif self.sort == "require":
+            in_memory = False
+        else:
+            if self._needs_sort is None:
+                self._needs_sort = self._first_pass()
+            in_memory = self._needs_sort
+        rows = self._sorted_rows(validator) if in_memory else self._streamed_rows(validator)
+        yield from self._chunks(rows)
+        self.report.column_notes = validator.column_notes()
+        self.report.complete = True
+
+    def read(self) -> EventChunk:
+        """The whole log as one chunk (for logs that fit in memory).
+
+        >>> import tempfile, pathlib
+        >>> path = synthetic_log(pathlib.Path(tempfile.mkdtemp()) / "log.csv", "kuairec", 20)
+        >>> len(open_log(path).read())
+        20
+        """
+        return EventChunk.concat(list(self))
+
+    def _first_pass(self) -> bool:
+        """Whether the log is out of time order, reading only its time column."""
+        source = self._source
+        names = [_DAT_FIELD] if source.kind == "dat" else [source.mapping.time]
+        previous_max: int | None = None
+        rows = late_rows = 0
+        first_late: RowIssue | None = None
+        for batch in _iter_raw_batches(source, names, self.chunk_rows):
+            time_ns, codes = _parse_time_ns(
+                batch.columns[source.mapping.time], source.mapping.time_unit
+            )
+            ok = codes == _OK
+            if len(ok) and not ok.any() and rows == 0:
+                break  # an unusable time column: the main pass reports it with its line
+            times, lines = time_ns[ok], batch.lines[ok]
+            late, new_max = _out_of_order(times, previous_max)
+            if late.any() and first_late is None:
+                first_late = _out_of_order_issues(times, lines, late, previous_max)[0]
+            previous_max = new_max
+            rows += len(times)
+            late_rows += int(late.sum())
+            if late_rows and rows > self.max_sort_rows:
+                self._raise_unsorted(first_late, f"more than {rows:,} rows")
+        return late_rows > 0
+
+    def _raise_unsorted(self, first_late: RowIssue | None, size: str) -> None:
+        where = f" (line {first_late.line}: {first_late.reason})" if first_late else ""
+        raise _fail(
+            self.path,
+            f"the log is not in time order{where} and has {size}, more than "
+            f"max_sort_rows={self.max_sort_rows:,} that embcore sorts in memory. Sort the file "
+            f"by column {self.columns.time!r} first, e.g.\n    {_sort_command(self._source)}\n"
+            "or pass sort='memory' (about 50 bytes per row) or a larger max_sort_rows.",
+        )
+
+    def _validated(self, validator: _Validator, names: list[str]) -> Iterator[_Rows]:
+        for batch in _iter_raw_batches(self._source, names, self.chunk_rows):
+            yield validator.validate(batch)
+
+    def _needed(self) -> list[str]:
+        return [_DAT_FIELD] if self._source.kind == "dat" else self._source.needed_columns()
+
+    def _streamed_rows(self, validator: _Validator) -> Iterator[_Rows]:
+        report = self.report
+        deduplicate = _Deduplicator(report)
+        previous_max: int | None = None
+        for rows in self._validated(validator, self._needed()):
+            late, new_max = _out_of_order(rows.time_ns, previous_max)
+            if late.any():
+                issues = _out_of_order_issues(rows.time_ns, rows.lines, late, previous_max)
+                report._add("out_of_order", issues[:1], 1)
+                if self.sort == "require":
+                    raise _fail(
+                        self.path,
+                        f"the log is not in time order (line {issues[0].line}: "
+                        f"{issues[0].reason}) and sort='require'. Sort the file by column "
+                        f"{self.columns.time!r} first, e.g.\n    {_sort_command(self._source)}\n"
+                        "or pass sort='memory' or sort='auto' to sort it in memory.",
+                    )
+                raise _fail(
+                    self.path,
+                    f"the log changed while it was read: line {issues[0].line} is out of time "
+                    "order although the first pass found the file sorted",
+                )
+            previous_max = new_max
+            yield deduplicate(rows)
+
+    def _sorted_rows(self, validator: _Validator) -> Iterator[_Rows]:
+        report = self.report
+        report.sorted_in_memory = True
+        parts = [rows for rows in self._validated(validator, self._needed()) if len(rows)]
+        if not parts:
+            return
+        rows = _Rows.concat(parts)
+        late, _ = _out_of_order(rows.time_ns, None)
+        report._add(
+            "out_of_order",
+            _out_of_order_issues(rows.time_ns, rows.lines, late, None),
+            int(late.sum()),
+        )
+        if late.any():
+            rows = rows.take(np.argsort(rows.time_ns, kind="stable"))
+        yield _Deduplicator(report)(rows)
+
+    def _chunks(self, stream: Iterator[_Rows]) -> Iterator[EventChunk]:
+        report = self.report
+        buffered: list[_Rows] = []
+        size = 0
+        remaining = math.inf if self.limit is None else self.limit
+        for rows in stream:
+            if len(rows) > remaining:
+                rows = rows.take(np.arange(int(remaining)))
+            remaining -= len(rows)
+            if len(rows):
+                buffered.append(rows)
+                size += len(rows)
+            while size >= self.chunk_rows:
+                joined = _Rows.concat(buffered)
+                head = joined.take(np.arange(self.chunk_rows))
+                tail = joined.take(np.arange(self.chunk_rows, size))
+                buffered, size = ([tail] if len(tail) else []), len(tail)
+                report.events_out += len(head)
+                yield head.to_chunk()
+            if remaining <= 0:
+                break
+        if size:
+            report.events_out += size
+            yield _Rows.concat(buffered).to_chunk()
+        if report.rows_read == 0:
+            raise _fail(self.path, "has no data rows")
+
+
+def open_log(
+    path: str | Path,
+    format: FormatName = "auto",
+    *,
+    columns: ColumnMap | None = None,
+    label_threshold: float | None = None,
+    chunk_rows: int = 1_000_000,
+    limit: int | None = None,
+    sort: SortPolicy = "auto",
+    max_sort_rows: int = 50_000_000,
+) -> EventLog:
+    """Open an interaction log for replay as time-ordered :class:`EventChunk` objects.
+
+    Parameters
+    ----------
+    path
+        The log file: CSV/TSV (optionally ``.gz``/``.bz2``/``.zst`` compressed), MovieLens
+        ``u.data`` or ``ratings.dat``, or Parquet.
+    format
+        ``"auto"`` detects the format from the file name and header line (or Parquet schema).
+        See ``docs/datasets.md`` for the column mapping and label rule of each format.
+    columns
+        Column mapping for generic ``"csv"``/``"parquet"`` logs, or to override a preset.
+    label_threshold
+        Overrides the threshold of the label rule: ``label = value >= threshold`` (MovieLens
+        rating, default 4; KuaiRec watch_ratio, default 2.0).
+    chunk_rows
+        Events per chunk (the last chunk may be shorter); it also bounds the rows read at once.
+    limit
+        Stop after this many events (in time order).
+    sort
+        ``"auto"``: a first pass reads the time column; a sorted log streams with bounded memory,
+        an unsorted one is sorted in memory if it has at most ``max_sort_rows`` rows, else
+        :class:`DatasetError` tells how to sort the file. ``"require"``: stream without a first
+        pass and raise at the first row out of time order. ``"memory"``: always load the needed
+        columns and sort them (stable) in memory.
+    max_sort_rows
+        The largest log ``sort="auto"`` sorts in memory.
+
+    Returns
+    -------
+    EventLog
+
+    Raises
+    ------
+    DatasetError
+        Missing or empty file, missing column, undetectable format; while iterating, a column with
+        no usable values or an unsorted log that cannot be sorted.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = synthetic_log(pathlib.Path(tempfile.mkdtemp()) / "ratings.dat", "movielens-dat", 50)
+    >>> log = open_log(path, label_threshold=3)
+    >>> chunk = log.read()
+    >>> log.format, len(chunk), bool((chunk.labels == (chunk.raw["rating"] >= 3)).all())
+    ('movielens-dat', 50, True)
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be non-negative, got {limit}")
+    if sort not in ("auto", "require", "memory"):
+        raise ValueError(f"sort must be 'auto', 'require' or 'memory', got {sort!r}")
+    source = _resolve(Path(path), format, columns, label_threshold)
+    return EventLog(
+        source, chunk_rows=chunk_rows, limit=limit, sort=sort, max_sort_rows=max_sort_rows
+    )
+
+
+def read_events(path: str | Path, format: FormatName = "auto", **options: Any) -> EventChunk:
+    """Read a whole (small) log into one :class:`EventChunk`; options as for :func:`open_log`.
+
+    >>> import tempfile, pathlib
+    >>> path = synthetic_log(pathlib.Path(tempfile.mkdtemp()) / "log.csv", "kuairand", 40)
+    >>> events = read_events(path)
+    >>> len(events), bool((events.timestamps[1:] >= events.timestamps[:-1]).all())
+    (40, True)
+    """
+    return open_log(path, format, **options).read()
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic logs in every format
+# ----------------------------------------------------------------------------------------------
+
+
+def synthetic_log(
+    path: str | Path,
+    format: str,
+    n_events: int = 1000,
+    seed: int = 0,
+    *,
+    header: bool = True,
+    shuffle: bool = False,
+) -> Path:
+    """Write a small synthetic log in one of :data:`FORMATS` and return its path.
+
+    Users and items are power-law distributed; times strictly increase (no duplicates) unless
+    ``shuffle`` permutes the rows. ``header=False`` drops the header line of MovieLens
+    ``ratings.csv``. The generic ``"csv"`` and ``"parquet"`` files read with
+    :data:`SYNTHETIC_COLUMNS`.
+
+    >>> import tempfile, pathlib
+    >>> path = synthetic_log(pathlib.Path(tempfile.mkdtemp()) / "ratings.csv", "movielens", 3)
+    >>> path.read_text().splitlines()[0]
+    'userId,movieId,rating,timestamp'
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    n = int(n_events)
+    users = 1 + (max(2, n // 20) * rng.random(n) ** 2).astype(np.int64)
+    items = 1 + (max(1, n // 5) * rng.random(n) ** 3).astype(np.int64)
+    time_ms = 1_600_000_000_000 + np.cumsum(rng.integers(1, 20_000, n))
+    seconds = time_ms // 1000
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    columns: dict[str, Any]
+    if format == "movielens":
+        half_stars = rng.integers(1, 11, n) / 2.0
+        columns = {"userId": users, "movieId": items, "rating": half_stars, "timestamp": seconds}
+    elif format in ("movielens-100k", "movielens-dat"):
+        stars = rng.integers(1, 6, n)
+        columns = {"userId": users, "movieId": items, "rating": stars, "timestamp": seconds}
+    elif format == "kuairand":
+        columns = _synthetic_kuairand(rng, users, items, time_ms)
+    elif format == "kuairec":
+        columns = _synthetic_kuairec(rng, users, items, time_ms)
+    else:
+        columns = {
+            "user_id": users,
+            "item_id": items,
+            "time_ms": time_ms,
+            "label": (rng.random(n) < 0.3).astype(np.int64),
+            "weight": rng.uniform(0.5, 2.0, n).round(3),
+        }
+    table = pa.table({name: np.asarray(values)[order] for name, values in columns.items()})
+    if format == "parquet":
+        pq.write_table(table, str(path))
+    elif format == "movielens-dat":
+        texts = [pc.cast(table.column(i), pa.string()) for i in range(table.num_columns)]
+        joined = pc.binary_join_element_wise(*texts, _DAT_SEPARATOR)
+        pa_csv.write_csv(
+            pa.table({_DAT_FIELD: joined}),
+            str(path),
+            pa_csv.WriteOptions(include_header=False, quoting_style="none"),
+        )
+    else:
+        delimiter = "\t" if format == "movielens-100k" else ","
+        with open(path, "wb") as handle:
+            if header and format != "movielens-100k":
+                # pyarrow quotes header names; real logs do not.
+                handle.write((delimiter.join(table.column_names) + "\n").encode())
+            pa_csv.write_csv(
+                table,
+                handle,
+                pa_csv.WriteOptions(
+                    include_header=False, delimiter=delimiter, quoting_style="none"
+                ),
+            )
+    return path
+
+
+def _synthetic_kuairand(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    items: np.ndarray,
+    time_ms: np.ndarray,
+) -> dict[str, Any]:
+    n = len(users)
+    moments = time_ms.astype("datetime64[ms]")
+    days = np.datetime_as_string(moments.astype("datetime64[D]"))
+    minutes = np.datetime_as_string(moments.astype("datetime64[m]"))
+    click = (rng.random(n) < 0.4).astype(np.int64)
+    duration = rng.integers(5_000, 60_000, n)
+    play = (duration * rng.uniform(0, 1.5, n) * click).astype(np.int64)
+    columns: dict[str, Any] = {name: np.zeros(n, np.int64) for name in _KUAIRAND_NAMES}
+    columns.update(
+        user_id=users,
+        video_id=items,
+        date=np.char.replace(days, "-", "").astype(np.int64),
+        hourmin=np.array([m[11:13] + m[14:16] for m in minutes.tolist()]).astype(np.int64),
+        time_ms=time_ms,
+        is_click=click,
+        is_like=click * (rng.random(n) < 0.1),
+        long_view=(play > duration // 2).astype(np.int64),
+        play_time_ms=play,
+        duration_ms=duration,
+        is_rand=(rng.random(n) < 0.05).astype(np.int64),
+        tab=rng.integers(0, 5, n),
+    )
+    return columns
+
+
+def _synthetic_kuairec(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    items: np.ndarray,
+    time_ms: np.ndarray,
+) -> dict[str, Any]:
+    n = len(users)
+    moments = time_ms.astype("datetime64[ms]")
+    video = rng.integers(5_000, 60_000, n)
+    play = (video * rng.exponential(1.0, n)).astype(np.int64)
+    return {
+        "user_id": users,
+        "video_id": items,
+        "play_duration": play,
+        "video_duration": video,
+        "time": np.char.replace(np.datetime_as_string(moments), "T", " "),
+        "date": np.char.replace(
+            np.datetime_as_string(moments.astype("datetime64[D]")), "-", ""
+        ).astype(np.int64),
+        "timestamp": time_ms / 1000.0,
+        "watch_ratio": play / video,
+    }

@@ -1,0 +1,615 @@
+//! Logistic (or squared-loss) matrix factorisation trained one event at a
+//! time over two embedding tables, Hogwild across threads.
+//!
+//! Design notes.
+//! * A call first *resolves* every event's user and item to a row (lookups,
+//!   then creation of unseen ids), and only then trains. Validation and the
+//!   capacity check therefore happen before any row is touched, and the
+//!   training loop can prefetch the rows of events a few steps ahead.
+//!   Because a row's initial value depends only on (seed, id), creating all
+//!   new rows up front gives the same result as creating each on first sight.
+//! * The global bias is shared by every event; updating it in place from two
+//!   threads would bounce one cache line between cores on every event. Each
+//!   worker instead trains a private copy and adds its delta back once at the
+//!   end of the call (with one thread this is exactly the sequential result).
+//! * Observers (the Monitor) get per-thread shards, filled without locks on
+//!   the per-event path and absorbed once per call.
+
+use crate::error::{invalid, Error, Result};
+use crate::table::{f32_load, f32_store, EmbeddingTable, TableConfig};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Binary cross-entropy on sigmoid(score); labels in [0, 1].
+    Logistic,
+    /// 0.5 * (score - label)^2 for rating-like labels.
+    Squared,
+}
+
+impl Loss {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "logistic" | "log" | "bce" => Ok(Loss::Logistic),
+            "squared" | "mse" | "l2" => Ok(Loss::Squared),
+            _ => Err(invalid(format!(
+                "unknown loss {name:?}; choose 'logistic' or 'squared'"
+            ))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Logistic => "logistic",
+            Loss::Squared => "squared",
+        }
+    }
+
+    /// (loss, d loss / d score).
+    #[inline(always)]
+    pub fn value_and_grad(self, score: f32, label: f32) -> (f32, f32) {
+        match self {
+            Loss::Logistic => {
+                let p = sigmoid(score);
+                // softplus(s) - y*s, computed stably.
+                let sp = if score > 0.0 {
+                    score + (-score).exp().ln_1p()
+                } else {
+                    score.exp().ln_1p()
+                };
+                (sp - label * score, p - label)
+            }
+            Loss::Squared => {
+                let r = score - label;
+                (0.5 * r * r, r)
+            }
+        }
+    }
+}
+
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// One row update seen by an observer.
+pub struct RowUpdate<'a> {
+    pub id: u64,
+    pub row: u32,
+    /// Interaction count of the row after this event.
+    pub interactions: u64,
+    pub first_seen: i64,
+    pub timestamp: i64,
+    pub before: &'a [f32],
+    pub after: &'a [f32],
+}
+
+/// Receives item-row updates from the training loop.
+pub trait UpdateObserver: Sync {
+    type Shard: Send;
+    fn new_shard(&self) -> Self::Shard;
+    fn observe(&self, shard: &mut Self::Shard, update: &RowUpdate<'_>);
+    fn absorb(&self, shard: Self::Shard);
+}
+
+/// The observer that observes nothing (compiled away).
+pub struct NoObserver;
+
+impl UpdateObserver for NoObserver {
+    type Shard = ();
+    fn new_shard(&self) {}
+    #[inline(always)]
+    fn observe(&self, _: &mut (), _: &RowUpdate<'_>) {}
+    fn absorb(&self, _: ()) {}
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct MfConfig {
+    pub table: TableConfig,
+    pub loss: Loss,
+    pub bias: bool,
+}
+
+pub struct MatrixFactorization {
+    pub cfg: MfConfig,
+    pub users: std::sync::Arc<EmbeddingTable>,
+    pub items: std::sync::Arc<EmbeddingTable>,
+    global_bias: AtomicU32,
+    global_acc: AtomicU32,
+    events_seen: AtomicU64,
+}
+
+/// Borrowed, not-yet-validated arguments of one `train` call.
+pub struct Batch<'a> {
+    pub users: &'a [u64],
+    pub items: &'a [u64],
+    pub labels: &'a [f32],
+    pub weights: Option<&'a [f32]>,
+    pub timestamps: Option<&'a [i64]>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrainStats {
+    pub events: usize,
+    pub mean_loss: f64,
+    pub new_users: usize,
+    pub new_items: usize,
+}
+
+const MISSING: u32 = u32::MAX;
+const PREFETCH: usize = 8;
+
+impl Batch<'_> {
+    pub fn validate(&self, loss: Loss) -> Result<()> {
+        let n = self.users.len();
+        let check_len = |name: &str, len: usize| {
+            if len != n {
+                Err(invalid(format!(
+                    "users has {n} elements but {name} has {len}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        check_len("items", self.items.len())?;
+        check_len("labels", self.labels.len())?;
+        if let Some(w) = self.weights {
+            check_len("weights", w.len())?;
+            if let Some(k) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+                return Err(invalid(format!(
+                    "weights[{k}] = {} is not a finite number >= 0",
+                    w[k]
+                )));
+            }
+        }
+        if let Some(t) = self.timestamps {
+            check_len("timestamps", t.len())?;
+        }
+        if let Some(k) = self.labels.iter().position(|x| !x.is_finite()) {
+            return Err(invalid(format!(
+                "labels[{k}] = {} is not finite",
+                self.labels[k]
+            )));
+        }
+        if loss == Loss::Logistic {
+            if let Some(k) = self.labels.iter().position(|x| !(0.0..=1.0).contains(x)) {
+                return Err(invalid(format!(
+                    "labels[{k}] = {} is outside [0, 1], which the logistic loss needs; \
+                     use loss='squared' for ratings",
+                    self.labels[k]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Split 0..n into `threads` contiguous chunks.
+pub fn chunks(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
+    let t = threads.max(1).min(n.max(1));
+    (0..t).map(|k| (k * n / t)..((k + 1) * n / t)).collect()
+}
+
+/// Resolve ids to rows for a table, creating unseen ids. Returns rows and
+/// the number created. Checks the capacity before creating anything.
+pub fn resolve(
+    table: &EmbeddingTable,
+    ids: &[u64],
+    time_of: &(dyn Fn(usize) -> i64 + Sync),
+    threads: usize,
+    create: bool,
+) -> Result<(Vec<u32>, usize)> {
+    let n = ids.len();
+    let mut rows = vec![MISSING; n];
+    let parts = chunks(n, threads);
+    // Pass 1: lookups only.
+    let missing: Vec<Vec<usize>> = std::thread::scope(|s| {
+        let mut rest: &mut [u32] = &mut rows;
+        let mut handles = Vec::new();
+        for p in &parts {
+            let (mine, tail) = rest.split_at_mut(p.len());
+            rest = tail;
+            let p = p.clone();
+            handles.push(s.spawn(move || {
+                let g = table.guard();
+                let mut miss = Vec::new();
+                for (k, e) in p.enumerate() {
+                    match table.lookup(&g, ids[e]) {
+                        Some(r) => mine[k] = r,
+                        None => miss.push(e),
+                    }
+                }
+                miss
+            }));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("lookup worker panicked"))
+            .collect()
+    });
+    let n_missing: usize = missing.iter().map(Vec::len).sum();
+    if n_missing == 0 {
+        return Ok((rows, 0));
+    }
+    if !create {
+        let e = missing.iter().flatten().next().copied().unwrap_or(0);
+        return Err(Error::UnknownId(ids[e]));
+    }
+    if n_missing > table.remaining() {
+        let mut distinct: Vec<u64> = missing.iter().flatten().map(|&e| ids[e]).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() > table.remaining() {
+            return Err(invalid(format!(
+                "this call needs {} new rows but the table has room for {} more \
+                 (capacity {}); create it with a larger capacity=",
+                distinct.len(),
+                table.remaining(),
+                table.capacity()
+            )));
+        }
+    }
+    // Pass 2: create the missing rows (concurrently; duplicates resolve in the map).
+    let created: Vec<Result<Vec<(usize, u32, bool)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = missing
+            .iter()
+            .map(|list| {
+                s.spawn(move || {
+                    let g = table.guard();
+                    let mut out = Vec::with_capacity(list.len());
+                    for &e in list {
+                        let (r, new) = table.get_or_insert(&g, ids[e], time_of(e))?;
+                        out.push((e, r, new));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("insert worker panicked"))
+            .collect()
+    });
+    let mut n_new = 0;
+    for part in created {
+        for (e, r, new) in part? {
+            rows[e] = r;
+            n_new += usize::from(new);
+        }
+    }
+    Ok((rows, n_new))
+}
+
+impl MatrixFactorization {
+    pub fn new(cfg: MfConfig) -> Result<Self> {
+        cfg.table.validate()?;
+        let users = EmbeddingTable::new(TableConfig {
+            seed: cfg.table.seed,
+            ..cfg.table
+        })?;
+        let items = EmbeddingTable::new(TableConfig {
+            seed: crate::rng::mix64(cfg.table.seed ^ 0x6974_656d),
+            ..cfg.table
+        })?;
+        Ok(Self::from_tables(
+            cfg,
+            users,
+            items,
+            0.0,
+            cfg.table.optimizer.initial_accumulator,
+        ))
+    }
+
+    pub fn from_tables(
+        cfg: MfConfig,
+        users: EmbeddingTable,
+        items: EmbeddingTable,
+        global_bias: f32,
+        global_acc: f32,
+    ) -> Self {
+        MatrixFactorization {
+            cfg,
+            users: std::sync::Arc::new(users),
+            items: std::sync::Arc::new(items),
+            global_bias: AtomicU32::new(global_bias.to_bits()),
+            global_acc: AtomicU32::new(global_acc.to_bits()),
+            events_seen: AtomicU64::new(0),
+        }
+    }
+
+    pub fn global_bias(&self) -> f32 {
+        f32_load(&self.global_bias)
+    }
+
+    pub fn global_state(&self) -> (f32, f32) {
+        (f32_load(&self.global_bias), f32_load(&self.global_acc))
+    }
+
+    pub fn events_seen(&self) -> u64 {
+        self.events_seen.load(Relaxed)
+    }
+
+    /// An independent deep copy of the model.
+    pub fn copy(&self) -> Result<Self> {
+        let (b, a) = self.global_state();
+        let m = Self::from_tables(self.cfg, self.users.copy()?, self.items.copy()?, b, a);
+        m.events_seen.store(self.events_seen(), Relaxed);
+        Ok(m)
+    }
+
+    /// Train on a batch of events, one optimizer step per event, in order
+    /// within each thread's share (`threads > 1`: Hogwild).
+    pub fn train<O: UpdateObserver>(
+        &self,
+        batch: &Batch<'_>,
+        threads: usize,
+        count_interactions: bool,
+        observer: &O,
+    ) -> Result<TrainStats> {
+        batch.validate(self.cfg.loss)?;
+        if threads == 0 {
+            return Err(invalid("threads must be >= 1"));
+        }
+        let n = batch.users.len();
+        let base = self.events_seen.load(Relaxed) as i64;
+        let time_of = |e: usize| match batch.timestamps {
+            Some(t) => t[e],
+            None => base + e as i64,
+        };
+        let (urows, new_users) = resolve(&self.users, batch.users, &time_of, threads, true)?;
+        let (irows, new_items) = match resolve(&self.items, batch.items, &time_of, threads, true) {
+            Ok(x) => x,
+            Err(e) => return Err(e),
+        };
+        self.events_seen.fetch_add(n as u64, Relaxed);
+        if n == 0 {
+            return Ok(TrainStats {
+                new_users,
+                new_items,
+                ..Default::default()
+            });
+        }
+        let parts = chunks(n, threads);
+        let (gb0, ga0) = self.global_state();
+        let results: Vec<(f64, f64, f32, f32)> = std::thread::scope(|s| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|p| {
+                    let p = p.clone();
+                    let (urows, irows, time_of) = (&urows, &irows, &time_of);
+                    s.spawn(move || {
+                        let mut shard = observer.new_shard();
+                        let r = self.train_range(
+                            batch,
+                            p,
+                            urows,
+                            irows,
+                            time_of,
+                            count_interactions,
+                            (gb0, ga0),
+                            observer,
+                            &mut shard,
+                        );
+                        observer.absorb(shard);
+                        r
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("training worker panicked"))
+                .collect()
+        });
+        let mut loss_sum = 0.0;
+        let mut w_sum = 0.0;
+        let (mut db, mut da) = (0.0f32, 0.0f32);
+        for (l, w, gb, ga) in results {
+            loss_sum += l;
+            w_sum += w;
+            db += gb - gb0;
+            da += ga - ga0;
+        }
+        if self.cfg.bias {
+            f32_store(&self.global_bias, gb0 + db);
+            f32_store(&self.global_acc, ga0 + da);
+        }
+        Ok(TrainStats {
+            events: n,
+            mean_loss: if w_sum > 0.0 { loss_sum / w_sum } else { 0.0 },
+            new_users,
+            new_items,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_range<O: UpdateObserver>(
+        &self,
+        batch: &Batch<'_>,
+        range: std::ops::Range<usize>,
+        urows: &[u32],
+        irows: &[u32],
+        time_of: &(dyn Fn(usize) -> i64 + Sync),
+        count_interactions: bool,
+        global: (f32, f32),
+        observer: &O,
+        shard: &mut O::Shard,
+    ) -> (f64, f64, f32, f32) {
+        let (users, items) = (&*self.users, &*self.items);
+        let d = users.dim();
+        let mut buf = vec![0.0f32; 6 * d];
+        let (uv, rest) = buf.split_at_mut(d);
+        let (iv, rest) = rest.split_at_mut(d);
+        let (gu, rest) = rest.split_at_mut(d);
+        let (gi, rest) = rest.split_at_mut(d);
+        let (before, scratch) = rest.split_at_mut(d);
+        let (mut gb, mut ga) = global;
+        let (mut loss_sum, mut w_sum) = (0.0f64, 0.0f64);
+        let opt = users.optimizer();
+        let end = range.end;
+        for e in range {
+            if e + PREFETCH < end {
+                users.prefetch(urows[e + PREFETCH]);
+                items.prefetch(irows[e + PREFETCH]);
+            }
+            let (u, i) = (urows[e], irows[e]);
+            users.load_row(u, uv);
+            items.load_row(i, iv);
+            let mut score: f32 = uv.iter().zip(iv.iter()).map(|(a, b)| a * b).sum();
+            if self.cfg.bias {
+                score += gb + users.bias(u) + items.bias(i);
+            }
+            let w = batch.weights.map_or(1.0, |w| w[e]);
+            let (loss, g) = self.cfg.loss.value_and_grad(score, batch.labels[e]);
+            loss_sum += f64::from(w * loss);
+            w_sum += f64::from(w);
+            let g = g * w;
+            for k in 0..d {
+                gu[k] = g * iv[k];
+                gi[k] = g * uv[k];
+            }
+            before.copy_from_slice(iv);
+            users.apply_step(u, uv, gu, scratch);
+            items.apply_step(i, iv, gi, scratch);
+            if self.cfg.bias {
+                users.apply_bias_step(u, g);
+                items.apply_bias_step(i, g);
+                opt.step_scalar(&mut gb, g, &mut ga);
+            }
+            let t = time_of(e);
+            users.touch(u, t, count_interactions);
+            let count = items.touch(i, t, count_interactions);
+            let m = items.meta(i);
+            observer.observe(
+                shard,
+                &RowUpdate {
+                    id: batch.items[e],
+                    row: i,
+                    interactions: count,
+                    first_seen: crate::table::dec_time(
+                        m[crate::table::meta::FIRST_SEEN].load(Relaxed),
+                    ),
+                    timestamp: t,
+                    before,
+                    after: iv,
+                },
+            );
+        }
+        (loss_sum, w_sum, gb, ga)
+    }
+
+    /// Scores of (user, item) pairs from the current tables, read-only.
+    /// Unknown ids are never inserted: an unknown side contributes a zero
+    /// vector and a zero bias, so a pair with an unknown id scores the global
+    /// bias plus the known side's bias.
+    pub fn score(&self, users: &[u64], items: &[u64], out: &mut [f32]) -> Result<()> {
+        if users.len() != items.len() || out.len() != users.len() {
+            return Err(invalid(format!(
+                "users has {} elements but items has {}",
+                users.len(),
+                items.len()
+            )));
+        }
+        let (ut, it) = (&*self.users, &*self.items);
+        let (gu, gi) = (ut.guard(), it.guard());
+        let d = ut.dim();
+        let mut uv = vec![0.0f32; d];
+        let mut iv = vec![0.0f32; d];
+        let gb = if self.cfg.bias {
+            self.global_bias()
+        } else {
+            0.0
+        };
+        for (k, o) in out.iter_mut().enumerate() {
+            let (ur, ir) = (ut.lookup(&gu, users[k]), it.lookup(&gi, items[k]));
+            let mut s = gb;
+            if let (Some(u), Some(i)) = (ur, ir) {
+                ut.load_row(u, &mut uv);
+                it.load_row(i, &mut iv);
+                s += uv.iter().zip(&iv).map(|(a, b)| a * b).sum::<f32>();
+            }
+            if self.cfg.bias {
+                s += ur.map_or(0.0, |u| ut.bias(u)) + ir.map_or(0.0, |i| it.bias(i));
+            }
+            *o = s;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{Optimizer, OptimizerKind};
+
+    fn model(kind: OptimizerKind) -> MatrixFactorization {
+        let mut t = TableConfig::new(4);
+        t.capacity = 1000;
+        t.optimizer = Optimizer {
+            kind,
+            learning_rate: 0.1,
+            ..Default::default()
+        };
+        MatrixFactorization::new(MfConfig {
+            table: t,
+            loss: Loss::Logistic,
+            bias: true,
+        })
+        .unwrap()
+    }
+
+    fn batch<'a>(u: &'a [u64], i: &'a [u64], y: &'a [f32]) -> Batch<'a> {
+        Batch {
+            users: u,
+            items: i,
+            labels: y,
+            weights: None,
+            timestamps: None,
+        }
+    }
+
+    #[test]
+    fn learns_a_separable_pattern() {
+        let m = model(OptimizerKind::Adagrad);
+        let users: Vec<u64> = (0..2000).map(|k| k % 10).collect();
+        let items: Vec<u64> = (0..2000).map(|k| (k / 10) % 10).collect();
+        let labels: Vec<f32> = users
+            .iter()
+            .zip(&items)
+            .map(|(u, i)| ((u + i) % 2) as f32)
+            .collect();
+        let mut last = f64::INFINITY;
+        for _ in 0..20 {
+            last = m
+                .train(&batch(&users, &items, &labels), 1, true, &NoObserver)
+                .unwrap()
+                .mean_loss;
+        }
+        assert!(last < 0.3, "loss {last}");
+    }
+
+    #[test]
+    fn validation_changes_nothing() {
+        let m = model(OptimizerKind::Sgd);
+        let err = m.train(&batch(&[1, 2], &[3], &[1.0, 0.0]), 1, true, &NoObserver);
+        assert!(err.is_err());
+        let err = m.train(&batch(&[1], &[3], &[2.0]), 1, true, &NoObserver);
+        assert!(err.is_err());
+        assert_eq!(m.users.len() + m.items.len(), 0);
+        assert_eq!(m.events_seen(), 0);
+    }
+
+    #[test]
+    fn losses() {
+        let (l, g) = Loss::Logistic.value_and_grad(0.0, 1.0);
+        assert!((l - std::f32::consts::LN_2).abs() < 1e-6 && (g + 0.5).abs() < 1e-6);
+        let (l, g) = Loss::Logistic.value_and_grad(-100.0, 1.0);
+        assert!(l.is_finite() && (l - 100.0).abs() < 1e-3 && (g + 1.0).abs() < 1e-6);
+        assert_eq!(Loss::Squared.value_and_grad(3.0, 1.0), (2.0, 2.0));
+    }
+
+    #[test]
+    fn chunks_cover_range() {
+        let c = chunks(10, 3);
+        assert_eq!(c, vec![0..3, 3..6, 6..10]);
+        assert_eq!(chunks(0, 4), vec![0..0]);
+    }
+}

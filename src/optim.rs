@@ -1,0 +1,256 @@
+//! Optimizers applied to one embedding row at a time.
+//!
+//! All hyper-parameters are validated once, when a table is configured, so
+//! the per-event path has no checks left to make.
+
+use crate::error::{invalid, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// Adagrad with one accumulator per coordinate.
+    Adagrad,
+    /// Adagrad with one accumulator per row (mean of squared gradients).
+    RowWiseAdagrad,
+}
+
+impl OptimizerKind {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "sgd" => Ok(OptimizerKind::Sgd),
+            "adagrad" => Ok(OptimizerKind::Adagrad),
+            "rowwiseadagrad" | "rowadagrad" => Ok(OptimizerKind::RowWiseAdagrad),
+            _ => Err(invalid(format!(
+                "unknown optimizer {name:?}; choose 'sgd', 'adagrad' or 'rowwise_adagrad'"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adagrad => "adagrad",
+            OptimizerKind::RowWiseAdagrad => "rowwise_adagrad",
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            OptimizerKind::Sgd => 0,
+            OptimizerKind::Adagrad => 1,
+            OptimizerKind::RowWiseAdagrad => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(OptimizerKind::Sgd),
+            1 => Some(OptimizerKind::Adagrad),
+            2 => Some(OptimizerKind::RowWiseAdagrad),
+            _ => None,
+        }
+    }
+
+    /// Accumulator floats kept per row in the per-coordinate state array.
+    pub fn state_width(self, dim: usize) -> usize {
+        match self {
+            OptimizerKind::Adagrad => dim,
+            OptimizerKind::Sgd | OptimizerKind::RowWiseAdagrad => 0,
+        }
+    }
+}
+
+/// Optimizer configuration shared by every row of a table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub learning_rate: f32,
+    /// L2 penalty added to the gradient of every updated row: `grad += l2 * w`.
+    pub l2: f32,
+    /// Rows are rescaled to this l2-norm after an update that exceeds it; 0 = off.
+    pub max_norm: f32,
+    /// Adagrad: added to sqrt(accumulator) in the denominator.
+    pub eps: f32,
+    /// Adagrad: starting value of every accumulator.
+    pub initial_accumulator: f32,
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer {
+            kind: OptimizerKind::Adagrad,
+            learning_rate: 0.05,
+            l2: 0.0,
+            max_norm: 0.0,
+            eps: 1e-8,
+            initial_accumulator: 0.1,
+        }
+    }
+}
+
+fn finite_at_least(name: &str, v: f32, min: f32, strict: bool) -> Result<()> {
+    let ok = v.is_finite() && if strict { v > min } else { v >= min };
+    if ok {
+        Ok(())
+    } else {
+        let rel = if strict { ">" } else { ">=" };
+        Err(invalid(format!(
+            "{name} must be a finite number {rel} {min}, got {v}"
+        )))
+    }
+}
+
+impl Optimizer {
+    pub fn validate(&self) -> Result<()> {
+        finite_at_least("learning_rate", self.learning_rate, 0.0, true)?;
+        finite_at_least("l2", self.l2, 0.0, false)?;
+        finite_at_least("max_norm", self.max_norm, 0.0, false)?;
+        finite_at_least("eps", self.eps, 0.0, true)?;
+        finite_at_least("initial_accumulator", self.initial_accumulator, 0.0, false)?;
+        if self.kind != OptimizerKind::Sgd && self.initial_accumulator == 0.0 && self.eps < 1e-12 {
+            return Err(invalid(
+                "adagrad with initial_accumulator=0 needs eps >= 1e-12",
+            ));
+        }
+        Ok(())
+    }
+
+    /// One step on a row held in `w` (updated in place) given the loss
+    /// gradient `grad` (overwritten with the full gradient including L2).
+    /// `acc` is the per-coordinate state (Adagrad) and `row_acc` the per-row
+    /// state (row-wise Adagrad); unused ones are ignored.
+    #[inline(always)]
+    pub fn step(&self, w: &mut [f32], grad: &mut [f32], acc: &mut [f32], row_acc: &mut f32) {
+        let lr = self.learning_rate;
+        if self.l2 > 0.0 {
+            for (g, x) in grad.iter_mut().zip(w.iter()) {
+                *g += self.l2 * *x;
+            }
+        }
+        match self.kind {
+            OptimizerKind::Sgd => {
+                for (x, g) in w.iter_mut().zip(grad.iter()) {
+                    *x -= lr * *g;
+                }
+            }
+            OptimizerKind::Adagrad => {
+                for ((x, g), a) in w.iter_mut().zip(grad.iter()).zip(acc.iter_mut()) {
+                    *a += *g * *g;
+                    *x -= lr * *g / (a.sqrt() + self.eps);
+                }
+            }
+            OptimizerKind::RowWiseAdagrad => {
+                let mean_sq = grad.iter().map(|g| g * g).sum::<f32>() / grad.len().max(1) as f32;
+                *row_acc += mean_sq;
+                let scale = lr / (row_acc.sqrt() + self.eps);
+                for (x, g) in w.iter_mut().zip(grad.iter()) {
+                    *x -= scale * *g;
+                }
+            }
+        }
+        if self.max_norm > 0.0 {
+            let norm = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > self.max_norm {
+                let s = self.max_norm / norm;
+                for x in w.iter_mut() {
+                    *x *= s;
+                }
+            }
+        }
+    }
+
+    /// One step on a scalar parameter (a bias) with its own accumulator.
+    /// Biases are not L2-penalised and not norm-clipped.
+    #[inline(always)]
+    pub fn step_scalar(&self, b: &mut f32, g: f32, acc: &mut f32) {
+        match self.kind {
+            OptimizerKind::Sgd => *b -= self.learning_rate * g,
+            OptimizerKind::Adagrad | OptimizerKind::RowWiseAdagrad => {
+                *acc += g * g;
+                *b -= self.learning_rate * g / (acc.sqrt() + self.eps);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sgd_step_matches_formula() {
+        let o = Optimizer {
+            kind: OptimizerKind::Sgd,
+            learning_rate: 0.1,
+            l2: 0.5,
+            ..Default::default()
+        };
+        let mut w = [1.0f32, -2.0];
+        let mut g = [0.2f32, 0.4];
+        let mut ra = 0.0;
+        o.step(&mut w, &mut g, &mut [], &mut ra);
+        assert!((w[0] - (1.0 - 0.1 * (0.2 + 0.5))).abs() < 1e-6);
+        assert!((w[1] - (-2.0 - 0.1 * (0.4 - 1.0))).abs() < 1e-6);
+    }
+
+    #[test]
+    fn adagrad_accumulates() {
+        let o = Optimizer {
+            kind: OptimizerKind::Adagrad,
+            learning_rate: 1.0,
+            initial_accumulator: 0.0,
+            ..Default::default()
+        };
+        let mut w = [0.0f32];
+        let mut acc = [0.0f32];
+        let mut ra = 0.0;
+        o.step(&mut w, &mut [2.0], &mut acc, &mut ra);
+        assert!((acc[0] - 4.0).abs() < 1e-6);
+        assert!((w[0] + 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn rowwise_and_max_norm() {
+        let o = Optimizer {
+            kind: OptimizerKind::RowWiseAdagrad,
+            learning_rate: 1.0,
+            max_norm: 0.5,
+            ..Default::default()
+        };
+        let mut w = [3.0f32, 4.0];
+        let mut ra = 0.0;
+        o.step(&mut w, &mut [0.0, 0.0], &mut [], &mut ra);
+        let n = (w[0] * w[0] + w[1] * w[1]).sqrt();
+        assert!((n - 0.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn validation_rejects_bad_values() {
+        for o in [
+            Optimizer {
+                learning_rate: 0.0,
+                ..Default::default()
+            },
+            Optimizer {
+                learning_rate: f32::NAN,
+                ..Default::default()
+            },
+            Optimizer {
+                l2: -1.0,
+                ..Default::default()
+            },
+            Optimizer {
+                eps: 0.0,
+                ..Default::default()
+            },
+        ] {
+            assert!(o.validate().is_err());
+        }
+        assert!(OptimizerKind::parse("adam").is_err());
+        assert_eq!(
+            OptimizerKind::parse("RowWise_Adagrad").unwrap(),
+            OptimizerKind::RowWiseAdagrad
+        );
+    }
+}

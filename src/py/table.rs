@@ -1,0 +1,345 @@
+//! `embcore.EmbeddingTable`: a thin wrapper over `table::EmbeddingTable`.
+
+use super::args;
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::table::{dec_time, meta, EmbeddingTable, TableConfig, DEFAULT_CAPACITY};
+use numpy::ndarray::{Array2, ArrayView2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[pyclass(frozen, name = "EmbeddingTable", module = "embcore")]
+pub struct PyEmbeddingTable {
+    pub inner: Arc<EmbeddingTable>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn table_config(
+    dim: i64,
+    optimizer: &str,
+    learning_rate: f32,
+    l2: f32,
+    max_norm: Option<f32>,
+    eps: f32,
+    initial_accumulator: f32,
+    init_scale: f32,
+    seed: u64,
+    capacity: i64,
+) -> PyResult<TableConfig> {
+    if dim <= 0 {
+        return Err(PyValueError::new_err(format!(
+            "dim must be a positive integer, got {dim}"
+        )));
+    }
+    if capacity <= 0 {
+        return Err(PyValueError::new_err(format!(
+            "capacity must be a positive number of rows, got {capacity}"
+        )));
+    }
+    if let Some(m) = max_norm {
+        if !(m.is_finite() && m > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "max_norm must be a finite number > 0 or None, got {m}"
+            )));
+        }
+    }
+    let cfg = TableConfig {
+        dim: dim as usize,
+        capacity: capacity as usize,
+        seed,
+        init_scale,
+        optimizer: Optimizer {
+            kind: OptimizerKind::parse(optimizer)?,
+            learning_rate,
+            l2,
+            max_norm: max_norm.unwrap_or(0.0),
+            eps,
+            initial_accumulator,
+        },
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn optimizer_dict<'py>(py: Python<'py>, cfg: &TableConfig) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let o = &cfg.optimizer;
+    d.set_item("name", o.kind.name())?;
+    d.set_item("learning_rate", o.learning_rate)?;
+    d.set_item("l2", o.l2)?;
+    d.set_item(
+        "max_norm",
+        if o.max_norm > 0.0 {
+            Some(o.max_norm)
+        } else {
+            None
+        },
+    )?;
+    d.set_item("eps", o.eps)?;
+    d.set_item("initial_accumulator", o.initial_accumulator)?;
+    Ok(d)
+}
+
+impl PyEmbeddingTable {
+    pub fn wrap(inner: Arc<EmbeddingTable>) -> Self {
+        PyEmbeddingTable { inner }
+    }
+}
+
+#[pymethods]
+impl PyEmbeddingTable {
+    #[new]
+    #[pyo3(signature = (dim, *, optimizer="adagrad", learning_rate=0.05, l2=0.0, max_norm=None,
+        eps=1e-8, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dim: i64,
+        optimizer: &str,
+        learning_rate: f32,
+        l2: f32,
+        max_norm: Option<f32>,
+        eps: f32,
+        initial_accumulator: f32,
+        init_scale: f32,
+        seed: u64,
+        capacity: i64,
+    ) -> PyResult<Self> {
+        let cfg = table_config(
+            dim,
+            optimizer,
+            learning_rate,
+            l2,
+            max_norm,
+            eps,
+            initial_accumulator,
+            init_scale,
+            seed,
+            capacity,
+        )?;
+        Ok(Self::wrap(Arc::new(EmbeddingTable::new(cfg)?)))
+    }
+
+    /// Width of each row.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// Rows reserved for this table (address space, committed lazily).
+    #[getter]
+    fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.inner.config().seed
+    }
+
+    #[getter]
+    fn init_scale(&self) -> f32 {
+        self.inner.config().init_scale
+    }
+
+    /// The optimizer configuration as a dict.
+    #[getter]
+    fn optimizer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        optimizer_dict(py, self.inner.config())
+    }
+
+    /// Bytes held by rows in use: weights, optimizer state and metadata.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.bytes_used()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __contains__(&self, id: u64) -> bool {
+        self.inner.contains(id)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "EmbeddingTable(rows={}, dim={}, optimizer='{}')",
+            self.inner.len(),
+            self.inner.dim(),
+            self.inner.optimizer().kind.name()
+        )
+    }
+
+    /// Ids of all rows, in row order (the order of `weights()`).
+    fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u64>> {
+        self.inner.ids().into_pyarray(py)
+    }
+
+    /// Zero-copy, read-only view of the weights, one row per id in `ids()`
+    /// order. The view stays valid (rows never move) and shows later updates.
+    fn weights<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let t = &slf.get().inner;
+        let n = t.len();
+        // SAFETY: rows 0..n are initialised f32 bit patterns in a mapping that
+        // lives as long as the table, which the array's base object (`slf`,
+        // holding the Arc) keeps alive. Concurrent Relaxed atomic stores by
+        // training threads are plain stores on supported targets; numpy sees
+        // each f32 either before or after an update.
+        let view = unsafe { ArrayView2::from_shape_ptr((n, t.dim()), t.weights_ptr()) };
+        // SAFETY: as above; `borrow_from_array` records `slf` as the base.
+        let arr = unsafe { PyArray2::borrow_from_array(&view, slf.clone().into_any()) };
+        arr.call_method1("setflags", (false,))?;
+        Ok(arr)
+    }
+
+    /// (ids, weights) taken at the same moment: rows created in between by
+    /// another thread cannot make them disagree.
+    fn view<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>)> {
+        let w = Self::weights(slf)?;
+        let n = w.shape()[0];
+        let ids = slf.get().inner.ids();
+        Ok((ids[..n].to_vec().into_pyarray(slf.py()), w))
+    }
+
+    /// Per-row metadata as numpy arrays (copies): ids, interactions, updates,
+    /// first_seen, last_update, bias.
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = &self.inner;
+        let d = PyDict::new(py);
+        d.set_item("ids", t.meta_column(meta::ID).into_pyarray(py))?;
+        d.set_item(
+            "interactions",
+            t.meta_column(meta::INTERACTIONS).into_pyarray(py),
+        )?;
+        d.set_item("updates", t.meta_column(meta::UPDATES).into_pyarray(py))?;
+        let times = |w| {
+            t.meta_column(w)
+                .into_iter()
+                .map(dec_time)
+                .collect::<Vec<i64>>()
+        };
+        d.set_item("first_seen", times(meta::FIRST_SEEN).into_pyarray(py))?;
+        d.set_item("last_update", times(meta::LAST_UPDATE).into_pyarray(py))?;
+        let bias: Vec<f32> = t
+            .meta_column(meta::BIAS)
+            .into_iter()
+            .map(|b| f32::from_bits(b as u32))
+            .collect();
+        d.set_item("bias", bias.into_pyarray(py))?;
+        Ok(d)
+    }
+
+    /// Optimizer state per row: (rows, dim) accumulators for Adagrad, (rows, 1)
+    /// for row-wise Adagrad, (rows, 0) for SGD.
+    fn optimizer_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let t = &self.inner;
+        let n = t.len();
+        let arr = match t.optimizer().kind {
+            OptimizerKind::RowWiseAdagrad => Array2::from_shape_vec(
+                (n, 1),
+                t.meta_column(meta::ROW_ACC)
+                    .into_iter()
+                    .map(|b| f32::from_bits(b as u32))
+                    .collect(),
+            ),
+            _ => {
+                let w = t.state_width();
+                let v = t.state_region()[..n * w]
+                    .iter()
+                    .map(crate::table::f32_load)
+                    .collect();
+                Array2::from_shape_vec((n, w), v)
+            }
+        }
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(arr.into_pyarray(py))
+    }
+
+    /// Rows of `ids` as a new (len(ids), dim) float32 array. Unknown ids raise
+    /// KeyError naming the id, unless `default` (a scalar or a row) is given.
+    /// Never inserts.
+    #[pyo3(signature = (ids, default=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'py, PyAny>,
+        default: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let ids = args::ids(ids, "ids")?;
+        let d = self.inner.dim();
+        let def: Option<Vec<f32>> = match default {
+            None => None,
+            Some(o) if o.is_none() => None,
+            Some(o) => Some(if let Ok(x) = o.extract::<f32>() {
+                vec![x; d]
+            } else {
+                let v = args::floats(o, "default")?.as_slice().to_vec();
+                if v.len() != d {
+                    return Err(PyValueError::new_err(format!(
+                        "default has {} values but rows have dim {d}",
+                        v.len()
+                    )));
+                }
+                v
+            }),
+        };
+        let s = ids.as_slice();
+        let mut out = vec![0.0f32; s.len() * d];
+        let t = &self.inner;
+        py.detach(|| t.gather(s, &mut out, def.as_deref()))?;
+        let arr = Array2::from_shape_vec((s.len(), d), out).expect("shape matches");
+        Ok(arr.into_pyarray(py))
+    }
+
+    /// Overwrite the rows of `ids` with `rows` (len(ids) × dim), creating
+    /// missing ids (first seen at `timestamp`). Returns the number created.
+    #[pyo3(signature = (ids, rows, timestamp=0))]
+    fn set(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        rows: &Bound<'_, PyAny>,
+        timestamp: i64,
+    ) -> PyResult<usize> {
+        let ids = args::ids(ids, "ids")?;
+        let s = ids.as_slice();
+        let m = args::matrix(rows, "rows", s.len(), self.inner.dim())?;
+        let v = m.as_slice();
+        let t = &self.inner;
+        Ok(py.detach(|| t.assign(s, v, timestamp))?)
+    }
+
+    /// l2-norm of every row, in `ids()` order.
+    fn norms<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        let t = &self.inner;
+        let v = py.detach(|| crate::kernels::row_norms(t));
+        v.into_pyarray(py)
+    }
+
+    /// An independent deep copy (weights, optimizer state, metadata).
+    fn copy(&self, py: Python<'_>) -> PyResult<Self> {
+        let t = &self.inner;
+        Ok(Self::wrap(Arc::new(py.detach(|| t.copy())?)))
+    }
+
+    /// Write the table (weights, optimizer state, metadata) to `path`
+    /// atomically: temp file, fsync, rename. Returns the bytes written.
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
+        let t = &self.inner;
+        Ok(py.detach(|| crate::snapshot::save(t, &path, &[]))?)
+    }
+
+    /// Read a table written by `save`. Raises SnapshotError for a truncated,
+    /// corrupted or foreign file.
+    #[staticmethod]
+    #[pyo3(signature = (path, capacity=None))]
+    fn load(py: Python<'_>, path: PathBuf, capacity: Option<usize>) -> PyResult<Self> {
+        let (t, _) = py.detach(|| crate::snapshot::load(&path, capacity))?;
+        Ok(Self::wrap(Arc::new(t)))
+    }
+}

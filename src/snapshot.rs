@@ -1,0 +1,338 @@
+//! Table snapshots: a versioned, checksummed binary file written atomically.
+//!
+//! Layout (little-endian):
+//! ```text
+//! magic  "EMBCSNAP"            8 bytes
+//! version u32, header_len u32
+//! header: dim u32, state_width u32, optimizer u8, 7 pad bytes, seed u64,
+//!         rows u64, capacity u64, init_scale f32, learning_rate f32,
+//!         l2 f32, max_norm f32, eps f32, initial_accumulator f32
+//! extra_len u64, extra bytes   (model-level data, e.g. global bias)
+//! weights  rows*dim f32 | state rows*state_width f32 | meta rows*8 u64
+//! crc32 of everything above    u32
+//! ```
+//! Saving writes `path.tmp-<pid>`, fsyncs it, renames it over `path` and
+//! fsyncs the directory: a crash at any point leaves the previous file whole.
+
+use crate::error::{Error, Result};
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::table::{meta, EmbeddingTable, TableConfig};
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+const MAGIC: &[u8; 8] = b"EMBCSNAP";
+pub const VERSION: u32 = 1;
+const HEADER_LEN: u32 = 4 + 4 + 1 + 7 + 8 + 8 + 8 + 6 * 4;
+const CHUNK: usize = 1 << 16;
+
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn header(t: &EmbeddingTable, rows: usize) -> Vec<u8> {
+    let c = t.config();
+    let o = &c.optimizer;
+    let mut h = Vec::with_capacity(HEADER_LEN as usize + 16);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&HEADER_LEN.to_le_bytes());
+    h.extend_from_slice(&(c.dim as u32).to_le_bytes());
+    h.extend_from_slice(&(t.state_width() as u32).to_le_bytes());
+    h.push(o.kind.code());
+    h.extend_from_slice(&[0u8; 7]);
+    h.extend_from_slice(&c.seed.to_le_bytes());
+    h.extend_from_slice(&(rows as u64).to_le_bytes());
+    h.extend_from_slice(&(c.capacity as u64).to_le_bytes());
+    for v in [
+        c.init_scale,
+        o.learning_rate,
+        o.l2,
+        o.max_norm,
+        o.eps,
+        o.initial_accumulator,
+    ] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    h
+}
+
+struct CrcWriter<W: Write> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> CrcWriter<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc.update(bytes);
+        self.inner.write_all(bytes)
+    }
+    fn put_u32s(&mut self, src: &[AtomicU32], buf: &mut Vec<u8>) -> std::io::Result<()> {
+        for chunk in src.chunks(CHUNK) {
+            buf.clear();
+            for a in chunk {
+                buf.extend_from_slice(&a.load(Relaxed).to_le_bytes());
+            }
+            self.put(buf)?;
+        }
+        Ok(())
+    }
+    fn put_u64s(&mut self, src: &[AtomicU64], buf: &mut Vec<u8>) -> std::io::Result<()> {
+        for chunk in src.chunks(CHUNK) {
+            buf.clear();
+            for a in chunk {
+                buf.extend_from_slice(&a.load(Relaxed).to_le_bytes());
+            }
+            self.put(buf)?;
+        }
+        Ok(())
+    }
+}
+
+/// Write `table` (and opaque model-level `extra` bytes) to `path` atomically.
+/// Rows updated concurrently with the save are captured as they are when read.
+pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
+    let n = table.len();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.display().to_string(),
+        message: "not a file path".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| -> std::io::Result<u64> {
+        let file = std::fs::File::create(&tmp)?;
+        let mut w = CrcWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            crc: crc32fast::Hasher::new(),
+        };
+        let mut buf = Vec::with_capacity(CHUNK * 8);
+        w.put(&header(table, n))?;
+        w.put(&(extra.len() as u64).to_le_bytes())?;
+        w.put(extra)?;
+        w.put_u32s(&table.weights_region()[..n * table.dim()], &mut buf)?;
+        w.put_u32s(&table.state_region()[..n * table.state_width()], &mut buf)?;
+        w.put_u64s(&table.meta_region()[..n * meta::WORDS], &mut buf)?;
+        let crc = w.crc.clone().finalize();
+        w.inner.write_all(&crc.to_le_bytes())?;
+        let file = w.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let size = file.metadata()?.len();
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(size)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(path, e)
+    })
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| {
+                Error::CorruptSnapshot(format!(
+                    "file is truncated: {what} needs {n} bytes at offset {} but the file has {}",
+                    self.pos,
+                    self.data.len()
+                ))
+            })?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn f32(&mut self, what: &str) -> Result<f32> {
+        Ok(f32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4 bytes"),
+        ))
+    }
+}
+
+/// Read a snapshot written by `save`: (table, extra bytes). `capacity`
+/// overrides the saved capacity when given.
+pub fn load(path: &Path, capacity: Option<usize>) -> Result<(EmbeddingTable, Vec<u8>)> {
+    let data = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let bad = |m: String| Error::CorruptSnapshot(format!("{}: {m}", path.display()));
+    if data.len() < 8 || &data[..8] != MAGIC {
+        return Err(bad("not an embcore snapshot (bad magic bytes)".into()));
+    }
+    if data.len() < 8 + 8 + HEADER_LEN as usize + 8 + 4 {
+        return Err(bad(format!("file is truncated ({} bytes)", data.len())));
+    }
+    let body = &data[..data.len() - 4];
+    let stored = u32::from_le_bytes(data[data.len() - 4..].try_into().expect("4 bytes"));
+    let mut r = Reader { data: body, pos: 8 };
+    let version = r.u32("version")?;
+    if version != VERSION {
+        return Err(bad(format!(
+            "snapshot version {version}, this embcore reads version {VERSION}"
+        )));
+    }
+    let hlen = r.u32("header length")?;
+    if hlen != HEADER_LEN {
+        return Err(bad(format!("header length {hlen}, expected {HEADER_LEN}")));
+    }
+    let dim = r.u32("dim")? as usize;
+    let state_width = r.u32("state width")? as usize;
+    let kind_code = r.take(8, "optimizer")?[0];
+    let seed = r.u64("seed")?;
+    let rows = r.u64("rows")?;
+    let saved_capacity = r.u64("capacity")?;
+    let mut f = [0f32; 6];
+    for v in f.iter_mut() {
+        *v = r.f32("hyper-parameters")?;
+    }
+    let kind = OptimizerKind::from_code(kind_code)
+        .ok_or_else(|| bad(format!("unknown optimizer code {kind_code}")))?;
+    let extra_len = r.u64("extra length")?;
+    // Check sizes and checksum before allocating anything from header values.
+    let rows_us = usize::try_from(rows).map_err(|_| bad(format!("row count {rows} too large")))?;
+    let expected = (|| {
+        let per_row = dim
+            .checked_add(state_width)?
+            .checked_mul(4)?
+            .checked_add(8 * meta::WORDS)?;
+        r.pos
+            .checked_add(usize::try_from(extra_len).ok()?)?
+            .checked_add(rows_us.checked_mul(per_row)?)
+    })()
+    .ok_or_else(|| bad("header sizes overflow".into()))?;
+    if expected != body.len() {
+        return Err(bad(format!(
+            "file is truncated or has trailing data: header says {} bytes, file has {}",
+            expected + 4,
+            data.len()
+        )));
+    }
+    let actual = crc32fast::hash(body);
+    if actual != stored {
+        return Err(bad(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        )));
+    }
+    let cfg = TableConfig {
+        dim,
+        capacity: capacity.unwrap_or(saved_capacity as usize).max(rows_us),
+        seed,
+        init_scale: f[0],
+        optimizer: Optimizer {
+            kind,
+            learning_rate: f[1],
+            l2: f[2],
+            max_norm: f[3],
+            eps: f[4],
+            initial_accumulator: f[5],
+        },
+    };
+    cfg.validate()
+        .map_err(|e| bad(format!("invalid header: {e}")))?;
+    if kind.state_width(dim) != state_width {
+        return Err(bad(format!(
+            "state width {state_width} does not match optimizer {}",
+            kind.name()
+        )));
+    }
+    let extra = r.take(extra_len as usize, "extra")?.to_vec();
+    let w_bytes = r.take(rows_us * dim * 4, "weights")?;
+    let s_bytes = r.take(rows_us * state_width * 4, "optimizer state")?;
+    let m_bytes = r.take(rows_us * meta::WORDS * 8, "metadata")?;
+    let table = EmbeddingTable::new(cfg)?;
+    let fill32 = |src: &[u8], dst: &[AtomicU32]| {
+        for (d, s) in dst.iter().zip(src.chunks_exact(4)) {
+            d.store(u32::from_le_bytes(s.try_into().expect("4 bytes")), Relaxed);
+        }
+    };
+    table.bulk_load(
+        rows_us,
+        |dst| fill32(w_bytes, dst),
+        |dst| fill32(s_bytes, dst),
+        |dst| {
+            for (d, s) in dst.iter().zip(m_bytes.chunks_exact(8)) {
+                d.store(u64::from_le_bytes(s.try_into().expect("8 bytes")), Relaxed);
+            }
+        },
+    )?;
+    Ok((table, extra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EmbeddingTable {
+        let mut c = TableConfig::new(3);
+        c.capacity = 100;
+        let t = EmbeddingTable::new(c).unwrap();
+        t.assign(
+            &[5, 9, 1 << 60],
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+            -4,
+        )
+        .unwrap();
+        t
+    }
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let dir = std::env::temp_dir().join(format!("embcore-snap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.emb");
+        let t = sample();
+        save(&t, &p, b"xyz").unwrap();
+        let (u, extra) = load(&p, None).unwrap();
+        assert_eq!(extra, b"xyz");
+        assert_eq!(u.ids(), t.ids());
+        assert_eq!(
+            u.meta_column(meta::FIRST_SEEN),
+            t.meta_column(meta::FIRST_SEEN)
+        );
+        let mut a = vec![0.0; 9];
+        u.gather(&[5, 9, 1 << 60], &mut a, None).unwrap();
+        assert_eq!(a, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        let bytes = std::fs::read(&p).unwrap();
+        for cut in [0, 7, 20, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            assert!(
+                matches!(load(&p, None), Err(Error::CorruptSnapshot(_))),
+                "cut {cut}"
+            );
+        }
+        let mut flipped = bytes.clone();
+        let k = flipped.len() - 10;
+        flipped[k] ^= 1;
+        std::fs::write(&p, &flipped).unwrap();
+        assert!(matches!(load(&p, None), Err(Error::CorruptSnapshot(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
