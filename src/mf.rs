@@ -356,10 +356,7 @@ impl MatrixFactorization {
             None => base + e as i64,
         };
         let (urows, new_users) = resolve(&self.users, batch.users, &time_of, threads, true)?;
-        let (irows, new_items) = match resolve(&self.items, batch.items, &time_of, threads, true) {
-            Ok(x) => x,
-            Err(e) => return Err(e),
-        };
+        let (irows, new_items) = resolve(&self.items, batch.items, &time_of, threads, true)?;
         self.events_seen.fetch_add(n as u64, Relaxed);
         if n == 0 {
             return Ok(TrainStats {

@@ -659,7 +659,7 @@ def _kaplan_meier(durations: I64, observed: Bool) -> tuple[I64, F64]:
     times, inverse = np.unique(durations, return_inverse=True)
     events = np.bincount(inverse, weights=observed.astype(np.float64), minlength=times.size)
     leaving = np.bincount(inverse, minlength=times.size)
-    at_risk = np.maximum(durations.size - np.concatenate(([0], np.cumsum(leaving)[:-1])) - (leaving - events), 1)
+    at_risk = durations.size - np.concatenate(([0], np.cumsum(leaving)[:-1]))
     survival = np.cumprod(1.0 - events / at_risk)
     has_event = events > 0
     return times[has_event].astype(np.int64), survival[has_event]
@@ -848,7 +848,7 @@ def maturity(
     index = np.arange(distance.size, dtype=np.int64)
     last = prep.ends - 1
     # The "final" reference is the last record itself: it must not count as evidence.
-    run_limit = last if prep.reference_name == "final" else prep.ends
+    run_limit = prep.ends
     levels = []
     for level in alphas:
         if n_items:

@@ -13,13 +13,11 @@ fn describe(obj: &Bound<'_, PyAny>) -> String {
                 .unwrap_or_default(),
             dt
         ),
-        Err(_) => format!(
-            "{}",
-            obj.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ),
+        Err(_) => obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
     }
 }
 

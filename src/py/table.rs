@@ -11,6 +11,8 @@ use pyo3::types::PyDict;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+type IdsAndWeights<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
+
 #[pyclass(frozen, name = "EmbeddingTable", module = "embcore")]
 pub struct PyEmbeddingTable {
     pub inner: Arc<EmbeddingTable>,
@@ -197,9 +199,7 @@ impl PyEmbeddingTable {
 
     /// (ids, weights) taken at the same moment: rows created in between by
     /// another thread cannot make them disagree.
-    fn view<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>)> {
+    fn view<'py>(slf: &Bound<'py, Self>) -> PyResult<IdsAndWeights<'py>> {
         let w = Self::weights(slf)?;
         let n = w.shape()[0];
         let ids = slf.get().inner.ids();
