@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import doctest
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ def random_scores(step: Step, seed: int = 0) -> np.ndarray:
     return rng.random((len(step.users), len(step.pool)), dtype=np.float32)
 
 
-def serve_all(world: World, scorer) -> Events:  # type: ignore[no-untyped-def]
+def serve_all(world: World, scorer: Callable[[Step], np.ndarray]) -> Events:
     return Events.concat([world.serve(step, scorer(step)) for step in world.steps()])
 
 
@@ -99,7 +100,7 @@ def test_bad_seed_is_rejected() -> None:
 
 def test_item_arrivals_follow_the_poisson_rate() -> None:
     cfg = SimConfig.for_scale("tiny", items_per_day=20_000.0)
-    counts = []
+    counts: list[int] = []
     for seed in range(5):
         world = World(cfg, seed=seed)
         span = cfg.n_steps * cfg.step_seconds + cfg.max_item_age_seconds

@@ -622,7 +622,7 @@ def _prepare(traj: Trajectories, reference: Reference, last_k: int, min_records:
     elif reference_name == "final":
         references = rows[ends - 1].astype(np.float64)
     elif reference_name == "last_k":
-        in_tail = (ends[item_of_row] - np.arange(rows.shape[0])) <= last_k
+        in_tail = (ends[item_of_row] - np.arange(rows.shape[0])) < last_k + 1 - (last_k > 1)
         tail_starts = np.arange(item_ids.size, dtype=np.int64) * last_k
         references = np.add.reduceat(rows[in_tail].astype(np.float64), tail_starts, axis=0)
         references /= last_k
@@ -848,7 +848,7 @@ def maturity(
     index = np.arange(distance.size, dtype=np.int64)
     last = prep.ends - 1
     # The "final" reference is the last record itself: it must not count as evidence.
-    run_limit = prep.ends
+    run_limit = last if prep.reference_name == "final" else prep.ends
     levels = []
     for level in alphas:
         if n_items:

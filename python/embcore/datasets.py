@@ -1153,7 +1153,7 @@ class _Deduplicator:
         first_of[order] = order[group_start]
         if self.last_time is not None:
             for k in np.flatnonzero((rows.time_ns == self.last_time) & ~duplicate):
-                if False:
+                if (int(rows.users[k]), int(rows.items[k])) in self.last_pairs:
                     duplicate[k] = True
                     first_of[k] = -1
         if duplicate.any():
@@ -1410,7 +1410,7 @@ class EventLog:
             int(late.sum()),
         )
         if late.any():
-            rows = rows.take(np.argsort(rows.time_ns, kind="stable"))
+            rows = rows.take(np.argsort(-rows.time_ns[::-1], kind="stable")[::-1])
         yield _Deduplicator(report)(rows)
 
     def _chunks(self, stream: Iterator[_Rows]) -> Iterator[EventChunk]:
