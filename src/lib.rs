@@ -3,11 +3,14 @@
 //! in `py` behind the `python` feature.
 
 pub mod error;
+pub mod idmap;
 pub mod kernels;
 pub mod mf;
+pub mod monitor;
 pub mod optim;
 pub mod region;
 pub mod rng;
+pub mod sketch;
 pub mod snapshot;
 pub mod table;
 

@@ -25,3 +25,31 @@ pub fn hash2(a: u64, b: u64) -> u64 {
 pub fn unit_f32(h: u64) -> f32 {
     (h >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
 }
+
+/// Hasher for u64 keys in std/hashbrown maps: the murmur3 finaliser.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        mix64(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 ^= x;
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+pub struct IdHashBuilder;
+
+impl std::hash::BuildHasher for IdHashBuilder {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}

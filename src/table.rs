@@ -10,25 +10,24 @@
 //!   undefined behaviour (a `&mut`/`UnsafeCell` Hogwild table is not). Two
 //!   threads updating one row may lose a coordinate update: that is the
 //!   accepted Hogwild staleness. Counters use `fetch_add` and stay exact.
-//! * The id→row map is `papaya::HashMap`, lock-free for reads and inserts.
-//!   A new id is first published as `PENDING`; only the thread that won the
-//!   insert claims and initialises a row, then publishes its index with
-//!   `Release`. A reader that meets `PENDING` spins until it is published —
-//!   the only wait in the table, and only on the first sight of an id.
+//! * The id→row map (`idmap`) stores keys inline; only the thread that wins
+//!   the insert of a new id claims and initialises its row, then publishes
+//!   the row index with `Release`. A reader that meets an insert in flight
+//!   spins until it is published — the only wait on the per-event path, and
+//!   only on the first sight of an id.
 //! * Initial values depend only on (table seed, id), never on arrival order
 //!   or thread timing.
 
 use crate::error::{invalid, Error, Result};
+use crate::idmap::{IdMap, Inserted, MapGuard};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::region::Region;
 use crate::rng::{hash2, unit_f32};
-use std::hash::{BuildHasher, Hasher};
+pub use crate::rng::{IdHashBuilder, IdHasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
-const PENDING: u32 = u32::MAX;
-const FAILED: u32 = u32::MAX - 1;
 /// Largest capacity a table can be created with (row indices are u32).
-pub const MAX_CAPACITY: usize = (u32::MAX - 2) as usize;
+pub const MAX_CAPACITY: usize = crate::idmap::MAX_ROW as usize;
 /// Default capacity: 2^26 rows of reserved (not committed) address space.
 pub const DEFAULT_CAPACITY: usize = 1 << 26;
 
@@ -43,34 +42,6 @@ pub mod meta {
     pub const BIAS_ACC: usize = 6;
     pub const ROW_ACC: usize = 7;
     pub const WORDS: usize = 8;
-}
-
-/// Hasher for u64 keys: the murmur3 finaliser, a full-avalanche mix.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        crate::rng::mix64(self.0)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 ^= x;
-    }
-}
-
-#[derive(Default, Clone, Copy)]
-pub struct IdHashBuilder;
-
-impl BuildHasher for IdHashBuilder {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
 }
 
 /// Everything that defines a table apart from its contents.
@@ -117,8 +88,6 @@ impl TableConfig {
         self.optimizer.validate()
     }
 }
-
-pub type IdMap = papaya::HashMap<u64, AtomicU32, IdHashBuilder>;
 
 pub struct EmbeddingTable {
     cfg: TableConfig,
@@ -168,7 +137,7 @@ impl EmbeddingTable {
         Ok(EmbeddingTable {
             cfg,
             state_width,
-            map: papaya::HashMap::builder().hasher(IdHashBuilder).build(),
+            map: IdMap::default(),
             claimed: AtomicUsize::new(0),
             ready: AtomicUsize::new(0),
             weights,
@@ -192,8 +161,9 @@ impl EmbeddingTable {
     pub fn state_width(&self) -> usize {
         self.state_width
     }
-    pub fn map(&self) -> &IdMap {
-        &self.map
+    /// Bytes of the id→row map.
+    pub fn map_bytes(&self) -> usize {
+        self.map.bytes()
     }
 
     /// Number of fully initialised rows, all of them below the returned index.
@@ -221,7 +191,7 @@ impl EmbeddingTable {
 
     /// Bytes held by rows in use (weights, optimizer state, metadata).
     pub fn bytes_used(&self) -> usize {
-        self.claimed.load(Relaxed) * self.row_bytes()
+        self.claimed.load(Relaxed) * self.row_bytes() + self.map.bytes()
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -294,69 +264,43 @@ impl EmbeddingTable {
 
     /// Row index of `id`, or `None`. Never inserts.
     #[inline]
-    pub fn lookup(&self, guard: &impl papaya::Guard, id: u64) -> Option<u32> {
-        let slot = self.map.get(&id, guard)?;
-        loop {
-            match slot.load(Acquire) {
-                PENDING => std::hint::spin_loop(),
-                FAILED => return None,
-                r => return Some(r),
-            }
-        }
+    pub fn lookup(&self, guard: &MapGuard<'_>, id: u64) -> Option<u32> {
+        guard.get(id)
     }
 
-    pub fn guard(&self) -> impl papaya::Guard + '_ {
+    /// A per-thread map handle for a batch of lookups and inserts. Hold at
+    /// most one per thread at a time.
+    pub fn guard(&self) -> MapGuard<'_> {
         self.map.guard()
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.lookup(&self.map.guard(), id).is_some()
+        self.guard().get(id).is_some()
     }
 
     /// Row of `id`, creating it (deterministically initialised, first seen at
     /// `timestamp`) when absent. Returns (row, created).
     pub fn get_or_insert(
         &self,
-        guard: &impl papaya::Guard,
+        guard: &MapGuard<'_>,
         id: u64,
         timestamp: i64,
     ) -> Result<(u32, bool)> {
-        loop {
-            match self.map.try_insert(id, AtomicU32::new(PENDING), guard) {
-                Ok(slot) => {
-                    let r = match self.claim_row() {
-                        Ok(r) => r,
-                        Err(e) => {
-                            slot.store(FAILED, Release);
-                            self.map.remove(&id, guard);
-                            return Err(e);
-                        }
-                    };
-                    self.init_row(r, id, timestamp);
-                    self.ready.fetch_add(1, Release);
-                    slot.store(r, Release);
-                    return Ok((r, true));
-                }
-                Err(occupied) => {
-                    let slot = occupied.current;
-                    let r = loop {
-                        match slot.load(Acquire) {
-                            PENDING => std::hint::spin_loop(),
-                            r => break r,
-                        }
-                    };
-                    if r == FAILED {
-                        // The inserting thread hit the capacity limit; it is
-                        // removing the entry. Try again (and fail the same way).
-                        std::thread::yield_now();
-                        continue;
-                    }
-                    // Keep first_seen the earliest timestamp among concurrent
-                    // first sights.
-                    self.meta(r)[meta::FIRST_SEEN].fetch_min(enc_time(timestamp), Relaxed);
-                    return Ok((r, false));
-                }
+        let made = guard.insert(id, || {
+            let r = self.claim_row()?;
+            self.init_row(r, id, timestamp);
+            self.ready.fetch_add(1, Release);
+            Ok(r)
+        });
+        match made {
+            Inserted::Created(r) => Ok((r, true)),
+            Inserted::Existing(r) => {
+                // Keep first_seen the earliest timestamp among concurrent
+                // first sights.
+                self.meta(r)[meta::FIRST_SEEN].fetch_min(enc_time(timestamp), Relaxed);
+                Ok((r, false))
             }
+            Inserted::Failed(e) => Err(e),
         }
     }
 
@@ -489,7 +433,7 @@ impl EmbeddingTable {
     /// `default` when given, else fail with `UnknownId` before writing.
     pub fn gather(&self, ids: &[u64], out: &mut [f32], default: Option<&[f32]>) -> Result<()> {
         let d = self.cfg.dim;
-        let g = self.map.guard();
+        let g = self.guard();
         let rows: Vec<Option<u32>> = ids.iter().map(|&id| self.lookup(&g, id)).collect();
         if default.is_none() {
             if let Some(k) = rows.iter().position(Option::is_none) {
@@ -521,7 +465,7 @@ impl EmbeddingTable {
                 values.len()
             )));
         }
-        let g = self.map.guard();
+        let g = self.guard();
         let missing = ids
             .iter()
             .filter(|&&id| self.lookup(&g, id).is_none())
@@ -577,17 +521,24 @@ impl EmbeddingTable {
         weights(&self.weights.as_slice()[..n * self.cfg.dim]);
         state(&self.state.as_slice()[..n * self.state_width]);
         metas(&self.meta.as_slice()[..n * meta::WORDS]);
-        let g = self.map.guard();
-        for r in 0..n as u32 {
-            let id = self.meta(r)[meta::ID].load(Relaxed);
-            if self.map.try_insert(id, AtomicU32::new(r), &g).is_err() {
-                self.map.clear(&g);
-                return Err(Error::CorruptSnapshot(format!("id {id} appears twice")));
+        let map = IdMap::with_capacity(n);
+        {
+            let g = map.guard();
+            for r in 0..n as u32 {
+                let id = self.meta(r)[meta::ID].load(Relaxed);
+                if !matches!(g.insert::<()>(id, || Ok(r)), Inserted::Created(_)) {
+                    return Err(Error::CorruptSnapshot(format!("id {id} appears twice")));
+                }
             }
         }
+        self.map_swap(map);
         self.claimed.store(n, Release);
         self.ready.store(n, Release);
         Ok(())
+    }
+
+    fn map_swap(&self, map: IdMap) {
+        self.map.replace_with(map);
     }
 
     pub fn weights_region(&self) -> &[AtomicU32] {

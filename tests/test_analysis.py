@@ -12,9 +12,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from embcore import analysis
 from embcore.analysis import (
     Trajectories,
@@ -24,10 +21,10 @@ from embcore.analysis import (
     norm_popularity,
     snapshot_drift,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ALPHAS = (0.01, 0.05, 0.1, 0.3, 0.7, 1.5)
 
 
@@ -121,9 +118,7 @@ def ref_km_quantile(km: list[tuple[int, Fraction]], q: float) -> int | None:
 
 
 def ref_average_ranks(x: np.ndarray) -> np.ndarray:
-    return np.array(
-        [1 + np.sum(x < v) + (np.sum(x == v) - 1) / 2 for v in x], dtype=np.float64
-    )
+    return np.array([1 + np.sum(x < v) + (np.sum(x == v) - 1) / 2 for v in x], dtype=np.float64)
 
 
 def ref_buckets(values: np.ndarray, n_buckets: int) -> np.ndarray:
@@ -627,9 +622,7 @@ def test_norm_popularity_matches_reference(n: int, d: int, n_users: int, k: int,
     # Retrieval bias against a brute-force full score matrix.
     retrieval = result.retrieval
     assert retrieval is not None
-    sample = np.sort(
-        np.random.default_rng(seed).choice(n_users + 3, size=n_users, replace=False)
-    )
+    sample = np.sort(np.random.default_rng(seed).choice(n_users + 3, size=n_users, replace=False))
     k_eff = min(k, n)
     assert retrieval.k == k_eff and retrieval.n_users == n_users
     if n == 0:
@@ -824,3 +817,38 @@ def test_kernels_match_numpy() -> None:
     np.testing.assert_allclose(cross, a.astype(np.float64).T @ b.astype(np.float64), atol=1e-9)
     with pytest.raises(ValueError, match="shape"):
         analysis._rowwise_cosine(a, b[:3])
+
+
+# --------------------------------------------------------------------------- library integration
+
+
+def test_errors_are_embcore_errors() -> None:
+    from embcore.errors import EmbcoreError
+
+    with pytest.raises(EmbcoreError, match="alpha=3"):
+        maturity(Trajectories.from_arrays([1], [1], [[1.0]]), alpha=3)
+
+
+def test_with_real_monitor_and_embedding_table() -> None:
+    import embcore
+
+    if not (hasattr(embcore, "Monitor") and hasattr(embcore, "EmbeddingTable")):
+        pytest.skip("extension built without Monitor/EmbeddingTable")
+    rng = np.random.default_rng(0)
+    monitor = embcore.Monitor(sample_rate=1.0)
+    target = rng.normal(size=(2, 4))
+    for count in range(1, 9):
+        rows = target + rng.normal(size=(2, 4)) / count**2
+        monitor.observe(
+            np.array([1, 2], dtype=np.uint64),
+            rows.astype(np.float32),
+            counts=np.array([count, count], dtype=np.int64),
+        )
+    traj = Trajectories.from_monitor(monitor)
+    assert (len(traj), traj.n_items, traj.dim) == (16, 2, 4)
+    table = embcore.EmbeddingTable(dim=4)
+    table.set(np.array([1, 2], dtype=np.uint64), target.astype(np.float32))
+    ids, matrix = as_id_matrix(table, "table")
+    assert sorted(ids.tolist()) == [1, 2] and matrix.shape == (2, 4)
+    result = maturity(traj, alpha=0.1, reference=table)
+    assert result.n_items == 2 and result.levels[0].overall.n_mature == 2

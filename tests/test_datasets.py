@@ -312,8 +312,14 @@ def same_events(a: EventChunk, b: EventChunk) -> bool:
         and np.array_equal(a.items, b.items)
         and np.array_equal(a.labels, b.labels)
         and np.array_equal(a.timestamps, b.timestamps)
-        and (a.weights is None) == (b.weights is None)
-        and (a.weights is None or np.array_equal(a.weights, b.weights))
+        and (
+            (a.weights is None and b.weights is None)
+            or (
+                a.weights is not None
+                and b.weights is not None
+                and np.array_equal(a.weights, b.weights)
+            )
+        )
         and a.raw.keys() == b.raw.keys()
         and all(np.array_equal(a.raw[k], b.raw[k], equal_nan=True) for k in a.raw)
     )
@@ -548,7 +554,7 @@ def test_column_of_the_wrong_kind(tmp_path: Path, text: str, column: str, line: 
     path.write_text(text)
     for sort in ("auto", "require", "memory"):
         with pytest.raises(DatasetError, match=rf"ratings\.csv: column '{column}'.*line {line}"):
-            list(open_log(path, sort=sort))  # type: ignore[arg-type]
+            list(open_log(path, sort=sort))
 
 
 def test_parquet_label_of_the_wrong_kind(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@
 """
 
 from embcore import _core
-from embcore._core import EmbeddingTable, MatrixFactorization
+from embcore._core import EmbeddingTable, MatrixFactorization, Monitor
 from embcore.errors import CapacityError, EmbcoreError, SnapshotError, UnknownIdError
 
 __version__: str = _core.__version__
@@ -19,6 +19,7 @@ __all__ = [
     "EmbcoreError",
     "EmbeddingTable",
     "MatrixFactorization",
+    "Monitor",
     "SnapshotError",
     "UnknownIdError",
     "__version__",

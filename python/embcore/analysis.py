@@ -27,6 +27,8 @@ Design notes
   construction and is no evidence of convergence. An item counts as mature only if its final
   sub-α run contains at least one record before the last; otherwise it is censored at its last
   recorded count. With ``"last_k"`` or a reference table every record is genuine evidence.
+* Invalid input raises :class:`embcore.errors.EmbcoreError` (a ``ValueError``) whose message
+  names the offending values, e.g. "ids has 10 elements but rows has 9".
 * Duplicate records for the same (id, count) — e.g. a milestone and a batch publish at the same
   count — are collapsed to the last one in input order (the sort is stable).
 """
@@ -41,6 +43,8 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from embcore.errors import EmbcoreError
 
 __all__ = [
     "LearningPeakResult",
@@ -166,7 +170,7 @@ def _check_same_length(*named: tuple[str, Any]) -> None:
     (first_name, first), *rest = named
     for name, arr in rest:
         if len(arr) != len(first):
-            raise ValueError(
+            raise EmbcoreError(
                 f"{first_name} has {len(first)} elements but {name} has {len(arr)}; "
                 "they must have the same length"
             )
@@ -175,24 +179,24 @@ def _check_same_length(*named: tuple[str, Any]) -> None:
 def _as_ids(values: ArrayLike, name: str) -> U64:
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        raise EmbcoreError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size == 0:
         return np.zeros(0, dtype=np.uint64)
     if arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+        raise EmbcoreError(f"{name} must hold integers, got dtype {arr.dtype}")
     if arr.dtype.kind == "i" and bool((arr < 0).any()):
-        raise ValueError(f"{name} holds {int((arr < 0).sum())} negative ids; ids are uint64")
+        raise EmbcoreError(f"{name} holds {int((arr < 0).sum())} negative ids; ids are uint64")
     return arr.astype(np.uint64, copy=False)
 
 
 def _as_counts(values: ArrayLike, name: str) -> I64:
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        raise EmbcoreError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     if arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+        raise EmbcoreError(f"{name} must hold integers, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)
 
 
@@ -201,10 +205,10 @@ def _as_matrix(values: ArrayLike, name: str) -> F32:
     if arr.ndim == 1 and arr.size == 0:
         arr = arr.reshape(0, 0)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
+        raise EmbcoreError(f"{name} must be 2-D (n, d), got shape {arr.shape}")
     bad = _count_nonfinite_rows(arr)
     if bad:
-        raise ValueError(f"{name} has {bad} rows containing NaN or Inf; fix or drop them first")
+        raise EmbcoreError(f"{name} has {bad} rows containing NaN or Inf; fix or drop them first")
     return arr
 
 
@@ -224,7 +228,9 @@ def _check_unique(ids: U64, name: str) -> None:
     if bool(dup.any()):
         n_dup = int(np.unique(ordered[1:][dup]).size)
         example = int(ordered[1:][dup][0])
-        raise ValueError(f"{name} has {n_dup} duplicated ids (e.g. {example}); ids must be unique")
+        raise EmbcoreError(
+            f"{name} has {n_dup} duplicated ids (e.g. {example}); ids must be unique"
+        )
 
 
 def as_id_matrix(x: TableLike, name: str = "table") -> tuple[U64, F32]:
@@ -244,8 +250,9 @@ def as_id_matrix(x: TableLike, name: str = "table") -> tuple[U64, F32]:
 
     Raises
     ------
-    ValueError
-        On length mismatch, a non 2-D matrix, duplicate ids or rows containing NaN/Inf.
+    EmbcoreError
+        A ``ValueError``: length mismatch, a non 2-D matrix, duplicate ids, or rows
+        containing NaN/Inf (the message gives the number of bad rows).
 
     >>> ids, m = as_id_matrix((np.array([3, 1]), np.eye(2)))
     >>> ids.dtype, m.dtype
@@ -253,7 +260,7 @@ def as_id_matrix(x: TableLike, name: str = "table") -> tuple[U64, F32]:
     """
     if isinstance(x, tuple):
         if len(x) != 2:
-            raise ValueError(f"{name} must be (ids, matrix), got a tuple of {len(x)}")
+            raise EmbcoreError(f"{name} must be (ids, matrix), got a tuple of {len(x)}")
         raw_ids, raw_matrix = x
     elif hasattr(x, "ids") and hasattr(x, "weights"):
         raw_ids, raw_matrix = x.ids(), x.weights()
@@ -270,18 +277,18 @@ def as_id_matrix(x: TableLike, name: str = "table") -> tuple[U64, F32]:
 
 def _as_popularity(popularity: tuple[ArrayLike, ArrayLike]) -> tuple[U64, F64]:
     if not isinstance(popularity, tuple) or len(popularity) != 2:
-        raise ValueError("popularity must be a tuple (ids, counts)")
+        raise EmbcoreError("popularity must be a tuple (ids, counts)")
     ids = _as_ids(popularity[0], "popularity ids")
     counts = np.asarray(popularity[1])
     if counts.ndim != 1:
-        raise ValueError(f"popularity counts must be 1-D, got shape {counts.shape}")
+        raise EmbcoreError(f"popularity counts must be 1-D, got shape {counts.shape}")
     if counts.size and counts.dtype.kind not in "iu":
-        raise ValueError(f"popularity counts must hold integers, got dtype {counts.dtype}")
+        raise EmbcoreError(f"popularity counts must hold integers, got dtype {counts.dtype}")
     _check_same_length(("popularity ids", ids), ("popularity counts", counts))
     _check_unique(ids, "popularity ids")
     values = counts.astype(np.float64)
     if bool((values < 0).any()):
-        raise ValueError(f"popularity counts has {int((values < 0).sum())} negative values")
+        raise EmbcoreError(f"popularity counts has {int((values < 0).sum())} negative values")
     return ids, values
 
 
@@ -307,16 +314,16 @@ def _popularity_of(item_ids: U64, popularity: tuple[ArrayLike, ArrayLike]) -> tu
 def _check_alpha(alpha: float | Sequence[float]) -> tuple[float, ...]:
     levels = (alpha,) if isinstance(alpha, int | float) else tuple(alpha)
     if not levels:
-        raise ValueError("alpha must hold at least one level in (0, 2)")
+        raise EmbcoreError("alpha must hold at least one level in (0, 2)")
     for level in levels:
         if not 0.0 < float(level) < 2.0:
-            raise ValueError(f"alpha={level} is outside (0, 2); d_cos thresholds live in (0, 2)")
+            raise EmbcoreError(f"alpha={level} is outside (0, 2); d_cos thresholds live in (0, 2)")
     return tuple(float(level) for level in levels)
 
 
 def _check_positive(value: int, name: str) -> None:
     if int(value) < 1:
-        raise ValueError(f"{name}={value} must be >= 1")
+        raise EmbcoreError(f"{name}={value} must be >= 1")
 
 
 # --------------------------------------------------------------------------- kernels
@@ -329,7 +336,7 @@ def _rowwise_cosine(a: NDArray[Any], b: NDArray[Any]) -> F64:
     array([1., 0.])
     """
     if a.shape != b.shape:
-        raise ValueError(f"a has shape {a.shape} but b has shape {b.shape}")
+        raise EmbcoreError(f"a has shape {a.shape} but b has shape {b.shape}")
     out = np.zeros(a.shape[0], dtype=np.float64)
     for start in range(0, a.shape[0], _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, a.shape[0])
@@ -349,7 +356,7 @@ def _cross_product(a: NDArray[Any], b: NDArray[Any]) -> F64:
            [1., 1.]])
     """
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"a has {a.shape[0]} rows but b has {b.shape[0]}")
+        raise EmbcoreError(f"a has {a.shape[0]} rows but b has {b.shape[0]}")
     out = np.zeros((a.shape[1], b.shape[1]), dtype=np.float64)
     for start in range(0, a.shape[0], _BLOCK_ROWS):
         x = np.asarray(a[start : start + _BLOCK_ROWS], dtype=np.float64)
@@ -382,7 +389,11 @@ def _cosine_to_reference(rows: F32, references: F64, item_of_row: I64) -> F64:
 
 
 class _RunningTopK:
-    """Top-k column indices per query row, merged block by block (ties broken arbitrarily)."""
+    """Top-k column indices per query row, merged block by block (ties broken arbitrarily).
+
+    Once every row holds k entries, only block scores above the row's current k-th best can
+    enter, so later blocks cost one comparison pass plus a sort of the few survivors.
+    """
 
     def __init__(self, n_queries: int, k: int) -> None:
         self.k = k
@@ -390,14 +401,31 @@ class _RunningTopK:
         self.index: I64 = np.zeros((n_queries, 0), dtype=np.int64)
 
     def update(self, scores: F64, offset: int) -> None:
-        columns = np.arange(offset, offset + scores.shape[1], dtype=np.int64)
-        cand_scores = np.concatenate([self.scores, scores], axis=1)
-        cand_index = np.concatenate([self.index, np.broadcast_to(columns, scores.shape)], axis=1)
-        if cand_scores.shape[1] > self.k:
-            keep = np.argpartition(-cand_scores, self.k - 1, axis=1)[:, : self.k]
-            cand_scores = np.take_along_axis(cand_scores, keep, axis=1)
-            cand_index = np.take_along_axis(cand_index, keep, axis=1)
-        self.scores, self.index = cand_scores, cand_index
+        n_queries, k = scores.shape[0], self.k
+        if self.scores.shape[1] < k:
+            columns = np.arange(offset, offset + scores.shape[1], dtype=np.int64)
+            cand_scores = np.concatenate([self.scores, scores], axis=1)
+            cand_index = np.concatenate(
+                [self.index, np.broadcast_to(columns, scores.shape)], axis=1
+            )
+            if cand_scores.shape[1] > k:
+                keep = np.argpartition(-cand_scores, k - 1, axis=1)[:, :k]
+                cand_scores = np.take_along_axis(cand_scores, keep, axis=1)
+                cand_index = np.take_along_axis(cand_index, keep, axis=1)
+            self.scores, self.index = cand_scores, cand_index
+            return
+        rows, cols = np.nonzero(scores > np.inf)
+        if rows.size == 0:
+            return
+        all_rows = np.concatenate([np.repeat(np.arange(n_queries), k), rows])
+        all_scores = np.concatenate([self.scores.ravel(), scores[rows, cols]])
+        all_index = np.concatenate([self.index.ravel(), cols.astype(np.int64) + offset])
+        order = np.lexsort((-all_scores, all_rows))
+        row_start = np.searchsorted(all_rows[order], np.arange(n_queries))
+        rank = np.arange(order.size) - row_start[all_rows[order]]
+        keep = order[rank < k]
+        self.scores = all_scores[keep].reshape(n_queries, k)
+        self.index = all_index[keep].reshape(n_queries, k)
 
 
 def _set_overlap(left: I64, right: I64) -> I64:
@@ -491,14 +519,14 @@ class Trajectories:
         if rows.ndim == 1 and rows.size == 0:
             rows = rows.reshape(0, 0)
         if rows.ndim != 2:
-            raise ValueError(f"rows must be 2-D (n, d), got shape {rows.shape}")
+            raise EmbcoreError(f"rows must be 2-D (n, d), got shape {rows.shape}")
         _check_same_length(("ids", ids), ("counts", counts), ("timestamps", timestamps))
         _check_same_length(("ids", ids), ("rows", rows))
         if bool((counts < 0).any()):
-            raise ValueError(f"counts has {int((counts < 0).sum())} negative values")
+            raise EmbcoreError(f"counts has {int((counts < 0).sum())} negative values")
         bad = _count_nonfinite_rows(rows)
         if bad:
-            raise ValueError(f"rows has {bad} rows containing NaN or Inf")
+            raise EmbcoreError(f"rows has {bad} rows containing NaN or Inf")
         order = np.lexsort((counts, ids))
         object.__setattr__(self, "ids", ids[order])
         object.__setattr__(self, "counts", counts[order])
@@ -536,7 +564,7 @@ class Trajectories:
         data = monitor.trajectories()
         missing = {"ids", "counts", "timestamps", "rows"} - set(data)
         if missing:
-            raise ValueError(f"monitor.trajectories() lacks keys {sorted(missing)}")
+            raise EmbcoreError(f"monitor.trajectories() lacks keys {sorted(missing)}")
         return cls(data["ids"], data["counts"], data["timestamps"], data["rows"])
 
     def __len__(self) -> int:
@@ -590,7 +618,7 @@ def _prepare(traj: Trajectories, reference: Reference, last_k: int, min_records:
     reference_name: str = "table"
     if isinstance(reference, str):
         if reference not in ("final", "last_k"):
-            raise ValueError(f"reference={reference!r}: use 'final', 'last_k' or a table")
+            raise EmbcoreError(f"reference={reference!r}: use 'final', 'last_k' or a table")
         reference_name = reference
     required = max(min_records, last_k) if reference_name == "last_k" else min_records
     eligible = sizes >= required
@@ -599,7 +627,7 @@ def _prepare(traj: Trajectories, reference: Reference, last_k: int, min_records:
     if not isinstance(reference, str):
         table_ids, table_matrix = as_id_matrix(reference, "reference")
         if table_matrix.shape[1] != traj.rows.shape[1] and item_ids.size:
-            raise ValueError(
+            raise EmbcoreError(
                 f"reference has dimension {table_matrix.shape[1]} "
                 f"but trajectories have dimension {traj.rows.shape[1]}"
             )
@@ -622,7 +650,7 @@ def _prepare(traj: Trajectories, reference: Reference, last_k: int, min_records:
     elif reference_name == "final":
         references = rows[ends - 1].astype(np.float64)
     elif reference_name == "last_k":
-        in_tail = (ends[item_of_row] - np.arange(rows.shape[0])) < last_k + 1 - (last_k > 1)
+        in_tail = (ends[item_of_row] - np.arange(rows.shape[0])) <= last_k
         tail_starts = np.arange(item_ids.size, dtype=np.int64) * last_k
         references = np.add.reduceat(rows[in_tail].astype(np.float64), tail_starts, axis=0)
         references /= last_k
@@ -823,8 +851,9 @@ def maturity(
 
     Raises
     ------
-    ValueError
-        α outside (0, 2), bad ``reference``, ``min_records``/``last_k`` < 1, malformed tables.
+    EmbcoreError
+        A ``ValueError``: α outside (0, 2), a bad ``reference``, ``min_records`` or
+        ``last_k`` < 1, malformed tables.
 
     >>> rows = [[0.0, 1.0], [1.0, 0.1], [1.0, 0.0], [1.0, 0.0]]
     >>> t = Trajectories.from_arrays([5, 5, 5, 5], [1, 2, 3, 4], rows)
@@ -948,15 +977,22 @@ class LearningPeakResult(_Result):
 
 
 def _group_mean_median(keys: I64, values: F64) -> tuple[I64, I64, F64, F64]:
+    """Distinct keys, group sizes, and the mean and median of ``values`` per key."""
     order = np.lexsort((values, keys))
     k, v = keys[order], values[order]
     flag = np.ones(k.size, dtype=bool)
     flag[1:] = k[1:] != k[:-1]
     starts = np.flatnonzero(flag)
     sizes = np.diff(np.append(starts, k.size))
-    mean = np.add.reduceat(v, starts) / sizes
+    mean = np.add.reduceat(v, starts) / sizes if k.size else np.zeros(0, dtype=np.float64)
     median = (v[starts + (sizes - 1) // 2] + v[starts + sizes // 2]) / 2.0
     return k[starts], sizes.astype(np.int64), mean, median
+
+
+def _group_mean(keys: I64, values: F64, n_groups: int) -> F64:
+    """Mean of ``values`` per group index (``keys`` in ``range(n_groups)``, none empty)."""
+    sums = np.bincount(keys, weights=values, minlength=n_groups)
+    return sums / np.bincount(keys, minlength=n_groups)
 
 
 def _first_reaching(counts: I64, cumulative: F64, target: float) -> int | None:
@@ -1017,8 +1053,9 @@ def learning_peak(
         efficiency[sl] = _rowwise_cosine(current - previous, target - previous)
 
     counts, n_steps, gain_mean, gain_median = _group_mean_median(keys, gain)
-    _, _, drift_mean, _ = _group_mean_median(keys, drift)
-    _, _, efficiency_mean, _ = _group_mean_median(keys, efficiency)
+    group = np.searchsorted(counts, keys)
+    drift_mean = _group_mean(group, drift, counts.size)
+    efficiency_mean = _group_mean(group, efficiency, counts.size)
     cumulative = np.cumsum(gain_mean)
     total = float(cumulative[-1]) if cumulative.size else math.nan
     reach50 = _first_reaching(counts, cumulative, 0.5 * total) if total > 0 else None
@@ -1210,7 +1247,7 @@ def norm_popularity(
     if users is not None:
         _, user_matrix = as_id_matrix(users, "users")
         if user_matrix.shape[1] != matrix.shape[1]:
-            raise ValueError(
+            raise EmbcoreError(
                 f"users have dimension {user_matrix.shape[1]} "
                 f"but items have dimension {matrix.shape[1]}"
             )
@@ -1279,41 +1316,60 @@ class SnapshotDriftResult(_Result):
     jaccard_per_query: F64 = _internal()
 
 
-def _procrustes(a: F32, b: F32) -> tuple[F64, F64, float]:
-    """R* = UVᵀ from SVD(AᵀB); aligned per-row d_cos and the disparity."""
-    d = a.shape[1]
+def _procrustes(a: F32, b: F32, cross: F64, norm_a: float, norm_b: float) -> tuple[F64, F64, float]:
+    """R* = UVᵀ from SVD(AᵀB); aligned per-row d_cos and the disparity.
+
+    ``cross`` is AᵀB; ``norm_a``/``norm_b`` are ‖A‖²_F and ‖B‖²_F (traces of the Grams).
+    """
     if a.shape[0] == 0:
-        return np.eye(d), np.zeros(0, dtype=np.float64), math.nan
-    u, singular, vt = np.linalg.svd(_cross_product(a, b))
+        return np.eye(a.shape[1]), np.zeros(0, dtype=np.float64), math.nan
+    u, singular, vt = np.linalg.svd(cross)
     rotation = u @ vt
     aligned = np.empty(a.shape[0], dtype=np.float64)
     for start in range(0, a.shape[0], _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, a.shape[0])
         rotated = a[start:stop].astype(np.float64) @ rotation
         aligned[start:stop] = 1.0 - _rowwise_cosine(rotated, b[start:stop])
-    # ‖AR − B‖² = ‖A‖² + ‖B‖² − 2 tr(RᵀAᵀB) and tr(RᵀAᵀB) = Σ singular values.
-    norm_a = float(np.square(_row_norms(a)).sum())
-    norm_b = float(np.square(_row_norms(b)).sum())
-    disparity = (
-        max(norm_a + norm_b - 2.0 * float(singular.sum()), 0.0) / norm_b if norm_b else math.nan
-    )
-    return rotation, aligned, disparity
+    # ‖AR − B‖² = ‖A‖² + ‖B‖² − 2 tr(RᵀAᵀB), and tr(RᵀAᵀB) = Σ singular values.
+    residual = max(norm_a + norm_b - 2.0 * float(singular.sum()), 0.0)
+    return rotation, aligned, residual / norm_b if norm_b > 0 else math.nan
+
+
+def _column_sums(matrix: NDArray[Any]) -> F64:
+    total = np.zeros(matrix.shape[1], dtype=np.float64)
+    for start in range(0, matrix.shape[0], _BLOCK_ROWS):
+        total += np.asarray(matrix[start : start + _BLOCK_ROWS], dtype=np.float64).sum(axis=0)
+    return total
+
+
+def _linear_cka_from_sums(
+    n: int, sum_a: F64, sum_b: F64, gram_a: F64, gram_b: F64, cross: F64
+) -> float:
+    """Linear CKA ‖AcᵀBc‖²_F / (‖AcᵀAc‖_F ‖BcᵀBc‖_F) from mergeable d×d sums.
+
+    Centring is analytic: AcᵀBc = AᵀB − (Σa)(Σb)ᵀ / n.
+    """
+    if n == 0:
+        return math.nan
+    centred_cross = cross - np.outer(sum_a, sum_b) / n
+    centred_a = gram_a - np.outer(sum_a, sum_a) / n
+    centred_b = gram_b - np.outer(sum_b, sum_b) / n
+    denominator = float(np.linalg.norm(centred_a) * np.linalg.norm(centred_b))
+    if denominator <= 0.0:
+        return math.nan
+    return float(np.sum(centred_cross * centred_cross)) / denominator
 
 
 def _linear_cka(a: F32, b: F32) -> float:
-    """Linear CKA from the mergeable sums AᵀA, BᵀB, AᵀB and column sums (centred analytically)."""
-    n = a.shape[0]
-    if n == 0:
-        return math.nan
-    mean_a = _cross_product(np.ones((n, 1)), a)[0] / n
-    mean_b = _cross_product(np.ones((n, 1)), b)[0] / n
-    cross = _cross_product(a, b) - n * np.outer(mean_a, mean_b)
-    gram_a = _cross_product(a, a) - n * np.outer(mean_a, mean_a)
-    gram_b = _cross_product(b, b) - n * np.outer(mean_b, mean_b)
-    denominator = float(np.linalg.norm(gram_a) * np.linalg.norm(gram_b))
-    if denominator <= 0.0:
-        return math.nan
-    return float(np.sum(cross * cross)) / denominator
+    """Linear CKA of two row-aligned matrices (column-centred)."""
+    return _linear_cka_from_sums(
+        a.shape[0],
+        _column_sums(a),
+        _column_sums(b),
+        _cross_product(a, a),
+        _cross_product(b, b),
+        _cross_product(a, b),
+    )
 
 
 def _knn_index(matrix: F32, queries: I64, k: int) -> I64:
@@ -1374,7 +1430,7 @@ def snapshot_drift(
     ids_a, matrix_a = as_id_matrix(a, "a")
     ids_b, matrix_b = as_id_matrix(b, "b")
     if matrix_a.shape[1] != matrix_b.shape[1] and ids_a.size and ids_b.size:
-        raise ValueError(
+        raise EmbcoreError(
             f"a has dimension {matrix_a.shape[1]} but b has dimension {matrix_b.shape[1]}"
         )
     common, in_a, in_b = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
@@ -1383,8 +1439,16 @@ def snapshot_drift(
     n = int(common.size)
 
     unaligned = 1.0 - _rowwise_cosine(matched_a, matched_b)
-    rotation, aligned, disparity = _procrustes(matched_a, matched_b)
-    cka = _linear_cka(matched_a, matched_b)
+    # One pass each for the d×d sums; Procrustes and CKA share AᵀB.
+    cross = _cross_product(matched_a, matched_b)
+    gram_a = _cross_product(matched_a, matched_a)
+    gram_b = _cross_product(matched_b, matched_b)
+    rotation, aligned, disparity = _procrustes(
+        matched_a, matched_b, cross, float(np.trace(gram_a)), float(np.trace(gram_b))
+    )
+    cka = _linear_cka_from_sums(
+        n, _column_sums(matched_a), _column_sums(matched_b), gram_a, gram_b, cross
+    )
 
     k_eff = max(min(k, n - 1), 0)
     rng = np.random.default_rng(seed)

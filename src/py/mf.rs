@@ -1,6 +1,7 @@
 //! `embcore.MatrixFactorization`: a thin wrapper over `mf::MatrixFactorization`.
 
 use super::args;
+use super::monitor::PyMonitor;
 use super::table::{optimizer_dict, table_config, PyEmbeddingTable};
 use crate::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
 use crate::table::DEFAULT_CAPACITY;
@@ -114,9 +115,11 @@ impl PyMatrixFactorization {
 
     /// Train on events, one optimizer step per event, in order. All arrays are
     /// validated before any row is touched; the GIL is released while
-    /// training. Returns {events, mean_loss, new_users, new_items}.
+    /// training. Returns {events, mean_loss, new_users, new_items}. With
+    /// `monitor=` (an `embcore.Monitor`), every item-row update also feeds
+    /// the monitor's statistics and tracked trajectories, in Rust.
     #[pyo3(signature = (users, items, labels, weights=None, timestamps=None, threads=1,
-        count_interactions=true))]
+        count_interactions=true, monitor=None))]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
         &self,
@@ -128,6 +131,7 @@ impl PyMatrixFactorization {
         timestamps: Option<&Bound<'py, PyAny>>,
         threads: i64,
         count_interactions: bool,
+        monitor: Option<&Bound<'py, PyMonitor>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         if threads < 1 {
             return Err(PyValueError::new_err(format!(
@@ -149,8 +153,15 @@ impl PyMatrixFactorization {
                 .map(|t| t.as_slice().expect("checked contiguous")),
         };
         let model = &self.inner;
-        let stats =
-            py.detach(|| model.train(&batch, threads as usize, count_interactions, &NoObserver))?;
+        let monitor_core = monitor.map(|m| m.get().inner.clone());
+        if let Some(m) = &monitor_core {
+            m.check_dim(model.cfg.table.dim)?;
+        }
+        let threads = threads as usize;
+        let stats = py.detach(|| match &monitor_core {
+            Some(m) => model.train(&batch, threads, count_interactions, &**m),
+            None => model.train(&batch, threads, count_interactions, &NoObserver),
+        })?;
         let d = PyDict::new(py);
         d.set_item("events", stats.events)?;
         d.set_item("mean_loss", stats.mean_loss)?;

@@ -3,6 +3,7 @@
 mod args;
 mod errors;
 mod mf;
+mod monitor;
 mod table;
 
 use pyo3::prelude::*;
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SNAPSHOT_VERSION", crate::snapshot::VERSION)?;
     m.add_class::<table::PyEmbeddingTable>()?;
     m.add_class::<mf::PyMatrixFactorization>()?;
+    m.add_class::<monitor::PyMonitor>()?;
     m.add("EmbcoreError", py.get_type::<errors::EmbcoreError>())?;
     m.add("UnknownIdError", py.get_type::<errors::UnknownIdError>())?;
     m.add("CapacityError", py.get_type::<errors::CapacityError>())?;

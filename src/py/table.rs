@@ -314,6 +314,31 @@ impl PyEmbeddingTable {
         Ok(py.detach(|| t.assign(s, v, timestamp))?)
     }
 
+    /// Make sure every id has a row, creating missing ones (deterministic
+    /// initial values, first seen at `timestamp`); existing rows are left as
+    /// they are. Checks capacity before creating anything. Returns the number
+    /// of rows created.
+    #[pyo3(signature = (ids, timestamp=0, threads=1))]
+    fn insert(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        timestamp: i64,
+        threads: i64,
+    ) -> PyResult<usize> {
+        if threads < 1 {
+            return Err(PyValueError::new_err(format!(
+                "threads must be >= 1, got {threads}"
+            )));
+        }
+        let ids = args::ids(ids, "ids")?;
+        let s = ids.as_slice();
+        let t = &self.inner;
+        let (_, created) =
+            py.detach(|| crate::mf::resolve(t, s, &|_| timestamp, threads as usize, true))?;
+        Ok(created)
+    }
+
     /// l2-norm of every row, in `ids()` order.
     fn norms<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
         let t = &self.inner;

@@ -1,0 +1,417 @@
+"""``embcore bench``: the mf-1m benchmark suite of BENCHMARKS.md.
+
+Measures, in one run on one machine, embcore's training, insert, snapshot and
+scan throughput next to the baselines that are installed (hand-written numpy
+loops, the C limit probe when a C compiler is present, and river / LightFM /
+implicit when importable), prints a table with ratios and writes JSON:
+``{"machine": {...}, "results": [{"name", "value", "unit", ...}]}``.
+
+Machines are noisy: every figure is the median of several repeats, and the
+targets are judged as ratios measured in the same run.
+
+>>> from embcore.bench import Workload
+>>> Workload.quick().users
+200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+import embcore
+
+DIM = 32
+PROBE_SOURCE = Path(__file__).resolve().parents[2] / "benches" / "limit_probe.c"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Sizes of one benchmark run (mf-1m: 1M users x 1M items, d=32, Zipf(1.2) items)."""
+
+    users: int = 1_000_000
+    items: int = 1_000_000
+    events: int = 5_000_000
+    inserts: int = 2_000_000
+    snapshot_rows: int = 5_000_000
+    per_event_numpy: int = 100_000
+    minibatch_numpy: int = 1_000_000
+    drift_rows: int = 5_000_000
+    repeats: int = 3
+
+    @classmethod
+    def quick(cls) -> Workload:
+        return cls(
+            users=200_000,
+            items=200_000,
+            events=1_000_000,
+            inserts=500_000,
+            snapshot_rows=1_000_000,
+            per_event_numpy=20_000,
+            minibatch_numpy=200_000,
+            drift_rows=1_000_000,
+            repeats=2,
+        )
+
+
+@dataclass
+class Result:
+    name: str
+    value: float
+    unit: str
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def sparse_ids(dense: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    """Spread dense indices over the 64-bit id space (ids are not dense in practice)."""
+    with np.errstate(over="ignore"):
+        return (dense.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(0x5DEECE66D)
+
+
+def mf_events(
+    w: Workload, n: int, seed: int = 0
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, w.users, n)
+    items = (rng.zipf(1.2, n) - 1) % w.items
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    return users, items.astype(np.int64), labels
+
+
+def median_rate(fn: Callable[[], float], count: float, repeats: int) -> float:
+    """Median of count / seconds over repeats of fn (fn returns its elapsed seconds)."""
+    return statistics.median(count / fn() for _ in range(repeats))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "embcore": embcore.__version__,
+        "build_profile": embcore._core.build_profile,
+    }
+
+
+def bench_training(w: Workload, results: list[Result]) -> None:
+    users, items, labels = mf_events(w, w.events)
+    uid, iid = sparse_ids(users), sparse_ids(items)
+    for name, optimizer, threads in [
+        ("train_sgd_1t", "sgd", 1),
+        ("train_adagrad_1t", "adagrad", 1),
+        ("train_adagrad_2t", "adagrad", 2),
+    ]:
+        model = embcore.MatrixFactorization(dim=DIM, optimizer=optimizer, seed=1)
+        model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
+        model.items.insert(sparse_ids(np.arange(w.items)), threads=2)
+
+        def run(model: embcore.MatrixFactorization = model, threads: int = threads) -> float:
+            return timed(lambda: model.train(uid, iid, labels, threads=threads))
+
+        rate = median_rate(run, w.events, w.repeats)
+        results.append(Result(name, rate, "events/s", f"{w.users}x{w.items}, d={DIM}"))
+        if name == "train_adagrad_1t":
+            bench_monitor(w, uid, iid, labels, results)
+        del model
+
+
+def bench_monitor(
+    w: Workload,
+    uid: npt.NDArray[np.uint64],
+    iid: npt.NDArray[np.uint64],
+    labels: npt.NDArray[np.float32],
+    results: list[Result],
+) -> None:
+    monitor_cls = getattr(embcore, "Monitor", None)
+    if monitor_cls is None:
+        return
+    model = embcore.MatrixFactorization(dim=DIM, optimizer="adagrad", seed=1)
+    model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
+    model.items.insert(sparse_ids(np.arange(w.items)), threads=2)
+    monitor = monitor_cls(DIM, track_rate=0.01)
+
+    def run() -> float:
+        return timed(lambda: model.train(uid, iid, labels, monitor=monitor))
+
+    rate = median_rate(run, w.events, w.repeats)
+    results.append(Result("train_adagrad_monitor_1t", rate, "events/s", "monitor on, 1% cohort"))
+
+
+def bench_insert(w: Workload, results: list[Result]) -> None:
+    for name, threads in [("insert_1t", 1), ("insert_2t", 2)]:
+        rates = []
+        for rep in range(w.repeats):
+            table = embcore.EmbeddingTable(DIM, seed=rep)
+            ids = sparse_ids(np.arange(w.inserts) + rep * w.inserts)
+            rates.append(
+                w.inserts / timed(lambda t=table, i=ids, k=threads: t.insert(i, threads=k))
+            )
+            del table
+        results.append(Result(name, statistics.median(rates), "ids/s", "first sight, d=32"))
+
+
+def bench_snapshot(w: Workload, results: list[Result], tmp: Path) -> None:
+    table = embcore.EmbeddingTable(DIM, optimizer="adagrad")
+    rows = w.snapshot_rows
+    ids = sparse_ids(np.arange(rows))
+    block = 1_000_000
+    for s in range(0, rows, block):
+        table.insert(ids[s : s + block], threads=2)
+    path = tmp / "table.emb"
+    size = table.save(path)
+    save = statistics.median(size / timed(lambda: table.save(path)) for _ in range(w.repeats))
+    load = statistics.median(
+        size / timed(lambda: embcore.EmbeddingTable.load(path)) for _ in range(w.repeats)
+    )
+    note = f"{rows} rows x {DIM} + adagrad state + metadata = {size / 1e9:.2f} GB, page cache"
+    results.append(Result("save_gbps", save / 1e9, "GB/s", note))
+    results.append(Result("load_gbps", load / 1e9, "GB/s", note))
+    path.unlink()
+
+
+def bench_numpy(w: Workload, results: list[Result]) -> None:
+    users, items, labels = mf_events(w, max(w.per_event_numpy, w.minibatch_numpy), seed=2)
+    rng = np.random.default_rng(0)
+    big_u = (rng.standard_normal((w.users, DIM)) * 0.01).astype(np.float32)
+    big_v = (rng.standard_normal((w.items, DIM)) * 0.01).astype(np.float32)
+    n = w.per_event_numpy
+    t0 = time.perf_counter()
+    for e in range(n):
+        u, v = users[e], items[e]
+        uu, vv = big_u[u], big_v[v]
+        g = 1 / (1 + np.exp(-uu @ vv)) - labels[e]
+        big_u[u] = uu - 0.05 * g * vv
+        big_v[v] = vv - 0.05 * g * uu
+    results.append(Result("numpy_per_event", n / (time.perf_counter() - t0), "events/s"))
+    n, batch = w.minibatch_numpy, 4096
+    t0 = time.perf_counter()
+    for s in range(0, n, batch):
+        u, v, y = users[s : s + batch], items[s : s + batch], labels[s : s + batch]
+        uu, vv = big_u[u], big_v[v]
+        g = (1 / (1 + np.exp(-(uu * vv).sum(1))) - y)[:, None]
+        np.add.at(big_u, u, -0.05 * g * vv)
+        np.add.at(big_v, v, -0.05 * g * uu)
+    results.append(
+        Result("numpy_minibatch", n / (time.perf_counter() - t0), "events/s", "np.add.at, B=4096")
+    )
+
+
+def bench_peers(w: Workload, results: list[Result]) -> None:
+    """river / LightFM / implicit, when importable (never installed by embcore)."""
+    users, items, labels = mf_events(w, w.events, seed=3)
+    try:
+        from river import reco  # type: ignore[import-not-found]
+
+        model = reco.FunkMF(n_factors=DIM, seed=0)
+        n = min(w.events, 50_000)
+        t0 = time.perf_counter()
+        for e in range(n):
+            model.learn_one(user=int(users[e]), item=int(items[e]), y=float(labels[e]))
+        results.append(Result("river_funkmf_1t", n / (time.perf_counter() - t0), "events/s"))
+    except ImportError:
+        pass
+    try:
+        import scipy.sparse as sp  # type: ignore[import-untyped]
+        from lightfm import LightFM  # type: ignore[import-not-found]
+
+        shape = (w.users, w.items)
+        coo = sp.coo_matrix((labels * 2 - 1, (users, items)), shape=shape)
+        model = LightFM(no_components=DIM, loss="logistic", learning_schedule="adagrad")
+        model.fit_partial(sp.coo_matrix(([1.0], ([0], [0])), shape=shape), epochs=1)
+        dt = timed(lambda: model.fit_partial(coo, epochs=1, num_threads=2))
+        results.append(Result("lightfm_logistic_2t", coo.nnz / dt, "events/s"))
+    except ImportError:
+        pass
+    try:
+        import implicit  # type: ignore[import-not-found]
+        import scipy.sparse as sp
+
+        csr = sp.coo_matrix(
+            (np.ones(len(users), np.float32), (users, items)), shape=(w.users, w.items)
+        ).tocsr()
+        csr.data[:] = 1
+        model = implicit.cpu.bpr.BayesianPersonalizedRanking(
+            factors=DIM, iterations=1, num_threads=2, verify_negative_samples=False
+        )
+        dt = timed(lambda: model.fit(csr, show_progress=False))
+        results.append(Result("implicit_bpr_2t", csr.nnz / dt, "samples/s"))
+    except ImportError:
+        pass
+
+
+def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None or not PROBE_SOURCE.exists():
+        print("limit probe skipped: no C compiler or no benches/limit_probe.c", file=sys.stderr)
+        return
+    exe = tmp / "limit_probe"
+    flags = ["-O3", "-march=native", "-ffast-math"]
+    subprocess.run([cc, *flags, str(PROBE_SOURCE), "-o", str(exe), "-lpthread", "-lm"], check=True)
+    for threads in (1, 2):
+        rates, scans = [], []
+        for _ in range(w.repeats):
+            out = subprocess.run(
+                [str(exe), str(w.users), str(w.items), str(w.events * 2), str(threads)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            rates.append(float(re.search(r"events/s ([0-9.e+]+)", out).group(1)))  # type: ignore[union-attr]
+            scans.append(float(re.search(r"GB/s ([0-9.]+)", out).group(1)))  # type: ignore[union-attr]
+        results.append(Result(f"limit_probe_{threads}t", statistics.median(rates), "events/s"))
+        if threads == 1:
+            results.append(Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s"))
+
+
+def bench_drift(w: Workload, results: list[Result]) -> None:
+    """Per-row cosine between two tables matched by id: embcore vs numpy."""
+    try:
+        from embcore import analysis
+    except ImportError:
+        return
+    kernel = getattr(analysis, "_rowwise_cosine", None)
+    if kernel is None:
+        return
+    rng = np.random.default_rng(4)
+    n = w.drift_rows
+    a = rng.standard_normal((n, DIM), dtype=np.float32)
+    b = a + 0.1 * rng.standard_normal((n, DIM), dtype=np.float32)
+
+    def numpy_cos() -> object:
+        num = np.einsum("ij,ij->i", a, b)
+        return num / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+    numpy_rate = median_rate(lambda: timed(numpy_cos), n, w.repeats)
+    rate = median_rate(lambda: timed(lambda: kernel(a, b)), n, w.repeats)
+    results.append(Result("drift_cosine", rate, "rows/s", f"{n} x {DIM}"))
+    results.append(Result("drift_cosine_numpy", numpy_rate, "rows/s", "einsum + norms"))
+    procrustes = getattr(analysis, "_cross_product", None)
+    if procrustes is not None:
+        rate = median_rate(lambda: timed(lambda: procrustes(a, b)), n, w.repeats)
+        results.append(Result("procrustes", rate, "rows/s", "AᵀB pass"))
+
+
+SUITES: dict[str, Callable[..., None]] = {
+    "training": bench_training,
+    "insert": bench_insert,
+    "numpy": bench_numpy,
+    "peers": bench_peers,
+    "drift": bench_drift,
+}
+
+
+def ratios(results: list[Result]) -> dict[str, float]:
+    v = {r.name: r.value for r in results}
+    pairs = {
+        "train_sgd_1t / limit_probe_1t (target >= 0.5)": ("train_sgd_1t", "limit_probe_1t"),
+        "train_adagrad_2t / implicit_bpr_2t (target >= 4)": ("train_adagrad_2t", "implicit_bpr_2t"),
+        "train_adagrad_2t / lightfm_logistic_2t (target >= 10)": (
+            "train_adagrad_2t",
+            "lightfm_logistic_2t",
+        ),
+        "train_adagrad_2t / river_funkmf_1t (target >= 100)": (
+            "train_adagrad_2t",
+            "river_funkmf_1t",
+        ),
+        "train_adagrad_2t / numpy_minibatch": ("train_adagrad_2t", "numpy_minibatch"),
+        "train_adagrad_1t / numpy_per_event": ("train_adagrad_1t", "numpy_per_event"),
+        "train_adagrad_monitor_1t / train_adagrad_1t (target >= 0.7)": (
+            "train_adagrad_monitor_1t",
+            "train_adagrad_1t",
+        ),
+        "drift_cosine / drift_cosine_numpy (target >= 3)": ("drift_cosine", "drift_cosine_numpy"),
+    }
+    return {k: v[a] / v[b] for k, (a, b) in pairs.items() if a in v and b in v and v[b] > 0}
+
+
+def run_suite(quick: bool = False, only: set[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks and return the JSON document."""
+    if embcore._core.build_profile != "release":
+        raise RuntimeError(
+            "embcore was built in debug mode; benchmarks refuse to report its numbers. "
+            "Reinstall with `pip install .` (release build)."
+        )
+    w = Workload.quick() if quick else Workload()
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="embcore-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("training", lambda: bench_training(w, results)),
+            ("insert", lambda: bench_insert(w, results)),
+            ("snapshot", lambda: bench_snapshot(w, results, tmp)),
+            ("numpy", lambda: bench_numpy(w, results)),
+            ("peers", lambda: bench_peers(w, results)),
+            ("probe", lambda: bench_probe(w, results, tmp)),
+            ("drift", lambda: bench_drift(w, results)),
+        ]
+        for name, step in steps:
+            if only and name not in only:
+                continue
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            step()
+    return {
+        "machine": machine(),
+        "workload": asdict(w) | {"dim": DIM, "item_distribution": "zipf(1.2)", "quick": quick},
+        "results": [asdict(r) for r in results],
+        "ratios": ratios(results),
+    }
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    lines = [f"{'benchmark':32s} {'value':>14s}  unit", "-" * 60]
+    for r in doc["results"]:
+        lines.append(f"{r['name']:32s} {r['value']:14.4g}  {r['unit']}  {r['note']}")
+    if doc["ratios"]:
+        lines += ["", "ratios measured in this run:"]
+        lines += [f"  {k:60s} {v:8.2f}" for k, v in doc["ratios"].items()]
+    m = doc["machine"]
+    lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    only = set(args.only.split(",")) if args.only else None
+    try:
+        doc = run_suite(quick=args.quick, only=only)
+    except RuntimeError as e:
+        print(f"embcore bench: {e}", file=sys.stderr)
+        return 2
+    print(format_table(doc))
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=2))
+        print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,352 @@
+//! A concurrent, collisionless u64 → row map with keys stored inline.
+//!
+//! Design notes.
+//! * Open addressing with linear probing over 16-byte slots (key + row), so a
+//!   lookup is one hash and, usually, one cache line — the map sits on the
+//!   per-event path of every training call, twice per event.
+//! * A slot's `row` word is its state: `EMPTY`, `CLAIMED` (an inserter owns
+//!   the slot and is writing the key), `KEYED` (key visible, row being
+//!   initialised), `DEAD` (insert abandoned), or a row index. Inserters claim
+//!   an empty slot with one CAS; two threads inserting the same id walk the
+//!   same probe sequence, so the loser meets the winner's slot and waits for
+//!   its row instead of inserting a duplicate.
+//! * Lookups and inserts hold a read guard of an `RwLock` around the slot
+//!   array, taken once per batch (per worker thread), never per event. Growth
+//!   (when the load passes 70%) takes the write lock: the growing thread
+//!   first gives up its own read guard, so growth waits only for other
+//!   threads to finish their current batch share. Growth is rare (doubling).
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{RwLock, RwLockReadGuard};
+
+pub const EMPTY: u32 = u32::MAX;
+const CLAIMED: u32 = u32::MAX - 1;
+const KEYED: u32 = u32::MAX - 2;
+const DEAD: u32 = u32::MAX - 3;
+/// Row indices must stay below this value.
+pub const MAX_ROW: u32 = u32::MAX - 4;
+
+#[repr(C, align(16))]
+struct Slot {
+    key: AtomicU64,
+    row: AtomicU32,
+}
+
+struct Slots {
+    slots: Box<[Slot]>,
+    mask: usize,
+}
+
+impl Slots {
+    fn with_len(len: usize) -> Self {
+        let len = len.next_power_of_two().max(16);
+        let slots = (0..len)
+            .map(|_| Slot {
+                key: AtomicU64::new(0),
+                row: AtomicU32::new(EMPTY),
+            })
+            .collect();
+        Slots {
+            slots,
+            mask: len - 1,
+        }
+    }
+
+    #[inline(always)]
+    fn start(&self, id: u64) -> usize {
+        crate::rng::mix64(id) as usize & self.mask
+    }
+
+    /// Row state of `id`'s slot, or None; waits out in-flight inserts.
+    #[inline]
+    fn find(&self, id: u64) -> Option<u32> {
+        let mut i = self.start(id);
+        loop {
+            let s = &self.slots[i];
+            let mut st = s.row.load(Acquire);
+            while st == CLAIMED {
+                std::hint::spin_loop();
+                st = s.row.load(Acquire);
+            }
+            if st == EMPTY {
+                return None;
+            }
+            if st != DEAD && s.key.load(Relaxed) == id {
+                loop {
+                    match st {
+                        KEYED => {
+                            std::hint::spin_loop();
+                            st = s.row.load(Acquire);
+                        }
+                        DEAD => return None,
+                        r => return Some(r),
+                    }
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+}
+
+pub struct IdMap {
+    inner: RwLock<Slots>,
+    /// Slots claimed (live or dead); drives growth.
+    used: AtomicUsize,
+    /// Live keys.
+    live: AtomicUsize,
+}
+
+/// Outcome of `MapGuard::insert`.
+pub enum Inserted<E> {
+    /// The id was present (or inserted concurrently by another thread).
+    Existing(u32),
+    /// This call created the row returned by the closure.
+    Created(u32),
+    /// The closure failed; nothing was inserted.
+    Failed(E),
+}
+
+impl Default for IdMap {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl IdMap {
+    pub fn with_capacity(n: usize) -> Self {
+        IdMap {
+            inner: RwLock::new(Slots::with_len(n * 10 / 7 + 1)),
+            used: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.load(Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of slot memory.
+    pub fn bytes(&self) -> usize {
+        self.read_lock().slots.len() * std::mem::size_of::<Slot>()
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, Slots> {
+        // A panic while holding the lock cannot leave slots inconsistent
+        // (every write is a single atomic store), so poisoning is ignored.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A per-thread handle for a batch of lookups and inserts.
+    pub fn guard(&self) -> MapGuard<'_> {
+        MapGuard {
+            map: self,
+            slots: RefCell::new(Some(self.read_lock())),
+        }
+    }
+
+    /// Replace the contents with those of `other` (used when bulk loading).
+    pub fn replace_with(&self, other: IdMap) {
+        let mut w = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        *w = other.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.used.store(other.used.load(Relaxed), Relaxed);
+        self.live.store(other.live.load(Relaxed), Relaxed);
+    }
+
+    fn grow(&self, needed: usize) {
+        let mut w = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if needed * 10 <= w.slots.len() * 7 {
+            return; // another thread grew it meanwhile
+        }
+        let mut next = Slots::with_len(w.slots.len() * 2);
+        while needed * 10 > next.slots.len() * 7 {
+            next = Slots::with_len(next.slots.len() * 2);
+        }
+        let mut used = 0;
+        for s in w.slots.iter() {
+            let r = s.row.load(Relaxed);
+            if r == EMPTY || r == DEAD {
+                continue;
+            }
+            let key = s.key.load(Relaxed);
+            let mut i = next.start(key);
+            while next.slots[i].row.load(Relaxed) != EMPTY {
+                i = (i + 1) & next.mask;
+            }
+            next.slots[i].key.store(key, Relaxed);
+            next.slots[i].row.store(r, Relaxed);
+            used += 1;
+        }
+        *w = next;
+        self.used.store(used, Relaxed);
+    }
+}
+
+pub struct MapGuard<'a> {
+    map: &'a IdMap,
+    slots: RefCell<Option<RwLockReadGuard<'a, Slots>>>,
+}
+
+impl MapGuard<'_> {
+    #[inline]
+    pub fn get(&self, id: u64) -> Option<u32> {
+        self.slots.borrow().as_ref().expect("guard held").find(id)
+    }
+
+    /// Hint the CPU to fetch the first slot of `id`'s probe sequence.
+    #[inline(always)]
+    pub fn prefetch(&self, id: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let b = self.slots.borrow();
+            let s = b.as_ref().expect("guard held");
+            let p = s.slots.as_ptr().wrapping_add(s.start(id)).cast::<i8>();
+            // SAFETY: prefetch never faults.
+            unsafe { std::arch::x86_64::_mm_prefetch(p, std::arch::x86_64::_MM_HINT_T0) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = id;
+    }
+
+    /// Return `id`'s row, or insert it with the row made by `make` (called
+    /// at most once, only by the thread that owns the new slot).
+    pub fn insert<E>(&self, id: u64, make: impl FnOnce() -> Result<u32, E>) -> Inserted<E> {
+        loop {
+            let needed = self.map.used.load(Relaxed) + 1;
+            {
+                let b = self.slots.borrow();
+                let s = b.as_ref().expect("guard held");
+                if needed * 10 <= s.slots.len() * 7 {
+                    match Self::insert_in(self.map, s, id) {
+                        Ok(Some(r)) => return Inserted::Existing(r),
+                        Ok(None) => continue, // lost a race for a dead slot: retry
+                        Err(slot) => {
+                            let row = &s.slots[slot].row;
+                            return match make() {
+                                Ok(r) => {
+                                    debug_assert!(r <= MAX_ROW);
+                                    self.map.live.fetch_add(1, Relaxed);
+                                    row.store(r, Release);
+                                    Inserted::Created(r)
+                                }
+                                Err(e) => {
+                                    row.store(DEAD, Release);
+                                    Inserted::Failed(e)
+                                }
+                            };
+                        }
+                    }
+                }
+            }
+            // Too full: give up our read guard, grow, take it back.
+            self.slots.borrow_mut().take();
+            self.map.grow(needed);
+            *self.slots.borrow_mut() = Some(self.map.read_lock());
+        }
+    }
+
+    /// Ok(Some(row)) if present, Err(slot) if this thread claimed `slot` for
+    /// `id` (key written, state KEYED), Ok(None) to retry.
+    fn insert_in(map: &IdMap, s: &Slots, id: u64) -> Result<Option<u32>, usize> {
+        let mut i = s.start(id);
+        loop {
+            let slot = &s.slots[i];
+            let mut st = slot.row.load(Acquire);
+            if st == EMPTY {
+                match slot.row.compare_exchange(EMPTY, CLAIMED, Acquire, Acquire) {
+                    Ok(_) => {
+                        map.used.fetch_add(1, Relaxed);
+                        slot.key.store(id, Relaxed);
+                        slot.row.store(KEYED, Release);
+                        return Err(i);
+                    }
+                    Err(now) => st = now,
+                }
+            }
+            while st == CLAIMED {
+                std::hint::spin_loop();
+                st = slot.row.load(Acquire);
+            }
+            if st != DEAD && slot.key.load(Relaxed) == id {
+                loop {
+                    match st {
+                        KEYED => {
+                            std::hint::spin_loop();
+                            st = slot.row.load(Acquire);
+                        }
+                        DEAD => return Ok(None),
+                        r => return Ok(Some(r)),
+                    }
+                }
+            }
+            i = (i + 1) & s.mask;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_get_and_grow() {
+        let m = IdMap::default();
+        let g = m.guard();
+        for id in 0..10_000u64 {
+            let k = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert!(matches!(
+                g.insert::<()>(k, || Ok(id as u32)),
+                Inserted::Created(_)
+            ));
+        }
+        for id in 0..10_000u64 {
+            let k = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert_eq!(g.get(k), Some(id as u32));
+            assert!(matches!(g.insert::<()>(k, || Ok(0)), Inserted::Existing(r) if r == id as u32));
+        }
+        assert_eq!(g.get(12345), None);
+        assert_eq!(m.len(), 10_000);
+    }
+
+    #[test]
+    fn failed_insert_leaves_no_entry() {
+        let m = IdMap::default();
+        let g = m.guard();
+        assert!(matches!(
+            g.insert(7, || Err("full")),
+            Inserted::Failed("full")
+        ));
+        assert_eq!(g.get(7), None);
+        assert!(matches!(g.insert::<()>(7, || Ok(3)), Inserted::Created(3)));
+        assert_eq!(g.get(7), Some(3));
+    }
+
+    #[test]
+    fn concurrent_inserts_with_growth_are_collisionless() {
+        let m = IdMap::default();
+        let next = AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (m, next) = (&m, &next);
+                s.spawn(move || {
+                    let g = m.guard();
+                    for k in 0..50_000u64 {
+                        let id = (k * 3 + t) % 100_000;
+                        g.insert::<()>(id, || Ok(next.fetch_add(1, Relaxed)));
+                    }
+                });
+            }
+        });
+        assert_eq!(m.len(), 100_000);
+        assert_eq!(next.load(Relaxed), 100_000);
+        let g = m.guard();
+        let mut rows: Vec<u32> = (0..100_000u64).map(|id| g.get(id).unwrap()).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        assert_eq!(rows.len(), 100_000);
+    }
+}

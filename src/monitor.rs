@@ -1,0 +1,1723 @@
+//! The streaming evolution monitor (METRICS A): per-update cosine drift,
+//! update magnitude (absolute and relative) and norm, aggregated by
+//! interaction count, popularity and item age; trajectories of tracked
+//! cohorts at count milestones and batch publishes; path efficiency.
+//!
+//! Design notes.
+//! * Fed by the training loop itself (`UpdateObserver`): each worker thread
+//!   owns a `Shard` that it fills without locks or allocation on the common
+//!   path; the shard is merged into the monitor under its mutex once per
+//!   `train` call (`absorb`) and then kept in a small pool, cleared, for the
+//!   next call, so the sketches' allocations are reused.
+//! * Per update: one pass over before/after computes ‖a−b‖², ‖a‖², ‖b‖² in
+//!   8-lane accumulators. Drift is 1 − cos computed as
+//!   (‖a−b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖), which keeps its precision when the
+//!   change is small (1 − a·b/(‖a‖‖b‖) cancels catastrophically in f32).
+//!   Bucket indices are a few shifts (log2 via leading_zeros plus mantissa
+//!   bits), sketch keys one shift of the f32 bits, computed once per
+//!   statistic and shared by the three groupings.
+//! * Tracking is a hash compare (deterministic: hash(id) < rate), a time
+//!   window compare and, only when explicit ids were given, a set lookup.
+//!   Only tracked items touch the per-shard hash map.
+//! * Milestone records are kept once per (id, count): a shard drops a
+//!   repeat of the count it recorded last (count_interactions=False), the
+//!   monitor drops repeats across shards and calls.
+//! * `items_seen` is a HyperLogLog estimate (2^14 registers, ~0.8% standard
+//!   error): exact distinct counting would cost a hash-set insert per event.
+//! * Merging adds counts, sums and sketch buckets: exact for counts and
+//!   sums, within the sketch's bound for quantiles.
+
+use crate::error::{invalid, Error, Result};
+use crate::mf::{RowUpdate, UpdateObserver};
+use crate::rng::mix64;
+use crate::sketch::{self, Count, Sketch};
+use crate::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+/// The per-update statistics, in the order of every `[_; 4]` below.
+pub const STATISTICS: [&str; 4] = ["drift", "magnitude", "relative_magnitude", "norm"];
+/// The groupings, in the order of `State::groups`.
+pub const GROUPINGS: [&str; 3] = ["by_count", "by_popularity", "by_age"];
+/// Version of the `to_bytes` format.
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"EMBCMONI";
+const HLL_BITS: u32 = 14;
+const HLL_SIZE: usize = 1 << HLL_BITS;
+const NO_SLOT: u32 = u32::MAX;
+const POOL: usize = 8;
+const MAX_COUNT_LIMIT: u64 = 1 << 20;
+
+/// The default milestone grid: every count up to 10, then about ten steps
+/// per decade (12, 15, 20, 25, 30, 40, 50, 65, 80, 100, 130, 160, 200, ...).
+pub fn default_milestones() -> Vec<u64> {
+    let mut m: Vec<u64> = (1..=10).collect();
+    m.extend([12, 15, 20, 25, 30, 40, 50, 65, 80]);
+    let mut scale = 10u64;
+    while scale <= 1_000_000_000 {
+        m.extend([10, 13, 16, 20, 25, 32, 40, 50, 65, 80].map(|f| f * scale));
+        scale *= 10;
+    }
+    m
+}
+
+/// Everything that defines a monitor apart from what it has seen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MonitorConfig {
+    /// Interaction counts 0..=count_limit get a bucket each; larger counts
+    /// share log-spaced buckets.
+    pub count_limit: u64,
+    /// Log-spaced buckets per doubling (counts above the limit and item age);
+    /// a power of two up to 64.
+    pub per_doubling: u32,
+    /// Share of items tracked, chosen by a hash of (id, seed).
+    pub sample_rate: f64,
+    /// Items tracked whatever the sampling (sorted, distinct).
+    pub track_ids: Vec<u64>,
+    /// Items first seen in [t0, t1) are tracked.
+    pub track_window: Option<(i64, i64)>,
+    /// Interaction counts at which a tracked item's row is recorded.
+    pub milestones: Vec<u64>,
+    /// Records kept at most; later ones are counted as dropped.
+    pub max_records: usize,
+    pub seed: u64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            count_limit: 64,
+            per_doubling: 8,
+            sample_rate: 0.01,
+            track_ids: Vec::new(),
+            track_window: None,
+            milestones: default_milestones(),
+            max_records: 1_000_000,
+            seed: 0,
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// Check every field; sorts and deduplicates `track_ids`.
+    pub fn validate(mut self) -> Result<Self> {
+        if !(1..=MAX_COUNT_LIMIT).contains(&self.count_limit) {
+            return Err(invalid(format!(
+                "count_limit must be between 1 and {MAX_COUNT_LIMIT}, got {}",
+                self.count_limit
+            )));
+        }
+        if !(self.per_doubling.is_power_of_two() && self.per_doubling <= 64) {
+            return Err(invalid(format!(
+                "per_doubling must be a power of two between 1 and 64, got {}",
+                self.per_doubling
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            return Err(invalid(format!(
+                "sample_rate must be in [0, 1], got {}",
+                self.sample_rate
+            )));
+        }
+        if let Some((t0, t1)) = self.track_window {
+            if t0 > t1 {
+                return Err(invalid(format!(
+                    "track_window ({t0}, {t1}) ends before it starts; pass (t0, t1) with t0 <= t1"
+                )));
+            }
+        }
+        if self.milestones.first() == Some(&0) {
+            return Err(invalid(
+                "milestones must be positive interaction counts, got 0",
+            ));
+        }
+        if let Some(k) = self.milestones.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(invalid(format!(
+                "milestones must be strictly increasing: milestones[{}] = {} follows {}",
+                k + 1,
+                self.milestones[k + 1],
+                self.milestones[k]
+            )));
+        }
+        self.track_ids.sort_unstable();
+        self.track_ids.dedup();
+        Ok(self)
+    }
+}
+
+/// Precomputed lookups of the per-update path.
+struct Plan {
+    cfg: MonitorConfig,
+    shift: u32,
+    count_base: u64,
+    sizes: [usize; 3],
+    threshold: u64,
+    salt: u64,
+    t0: i64,
+    t1: i64,
+    ids: HashSet<u64, IdHashBuilder>,
+}
+
+/// Log-spaced key of x >= 1: the exponent and the next `s` bits.
+#[inline(always)]
+fn log_key(x: u64, s: u32) -> u64 {
+    let e = 63 - x.leading_zeros();
+    let m = if e >= s { x >> (e - s) } else { x << (s - e) };
+    (u64::from(e) << s) | (m & ((1 << s) - 1))
+}
+
+/// Smallest x >= 1 whose `log_key` is `key` (or would be, for keys no
+/// integer maps to).
+fn log_lower(key: u64, s: u32) -> u64 {
+    let e = (key >> s) as u32;
+    let m = (1u64 << s) | (key & ((1 << s) - 1));
+    if e >= s {
+        m.checked_shl(e - s).unwrap_or(u64::MAX)
+    } else {
+        m >> (s - e)
+    }
+}
+
+impl Plan {
+    fn new(cfg: MonitorConfig) -> Plan {
+        let shift = cfg.per_doubling.trailing_zeros();
+        let count_base = log_key(cfg.count_limit + 1, shift);
+        let count_size =
+            cfg.count_limit as usize + 1 + (log_key(u64::MAX, shift) - count_base) as usize + 1;
+        let sizes = [count_size, 65, 1 + (64usize << shift)];
+        let threshold = (cfg.sample_rate * (1u64 << 53) as f64) as u64;
+        let (t0, t1) = cfg.track_window.unwrap_or((i64::MAX, i64::MIN));
+        let ids = cfg.track_ids.iter().copied().collect();
+        Plan {
+            shift,
+            count_base,
+            sizes,
+            threshold,
+            salt: mix64(cfg.seed ^ 0x6d6f_6e69_746f_72),
+            t0,
+            t1,
+            ids,
+            cfg,
+        }
+    }
+
+    #[inline(always)]
+    fn count_bucket(&self, c: u64) -> usize {
+        if c <= self.cfg.count_limit {
+            c as usize
+        } else {
+            (self.cfg.count_limit + 1 + log_key(c, self.shift) - self.count_base) as usize
+        }
+    }
+
+    #[inline(always)]
+    fn age_bucket(&self, timestamp: i64, first_seen: i64) -> usize {
+        let age = timestamp.saturating_sub(first_seen);
+        if age < 1 {
+            0
+        } else {
+            1 + log_key(age as u64, self.shift) as usize
+        }
+    }
+
+    /// Lower bound of bucket `b` of grouping `g` (counts or seconds).
+    fn lower(&self, g: usize, b: usize) -> i64 {
+        let b = b as u64;
+        let v = match g {
+            0 if b <= self.cfg.count_limit => b,
+            0 => log_lower(b - self.cfg.count_limit - 1 + self.count_base, self.shift)
+                .max(self.cfg.count_limit + 1),
+            1 if b == 0 => 0,
+            1 => 1u64 << (b - 1),
+            _ if b == 0 => 0,
+            _ => log_lower(b - 1, self.shift),
+        };
+        v.min(i64::MAX as u64) as i64
+    }
+
+    #[inline(always)]
+    fn is_tracked(&self, h: u64, id: u64, first_seen: i64) -> bool {
+        (h >> 11) < self.threshold
+            || (first_seen >= self.t0 && first_seen < self.t1)
+            || (!self.ids.is_empty() && self.ids.contains(&id))
+    }
+
+    #[inline(always)]
+    fn hash(&self, id: u64) -> u64 {
+        mix64(id ^ self.salt)
+    }
+}
+
+/// Moments and sketches of the four statistics over one bucket.
+#[derive(Clone, Debug, PartialEq)]
+struct Group<C> {
+    n: u64,
+    sum: [f64; 4],
+    sumsq: [f64; 4],
+    min: [f32; 4],
+    max: [f32; 4],
+    sketch: [Sketch<C>; 4],
+}
+
+impl<C: Count> Group<C> {
+    fn new() -> Self {
+        Group {
+            n: 0,
+            sum: [0.0; 4],
+            sumsq: [0.0; 4],
+            min: [f32::INFINITY; 4],
+            max: [f32::NEG_INFINITY; 4],
+            sketch: std::array::from_fn(|_| Sketch::new()),
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, v: &[f32; 4], keys: &[Option<i32>; 4]) {
+        self.n += 1;
+        for j in 0..4 {
+            let x = f64::from(v[j]);
+            self.sum[j] += x;
+            self.sumsq[j] += x * x;
+            self.min[j] = self.min[j].min(v[j]);
+            self.max[j] = self.max[j].max(v[j]);
+            match keys[j] {
+                Some(k) => self.sketch[j].add_key(k, C::ONE),
+                None => self.sketch[j].add_zero(1),
+            }
+        }
+    }
+
+    fn merge_from<D: Count>(&mut self, o: &Group<D>) {
+        if o.n == 0 {
+            return;
+        }
+        self.n += o.n;
+        for j in 0..4 {
+            self.sum[j] += o.sum[j];
+            self.sumsq[j] += o.sumsq[j];
+            self.min[j] = self.min[j].min(o.min[j]);
+            self.max[j] = self.max[j].max(o.max[j]);
+            self.sketch[j].merge_from(&o.sketch[j]);
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.n != 0 {
+            let sketch = std::mem::take(&mut self.sketch);
+            *self = Group::new();
+            self.sketch = sketch;
+            self.sketch.iter_mut().for_each(Sketch::clear);
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.sketch.iter().map(Sketch::heap_bytes).sum()
+    }
+}
+
+/// One recorded row of a tracked item.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Record {
+    pub id: u64,
+    pub count: u64,
+    pub timestamp: i64,
+    /// Recorded by `record_publish` (else at a count milestone).
+    pub publish: bool,
+}
+
+struct ShardTrack {
+    id: u64,
+    path: f64,
+    updates: u64,
+    last_milestone: u64,
+}
+
+/// A worker thread's private accumulators.
+pub struct Shard {
+    groups: [Vec<Group<u32>>; 3],
+    hll: Vec<u8>,
+    updates: u64,
+    skipped: u64,
+    dim: usize,
+    index: HashMap<u64, u32, IdHashBuilder>,
+    tracks: Vec<ShardTrack>,
+    /// Two rows per track: the first `before` seen, the latest `after`.
+    track_rows: Vec<f32>,
+    records: Vec<Record>,
+    record_rows: Vec<f32>,
+    room: usize,
+    dropped: u64,
+}
+
+impl Shard {
+    fn new(plan: &Plan) -> Shard {
+        Shard {
+            groups: plan.sizes.map(|n| (0..n).map(|_| Group::new()).collect()),
+            hll: vec![0; HLL_SIZE],
+            updates: 0,
+            skipped: 0,
+            dim: 0,
+            index: HashMap::default(),
+            tracks: Vec::new(),
+            track_rows: Vec::new(),
+            records: Vec::new(),
+            record_rows: Vec::new(),
+            room: 0,
+            dropped: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.groups.iter_mut().flatten().for_each(Group::clear);
+        self.hll.fill(0);
+        self.updates = 0;
+        self.skipped = 0;
+        self.dim = 0;
+        self.index.clear();
+        self.tracks.clear();
+        self.track_rows.clear();
+        self.records.clear();
+        self.record_rows.clear();
+        self.dropped = 0;
+    }
+
+    fn bytes(&self) -> usize {
+        let g: usize = self
+            .groups
+            .iter()
+            .flatten()
+            .map(|g| std::mem::size_of::<Group<u32>>() + g.heap_bytes())
+            .sum();
+        g + self.hll.capacity()
+            + self.index.capacity() * 16
+            + self.tracks.capacity() * std::mem::size_of::<ShardTrack>()
+            + 4 * (self.track_rows.capacity() + self.record_rows.capacity())
+            + self.records.capacity() * std::mem::size_of::<Record>()
+    }
+}
+
+#[inline(always)]
+fn hll_add(reg: &mut [u8], h: u64) {
+    let i = (h & (HLL_SIZE as u64 - 1)) as usize;
+    let rank = ((h >> HLL_BITS).leading_zeros() + 1 - HLL_BITS) as u8;
+    if let Some(r) = reg.get_mut(i) {
+        *r = (*r).max(rank);
+    }
+}
+
+fn hll_estimate(reg: &[u8]) -> u64 {
+    let m = reg.len() as f64;
+    let (mut sum, mut zeros) = (0.0f64, 0usize);
+    for &r in reg {
+        sum += (-f64::from(r)).exp2();
+        zeros += usize::from(r == 0);
+    }
+    let raw = 0.7213 / (1.0 + 1.079 / m) * m * m / sum;
+    let est = if raw <= 2.5 * m && zeros > 0 {
+        m * (m / zeros as f64).ln()
+    } else {
+        raw
+    };
+    est.round() as u64
+}
+
+/// ‖b − a‖², ‖a‖², ‖b‖² in one pass (8 lanes, so it vectorises).
+#[inline(always)]
+fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    let (mut dd, mut na, mut nb) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            let d = y[k] - x[k];
+            dd[k] += d * d;
+            na[k] += x[k] * x[k];
+            nb[k] += y[k] * y[k];
+        }
+    }
+    for (k, (x, y)) in ra.iter().zip(rb).enumerate() {
+        let d = y - x;
+        dd[k] += d * d;
+        na[k] += x * x;
+        nb[k] += y * y;
+    }
+    (dd.iter().sum(), na.iter().sum(), nb.iter().sum())
+}
+
+/// Drift, magnitude, relative magnitude, norm of one update from
+/// ‖b − a‖², ‖a‖², ‖b‖².
+#[inline(always)]
+fn statistics(dd: f32, na: f32, nb: f32) -> [f32; 4] {
+    let (norm_before, norm, magnitude) = (na.sqrt(), nb.sqrt(), dd.sqrt());
+    let drift = if na > 0.0 && nb > 0.0 {
+        let r = norm - norm_before;
+        ((dd - r * r) / (2.0 * norm_before * norm)).clamp(0.0, 2.0)
+    } else if na == nb {
+        0.0
+    } else {
+        1.0
+    };
+    [drift, magnitude, magnitude / norm_before, norm]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Track {
+    slot: u32,
+    path: f64,
+    updates: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Prev {
+    slot: u32,
+    seen: u64,
+    first_seen: i64,
+}
+
+#[derive(Default)]
+struct State {
+    dim: usize,
+    groups: [Vec<Group<u64>>; 3],
+    hll: Vec<u8>,
+    updates: u64,
+    skipped: u64,
+    clock: i64,
+    tracked: HashMap<u64, Track, IdHashBuilder>,
+    track_rows: Vec<f32>,
+    records: Vec<Record>,
+    record_rows: Vec<f32>,
+    dropped: u64,
+    milestones_recorded: HashSet<(u64, u64)>,
+    prev: HashMap<u64, Prev, IdHashBuilder>,
+    prev_rows: Vec<f32>,
+    pool: Vec<Box<Shard>>,
+}
+
+impl State {
+    fn new(plan: &Plan) -> State {
+        State {
+            groups: plan.sizes.map(|n| (0..n).map(|_| Group::new()).collect()),
+            hll: vec![0; HLL_SIZE],
+            ..Default::default()
+        }
+    }
+
+    fn bind_dim(&mut self, dim: usize) -> Result<()> {
+        if self.dim != 0 && self.dim != dim {
+            return Err(invalid(format!(
+                "this monitor holds rows of dim {} but got rows of dim {dim}; \
+                 use one monitor per embedding dimension",
+                self.dim
+            )));
+        }
+        self.dim = dim;
+        Ok(())
+    }
+
+    /// Add a tracked item's path segment (first row, latest row).
+    fn merge_track(&mut self, id: u64, path: f64, updates: u64, first: &[f32], last: &[f32]) {
+        let d = self.dim;
+        let t = self.tracked.entry(id).or_insert(Track {
+            slot: NO_SLOT,
+            path: 0.0,
+            updates: 0,
+        });
+        t.path += path;
+        t.updates += updates;
+        if t.slot == NO_SLOT {
+            t.slot = (self.track_rows.len() / (2 * d)) as u32;
+            self.track_rows.extend_from_slice(first);
+            self.track_rows.extend_from_slice(last);
+        } else {
+            let s = t.slot as usize;
+            self.track_rows[(2 * s + 1) * d..(2 * s + 2) * d].copy_from_slice(last);
+        }
+    }
+
+    /// Keep a record unless it repeats a milestone; true when kept.
+    fn push_record(&mut self, max_records: usize, r: Record, row: &[f32]) -> bool {
+        if !r.publish && !self.milestones_recorded.insert((r.id, r.count)) {
+            return false;
+        }
+        if self.records.len() >= max_records {
+            self.dropped += 1;
+            return false;
+        }
+        self.records.push(r);
+        self.record_rows.extend_from_slice(row);
+        self.tracked.entry(r.id).or_insert(Track {
+            slot: NO_SLOT,
+            path: 0.0,
+            updates: 0,
+        });
+        true
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let g: usize = self
+            .groups
+            .iter()
+            .flatten()
+            .map(|g| std::mem::size_of::<Group<u64>>() + g.heap_bytes())
+            .sum();
+        g + self.hll.capacity()
+            + self.tracked.capacity() * (9 + std::mem::size_of::<Track>())
+            + self.records.capacity() * std::mem::size_of::<Record>()
+            + self.milestones_recorded.capacity() * 17
+            + self.prev.capacity() * (9 + std::mem::size_of::<Prev>())
+            + 4 * (self.track_rows.capacity()
+                + self.record_rows.capacity()
+                + self.prev_rows.capacity())
+            + self.pool.iter().map(|s| s.bytes()).sum::<usize>()
+    }
+}
+
+/// The monitor: immutable configuration plus mutex-guarded state.
+pub struct Monitor {
+    plan: Plan,
+    state: Mutex<State>,
+}
+
+/// Summary of one statistic over the buckets of a grouping.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatSummary {
+    pub n: Vec<u64>,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    pub min: Vec<f64>,
+    pub max: Vec<f64>,
+    pub p50: Vec<f64>,
+    pub p90: Vec<f64>,
+    pub p99: Vec<f64>,
+}
+
+impl StatSummary {
+    fn push(&mut self, n: u64, sum: f64, sumsq: f64, min: f64, max: f64, q: [f64; 3]) {
+        let mean = sum / n as f64;
+        self.n.push(n);
+        self.mean.push(mean);
+        self.std
+            .push((sumsq / n as f64 - mean * mean).max(0.0).sqrt());
+        self.min.push(min);
+        self.max.push(max);
+        self.p50.push(q[0]);
+        self.p90.push(q[1]);
+        self.p99.push(q[2]);
+    }
+
+    /// Exact summary of a list of values (one entry, or none when empty).
+    fn of_values(mut v: Vec<f64>) -> StatSummary {
+        let mut s = StatSummary::default();
+        if v.is_empty() {
+            return s;
+        }
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[(q * (v.len() - 1) as f64).floor() as usize];
+        let sum: f64 = v.iter().sum();
+        let sumsq: f64 = v.iter().map(|x| x * x).sum();
+        let q = [at(0.5), at(0.9), at(0.99)];
+        s.push(v.len() as u64, sum, sumsq, v[0], v[v.len() - 1], q);
+        s
+    }
+}
+
+/// The non-empty buckets of one grouping.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupingSummary {
+    pub lower: Vec<i64>,
+    pub n: Vec<u64>,
+    pub stats: [StatSummary; 4],
+}
+
+impl GroupingSummary {
+    fn push<C: Count>(&mut self, lower: i64, g: &Group<C>) {
+        self.lower.push(lower);
+        self.n.push(g.n);
+        for j in 0..4 {
+            // Clamping to [min, max] keeps the bound: the true quantile lies there.
+            let (lo, hi) = (f64::from(g.min[j]), f64::from(g.max[j]));
+            let q = [0.5, 0.9, 0.99].map(|q| g.sketch[j].quantile(q).unwrap_or(lo).clamp(lo, hi));
+            self.stats[j].push(g.n, g.sum[j], g.sumsq[j], lo, hi, q);
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// by_count, by_popularity, by_age.
+    pub groupings: [GroupingSummary; 3],
+    /// All updates (one bucket, or none before the first update).
+    pub overall: GroupingSummary,
+    /// Path efficiency of tracked items that moved.
+    pub path_efficiency: StatSummary,
+    pub updates: u64,
+    pub skipped_updates: u64,
+    pub items_seen: u64,
+    pub tracked_items: usize,
+    pub records: usize,
+    pub dropped_records: u64,
+    pub memory_bytes: usize,
+    pub dim: usize,
+}
+
+/// Records sorted by (id, count, record order); rows are `dim` wide.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trajectories {
+    pub ids: Vec<u64>,
+    pub counts: Vec<i64>,
+    pub timestamps: Vec<i64>,
+    pub rows: Vec<f32>,
+    pub dim: usize,
+}
+
+/// Path efficiency per tracked item that moved.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PathEfficiency {
+    pub ids: Vec<u64>,
+    pub efficiency: Vec<f64>,
+    pub path_length: Vec<f64>,
+    pub displacement: Vec<f64>,
+    pub updates: Vec<u64>,
+}
+
+impl Monitor {
+    pub fn new(cfg: MonitorConfig) -> Result<Monitor> {
+        let plan = Plan::new(cfg.validate()?);
+        let state = Mutex::new(State::new(&plan));
+        Ok(Monitor { plan, state })
+    }
+
+    pub fn config(&self) -> &MonitorConfig {
+        &self.plan.cfg
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-merged
+        // in a way that matters more than losing the monitor: keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Dimension of the rows seen so far (0 before any).
+    pub fn dim(&self) -> usize {
+        self.lock().dim
+    }
+
+    /// Fails when rows of `dim` cannot be fed to this monitor.
+    pub fn check_dim(&self, dim: usize) -> Result<()> {
+        let d = self.lock().dim;
+        if d != 0 && d != dim {
+            return Err(invalid(format!(
+                "this monitor holds rows of dim {d} but the model has dim {dim}; \
+                 use one monitor per embedding dimension"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The per-update path (no locks, no allocation unless the item is
+    /// tracked or a sketch must grow).
+    #[inline(always)]
+    fn update(&self, sh: &mut Shard, u: &RowUpdate<'_>) {
+        let p = &self.plan;
+        let (dd, na, nb) = moments(u.before, u.after);
+        let v = statistics(dd, na, nb);
+        let h = p.hash(u.id);
+        hll_add(&mut sh.hll, h);
+        if (v[0] + v[1] + v[2] + v[3]).is_finite() {
+            sh.updates += 1;
+            let keys = v.map(sketch::key);
+            let buckets = [
+                p.count_bucket(u.interactions),
+                (64 - u.interactions.leading_zeros()) as usize,
+                p.age_bucket(u.timestamp, u.first_seen),
+            ];
+            for (groups, b) in sh.groups.iter_mut().zip(buckets) {
+                if let Some(g) = groups.get_mut(b) {
+                    g.add(&v, &keys);
+                }
+            }
+        } else {
+            sh.skipped += 1;
+        }
+        if p.is_tracked(h, u.id, u.first_seen) && nb.is_finite() {
+            self.track(
+                sh,
+                u.id,
+                u.interactions,
+                u.timestamp,
+                Some(u.before),
+                u.after,
+                v[1],
+            );
+        }
+    }
+
+    /// A tracked item's update (or first sight, `before` = None).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn track(
+        &self,
+        sh: &mut Shard,
+        id: u64,
+        count: u64,
+        timestamp: i64,
+        before: Option<&[f32]>,
+        after: &[f32],
+        magnitude: f32,
+    ) {
+        let d = after.len();
+        if sh.dim == 0 {
+            sh.dim = d;
+        } else if sh.dim != d || before.is_some_and(|b| b.len() != d) {
+            return;
+        }
+        let slot = match sh.index.entry(id) {
+            Entry::Occupied(e) => *e.get() as usize,
+            Entry::Vacant(e) => {
+                let s = sh.tracks.len();
+                e.insert(s as u32);
+                sh.tracks.push(ShardTrack {
+                    id,
+                    path: 0.0,
+                    updates: 0,
+                    last_milestone: 0,
+                });
+                sh.track_rows.extend_from_slice(before.unwrap_or(after));
+                sh.track_rows.extend_from_slice(after);
+                s
+            }
+        };
+        let t = &mut sh.tracks[slot];
+        if before.is_some() {
+            t.updates += 1;
+            if magnitude.is_finite() {
+                t.path += f64::from(magnitude);
+            }
+        }
+        sh.track_rows[(2 * slot + 1) * d..(2 * slot + 2) * d].copy_from_slice(after);
+        if count != t.last_milestone && self.plan.cfg.milestones.binary_search(&count).is_ok() {
+            t.last_milestone = count;
+            if sh.records.len() < sh.room {
+                sh.records.push(Record {
+                    id,
+                    count,
+                    timestamp,
+                    publish: false,
+                });
+                sh.record_rows.extend_from_slice(after);
+            } else {
+                sh.dropped += 1;
+            }
+        }
+    }
+
+    fn take_shard(&self, st: &mut State) -> Box<Shard> {
+        let mut sh = st
+            .pool
+            .pop()
+            .unwrap_or_else(|| Box::new(Shard::new(&self.plan)));
+        sh.room = self.plan.cfg.max_records.saturating_sub(st.records.len());
+        sh
+    }
+
+    fn absorb_into(&self, st: &mut State, mut sh: Box<Shard>) {
+        for (dst, src) in st.groups.iter_mut().zip(&sh.groups) {
+            for (a, b) in dst.iter_mut().zip(src) {
+                a.merge_from(b);
+            }
+        }
+        for (a, b) in st.hll.iter_mut().zip(&sh.hll) {
+            *a = (*a).max(*b);
+        }
+        st.updates += sh.updates;
+        st.skipped += sh.skipped;
+        st.dropped += sh.dropped;
+        let d = sh.dim;
+        if d != 0 && st.bind_dim(d).is_ok() {
+            for (k, t) in sh.tracks.iter().enumerate() {
+                let rows = &sh.track_rows[2 * k * d..2 * (k + 1) * d];
+                st.merge_track(t.id, t.path, t.updates, &rows[..d], &rows[d..]);
+            }
+            for (k, r) in sh.records.iter().enumerate() {
+                let row = &sh.record_rows[k * d..(k + 1) * d];
+                st.push_record(self.plan.cfg.max_records, *r, row);
+            }
+        } else {
+            st.dropped += sh.records.len() as u64;
+        }
+        sh.clear();
+        if st.pool.len() < POOL {
+            st.pool.push(sh);
+        }
+    }
+
+    /// Feed a batch of updated rows from any trainer: `rows` is n × `cols`
+    /// (row-major) for the n `ids`. The monitor compares each row with the
+    /// previous one it saw for that id. `counts` default to the number of
+    /// times the monitor has seen the id, `timestamps` to a running clock
+    /// (rows observed so far). Validates everything before changing state.
+    pub fn observe(
+        &self,
+        ids: &[u64],
+        rows: &[f32],
+        cols: usize,
+        counts: Option<&[i64]>,
+        timestamps: Option<&[i64]>,
+    ) -> Result<()> {
+        let n = ids.len();
+        if cols == 0 || cols > 65536 {
+            return Err(invalid(format!(
+                "rows must have between 1 and 65536 columns, got {cols}"
+            )));
+        }
+        if rows.len() != n * cols {
+            return Err(invalid(format!(
+                "ids has {n} elements but rows has {} rows",
+                rows.len() / cols
+            )));
+        }
+        for (name, a) in [("counts", counts), ("timestamps", timestamps)] {
+            if let Some(a) = a {
+                if a.len() != n {
+                    return Err(invalid(format!(
+                        "ids has {n} elements but {name} has {}",
+                        a.len()
+                    )));
+                }
+            }
+        }
+        if let Some(k) = counts.and_then(|c| c.iter().position(|&x| x < 0)) {
+            return Err(invalid(format!(
+                "counts[{k}] = {} is negative; interaction counts are >= 0",
+                counts.map_or(0, |c| c[k])
+            )));
+        }
+        if let Some(k) = rows.iter().position(|x| !x.is_finite()) {
+            return Err(invalid(format!(
+                "rows[{}] (id {}) has a non-finite value; nothing was recorded",
+                k / cols,
+                ids[k / cols]
+            )));
+        }
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.dim != 0 && st.dim != cols {
+            return Err(invalid(format!(
+                "rows have dim {cols} but this monitor holds rows of dim {}",
+                st.dim
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        st.dim = cols;
+        let d = cols;
+        let mut sh = self.take_shard(st);
+        let base = st.clock;
+        for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
+            let ts = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
+            let given = counts.map(|c| c[k] as u64);
+            match st.prev.entry(id) {
+                Entry::Occupied(mut e) => {
+                    let p = e.get_mut();
+                    p.seen += 1;
+                    let s = p.slot as usize * d;
+                    let before = &mut st.prev_rows[s..s + d];
+                    self.update(
+                        &mut sh,
+                        &RowUpdate {
+                            id,
+                            row: 0,
+                            interactions: given.unwrap_or(p.seen),
+                            first_seen: p.first_seen,
+                            timestamp: ts,
+                            before,
+                            after: row,
+                        },
+                    );
+                    before.copy_from_slice(row);
+                }
+                Entry::Vacant(e) => {
+                    e.insert(Prev {
+                        slot: (st.prev_rows.len() / d) as u32,
+                        seen: 1,
+                        first_seen: ts,
+                    });
+                    st.prev_rows.extend_from_slice(row);
+                    let h = self.plan.hash(id);
+                    hll_add(&mut sh.hll, h);
+                    if self.plan.is_tracked(h, id, ts) {
+                        self.track(&mut sh, id, given.unwrap_or(1), ts, None, row, 0.0);
+                    }
+                }
+            }
+        }
+        st.clock = base.saturating_add(n as i64);
+        self.absorb_into(st, sh);
+        Ok(())
+    }
+
+    /// Record every tracked item present in `table` (row and current
+    /// interaction count) at `timestamp`. Returns the records kept.
+    pub fn record_publish(&self, table: &EmbeddingTable, timestamp: i64) -> Result<usize> {
+        let d = table.dim();
+        let mut st = self.lock();
+        st.bind_dim(d)?;
+        let max = self.plan.cfg.max_records;
+        let mut row = vec![0.0f32; d];
+        let mut kept = 0;
+        for r in 0..table.len() as u32 {
+            let m = table.meta(r);
+            let id = m[meta::ID].load(std::sync::atomic::Ordering::Relaxed);
+            let first_seen =
+                dec_time(m[meta::FIRST_SEEN].load(std::sync::atomic::Ordering::Relaxed));
+            if !self.plan.is_tracked(self.plan.hash(id), id, first_seen) {
+                continue;
+            }
+            for (o, a) in row.iter_mut().zip(table.row(r)) {
+                *o = f32_load(a);
+            }
+            let count = m[meta::INTERACTIONS].load(std::sync::atomic::Ordering::Relaxed);
+            let rec = Record {
+                id,
+                count,
+                timestamp,
+                publish: true,
+            };
+            kept += usize::from(st.push_record(max, rec, &row));
+        }
+        Ok(kept)
+    }
+
+    /// All records, sorted by (id, count, record order).
+    pub fn trajectories(&self) -> Trajectories {
+        let st = self.lock();
+        let d = st.dim;
+        let mut order: Vec<usize> = (0..st.records.len()).collect();
+        order.sort_by_key(|&k| (st.records[k].id, st.records[k].count));
+        let mut t = Trajectories {
+            dim: d,
+            rows: Vec::with_capacity(order.len() * d),
+            ..Default::default()
+        };
+        for k in order {
+            let r = &st.records[k];
+            t.ids.push(r.id);
+            t.counts.push(r.count.min(i64::MAX as u64) as i64);
+            t.timestamps.push(r.timestamp);
+            t.rows
+                .extend_from_slice(&st.record_rows[k * d..(k + 1) * d]);
+        }
+        t
+    }
+
+    /// τ = ‖e(T) − e(0)‖ / Σ‖Δe‖ for tracked items whose path is > 0,
+    /// sorted by id (e(0): the row before the first update the monitor saw).
+    pub fn path_efficiency(&self) -> PathEfficiency {
+        let st = self.lock();
+        path_efficiency(&st)
+    }
+
+    pub fn summary(&self) -> Summary {
+        let st = self.lock();
+        let mut groupings: [GroupingSummary; 3] = Default::default();
+        let mut all = Group::<u64>::new();
+        for (g, (out, groups)) in groupings.iter_mut().zip(&st.groups).enumerate() {
+            for (b, grp) in groups.iter().enumerate() {
+                if grp.n > 0 {
+                    out.push(self.plan.lower(g, b), grp);
+                    if g == 1 {
+                        all.merge_from(grp);
+                    }
+                }
+            }
+        }
+        let mut overall = GroupingSummary::default();
+        if all.n > 0 {
+            overall.push(0, &all);
+        }
+        let pe = path_efficiency(&st);
+        Summary {
+            groupings,
+            overall,
+            path_efficiency: StatSummary::of_values(pe.efficiency),
+            updates: st.updates,
+            skipped_updates: st.skipped,
+            items_seen: hll_estimate(&st.hll),
+            tracked_items: st.tracked.len(),
+            records: st.records.len(),
+            dropped_records: st.dropped,
+            memory_bytes: std::mem::size_of::<Monitor>() + st.memory_bytes(),
+            dim: st.dim,
+        }
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Monitor>() + self.lock().memory_bytes()
+    }
+
+    /// Add `other`'s statistics and records into `self` (as if `self` had
+    /// also seen `other`'s stream afterwards). Same configuration required.
+    pub fn merge(&self, other: &Monitor) -> Result<()> {
+        let (a, b) = (&self.plan.cfg, &other.plan.cfg);
+        if a != b {
+            let field = if a.count_limit != b.count_limit {
+                "count_limit"
+            } else if a.per_doubling != b.per_doubling {
+                "per_doubling"
+            } else if a.sample_rate != b.sample_rate {
+                "sample_rate"
+            } else if a.track_ids != b.track_ids {
+                "track_ids"
+            } else if a.track_window != b.track_window {
+                "track_window"
+            } else if a.milestones != b.milestones {
+                "milestones"
+            } else if a.max_records != b.max_records {
+                "max_records"
+            } else {
+                "seed"
+            };
+            return Err(invalid(format!(
+                "cannot merge monitors configured differently ({field} differs); \
+                 create both with the same arguments"
+            )));
+        }
+        // Copy the other state first: merging a monitor into itself, or two
+        // monitors into each other from two threads, must not deadlock.
+        let bytes = other.to_bytes();
+        let o = Monitor::from_bytes(&bytes)?;
+        let o = o.lock();
+        let mut st = self.lock();
+        if o.dim != 0 {
+            st.bind_dim(o.dim)?;
+        }
+        let d = st.dim;
+        for (dst, src) in st.groups.iter_mut().zip(&o.groups) {
+            for (x, y) in dst.iter_mut().zip(src) {
+                x.merge_from(y);
+            }
+        }
+        for (x, y) in st.hll.iter_mut().zip(&o.hll) {
+            *x = (*x).max(*y);
+        }
+        st.updates += o.updates;
+        st.skipped += o.skipped;
+        st.dropped += o.dropped;
+        st.clock = st.clock.saturating_add(o.clock);
+        let mut tracked: Vec<(&u64, &Track)> = o.tracked.iter().collect();
+        tracked.sort_by_key(|(id, _)| **id);
+        for (&id, t) in tracked {
+            if t.slot == NO_SLOT {
+                st.tracked.entry(id).or_insert(*t);
+            } else {
+                let s = t.slot as usize;
+                let rows = &o.track_rows[2 * s * d..2 * (s + 1) * d];
+                st.merge_track(id, t.path, t.updates, &rows[..d], &rows[d..]);
+            }
+        }
+        for (k, r) in o.records.iter().enumerate() {
+            st.push_record(a.max_records, *r, &o.record_rows[k * d..(k + 1) * d]);
+        }
+        let mut prev: Vec<(&u64, &Prev)> = o.prev.iter().collect();
+        prev.sort_by_key(|(id, _)| **id);
+        for (&id, p) in prev {
+            let row = &o.prev_rows[p.slot as usize * d..(p.slot as usize + 1) * d];
+            let slot = (st.prev_rows.len() / d.max(1)) as u32;
+            let e = st.prev.entry(id).or_insert(Prev {
+                slot,
+                seen: 0,
+                first_seen: p.first_seen,
+            });
+            e.seen += p.seen;
+            e.first_seen = e.first_seen.min(p.first_seen);
+            let s = e.slot as usize;
+            if s == slot as usize {
+                st.prev_rows.extend_from_slice(row);
+            } else {
+                st.prev_rows[s * d..(s + 1) * d].copy_from_slice(row);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn path_efficiency(st: &State) -> PathEfficiency {
+    let d = st.dim;
+    let mut ids: Vec<(u64, Track)> = st
+        .tracked
+        .iter()
+        .filter(|(_, t)| t.slot != NO_SLOT && t.path > 0.0)
+        .map(|(&id, &t)| (id, t))
+        .collect();
+    ids.sort_by_key(|(id, _)| *id);
+    let mut pe = PathEfficiency::default();
+    for (id, t) in ids {
+        let s = t.slot as usize;
+        let rows = &st.track_rows[2 * s * d..2 * (s + 1) * d];
+        let disp = rows[..d]
+            .iter()
+            .zip(&rows[d..])
+            .map(|(a, b)| f64::from(b - a).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        pe.ids.push(id);
+        pe.efficiency.push(disp / t.path);
+        pe.path_length.push(t.path);
+        pe.displacement.push(disp);
+        pe.updates.push(t.updates);
+    }
+    pe
+}
+
+impl UpdateObserver for Monitor {
+    type Shard = Box<Shard>;
+
+    fn new_shard(&self) -> Box<Shard> {
+        let mut st = self.lock();
+        self.take_shard(&mut st)
+    }
+
+    #[inline(always)]
+    fn observe(&self, shard: &mut Box<Shard>, update: &RowUpdate<'_>) {
+        self.update(shard, update);
+    }
+
+    fn absorb(&self, shard: Box<Shard>) {
+        let mut st = self.lock();
+        self.absorb_into(&mut st, shard);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Serialisation: little-endian, versioned, crc32-checked.
+//
+// magic "EMBCMONI" | version u32 | config | state | crc32 of all before u32
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, x: u8) {
+        self.0.push(x);
+    }
+    fn u32(&mut self, x: u32) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    fn u64(&mut self, x: u64) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    fn i64(&mut self, x: i64) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    fn f64(&mut self, x: f64) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    fn f32s(&mut self, x: &[f32]) {
+        for v in x {
+            self.0.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn corrupt(msg: impl Into<String>) -> Error {
+    Error::CorruptSnapshot(format!("monitor bytes: {}", msg.into()))
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() - self.pos < n {
+            return Err(corrupt("truncated"));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.arr()?))
+    }
+    fn f32(&mut self) -> Result<f32> {
+        Ok(f32::from_le_bytes(self.arr()?))
+    }
+    fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_le_bytes(self.arr()?))
+    }
+    /// A length prefix for items of at least `item` bytes each.
+    fn len(&mut self, item: usize) -> Result<usize> {
+        let n = self.u64()?;
+        if n > ((self.buf.len() - self.pos) / item.max(1)) as u64 {
+            return Err(corrupt(format!("length {n} exceeds the data")));
+        }
+        Ok(n as usize)
+    }
+    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
+        let b = self.take(n.checked_mul(4).ok_or_else(|| corrupt("length overflow"))?)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+impl Monitor {
+    /// The whole monitor (configuration and state) as versioned bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let c = &self.plan.cfg;
+        let mut w = Writer(Vec::new());
+        w.0.extend_from_slice(MAGIC);
+        w.u32(FORMAT_VERSION);
+        w.u64(c.count_limit);
+        w.u32(c.per_doubling);
+        w.f64(c.sample_rate);
+        w.u64(c.seed);
+        w.u64(c.max_records as u64);
+        match c.track_window {
+            Some((t0, t1)) => {
+                w.u8(1);
+                w.i64(t0);
+                w.i64(t1);
+            }
+            None => {
+                w.u8(0);
+                w.i64(0);
+                w.i64(0);
+            }
+        }
+        w.u64(c.track_ids.len() as u64);
+        c.track_ids.iter().for_each(|&x| w.u64(x));
+        w.u64(c.milestones.len() as u64);
+        c.milestones.iter().for_each(|&x| w.u64(x));
+        let st = self.lock();
+        let d = st.dim;
+        w.u64(d as u64);
+        w.u64(st.updates);
+        w.u64(st.skipped);
+        w.i64(st.clock);
+        w.u64(st.dropped);
+        w.0.extend_from_slice(&st.hll);
+        for groups in &st.groups {
+            let live: Vec<(usize, &Group<u64>)> =
+                groups.iter().enumerate().filter(|(_, g)| g.n > 0).collect();
+            w.u64(live.len() as u64);
+            for (b, g) in live {
+                w.u64(b as u64);
+                w.u64(g.n);
+                for j in 0..4 {
+                    w.f64(g.sum[j]);
+                    w.f64(g.sumsq[j]);
+                    w.f32s(&[g.min[j], g.max[j]]);
+                    let (zero, offset, counts) = g.sketch[j].parts();
+                    w.u64(zero);
+                    w.u32(offset as u32);
+                    w.u64(counts.len() as u64);
+                    counts.iter().for_each(|&x| w.u64(x));
+                }
+            }
+        }
+        let mut tracked: Vec<(&u64, &Track)> = st.tracked.iter().collect();
+        tracked.sort_by_key(|(id, _)| **id);
+        w.u64(tracked.len() as u64);
+        for (&id, t) in tracked {
+            w.u64(id);
+            w.f64(t.path);
+            w.u64(t.updates);
+            if t.slot == NO_SLOT {
+                w.u8(0);
+            } else {
+                w.u8(1);
+                let s = t.slot as usize;
+                w.f32s(&st.track_rows[2 * s * d..2 * (s + 1) * d]);
+            }
+        }
+        w.u64(st.records.len() as u64);
+        for (k, r) in st.records.iter().enumerate() {
+            w.u64(r.id);
+            w.u64(r.count);
+            w.i64(r.timestamp);
+            w.u8(u8::from(r.publish));
+            w.f32s(&st.record_rows[k * d..(k + 1) * d]);
+        }
+        let mut prev: Vec<(&u64, &Prev)> = st.prev.iter().collect();
+        prev.sort_by_key(|(id, _)| **id);
+        w.u64(prev.len() as u64);
+        for (&id, p) in prev {
+            w.u64(id);
+            w.u64(p.seen);
+            w.i64(p.first_seen);
+            let s = p.slot as usize;
+            w.f32s(&st.prev_rows[s * d..(s + 1) * d]);
+        }
+        drop(st);
+        let crc = crc32fast::hash(&w.0);
+        w.u32(crc);
+        w.0
+    }
+
+    /// Rebuild a monitor from `to_bytes` output. Truncated, corrupted or
+    /// foreign bytes fail with `CorruptSnapshot`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Monitor> {
+        if bytes.len() < MAGIC.len() + 8 || &bytes[..8] != MAGIC {
+            return Err(corrupt("not embcore Monitor bytes (bad magic)"));
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 4);
+        let mut r = Reader { buf: body, pos: 8 };
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format version {version}; this embcore reads version {FORMAT_VERSION}"
+            )));
+        }
+        let crc = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        if crc32fast::hash(body) != crc {
+            return Err(corrupt("checksum mismatch (truncated or corrupted)"));
+        }
+        let count_limit = r.u64()?;
+        let per_doubling = r.u32()?;
+        let sample_rate = r.f64()?;
+        let seed = r.u64()?;
+        let max_records = usize::try_from(r.u64()?).map_err(|_| corrupt("max_records"))?;
+        let has_window = r.u8()?;
+        let (t0, t1) = (r.i64()?, r.i64()?);
+        let n = r.len(8)?;
+        let track_ids = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+        let n = r.len(8)?;
+        let milestones = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+        let cfg = MonitorConfig {
+            count_limit,
+            per_doubling,
+            sample_rate,
+            track_ids,
+            track_window: (has_window != 0).then_some((t0, t1)),
+            milestones,
+            max_records,
+            seed,
+        };
+        let m = Monitor::new(cfg).map_err(|e| corrupt(format!("configuration: {e}")))?;
+        {
+            let mut guard = m.lock();
+            let st = &mut *guard;
+            let d = r.u64()?;
+            if d > 65536 {
+                return Err(corrupt(format!("dim {d}")));
+            }
+            let d = d as usize;
+            st.dim = d;
+            st.updates = r.u64()?;
+            st.skipped = r.u64()?;
+            st.clock = r.i64()?;
+            st.dropped = r.u64()?;
+            st.hll.copy_from_slice(r.take(HLL_SIZE)?);
+            for groups in st.groups.iter_mut() {
+                let live = r.len(16)?;
+                for _ in 0..live {
+                    let b = r.u64()? as usize;
+                    let mut g = Group::<u64>::new();
+                    g.n = r.u64()?;
+                    for j in 0..4 {
+                        g.sum[j] = r.f64()?;
+                        g.sumsq[j] = r.f64()?;
+                        g.min[j] = r.f32()?;
+                        g.max[j] = r.f32()?;
+                        let zero = r.u64()?;
+                        let offset = r.u32()? as i32;
+                        let n = r.len(8)?;
+                        let counts = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+                        g.sketch[j] = Sketch::from_parts(zero, offset, counts);
+                    }
+                    *groups
+                        .get_mut(b)
+                        .ok_or_else(|| corrupt(format!("bucket {b} out of range")))? = g;
+                }
+            }
+            if d == 0 && r.buf.len() - r.pos > 24 {
+                return Err(corrupt("rows without a dimension"));
+            }
+            let n = r.len(25)?;
+            for _ in 0..n {
+                let id = r.u64()?;
+                let path = r.f64()?;
+                let updates = r.u64()?;
+                if r.u8()? == 1 {
+                    let rows = r.f32s(2 * d)?;
+                    st.merge_track(id, path, updates, &rows[..d], &rows[d..]);
+                } else {
+                    st.tracked.insert(
+                        id,
+                        Track {
+                            slot: NO_SLOT,
+                            path,
+                            updates,
+                        },
+                    );
+                }
+            }
+            let n = r.len(25)?;
+            for _ in 0..n {
+                let rec = Record {
+                    id: r.u64()?,
+                    count: r.u64()?,
+                    timestamp: r.i64()?,
+                    publish: r.u8()? != 0,
+                };
+                let row = r.f32s(d)?;
+                if !rec.publish {
+                    st.milestones_recorded.insert((rec.id, rec.count));
+                }
+                st.records.push(rec);
+                st.record_rows.extend_from_slice(&row);
+            }
+            let n = r.len(24)?;
+            for _ in 0..n {
+                let id = r.u64()?;
+                let seen = r.u64()?;
+                let first_seen = r.i64()?;
+                let row = r.f32s(d)?;
+                let slot = (st.prev_rows.len() / d.max(1)) as u32;
+                st.prev.insert(
+                    id,
+                    Prev {
+                        slot,
+                        seen,
+                        first_seen,
+                    },
+                );
+                st.prev_rows.extend_from_slice(&row);
+            }
+            if r.pos != body.len() {
+                return Err(corrupt("trailing data"));
+            }
+        }
+        Ok(m)
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> MonitorConfig {
+        MonitorConfig {
+            sample_rate: 1.0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn buckets_cover_every_count_and_age() {
+        for per in [1u32, 2, 8, 64] {
+            for limit in [1u64, 7, 64, 100] {
+                let p = Plan::new(
+                    MonitorConfig {
+                        count_limit: limit,
+                        per_doubling: per,
+                        ..cfg()
+                    }
+                    .validate()
+                    .unwrap(),
+                );
+                let mut last = 0;
+                let mut xs: Vec<u64> = (0..5000).collect();
+                xs.extend((0..64).map(|e| 1u64 << e));
+                xs.extend((1..64).map(|e| (1u64 << e) - 1));
+                xs.push(u64::MAX);
+                xs.sort_unstable();
+                for c in xs {
+                    let b = p.count_bucket(c);
+                    assert!(b < p.sizes[0], "count {c} bucket {b}");
+                    assert!(b >= last, "bucket order");
+                    last = b;
+                    assert!(p.lower(0, b) as u64 <= c.min(i64::MAX as u64), "{c} {b}");
+                    if c <= limit {
+                        assert_eq!(b, c as usize);
+                    }
+                    let pb = (64 - c.leading_zeros()) as usize;
+                    assert!(pb < p.sizes[1] && p.lower(1, pb) as u64 <= c);
+                    let a = p.age_bucket(c.min(i64::MAX as u64) as i64, 0);
+                    assert!(a < p.sizes[2]);
+                    assert!(p.lower(2, a) as u64 <= c.max(1) || c == 0);
+                }
+                assert_eq!(p.age_bucket(-5, 10), 0);
+                assert!(p.age_bucket(i64::MAX, i64::MIN) < p.sizes[2]);
+            }
+        }
+    }
+
+    #[test]
+    fn drift_formula_is_accurate_for_small_changes() {
+        let a = [0.3f32, -0.2, 0.5, 0.1];
+        let mut b = a;
+        b[0] += 1e-3;
+        let (dd, na, nb) = moments(&a, &b);
+        let v = statistics(dd, na, nb);
+        let (a64, b64): (Vec<f64>, Vec<f64>) = (
+            a.iter().map(|&x| x.into()).collect(),
+            b.iter().map(|&x| x.into()).collect(),
+        );
+        let dot: f64 = a64.iter().zip(&b64).map(|(x, y)| x * y).sum();
+        let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let exact = 1.0 - dot / (n(&a64) * n(&b64));
+        assert!(
+            (f64::from(v[0]) - exact).abs() < 1e-3 * exact,
+            "{} {exact}",
+            v[0]
+        );
+        assert_eq!(statistics(0.0, 0.0, 0.0)[0], 0.0);
+    }
+
+    #[test]
+    fn observe_counts_and_milestones() {
+        let m = Monitor::new(MonitorConfig {
+            milestones: vec![1, 2, 5],
+            ..cfg()
+        })
+        .unwrap();
+        for k in 0..6 {
+            let rows = [1.0 + k as f32, 0.5, 0.0];
+            m.observe(&[7], &rows, 3, None, None).unwrap();
+        }
+        let s = m.summary();
+        assert_eq!(s.updates, 5);
+        assert_eq!(s.groupings[0].lower, vec![2, 3, 4, 5, 6]);
+        let t = m.trajectories();
+        assert_eq!(t.counts, vec![1, 2, 5]);
+        assert_eq!(t.rows[6..9], [5.0, 0.5, 0.0]);
+        // Bad input changes nothing.
+        assert!(m
+            .observe(&[7], &[f32::NAN, 0.0, 0.0], 3, None, None)
+            .is_err());
+        assert!(m.observe(&[7], &[1.0, 0.0], 2, None, None).is_err());
+        assert!(m.observe(&[7, 8], &[1.0, 0.0, 0.0], 3, None, None).is_err());
+        assert_eq!(m.summary().updates, 5);
+        let pe = m.path_efficiency();
+        assert_eq!(pe.ids, vec![7]);
+        assert!((pe.efficiency[0] - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bytes_round_trip_and_corruption() {
+        let m = Monitor::new(MonitorConfig {
+            track_window: Some((0, 3)),
+            track_ids: vec![9, 3],
+            ..cfg()
+        })
+        .unwrap();
+        for k in 0..50u64 {
+            let rows: Vec<f32> = (0..8).map(|j| ((k * 8 + j) as f32).sin()).collect();
+            m.observe(&[k % 7, k % 5], &rows, 4, None, None).unwrap();
+        }
+        let b = m.to_bytes();
+        let m2 = Monitor::from_bytes(&b).unwrap();
+        assert_eq!(m2.to_bytes(), b);
+        let (mut s1, mut s2) = (m.summary(), m2.summary());
+        (s1.memory_bytes, s2.memory_bytes) = (0, 0);
+        assert_eq!(s1, s2);
+        assert_eq!(m2.trajectories(), m.trajectories());
+        for cut in [0, 5, 12, b.len() / 2, b.len() - 1] {
+            assert!(Monitor::from_bytes(&b[..cut]).is_err());
+        }
+        let mut bad = b.clone();
+        bad[40] ^= 1;
+        assert!(matches!(
+            Monitor::from_bytes(&bad),
+            Err(Error::CorruptSnapshot(_))
+        ));
+    }
+
+    #[test]
+    fn merge_matches_single_stream() {
+        let whole = Monitor::new(cfg()).unwrap();
+        let (a, b) = (Monitor::new(cfg()).unwrap(), Monitor::new(cfg()).unwrap());
+        for k in 0..200u64 {
+            let rows: Vec<f32> = (0..4).map(|j| ((k * 4 + j) as f32 * 0.7).cos()).collect();
+            let id = k % 10;
+            whole
+                .observe(&[id], &rows, 4, None, Some(&[k as i64]))
+                .unwrap();
+            let part = if id < 5 { &a } else { &b };
+            part.observe(&[id], &rows, 4, None, Some(&[k as i64]))
+                .unwrap();
+        }
+        a.merge(&b).unwrap();
+        let (sa, sw) = (a.summary(), whole.summary());
+        assert_eq!(sa.updates, sw.updates);
+        for g in 0..3 {
+            assert_eq!(sa.groupings[g].lower, sw.groupings[g].lower);
+            assert_eq!(sa.groupings[g].stats[1].p90, sw.groupings[g].stats[1].p90);
+            for (x, y) in sa.groupings[g].stats[0]
+                .mean
+                .iter()
+                .zip(&sw.groupings[g].stats[0].mean)
+            {
+                assert!((x - y).abs() <= 1e-12 * y.abs().max(1.0));
+            }
+        }
+        let other = Monitor::new(MonitorConfig {
+            count_limit: 5,
+            ..cfg()
+        })
+        .unwrap();
+        assert!(a.merge(&other).is_err());
+        a.merge(&a).unwrap();
+        assert_eq!(a.summary().updates, 2 * sw.updates);
+    }
+
+    #[test]
+    fn bad_config() {
+        for c in [
+            MonitorConfig {
+                sample_rate: 1.5,
+                ..cfg()
+            },
+            MonitorConfig {
+                count_limit: 0,
+                ..cfg()
+            },
+            MonitorConfig {
+                milestones: vec![1, 3, 2],
+                ..cfg()
+            },
+            MonitorConfig {
+                per_doubling: 3,
+                ..cfg()
+            },
+            MonitorConfig {
+                track_window: Some((5, 1)),
+                ..cfg()
+            },
+        ] {
+            assert!(matches!(Monitor::new(c), Err(Error::InvalidArgument(_))));
+        }
+    }
+
+    #[test]
+    fn hll_is_close() {
+        for n in [0u64, 10, 1000, 100_000] {
+            let mut reg = vec![0u8; HLL_SIZE];
+            for id in 0..n {
+                hll_add(&mut reg, mix64(id));
+            }
+            let e = hll_estimate(&reg) as f64;
+            assert!((e - n as f64).abs() <= 0.03 * n as f64 + 1.0, "{n} {e}");
+        }
+    }
+}

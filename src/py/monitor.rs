@@ -1,0 +1,397 @@
+//! `embcore.Monitor`: a thin wrapper over `monitor::Monitor`.
+
+use super::args;
+use super::table::PyEmbeddingTable;
+use crate::error::invalid;
+use crate::kernels::{self, HealthCheck};
+use crate::monitor::{GroupingSummary, Monitor, MonitorConfig, StatSummary, GROUPINGS, STATISTICS};
+use crate::sketch::RELATIVE_ERROR;
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use std::sync::Arc;
+
+#[pyclass(frozen, name = "Monitor", module = "embcore")]
+pub struct PyMonitor {
+    pub inner: Arc<Monitor>,
+}
+
+fn non_negative(x: i64, name: &str) -> PyResult<u64> {
+    u64::try_from(x).map_err(|_| invalid(format!("{name} must be >= 0, got {x}")).into())
+}
+
+/// A 1-D int64 (or uint64) array, copied to i64.
+fn opt_ints(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Vec<i64>>> {
+    let Some(o) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(a) = o.extract::<PyReadonlyArray1<'_, i64>>() {
+        return Ok(Some(a.as_array().to_vec()));
+    }
+    if let Ok(a) = o.extract::<PyReadonlyArray1<'_, u64>>() {
+        return Ok(Some(
+            a.as_array()
+                .iter()
+                .map(|&x| x.min(i64::MAX as u64) as i64)
+                .collect(),
+        ));
+    }
+    Err(PyTypeError::new_err(format!(
+        "{name} must be a 1-D numpy array of int64; pass np.asarray({name}, dtype=np.int64)"
+    )))
+}
+
+/// A 2-D float array as row-major f32 plus its shape (no value checks: the
+/// core reports non-finite rows).
+fn rows_matrix(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize, usize)> {
+    if let Ok(a) = obj.extract::<PyReadonlyArray2<'_, f32>>() {
+        let (n, d) = (a.shape()[0], a.shape()[1]);
+        let v = match a.as_slice() {
+            Ok(s) => s.to_vec(),
+            Err(_) => a.as_array().iter().copied().collect(),
+        };
+        return Ok((v, n, d));
+    }
+    if let Ok(a) = obj.extract::<PyReadonlyArray2<'_, f64>>() {
+        let (n, d) = (a.shape()[0], a.shape()[1]);
+        return Ok((a.as_array().iter().map(|&x| x as f32).collect(), n, d));
+    }
+    Err(PyTypeError::new_err(
+        "rows must be a 2-D numpy array of float32 (one row per id); \
+         pass np.asarray(rows, dtype=np.float32)",
+    ))
+}
+
+fn stat_dict<'py>(
+    py: Python<'py>,
+    s: &StatSummary,
+    lists: bool,
+    scalar: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let n: Vec<i64> = s.n.iter().map(|&x| x as i64).collect();
+    if scalar {
+        d.set_item("n", n.first().copied().unwrap_or(0))?;
+    } else if lists {
+        d.set_item("n", n)?;
+    } else {
+        d.set_item("n", n.into_pyarray(py))?;
+    }
+    for (name, v) in [
+        ("mean", &s.mean),
+        ("std", &s.std),
+        ("min", &s.min),
+        ("max", &s.max),
+        ("p50", &s.p50),
+        ("p90", &s.p90),
+        ("p99", &s.p99),
+    ] {
+        if scalar {
+            d.set_item(name, v.first().copied())?;
+        } else if lists {
+            d.set_item(name, v.clone())?;
+        } else {
+            d.set_item(name, v.clone().into_pyarray(py))?;
+        }
+    }
+    Ok(d)
+}
+
+fn grouping_dict<'py>(
+    py: Python<'py>,
+    g: &GroupingSummary,
+    lists: bool,
+    scalar: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let n: Vec<i64> = g.n.iter().map(|&x| x as i64).collect();
+    if scalar {
+        d.set_item("n", n.first().copied().unwrap_or(0))?;
+    } else if lists {
+        d.set_item("lower", g.lower.clone())?;
+        d.set_item("n", n)?;
+    } else {
+        d.set_item("lower", g.lower.clone().into_pyarray(py))?;
+        d.set_item("n", n.into_pyarray(py))?;
+    }
+    for (name, s) in STATISTICS.iter().zip(&g.stats) {
+        d.set_item(*name, stat_dict(py, s, lists, scalar)?)?;
+    }
+    Ok(d)
+}
+
+fn check_dict<'py>(py: Python<'py>, c: &HealthCheck) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("count", c.count)?;
+    d.set_item("ids", c.ids.clone().into_pyarray(py))?;
+    Ok(d)
+}
+
+impl PyMonitor {
+    fn summary_dict<'py>(&self, py: Python<'py>, lists: bool) -> PyResult<Bound<'py, PyDict>> {
+        let m = &self.inner;
+        let s = py.detach(|| m.summary());
+        let d = PyDict::new(py);
+        for (name, g) in GROUPINGS.iter().zip(&s.groupings) {
+            d.set_item(*name, grouping_dict(py, g, lists, false)?)?;
+        }
+        d.set_item("overall", grouping_dict(py, &s.overall, lists, true)?)?;
+        d.set_item(
+            "path_efficiency",
+            stat_dict(py, &s.path_efficiency, lists, true)?,
+        )?;
+        d.set_item("updates", s.updates)?;
+        d.set_item("skipped_updates", s.skipped_updates)?;
+        d.set_item("items_seen", s.items_seen)?;
+        d.set_item("tracked_items", s.tracked_items)?;
+        d.set_item("records", s.records)?;
+        d.set_item("dropped_records", s.dropped_records)?;
+        d.set_item("memory_bytes", s.memory_bytes)?;
+        d.set_item("quantile_relative_error", RELATIVE_ERROR)?;
+        d.set_item("dim", (s.dim > 0).then_some(s.dim))?;
+        Ok(d)
+    }
+}
+
+#[pymethods]
+impl PyMonitor {
+    #[new]
+    #[pyo3(signature = (*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None,
+        count_limit=64, per_doubling=8, max_records=1_000_000, seed=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        sample_rate: f64,
+        track_ids: Option<Vec<u64>>,
+        track_window: Option<(i64, i64)>,
+        milestones: Option<Vec<i64>>,
+        count_limit: i64,
+        per_doubling: i64,
+        max_records: i64,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let milestones = match milestones {
+            Some(v) => v
+                .iter()
+                .map(|&x| non_negative(x, "milestones"))
+                .collect::<PyResult<Vec<u64>>>()?,
+            None => crate::monitor::default_milestones(),
+        };
+        let cfg = MonitorConfig {
+            count_limit: non_negative(count_limit, "count_limit")?,
+            per_doubling: u32::try_from(per_doubling).unwrap_or(0),
+            sample_rate,
+            track_ids: track_ids.unwrap_or_default(),
+            track_window,
+            milestones,
+            max_records: non_negative(max_records, "max_records")? as usize,
+            seed,
+        };
+        Ok(PyMonitor {
+            inner: Arc::new(Monitor::new(cfg)?),
+        })
+    }
+
+    /// The configuration as a dict (the constructor's keyword arguments).
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.config();
+        let d = PyDict::new(py);
+        d.set_item("sample_rate", c.sample_rate)?;
+        d.set_item("track_ids", c.track_ids.clone())?;
+        d.set_item("track_window", c.track_window)?;
+        d.set_item("milestones", c.milestones.clone())?;
+        d.set_item("count_limit", c.count_limit)?;
+        d.set_item("per_doubling", c.per_doubling)?;
+        d.set_item("max_records", c.max_records)?;
+        d.set_item("seed", c.seed)?;
+        Ok(d)
+    }
+
+    /// Width of the rows seen so far (None before the first).
+    #[getter]
+    fn dim(&self) -> Option<usize> {
+        let d = self.inner.dim();
+        (d > 0).then_some(d)
+    }
+
+    /// Bytes held by the monitor's state.
+    #[getter]
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
+    /// Bound on the relative error of every reported quantile.
+    #[classattr]
+    fn quantile_relative_error() -> f64 {
+        RELATIVE_ERROR
+    }
+
+    fn __repr__(&self) -> String {
+        let s = self.inner.summary();
+        format!(
+            "Monitor(updates={}, tracked_items={}, records={}, sample_rate={})",
+            s.updates,
+            s.tracked_items,
+            s.records,
+            self.inner.config().sample_rate
+        )
+    }
+
+    /// Feed updated rows from any trainer: `ids` (uint64, n), `rows`
+    /// (float32, n × dim). Each row is compared with the previous row the
+    /// monitor saw for its id. `counts` (int64) default to the times the
+    /// monitor has seen the id, `timestamps` (int64) to a running clock.
+    /// Everything is validated before anything is recorded.
+    #[pyo3(signature = (ids, rows, counts=None, timestamps=None))]
+    fn observe(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        rows: &Bound<'_, PyAny>,
+        counts: Option<&Bound<'_, PyAny>>,
+        timestamps: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let ids = args::ids(ids, "ids")?;
+        let (rows, n, d) = rows_matrix(rows)?;
+        let counts = opt_ints(counts, "counts")?;
+        let timestamps = opt_ints(timestamps, "timestamps")?;
+        let ids = ids.as_slice();
+        if ids.len() != n {
+            return Err(invalid(format!(
+                "ids has {} elements but rows has {n} rows",
+                ids.len()
+            ))
+            .into());
+        }
+        let m = &self.inner;
+        py.detach(|| m.observe(ids, &rows, d, counts.as_deref(), timestamps.as_deref()))?;
+        Ok(())
+    }
+
+    /// Record every tracked item present in `table` (its row and current
+    /// interaction count) at `timestamp`. Returns the records kept.
+    #[pyo3(signature = (table, timestamp=0))]
+    fn record_publish(
+        &self,
+        py: Python<'_>,
+        table: &Bound<'_, PyEmbeddingTable>,
+        timestamp: i64,
+    ) -> PyResult<usize> {
+        let (m, t) = (&self.inner, &table.get().inner);
+        Ok(py.detach(|| m.record_publish(t, timestamp))?)
+    }
+
+    /// Recorded rows of tracked items: {"ids": uint64[n], "counts": int64[n],
+    /// "timestamps": int64[n], "rows": float32[n, dim]}, sorted by (id, count,
+    /// record order).
+    fn trajectories<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = &self.inner;
+        let t = py.detach(|| m.trajectories());
+        let n = t.ids.len();
+        let rows = Array2::from_shape_vec((n, t.dim), t.rows)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let d = PyDict::new(py);
+        d.set_item("ids", t.ids.into_pyarray(py))?;
+        d.set_item("counts", t.counts.into_pyarray(py))?;
+        d.set_item("timestamps", t.timestamps.into_pyarray(py))?;
+        d.set_item("rows", rows.into_pyarray(py))?;
+        Ok(d)
+    }
+
+    /// Path efficiency ‖e(T) − e(0)‖ / Σ‖Δe‖ of tracked items that moved:
+    /// {"ids", "efficiency", "path_length", "displacement", "updates"}.
+    fn path_efficiency<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = &self.inner;
+        let p = py.detach(|| m.path_efficiency());
+        let d = PyDict::new(py);
+        d.set_item("ids", p.ids.into_pyarray(py))?;
+        d.set_item("efficiency", p.efficiency.into_pyarray(py))?;
+        d.set_item("path_length", p.path_length.into_pyarray(py))?;
+        d.set_item("displacement", p.displacement.into_pyarray(py))?;
+        let u: Vec<i64> = p.updates.iter().map(|&x| x as i64).collect();
+        d.set_item("updates", u.into_pyarray(py))?;
+        Ok(d)
+    }
+
+    /// Per-update statistics per grouping, plus counters (see the docs).
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.summary_dict(py, false)
+    }
+
+    /// {"format_version", "config", "summary"} with plain lists, for JSON.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("format_version", crate::monitor::FORMAT_VERSION)?;
+        d.set_item("config", self.config(py)?)?;
+        d.set_item("summary", self.summary_dict(py, true)?)?;
+        Ok(d)
+    }
+
+    /// Add `other`'s statistics and records into this monitor. Both must be
+    /// configured identically.
+    fn merge(&self, py: Python<'_>, other: &Bound<'_, PyMonitor>) -> PyResult<()> {
+        let (a, b) = (&self.inner, &other.get().inner);
+        Ok(py.detach(|| a.merge(b))?)
+    }
+
+    /// The whole monitor as versioned, checksummed bytes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let m = &self.inner;
+        let b = py.detach(|| m.to_bytes());
+        PyBytes::new(py, &b)
+    }
+
+    /// Rebuild a monitor from `to_bytes()`; corrupt bytes raise SnapshotError.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        Ok(PyMonitor {
+            inner: Arc::new(py.detach(|| Monitor::from_bytes(data))?),
+        })
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
+        let ctor = slf.get_type().getattr("from_bytes")?;
+        Ok((ctor, (slf.get().to_bytes(slf.py()),)))
+    }
+
+    /// Scan `table` for the health alerts: NaN/Inf rows, norms above
+    /// `max_norm`, rows never updated, rows not updated for more than `ttl`
+    /// seconds before `now` (default: the table's latest update). Returns
+    /// counts and up to `max_ids` offending ids per check.
+    #[staticmethod]
+    #[pyo3(signature = (table, max_norm=None, ttl=None, now=None, max_ids=100))]
+    fn health<'py>(
+        py: Python<'py>,
+        table: &Bound<'py, PyEmbeddingTable>,
+        max_norm: Option<f32>,
+        ttl: Option<i64>,
+        now: Option<i64>,
+        max_ids: i64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let max_ids = non_negative(max_ids, "max_ids")? as usize;
+        let t = &table.get().inner;
+        let h = py.detach(|| kernels::health(t, max_norm, ttl, now, max_ids))?;
+        let d = PyDict::new(py);
+        d.set_item("rows", h.rows)?;
+        d.set_item("now", h.now)?;
+        d.set_item("largest_norm", h.largest_norm)?;
+        d.set_item("non_finite", check_dict(py, &h.non_finite)?)?;
+        d.set_item(
+            "over_norm",
+            h.over_norm
+                .as_ref()
+                .map(|c| check_dict(py, c))
+                .transpose()?,
+        )?;
+        d.set_item("never_updated", check_dict(py, &h.never_updated)?)?;
+        d.set_item(
+            "stale",
+            h.stale.as_ref().map(|c| check_dict(py, c)).transpose()?,
+        )?;
+        Ok(d)
+    }
+}

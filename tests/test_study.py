@@ -1,0 +1,166 @@
+"""Tests for ``embcore study``: end to end on the tiny world, its JSON, report and CLI errors."""
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embcore
+from embcore import cli, report
+from embcore.study import TableRecorder, run_study
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images: list[str] = []
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs).get("src") or "")
+        elif tag not in ("meta", "br", "img"):
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unbalanced </{tag}> (open: {self.stack[-3:]})")
+        else:
+            self.stack.pop()
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "out"
+    code = cli.main(
+        ["study", "--scale", "tiny", "--out", str(out), "--no-progress", "--period", "2h"]
+    )
+    assert code == 0
+    return out
+
+
+def test_tiny_study_writes_every_file(tiny_study):
+    names = sorted(p.name for p in tiny_study.iterdir())
+    assert "metrics.json" in names and "report.html" in names
+    assert {f"{name}.png" for name in report.FIGURES} <= set(names)
+    assert not [n for n in tiny_study.parent.iterdir() if n.name.startswith(".")]
+
+
+def test_metrics_json_has_every_key(tiny_study):
+    metrics = json.loads((tiny_study / "metrics.json").read_text())
+    assert set(metrics["modes"]) == {"realtime", "batch"}
+    for mode in metrics["modes"].values():
+        for key in ("events", "items", "users", "learning_peak_interactions"):
+            assert key in mode
+        assert mode["events"] > 10_000
+        mat = mode["maturity"]
+        for key in ("alpha", "median_interactions", "mature_share", "km"):
+            assert key in mat
+        assert all(len(point) == 2 for point in mat["km"])
+        assert set(mode["norm_quantiles"]) >= {"p50", "p90", "p99", "max"}
+        assert "norm_popularity_spearman" in mode
+        eng = mode["engagement"]
+        for key in ("ctr", "play_rate", "fresh_ctr", "fresh_play_rate"):
+            assert 0.0 <= eng[key] <= 1.0
+        assert len(eng["by_item_age"]["ctr"]) == len(eng["by_item_age"]["buckets"])
+        assert sum(eng["over_time"]["impressions"]) == mode["events"]
+    comparison = metrics["comparison"]
+    assert "maturity_ratio_realtime_over_batch" in comparison
+    assert "norm_p99_ratio_batch_over_realtime" in comparison
+    config = metrics["config"]
+    for key in ("scale", "seed", "period_seconds", "epochs", "learning_rate", "versions"):
+        assert key in config
+    assert config["period_seconds"] == 7200 and config["scale"] == "tiny"
+    assert metrics["runtime_seconds"] > 0
+
+
+def test_modes_share_requests(tiny_study):
+    """Common random numbers: both modes serve the same requests, hence the same event count."""
+    metrics = json.loads((tiny_study / "metrics.json").read_text())
+    counts = [m["engagement"]["over_time"]["impressions"] for m in metrics["modes"].values()]
+    assert counts[0] == counts[1]
+
+
+def test_report_is_valid_self_contained_html(tiny_study):
+    text = (tiny_study / "report.html").read_text()
+    page = _Page()
+    page.feed(text)
+    page.close()
+    assert page.errors == [] and page.stack == []
+    assert len(page.images) == len(report.FIGURES)
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert "http://" not in text and "https://" not in text
+    assert "Median interactions to maturity" in text
+
+
+def test_study_is_deterministic(tmp_path):
+    a = run_study(None, scale="tiny", seed=1, progress=False, modes=["batch"], period="3h")
+    b = run_study(None, scale="tiny", seed=1, progress=False, modes=["batch"], period="3h")
+    for key in ("maturity", "norm_quantiles", "engagement"):
+        assert a["modes"]["batch"][key] == b["modes"]["batch"][key]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--modes", "realtime,weekly"], "unknown mode"),
+        (["--period", "0h"], "period must be a positive duration"),
+        (["--period", "-6h"], "period must be a positive duration"),
+        (["--learning-rate", "-0.1"], "--learning-rate must be a positive number"),
+        (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
+        (["--seed", "-1"], "--seed must be an integer"),
+        (["--model", "ffm"], "only 'mf'"),
+    ],
+)
+def test_cli_bad_configuration_exits_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    code = cli.main(["study", "--scale", "tiny", "--out", str(out), "--no-progress", *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_unwritable_out_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = cli.main(["study", "--scale", "tiny", "--out", str(blocker / "out"), "--no-progress"])
+    assert code == 2
+    assert "cannot be written" in capsys.readouterr().err
+    code = cli.main(["study", "--scale", "tiny", "--out", str(blocker), "--no-progress"])
+    assert code == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_replace_a_foreign_directory(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("precious")
+    code = cli.main(["study", "--scale", "tiny", "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_failed_run_leaves_no_output(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr("embcore.study._simulate", boom)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_study(out, scale="tiny", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_table_recorder_records_count_changes_only():
+    model = embcore.MatrixFactorization(dim=3, seed=0)
+    recorder = TableRecorder(3, track_rate=1.0)
+    ids = np.array([1, 2], dtype=np.uint64)
+    model.train(ids, ids, np.array([1.0, 0.0], np.float32))
+    assert recorder.observe(model.items, 10) == 2
+    model.train(ids[:1], ids[:1], np.array([1.0], np.float32))
+    assert recorder.observe(model.items, 20) == 1
+    traj = recorder.trajectories()
+    assert traj["ids"].tolist() == [1, 2, 1] and traj["counts"].tolist() == [1, 1, 2]
+    assert traj["rows"].shape == (3, 3)
