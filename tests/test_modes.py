@@ -1,13 +1,12 @@
 """Tests for embcore.modes: Trainer semantics of the realtime, batch and hybrid modes."""
 
+import embcore
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-import embcore
 from embcore.modes import MODES, Trainer, parse_duration
 from embcore.sim import SimConfig, World
+from hypothesis import given
+from hypothesis import strategies as st
 
 U64 = np.uint64
 

@@ -4,10 +4,9 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
+import embcore
 import numpy as np
 import pytest
-
-import embcore
 from embcore import cli, report
 from embcore.study import TableRecorder, run_study
 
@@ -108,7 +107,7 @@ def test_study_is_deterministic(tmp_path):
     [
         (["--modes", "realtime,weekly"], "unknown mode"),
         (["--period", "0h"], "period must be a positive duration"),
-        (["--period", "-6h"], "period must be a positive duration"),
+        (["--period=-6h"], "period must be a positive duration"),
         (["--learning-rate", "-0.1"], "--learning-rate must be a positive number"),
         (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
         (["--seed", "-1"], "--seed must be an integer"),

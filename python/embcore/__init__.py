@@ -11,6 +11,7 @@
 from embcore import _core
 from embcore._core import EmbeddingTable, MatrixFactorization, Monitor
 from embcore.errors import CapacityError, EmbcoreError, SnapshotError, UnknownIdError
+from embcore.modes import Trainer
 
 __version__: str = _core.__version__
 
@@ -21,6 +22,7 @@ __all__ = [
     "MatrixFactorization",
     "Monitor",
     "SnapshotError",
+    "Trainer",
     "UnknownIdError",
     "__version__",
 ]

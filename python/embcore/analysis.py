@@ -414,7 +414,7 @@ class _RunningTopK:
                 cand_index = np.take_along_axis(cand_index, keep, axis=1)
             self.scores, self.index = cand_scores, cand_index
             return
-        rows, cols = np.nonzero(scores > np.inf)
+        rows, cols = np.nonzero(scores > self.scores.min(axis=1)[:, None])
         if rows.size == 0:
             return
         all_rows = np.concatenate([np.repeat(np.arange(n_queries), k), rows])

@@ -177,9 +177,9 @@ def bench_insert(w: Workload, results: list[Result]) -> None:
         for rep in range(w.repeats):
             table = embcore.EmbeddingTable(DIM, seed=rep)
             ids = sparse_ids(np.arange(w.inserts) + rep * w.inserts)
-            rates.append(
-                w.inserts / timed(lambda t=table, i=ids, k=threads: t.insert(i, threads=k))
-            )
+            t0 = time.perf_counter()
+            table.insert(ids, threads=threads)
+            rates.append(w.inserts / (time.perf_counter() - t0))
             del table
         results.append(Result(name, statistics.median(rates), "ids/s", "first sight, d=32"))
 
@@ -234,7 +234,7 @@ def bench_peers(w: Workload, results: list[Result]) -> None:
     """river / LightFM / implicit, when importable (never installed by embcore)."""
     users, items, labels = mf_events(w, w.events, seed=3)
     try:
-        from river import reco  # type: ignore[import-not-found]
+        from river import reco
 
         model = reco.FunkMF(n_factors=DIM, seed=0)
         n = min(w.events, 50_000)
@@ -245,8 +245,8 @@ def bench_peers(w: Workload, results: list[Result]) -> None:
     except ImportError:
         pass
     try:
-        import scipy.sparse as sp  # type: ignore[import-untyped]
-        from lightfm import LightFM  # type: ignore[import-not-found]
+        import scipy.sparse as sp
+        from lightfm import LightFM
 
         shape = (w.users, w.items)
         coo = sp.coo_matrix((labels * 2 - 1, (users, items)), shape=shape)
@@ -257,7 +257,7 @@ def bench_peers(w: Workload, results: list[Result]) -> None:
     except ImportError:
         pass
     try:
-        import implicit  # type: ignore[import-not-found]
+        import implicit
         import scipy.sparse as sp
 
         csr = sp.coo_matrix(
@@ -271,6 +271,13 @@ def bench_peers(w: Workload, results: list[Result]) -> None:
         results.append(Result("implicit_bpr_2t", csr.nnz / dt, "samples/s"))
     except ImportError:
         pass
+
+
+def _probe_number(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"unexpected limit_probe output: {text!r}")
+    return float(match.group(1))
 
 
 def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
@@ -290,8 +297,8 @@ def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
                 capture_output=True,
                 text=True,
             ).stdout
-            rates.append(float(re.search(r"events/s ([0-9.e+]+)", out).group(1)))  # type: ignore[union-attr]
-            scans.append(float(re.search(r"GB/s ([0-9.]+)", out).group(1)))  # type: ignore[union-attr]
+            rates.append(_probe_number(r"events/s ([0-9.e+]+)", out))
+            scans.append(_probe_number(r"GB/s ([0-9.]+)", out))
         results.append(Result(f"limit_probe_{threads}t", statistics.median(rates), "events/s"))
         if threads == 1:
             results.append(Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s"))

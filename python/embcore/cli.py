@@ -7,6 +7,7 @@ this file only declares the arguments. Configuration errors exit with code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -43,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "metrics.json, report.html and one PNG per figure.",
     )
     study.add_argument("--out", default="embcore-study", help="output directory")
-    study.add_argument(
-        "--scale", default="default", choices=["tiny", "small", "default", "large"]
-    )
+    study.add_argument("--scale", default="default", choices=["tiny", "small", "default", "large"])
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--threads", type=_positive_int, default=1)
     study.add_argument("--modes", type=_modes, default=["realtime", "batch"])
@@ -95,9 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return study.run(args)
     if args.command == "replay":
-        from embcore import replay
-
-        return replay.run(args)
+        replay = importlib.import_module("embcore.replay")
+        return int(replay.run(args))
     from embcore import bench
 
     return bench.run(args)
