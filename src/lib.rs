@@ -2,7 +2,9 @@
 //! streaming statistics and snapshots. Free of PyO3; the Python bindings live
 //! in `py` behind the `python` feature.
 
+pub mod drift;
 pub mod error;
+pub mod ffm;
 pub mod idmap;
 pub mod kernels;
 pub mod mf;

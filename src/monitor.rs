@@ -30,7 +30,7 @@
 use crate::error::{invalid, Error, Result};
 use crate::mf::{RowUpdate, UpdateObserver};
 use crate::rng::mix64;
-use crate::sketch::{self, Count, Sketch};
+use crate::sketch::{self, CompactSketch, Sketch};
 use crate::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -38,7 +38,10 @@ use std::sync::{Mutex, MutexGuard};
 
 /// The per-update statistics, in the order of every `[_; 4]` below.
 pub const STATISTICS: [&str; 4] = ["drift", "magnitude", "relative_magnitude", "norm"];
-/// The groupings, in the order of `State::groups`.
+/// The groupings reported. Only by_count and by_age are kept: every count
+/// bucket lies inside one popularity (log2) bucket, so by_popularity is
+/// merged from by_count when summarised — exactly, and without a third set
+/// of sketch updates per event.
 pub const GROUPINGS: [&str; 3] = ["by_count", "by_popularity", "by_age"];
 /// Version of the `to_bytes` format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -71,6 +74,8 @@ pub struct MonitorConfig {
     /// Log-spaced buckets per doubling (counts above the limit and item age);
     /// a power of two up to 64.
     pub per_doubling: u32,
+    /// Log-spaced item-age buckets per doubling of seconds; a power of two.
+    pub age_per_doubling: u32,
     /// Share of items tracked, chosen by a hash of (id, seed).
     pub sample_rate: f64,
     /// Items tracked whatever the sampling (sorted, distinct).
@@ -89,6 +94,7 @@ impl Default for MonitorConfig {
         MonitorConfig {
             count_limit: 64,
             per_doubling: 8,
+            age_per_doubling: 2,
             sample_rate: 0.01,
             track_ids: Vec::new(),
             track_window: None,
@@ -108,11 +114,15 @@ impl MonitorConfig {
                 self.count_limit
             )));
         }
-        if !(self.per_doubling.is_power_of_two() && self.per_doubling <= 64) {
-            return Err(invalid(format!(
-                "per_doubling must be a power of two between 1 and 64, got {}",
-                self.per_doubling
-            )));
+        for (name, v) in [
+            ("per_doubling", self.per_doubling),
+            ("age_per_doubling", self.age_per_doubling),
+        ] {
+            if !(v.is_power_of_two() && v <= 64) {
+                return Err(invalid(format!(
+                    "{name} must be a power of two between 1 and 64, got {v}"
+                )));
+            }
         }
         if !(0.0..=1.0).contains(&self.sample_rate) {
             return Err(invalid(format!(
@@ -150,8 +160,10 @@ impl MonitorConfig {
 struct Plan {
     cfg: MonitorConfig,
     shift: u32,
+    age_shift: u32,
     count_base: u64,
-    sizes: [usize; 3],
+    /// Buckets of the kept groupings: by_count, by_age.
+    sizes: [usize; 2],
     threshold: u64,
     salt: u64,
     t0: i64,
@@ -185,12 +197,14 @@ impl Plan {
         let count_base = log_key(cfg.count_limit + 1, shift);
         let count_size =
             cfg.count_limit as usize + 1 + (log_key(u64::MAX, shift) - count_base) as usize + 1;
-        let sizes = [count_size, 65, 1 + (64usize << shift)];
+        let age_shift = cfg.age_per_doubling.trailing_zeros();
+        let sizes = [count_size, 1 + (64usize << age_shift)];
         let threshold = (cfg.sample_rate * (1u64 << 53) as f64) as u64;
         let (t0, t1) = cfg.track_window.unwrap_or((i64::MAX, i64::MIN));
         let ids = cfg.track_ids.iter().copied().collect();
         Plan {
             shift,
+            age_shift,
             count_base,
             sizes,
             threshold,
@@ -217,23 +231,27 @@ impl Plan {
         if age < 1 {
             0
         } else {
-            1 + log_key(age as u64, self.shift) as usize
+            1 + log_key(age as u64, self.age_shift) as usize
         }
     }
 
-    /// Lower bound of bucket `b` of grouping `g` (counts or seconds).
+    /// Lower bound of bucket `b` of grouping `g` (`GROUPINGS` order; counts
+    /// or seconds).
     fn lower(&self, g: usize, b: usize) -> i64 {
+        self.lower_u64(g, b).min(i64::MAX as u64) as i64
+    }
+
+    fn lower_u64(&self, g: usize, b: usize) -> u64 {
         let b = b as u64;
-        let v = match g {
+        match g {
             0 if b <= self.cfg.count_limit => b,
             0 => log_lower(b - self.cfg.count_limit - 1 + self.count_base, self.shift)
                 .max(self.cfg.count_limit + 1),
             1 if b == 0 => 0,
             1 => 1u64 << (b - 1),
             _ if b == 0 => 0,
-            _ => log_lower(b - 1, self.shift),
-        };
-        v.min(i64::MAX as u64) as i64
+            _ => log_lower(b - 1, self.age_shift),
+        }
     }
 
     #[inline(always)]
@@ -249,31 +267,27 @@ impl Plan {
     }
 }
 
-/// Moments and sketches of the four statistics over one bucket.
-#[derive(Clone, Debug, PartialEq)]
-struct Group<C> {
+/// Count, sums, sums of squares, min and max of the four statistics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Moments {
     n: u64,
     sum: [f64; 4],
     sumsq: [f64; 4],
     min: [f32; 4],
     max: [f32; 4],
-    sketch: [Sketch<C>; 4],
 }
 
-impl<C: Count> Group<C> {
-    fn new() -> Self {
-        Group {
-            n: 0,
-            sum: [0.0; 4],
-            sumsq: [0.0; 4],
-            min: [f32::INFINITY; 4],
-            max: [f32::NEG_INFINITY; 4],
-            sketch: std::array::from_fn(|_| Sketch::new()),
-        }
-    }
+impl Moments {
+    const EMPTY: Moments = Moments {
+        n: 0,
+        sum: [0.0; 4],
+        sumsq: [0.0; 4],
+        min: [f32::INFINITY; 4],
+        max: [f32::NEG_INFINITY; 4],
+    };
 
     #[inline(always)]
-    fn add(&mut self, v: &[f32; 4], keys: &[Option<i32>; 4]) {
+    fn add(&mut self, v: &[f32; 4]) {
         self.n += 1;
         for j in 0..4 {
             let x = f64::from(v[j]);
@@ -281,38 +295,85 @@ impl<C: Count> Group<C> {
             self.sumsq[j] += x * x;
             self.min[j] = self.min[j].min(v[j]);
             self.max[j] = self.max[j].max(v[j]);
-            match keys[j] {
-                Some(k) => self.sketch[j].add_key(k, C::ONE),
-                None => self.sketch[j].add_zero(1),
-            }
         }
     }
 
-    fn merge_from<D: Count>(&mut self, o: &Group<D>) {
-        if o.n == 0 {
-            return;
-        }
+    fn merge(&mut self, o: &Moments) {
         self.n += o.n;
         for j in 0..4 {
             self.sum[j] += o.sum[j];
             self.sumsq[j] += o.sumsq[j];
             self.min[j] = self.min[j].min(o.min[j]);
             self.max[j] = self.max[j].max(o.max[j]);
-            self.sketch[j].merge_from(&o.sketch[j]);
+        }
+    }
+}
+
+/// Moments and sketches of the four statistics over one bucket.
+#[derive(Clone, Debug, PartialEq)]
+struct Group {
+    m: Moments,
+    sketch: [Sketch<u64>; 4],
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            m: Moments::EMPTY,
+            sketch: std::array::from_fn(|_| Sketch::new()),
         }
     }
 
-    fn clear(&mut self) {
-        if self.n != 0 {
-            let sketch = std::mem::take(&mut self.sketch);
-            *self = Group::new();
-            self.sketch = sketch;
-            self.sketch.iter_mut().for_each(Sketch::clear);
+    fn merge_from(&mut self, o: &Group) {
+        if o.m.n == 0 {
+            return;
         }
+        self.m.merge(&o.m);
+        for (a, b) in self.sketch.iter_mut().zip(&o.sketch) {
+            a.merge_from(b);
+        }
+    }
+
+    /// Move a shard group's contents here, leaving it empty.
+    fn drain(&mut self, o: &mut ShardGroup) {
+        if o.m.n == 0 {
+            return;
+        }
+        self.m.merge(&o.m);
+        for (a, b) in self.sketch.iter_mut().zip(o.sketch.iter_mut()) {
+            b.drain_into(a, o.m.n);
+        }
+        o.m = Moments::EMPTY;
     }
 
     fn heap_bytes(&self) -> usize {
         self.sketch.iter().map(Sketch::heap_bytes).sum()
+    }
+}
+
+/// A shard's bucket: the same moments, byte-counter sketches.
+#[derive(Clone, Debug)]
+struct ShardGroup {
+    m: Moments,
+    sketch: [CompactSketch; 4],
+}
+
+impl ShardGroup {
+    fn new() -> Self {
+        ShardGroup {
+            m: Moments::EMPTY,
+            sketch: Default::default(),
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, v: &[f32; 4], keys: &[Option<i32>; 4]) {
+        self.m.add(v);
+        for (s, k) in self.sketch.iter_mut().zip(keys) {
+            if let Some(k) = *k {
+                s.add_key(k);
+            }
+        }
     }
 }
 
@@ -335,7 +396,8 @@ struct ShardTrack {
 
 /// A worker thread's private accumulators.
 pub struct Shard {
-    groups: [Vec<Group<u32>>; 3],
+    /// by_count, by_age.
+    groups: [Vec<ShardGroup>; 2],
     hll: Vec<u8>,
     updates: u64,
     skipped: u64,
@@ -353,7 +415,7 @@ pub struct Shard {
 impl Shard {
     fn new(plan: &Plan) -> Shard {
         Shard {
-            groups: plan.sizes.map(|n| (0..n).map(|_| Group::new()).collect()),
+            groups: plan.sizes.map(|n| (0..n).map(|_| ShardGroup::new()).collect()),
             hll: vec![0; HLL_SIZE],
             updates: 0,
             skipped: 0,
@@ -368,8 +430,8 @@ impl Shard {
         }
     }
 
+    /// Reset for reuse (the groups were emptied by `Group::drain`).
     fn clear(&mut self) {
-        self.groups.iter_mut().flatten().for_each(Group::clear);
         self.hll.fill(0);
         self.updates = 0;
         self.skipped = 0;
@@ -387,7 +449,10 @@ impl Shard {
             .groups
             .iter()
             .flatten()
-            .map(|g| std::mem::size_of::<Group<u32>>() + g.heap_bytes())
+            .map(|g| {
+                std::mem::size_of::<ShardGroup>()
+                    + g.sketch.iter().map(CompactSketch::heap_bytes).sum::<usize>()
+            })
             .sum();
         g + self.hll.capacity()
             + self.index.capacity() * 16
@@ -478,7 +543,8 @@ struct Prev {
 #[derive(Default)]
 struct State {
     dim: usize,
-    groups: [Vec<Group<u64>>; 3],
+    /// by_count, by_age (by_popularity is derived from by_count).
+    groups: [Vec<Group>; 2],
     hll: Vec<u8>,
     updates: u64,
     skipped: u64,
@@ -559,7 +625,7 @@ impl State {
             .groups
             .iter()
             .flatten()
-            .map(|g| std::mem::size_of::<Group<u64>>() + g.heap_bytes())
+            .map(|g| std::mem::size_of::<Group>() + g.heap_bytes())
             .sum();
         g + self.hll.capacity()
             + self.tracked.capacity() * (9 + std::mem::size_of::<Track>())
@@ -631,14 +697,15 @@ pub struct GroupingSummary {
 }
 
 impl GroupingSummary {
-    fn push<C: Count>(&mut self, lower: i64, g: &Group<C>) {
+    fn push(&mut self, lower: i64, g: &Group) {
+        let m = &g.m;
         self.lower.push(lower);
-        self.n.push(g.n);
+        self.n.push(m.n);
         for j in 0..4 {
             // Clamping to [min, max] keeps the bound: the true quantile lies there.
-            let (lo, hi) = (f64::from(g.min[j]), f64::from(g.max[j]));
+            let (lo, hi) = (f64::from(m.min[j]), f64::from(m.max[j]));
             let q = [0.5, 0.9, 0.99].map(|q| g.sketch[j].quantile(q).unwrap_or(lo).clamp(lo, hi));
-            self.stats[j].push(g.n, g.sum[j], g.sumsq[j], lo, hi, q);
+            self.stats[j].push(m.n, m.sum[j], m.sumsq[j], lo, hi, q);
         }
     }
 }
@@ -729,7 +796,6 @@ impl Monitor {
             let keys = v.map(sketch::key);
             let buckets = [
                 p.count_bucket(u.interactions),
-                (64 - u.interactions.leading_zeros()) as usize,
                 p.age_bucket(u.timestamp, u.first_seen),
             ];
             for (groups, b) in sh.groups.iter_mut().zip(buckets) {
@@ -822,9 +888,9 @@ impl Monitor {
     }
 
     fn absorb_into(&self, st: &mut State, mut sh: Box<Shard>) {
-        for (dst, src) in st.groups.iter_mut().zip(&sh.groups) {
-            for (a, b) in dst.iter_mut().zip(src) {
-                a.merge_from(b);
+        for (dst, src) in st.groups.iter_mut().zip(sh.groups.iter_mut()) {
+            for (a, b) in dst.iter_mut().zip(src.iter_mut()) {
+                a.drain(b);
             }
         }
         for (a, b) in st.hll.iter_mut().zip(&sh.hll) {
@@ -1022,19 +1088,28 @@ impl Monitor {
     pub fn summary(&self) -> Summary {
         let st = self.lock();
         let mut groupings: [GroupingSummary; 3] = Default::default();
-        let mut all = Group::<u64>::new();
-        for (g, (out, groups)) in groupings.iter_mut().zip(&st.groups).enumerate() {
-            for (b, grp) in groups.iter().enumerate() {
-                if grp.n > 0 {
-                    out.push(self.plan.lower(g, b), grp);
-                    if g == 1 {
-                        all.merge_from(grp);
-                    }
-                }
+        let mut popularity: Vec<Group> = (0..65).map(|_| Group::new()).collect();
+        for (b, grp) in st.groups[0].iter().enumerate() {
+            if grp.m.n > 0 {
+                let lower = self.plan.lower_u64(0, b);
+                groupings[0].push(self.plan.lower(0, b), grp);
+                popularity[(64 - lower.leading_zeros()) as usize].merge_from(grp);
+            }
+        }
+        let mut all = Group::new();
+        for (b, grp) in popularity.iter().enumerate() {
+            if grp.m.n > 0 {
+                groupings[1].push(self.plan.lower(1, b), grp);
+                all.merge_from(grp);
+            }
+        }
+        for (b, grp) in st.groups[1].iter().enumerate() {
+            if grp.m.n > 0 {
+                groupings[2].push(self.plan.lower(2, b), grp);
             }
         }
         let mut overall = GroupingSummary::default();
-        if all.n > 0 {
+        if all.m.n > 0 {
             overall.push(0, &all);
         }
         let pe = path_efficiency(&st);
@@ -1066,6 +1141,8 @@ impl Monitor {
                 "count_limit"
             } else if a.per_doubling != b.per_doubling {
                 "per_doubling"
+            } else if a.age_per_doubling != b.age_per_doubling {
+                "age_per_doubling"
             } else if a.sample_rate != b.sample_rate {
                 "sample_rate"
             } else if a.track_ids != b.track_ids {
@@ -1286,6 +1363,7 @@ impl Monitor {
         w.u32(FORMAT_VERSION);
         w.u64(c.count_limit);
         w.u32(c.per_doubling);
+        w.u32(c.age_per_doubling);
         w.f64(c.sample_rate);
         w.u64(c.seed);
         w.u64(c.max_records as u64);
@@ -1314,16 +1392,16 @@ impl Monitor {
         w.u64(st.dropped);
         w.0.extend_from_slice(&st.hll);
         for groups in &st.groups {
-            let live: Vec<(usize, &Group<u64>)> =
-                groups.iter().enumerate().filter(|(_, g)| g.n > 0).collect();
+            let live: Vec<(usize, &Group)> =
+                groups.iter().enumerate().filter(|(_, g)| g.m.n > 0).collect();
             w.u64(live.len() as u64);
             for (b, g) in live {
                 w.u64(b as u64);
-                w.u64(g.n);
+                w.u64(g.m.n);
                 for j in 0..4 {
-                    w.f64(g.sum[j]);
-                    w.f64(g.sumsq[j]);
-                    w.f32s(&[g.min[j], g.max[j]]);
+                    w.f64(g.m.sum[j]);
+                    w.f64(g.m.sumsq[j]);
+                    w.f32s(&[g.m.min[j], g.m.max[j]]);
                     let (zero, offset, counts) = g.sketch[j].parts();
                     w.u64(zero);
                     w.u32(offset as u32);
@@ -1391,6 +1469,7 @@ impl Monitor {
         }
         let count_limit = r.u64()?;
         let per_doubling = r.u32()?;
+        let age_per_doubling = r.u32()?;
         let sample_rate = r.f64()?;
         let seed = r.u64()?;
         let max_records = usize::try_from(r.u64()?).map_err(|_| corrupt("max_records"))?;
@@ -1403,6 +1482,7 @@ impl Monitor {
         let cfg = MonitorConfig {
             count_limit,
             per_doubling,
+            age_per_doubling,
             sample_rate,
             track_ids,
             track_window: (has_window != 0).then_some((t0, t1)),
@@ -1429,13 +1509,13 @@ impl Monitor {
                 let live = r.len(16)?;
                 for _ in 0..live {
                     let b = r.u64()? as usize;
-                    let mut g = Group::<u64>::new();
-                    g.n = r.u64()?;
+                    let mut g = Group::new();
+                    g.m.n = r.u64()?;
                     for j in 0..4 {
-                        g.sum[j] = r.f64()?;
-                        g.sumsq[j] = r.f64()?;
-                        g.min[j] = r.f32()?;
-                        g.max[j] = r.f32()?;
+                        g.m.sum[j] = r.f64()?;
+                        g.m.sumsq[j] = r.f64()?;
+                        g.m.min[j] = r.f32()?;
+                        g.m.max[j] = r.f32()?;
                         let zero = r.u64()?;
                         let offset = r.u32()? as i32;
                         let n = r.len(8)?;
@@ -1530,6 +1610,7 @@ mod tests {
                     MonitorConfig {
                         count_limit: limit,
                         per_doubling: per,
+                        age_per_doubling: per,
                         ..cfg()
                     }
                     .validate()
@@ -1550,14 +1631,17 @@ mod tests {
                     if c <= limit {
                         assert_eq!(b, c as usize);
                     }
+                    // Each count bucket lies inside one popularity bucket.
                     let pb = (64 - c.leading_zeros()) as usize;
-                    assert!(pb < p.sizes[1] && p.lower(1, pb) as u64 <= c);
+                    let lower = p.lower_u64(0, b);
+                    assert_eq!(pb, (64 - lower.leading_zeros()) as usize, "{c}");
+                    assert!(p.lower(1, pb) as u64 <= c);
                     let a = p.age_bucket(c.min(i64::MAX as u64) as i64, 0);
-                    assert!(a < p.sizes[2]);
+                    assert!(a < p.sizes[1]);
                     assert!(p.lower(2, a) as u64 <= c.max(1) || c == 0);
                 }
                 assert_eq!(p.age_bucket(-5, 10), 0);
-                assert!(p.age_bucket(i64::MAX, i64::MIN) < p.sizes[2]);
+                assert!(p.age_bucket(i64::MAX, i64::MIN) < p.sizes[1]);
             }
         }
     }

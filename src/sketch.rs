@@ -201,6 +201,93 @@ impl<C: Count> Sketch<C> {
     }
 }
 
+/// A per-thread sketch with one byte per bucket (a 64-byte cache line holds
+/// a whole doubling), so the hot buckets of many sketches stay in cache.
+/// A byte that wraps carries 256 into a lazily allocated side array. Zero
+/// values are not counted here: the owner knows how many values it added,
+/// and `drain_into` is told.
+#[derive(Clone, Debug, Default)]
+pub struct CompactSketch {
+    offset: i32,
+    counts: Vec<u8>,
+    carries: Vec<u32>,
+}
+
+impl CompactSketch {
+    #[inline(always)]
+    pub fn add_key(&mut self, k: i32) {
+        let i = k.wrapping_sub(self.offset) as u32 as usize;
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.wrapping_add(1);
+            if *c == 0 {
+                self.carry(i);
+            }
+        } else {
+            self.grow(k);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn carry(&mut self, i: usize) {
+        if self.carries.len() != self.counts.len() {
+            self.carries = vec![0; self.counts.len()];
+        }
+        self.carries[i] += 1;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, k: i32) {
+        let (lo, hi) = if self.counts.is_empty() {
+            (k.saturating_sub(GROW), k.saturating_add(GROW))
+        } else {
+            let hi = self.offset.saturating_add(self.counts.len() as i32);
+            (
+                self.offset.min(k.saturating_sub(GROW)),
+                hi.max(k.saturating_add(GROW)),
+            )
+        };
+        let len = (hi - lo) as usize;
+        let at = (self.offset - lo).max(0) as usize;
+        let mut counts = vec![0u8; len];
+        if !self.counts.is_empty() {
+            counts[at..at + self.counts.len()].copy_from_slice(&self.counts);
+        }
+        if !self.carries.is_empty() {
+            let mut carries = vec![0u32; len];
+            carries[at..at + self.carries.len()].copy_from_slice(&self.carries);
+            self.carries = carries;
+        }
+        self.counts = counts;
+        self.offset = lo;
+        let i = (k - lo) as usize;
+        self.counts[i] = 1;
+    }
+
+    /// Add every count into `dst`, with `total − counted` values as zeros
+    /// (`total`: values the owner added, zeros included); then clear.
+    pub fn drain_into(&mut self, dst: &mut Sketch<u64>, total: u64) {
+        let mut counted = 0u64;
+        for (i, c) in self.counts.iter_mut().enumerate() {
+            let high = self.carries.get(i).map_or(0, |&h| u64::from(h) << 8);
+            let v = high + u64::from(*c);
+            if v != 0 {
+                dst.add_key(self.offset + i as i32, v);
+                counted += v;
+                *c = 0;
+            }
+        }
+        self.carries.fill(0);
+        dst.add_zero(total.saturating_sub(counted));
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.counts.capacity() + 4 * self.carries.capacity()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +346,27 @@ mod tests {
             assert_eq!(m.quantile(q), whole.quantile(q));
         }
         assert_eq!(m.total(), whole.total());
+    }
+
+    #[test]
+    fn compact_sketch_carries() {
+        let mut c = CompactSketch::default();
+        let mut exact = Sketch::<u64>::new();
+        for k in 0..100_000u64 {
+            let v = 1.0 + (k % 1000) as f32 * 1e-3 * if k % 7 == 0 { 100.0 } else { 1.0 };
+            c.add_key(key(v).unwrap());
+            exact.add(v);
+        }
+        let mut d = Sketch::<u64>::new();
+        c.drain_into(&mut d, 100_010);
+        exact.add_zero(10);
+        assert_eq!(d.total(), exact.total());
+        for q in [0.0, 0.001, 0.2, 0.5, 0.9, 1.0] {
+            assert_eq!(d.quantile(q), exact.quantile(q));
+        }
+        let mut e = Sketch::<u64>::new();
+        c.drain_into(&mut e, 0);
+        assert_eq!(e.total(), 0);
     }
 
     #[test]

@@ -13,6 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from embcore import datasets
 from embcore.datasets import (
     FORMATS,
@@ -24,8 +27,6 @@ from embcore.datasets import (
     read_events,
     synthetic_log,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 NS = 1_000_000_000
 

@@ -2,11 +2,12 @@
 
 import threading
 
-import embcore
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
+import embcore
 
 
 def ids(*xs: int) -> np.ndarray:

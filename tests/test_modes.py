@@ -1,12 +1,13 @@
 """Tests for embcore.modes: Trainer semantics of the realtime, batch and hybrid modes."""
 
-import embcore
 import numpy as np
 import pytest
-from embcore.modes import MODES, Trainer, parse_duration
-from embcore.sim import SimConfig, World
 from hypothesis import given
 from hypothesis import strategies as st
+
+import embcore
+from embcore.modes import MODES, Trainer, parse_duration
+from embcore.sim import SimConfig, World
 
 U64 = np.uint64
 

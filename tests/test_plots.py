@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
+
 from embcore.analysis import (
     LearningPeakResult,
     MaturityResult,
@@ -22,7 +24,6 @@ from embcore.plots import (
     plot_norm_distribution,
     plot_norm_vs_popularity,
 )
-from matplotlib.figure import Figure
 
 
 def random_trajectories(seed: int, n_items: int = 30, n_records: int = 12) -> Trajectories:

@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from embcore import _calibration, sim
-from embcore.sim import Events, SimConfig, Step, World
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from embcore import _calibration, sim
+from embcore.sim import Events, SimConfig, Step, World
 
 TINY = SimConfig.for_scale("tiny")
 

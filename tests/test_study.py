@@ -4,9 +4,10 @@ import json
 from html.parser import HTMLParser
 from pathlib import Path
 
-import embcore
 import numpy as np
 import pytest
+
+import embcore
 from embcore import cli, report
 from embcore.study import TableRecorder, run_study
 
@@ -163,3 +164,26 @@ def test_table_recorder_records_count_changes_only():
     traj = recorder.trajectories()
     assert traj["ids"].tolist() == [1, 2, 1] and traj["counts"].tolist() == [1, 1, 2]
     assert traj["rows"].shape == (3, 3)
+
+
+def test_learning_curve_spreads_gain_per_interaction():
+    from embcore.analysis import Trajectories
+    from embcore.study import learning_curve
+
+    # One item: count 0 -> 4 turns 90 degrees (gain 1 over 4 interactions), then 4 -> 5 nothing.
+    rows = [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]
+    curve = learning_curve(Trajectories.from_arrays([7, 7, 7], [0, 4, 5], rows), min_items=1)
+    assert curve["counts"] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(curve["gain"], [0.25, 0.25, 0.25, 0.25, 0.0])
+    assert curve["peak_count"] == 1 and curve["count_at_50pct_gain"] == 2
+    # Counts covered by fewer than min_items items do not compete for the peak.
+    assert learning_curve(Trajectories.from_arrays([7, 7], [0, 4], rows[:2]))["peak_count"] is None
+
+
+def test_trajectories_start_at_the_initial_row(tiny_study):
+    metrics = json.loads((tiny_study / "metrics.json").read_text())
+    # e(0) is recorded for every tracked item, so the curves start at n = 1.
+    for mode in metrics["modes"].values():
+        counts = mode["learning_peak"]["curve"]["counts"]
+        assert not counts or counts[0] >= 1
+        assert mode["maturity"]["n_items"] > 0

@@ -3,12 +3,13 @@
 import os
 import threading
 
-import embcore
 import numpy as np
 import pytest
-from embcore import EmbeddingTable
 from hypothesis import given
 from hypothesis import strategies as st
+
+import embcore
+from embcore import EmbeddingTable
 
 
 def ids(*xs: int) -> np.ndarray:

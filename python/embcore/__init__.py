@@ -9,7 +9,13 @@
 """
 
 from embcore import _core
-from embcore._core import EmbeddingTable, MatrixFactorization, Monitor
+from embcore._core import (
+    EmbeddingTable,
+    FactorizationMachine,
+    FieldAwareFM,
+    MatrixFactorization,
+    Monitor,
+)
 from embcore.errors import CapacityError, EmbcoreError, SnapshotError, UnknownIdError
 from embcore.modes import Trainer
 
@@ -19,6 +25,8 @@ __all__ = [
     "CapacityError",
     "EmbcoreError",
     "EmbeddingTable",
+    "FactorizationMachine",
+    "FieldAwareFM",
     "MatrixFactorization",
     "Monitor",
     "SnapshotError",

@@ -44,6 +44,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from embcore import _core
 from embcore.errors import EmbcoreError
 
 __all__ = [
@@ -337,15 +338,8 @@ def _rowwise_cosine(a: NDArray[Any], b: NDArray[Any]) -> F64:
     """
     if a.shape != b.shape:
         raise EmbcoreError(f"a has shape {a.shape} but b has shape {b.shape}")
-    out = np.zeros(a.shape[0], dtype=np.float64)
-    for start in range(0, a.shape[0], _BLOCK_ROWS):
-        stop = min(start + _BLOCK_ROWS, a.shape[0])
-        x = np.asarray(a[start:stop], dtype=np.float64)
-        y = np.asarray(b[start:stop], dtype=np.float64)
-        dot = np.einsum("ij,ij->i", x, y)
-        denominator = np.sqrt(np.einsum("ij,ij->i", x, x) * np.einsum("ij,ij->i", y, y))
-        np.divide(dot, denominator, out=out[start:stop], where=denominator > 0)
-    return np.clip(out, -1.0, 1.0, out=out)
+    # One pass in Rust, accumulated in float64 (float32 tables are not copied).
+    return _core.rowwise_cosine(*_same_float(a, b))
 
 
 def _cross_product(a: NDArray[Any], b: NDArray[Any]) -> F64:
@@ -357,12 +351,21 @@ def _cross_product(a: NDArray[Any], b: NDArray[Any]) -> F64:
     """
     if a.shape[0] != b.shape[0]:
         raise EmbcoreError(f"a has {a.shape[0]} rows but b has {b.shape[0]}")
+    if a.shape[1] == b.shape[1] and a.shape[1] > 0:
+        # One pass in Rust, accumulated in float64.
+        return _core.cross_product(*_same_float(a, b))
     out = np.zeros((a.shape[1], b.shape[1]), dtype=np.float64)
     for start in range(0, a.shape[0], _BLOCK_ROWS):
         x = np.asarray(a[start : start + _BLOCK_ROWS], dtype=np.float64)
         y = np.asarray(b[start : start + _BLOCK_ROWS], dtype=np.float64)
         out += x.T @ y
     return out
+
+
+def _same_float(a: NDArray[Any], b: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Both float32 when both are float32 (no copy), else both float64; C-contiguous."""
+    dtype = np.float32 if a.dtype == np.float32 and b.dtype == np.float32 else np.float64
+    return np.ascontiguousarray(a, dtype=dtype), np.ascontiguousarray(b, dtype=dtype)
 
 
 def _row_norms(matrix: NDArray[Any]) -> F64:
@@ -626,7 +629,7 @@ def _prepare(traj: Trajectories, reference: Reference, last_k: int, min_records:
     table_rows: F64 | None = None
     if not isinstance(reference, str):
         table_ids, table_matrix = as_id_matrix(reference, "reference")
-        if table_matrix.shape[1] != traj.rows.shape[1] and item_ids.size:
+        if table_matrix.shape[1] != traj.rows.shape[1] and item_ids.size and table_ids.size:
             raise EmbcoreError(
                 f"reference has dimension {table_matrix.shape[1]} "
                 f"but trajectories have dimension {traj.rows.shape[1]}"
@@ -1246,7 +1249,7 @@ def norm_popularity(
     retrieval = None
     if users is not None:
         _, user_matrix = as_id_matrix(users, "users")
-        if user_matrix.shape[1] != matrix.shape[1]:
+        if user_matrix.shape[1] != matrix.shape[1] and user_matrix.shape[0] and item_ids.size:
             raise EmbcoreError(
                 f"users have dimension {user_matrix.shape[1]} "
                 f"but items have dimension {matrix.shape[1]}"
@@ -1433,6 +1436,11 @@ def snapshot_drift(
         raise EmbcoreError(
             f"a has dimension {matrix_a.shape[1]} but b has dimension {matrix_b.shape[1]}"
         )
+    # An empty table carries no dimension of its own: give it the other table's.
+    if ids_a.size == 0:
+        matrix_a = np.zeros((0, matrix_b.shape[1]), dtype=np.float32)
+    if ids_b.size == 0:
+        matrix_b = np.zeros((0, matrix_a.shape[1]), dtype=np.float32)
     common, in_a, in_b = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
     matched_a = matrix_a[in_a]
     matched_b = matrix_b[in_b]

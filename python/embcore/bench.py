@@ -332,6 +332,55 @@ def bench_drift(w: Workload, results: list[Result]) -> None:
         results.append(Result("procrustes", rate, "rows/s", "AᵀB pass"))
 
 
+FFM_FIELDS = ("user", "item", "creator", "tag")
+
+
+def ffm_events(w: Workload, n: int, seed: int = 0) -> tuple[dict[str, Any], Any, dict[str, int]]:
+    """Four-field events: users uniform, items Zipf(1.2), an item's creator fixed per item, tags
+    Zipf(1.2); cardinalities 1M / 1M / 100k / 1k (scaled with the workload)."""
+    scale = w.users / 1_000_000
+    sizes = {
+        "user": w.users,
+        "item": w.items,
+        "creator": max(int(100_000 * scale), 1),
+        "tag": max(int(1_000 * scale), 1),
+    }
+    rng = np.random.default_rng(seed)
+    items = (rng.zipf(1.2, n) - 1) % sizes["item"]
+    dense = {
+        "user": rng.integers(0, sizes["user"], n),
+        "item": items,
+        "creator": (items * 7919) % sizes["creator"],
+        "tag": (rng.zipf(1.2, n) - 1) % sizes["tag"],
+    }
+    cols = {f: sparse_ids(np.asarray(v, dtype=np.int64)) for f, v in dense.items()}
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    return cols, labels, sizes
+
+
+def bench_ffm(w: Workload, results: list[Result]) -> None:
+    """FFM (d=8 per block) and FM (d=32) on four fields, Adagrad, all ids already present."""
+    cols, labels, sizes = ffm_events(w, w.events)
+    shape = "/".join(f"{sizes[f]:,}" for f in FFM_FIELDS)
+    reference = "target >= 2M/s per core; Fwumious Wabbit LR: 0.95 M/s per core (published)"
+    for name, cls, dim, threads in [
+        ("ffm_4fields_1t", embcore.FieldAwareFM, 8, 1),
+        ("ffm_4fields_2t", embcore.FieldAwareFM, 8, 2),
+        ("fm_4fields_1t", embcore.FactorizationMachine, 32, 1),
+    ]:
+        model = cls(fields=list(FFM_FIELDS), dim=dim, optimizer="adagrad", seed=1)
+        for f in FFM_FIELDS:
+            model.table(f).insert(sparse_ids(np.arange(sizes[f])), threads=2)
+
+        def run(model: Any = model, threads: int = threads) -> float:
+            return timed(lambda: model.train(cols, labels, threads=threads))
+
+        rate = median_rate(run, w.events, w.repeats)
+        note = f"{shape} rows, d={dim}, adagrad; {reference}"
+        results.append(Result(name, rate, "events/s", note, {"per_core": rate / threads}))
+        del model
+
+
 SUITES: dict[str, Callable[..., None]] = {
     "training": bench_training,
     "insert": bench_insert,
@@ -384,6 +433,7 @@ def run_suite(quick: bool = False, only: set[str] | None = None) -> dict[str, An
             ("peers", lambda: bench_peers(w, results)),
             ("probe", lambda: bench_probe(w, results, tmp)),
             ("drift", lambda: bench_drift(w, results)),
+            ("ffm", lambda: bench_ffm(w, results)),
         ]
         for name, step in steps:
             if only and name not in only:

@@ -737,8 +737,11 @@ def _iter_text(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_
             number, reason = pending.pop(0)
             skipped.append(RowIssue(number, reason))
             end += 1
-        skipped_lines = np.array([issue.line for issue in skipped], dtype=np.int64)
-        lines = np.setdiff1d(np.arange(next_line, end, dtype=np.int64), skipped_lines)
+        lines = np.arange(next_line, end, dtype=np.int64)
+        if skipped:
+            parsed = np.ones(end - next_line, bool)
+            parsed[[issue.line - next_line for issue in skipped]] = False
+            lines = lines[parsed]
         next_line = end
         if source.kind == "dat":
             columns, lines, wrong = _split_dat(batch.column(0), lines)
@@ -1141,16 +1144,30 @@ class _Deduplicator:
         n = len(rows)
         if n == 0:
             return rows
-        position = np.arange(n)
-        order = np.lexsort((position, rows.items, rows.users, rows.time_ns))
-        t, u, i = rows.time_ns[order], rows.users[order], rows.items[order]
-        same = np.zeros(n, bool)
-        same[1:] = (t[1:] == t[:-1]) & (u[1:] == u[:-1]) & (i[1:] == i[:-1])
-        group_start = np.maximum.accumulate(np.where(same, 0, np.arange(n)))
         duplicate = np.zeros(n, bool)
-        duplicate[order] = same
-        first_of = np.empty(n, np.int64)
-        first_of[order] = order[group_start]
+        first_of = np.full(n, -1, np.int64)
+        # Rows are in time order, so only rows sharing a timestamp with a neighbour can repeat.
+        tied = np.zeros(n, bool)
+        tied[1:] = rows.time_ns[1:] == rows.time_ns[:-1]
+        tied[:-1] |= tied[1:]
+        if tied.any():
+            candidates = np.flatnonzero(tied)
+            order = candidates[
+                np.lexsort(
+                    (
+                        candidates,
+                        rows.items[candidates],
+                        rows.users[candidates],
+                        rows.time_ns[candidates],
+                    )
+                )
+            ]
+            t, u, i = rows.time_ns[order], rows.users[order], rows.items[order]
+            same = np.zeros(len(order), bool)
+            same[1:] = (t[1:] == t[:-1]) & (u[1:] == u[:-1]) & (i[1:] == i[:-1])
+            group_start = np.maximum.accumulate(np.where(same, 0, np.arange(len(order))))
+            duplicate[order] = same
+            first_of[order] = order[group_start]
         if self.last_time is not None:
             for k in np.flatnonzero((rows.time_ns == self.last_time) & ~duplicate):
                 if (int(rows.users[k]), int(rows.items[k])) in self.last_pairs:
@@ -1410,7 +1427,7 @@ class EventLog:
             int(late.sum()),
         )
         if late.any():
-            rows = rows.take(np.argsort(-rows.time_ns[::-1], kind="stable")[::-1])
+            rows = rows.take(np.argsort(rows.time_ns, kind="stable"))
         yield _Deduplicator(report)(rows)
 
     def _chunks(self, stream: Iterator[_Rows]) -> Iterator[EventChunk]:

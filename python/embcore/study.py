@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,9 @@ import numpy.typing as npt
 import embcore
 from embcore import analysis
 from embcore.modes import MODES, Trainer, parse_duration
-from embcore.sim import Events, SimConfig, World
+from embcore.sim import Events, SimConfig, Step, World
 
-__all__ = ["TableRecorder", "run", "run_study"]
+__all__ = ["TableRecorder", "learning_curve", "run", "run_study"]
 
 SCALES = ("tiny", "small", "default", "large")
 DEFAULT_ALPHA = 0.05
@@ -370,6 +371,9 @@ def _prepare_output(out: Path) -> Path:
 
 def _commit_output(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` directory to ``out`` (replacing an earlier study)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; give it the usual permissions
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -403,22 +407,125 @@ def _downsample_curve(counts: Any, *columns: Any, weights: Any) -> dict[str, Any
     return {"counts": centre.round().astype(np.int64).tolist(), "values": values}
 
 
+def _with_initial_rows(
+    traj: analysis.Trajectories, model_options: Mapping[str, Any], seed: int
+) -> analysis.Trajectories:
+    """Add e_i(0), each tracked item's initial row, as a record at count 0.
+
+    Rows are initialised deterministically from (seed, id), so a fresh model with the same
+    options reproduces them without inserting anything into the trained one. Without e(0) the
+    move from the initial row to the first published state (often the largest step of a batch
+    item) would be invisible, and items with one publish could not be analysed at all.
+    """
+    ids = np.unique(traj.ids)
+    if ids.size == 0:
+        return traj
+    fresh = embcore.MatrixFactorization(**{"seed": seed, **model_options})
+    fresh.items.insert(ids)
+    initial = fresh.items.get(ids)
+    first = np.ones(traj.ids.size, dtype=bool)
+    first[1:] = traj.ids[1:] != traj.ids[:-1]
+    # Initial records go first: an existing count-0 record (later in input order) wins.
+    return analysis.Trajectories(
+        np.concatenate([ids, traj.ids]),
+        np.concatenate([np.zeros(ids.size, dtype=np.int64), traj.counts]),
+        np.concatenate([traj.timestamps[first], traj.timestamps]),
+        np.concatenate([initial, traj.rows]),
+    )
+
+
+def learning_curve(traj: analysis.Trajectories, min_items: int | None = None) -> dict[str, Any]:
+    """Mean alignment gain *per interaction* G(n), with the learning peak and 50%/90% counts.
+
+    ``analysis.learning_peak`` attributes the whole gain between two records to the later
+    count, so with sparse records (log-spaced milestones, batch publishes) wide gaps look like
+    large gains. Here the gain of a step from count a to count b is spread evenly over the
+    interactions a+1..b (linear interpolation of cos(e(n), e*)), and G(n) averages over the
+    items whose trajectory covers n. The peak is taken over counts covered by at least
+    ``min_items`` items (default max(10, 2% of the items)), so a handful of very popular items
+    cannot decide it.
+
+    >>> t = analysis.Trajectories.from_arrays([1, 1, 1], [0, 2, 4], [[0, 1], [1, 1], [1, 0]])
+    >>> curve = learning_curve(t, min_items=1)
+    >>> curve["peak_count"], curve["counts"]
+    (1, [1, 2, 3, 4])
+    """
+    ids, counts = traj.ids, traj.counts
+    if ids.size == 0:
+        return {
+            "peak_count": None,
+            "count_at_50pct_gain": None,
+            "count_at_90pct_gain": None,
+            "min_items": min_items,
+            "counts": [],
+            "gain": [],
+            "items": [],
+        }
+    # Collapse duplicate (id, count) records to the last one (records are sorted).
+    keep = np.ones(ids.size, dtype=bool)
+    keep[:-1] = (ids[1:] != ids[:-1]) | (counts[1:] != counts[:-1])
+    ids, counts, rows = ids[keep], counts[keep], traj.rows[keep].astype(np.float64)
+    last = np.ones(ids.size, dtype=bool)
+    last[:-1] = ids[1:] != ids[:-1]
+    item_of_row = np.cumsum(np.concatenate([[True], ids[1:] != ids[:-1]])) - 1
+    reference = rows[last][item_of_row]
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(reference, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, (rows * reference).sum(axis=1) / norms, 0.0)
+    step = np.flatnonzero(~last)  # record k -> k + 1 of the same item
+    start, end = counts[step], counts[step + 1]
+    per_interaction = (cosine[step + 1] - cosine[step]) / (end - start)
+    top = int(end.max()) + 2
+    gain_sum = np.zeros(top)
+    covering = np.zeros(top)
+    np.add.at(gain_sum, start + 1, per_interaction)
+    np.add.at(gain_sum, end + 1, -per_interaction)
+    np.add.at(covering, start + 1, 1.0)
+    np.add.at(covering, end + 1, -1.0)
+    gain_sum, covering = np.cumsum(gain_sum)[1:-1], np.cumsum(covering)[1:-1].round()
+    n_items = int(last.sum())
+    floor = max(10, n_items // 50) if min_items is None else int(min_items)
+    grid = np.arange(1, top - 1)
+    valid = covering >= max(floor, 1)
+    mean = np.where(valid, gain_sum / np.maximum(covering, 1), np.nan)
+    peak = int(grid[valid][np.argmax(mean[valid])]) if valid.any() else None
+    reach = {}
+    if valid.any():
+        cumulative = np.cumsum(np.where(valid, mean, 0.0))
+        total = float(cumulative[-1])
+        for share in (50, 90):
+            hit = np.flatnonzero(cumulative >= share / 100 * total)
+            reach[share] = int(grid[hit[0]]) if total > 0 and hit.size else None
+    return {
+        "peak_count": peak,
+        "count_at_50pct_gain": reach.get(50),
+        "count_at_90pct_gain": reach.get(90),
+        "min_items": floor,
+        "counts": grid[valid].tolist(),
+        "gain": _finite(mean[valid]),
+        "items": covering[valid].astype(np.int64).tolist(),
+    }
+
+
 def _analyse_mode(
-    trainer: Trainer, monitor: Any, alpha: float, seed: int
+    trainer: Trainer,
+    monitor: Any,
+    alpha: float,
+    seed: int,
+    model_options: Mapping[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(metrics, results)`` for one mode: metrics are JSON-safe, results feed the figures."""
     model = trainer.serving_model
     meta = model.items.metadata()
     popularity = (meta["ids"], meta["interactions"].astype(np.int64))
-    traj = analysis.Trajectories.from_monitor(monitor)
+    traj = _with_initial_rows(analysis.Trajectories.from_monitor(monitor), model_options, seed)
     alphas = tuple(sorted({*ALPHAS, alpha}))
     mat = analysis.maturity(traj, alpha=alphas, popularity=popularity)
     peak = analysis.learning_peak(traj)
+    curve = learning_curve(traj)
     norms = analysis.norm_popularity(model.items, popularity, users=model.users, seed=seed)
     level = mat.level(alpha).overall
-    curve = _downsample_curve(
-        peak.counts, peak.gain_mean, peak.drift_mean, weights=np.maximum(peak.n_steps, 1)
-    )
+    shown = _downsample_curve(curve["counts"], curve["gain"], weights=curve["items"])
     metrics: dict[str, Any] = {
         "events": trainer.events_consumed,
         "items": len(model.items),
@@ -455,17 +562,21 @@ def _analyse_mode(
                 for b in mat.level(alpha).by_popularity
             ],
         },
-        "learning_peak_interactions": peak.peak_count,
+        "learning_peak_interactions": curve["peak_count"],
         "learning_peak": {
-            "peak_count": peak.peak_count,
-            "peak_count_median": peak.peak_count_median,
-            "count_at_50pct_gain": peak.count_at_50pct_gain,
-            "count_at_90pct_gain": peak.count_at_90pct_gain,
-            "drift_peak_count": peak.drift_peak_count,
-            "curve": {
-                "counts": curve["counts"],
-                "gain_mean": curve["values"][0],
-                "drift_mean": curve["values"][1],
+            "definition": "argmax of the mean alignment gain per interaction G(n), over counts "
+            "covered by at least min_items items",
+            "peak_count": curve["peak_count"],
+            "count_at_50pct_gain": curve["count_at_50pct_gain"],
+            "count_at_90pct_gain": curve["count_at_90pct_gain"],
+            "min_items": curve["min_items"],
+            "curve": {"counts": shown["counts"], "gain_per_interaction": shown["values"][0]},
+            "analysis_learning_peak": {
+                "peak_count": peak.peak_count,
+                "peak_count_median": peak.peak_count_median,
+                "drift_peak_count": peak.drift_peak_count,
+                "note": "embcore.analysis.learning_peak: gain between consecutive records "
+                "attributed to the later count (not per interaction)",
             },
         },
         "norm_quantiles": {
@@ -491,7 +602,7 @@ def _analyse_mode(
             "retrieval": None if norms.retrieval is None else norms.retrieval.to_dict(),
         },
     }
-    return metrics, {"maturity": mat, "learning_peak": peak, "norms": norms}
+    return metrics, {"maturity": mat, "learning_peak": peak, "norms": norms, "curve": curve}
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
@@ -543,10 +654,12 @@ def run_study(
     epochs: int = 1,
     learning_rate: float | None = None,
     dim: int = 32,
+    init_scale: float = 0.01,
     alpha: float = DEFAULT_ALPHA,
     track_rate: float = 0.25,
     model: str = "mf",
     progress: bool = True,
+    parallel: bool = True,
     figures: bool = True,
     sim_overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -572,6 +685,8 @@ def run_study(
         Adagrad learning rate (default 0.05, the model's default).
     dim : int
         Embedding dimension.
+    init_scale : float
+        Scale of the random initial rows (``MatrixFactorization(init_scale=...)``).
     alpha : float
         Maturity level reported as the headline (0.01, 0.05 and 0.1 are always computed).
     track_rate : float
@@ -580,6 +695,9 @@ def run_study(
         ``"mf"`` (the only model so far).
     progress : bool
         Show a tqdm progress bar (events/s) on stderr.
+    parallel : bool
+        Step the modes in parallel threads (one per mode, up to the CPU count); the results
+        are identical either way.
     figures : bool
         Draw the figures and write the report (with ``out``).
     sim_overrides : mapping, optional
@@ -623,9 +741,11 @@ def run_study(
                 epochs=epochs,
                 learning_rate=learning_rate,
                 dim=dim,
+                init_scale=init_scale,
                 alpha=alpha,
                 track_rate=track_rate,
                 progress=progress,
+                parallel=parallel,
             )
         metrics["config"]["sim_overrides"] = dict(sim_overrides or {})
         if tmp is not None and out_path is not None:
@@ -658,14 +778,16 @@ def _simulate(
     epochs: int,
     learning_rate: float | None,
     dim: int,
+    init_scale: float,
     alpha: float,
     track_rate: float,
     progress: bool,
+    parallel: bool,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     from tqdm import tqdm
 
     world = World(sim_config, seed=seed)
-    model_options: dict[str, Any] = {"dim": dim}
+    model_options: dict[str, Any] = {"dim": dim, "init_scale": init_scale}
     if learning_rate is not None:
         model_options["learning_rate"] = float(learning_rate)
     trainers: dict[str, Trainer] = {}
@@ -695,27 +817,39 @@ def _simulate(
         file=sys.stderr,
         mininterval=0.5,
     )
-    with bar:
+
+    def one_mode(mode: str, step: Step) -> int:
+        trainer = trainers[mode]
+        began = time.perf_counter()
+        trainer.advance(step.t_start)
+        scores = trainer.serving_scores(step.users, step.pool)
+        events = world.serve(step, scores)
+        serve_seconds[mode] += time.perf_counter() - began
+        trainer.consume(events.users, events.items, events.click, events.timestamps)
+        engagement[mode].add(events)
+        if not rust_monitor and mode != "batch":
+            monitors[mode].observe(trainer.model.items, step.t_end)
+        return len(events)
+
+    # Modes are independent given the step (serve is a pure function, each mode owns its
+    # trainer, monitor and counters), so they run in parallel threads: argpartition, the
+    # matmul and training release the GIL. Results do not depend on the thread schedule.
+    workers = min(len(modes), os.cpu_count() or 1) if parallel else 1
+    with bar, ThreadPoolExecutor(max_workers=workers) as executor:
         for step in world.steps():
-            served = 0
-            for mode, trainer in trainers.items():
-                began = time.perf_counter()
-                trainer.advance(step.t_start)
-                scores = trainer.serving_scores(step.users, step.pool)
-                events = world.serve(step, scores)
-                serve_seconds[mode] += time.perf_counter() - began
-                trainer.consume(events.users, events.items, events.click, events.timestamps)
-                engagement[mode].add(events)
-                if not rust_monitor and mode != "batch":
-                    monitors[mode].observe(trainer.model.items, step.t_end)
-                served += len(events)
+            if workers > 1:
+                served = sum(executor.map(one_mode, modes, [step] * len(modes)))
+            else:
+                served = sum(one_mode(mode, step) for mode in modes)
             bar.update(served)
         for trainer in trainers.values():
             trainer.flush(horizon)
     per_mode: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     for mode, trainer in trainers.items():
-        per_mode[mode], results[mode] = _analyse_mode(trainer, monitors[mode], alpha, seed)
+        per_mode[mode], results[mode] = _analyse_mode(
+            trainer, monitors[mode], alpha, seed, model_options
+        )
         per_mode[mode]["engagement"] = engagement[mode].to_dict()
         per_mode[mode]["serve_seconds"] = round(serve_seconds[mode], 3)
     metrics: dict[str, Any] = {
@@ -732,6 +866,7 @@ def _simulate(
             ),
             "optimizer": "adagrad",
             "dim": dim,
+            "init_scale": init_scale,
             "alpha": alpha,
             "track_rate": track_rate,
             "threads": threads,
@@ -781,6 +916,12 @@ def run(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             model=args.model,
             progress=not args.no_progress,
+            # Options the CLI may add later; Python-only until then.
+            **{
+                name: getattr(args, name)
+                for name in ("init_scale", "alpha", "track_rate", "dim")
+                if getattr(args, name, None) is not None
+            },
         )
     except StudyConfigError as err:
         print(f"embcore study: error: {err}", file=sys.stderr)

@@ -1,7 +1,9 @@
 //! The `embcore._core` extension module: thin wrappers only.
 
 mod args;
+mod drift;
 mod errors;
+mod ffm;
 mod mf;
 mod monitor;
 mod table;
@@ -23,8 +25,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CAPACITY", crate::table::DEFAULT_CAPACITY)?;
     m.add("SNAPSHOT_VERSION", crate::snapshot::VERSION)?;
     m.add_class::<table::PyEmbeddingTable>()?;
+    m.add_function(wrap_pyfunction!(drift::rowwise_cosine, m)?)?;
+    m.add_function(wrap_pyfunction!(drift::cross_product, m)?)?;
     m.add_class::<mf::PyMatrixFactorization>()?;
     m.add_class::<monitor::PyMonitor>()?;
+    m.add_class::<ffm::PyFieldModel>()?;
+    m.add_class::<ffm::PyFieldAwareFM>()?;
+    m.add_class::<ffm::PyFactorizationMachine>()?;
     m.add("EmbcoreError", py.get_type::<errors::EmbcoreError>())?;
     m.add("UnknownIdError", py.get_type::<errors::UnknownIdError>())?;
     m.add("CapacityError", py.get_type::<errors::CapacityError>())?;

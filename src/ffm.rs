@@ -1,0 +1,745 @@
+//! Field-aware factorisation machines (FFM) and factorisation machines (FM)
+//! over one embedding table per field, trained one event at a time, Hogwild
+//! across threads exactly like `mf`.
+//!
+//! Design notes.
+//! * Row layout. Every field has its own table; a feature (one id of field
+//!   i) is one row of that table. FM rows are `dim` wide. FFM rows hold the
+//!   feature's field-aware blocks side by side, one `dim`-wide block per
+//!   *other* field, in field order with the own field skipped: block
+//!   `block_index(i, j) = j - (j > i)` is the vector used against field j.
+//!   Dropping the own-field block (the paper stores it, unused) saves
+//!   1/n_fields of the memory and bandwidth, keeps L2, max-norm and row-wise
+//!   Adagrad from acting on a vector no score uses, and makes a two-field
+//!   FFM row exactly an MF row. The table's optimizer state covers the whole
+//!   row, so one `apply_step` per feature per event updates every block
+//!   (blocks whose gradient is zero are left unchanged by SGD and Adagrad;
+//!   row-wise Adagrad averages the squared gradient over the whole row).
+//!   The linear term is the row bias (`apply_bias_step`).
+//! * Gradients are computed from the rows as loaded, for every field, before
+//!   any row is written: the step equals the textbook simultaneous update.
+//! * Everything is validated, and the capacity of every field's table is
+//!   checked, before the first row is created: a failing call changes
+//!   nothing. Then ids are resolved per field (`mf::resolve`) and trained.
+//! * The global bias is trained on a per-thread copy and merged once at the
+//!   end of the call, as in `mf` (with one thread: the sequential result).
+
+use crate::error::{invalid, Result};
+use crate::mf::{chunks, resolve, Loss, RowUpdate, UpdateObserver};
+use crate::table::{dec_time, f32_load, f32_store, meta, EmbeddingTable, TableConfig};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+/// How the features of one event interact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interaction {
+    /// FFM: Σ_{i<j} ⟨w_{i, field j}, w_{j, field i}⟩.
+    FieldAware,
+    /// FM: Σ_{i<j} ⟨v_i, v_j⟩.
+    Plain,
+}
+
+impl Interaction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Interaction::FieldAware => "field_aware",
+            Interaction::Plain => "plain",
+        }
+    }
+}
+
+/// Everything that defines a field model apart from its contents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldConfig {
+    pub fields: Vec<String>,
+    pub interaction: Interaction,
+    /// Width of one latent vector (one FFM block, or the FM vector).
+    /// `table.dim` is ignored; the tables get `row_dim()`.
+    pub table: TableConfig,
+    pub loss: Loss,
+    pub bias: bool,
+}
+
+impl FieldConfig {
+    pub fn dim(&self) -> usize {
+        self.table.dim
+    }
+
+    /// Width of a table row: `dim` for FM, `dim × (n_fields − 1)` for FFM.
+    pub fn row_dim(&self) -> usize {
+        match self.interaction {
+            Interaction::FieldAware => self.table.dim * (self.fields.len().max(2) - 1),
+            Interaction::Plain => self.table.dim,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.fields.len() < 2 {
+            return Err(invalid(format!(
+                "a factorisation machine needs at least 2 fields, got {} ({:?}); \
+                 pass fields=['user', 'item', ...]",
+                self.fields.len(),
+                self.fields
+            )));
+        }
+        for (k, f) in self.fields.iter().enumerate() {
+            if f.is_empty() {
+                return Err(invalid(format!("fields[{k}] is an empty name")));
+            }
+            if let Some(j) = self.fields[..k].iter().position(|g| g == f) {
+                return Err(invalid(format!(
+                    "field {f:?} appears twice (fields[{j}] and fields[{k}]); \
+                     field names must be distinct"
+                )));
+            }
+        }
+        self.table.validate()?;
+        TableConfig {
+            dim: self.row_dim(),
+            ..self.table
+        }
+        .validate()
+    }
+
+    /// Index of field `name`, or an error listing the fields.
+    pub fn field_index(&self, name: &str) -> Result<usize> {
+        self.fields.iter().position(|f| f == name).ok_or_else(|| {
+            invalid(format!(
+                "unknown field {name:?}; this model's fields are {:?}",
+                self.fields
+            ))
+        })
+    }
+}
+
+/// Position, within a row of field `own`, of the block used against field
+/// `other` (FFM; `own != other`).
+#[inline(always)]
+pub fn block_index(own: usize, other: usize) -> usize {
+    other - usize::from(other > own)
+}
+
+/// Borrowed, not-yet-validated arguments of one `train` call: one id column
+/// per field, in field order.
+pub struct FieldBatch<'a> {
+    pub columns: &'a [&'a [u64]],
+    pub labels: &'a [f32],
+    pub weights: Option<&'a [f32]>,
+    pub timestamps: Option<&'a [i64]>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldStats {
+    pub events: usize,
+    pub mean_loss: f64,
+    /// Rows created per field, in field order.
+    pub new_features: Vec<usize>,
+}
+
+/// Which vector of which field an observer sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub field: usize,
+    /// FFM: the block against this field; `None` = the whole row (all blocks).
+    pub against: Option<usize>,
+}
+
+const PREFETCH: usize = 8;
+
+pub struct FieldModel {
+    pub cfg: FieldConfig,
+    pub tables: Vec<Arc<EmbeddingTable>>,
+    global_bias: AtomicU32,
+    global_acc: AtomicU32,
+    events_seen: AtomicU64,
+}
+
+/// Sum of products, eight independent lanes so that it vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>();
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+impl FieldModel {
+    pub fn new(cfg: FieldConfig) -> Result<Self> {
+        cfg.validate()?;
+        let tables = (0..cfg.fields.len())
+            .map(|k| {
+                let seed = if k == 0 {
+                    cfg.table.seed
+                } else {
+                    crate::rng::mix64(
+                        cfg.table.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    )
+                };
+                EmbeddingTable::new(TableConfig {
+                    dim: cfg.row_dim(),
+                    seed,
+                    ..cfg.table
+                })
+                .map(Arc::new)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let acc0 = cfg.table.optimizer.initial_accumulator;
+        Ok(FieldModel {
+            cfg,
+            tables,
+            global_bias: AtomicU32::new(0f32.to_bits()),
+            global_acc: AtomicU32::new(acc0.to_bits()),
+            events_seen: AtomicU64::new(0),
+        })
+    }
+
+    pub fn n_fields(&self) -> usize {
+        self.cfg.fields.len()
+    }
+
+    pub fn global_bias(&self) -> f32 {
+        f32_load(&self.global_bias)
+    }
+
+    pub fn events_seen(&self) -> u64 {
+        self.events_seen.load(Relaxed)
+    }
+
+    /// Offset and width, within a row of `o.field`, of the observed vector.
+    pub fn observed_span(&self, o: Observed) -> Result<(usize, usize)> {
+        let nf = self.n_fields();
+        if o.field >= nf {
+            return Err(invalid(format!("field index {} out of range", o.field)));
+        }
+        let d = self.cfg.dim();
+        match (self.cfg.interaction, o.against) {
+            (_, None) => Ok((0, self.cfg.row_dim())),
+            (Interaction::Plain, Some(_)) => Err(invalid(
+                "a factorisation machine has one vector per feature; pass against=None",
+            )),
+            (Interaction::FieldAware, Some(j)) if j >= nf => {
+                Err(invalid(format!("field index {j} out of range")))
+            }
+            (Interaction::FieldAware, Some(j)) if j == o.field => Err(invalid(format!(
+                "field {:?} keeps no block against itself; pass against= one of the other \
+                 fields, or None for all blocks",
+                self.cfg.fields[j]
+            ))),
+            (Interaction::FieldAware, Some(j)) => Ok((block_index(o.field, j) * d, d)),
+        }
+    }
+
+    /// Ids of the rows of `o.field` in row order, and the observed vector of
+    /// each row (row-major, `width` floats per row): (ids, values, width).
+    pub fn embeddings(&self, o: Observed) -> Result<(Vec<u64>, Vec<f32>, usize)> {
+        let (off, len) = self.observed_span(o)?;
+        let t = &self.tables[o.field];
+        let n = t.len();
+        let mut ids = t.ids();
+        ids.truncate(n);
+        let mut values = Vec::with_capacity(n * len);
+        for r in 0..n as u32 {
+            values.extend(t.row(r)[off..off + len].iter().map(f32_load));
+        }
+        Ok((ids, values, len))
+    }
+
+    fn validate(&self, b: &FieldBatch<'_>) -> Result<usize> {
+        let names = &self.cfg.fields;
+        if b.columns.len() != names.len() {
+            return Err(invalid(format!(
+                "got {} id columns but the model has {} fields {:?}; pass one column per field",
+                b.columns.len(),
+                names.len(),
+                names
+            )));
+        }
+        let n = b.columns[0].len();
+        let check_len = |name: &str, len: usize| {
+            if len != n {
+                Err(invalid(format!(
+                    "columns[{:?}] has {n} elements but {name} has {len}; \
+                     every column and labels/weights/timestamps need one entry per event",
+                    names[0]
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        for (f, c) in names.iter().zip(b.columns).skip(1) {
+            check_len(&format!("columns[{f:?}]"), c.len())?;
+        }
+        check_len("labels", b.labels.len())?;
+        if let Some(w) = b.weights {
+            check_len("weights", w.len())?;
+            if let Some(k) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+                return Err(invalid(format!(
+                    "weights[{k}] = {} is not a finite number >= 0",
+                    w[k]
+                )));
+            }
+        }
+        if let Some(t) = b.timestamps {
+            check_len("timestamps", t.len())?;
+        }
+        if let Some(k) = b.labels.iter().position(|x| !x.is_finite()) {
+            return Err(invalid(format!(
+                "labels[{k}] = {} is not finite",
+                b.labels[k]
+            )));
+        }
+        if self.cfg.loss == Loss::Logistic {
+            if let Some(k) = b.labels.iter().position(|x| !(0.0..=1.0).contains(x)) {
+                return Err(invalid(format!(
+                    "labels[{k}] = {} is outside [0, 1], which the logistic loss needs; \
+                     use loss='squared' for ratings",
+                    b.labels[k]
+                )));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Fails, naming the field, when some table cannot hold the new ids of
+    /// this call. Cheap unless a column is longer than the room left.
+    fn check_capacity(&self, b: &FieldBatch<'_>) -> Result<()> {
+        for ((t, col), name) in self.tables.iter().zip(b.columns).zip(&self.cfg.fields) {
+            if col.len() <= t.remaining() {
+                continue;
+            }
+            let g = t.guard();
+            let mut missing: Vec<u64> = col
+                .iter()
+                .copied()
+                .filter(|&id| t.lookup(&g, id).is_none())
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            if missing.len() > t.remaining() {
+                return Err(invalid(format!(
+                    "field {name:?} needs {} new rows but its table has room for {} more \
+                     (capacity {}); create the model with a larger capacity=",
+                    missing.len(),
+                    t.remaining(),
+                    t.capacity()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Train on a batch of events, one optimizer step per event, in order
+    /// within each thread's share (`threads > 1`: Hogwild). `observed`
+    /// chooses the vector the observer sees.
+    pub fn train<O: UpdateObserver>(
+        &self,
+        batch: &FieldBatch<'_>,
+        threads: usize,
+        count_interactions: bool,
+        observer: &O,
+        observed: Observed,
+    ) -> Result<FieldStats> {
+        let n = self.validate(batch)?;
+        if threads == 0 {
+            return Err(invalid("threads must be >= 1"));
+        }
+        let span = self.observed_span(observed)?;
+        self.check_capacity(batch)?;
+        let base = self.events_seen.load(Relaxed) as i64;
+        let time_of = |e: usize| match batch.timestamps {
+            Some(t) => t[e],
+            None => base + e as i64,
+        };
+        let t0 = std::time::Instant::now();
+        let mut rows = Vec::with_capacity(self.n_fields());
+        let mut new_features = Vec::with_capacity(self.n_fields());
+        for (t, col) in self.tables.iter().zip(batch.columns) {
+            let (r, created) = resolve(t, col, &time_of, threads, true)?;
+            rows.push(r);
+            new_features.push(created);
+        }
+        self.events_seen.fetch_add(n as u64, Relaxed);
+        if n == 0 {
+            return Ok(FieldStats {
+                new_features,
+                ..Default::default()
+            });
+        }
+        eprintln!("TIMING resolve {:?}", t0.elapsed());
+        let (gb0, ga0) = (f32_load(&self.global_bias), f32_load(&self.global_acc));
+        let results: Vec<(f64, f64, f32, f32)> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks(n, threads)
+                .into_iter()
+                .map(|p| {
+                    let (rows, time_of) = (&rows, &time_of);
+                    s.spawn(move || {
+                        let mut shard = observer.new_shard();
+                        let r = self.train_range(
+                            batch,
+                            p,
+                            rows,
+                            time_of,
+                            count_interactions,
+                            (gb0, ga0),
+                            (observed.field, span, observer, &mut shard),
+                        );
+                        observer.absorb(shard);
+                        r
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("training worker panicked"))
+                .collect()
+        });
+        eprintln!("TIMING total {:?}", t0.elapsed());
+        let (mut loss_sum, mut w_sum) = (0.0, 0.0);
+        let (mut db, mut da) = (0.0f32, 0.0f32);
+        for (l, w, gb, ga) in results {
+            loss_sum += l;
+            w_sum += w;
+            db += gb - gb0;
+            da += ga - ga0;
+        }
+        if self.cfg.bias {
+            f32_store(&self.global_bias, gb0 + db);
+            f32_store(&self.global_acc, ga0 + da);
+        }
+        Ok(FieldStats {
+            events: n,
+            mean_loss: if w_sum > 0.0 { loss_sum / w_sum } else { 0.0 },
+            new_features,
+        })
+    }
+
+    /// Interaction part of the score of rows loaded side by side in `x`
+    /// (`n_fields × row_dim`), and its gradient with respect to each row
+    /// written to `partial` (same layout).
+    #[inline(always)]
+    fn interactions(&self, x: &[f32], partial: &mut [f32]) -> f32 {
+        let nf = self.n_fields();
+        let d = self.cfg.dim();
+        let w = self.cfg.row_dim();
+        match self.cfg.interaction {
+            Interaction::FieldAware => {
+                let mut s = 0.0f32;
+                for i in 0..nf {
+                    for j in (i + 1)..nf {
+                        let a = i * w + block_index(i, j) * d;
+                        let b = j * w + block_index(j, i) * d;
+                        let (va, vb) = (&x[a..a + d], &x[b..b + d]);
+                        s += dot(va, vb);
+                        partial[a..a + d].copy_from_slice(vb);
+                        partial[b..b + d].copy_from_slice(va);
+                    }
+                }
+                s
+            }
+            Interaction::Plain => {
+                // Σ_{i<j} ⟨v_i, v_j⟩ = ½(‖Σ v_i‖² − Σ ‖v_i‖²); ∂/∂v_i = Σ v − v_i.
+                let (sum, rest) = partial.split_at_mut(d);
+                sum.copy_from_slice(&x[..d]);
+                let mut sq = dot(&x[..d], &x[..d]);
+                for v in x[d..nf * d].chunks_exact(d) {
+                    for (a, b) in sum.iter_mut().zip(v) {
+                        *a += b;
+                    }
+                    sq += dot(v, v);
+                }
+                let s = 0.5 * (dot(sum, sum) - sq);
+                for (p, v) in rest.chunks_exact_mut(d).zip(x[d..].chunks_exact(d)) {
+                    for ((pk, sk), vk) in p.iter_mut().zip(sum.iter()).zip(v) {
+                        *pk = sk - vk;
+                    }
+                }
+                for (sk, vk) in sum.iter_mut().zip(&x[..d]) {
+                    *sk -= vk;
+                }
+                s
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn train_range<O: UpdateObserver>(
+        &self,
+        batch: &FieldBatch<'_>,
+        range: std::ops::Range<usize>,
+        rows: &[Vec<u32>],
+        time_of: &(dyn Fn(usize) -> i64 + Sync),
+        count_interactions: bool,
+        global: (f32, f32),
+        (obs_field, (obs_off, obs_len), observer, shard): (
+            usize,
+            (usize, usize),
+            &O,
+            &mut O::Shard,
+        ),
+    ) -> (f64, f64, f32, f32) {
+        let nf = self.n_fields();
+        let w = self.cfg.row_dim();
+        let tables: Vec<&EmbeddingTable> = self.tables.iter().map(|t| &**t).collect();
+        let state_width = tables[0].state_width();
+        let mut x = vec![0.0f32; nf * w];
+        let mut grad = vec![0.0f32; nf * w];
+        let mut before = vec![0.0f32; obs_len];
+        let mut scratch = vec![0.0f32; state_width];
+        let opt = *tables[0].optimizer();
+        let bias = self.cfg.bias;
+        let (mut gb, mut ga) = global;
+        let (mut loss_sum, mut w_sum) = (0.0f64, 0.0f64);
+        let end = range.end;
+        for e in range {
+            if e + PREFETCH < end {
+                for (t, r) in tables.iter().zip(rows) {
+                    t.prefetch(r[e + PREFETCH]);
+                }
+            }
+            for ((t, r), xf) in tables.iter().zip(rows).zip(x.chunks_exact_mut(w)) {
+                t.load_row(r[e], xf);
+            }
+            let mut score = self.interactions(&x, &mut grad);
+            if bias {
+                let mut linear = gb;
+                for (t, r) in tables.iter().zip(rows) {
+                    linear += t.bias(r[e]);
+                }
+                score += linear;
+            }
+            let wt = batch.weights.map_or(1.0, |w| w[e]);
+            let (loss, g) = self.cfg.loss.value_and_grad(score, batch.labels[e]);
+            loss_sum += f64::from(wt * loss);
+            w_sum += f64::from(wt);
+            let g = g * wt;
+            for p in grad.iter_mut() {
+                *p *= g;
+            }
+            let t_e = time_of(e);
+            for (f, ((t, r), (xf, gf))) in tables
+                .iter()
+                .zip(rows)
+                .zip(x.chunks_exact_mut(w).zip(grad.chunks_exact_mut(w)))
+                .enumerate()
+            {
+                let r = r[e];
+                let observed = f == obs_field;
+                if observed {
+                    before.copy_from_slice(&xf[obs_off..obs_off + obs_len]);
+                }
+                t.apply_step(r, xf, gf, &mut scratch);
+                if bias {
+                    t.apply_bias_step(r, g);
+                }
+                let count = t.touch(r, t_e, count_interactions);
+                if observed {
+                    observer.observe(
+                        shard,
+                        &RowUpdate {
+                            id: batch.columns[f][e],
+                            row: r,
+                            interactions: count,
+                            first_seen: dec_time(t.meta(r)[meta::FIRST_SEEN].load(Relaxed)),
+                            timestamp: t_e,
+                            before: &before,
+                            after: &xf[obs_off..obs_off + obs_len],
+                        },
+                    );
+                }
+            }
+            if bias {
+                opt.step_scalar(&mut gb, g, &mut ga);
+            }
+        }
+        (loss_sum, w_sum, gb, ga)
+    }
+
+    /// Raw scores of events from the current tables, read-only. Unknown ids
+    /// are never inserted: they contribute zero vectors and a zero linear
+    /// weight.
+    pub fn score(&self, columns: &[&[u64]], out: &mut [f32]) -> Result<()> {
+        let nf = self.n_fields();
+        if columns.len() != nf {
+            return Err(invalid(format!(
+                "got {} id columns but the model has {nf} fields {:?}",
+                columns.len(),
+                self.cfg.fields
+            )));
+        }
+        let n = out.len();
+        for (f, c) in self.cfg.fields.iter().zip(columns) {
+            if c.len() != n {
+                return Err(invalid(format!(
+                    "columns[{f:?}] has {} elements but columns[{:?}] has {n}",
+                    c.len(),
+                    self.cfg.fields[0]
+                )));
+            }
+        }
+        let w = self.cfg.row_dim();
+        let guards: Vec<_> = self.tables.iter().map(|t| t.guard()).collect();
+        let mut x = vec![0.0f32; nf * w];
+        let mut partial = vec![0.0f32; nf * w];
+        let gb = if self.cfg.bias {
+            self.global_bias()
+        } else {
+            0.0
+        };
+        for (e, o) in out.iter_mut().enumerate() {
+            let mut linear = gb;
+            for (f, (t, g)) in self.tables.iter().zip(&guards).enumerate() {
+                let xf = &mut x[f * w..(f + 1) * w];
+                match t.lookup(g, columns[f][e]) {
+                    Some(r) => {
+                        t.load_row(r, xf);
+                        if self.cfg.bias {
+                            linear += t.bias(r);
+                        }
+                    }
+                    None => xf.fill(0.0),
+                }
+            }
+            *o = self.interactions(&x, &mut partial) + linear;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mf::NoObserver;
+    use crate::optim::{Optimizer, OptimizerKind};
+
+    fn model(interaction: Interaction, fields: &[&str], dim: usize) -> FieldModel {
+        let mut t = TableConfig::new(dim);
+        t.capacity = 1000;
+        t.optimizer = Optimizer {
+            kind: OptimizerKind::Adagrad,
+            learning_rate: 0.1,
+            ..Default::default()
+        };
+        FieldModel::new(FieldConfig {
+            fields: fields.iter().map(|s| s.to_string()).collect(),
+            interaction,
+            table: t,
+            loss: Loss::Logistic,
+            bias: true,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn block_layout_skips_own_field() {
+        assert_eq!([0, 2, 3].map(|j| block_index(1, j)), [0, 1, 2]);
+        let m = model(Interaction::FieldAware, &["a", "b", "c"], 4);
+        assert_eq!(m.tables[0].dim(), 8);
+        let span = m.observed_span(Observed {
+            field: 1,
+            against: Some(2),
+        });
+        assert_eq!(span, Ok((4, 4)));
+        assert!(m
+            .observed_span(Observed {
+                field: 1,
+                against: Some(1)
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn fm_identity_matches_pairwise_sum() {
+        let m = model(Interaction::Plain, &["a", "b", "c"], 3);
+        let x: Vec<f32> = (0..9).map(|k| (k as f32 * 0.37).sin()).collect();
+        let mut p = vec![0.0; 9];
+        let s = m.interactions(&x, &mut p);
+        let v = |i: usize| &x[i * 3..i * 3 + 3];
+        let pair = dot(v(0), v(1)) + dot(v(0), v(2)) + dot(v(1), v(2));
+        assert!((s - pair).abs() < 1e-5);
+        for k in 0..3 {
+            assert!((p[k] - (v(1)[k] + v(2)[k])).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn validation_and_capacity_change_nothing() {
+        let fields = ["a", "b"];
+        assert!(FieldModel::new(FieldConfig {
+            fields: vec!["a".into(), "a".into()],
+            ..model(Interaction::Plain, &fields, 2).cfg
+        })
+        .is_err());
+        let mut cfg = model(Interaction::FieldAware, &fields, 2).cfg;
+        cfg.table.capacity = 2;
+        let m = FieldModel::new(cfg).unwrap();
+        let (a, b): (Vec<u64>, Vec<u64>) = ((0..2).collect(), (0..3).collect());
+        let cols: [&[u64]; 2] = [&a, &b[..2]];
+        let batch = FieldBatch {
+            columns: &cols,
+            labels: &[1.0, 0.0],
+            weights: None,
+            timestamps: None,
+        };
+        let obs = Observed {
+            field: 1,
+            against: None,
+        };
+        m.train(&batch, 1, true, &NoObserver, obs).unwrap();
+        let (a3, b3): (Vec<u64>, Vec<u64>) = ((10..13).collect(), (0..3).collect());
+        let cols: [&[u64]; 2] = [&a3[..1], &b3];
+        let ragged = FieldBatch {
+            columns: &cols,
+            labels: &[1.0],
+            weights: None,
+            timestamps: None,
+        };
+        assert!(m.train(&ragged, 1, true, &NoObserver, obs).is_err());
+        let cols: [&[u64]; 2] = [&a3[..1], &b3[2..]];
+        let full = FieldBatch {
+            columns: &cols,
+            labels: &[1.0],
+            weights: None,
+            timestamps: None,
+        };
+        assert!(m.train(&full, 1, true, &NoObserver, obs).is_err());
+        assert_eq!((m.tables[0].len(), m.tables[1].len()), (2, 2));
+        assert_eq!(m.events_seen(), 2);
+    }
+
+    #[test]
+    fn learns_a_field_interaction() {
+        let m = model(Interaction::FieldAware, &["a", "b", "c"], 4);
+        let a: Vec<u64> = (0..3000).map(|k| k % 7).collect();
+        let b: Vec<u64> = (0..3000).map(|k| (k / 7) % 5).collect();
+        let c: Vec<u64> = (0..3000).map(|k| (k / 35) % 3).collect();
+        let y: Vec<f32> = (0..3000).map(|k| ((a[k] + c[k]) % 2) as f32).collect();
+        let cols: [&[u64]; 3] = [&a, &b, &c];
+        let batch = FieldBatch {
+            columns: &cols,
+            labels: &y,
+            weights: None,
+            timestamps: None,
+        };
+        let obs = Observed {
+            field: 1,
+            against: Some(0),
+        };
+        let mut last = f64::INFINITY;
+        for _ in 0..20 {
+            last = m
+                .train(&batch, 1, true, &NoObserver, obs)
+                .unwrap()
+                .mean_loss;
+        }
+        assert!(last < 0.3, "loss {last}");
+    }
+}
