@@ -76,10 +76,10 @@ impl FieldConfig {
     pub fn validate(&self) -> Result<()> {
         if self.fields.len() < 2 {
             return Err(invalid(format!(
-                "a factorisation machine needs at least 2 fields, got {} ({:?}); \
+                "a factorisation machine needs at least 2 fields, got {} ({}); \
                  pass fields=['user', 'item', ...]",
                 self.fields.len(),
-                self.fields
+                field_list(&self.fields)
             )));
         }
         for (k, f) in self.fields.iter().enumerate() {
@@ -88,7 +88,7 @@ impl FieldConfig {
             }
             if let Some(j) = self.fields[..k].iter().position(|g| g == f) {
                 return Err(invalid(format!(
-                    "field {f:?} appears twice (fields[{j}] and fields[{k}]); \
+                    "field '{f}' appears twice (fields[{j}] and fields[{k}]); \
                      field names must be distinct"
                 )));
             }
@@ -105,11 +105,17 @@ impl FieldConfig {
     pub fn field_index(&self, name: &str) -> Result<usize> {
         self.fields.iter().position(|f| f == name).ok_or_else(|| {
             invalid(format!(
-                "unknown field {name:?}; this model's fields are {:?}",
-                self.fields
+                "unknown field '{name}'; this model's fields are {}",
+                field_list(&self.fields)
             ))
         })
     }
+}
+
+/// `['user', 'item']`: field names the way Python prints them, for messages.
+pub fn field_list(fields: &[String]) -> String {
+    let quoted: Vec<String> = fields.iter().map(|f| format!("'{f}'")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// Position, within a row of field `own`, of the block used against field
@@ -230,7 +236,7 @@ impl FieldModel {
                 Err(invalid(format!("field index {j} out of range")))
             }
             (Interaction::FieldAware, Some(j)) if j == o.field => Err(invalid(format!(
-                "field {:?} keeps no block against itself; pass against= one of the other \
+                "field '{}' keeps no block against itself; pass against= one of the other \
                  fields, or None for all blocks",
                 self.cfg.fields[j]
             ))),
@@ -257,17 +263,17 @@ impl FieldModel {
         let names = &self.cfg.fields;
         if b.columns.len() != names.len() {
             return Err(invalid(format!(
-                "got {} id columns but the model has {} fields {:?}; pass one column per field",
+                "got {} id columns but the model has {} fields {}; pass one column per field",
                 b.columns.len(),
                 names.len(),
-                names
+                field_list(names)
             )));
         }
         let n = b.columns[0].len();
         let check_len = |name: &str, len: usize| {
             if len != n {
                 Err(invalid(format!(
-                    "columns[{:?}] has {n} elements but {name} has {len}; \
+                    "columns['{}'] has {n} elements but {name} has {len}; \
                      every column and labels/weights/timestamps need one entry per event",
                     names[0]
                 )))
@@ -276,7 +282,7 @@ impl FieldModel {
             }
         };
         for (f, c) in names.iter().zip(b.columns).skip(1) {
-            check_len(&format!("columns[{f:?}]"), c.len())?;
+            check_len(&format!("columns['{f}']"), c.len())?;
         }
         check_len("labels", b.labels.len())?;
         if let Some(w) = b.weights {
@@ -326,7 +332,7 @@ impl FieldModel {
             missing.dedup();
             if missing.len() > t.remaining() {
                 return Err(invalid(format!(
-                    "field {name:?} needs {} new rows but its table has room for {} more \
+                    "field '{name}' needs {} new rows but its table has room for {} more \
                      (capacity {}); create the model with a larger capacity=",
                     missing.len(),
                     t.remaining(),
@@ -354,12 +360,14 @@ impl FieldModel {
         }
         let span = self.observed_span(observed)?;
         self.check_capacity(batch)?;
+        // Pin every table for the call (evicted rows are not reused under us)
+        // and tag the rows it changes with a new version.
+        let _pins: Vec<_> = self.tables.iter().map(|t| t.begin_write()).collect();
         let base = self.events_seen.load(Relaxed) as i64;
         let time_of = |e: usize| match batch.timestamps {
             Some(t) => t[e],
             None => base + e as i64,
         };
-        let t0 = std::time::Instant::now();
         let mut rows = Vec::with_capacity(self.n_fields());
         let mut new_features = Vec::with_capacity(self.n_fields());
         for (t, col) in self.tables.iter().zip(batch.columns) {
@@ -374,7 +382,6 @@ impl FieldModel {
                 ..Default::default()
             });
         }
-        eprintln!("TIMING resolve {:?}", t0.elapsed());
         let (gb0, ga0) = (f32_load(&self.global_bias), f32_load(&self.global_acc));
         let results: Vec<(f64, f64, f32, f32)> = std::thread::scope(|s| {
             let handles: Vec<_> = chunks(n, threads)
@@ -402,7 +409,6 @@ impl FieldModel {
                 .map(|h| h.join().expect("training worker panicked"))
                 .collect()
         });
-        eprintln!("TIMING total {:?}", t0.elapsed());
         let (mut loss_sum, mut w_sum) = (0.0, 0.0);
         let (mut db, mut da) = (0.0f32, 0.0f32);
         for (l, w, gb, ga) in results {
@@ -422,11 +428,10 @@ impl FieldModel {
         })
     }
 
-    /// Interaction part of the score of rows loaded side by side in `x`
-    /// (`n_fields × row_dim`), and its gradient with respect to each row
-    /// written to `partial` (same layout).
+    /// Interaction part of the score of the rows loaded side by side in `x`
+    /// (`n_fields × row_dim`). FM leaves Σ v_i in `sum` for `gradients`.
     #[inline(always)]
-    fn interactions(&self, x: &[f32], partial: &mut [f32]) -> f32 {
+    fn interactions(&self, x: &[f32], sum: &mut [f32]) -> f32 {
         let nf = self.n_fields();
         let d = self.cfg.dim();
         let w = self.cfg.row_dim();
@@ -437,17 +442,13 @@ impl FieldModel {
                     for j in (i + 1)..nf {
                         let a = i * w + block_index(i, j) * d;
                         let b = j * w + block_index(j, i) * d;
-                        let (va, vb) = (&x[a..a + d], &x[b..b + d]);
-                        s += dot(va, vb);
-                        partial[a..a + d].copy_from_slice(vb);
-                        partial[b..b + d].copy_from_slice(va);
+                        s += dot(&x[a..a + d], &x[b..b + d]);
                     }
                 }
                 s
             }
             Interaction::Plain => {
-                // Σ_{i<j} ⟨v_i, v_j⟩ = ½(‖Σ v_i‖² − Σ ‖v_i‖²); ∂/∂v_i = Σ v − v_i.
-                let (sum, rest) = partial.split_at_mut(d);
+                // Σ_{i<j} ⟨v_i, v_j⟩ = ½(‖Σ v_i‖² − Σ ‖v_i‖²): O(n_fields · dim).
                 sum.copy_from_slice(&x[..d]);
                 let mut sq = dot(&x[..d], &x[..d]);
                 for v in x[d..nf * d].chunks_exact(d) {
@@ -456,20 +457,46 @@ impl FieldModel {
                     }
                     sq += dot(v, v);
                 }
-                let s = 0.5 * (dot(sum, sum) - sq);
-                for (p, v) in rest.chunks_exact_mut(d).zip(x[d..].chunks_exact(d)) {
-                    for ((pk, sk), vk) in p.iter_mut().zip(sum.iter()).zip(v) {
-                        *pk = sk - vk;
-                    }
-                }
-                for (sk, vk) in sum.iter_mut().zip(&x[..d]) {
-                    *sk -= vk;
-                }
-                s
+                0.5 * (dot(sum, sum) - sq)
             }
         }
     }
 
+    /// `grad` (same layout as `x`) = g × ∂(interactions)/∂x.
+    #[inline(always)]
+    fn gradients(&self, x: &[f32], sum: &[f32], g: f32, grad: &mut [f32]) {
+        let nf = self.n_fields();
+        let d = self.cfg.dim();
+        let w = self.cfg.row_dim();
+        match self.cfg.interaction {
+            Interaction::FieldAware => {
+                // ∂/∂w_{i, field j} = w_{j, field i}.
+                for i in 0..nf {
+                    for j in (i + 1)..nf {
+                        let a = i * w + block_index(i, j) * d;
+                        let b = j * w + block_index(j, i) * d;
+                        let (ga, gb) = grad.split_at_mut(b);
+                        let (ga, gb) = (&mut ga[a..a + d], &mut gb[..d]);
+                        let (xa, xb) = (&x[a..a + d], &x[b..b + d]);
+                        for k in 0..d {
+                            ga[k] = g * xb[k];
+                            gb[k] = g * xa[k];
+                        }
+                    }
+                }
+            }
+            Interaction::Plain => {
+                // ∂/∂v_i = Σ v − v_i.
+                for (gi, vi) in grad[..nf * d].chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                    for ((gk, sk), vk) in gi.iter_mut().zip(sum).zip(vi) {
+                        *gk = g * (sk - vk);
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn train_range<O: UpdateObserver>(
         &self,
@@ -492,6 +519,7 @@ impl FieldModel {
         let state_width = tables[0].state_width();
         let mut x = vec![0.0f32; nf * w];
         let mut grad = vec![0.0f32; nf * w];
+        let mut sum = vec![0.0f32; self.cfg.dim()];
         let mut before = vec![0.0f32; obs_len];
         let mut scratch = vec![0.0f32; state_width];
         let opt = *tables[0].optimizer();
@@ -508,7 +536,7 @@ impl FieldModel {
             for ((t, r), xf) in tables.iter().zip(rows).zip(x.chunks_exact_mut(w)) {
                 t.load_row(r[e], xf);
             }
-            let mut score = self.interactions(&x, &mut grad);
+            let mut score = self.interactions(&x, &mut sum);
             if bias {
                 let mut linear = gb;
                 for (t, r) in tables.iter().zip(rows) {
@@ -521,9 +549,7 @@ impl FieldModel {
             loss_sum += f64::from(wt * loss);
             w_sum += f64::from(wt);
             let g = g * wt;
-            for p in grad.iter_mut() {
-                *p *= g;
-            }
+            self.gradients(&x, &sum, g, &mut grad);
             let t_e = time_of(e);
             for (f, ((t, r), (xf, gf))) in tables
                 .iter()
@@ -570,16 +596,16 @@ impl FieldModel {
         let nf = self.n_fields();
         if columns.len() != nf {
             return Err(invalid(format!(
-                "got {} id columns but the model has {nf} fields {:?}",
+                "got {} id columns but the model has {nf} fields {}",
                 columns.len(),
-                self.cfg.fields
+                field_list(&self.cfg.fields)
             )));
         }
         let n = out.len();
         for (f, c) in self.cfg.fields.iter().zip(columns) {
             if c.len() != n {
                 return Err(invalid(format!(
-                    "columns[{f:?}] has {} elements but columns[{:?}] has {n}",
+                    "columns['{f}'] has {} elements but columns['{}'] has {n}",
                     c.len(),
                     self.cfg.fields[0]
                 )));
@@ -588,7 +614,7 @@ impl FieldModel {
         let w = self.cfg.row_dim();
         let guards: Vec<_> = self.tables.iter().map(|t| t.guard()).collect();
         let mut x = vec![0.0f32; nf * w];
-        let mut partial = vec![0.0f32; nf * w];
+        let mut sum = vec![0.0f32; self.cfg.dim()];
         let gb = if self.cfg.bias {
             self.global_bias()
         } else {
@@ -608,7 +634,7 @@ impl FieldModel {
                     None => xf.fill(0.0),
                 }
             }
-            *o = self.interactions(&x, &mut partial) + linear;
+            *o = self.interactions(&x, &mut sum) + linear;
         }
         Ok(())
     }
@@ -660,13 +686,14 @@ mod tests {
     fn fm_identity_matches_pairwise_sum() {
         let m = model(Interaction::Plain, &["a", "b", "c"], 3);
         let x: Vec<f32> = (0..9).map(|k| (k as f32 * 0.37).sin()).collect();
-        let mut p = vec![0.0; 9];
-        let s = m.interactions(&x, &mut p);
+        let (mut sum, mut grad) = (vec![0.0; 3], vec![0.0; 9]);
+        let s = m.interactions(&x, &mut sum);
         let v = |i: usize| &x[i * 3..i * 3 + 3];
         let pair = dot(v(0), v(1)) + dot(v(0), v(2)) + dot(v(1), v(2));
         assert!((s - pair).abs() < 1e-5);
-        for k in 0..3 {
-            assert!((p[k] - (v(1)[k] + v(2)[k])).abs() < 1e-6);
+        m.gradients(&x, &sum, 2.0, &mut grad);
+        for (k, g) in grad[..3].iter().enumerate() {
+            assert!((g - 2.0 * (v(1)[k] + v(2)[k])).abs() < 1e-5);
         }
     }
 

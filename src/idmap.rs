@@ -157,12 +157,20 @@ impl IdMap {
         self.live.store(other.live.load(Relaxed), Relaxed);
     }
 
-    fn grow(&self, needed: usize) {
+    fn grow(&self) {
         let mut w = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if needed * 10 <= w.slots.len() * 7 {
+        if (self.used.load(Relaxed) + 1) * 10 <= w.slots.len() * 7 {
             return; // another thread grew it meanwhile
         }
-        let mut next = Slots::with_len(w.slots.len() * 2);
+        // Tombstones are dropped by the rebuild: size for the live keys only
+        // (rebuild in place when at most 40% of the slots hold live keys).
+        let needed = self.live.load(Relaxed) + 1;
+        let base = if needed * 10 <= w.slots.len() * 4 {
+            w.slots.len()
+        } else {
+            w.slots.len() * 2
+        };
+        let mut next = Slots::with_len(base);
         while needed * 10 > next.slots.len() * 7 {
             next = Slots::with_len(next.slots.len() * 2);
         }
@@ -244,8 +252,34 @@ impl MapGuard<'_> {
             }
             // Too full: give up our read guard, grow, take it back.
             self.slots.borrow_mut().take();
-            self.map.grow(needed);
+            self.map.grow();
             *self.slots.borrow_mut() = Some(self.map.read_lock());
+        }
+    }
+
+    /// Remove `id` if it maps to `row`; true when removed. The slot becomes a
+    /// tombstone (skipped by lookups, dropped at the next growth).
+    pub fn remove(&self, id: u64, row: u32) -> bool {
+        let b = self.slots.borrow();
+        let s = b.as_ref().expect("guard held");
+        let mut i = s.start(id);
+        loop {
+            let slot = &s.slots[i];
+            let st = slot.row.load(Acquire);
+            if st == EMPTY {
+                return false;
+            }
+            if st == row && slot.key.load(Relaxed) == id {
+                let done = slot
+                    .row
+                    .compare_exchange(row, DEAD, AcqRel, Relaxed)
+                    .is_ok();
+                if done {
+                    self.map.live.fetch_sub(1, Relaxed);
+                }
+                return done;
+            }
+            i = (i + 1) & s.mask;
         }
     }
 
@@ -310,6 +344,27 @@ mod tests {
         }
         assert_eq!(g.get(12345), None);
         assert_eq!(m.len(), 10_000);
+        // Remove half, then churn: tombstones are reclaimed, lookups stay right.
+        for id in 0..5_000u64 {
+            let k = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert!(g.remove(k, id as u32));
+            assert!(!g.remove(k, id as u32));
+            assert_eq!(g.get(k), None);
+        }
+        for id in 20_000..60_000u64 {
+            g.insert::<()>(id, || Ok(id as u32));
+            g.remove(id, id as u32);
+        }
+        assert_eq!(m.len(), 5_000);
+        for id in 5_000..10_000u64 {
+            let k = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert_eq!(g.get(k), Some(id as u32));
+        }
+        assert!(
+            m.bytes() <= 16 * 32_768,
+            "tombstones were not reclaimed: {}",
+            m.bytes()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod error;
 pub mod ffm;
 pub mod idmap;
 pub mod kernels;
+pub mod lifecycle;
 pub mod mf;
 pub mod monitor;
 pub mod optim;

@@ -146,9 +146,12 @@ pub struct TrainStats {
     pub mean_loss: f64,
     pub new_users: usize,
     pub new_items: usize,
+    /// Events skipped because their user or item is not admitted yet.
+    pub unadmitted_events: usize,
 }
 
-const MISSING: u32 = u32::MAX;
+/// Row of an event whose id has no row: not admitted yet (see `lifecycle`).
+pub const MISSING: u32 = u32::MAX;
 const PREFETCH: usize = 8;
 const LOOKAHEAD: usize = 16;
 
@@ -274,7 +277,17 @@ pub fn resolve(
                 s.spawn(move || {
                     let g = table.guard();
                     let mut out = Vec::with_capacity(list.len());
+                    let admission = table.admission();
                     for &e in list {
+                        if let Some((filter, min_count)) = admission {
+                            // Count this sighting; the row is created at the
+                            // sighting that reaches min_count.
+                            if table.lookup(&g, ids[e]).is_none() && filter.add(ids[e]) < min_count
+                            {
+                                out.push((e, MISSING, false));
+                                continue;
+                            }
+                        }
                         let (r, new) = table.get_or_insert(&g, ids[e], time_of(e))?;
                         out.push((e, r, new));
                     }
@@ -312,6 +325,31 @@ impl MatrixFactorization {
             cfg,
             users,
             items,
+            0.0,
+            cfg.table.optimizer.initial_accumulator,
+        ))
+    }
+
+    /// A model whose tables have the given lifecycles (None: keep every row).
+    pub fn with_lifecycles(
+        cfg: MfConfig,
+        users: Option<crate::lifecycle::Lifecycle>,
+        items: Option<crate::lifecycle::Lifecycle>,
+    ) -> Result<Self> {
+        cfg.table.validate()?;
+        let make = |seed: u64, lc: Option<crate::lifecycle::Lifecycle>| {
+            let t = TableConfig { seed, ..cfg.table };
+            match lc {
+                Some(lc) => EmbeddingTable::with_lifecycle(t, lc),
+                None => EmbeddingTable::new(t),
+            }
+        };
+        let u = make(cfg.table.seed, users)?;
+        let i = make(crate::rng::mix64(cfg.table.seed ^ 0x6974_656d), items)?;
+        Ok(Self::from_tables(
+            cfg,
+            u,
+            i,
             0.0,
             cfg.table.optimizer.initial_accumulator,
         ))
@@ -368,6 +406,7 @@ impl MatrixFactorization {
             return Err(invalid("threads must be >= 1"));
         }
         let n = batch.users.len();
+        let _pins = (self.users.begin_write(), self.items.begin_write());
         let base = self.events_seen.load(Relaxed) as i64;
         let time_of = |e: usize| match batch.timestamps {
             Some(t) => t[e],
@@ -375,6 +414,11 @@ impl MatrixFactorization {
         };
         let (urows, new_users) = resolve(&self.users, batch.users, &time_of, threads, true)?;
         let (irows, new_items) = resolve(&self.items, batch.items, &time_of, threads, true)?;
+        for (table, rows) in [(&self.users, &urows), (&self.items, &irows)] {
+            if table.admission().is_some() {
+                table.count_unadmitted(rows.iter().filter(|&&r| r == MISSING).count() as u64);
+            }
+        }
         self.events_seen.fetch_add(n as u64, Relaxed);
         if n == 0 {
             return Ok(TrainStats {
@@ -385,7 +429,7 @@ impl MatrixFactorization {
         }
         let parts = chunks(n, threads);
         let (gb0, ga0) = self.global_state();
-        let results: Vec<(f64, f64, f32, f32)> = std::thread::scope(|s| {
+        let results: Vec<(f64, f64, f32, f32, usize)> = std::thread::scope(|s| {
             let handles: Vec<_> = parts
                 .iter()
                 .map(|p| {
@@ -417,9 +461,11 @@ impl MatrixFactorization {
         let mut loss_sum = 0.0;
         let mut w_sum = 0.0;
         let (mut db, mut da) = (0.0f32, 0.0f32);
-        for (l, w, gb, ga) in results {
+        let mut unadmitted = 0;
+        for (l, w, gb, ga, skipped) in results {
             loss_sum += l;
             w_sum += w;
+            unadmitted += skipped;
             db += gb - gb0;
             da += ga - ga0;
         }
@@ -432,6 +478,7 @@ impl MatrixFactorization {
             mean_loss: if w_sum > 0.0 { loss_sum / w_sum } else { 0.0 },
             new_users,
             new_items,
+            unadmitted_events: unadmitted,
         })
     }
 
@@ -447,7 +494,7 @@ impl MatrixFactorization {
         global: (f32, f32),
         observer: &O,
         shard: &mut O::Shard,
-    ) -> (f64, f64, f32, f32) {
+    ) -> (f64, f64, f32, f32, usize) {
         let (users, items) = (&*self.users, &*self.items);
         let d = users.dim();
         let mut buf = vec![0.0f32; 6 * d];
@@ -460,12 +507,17 @@ impl MatrixFactorization {
         let (mut loss_sum, mut w_sum) = (0.0f64, 0.0f64);
         let opt = users.optimizer();
         let end = range.end;
+        let mut skipped = 0;
         for e in range {
             if e + PREFETCH < end {
                 users.prefetch(urows[e + PREFETCH]);
                 items.prefetch(irows[e + PREFETCH]);
             }
             let (u, i) = (urows[e], irows[e]);
+            if u == MISSING || i == MISSING {
+                skipped += 1;
+                continue;
+            }
             users.load_row(u, uv);
             items.load_row(i, iv);
             let mut score: f32 = uv.iter().zip(iv.iter()).map(|(a, b)| a * b).sum();
@@ -508,7 +560,7 @@ impl MatrixFactorization {
                 },
             );
         }
-        (loss_sum, w_sum, gb, ga)
+        (loss_sum, w_sum, gb, ga, skipped)
     }
 
     /// Scores of (user, item) pairs from the current tables, read-only.
@@ -524,6 +576,7 @@ impl MatrixFactorization {
             )));
         }
         let (ut, it) = (&*self.users, &*self.items);
+        let _pins = (ut.pin(), it.pin());
         let (gu, gi) = (ut.guard(), it.guard());
         let d = ut.dim();
         let mut uv = vec![0.0f32; d];

@@ -9,13 +9,15 @@
 //!   path; the shard is merged into the monitor under its mutex once per
 //!   `train` call (`absorb`) and then kept in a small pool, cleared, for the
 //!   next call, so the sketches' allocations are reused.
-//! * Per update: one pass over before/after computes ‖a−b‖², ‖a‖², ‖b‖² in
-//!   8-lane accumulators. Drift is 1 − cos computed as
-//!   (‖a−b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖), which keeps its precision when the
-//!   change is small (1 − a·b/(‖a‖‖b‖) cancels catastrophically in f32).
-//!   Bucket indices are a few shifts (log2 via leading_zeros plus mantissa
-//!   bits), sketch keys one shift of the f32 bits, computed once per
-//!   statistic and shared by the three groupings.
+//! * Per update, inside the training loop: one pass over before/after
+//!   computes ‖a−b‖², ‖a‖², ‖b‖² in 8-lane accumulators, pushed to a small
+//!   per-shard buffer. Every `PENDING` updates the buffer is flushed: square
+//!   roots, divisions, bucket indices (a few shifts: leading_zeros plus
+//!   mantissa bits) and sketch keys (one shift of the f32 bits) are computed
+//!   there, away from the loop whose dependency chains retire in order.
+//!   Drift is 1 − cos computed as (‖a−b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖), which
+//!   keeps its precision when the change is small (1 − a·b/(‖a‖‖b‖) cancels
+//!   catastrophically in f32).
 //! * Tracking is a hash compare (deterministic: hash(id) < rate), a time
 //!   window compare and, only when explicit ids were given, a set lookup.
 //!   Only tracked items touch the per-shard hash map.
@@ -394,6 +396,18 @@ struct ShardTrack {
     last_milestone: u64,
 }
 
+/// One update, waiting to be turned into statistics and bucketed:
+/// ‖after − before‖², ‖before‖², ‖after‖².
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    squares: [f32; 3],
+    count: u64,
+    age: i64,
+}
+
+/// Updates buffered per shard before they are bucketed.
+const PENDING: usize = 256;
+
 /// A worker thread's private accumulators.
 pub struct Shard {
     /// by_count, by_age.
@@ -409,13 +423,17 @@ pub struct Shard {
     records: Vec<Record>,
     record_rows: Vec<f32>,
     room: usize,
+    /// Statistics not yet added to the groups (see `Monitor::flush`).
+    pending: Vec<Pending>,
     dropped: u64,
 }
 
 impl Shard {
     fn new(plan: &Plan) -> Shard {
         Shard {
-            groups: plan.sizes.map(|n| (0..n).map(|_| ShardGroup::new()).collect()),
+            groups: plan
+                .sizes
+                .map(|n| (0..n).map(|_| ShardGroup::new()).collect()),
             hll: vec![0; HLL_SIZE],
             updates: 0,
             skipped: 0,
@@ -426,6 +444,7 @@ impl Shard {
             records: Vec::new(),
             record_rows: Vec::new(),
             room: 0,
+            pending: Vec::with_capacity(PENDING),
             dropped: 0,
         }
     }
@@ -451,7 +470,10 @@ impl Shard {
             .flatten()
             .map(|g| {
                 std::mem::size_of::<ShardGroup>()
-                    + g.sketch.iter().map(CompactSketch::heap_bytes).sum::<usize>()
+                    + g.sketch
+                        .iter()
+                        .map(CompactSketch::heap_bytes)
+                        .sum::<usize>()
             })
             .sum();
         g + self.hll.capacity()
@@ -788,23 +810,15 @@ impl Monitor {
     fn update(&self, sh: &mut Shard, u: &RowUpdate<'_>) {
         let p = &self.plan;
         let (dd, na, nb) = moments(u.before, u.after);
-        let v = statistics(dd, na, nb);
         let h = p.hash(u.id);
         hll_add(&mut sh.hll, h);
-        if (v[0] + v[1] + v[2] + v[3]).is_finite() {
-            sh.updates += 1;
-            let keys = v.map(sketch::key);
-            let buckets = [
-                p.count_bucket(u.interactions),
-                p.age_bucket(u.timestamp, u.first_seen),
-            ];
-            for (groups, b) in sh.groups.iter_mut().zip(buckets) {
-                if let Some(g) = groups.get_mut(b) {
-                    g.add(&v, &keys);
-                }
-            }
-        } else {
-            sh.skipped += 1;
+        sh.pending.push(Pending {
+            squares: [dd, na, nb],
+            count: u.interactions,
+            age: u.timestamp.saturating_sub(u.first_seen),
+        });
+        if sh.pending.len() >= PENDING {
+            self.flush(sh);
         }
         if p.is_tracked(h, u.id, u.first_seen) && nb.is_finite() {
             self.track(
@@ -814,9 +828,36 @@ impl Monitor {
                 u.timestamp,
                 Some(u.before),
                 u.after,
-                v[1],
+                dd.sqrt(),
             );
         }
+    }
+
+    /// Turn the pending updates into statistics and add them to the shard's
+    /// groups. Run in batches, away from the training loop, the square roots
+    /// and divisions leave the loop's dependency chains (which retire in
+    /// order) and the hot sketch lines stay in cache.
+    #[inline(never)]
+    fn flush(&self, sh: &mut Shard) {
+        let p = &self.plan;
+        let [count_groups, age_groups] = &mut sh.groups;
+        for u in &sh.pending {
+            let [dd, na, nb] = u.squares;
+            let v = statistics(dd, na, nb);
+            if !(v[0] + v[1] + v[2] + v[3]).is_finite() {
+                sh.skipped += 1;
+                continue;
+            }
+            sh.updates += 1;
+            let keys = v.map(sketch::key);
+            if let Some(g) = count_groups.get_mut(p.count_bucket(u.count)) {
+                g.add(&v, &keys);
+            }
+            if let Some(g) = age_groups.get_mut(p.age_bucket(u.age, 0)) {
+                g.add(&v, &keys);
+            }
+        }
+        sh.pending.clear();
     }
 
     /// A tracked item's update (or first sight, `before` = None).
@@ -888,6 +929,7 @@ impl Monitor {
     }
 
     fn absorb_into(&self, st: &mut State, mut sh: Box<Shard>) {
+        self.flush(&mut sh);
         for (dst, src) in st.groups.iter_mut().zip(sh.groups.iter_mut()) {
             for (a, b) in dst.iter_mut().zip(src.iter_mut()) {
                 a.drain(b);
@@ -1392,8 +1434,11 @@ impl Monitor {
         w.u64(st.dropped);
         w.0.extend_from_slice(&st.hll);
         for groups in &st.groups {
-            let live: Vec<(usize, &Group)> =
-                groups.iter().enumerate().filter(|(_, g)| g.m.n > 0).collect();
+            let live: Vec<(usize, &Group)> = groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.m.n > 0)
+                .collect();
             w.u64(live.len() as u64);
             for (b, g) in live {
                 w.u64(b as u64);
@@ -1803,5 +1848,61 @@ mod tests {
             let e = hll_estimate(&reg) as f64;
             assert!((e - n as f64).abs() <= 0.03 * n as f64 + 1.0, "{n} {e}");
         }
+    }
+}
+#[cfg(test)]
+mod tmpbench {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn per_update_cost() {
+        let m = Monitor::new(MonitorConfig {
+            sample_rate: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
+        let d = 32;
+        let n_items = 100_000u64;
+        let rows: Vec<f32> = (0..(n_items as usize * d))
+            .map(|k| crate::rng::unit_f32(mix64(k as u64)) - 0.5)
+            .collect();
+        let mut sh = m.new_shard();
+        let events = 5_000_000u64;
+        let ids: Vec<u64> = (0..events)
+            .map(|e| {
+                let u = crate::rng::unit_f32(mix64(e ^ 77)) as f64;
+                ((n_items as f64).powf(u) as u64).min(n_items - 1)
+            })
+            .collect();
+        let mut after = vec![0f32; d];
+        let skip = std::env::var_os("SKIP").is_some();
+        let mut acc = 0f32;
+        let t = std::time::Instant::now();
+        for (e, &id) in ids.iter().enumerate() {
+            let r = &rows[id as usize * d..(id as usize + 1) * d];
+            for k in 0..d {
+                after[k] = r[k] + 0.01 * r[(k + 1) % d];
+            }
+            if skip {
+                acc += after[3];
+                continue;
+            }
+            UpdateObserver::observe(
+                &m,
+                &mut sh,
+                &RowUpdate {
+                    id,
+                    row: 0,
+                    interactions: (e as u64 / (id + 1)) + 1,
+                    first_seen: 0,
+                    timestamp: e as i64 / 1000,
+                    before: r,
+                    after: &after,
+                },
+            );
+        }
+        let el = t.elapsed().as_secs_f64();
+        m.absorb(sh);
+        eprintln!("per update {:.1} ns {acc}", el / events as f64 * 1e9);
     }
 }

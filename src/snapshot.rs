@@ -95,6 +95,10 @@ impl<W: Write> CrcWriter<W> {
 /// Write `table` (and opaque model-level `extra` bytes) to `path` atomically.
 /// Rows updated concurrently with the save are captured as they are when read.
 pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
+    if !table.is_compact() {
+        // Evicted rows are not saved: write a compacted copy of the live rows.
+        return save(&table.copy()?, path, extra);
+    }
     let n = table.len();
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

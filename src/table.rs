@@ -20,11 +20,14 @@
 
 use crate::error::{invalid, Error, Result};
 use crate::idmap::{IdMap, Inserted, MapGuard};
+use crate::lifecycle::{CountMin, Evicted, Lifecycle, Policy};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::region::Region;
 use crate::rng::{hash2, unit_f32};
 pub use crate::rng::{IdHashBuilder, IdHasher};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Mutex;
 
 /// Largest capacity a table can be created with (row indices are u32).
 pub const MAX_CAPACITY: usize = crate::idmap::MAX_ROW as usize;
@@ -38,10 +41,13 @@ pub mod meta {
     pub const UPDATES: usize = 2;
     pub const FIRST_SEEN: usize = 3;
     pub const LAST_UPDATE: usize = 4;
+    /// Packed: bias f32 bits (low half) and its Adagrad accumulator (high half).
     pub const BIAS: usize = 5;
-    pub const BIAS_ACC: usize = 6;
-    pub const ROW_ACC: usize = 7;
+    pub const ROW_ACC: usize = 6;
+    /// Table version of the row's last change; the top bit marks an evicted row.
+    pub const VERSION: usize = 7;
     pub const WORDS: usize = 8;
+    pub const DEAD: u64 = 1 << 63;
 }
 
 /// Everything that defines a table apart from its contents.
@@ -98,6 +104,43 @@ pub struct EmbeddingTable {
     weights: Region<AtomicU32>,
     state: Region<AtomicU32>,
     meta: Region<AtomicU64>,
+    lifecycle: Option<Lifecycle>,
+    admission: Option<CountMin>,
+    free: crossbeam_queue::SegQueue<u32>,
+    dead: AtomicUsize,
+    pins: AtomicUsize,
+    version: AtomicU64,
+    unadmitted: AtomicU64,
+    evict_state: Mutex<EvictState>,
+}
+
+#[derive(Default)]
+struct EvictState {
+    hand: usize,
+    /// Evicted rows waiting until no training call can still hold them.
+    limbo: Vec<u32>,
+    /// (version, id) of recent removals, for `changed_since`.
+    removed: VecDeque<(u64, u64)>,
+    /// Oldest version whose removals are all still in `removed`.
+    log_floor: u64,
+}
+
+/// Held by a training call for its duration: blocks reuse of evicted rows.
+pub struct Pin<'a>(&'a AtomicUsize);
+
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Release);
+    }
+}
+
+/// The changes of a table after a version (see `changed_since`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Delta {
+    pub ids: Vec<u64>,
+    pub rows: Vec<f32>,
+    pub removed: Vec<u64>,
+    pub version: u64,
 }
 
 /// Event times are stored sign-flipped so that unsigned `fetch_max` /
@@ -143,7 +186,85 @@ impl EmbeddingTable {
             weights,
             state,
             meta,
+            lifecycle: None,
+            admission: None,
+            free: crossbeam_queue::SegQueue::new(),
+            dead: AtomicUsize::new(0),
+            pins: AtomicUsize::new(0),
+            version: AtomicU64::new(0),
+            unadmitted: AtomicU64::new(0),
+            evict_state: Mutex::new(EvictState::default()),
         })
+    }
+
+    /// A table with a lifecycle (admission, expiry, eviction); see `lifecycle`.
+    pub fn with_lifecycle(cfg: TableConfig, lc: Lifecycle) -> Result<Self> {
+        lc.validate(cfg.capacity)?;
+        let mut t = Self::new(cfg)?;
+        if lc.min_count > 1 {
+            t.admission = Some(CountMin::new(1 << 20));
+        }
+        t.lifecycle = Some(lc);
+        Ok(t)
+    }
+
+    pub fn lifecycle(&self) -> Option<&Lifecycle> {
+        self.lifecycle.as_ref()
+    }
+
+    /// The admission filter and `min_count`, when `min_count > 1`.
+    pub fn admission(&self) -> Option<(&CountMin, u32)> {
+        let lc = self.lifecycle.as_ref()?;
+        self.admission.as_ref().map(|a| (a, lc.min_count))
+    }
+
+    /// Record events dropped because their id is not admitted yet.
+    pub fn count_unadmitted(&self, n: u64) {
+        self.unadmitted.fetch_add(n, Relaxed);
+    }
+
+    pub fn unadmitted_events(&self) -> u64 {
+        self.unadmitted.load(Relaxed)
+    }
+
+    /// Current table version: bumped by every writing call.
+    pub fn version(&self) -> u64 {
+        self.version.load(Acquire)
+    }
+
+    /// Start a writing call: pins the table (no row reuse while held) and
+    /// bumps its version, so rows this call changes are tagged with it.
+    pub fn begin_write(&self) -> Pin<'_> {
+        self.pins.fetch_add(1, Acquire);
+        self.version.fetch_add(1, AcqRel);
+        Pin(&self.pins)
+    }
+
+    /// Pin the table for a read: evicted rows are not reused while held.
+    pub fn pin(&self) -> Pin<'_> {
+        self.pins.fetch_add(1, Acquire);
+        Pin(&self.pins)
+    }
+
+    /// Rows currently live (not evicted).
+    pub fn live_len(&self) -> usize {
+        self.len() - self.dead.load(Acquire)
+    }
+
+    /// Whether row `r` holds a live id (evicted rows keep their last values
+    /// until reused).
+    #[inline(always)]
+    pub fn is_live(&self, r: u32) -> bool {
+        self.meta(r)[meta::VERSION].load(Relaxed) & meta::DEAD == 0
+    }
+
+    /// Row indices of live rows, in row order.
+    pub fn live_rows(&self) -> Vec<u32> {
+        let n = self.len() as u32;
+        if self.dead.load(Acquire) == 0 {
+            return (0..n).collect();
+        }
+        (0..n).filter(|&r| self.is_live(r)).collect()
     }
 
     pub fn config(&self) -> &TableConfig {
@@ -191,7 +312,9 @@ impl EmbeddingTable {
 
     /// Bytes held by rows in use (weights, optimizer state, metadata).
     pub fn bytes_used(&self) -> usize {
-        self.claimed.load(Relaxed) * self.row_bytes() + self.map.bytes()
+        self.live_len() * self.row_bytes()
+            + self.map.bytes()
+            + self.admission.as_ref().map_or(0, CountMin::bytes)
     }
 
     pub fn row_bytes(&self) -> usize {
@@ -287,9 +410,11 @@ impl EmbeddingTable {
         timestamp: i64,
     ) -> Result<(u32, bool)> {
         let made = guard.insert(id, || {
-            let r = self.claim_row()?;
+            let (r, fresh) = self.claim_row()?;
             self.init_row(r, id, timestamp);
-            self.ready.fetch_add(1, Release);
+            if fresh {
+                self.ready.fetch_add(1, Release);
+            }
             Ok(r)
         });
         match made {
@@ -304,7 +429,12 @@ impl EmbeddingTable {
         }
     }
 
-    fn claim_row(&self) -> Result<u32> {
+    /// A row for a new id: a reusable evicted row, or a fresh one (true).
+    fn claim_row(&self) -> Result<(u32, bool)> {
+        if let Some(r) = self.free.pop() {
+            self.dead.fetch_sub(1, AcqRel);
+            return Ok((r, false));
+        }
         let mut cur = self.claimed.load(Relaxed);
         loop {
             if cur >= self.cfg.capacity {
@@ -316,7 +446,7 @@ impl EmbeddingTable {
                 .claimed
                 .compare_exchange_weak(cur, cur + 1, AcqRel, Relaxed)
             {
-                Ok(_) => return Ok(cur as u32),
+                Ok(_) => return Ok((cur as u32, true)),
                 Err(v) => cur = v,
             }
         }
@@ -343,9 +473,9 @@ impl EmbeddingTable {
         m[meta::UPDATES].store(0, Relaxed);
         m[meta::FIRST_SEEN].store(enc_time(timestamp), Relaxed);
         m[meta::LAST_UPDATE].store(enc_time(timestamp), Relaxed);
-        m[meta::BIAS].store(u64::from(0f32.to_bits()), Relaxed);
-        m[meta::BIAS_ACC].store(u64::from(init_acc.to_bits()), Relaxed);
+        m[meta::BIAS].store(pack_bias(0.0, init_acc), Relaxed);
         m[meta::ROW_ACC].store(u64::from(init_acc.to_bits()), Relaxed);
+        m[meta::VERSION].store(self.version.load(Relaxed), Release);
     }
 
     #[inline(always)]
@@ -364,7 +494,7 @@ impl EmbeddingTable {
 
     #[inline(always)]
     pub fn bias(&self, r: u32) -> f32 {
-        f32::from_bits(self.meta(r)[meta::BIAS].load(Relaxed) as u32)
+        unpack_bias(self.meta(r)[meta::BIAS].load(Relaxed)).0
     }
 
     /// Apply one optimizer step to row `r` whose current value the caller
@@ -393,11 +523,9 @@ impl EmbeddingTable {
     #[inline(always)]
     pub fn apply_bias_step(&self, r: u32, g: f32) {
         let m = self.meta(r);
-        let mut b = f32::from_bits(m[meta::BIAS].load(Relaxed) as u32);
-        let mut acc = f32::from_bits(m[meta::BIAS_ACC].load(Relaxed) as u32);
+        let (mut b, mut acc) = unpack_bias(m[meta::BIAS].load(Relaxed));
         self.cfg.optimizer.step_scalar(&mut b, g, &mut acc);
-        m[meta::BIAS].store(u64::from(b.to_bits()), Relaxed);
-        m[meta::BIAS_ACC].store(u64::from(acc.to_bits()), Relaxed);
+        m[meta::BIAS].store(pack_bias(b, acc), Relaxed);
     }
 
     /// Record that row `r` consumed an event at `timestamp`; returns the
@@ -407,6 +535,9 @@ impl EmbeddingTable {
         let m = self.meta(r);
         m[meta::UPDATES].fetch_add(1, Relaxed);
         m[meta::LAST_UPDATE].fetch_max(enc_time(timestamp), Relaxed);
+        // fetch_max keeps the DEAD bit (above every version) of a row evicted
+        // while this call held it: a stale writer never revives a row.
+        m[meta::VERSION].fetch_max(self.version.load(Relaxed), Relaxed);
         if count_interaction {
             m[meta::INTERACTIONS].fetch_add(1, Relaxed) + 1
         } else {
@@ -414,25 +545,174 @@ impl EmbeddingTable {
         }
     }
 
-    /// Ids of rows 0..len, in row order (matches `weights_view`).
+    /// Ids of live rows, in row order (matches `live_rows`).
     pub fn ids(&self) -> Vec<u64> {
-        let n = self.len();
-        (0..n as u32)
-            .map(|r| self.meta(r)[meta::ID].load(Relaxed))
+        self.meta_column(meta::ID)
+    }
+
+    /// One metadata word of every live row, in row order.
+    pub fn meta_column(&self, word: usize) -> Vec<u64> {
+        self.live_rows()
+            .into_iter()
+            .map(|r| self.meta(r)[word].load(Relaxed))
             .collect()
     }
 
-    pub fn meta_column(&self, word: usize) -> Vec<u64> {
+    /// Weights of live rows, row-major, in row order.
+    pub fn live_weights(&self) -> Vec<f32> {
+        let d = self.cfg.dim;
+        let rows = self.live_rows();
+        let mut out = vec![0.0f32; rows.len() * d];
+        for (o, &r) in out.chunks_exact_mut(d).zip(&rows) {
+            self.load_row(r, o);
+        }
+        out
+    }
+
+    /// Evict at most what one call may: rows past the TTL at `now`, then,
+    /// while above `max_rows`/`max_bytes`, the lowest-ranked inspected rows
+    /// (LRU or LFU) — never below `keep_floor` live rows. Inspects at most
+    /// `budget` rows from a clock hand. Returns the evicted rows' final state.
+    pub fn evict(&self, now: i64, budget: usize) -> Result<Evicted> {
+        let Some(lc) = self.lifecycle else {
+            return Err(invalid(
+                "this table has no lifecycle; create it with ttl=, max_rows= or max_bytes=",
+            ));
+        };
+        let mut st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
+        self.release_limbo(&mut st);
+        let mut out = Evicted::default();
         let n = self.len();
-        (0..n as u32)
-            .map(|r| self.meta(r)[word].load(Relaxed))
-            .collect()
+        if n == 0 || !lc.evicts() {
+            return Ok(out);
+        }
+        // Bytes per live row, counting its share of the id map (<= 16 B / 0.7).
+        let row_bytes = self.row_bytes() + 23;
+        let over = |live: usize| {
+            let by_rows = lc.max_rows.map_or(0, |m| live.saturating_sub(m));
+            let by_bytes = lc.max_bytes.map_or(0, |b| {
+                (live * row_bytes).saturating_sub(b).div_ceil(row_bytes)
+            });
+            by_rows.max(by_bytes)
+        };
+        let mut live = self.live_len();
+        let scan = budget.min(n);
+        let mut candidates: Vec<(u64, u32)> = Vec::new();
+        let version = self.version.load(Acquire);
+        let g = self.guard();
+        let remove = |r: u32, live: &mut usize, out: &mut Evicted, st: &mut EvictState| {
+            let m = self.meta(r);
+            let id = m[meta::ID].load(Relaxed);
+            if !g.remove(id, r) {
+                return;
+            }
+            m[meta::VERSION].fetch_or(meta::DEAD, AcqRel);
+            out.ids.push(id);
+            let start = out.rows.len();
+            out.rows.resize(start + self.cfg.dim, 0.0);
+            self.load_row(r, &mut out.rows[start..]);
+            out.interactions.push(m[meta::INTERACTIONS].load(Relaxed));
+            out.first_seen
+                .push(dec_time(m[meta::FIRST_SEEN].load(Relaxed)));
+            out.last_update
+                .push(dec_time(m[meta::LAST_UPDATE].load(Relaxed)));
+            st.limbo.push(r);
+            st.removed.push_back((version, id));
+            self.dead.fetch_add(1, AcqRel);
+            *live -= 1;
+        };
+        for k in 0..scan {
+            let r = ((st.hand + k) % n) as u32;
+            if !self.is_live(r) {
+                continue;
+            }
+            let m = self.meta(r);
+            let last = dec_time(m[meta::LAST_UPDATE].load(Relaxed));
+            if lc.ttl.is_some_and(|ttl| now.saturating_sub(last) > ttl) && live > lc.keep_floor {
+                remove(r, &mut live, &mut out, &mut st);
+                continue;
+            }
+            if lc.max_rows.is_some() || lc.max_bytes.is_some() {
+                let score = match lc.policy {
+                    Policy::Lru => m[meta::LAST_UPDATE].load(Relaxed),
+                    Policy::Lfu => m[meta::INTERACTIONS].load(Relaxed),
+                };
+                candidates.push((score, r));
+            }
+        }
+        let excess = over(live);
+        if excess > 0 && !candidates.is_empty() {
+            candidates.sort_unstable();
+            for &(_, r) in candidates.iter().take(excess) {
+                if live <= lc.keep_floor {
+                    break;
+                }
+                remove(r, &mut live, &mut out, &mut st);
+            }
+        }
+        drop(g);
+        st.hand = (st.hand + scan) % n;
+        out.scanned = scan;
+        while st.removed.len() > lc.removal_log {
+            if let Some((v, _)) = st.removed.pop_front() {
+                st.log_floor = st.log_floor.max(v);
+            }
+        }
+        self.release_limbo(&mut st);
+        Ok(out)
+    }
+
+    fn release_limbo(&self, st: &mut EvictState) {
+        if !st.limbo.is_empty() && self.pins.load(Acquire) == 0 {
+            for r in st.limbo.drain(..) {
+                self.free.push(r);
+            }
+        }
+    }
+
+    /// Live rows changed after `version` (ids and rows), ids removed after it,
+    /// and the version to pass next time. Fails when the removal log no
+    /// longer reaches back to `version` (do a full sync instead).
+    pub fn changed_since(&self, version: u64) -> Result<Delta> {
+        let current = self.version();
+        let st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
+        if version < st.log_floor {
+            return Err(invalid(format!(
+                "version {version} is older than the removal log (which starts after version {}); \
+                 copy the whole table instead",
+                st.log_floor
+            )));
+        }
+        let removed: Vec<u64> = st
+            .removed
+            .iter()
+            .filter(|(v, _)| *v > version)
+            .map(|&(_, id)| id)
+            .collect();
+        drop(st);
+        let d = self.cfg.dim;
+        let mut delta = Delta {
+            removed,
+            version: current,
+            ..Default::default()
+        };
+        for r in 0..self.len() as u32 {
+            let v = self.meta(r)[meta::VERSION].load(Acquire);
+            if v & meta::DEAD == 0 && v > version {
+                delta.ids.push(self.meta(r)[meta::ID].load(Relaxed));
+                let start = delta.rows.len();
+                delta.rows.resize(start + d, 0.0);
+                self.load_row(r, &mut delta.rows[start..]);
+            }
+        }
+        Ok(delta)
     }
 
     /// Copy rows of `ids` into `out` (len(ids) × dim). Unknown ids take
     /// `default` when given, else fail with `UnknownId` before writing.
     pub fn gather(&self, ids: &[u64], out: &mut [f32], default: Option<&[f32]>) -> Result<()> {
         let d = self.cfg.dim;
+        let _pin = self.pin();
         let g = self.guard();
         let rows: Vec<Option<u32>> = ids.iter().map(|&id| self.lookup(&g, id)).collect();
         if default.is_none() {
@@ -465,6 +745,7 @@ impl EmbeddingTable {
                 values.len()
             )));
         }
+        let _pin = self.begin_write();
         let g = self.guard();
         let missing = ids
             .iter()
@@ -484,21 +765,45 @@ impl EmbeddingTable {
         Ok(created)
     }
 
-    /// An independent deep copy (weights, optimizer state, metadata, map).
+    /// An independent deep copy of the live rows (weights, optimizer state,
+    /// metadata, map) with the same configuration and lifecycle; evicted rows
+    /// are compacted away.
     pub fn copy(&self) -> Result<Self> {
-        let t = EmbeddingTable::new(self.cfg)?;
-        let n = self.len();
+        let t = match self.lifecycle {
+            Some(lc) => EmbeddingTable::with_lifecycle(self.cfg, lc)?,
+            None => EmbeddingTable::new(self.cfg)?,
+        };
+        let (d, w) = (self.cfg.dim, self.state_width);
+        let rows = self.live_rows();
         t.bulk_load(
-            n,
-            |dst| copy_atomics(&self.weights.as_slice()[..n * self.cfg.dim], dst),
-            |dst| copy_atomics(&self.state.as_slice()[..n * self.state_width], dst),
+            rows.len(),
             |dst| {
-                for (d, s) in dst.iter().zip(&self.meta.as_slice()[..n * meta::WORDS]) {
-                    d.store(s.load(Relaxed), Relaxed);
+                for (o, &r) in dst.chunks_exact(d).zip(&rows) {
+                    copy_atomics(self.row(r), o);
+                }
+            },
+            |dst| {
+                if w > 0 {
+                    for (o, &r) in dst.chunks_exact(w).zip(&rows) {
+                        copy_atomics(self.row_state(r), o);
+                    }
+                }
+            },
+            |dst| {
+                for (o, &r) in dst.chunks_exact(meta::WORDS).zip(&rows) {
+                    for (a, b) in o.iter().zip(self.meta(r)) {
+                        a.store(b.load(Relaxed), Relaxed);
+                    }
                 }
             },
         )?;
+        t.version.store(self.version(), Release);
         Ok(t)
+    }
+
+    /// True when every row below `len()` is live (no evicted rows).
+    pub fn is_compact(&self) -> bool {
+        self.dead.load(Acquire) == 0
     }
 
     /// Fill an empty table with `n` rows written by the three closures, then
@@ -550,6 +855,20 @@ impl EmbeddingTable {
     pub fn meta_region(&self) -> &[AtomicU64] {
         self.meta.as_slice()
     }
+}
+
+/// Bias and its Adagrad accumulator share one metadata word.
+#[inline(always)]
+pub fn pack_bias(bias: f32, acc: f32) -> u64 {
+    u64::from(bias.to_bits()) | (u64::from(acc.to_bits()) << 32)
+}
+
+#[inline(always)]
+pub fn unpack_bias(word: u64) -> (f32, f32) {
+    (
+        f32::from_bits(word as u32),
+        f32::from_bits((word >> 32) as u32),
+    )
 }
 
 pub fn copy_atomics(src: &[AtomicU32], dst: &[AtomicU32]) {

@@ -1,6 +1,6 @@
 """Typed stub of the Rust extension module ``embcore._core``."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any
 
@@ -124,6 +124,7 @@ class Monitor:
         milestones: Sequence[int] | None = None,
         count_limit: int = 64,
         per_doubling: int = 8,
+        age_per_doubling: int = 2,
         max_records: int = 1_000_000,
         seed: int = 0,
     ) -> None: ...
@@ -157,3 +158,90 @@ class Monitor:
         now: int | None = None,
         max_ids: int = 100,
     ) -> dict[str, Any]: ...
+
+Columns = Mapping[str, IdArray] | npt.NDArray[np.uint64] | npt.NDArray[np.int64]
+
+class FieldModel:
+    """Methods shared by FieldAwareFM and FactorizationMachine (not constructed directly)."""
+
+    @property
+    def fields(self) -> list[str]: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def row_dim(self) -> int: ...
+    @property
+    def loss(self) -> str: ...
+    @property
+    def bias(self) -> bool: ...
+    @property
+    def global_bias(self) -> float: ...
+    @property
+    def events_seen(self) -> int: ...
+    @property
+    def optimizer(self) -> dict[str, Any]: ...
+    @property
+    def tables(self) -> dict[str, EmbeddingTable]: ...
+    def table(self, field: str) -> EmbeddingTable: ...
+    def train(
+        self,
+        columns: Columns,
+        labels: FloatArray,
+        weights: FloatArray | None = None,
+        timestamps: npt.NDArray[np.int64] | None = None,
+        threads: int = 1,
+        count_interactions: bool = True,
+        monitor: Monitor | None = None,
+        monitor_field: str | None = None,
+        monitor_against: str | None = None,
+    ) -> dict[str, Any]: ...
+    def score(self, columns: Columns) -> npt.NDArray[np.float32]: ...
+    def predict(self, columns: Columns) -> npt.NDArray[np.float32]: ...
+    def embedding_of(
+        self, field: str, against: str | None = None
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]: ...
+
+class FieldAwareFM(FieldModel):
+    def __init__(
+        self,
+        fields: Sequence[str],
+        dim: int = 8,
+        *,
+        optimizer: str = "adagrad",
+        learning_rate: float = 0.05,
+        l2: float = 0.0,
+        max_norm: float | None = None,
+        loss: str = "logistic",
+        bias: bool = True,
+        eps: float = 1e-8,
+        initial_accumulator: float = 0.1,
+        init_scale: float = 0.1,
+        seed: int = 0,
+        capacity: int = ...,
+    ) -> None: ...
+
+class FactorizationMachine(FieldModel):
+    def __init__(
+        self,
+        fields: Sequence[str],
+        dim: int = 32,
+        *,
+        optimizer: str = "adagrad",
+        learning_rate: float = 0.05,
+        l2: float = 0.0,
+        max_norm: float | None = None,
+        loss: str = "logistic",
+        bias: bool = True,
+        eps: float = 1e-8,
+        initial_accumulator: float = 0.1,
+        init_scale: float = 0.1,
+        seed: int = 0,
+        capacity: int = ...,
+    ) -> None: ...
+
+def rowwise_cosine(
+    a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]], threads: int = 2
+) -> npt.NDArray[np.float64]: ...
+def cross_product(
+    a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]], threads: int = 2
+) -> npt.NDArray[np.float64]: ...

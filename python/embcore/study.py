@@ -316,7 +316,8 @@ def _check_config(
         raise StudyConfigError(f"track_rate must be in (0, 1], got {track_rate!r}")
     if model != "mf":
         raise StudyConfigError(
-            f"--model {model}: only 'mf' (matrix factorization) is available in this version"
+            f"--model {model}: the study drives only 'mf' (matrix factorization) so far; "
+            "use --model mf"
         )
     return mode_list, period_seconds
 

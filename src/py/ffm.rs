@@ -4,7 +4,7 @@
 use super::args;
 use super::monitor::PyMonitor;
 use super::table::{optimizer_dict, table_config, PyEmbeddingTable};
-use crate::ffm::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
+use crate::ffm::{field_list, FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
 use crate::mf::{Loss, NoObserver};
 use crate::table::DEFAULT_CAPACITY;
 use numpy::ndarray::Array2;
@@ -41,17 +41,19 @@ impl Columns<'_> {
 }
 
 fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Columns<'py>> {
+    let names = field_list(fields);
     if let Ok(d) = obj.cast::<PyDict>() {
         for key in d.keys() {
             let name = key.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
-                    "columns keys must be field names (str), got {key:?}; the fields are {fields:?}"
+                    "columns keys must be field names (str), got {}; the fields are {names}",
+                    key.repr().map(|r| r.to_string()).unwrap_or_default()
                 ))
             })?;
             let name = name.to_str()?;
             if !fields.iter().any(|f| f == name) {
                 return Err(PyValueError::new_err(format!(
-                    "columns has an unknown field {name:?}; this model's fields are {fields:?} \
+                    "columns has an unknown field '{name}'; this model's fields are {names} \
                      (drop the column or create the model with it)"
                 )));
             }
@@ -60,11 +62,11 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
         for f in fields {
             let Some(col) = d.get_item(f)? else {
                 return Err(PyValueError::new_err(format!(
-                    "columns has no {f:?} column; this model needs one id array per field \
-                     {fields:?} (use a fixed id such as 0 for a missing value)"
+                    "columns has no '{f}' column; this model needs one id array per field \
+                     {names} (use a fixed id such as 0 for a missing value)"
                 )));
             };
-            out.push(args::ids(&col, &format!("columns[{f:?}]"))?);
+            out.push(args::ids(&col, &format!("columns['{f}']"))?);
         }
         return Ok(Columns::Borrowed(out));
     }
@@ -98,7 +100,7 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
     let Some((shape, data)) = matrix else {
         return Err(PyTypeError::new_err(format!(
             "columns must be a dict of field name -> 1-D uint64 id array, or a 2-D uint64 array \
-             of shape (events, {}) with one column per field in the order {fields:?}; got {}",
+             of shape (events, {}) with one column per field in the order {names}; got {}",
             fields.len(),
             obj.get_type().name()?
         )));
@@ -106,7 +108,7 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
     let nf = fields.len();
     if shape[1] != nf {
         return Err(PyValueError::new_err(format!(
-            "columns has shape ({}, {}) but this model has {nf} fields {fields:?}; \
+            "columns has shape ({}, {}) but this model has {nf} fields {names}; \
              pass an array of shape ({}, {nf})",
             shape[0], shape[1], shape[0]
         )));
@@ -306,8 +308,9 @@ impl PyFieldModel {
             (None, true) if fields.iter().any(|f| f == "item") => "item",
             (None, true) => {
                 return Err(PyValueError::new_err(format!(
-                    "monitor= needs monitor_field= (one of {fields:?}): the field whose \
-                     embeddings the monitor watches"
+                    "monitor= needs monitor_field= (one of {}): the field whose \
+                     embeddings the monitor watches",
+                    field_list(fields)
                 )))
             }
             (None, false) => &fields[fields.len() - 1],

@@ -11,6 +11,49 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Arc;
 
+/// A lifecycle given as a dict of EmbeddingTable's lifecycle keywords.
+fn lifecycle_arg(
+    d: Option<&Bound<'_, PyDict>>,
+    name: &str,
+) -> PyResult<Option<crate::lifecycle::Lifecycle>> {
+    let Some(d) = d else { return Ok(None) };
+    const KEYS: [&str; 6] = [
+        "ttl",
+        "max_rows",
+        "max_bytes",
+        "keep_floor",
+        "eviction",
+        "min_count",
+    ];
+    for k in d.keys() {
+        let k: String = k.extract()?;
+        if !KEYS.contains(&k.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "{name} has an unknown key {k:?}; use {}",
+                KEYS.join(", ")
+            )));
+        }
+    }
+    let get_i64 = |k: &str| -> PyResult<Option<i64>> {
+        match d.get_item(k)? {
+            Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
+            _ => Ok(None),
+        }
+    };
+    let eviction: String = match d.get_item("eviction")? {
+        Some(v) => v.extract()?,
+        None => "lru".into(),
+    };
+    super::table::lifecycle_config(
+        get_i64("ttl")?,
+        get_i64("max_rows")?,
+        get_i64("max_bytes")?,
+        get_i64("keep_floor")?.unwrap_or(0),
+        &eviction,
+        get_i64("min_count")?.unwrap_or(1),
+    )
+}
+
 #[pyclass(frozen, name = "MatrixFactorization", module = "embcore")]
 pub struct PyMatrixFactorization {
     pub inner: Arc<MatrixFactorization>,
@@ -21,7 +64,7 @@ impl PyMatrixFactorization {
     #[new]
     #[pyo3(signature = (dim=32, *, optimizer="adagrad", learning_rate=0.05, l2=0.0, max_norm=None,
         loss="logistic", bias=true, eps=1e-8, initial_accumulator=0.1, init_scale=0.1, seed=0,
-        capacity=DEFAULT_CAPACITY as i64))]
+        capacity=DEFAULT_CAPACITY as i64, item_lifecycle=None, user_lifecycle=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         dim: i64,
@@ -36,6 +79,8 @@ impl PyMatrixFactorization {
         init_scale: f32,
         seed: u64,
         capacity: i64,
+        item_lifecycle: Option<&Bound<'_, PyDict>>,
+        user_lifecycle: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let table = table_config(
             dim,
@@ -55,7 +100,11 @@ impl PyMatrixFactorization {
             bias,
         };
         Ok(PyMatrixFactorization {
-            inner: Arc::new(MatrixFactorization::new(cfg)?),
+            inner: Arc::new(MatrixFactorization::with_lifecycles(
+                cfg,
+                lifecycle_arg(user_lifecycle, "user_lifecycle")?,
+                lifecycle_arg(item_lifecycle, "item_lifecycle")?,
+            )?),
         })
     }
 
@@ -167,6 +216,7 @@ impl PyMatrixFactorization {
         d.set_item("mean_loss", stats.mean_loss)?;
         d.set_item("new_users", stats.new_users)?;
         d.set_item("new_items", stats.new_items)?;
+        d.set_item("unadmitted_events", stats.unadmitted_events)?;
         Ok(d)
     }
 

@@ -159,7 +159,7 @@ impl PyMonitor {
 impl PyMonitor {
     #[new]
     #[pyo3(signature = (*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None,
-        count_limit=64, per_doubling=8, max_records=1_000_000, seed=0))]
+        count_limit=64, per_doubling=8, age_per_doubling=2, max_records=1_000_000, seed=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         sample_rate: f64,
@@ -168,6 +168,7 @@ impl PyMonitor {
         milestones: Option<Vec<i64>>,
         count_limit: i64,
         per_doubling: i64,
+        age_per_doubling: i64,
         max_records: i64,
         seed: u64,
     ) -> PyResult<Self> {
@@ -181,6 +182,7 @@ impl PyMonitor {
         let cfg = MonitorConfig {
             count_limit: non_negative(count_limit, "count_limit")?,
             per_doubling: u32::try_from(per_doubling).unwrap_or(0),
+            age_per_doubling: u32::try_from(age_per_doubling).unwrap_or(0),
             sample_rate,
             track_ids: track_ids.unwrap_or_default(),
             track_window,
@@ -204,6 +206,7 @@ impl PyMonitor {
         d.set_item("milestones", c.milestones.clone())?;
         d.set_item("count_limit", c.count_limit)?;
         d.set_item("per_doubling", c.per_doubling)?;
+        d.set_item("age_per_doubling", c.age_per_doubling)?;
         d.set_item("max_records", c.max_records)?;
         d.set_item("seed", c.seed)?;
         Ok(d)

@@ -1,6 +1,7 @@
 //! `embcore.EmbeddingTable`: a thin wrapper over `table::EmbeddingTable`.
 
 use super::args;
+use crate::lifecycle::{Lifecycle, Policy};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::table::{dec_time, meta, EmbeddingTable, TableConfig, DEFAULT_CAPACITY};
 use numpy::ndarray::{Array2, ArrayView2};
@@ -91,11 +92,76 @@ impl PyEmbeddingTable {
     }
 }
 
+/// The lifecycle keyword arguments, validated (None when all are off).
+#[allow(clippy::too_many_arguments)]
+pub fn lifecycle_config(
+    ttl: Option<i64>,
+    max_rows: Option<i64>,
+    max_bytes: Option<i64>,
+    keep_floor: i64,
+    eviction: &str,
+    min_count: i64,
+) -> PyResult<Option<Lifecycle>> {
+    let nonneg = |name: &str, v: i64| -> PyResult<usize> {
+        usize::try_from(v)
+            .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
+    };
+    if !(1..=255).contains(&min_count) {
+        return Err(PyValueError::new_err(format!(
+            "min_count must be between 1 and 255, got {min_count}"
+        )));
+    }
+    let lc = Lifecycle {
+        ttl,
+        max_rows: max_rows.map(|m| nonneg("max_rows", m)).transpose()?,
+        max_bytes: max_bytes.map(|m| nonneg("max_bytes", m)).transpose()?,
+        keep_floor: nonneg("keep_floor", keep_floor)?,
+        policy: Policy::parse(eviction)?,
+        min_count: min_count as u32,
+        ..Default::default()
+    };
+    let off = !lc.evicts() && lc.min_count == 1;
+    if off && lc.keep_floor > 0 {
+        return Err(PyValueError::new_err(
+            "keep_floor only applies with ttl=, max_rows= or max_bytes=",
+        ));
+    }
+    Ok(if off { None } else { Some(lc) })
+}
+
+pub fn new_table(
+    cfg: crate::table::TableConfig,
+    lc: Option<Lifecycle>,
+) -> PyResult<EmbeddingTable> {
+    Ok(match lc {
+        Some(lc) => EmbeddingTable::with_lifecycle(cfg, lc)?,
+        None => EmbeddingTable::new(cfg)?,
+    })
+}
+
+pub fn lifecycle_dict<'py>(
+    py: Python<'py>,
+    t: &EmbeddingTable,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(lc) = t.lifecycle() else {
+        return Ok(None);
+    };
+    let d = PyDict::new(py);
+    d.set_item("ttl", lc.ttl)?;
+    d.set_item("max_rows", lc.max_rows)?;
+    d.set_item("max_bytes", lc.max_bytes)?;
+    d.set_item("keep_floor", lc.keep_floor)?;
+    d.set_item("eviction", lc.policy.name())?;
+    d.set_item("min_count", lc.min_count)?;
+    Ok(Some(d))
+}
+
 #[pymethods]
 impl PyEmbeddingTable {
     #[new]
     #[pyo3(signature = (dim, *, optimizer="adagrad", learning_rate=0.05, l2=0.0, max_norm=None,
-        eps=1e-8, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64))]
+        eps=1e-8, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64,
+        ttl=None, max_rows=None, max_bytes=None, keep_floor=0, eviction="lru", min_count=1))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         dim: i64,
@@ -108,7 +174,14 @@ impl PyEmbeddingTable {
         init_scale: f32,
         seed: u64,
         capacity: i64,
+        ttl: Option<i64>,
+        max_rows: Option<i64>,
+        max_bytes: Option<i64>,
+        keep_floor: i64,
+        eviction: &str,
+        min_count: i64,
     ) -> PyResult<Self> {
+        let lc = lifecycle_config(ttl, max_rows, max_bytes, keep_floor, eviction, min_count)?;
         let cfg = table_config(
             dim,
             optimizer,
@@ -121,7 +194,74 @@ impl PyEmbeddingTable {
             seed,
             capacity,
         )?;
-        Ok(Self::wrap(Arc::new(EmbeddingTable::new(cfg)?)))
+        Ok(Self::wrap(Arc::new(new_table(cfg, lc)?)))
+    }
+
+    /// The lifecycle configuration as a dict, or None when off.
+    #[getter]
+    fn lifecycle<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        lifecycle_dict(py, &self.inner)
+    }
+
+    /// Version of the table: bumped by every training call; see `changed_since`.
+    #[getter]
+    fn version(&self) -> u64 {
+        self.inner.version()
+    }
+
+    /// Events skipped so far because their id had not reached `min_count`.
+    #[getter]
+    fn unadmitted_events(&self) -> u64 {
+        self.inner.unadmitted_events()
+    }
+
+    /// Evict incrementally (inspects at most `budget` rows): rows not updated
+    /// for more than `ttl` at event time `now`, then, above `max_rows` /
+    /// `max_bytes`, the least recently (LRU) or least frequently (LFU) used
+    /// inspected rows — never below `keep_floor` live rows. Returns the
+    /// evicted rows' final state: {ids, rows, interactions, first_seen,
+    /// last_update, ages, scanned}.
+    #[pyo3(signature = (now, budget=100_000))]
+    fn evict<'py>(&self, py: Python<'py>, now: i64, budget: i64) -> PyResult<Bound<'py, PyDict>> {
+        if budget < 1 {
+            return Err(PyValueError::new_err(format!(
+                "budget must be >= 1, got {budget}"
+            )));
+        }
+        let t = &self.inner;
+        let ev = py.detach(|| t.evict(now, budget as usize))?;
+        let d = PyDict::new(py);
+        let n = ev.ids.len();
+        let ages: Vec<i64> = ev
+            .first_seen
+            .iter()
+            .map(|f| now.saturating_sub(*f))
+            .collect();
+        d.set_item("ids", ev.ids.into_pyarray(py))?;
+        let rows = Array2::from_shape_vec((n, t.dim()), ev.rows).expect("n x dim");
+        d.set_item("rows", rows.into_pyarray(py))?;
+        d.set_item("interactions", ev.interactions.into_pyarray(py))?;
+        d.set_item("first_seen", ev.first_seen.into_pyarray(py))?;
+        d.set_item("last_update", ev.last_update.into_pyarray(py))?;
+        d.set_item("ages", ages.into_pyarray(py))?;
+        d.set_item("scanned", ev.scanned)?;
+        Ok(d)
+    }
+
+    /// Rows changed after `version` and ids removed after it, for syncing a
+    /// serving copy: {ids, rows, removed, version}; pass the returned version
+    /// next time. Raises when evictions since then outgrew the removal log.
+    fn changed_since<'py>(&self, py: Python<'py>, version: u64) -> PyResult<Bound<'py, PyDict>> {
+        let t = &self.inner;
+        let delta = py.detach(|| t.changed_since(version))?;
+        let d = PyDict::new(py);
+        let n = delta.ids.len();
+        d.set_item("ids", delta.ids.into_pyarray(py))?;
+        let rows = Array2::from_shape_vec((n, t.dim()), delta.rows).expect("n x dim");
+        d.set_item("rows", rows.into_pyarray(py))?;
+        d.set_item("removed", delta.removed.into_pyarray(py))?;
+        d.set_item("version", delta.version)?;
+        Ok(d)
     }
 
     /// Width of each row.
@@ -158,8 +298,9 @@ impl PyEmbeddingTable {
         self.inner.bytes_used()
     }
 
+    /// Live rows.
     fn __len__(&self) -> usize {
-        self.inner.len()
+        self.inner.live_len()
     }
 
     fn __contains__(&self, id: u64) -> bool {
@@ -169,7 +310,7 @@ impl PyEmbeddingTable {
     fn __repr__(&self) -> String {
         format!(
             "EmbeddingTable(rows={}, dim={}, optimizer='{}')",
-            self.inner.len(),
+            self.inner.live_len(),
             self.inner.dim(),
             self.inner.optimizer().kind.name()
         )
@@ -180,10 +321,22 @@ impl PyEmbeddingTable {
         self.inner.ids().into_pyarray(py)
     }
 
-    /// Zero-copy, read-only view of the weights, one row per id in `ids()`
-    /// order. The view stays valid (rows never move) and shows later updates.
+    /// Read-only weights, one row per id in `ids()` order. Zero-copy for
+    /// tables without a lifecycle: the view stays valid (rows never move) and
+    /// shows later updates. Tables with a lifecycle return a copy of the live
+    /// rows, so an evicted-then-reused row can never change under a view.
     fn weights<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let t = &slf.get().inner;
+        if t.lifecycle().is_some() {
+            let py = slf.py();
+            let v = t.live_weights();
+            let n = v.len() / t.dim();
+            let arr = Array2::from_shape_vec((n, t.dim()), v)
+                .expect("n x dim")
+                .into_pyarray(py);
+            arr.call_method1("setflags", (false,))?;
+            return Ok(arr);
+        }
         let n = t.len();
         // SAFETY: rows 0..n are initialised f32 bit patterns in a mapping that
         // lives as long as the table, which the array's base object (`slf`,
@@ -228,7 +381,7 @@ impl PyEmbeddingTable {
         let bias: Vec<f32> = t
             .meta_column(meta::BIAS)
             .into_iter()
-            .map(|b| f32::from_bits(b as u32))
+            .map(|b| crate::table::unpack_bias(b).0)
             .collect();
         d.set_item("bias", bias.into_pyarray(py))?;
         Ok(d)
@@ -238,7 +391,8 @@ impl PyEmbeddingTable {
     /// for row-wise Adagrad, (rows, 0) for SGD.
     fn optimizer_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let t = &self.inner;
-        let n = t.len();
+        let rows = t.live_rows();
+        let n = rows.len();
         let arr = match t.optimizer().kind {
             OptimizerKind::RowWiseAdagrad => Array2::from_shape_vec(
                 (n, 1),
@@ -249,9 +403,9 @@ impl PyEmbeddingTable {
             ),
             _ => {
                 let w = t.state_width();
-                let v = t.state_region()[..n * w]
+                let v = rows
                     .iter()
-                    .map(crate::table::f32_load)
+                    .flat_map(|&r| t.row_state(r).iter().map(crate::table::f32_load))
                     .collect();
                 Array2::from_shape_vec((n, w), v)
             }
@@ -334,8 +488,10 @@ impl PyEmbeddingTable {
         let ids = args::ids(ids, "ids")?;
         let s = ids.as_slice();
         let t = &self.inner;
-        let (_, created) =
-            py.detach(|| crate::mf::resolve(t, s, &|_| timestamp, threads as usize, true))?;
+        let (_, created) = py.detach(|| {
+            let _pin = t.begin_write();
+            crate::mf::resolve(t, s, &|_| timestamp, threads as usize, true)
+        })?;
         Ok(created)
     }
 

@@ -1,0 +1,252 @@
+"""Table lifecycle: admission, TTL expiry, LRU/LFU eviction, keep-floor, reuse, deltas."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from embcore import EmbeddingTable, MatrixFactorization
+
+
+def u64(xs) -> np.ndarray:  # noqa: ANN001
+    return np.asarray(xs, dtype=np.uint64)
+
+
+def f32(xs) -> np.ndarray:  # noqa: ANN001
+    return np.asarray(xs, dtype=np.float32)
+
+
+def train_at(m: MatrixFactorization, users, items, times) -> dict:  # noqa: ANN001
+    n = len(items)
+    return m.train(u64(users), u64(items), np.zeros(n, np.float32), timestamps=np.asarray(times))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"ttl": 0}, "ttl"),
+        ({"ttl": -5}, "ttl"),
+        ({"max_rows": 5, "keep_floor": 10}, "keep_floor"),
+        ({"max_rows": 0}, "max_rows"),
+        ({"max_rows": -1}, "max_rows"),
+        ({"max_bytes": 0}, "max_bytes"),
+        ({"min_count": 0}, "min_count"),
+        ({"min_count": 300}, "min_count"),
+        ({"ttl": 10, "eviction": "fifo"}, "eviction policy"),
+        ({"keep_floor": 3}, "keep_floor"),
+        ({"ttl": 10, "max_rows": 100, "capacity": 50}, "max_rows"),
+    ],
+)
+def test_bad_lifecycle_configuration(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        EmbeddingTable(4, **kwargs)
+
+
+def test_unknown_lifecycle_key_in_model() -> None:
+    with pytest.raises(ValueError, match="unknown key"):
+        MatrixFactorization(dim=4, item_lifecycle={"tll": 5})
+
+
+def test_evict_without_lifecycle_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no lifecycle"):
+        EmbeddingTable(4).evict(now=0)
+
+
+@given(
+    last=st.lists(st.integers(0, 1000), min_size=1, max_size=60),
+    ttl=st.integers(1, 500),
+    now=st.integers(0, 1500),
+    floor=st.integers(0, 20),
+)
+def test_ttl_never_evicts_recent_rows_and_keeps_the_floor(last, ttl, now, floor) -> None:  # noqa: ANN001
+    m = MatrixFactorization(dim=4, item_lifecycle={"ttl": ttl, "keep_floor": floor})
+    items = np.arange(len(last))
+    train_at(m, np.zeros(len(last)), items, last)
+    before = dict(
+        zip(m.items.ids().tolist(), m.items.metadata()["last_update"].tolist(), strict=True)
+    )
+    out = m.items.evict(now=now, budget=10_000)
+    evicted = set(out["ids"].tolist())
+    for i in evicted:
+        assert now - before[i] > ttl  # never a row updated within the TTL
+    expired = {i for i, t in before.items() if now - t > ttl}
+    assert len(m.items) >= min(floor, len(before))  # the keep-floor holds
+    assert len(m.items) == max(len(before) - len(expired), min(floor, len(before)))
+    assert set(m.items.ids().tolist()) == set(before) - evicted
+    np.testing.assert_array_equal(out["ages"], now - out["first_seen"])
+
+
+def test_evicted_rows_carry_their_final_state() -> None:
+    m = MatrixFactorization(dim=3, item_lifecycle={"ttl": 10})
+    train_at(m, [1, 1, 2], [10, 11, 10], [0, 1, 2])
+    rows = m.items.get(u64([10, 11]))
+    md = m.items.metadata()
+    out = m.items.evict(now=100)
+    order = np.argsort(out["ids"])
+    np.testing.assert_array_equal(out["ids"][order], [10, 11])
+    np.testing.assert_array_equal(out["rows"][order], rows)
+    np.testing.assert_array_equal(out["interactions"][order], md["interactions"])
+    np.testing.assert_array_equal(out["last_update"][order], [2, 1])
+    assert len(m.items) == 0 and 10 not in m.items
+
+
+def test_incremental_eviction_has_bounded_work_per_call() -> None:
+    m = MatrixFactorization(dim=2, item_lifecycle={"ttl": 5})
+    train_at(m, np.zeros(1000), np.arange(1000), np.zeros(1000, np.int64))
+    total = 0
+    for _ in range(10):
+        out = m.items.evict(now=100, budget=100)
+        assert out["scanned"] == 100 and len(out["ids"]) <= 100
+        total += len(out["ids"])
+    assert total == 1000 and len(m.items) == 0
+
+
+@pytest.mark.parametrize("policy", ["lru", "lfu"])
+def test_size_limit_evicts_lowest_ranked(policy: str) -> None:
+    t_cfg = {"max_rows": 50, "eviction": policy}
+    m = MatrixFactorization(dim=2, item_lifecycle=t_cfg)
+    items = np.arange(100)
+    # item k is seen k % 7 + 1 times, last at time k
+    reps = np.repeat(items, items % 7 + 1)
+    times = np.repeat(items, items % 7 + 1)
+    train_at(m, np.zeros(len(reps)), reps, times)
+    md = m.items.metadata()
+    key = md["last_update"] if policy == "lru" else md["interactions"]
+    out = m.items.evict(now=100, budget=10_000)
+    assert len(m.items) == 50
+    kept_min = key[np.isin(md["ids"], m.items.ids())].min()
+    evicted_max = key[np.isin(md["ids"], out["ids"])].max()
+    assert evicted_max <= kept_min
+
+
+def test_max_bytes_bounds_the_table() -> None:
+    t = EmbeddingTable(8, max_bytes=50_000)
+    t.insert(np.arange(1000, dtype=np.uint64))
+    t.evict(now=0, budget=10_000)
+    row_bytes = t.nbytes / max(len(t), 1)
+    assert 0 < len(t) * (8 * 4 + 8 * 4 + 64) <= 50_000
+    assert row_bytes > 0
+
+
+def test_freed_rows_are_reused_and_copies_never_change() -> None:
+    m = MatrixFactorization(dim=4, item_lifecycle={"ttl": 10})
+    train_at(m, np.zeros(100), np.arange(100), np.zeros(100, np.int64))
+    snapshot = m.items.weights()
+    ids_before = m.items.ids()
+    assert not snapshot.flags.writeable
+    bytes_full = m.items.nbytes
+    m.items.evict(now=1000, budget=1000)
+    train_at(m, np.zeros(100), np.arange(1000, 1100), np.full(100, 1000))
+    # the same 100 rows were reused: no growth
+    assert len(m.items) == 100 and m.items.nbytes <= bytes_full
+    assert m.items.copy().nbytes <= bytes_full
+    # the earlier weights() copy is untouched, and matches its ids
+    m2 = MatrixFactorization(dim=4, item_lifecycle={"ttl": 10})
+    train_at(m2, np.zeros(100), np.arange(100), np.zeros(100, np.int64))
+    np.testing.assert_array_equal(snapshot, m2.items.get(ids_before))
+
+
+def test_changed_since_matches_slow_reference() -> None:
+    rng = np.random.default_rng(0)
+    m = MatrixFactorization(dim=3, item_lifecycle={"ttl": 50})
+    train_at(m, rng.integers(0, 5, 300), rng.integers(0, 60, 300), np.arange(300) // 10)
+    v = m.items.version
+    before = m.items.metadata()
+    upd_before = dict(zip(before["ids"].tolist(), before["updates"].tolist(), strict=True))
+    new_items = rng.integers(30, 90, 50)
+    train_at(m, rng.integers(0, 5, 50), new_items, np.full(50, 40))
+    gone = set(m.items.evict(now=85, budget=1000)["ids"].tolist())
+    after = m.items.metadata()
+    expected = {
+        i
+        for i, u in zip(after["ids"].tolist(), after["updates"].tolist(), strict=True)
+        if upd_before.get(i) != u
+    }
+    delta = m.items.changed_since(v)
+    assert set(delta["ids"].tolist()) == expected
+    assert set(delta["removed"].tolist()) == gone
+    np.testing.assert_array_equal(delta["rows"], m.items.get(delta["ids"]))
+    assert delta["version"] == m.items.version
+    again = m.items.changed_since(delta["version"])
+    assert len(again["ids"]) == 0 and len(again["removed"]) == 0
+
+
+def test_admission_counts_are_exact() -> None:
+    m = MatrixFactorization(dim=2, item_lifecycle={"min_count": 3})
+    # item 7 seen 5 times, item 8 twice, item 9 once
+    items = [7, 8, 7, 9, 7, 8, 7, 7]
+    stats = train_at(m, np.zeros(len(items)), items, np.arange(len(items)))
+    assert set(m.items.ids().tolist()) == {7}
+    assert m.items.metadata()["interactions"][0] == 3  # trained from its 3rd sighting on
+    assert m.items.metadata()["first_seen"][0] == 4  # created at the 3rd sighting
+    assert stats["unadmitted_events"] == 2 + 2 + 1
+    assert m.items.unadmitted_events == 5
+    stats = train_at(m, [0], [8], [9])
+    assert 8 in m.items and stats["unadmitted_events"] == 0
+
+
+def test_lifecycle_table_snapshot_holds_live_rows_only(tmp_path) -> None:  # noqa: ANN001
+    m = MatrixFactorization(dim=2, item_lifecycle={"ttl": 5})
+    train_at(m, np.zeros(20), np.arange(20), np.arange(20))
+    m.items.evict(now=20, budget=100)  # rows with last_update < 15 expire
+    train_at(m, np.zeros(5), np.arange(100, 105), np.full(5, 20))  # reuse freed rows
+    m.items.save(tmp_path / "i.emb")
+    t = EmbeddingTable.load(tmp_path / "i.emb")
+    assert sorted(t.ids().tolist()) == sorted(m.items.ids().tolist())
+    np.testing.assert_array_equal(t.get(m.items.ids()), m.items.get(m.items.ids()))
+
+
+def test_eviction_concurrent_with_training() -> None:
+    m = MatrixFactorization(dim=8, item_lifecycle={"ttl": 100, "keep_floor": 10})
+    rng = np.random.default_rng(1)
+    stop = threading.Event()
+
+    def trainer() -> None:
+        for step in range(40):
+            items = rng.integers(step * 500, step * 500 + 2000, 5000)
+            train_at(m, rng.integers(0, 100, 5000), items, np.full(5000, step * 10))
+        stop.set()
+
+    def evictor() -> None:
+        now = 0
+        while not stop.is_set():
+            now += 5
+            m.items.evict(now=now, budget=2000)
+
+    threads = [threading.Thread(target=trainer), threading.Thread(target=evictor)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    ids = m.items.ids()
+    assert np.unique(ids).size == ids.size
+    np.testing.assert_array_equal(m.items.get(ids), m.items.weights())
+    assert np.isfinite(m.items.weights()).all()
+
+
+@pytest.mark.parametrize("days", [2, pytest.param(30, marks=pytest.mark.slow)])
+def test_soak_memory_stays_bounded(days: int) -> None:
+    """Fresh items at a scaled 2M/day (2,000/day here), TTL 1 day, evicted every step."""
+    hour = 3600
+    ttl = 24 * hour
+    m = MatrixFactorization(dim=16, item_lifecycle={"ttl": ttl, "keep_floor": 100})
+    rng = np.random.default_rng(2)
+    per_hour = 2000 // 24
+    peak_rows = 0
+    sizes = []
+    for h in range(days * 24):
+        t = h * hour
+        fresh = np.arange(h * per_hour, (h + 1) * per_hour)
+        live_pool = np.arange(max(0, (h - 12) * per_hour), (h + 1) * per_hour)
+        items = np.concatenate([fresh, rng.choice(live_pool, 4 * per_hour)])
+        train_at(m, rng.integers(0, 500, items.size), items, np.full(items.size, t))
+        m.items.evict(now=t, budget=5000)
+        if h >= 30:  # after warm-up
+            peak_rows = max(peak_rows, len(m.items))
+            sizes.append(m.items.nbytes)
+    # an item is re-touched for up to 12 h after it arrives, then lives one TTL
+    bound_rows = ((ttl + 12 * hour) // hour + 2) * per_hour
+    assert peak_rows <= bound_rows
+    assert max(sizes) <= 1.3 * bound_rows * (m.items.nbytes / len(m.items))

@@ -1,0 +1,371 @@
+"""Tests of embcore.replay: progressive validation, exact AUC / log-loss, outputs, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from embcore import cli
+from embcore import replay as rp
+from embcore.datasets import read_events, synthetic_log
+from embcore.modes import Trainer
+
+FAST = {"dim": 8, "progress": False, "figures": False, "track_rate": 1.0}
+
+
+# --------------------------------------------------------------------------------------------
+# Reference implementations
+
+
+def pairwise_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    pos = scores[labels >= 0.5]
+    neg = scores[labels < 0.5]
+    if pos.size == 0 or neg.size == 0:
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum()
+    equal = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * equal) / (pos.size * neg.size))
+
+
+def reference_logloss(scores: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(1.0 / (1.0 + np.exp(-scores.astype(np.float64))), 1e-7, 1 - 1e-7)
+    y = labels.astype(np.float64)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+scores_with_ties = st.lists(
+    st.one_of(
+        st.sampled_from([-1.0, 0.0, 0.5, 2.0]),
+        st.floats(-5, 5, allow_nan=False, width=32),
+    ),
+    min_size=0,
+    max_size=60,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+@given(scores_with_ties, st.data())
+def test_auc_matches_pairwise_reference(values: list[float], data: st.DataObject) -> None:
+    labels = data.draw(st.lists(st.booleans(), min_size=len(values), max_size=len(values)))
+    s = np.array(values, dtype=np.float32)
+    y = np.array(labels, dtype=np.float32)
+    expected = pairwise_auc(s, y)
+    got = rp.auc(s, y)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected, abs=1e-12)
+
+
+@given(scores_with_ties, st.data())
+def test_grouped_auc_matches_per_group_reference(values: list[float], data: st.DataObject) -> None:
+    n = len(values)
+    labels = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), np.float32)
+    groups = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), np.int64)
+    s = np.array(values, dtype=np.float32)
+    shared = np.argsort(s, kind="stable")
+    for order in (None, shared):
+        got = rp.grouped_auc(s, labels, groups, 4, order=order)
+        for g in range(4):
+            expected = pairwise_auc(s[groups == g], labels[groups == g])
+            if expected is None:
+                assert np.isnan(got[g])
+            else:
+                assert got[g] == pytest.approx(expected, abs=1e-12)
+
+
+def test_auc_all_tied_is_one_half() -> None:
+    assert rp.auc(np.zeros(10), np.arange(10) % 2) == 0.5
+
+
+@given(
+    st.lists(st.floats(-40, 40, allow_nan=False), min_size=1, max_size=50),
+    st.data(),
+)
+def test_logloss_matches_numpy(values: list[float], data: st.DataObject) -> None:
+    n = len(values)
+    labels = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), np.float32)
+    s = np.array(values, dtype=np.float32)
+    assert rp.logloss(s, labels) == pytest.approx(reference_logloss(s, labels), rel=1e-9)
+
+
+def test_logloss_clips_confident_mistakes() -> None:
+    assert rp.logloss(np.array([1e4]), np.array([0.0])) == pytest.approx(-np.log(1e-7), rel=1e-6)
+    assert rp.logloss(np.zeros(0), np.zeros(0)) is None
+
+
+@given(
+    st.lists(st.integers(0, 30), min_size=0, max_size=80),
+    st.sampled_from([None, 7, 10]),
+    st.booleans(),
+    st.integers(1, 9),
+    st.sampled_from([None, 1, 4]),
+)
+def test_segments_partition_the_chunk(
+    gaps: list[int], period: int | None, live: bool, max_events: int, max_seconds: int | None
+) -> None:
+    t = np.cumsum(np.array(gaps, dtype=np.int64))
+    parts = rp.segments(t, period=period, live=live, max_events=max_events, max_seconds=max_seconds)
+    flat = [k for a, b in parts for k in range(a, b)]
+    assert flat == list(range(t.size))
+    for a, b in parts:
+        assert b > a
+        if period is not None:
+            assert t[a] // period == t[b - 1] // period
+        if live:
+            assert b - a <= max_events
+            if max_seconds is not None:
+                assert t[b - 1] - t[a] < max_seconds
+
+
+def test_item_history_counts_across_chunks() -> None:
+    pv = rp.ProgressiveValidation(["realtime"], fresh_interactions=2, fresh_seconds=10)
+    pv.add_events(np.array([5, 6, 5], np.uint64), np.ones(3), np.array([0, 1, 2]))
+    pv.add_events(np.array([5, 7, 6], np.uint64), np.ones(3), np.array([20, 21, 30]))
+    assert np.concatenate(pv._index).tolist() == [1, 1, 2, 3, 1, 2]
+    assert np.concatenate(pv._age).tolist() == [0, 0, 2, 20, 0, 29]
+
+
+# --------------------------------------------------------------------------------------------
+# Progressive validation: never score an event with a model that has seen it
+
+
+def test_progressive_validation_never_scores_a_seen_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    period = 1800
+    log = synthetic_log(tmp_path / "ratings.csv", "movielens", 3000, seed=4)
+    events = read_events(log)
+    trainers: list[Any] = []
+
+    class Recording(Trainer):
+        def __init__(self, mode: str, *args: Any, **kwargs: Any) -> None:
+            super().__init__(mode, *args, **kwargs)
+            self.scored: list[np.ndarray] = []
+            self.consumed: list[np.ndarray] = []
+            self.pending: tuple[np.ndarray, np.ndarray] | None = None
+            trainers.append(self)
+
+        def score(self, users: Any, items: Any) -> Any:
+            n_done = sum(len(c) for c in self.consumed)
+            assert self.pending is None, "two score calls without training in between"
+            assert sum(len(s) for s in self.scored) == n_done == self.events_consumed
+            index = np.arange(n_done, n_done + len(users))
+            assert np.array_equal(events.items[index], items)
+            if self.mode == "realtime":
+                # The live model has trained on exactly the events before this segment.
+                assert self.serving_model.events_seen == n_done
+            if self.mode == "batch":
+                # The snapshot holds exactly the events before the last boundary <= t.
+                t_first = int(events.timestamps[index[0]])
+                boundary = t_first // period * period
+                before = int((events.timestamps[:n_done] < boundary).sum())
+                assert self.serving_model.events_seen == before
+                assert (events.timestamps[index] >= boundary).all()
+            self.pending = (index, np.asarray(items))
+            self.scored.append(index)
+            return super().score(users, items)
+
+        def consume(self, users: Any, items: Any, labels: Any, timestamps: Any, weights=None):
+            assert self.pending is not None, "trained on events that were not scored first"
+            index, scored_items = self.pending
+            assert np.array_equal(np.asarray(items), scored_items)
+            self.pending = None
+            self.consumed.append(index)
+            return super().consume(users, items, labels, timestamps, weights)
+
+    monkeypatch.setattr(rp, "Trainer", Recording)
+    metrics = rp.replay(
+        log,
+        None,
+        modes=["realtime", "batch", "hybrid"],
+        period=period,
+        realtime_events=7,
+        chunk_rows=500,
+        **FAST,
+    )
+    assert [t.mode for t in trainers] == ["realtime", "batch", "hybrid"]
+    for trainer in trainers:
+        assert np.array_equal(np.concatenate(trainer.scored), np.arange(len(events)))
+        assert np.array_equal(np.concatenate(trainer.consumed), np.arange(len(events)))
+        assert max(len(s) for s in trainer.scored) <= (7 if trainer.mode != "batch" else 3000)
+    for mode in ("realtime", "batch", "hybrid"):
+        assert metrics["modes"][mode]["events"] == len(events)
+        assert metrics["modes"][mode]["engagement"]["events"] == len(events)
+
+
+def _write_unique_pairs_log(path: Path, n: int = 4000, seed: int = 0) -> Path:
+    """Every (user, item) pair once, items never repeat, labels are fair coins."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(1, 40, n)
+    items = np.arange(1, n + 1)
+    ratings = np.where(rng.random(n) < 0.5, 5.0, 1.0)
+    times = 1_600_000_000 + np.arange(n) * 5
+    lines = ["userId,movieId,rating,timestamp"]
+    lines += [f"{u},{i},{r},{t}" for u, i, r, t in zip(users, items, ratings, times, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_no_leakage_on_unpredictable_labels(tmp_path: Path) -> None:
+    """Labels are coin flips of never-repeated items: an honest score has AUC ~ 0.5, while
+    scoring after training (leakage) would learn each item's own label."""
+    log = _write_unique_pairs_log(tmp_path / "ratings.csv")
+    options = {"dim": 8, "learning_rate": 0.5}
+    metrics = rp.replay(log, None, modes=["realtime", "batch"], period="1h", **FAST | options)
+    for mode in ("realtime", "batch"):
+        assert abs(metrics["modes"][mode]["engagement"]["auc"] - 0.5) < 0.05
+    # The same model, scoring each event after training on it, does see the label.
+    events = read_events(log)
+    leaky = Trainer("realtime", seed=0, init_scale=0.01, **options)
+    scores = np.empty(len(events), dtype=np.float32)
+    for a in range(0, len(events), 256):
+        s = slice(a, a + 256)
+        leaky.consume(events.users[s], events.items[s], events.labels[s], events.timestamps[s])
+        scores[s] = leaky.score(events.users[s], events.items[s])
+    leaky_auc = rp.auc(scores, events.labels)
+    assert leaky_auc is not None and leaky_auc > 0.6
+
+
+@pytest.mark.parametrize("mode", ["realtime", "batch"])
+def test_replay_equals_per_event_progressive_validation(tmp_path: Path, mode: str) -> None:
+    """Batch segments are exact; real-time with one-event segments is per-event scoring."""
+    log = synthetic_log(tmp_path / "u.data", "movielens-100k", 1500, seed=2)
+    events = read_events(log)
+    metrics = rp.replay(
+        log, None, modes=[mode], period=3600, realtime_events=1, chunk_rows=400, **FAST
+    )
+    reference = Trainer(mode, period=3600, seed=0, dim=8, init_scale=0.01)
+    scores = np.empty(len(events), dtype=np.float32)
+    for k in range(len(events)):
+        s = slice(k, k + 1)
+        reference.advance(int(events.timestamps[k]))
+        scores[s] = reference.score(events.users[s], events.items[s])
+        reference.consume(events.users[s], events.items[s], events.labels[s], events.timestamps[s])
+    engagement = metrics["modes"][mode]["engagement"]
+    assert engagement["auc"] == pytest.approx(rp.auc(scores, events.labels), abs=1e-12)
+    assert engagement["logloss"] == pytest.approx(reference_logloss(scores, events.labels))
+
+
+def test_parallel_and_serial_replays_agree(tmp_path: Path) -> None:
+    log = synthetic_log(tmp_path / "ratings.dat", "movielens-dat", 2000, seed=3)
+    a = rp.replay(log, None, period="2h", parallel=True, **FAST)
+    b = rp.replay(log, None, period="2h", parallel=False, **FAST)
+    for mode in ("realtime", "batch"):
+        assert a["modes"][mode]["engagement"] == b["modes"][mode]["engagement"]
+        assert a["modes"][mode]["norm_quantiles"] == b["modes"][mode]["norm_quantiles"]
+
+
+# --------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_movielens_replay_writes_every_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    log = synthetic_log(tmp_path / "ratings.csv", "movielens", 3000, seed=1)
+    out = tmp_path / "out"
+    code = cli.main(
+        [
+            "replay",
+            str(log),
+            "--out",
+            str(out),
+            "--period",
+            "2h",
+            "--modes",
+            "realtime,batch",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "events replayed" in printed and "realtime" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"config", "log_report", "modes", "comparison", "runtime_seconds", "figures"} <= set(
+        metrics
+    )
+    assert metrics["log_report"]["events_out"] == 3000 and metrics["log_report"]["complete"]
+    assert metrics["config"]["format"] == "movielens"
+    for mode in ("realtime", "batch"):
+        m = metrics["modes"][mode]
+        for key in (
+            "events",
+            "items",
+            "users",
+            "maturity",
+            "learning_peak_interactions",
+            "norm_quantiles",
+            "norm_popularity_spearman",
+            "engagement",
+        ):
+            assert key in m, key
+        assert m["events"] == 3000
+        eng = m["engagement"]
+        for key in ("auc", "logloss", "fresh_auc", "fresh_logloss", "fresh_age_auc", "over_time"):
+            assert key in eng, key
+        assert 0.0 <= eng["auc"] <= 1.0 and eng["logloss"] > 0
+        over = eng["over_time"]
+        assert sum(over["events"]) == 3000
+        assert len(over["start"]) == len(over["auc"]) == len(over["logloss"])
+        assert sum(eng["by_item_interactions"]["events"]) == 3000
+    for name, file in metrics["figures"].items():
+        assert file == f"{name}.png" and (out / file).stat().st_size > 1000
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["missing.csv"], "no such file"),
+        (["LOG", "--format", "tsv"], "--format must be"),
+        (["LOG", "--modes", "realtime,weekly"], "unknown mode(s) 'weekly'"),
+        (["LOG", "--period", "0"], "--period must be a positive duration"),
+        (["LOG", "--period=-6h"], "--period must be a positive duration"),
+        (["LOG", "--format", "kuairand"], "KuaiRand"),
+    ],
+)
+def test_bad_inputs_exit_2_and_leave_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], message: str
+) -> None:
+    log = synthetic_log(tmp_path / "ratings.csv", "movielens", 200, seed=0)
+    out = tmp_path / "results" / "replay"
+    argv = [
+        str(log) if a == "LOG" else str(tmp_path / a) if a == "missing.csv" else a for a in argv
+    ]
+    code = cli.main(["replay", *argv, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("embcore replay: error:")
+    assert message.lower() in err.lower(), err
+    assert not out.exists()
+    assert not list(tmp_path.rglob("*partial*"))
+
+
+def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    log = synthetic_log(tmp_path / "ratings.csv", "movielens", 200, seed=0)
+    out = tmp_path / "taken"
+    out.write_text("keep me")
+    assert cli.main(["replay", str(log), "--out", str(out), "--no-progress"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+
+
+def test_bad_model_option_is_a_config_error(tmp_path: Path) -> None:
+    log = synthetic_log(tmp_path / "ratings.csv", "movielens", 50, seed=0)
+    with pytest.raises(rp.ReplayConfigError, match="model option"):
+        rp.replay(log, None, progress=False, dim=0)
+    with pytest.raises(rp.ReplayConfigError, match="logistic"):
+        rp.replay(log, None, progress=False, loss="squared")
