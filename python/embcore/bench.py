@@ -162,13 +162,59 @@ def bench_monitor(
     model = embcore.MatrixFactorization(dim=DIM, optimizer="adagrad", seed=1)
     model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
     model.items.insert(sparse_ids(np.arange(w.items)), threads=2)
-    monitor = monitor_cls(DIM, track_rate=0.01)
+    monitor = monitor_cls(sample_rate=0.01)
 
     def run() -> float:
         return timed(lambda: model.train(uid, iid, labels, monitor=monitor))
 
     rate = median_rate(run, w.events, w.repeats)
     results.append(Result("train_adagrad_monitor_1t", rate, "events/s", "monitor on, 1% cohort"))
+
+
+def bench_lifecycle(w: Workload, results: list[Result]) -> None:
+    """Training with the item lifecycle on (TTL + size limit, evicting every batch) vs off."""
+    users, items, labels = mf_events(w, w.events, seed=5)
+    uid, iid = sparse_ids(users), sparse_ids(items)
+    day = 86_400
+    times = np.sort(np.random.default_rng(6).integers(0, 30 * day, w.events))
+    batch = 100_000
+    rates = {}
+    for name, lifecycle in [
+        ("lifecycle_off", None),
+        ("train_adagrad_lifecycle_1t", {"ttl": 7 * day, "max_rows": w.items, "keep_floor": 1000}),
+    ]:
+        model = embcore.MatrixFactorization(
+            dim=DIM, optimizer="adagrad", seed=1, item_lifecycle=lifecycle
+        )
+        model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
+        t0 = time.perf_counter()
+        for s in range(0, w.events, batch):
+            sl = slice(s, s + batch)
+            model.train(uid[sl], iid[sl], labels[sl], timestamps=times[sl])
+            if lifecycle is not None:
+                model.items.evict(now=int(times[min(s + batch, w.events) - 1]), budget=batch)
+        rates[name] = w.events / (time.perf_counter() - t0)
+    results.append(
+        Result(
+            "train_adagrad_lifecycle_1t",
+            rates["train_adagrad_lifecycle_1t"],
+            "events/s",
+            f"TTL 7d, max_rows, evict every {batch} events; off: {rates['lifecycle_off']:.3g}/s",
+            {"off": rates["lifecycle_off"]},
+        )
+    )
+    table = embcore.EmbeddingTable(DIM, ttl=1)
+    table.insert(sparse_ids(np.arange(w.inserts)), threads=2)
+    t0 = time.perf_counter()
+    out = table.evict(now=10, budget=w.inserts)
+    results.append(
+        Result(
+            "evict_rows_per_s",
+            len(out["ids"]) / (time.perf_counter() - t0),
+            "rows/s",
+            "TTL expiry, final rows copied out",
+        )
+    )
 
 
 def bench_insert(w: Workload, results: list[Result]) -> None:
@@ -392,6 +438,9 @@ SUITES: dict[str, Callable[..., None]] = {
 
 def ratios(results: list[Result]) -> dict[str, float]:
     v = {r.name: r.value for r in results}
+    for r in results:
+        if "off" in r.extra:
+            v["lifecycle_off"] = r.extra["off"]
     pairs = {
         "train_sgd_1t / limit_probe_1t (target >= 0.5)": ("train_sgd_1t", "limit_probe_1t"),
         "train_adagrad_2t / implicit_bpr_2t (target >= 4)": ("train_adagrad_2t", "implicit_bpr_2t"),
@@ -410,6 +459,10 @@ def ratios(results: list[Result]) -> dict[str, float]:
             "train_adagrad_1t",
         ),
         "drift_cosine / drift_cosine_numpy (target >= 3)": ("drift_cosine", "drift_cosine_numpy"),
+        "train_adagrad_lifecycle_1t / lifecycle off (target >= 0.8)": (
+            "train_adagrad_lifecycle_1t",
+            "lifecycle_off",
+        ),
     }
     return {k: v[a] / v[b] for k, (a, b) in pairs.items() if a in v and b in v and v[b] > 0}
 
@@ -428,6 +481,7 @@ def run_suite(quick: bool = False, only: set[str] | None = None) -> dict[str, An
         steps: list[tuple[str, Callable[[], None]]] = [
             ("training", lambda: bench_training(w, results)),
             ("insert", lambda: bench_insert(w, results)),
+            ("lifecycle", lambda: bench_lifecycle(w, results)),
             ("snapshot", lambda: bench_snapshot(w, results, tmp)),
             ("numpy", lambda: bench_numpy(w, results)),
             ("peers", lambda: bench_peers(w, results)),
