@@ -47,9 +47,9 @@ pub struct Health {
     pub now: i64,
 }
 
-/// Scan `t` once for the health alerts. `now` defaults to the latest
-/// `last_update` in the table; ids are reported in row order, at most
-/// `max_ids` per check.
+/// Scan the live rows of `t` once for the health alerts. `now` defaults to
+/// the latest `last_update` in the table; ids are reported in row order, at
+/// most `max_ids` per check.
 pub fn health(
     t: &EmbeddingTable,
     max_norm: Option<f32>,
@@ -73,26 +73,24 @@ pub fn health(
             )));
         }
     }
-    let n = t.len();
-    let d = t.dim();
-    let metas = &t.meta_region()[..n * meta::WORDS];
+    let _pin = t.pin();
+    let rows = t.live_rows();
     let now = now.unwrap_or_else(|| {
-        metas
-            .chunks_exact(meta::WORDS)
-            .map(|m| dec_time(m[meta::LAST_UPDATE].load(Relaxed)))
+        rows.iter()
+            .map(|&r| dec_time(t.meta(r)[meta::LAST_UPDATE].load(Relaxed)))
             .max()
             .unwrap_or(0)
     });
     let mut h = Health {
-        rows: n,
+        rows: rows.len(),
         over_norm: max_norm.map(|_| HealthCheck::default()),
         stale: ttl.map(|_| HealthCheck::default()),
         now,
         ..Default::default()
     };
     let limit_sq = max_norm.map(|m| f64::from(m) * f64::from(m));
-    let rows = t.weights_region()[..n * d].chunks_exact(d);
-    for (row, m) in rows.zip(metas.chunks_exact(meta::WORDS)) {
+    for r in rows {
+        let (row, m) = (t.row(r), t.meta(r));
         let id = m[meta::ID].load(Relaxed);
         let sq: f64 = row.iter().map(|a| f64::from(f32_load(a)).powi(2)).sum();
         if !sq.is_finite() || row.iter().any(|a| !f32_load(a).is_finite()) {
