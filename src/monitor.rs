@@ -1102,6 +1102,58 @@ impl Monitor {
         Ok(kept)
     }
 
+    /// Record the given rows of tracked items (e.g. the final rows returned by
+    /// `EmbeddingTable::evict`, so maturity sees the embeddings of evicted
+    /// items) at `timestamp`. Returns the records kept.
+    pub fn record_rows(
+        &self,
+        ids: &[u64],
+        rows: &[f32],
+        counts: &[u64],
+        first_seen: &[i64],
+        timestamp: i64,
+    ) -> Result<usize> {
+        let n = ids.len();
+        if counts.len() != n || first_seen.len() != n || (n > 0 && rows.len() % n != 0) {
+            return Err(crate::error::invalid(format!(
+                "ids has {n} elements but counts has {}, first_seen {} and rows {} values",
+                counts.len(),
+                first_seen.len(),
+                rows.len()
+            )));
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let d = rows.len() / n;
+        if let Some(k) = rows.iter().position(|x| !x.is_finite()) {
+            return Err(crate::error::invalid(format!(
+                "rows has a non-finite value in row {}",
+                k / d
+            )));
+        }
+        let mut st = self.lock();
+        st.bind_dim(d)?;
+        let max = self.plan.cfg.max_records;
+        let mut kept = 0;
+        for k in 0..n {
+            if !self
+                .plan
+                .is_tracked(self.plan.hash(ids[k]), ids[k], first_seen[k])
+            {
+                continue;
+            }
+            let rec = Record {
+                id: ids[k],
+                count: counts[k],
+                timestamp,
+                publish: true,
+            };
+            kept += usize::from(st.push_record(max, rec, &rows[k * d..(k + 1) * d]));
+        }
+        Ok(kept)
+    }
+
     /// All records, sorted by (id, count, record order).
     pub fn trajectories(&self) -> Trajectories {
         let st = self.lock();

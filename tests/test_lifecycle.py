@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import embcore
 from embcore import EmbeddingTable, MatrixFactorization
 
 
@@ -250,3 +251,22 @@ def test_soak_memory_stays_bounded(days: int) -> None:
     bound_rows = ((ttl + 12 * hour) // hour + 2) * per_hour
     assert peak_rows <= bound_rows
     assert max(sizes) <= 1.3 * bound_rows * (m.items.nbytes / len(m.items))
+
+
+def test_trainer_expires_items_and_monitor_keeps_their_final_rows() -> None:
+    monitor = embcore.Monitor(sample_rate=1.0)
+    trainer = embcore.Trainer(
+        "realtime", dim=4, monitor=monitor, item_lifecycle={"ttl": 100, "keep_floor": 1}
+    )
+    trainer.consume(u64([1, 1, 1]), u64([10, 11, 12]), f32([1, 0, 1]), np.array([0, 1, 2]))
+    final = trainer.model.items.get(u64([10, 11]))
+    trainer.consume(u64([1]), u64([12]), f32([1]), np.array([500]))
+    assert trainer.stats()["evicted_items"] == 2
+    assert set(trainer.model.items.ids().tolist()) == {12}
+    traj = monitor.trajectories()
+    last = {}
+    for k, i in enumerate(traj["ids"].tolist()):
+        last[i] = traj["rows"][k]
+    np.testing.assert_array_equal(np.stack([last[10], last[11]]), final)
+    with pytest.raises(ValueError, match="non-finite"):
+        monitor.record_rows(u64([1]), f32([[np.nan] * 4]), u64([1]), np.array([0]))

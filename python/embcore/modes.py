@@ -229,6 +229,7 @@ class Trainer:
         self.publishes = 0
         self.events_consumed = 0
         self.updates = 0
+        self.evicted = 0
         self.train_seconds = 0.0
 
     # -- serving -------------------------------------------------------------------------------
@@ -420,6 +421,7 @@ class Trainer:
             "updates": self.updates,
             "publishes": self.publishes,
             "train_seconds": self.train_seconds,
+            "evicted_items": self.evicted,
         }
 
     def __repr__(self) -> str:
@@ -474,6 +476,7 @@ class Trainer:
         self.publishes += 1
         if self.monitor is not None:
             self.monitor.record_publish(self.serving_model.items, int(t))
+        self._expire(t)
 
     def _train(
         self,
@@ -502,6 +505,23 @@ class Trainer:
         )
         self.updates += int(u.size)
         self.train_seconds += time.perf_counter() - began
+        if self.mode != "batch":
+            self._expire(int(t.max()))
+
+    def _expire(self, now: int) -> None:
+        """Evict expired item rows (when the model has an item lifecycle), handing their
+        final rows to the monitor so maturity still sees evicted items."""
+        items = self.model.items
+        if items.lifecycle is None or not (
+            items.lifecycle["ttl"] or items.lifecycle["max_rows"] or items.lifecycle["max_bytes"]
+        ):
+            return
+        out = items.evict(now=now, budget=max(10_000, len(items) // 10))
+        self.evicted += len(out["ids"])
+        if self.monitor is not None and len(out["ids"]) and hasattr(self.monitor, "record_rows"):
+            self.monitor.record_rows(
+                out["ids"], out["rows"], out["interactions"], out["first_seen"], now
+            )
 
 
 def _observes_updates(monitor: Any) -> bool:

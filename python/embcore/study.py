@@ -166,6 +166,24 @@ class TableRecorder:
         }
 
 
+def item_expiry(sim_config: SimConfig) -> dict[str, Any] | None:
+    """The item lifecycle the study uses for a world, or None.
+
+    Items leave the simulator's candidate pool after ``max_item_age_seconds`` and are never
+    served again, so over a long horizon the item table would grow without bound. When the
+    horizon is longer than four pool lifetimes (``--scale large``), rows not updated for two
+    pool lifetimes expire; the monitor records their final rows when they are evicted, so
+    maturity still covers them. Norm and popularity figures then cover the live items.
+
+    >>> item_expiry(SimConfig.for_scale("tiny")) is None
+    True
+    """
+    lifetime = int(sim_config.max_item_age_seconds)
+    if sim_config.horizon_seconds <= 4 * lifetime:
+        return None
+    return {"ttl": 2 * lifetime, "keep_floor": 10_000}
+
+
 def _make_monitor(dim: int, track_rate: float, seed: int) -> tuple[Any, bool]:
     """``(monitor, is_rust)``: ``embcore.Monitor`` when built, else a :class:`TableRecorder`.
 
@@ -791,6 +809,9 @@ def _simulate(
     model_options: dict[str, Any] = {"dim": dim, "init_scale": init_scale}
     if learning_rate is not None:
         model_options["learning_rate"] = float(learning_rate)
+    expiry = item_expiry(sim_config)
+    if expiry is not None:
+        model_options["item_lifecycle"] = expiry
     trainers: dict[str, Trainer] = {}
     monitors: dict[str, Any] = {}
     rust_monitor = False

@@ -286,6 +286,33 @@ impl PyMonitor {
         Ok(py.detach(|| m.record_publish(t, timestamp))?)
     }
 
+    /// Record given rows of tracked items at `timestamp` — typically the
+    /// final rows an eviction returned: ``monitor.record_rows(out["ids"],
+    /// out["rows"], out["interactions"], out["first_seen"], now)``. Returns
+    /// the records kept.
+    #[pyo3(signature = (ids, rows, counts, first_seen, timestamp=0))]
+    fn record_rows(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        rows: &Bound<'_, PyAny>,
+        counts: numpy::PyReadonlyArray1<'_, u64>,
+        first_seen: numpy::PyReadonlyArray1<'_, i64>,
+        timestamp: i64,
+    ) -> PyResult<usize> {
+        let ids = super::args::ids(ids, "ids")?;
+        let s = ids.as_slice();
+        let dim: usize = rows
+            .getattr("shape")?
+            .get_item(1)
+            .and_then(|x| x.extract())
+            .unwrap_or(0);
+        let m = super::args::matrix(rows, "rows", s.len(), dim)?;
+        let (c, f) = (counts.as_slice()?, first_seen.as_slice()?);
+        let (mon, v) = (&self.inner, m.as_slice());
+        Ok(py.detach(|| mon.record_rows(s, v, c, f, timestamp))?)
+    }
+
     /// Recorded rows of tracked items: {"ids": uint64[n], "counts": int64[n],
     /// "timestamps": int64[n], "rows": float32[n, dim]}, sorted by (id, count,
     /// record order).
