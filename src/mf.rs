@@ -520,7 +520,7 @@ impl MatrixFactorization {
             }
             users.load_row(u, uv);
             items.load_row(i, iv);
-            let mut score: f32 = uv.iter().zip(iv.iter()).map(|(a, b)| a * b).sum();
+            let mut score = crate::optim::dot(uv, iv);
             if self.cfg.bias {
                 score += gb + users.bias(u) + items.bias(i);
             }
@@ -592,7 +592,7 @@ impl MatrixFactorization {
             if let (Some(u), Some(i)) = (ur, ir) {
                 ut.load_row(u, &mut uv);
                 it.load_row(i, &mut iv);
-                s += uv.iter().zip(&iv).map(|(a, b)| a * b).sum::<f32>();
+                s += crate::optim::dot(&uv, &iv);
             }
             if self.cfg.bias {
                 s += ur.map_or(0.0, |u| ut.bias(u)) + ir.map_or(0.0, |i| it.bias(i));

@@ -23,7 +23,9 @@ use crate::idmap::{IdMap, Inserted, MapGuard};
 use crate::lifecycle::{CountMin, Evicted, Lifecycle, Policy};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::region::Region;
-use crate::rng::{hash2, unit_f32};
+use crate::rng::{hash2, mix64, unit_f32};
+
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 pub use crate::rng::{IdHashBuilder, IdHasher};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -455,13 +457,30 @@ impl EmbeddingTable {
     /// The deterministic initial value of coordinate `k` of `id`'s row.
     #[inline]
     pub fn initial_value(&self, id: u64, k: usize) -> f32 {
-        let u = unit_f32(hash2(self.cfg.seed ^ id.rotate_left(17), k as u64 ^ id));
-        (2.0 * u - 1.0) * self.cfg.init_scale
+        let h = mix64(hash2(self.cfg.seed, id).wrapping_add((k as u64 / 2).wrapping_mul(GOLDEN)));
+        let bits = if k % 2 == 0 {
+            h >> 40
+        } else {
+            (h >> 16) & 0xff_ffff
+        };
+        (2.0 * unit_f32(bits << 40) - 1.0) * self.cfg.init_scale
     }
 
     fn init_row(&self, r: u32, id: u64, timestamp: i64) {
-        for (k, w) in self.row(r).iter().enumerate() {
-            f32_store(w, self.initial_value(id, k));
+        // One hash per row, then one mix per two coordinates (same values as
+        // `initial_value`).
+        let base = hash2(self.cfg.seed, id);
+        let scale = self.cfg.init_scale;
+        let row = self.row(r);
+        for (pair, w) in row.chunks(2).enumerate() {
+            let h = mix64(base.wrapping_add((pair as u64).wrapping_mul(GOLDEN)));
+            f32_store(&w[0], (2.0 * unit_f32((h >> 40) << 40) - 1.0) * scale);
+            if let Some(w1) = w.get(1) {
+                f32_store(
+                    w1,
+                    (2.0 * unit_f32(((h >> 16) & 0xff_ffff) << 40) - 1.0) * scale,
+                );
+            }
         }
         let init_acc = self.cfg.optimizer.initial_accumulator;
         for s in self.row_state(r) {
@@ -480,16 +499,12 @@ impl EmbeddingTable {
 
     #[inline(always)]
     pub fn load_row(&self, r: u32, out: &mut [f32]) {
-        for (o, a) in out.iter_mut().zip(self.row(r)) {
-            *o = f32_load(a);
-        }
+        load_atomics(self.row(r), out);
     }
 
     #[inline(always)]
     pub fn store_row(&self, r: u32, v: &[f32]) {
-        for (a, x) in self.row(r).iter().zip(v) {
-            f32_store(a, *x);
-        }
+        store_atomics(self.row(r), v);
     }
 
     #[inline(always)]
@@ -505,16 +520,12 @@ impl EmbeddingTable {
         let opt = &self.cfg.optimizer;
         let st = self.row_state(r);
         let acc = &mut scratch[..st.len()];
-        for (a, s) in acc.iter_mut().zip(st) {
-            *a = f32_load(s);
-        }
+        load_atomics(st, acc);
         let m = self.meta(r);
         let mut row_acc = f32::from_bits(m[meta::ROW_ACC].load(Relaxed) as u32);
         opt.step(w, grad, acc, &mut row_acc);
         self.store_row(r, w);
-        for (a, s) in acc.iter().zip(st) {
-            f32_store(s, *a);
-        }
+        store_atomics(st, acc);
         if opt.kind == OptimizerKind::RowWiseAdagrad {
             m[meta::ROW_ACC].store(u64::from(row_acc.to_bits()), Relaxed);
         }
@@ -532,12 +543,30 @@ impl EmbeddingTable {
     /// interaction count after it.
     #[inline(always)]
     pub fn touch(&self, r: u32, timestamp: i64, count_interaction: bool) -> u64 {
+        // Only the counters need atomic read-modify-writes (they stay exact);
+        // locked instructions are full barriers on x86 and stall the
+        // prefetched loads of the next events, so the time and version words
+        // are plain loads and stores where that is safe.
         let m = self.meta(r);
         m[meta::UPDATES].fetch_add(1, Relaxed);
-        m[meta::LAST_UPDATE].fetch_max(enc_time(timestamp), Relaxed);
-        // fetch_max keeps the DEAD bit (above every version) of a row evicted
-        // while this call held it: a stale writer never revives a row.
-        m[meta::VERSION].fetch_max(self.version.load(Relaxed), Relaxed);
+        let t = enc_time(timestamp);
+        if m[meta::LAST_UPDATE].load(Relaxed) < t {
+            // A racing thread with a later time may be overwritten: last_update
+            // can then lag by one event under Hogwild (a documented staleness).
+            m[meta::LAST_UPDATE].store(t, Relaxed);
+        }
+        let v = self.version.load(Relaxed);
+        let cur = m[meta::VERSION].load(Relaxed);
+        if cur < v {
+            if self.lifecycle.is_some() {
+                // fetch_max keeps the DEAD bit (above every version) of a row
+                // evicted while this call held it: a stale writer never
+                // revives a row.
+                m[meta::VERSION].fetch_max(v, Relaxed);
+            } else {
+                m[meta::VERSION].store(v, Relaxed);
+            }
+        }
         if count_interaction {
             m[meta::INTERACTIONS].fetch_add(1, Relaxed) + 1
         } else {
@@ -869,6 +898,27 @@ pub fn unpack_bias(word: u64) -> (f32, f32) {
         f32::from_bits(word as u32),
         f32::from_bits((word >> 32) as u32),
     )
+}
+
+/// Relaxed loads of `src` into `dst` (equal lengths), written so the
+/// compiler sees one bounds check and a plain unrolled loop.
+#[inline(always)]
+pub fn load_atomics(src: &[AtomicU32], dst: &mut [f32]) {
+    let n = dst.len().min(src.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    for k in 0..n {
+        dst[k] = f32::from_bits(src[k].load(Relaxed));
+    }
+}
+
+/// Relaxed stores of `src` into `dst` (equal lengths).
+#[inline(always)]
+pub fn store_atomics(dst: &[AtomicU32], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    let (src, dst) = (&src[..n], &dst[..n]);
+    for k in 0..n {
+        dst[k].store(src[k].to_bits(), Relaxed);
+    }
 }
 
 pub fn copy_atomics(src: &[AtomicU32], dst: &[AtomicU32]) {
