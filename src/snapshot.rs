@@ -17,14 +17,14 @@
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::table::{meta, EmbeddingTable, TableConfig};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 const MAGIC: &[u8; 8] = b"EMBCSNAP";
 pub const VERSION: u32 = 1;
 const HEADER_LEN: u32 = 4 + 4 + 1 + 7 + 8 + 8 + 8 + 6 * 4;
-const CHUNK: usize = 1 << 16;
+const CHUNK: usize = 1 << 18;
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io {
@@ -116,7 +116,7 @@ pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
     let result = (|| -> std::io::Result<u64> {
         let file = std::fs::File::create(&tmp)?;
         let mut w = CrcWriter {
-            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            inner: file,
             crc: crc32fast::Hasher::new(),
         };
         let mut buf = Vec::with_capacity(CHUNK * 8);
@@ -128,7 +128,7 @@ pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
         w.put_u64s(&table.meta_region()[..n * meta::WORDS], &mut buf)?;
         let crc = w.crc.clone().finalize();
         w.inner.write_all(&crc.to_le_bytes())?;
-        let file = w.inner.into_inner().map_err(|e| e.into_error())?;
+        let file = w.inner;
         file.sync_all()?;
         let size = file.metadata()?.len();
         drop(file);
@@ -183,20 +183,61 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Read little-endian words from `file` straight into a region of a table
+/// that `load` has just created and not yet shared, feeding the checksum.
+fn read_into<T>(
+    file: &mut std::fs::File,
+    crc: &mut crc32fast::Hasher,
+    dst: &[T],
+    what: &str,
+    path: &Path,
+) -> Result<()> {
+    let bytes = std::mem::size_of_val(dst);
+    let mut done = 0;
+    while done < bytes {
+        let n = (bytes - done).min(8 << 20);
+        // SAFETY: `dst` (atomics: `UnsafeCell`s of plain integers) belongs to
+        // a table created by `load` and not yet visible to any other thread, so
+        // nothing else accesses it while this byte view lives; on the
+        // little-endian targets embcore supports, the file's bytes are the
+        // words' in-memory bytes; `done + n <= bytes` stays inside `dst`.
+        let chunk =
+            unsafe { std::slice::from_raw_parts_mut((dst.as_ptr() as *mut u8).add(done), n) };
+        file.read_exact(chunk).map_err(|e| {
+            Error::CorruptSnapshot(format!("{}: reading {what}: {e}", path.display()))
+        })?;
+        crc.update(chunk);
+        done += n;
+    }
+    Ok(())
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("embcore snapshots are implemented for little-endian targets only");
+
 /// Read a snapshot written by `save`: (table, extra bytes). `capacity`
-/// overrides the saved capacity when given.
+/// overrides the saved capacity when given. Sizes are checked against the
+/// file length before anything is allocated, sections are read straight into
+/// the new table, and the checksum is verified before the table is returned.
 pub fn load(path: &Path, capacity: Option<usize>) -> Result<(EmbeddingTable, Vec<u8>)> {
-    let data = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let bad = |m: String| Error::CorruptSnapshot(format!("{}: {m}", path.display()));
-    if data.len() < 8 || &data[..8] != MAGIC {
+    let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let prefix = 8 + 8 + HEADER_LEN as usize + 8;
+    let mut head = vec![0u8; prefix.min(file_len as usize)];
+    file.read_exact(&mut head).map_err(|e| io_err(path, e))?;
+    if head.len() < 8 || &head[..8] != MAGIC {
         return Err(bad("not an embcore snapshot (bad magic bytes)".into()));
     }
-    if data.len() < 8 + 8 + HEADER_LEN as usize + 8 + 4 {
-        return Err(bad(format!("file is truncated ({} bytes)", data.len())));
+    if (file_len as usize) < prefix + 4 {
+        return Err(bad(format!("file is truncated ({file_len} bytes)")));
     }
-    let body = &data[..data.len() - 4];
-    let stored = u32::from_le_bytes(data[data.len() - 4..].try_into().expect("4 bytes"));
-    let mut r = Reader { data: body, pos: 8 };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    let mut r = Reader {
+        data: &head,
+        pos: 8,
+    };
     let version = r.u32("version")?;
     if version != VERSION {
         return Err(bad(format!(
@@ -220,29 +261,22 @@ pub fn load(path: &Path, capacity: Option<usize>) -> Result<(EmbeddingTable, Vec
     let kind = OptimizerKind::from_code(kind_code)
         .ok_or_else(|| bad(format!("unknown optimizer code {kind_code}")))?;
     let extra_len = r.u64("extra length")?;
-    // Check sizes and checksum before allocating anything from header values.
+    // Check sizes before allocating anything from header values.
     let rows_us = usize::try_from(rows).map_err(|_| bad(format!("row count {rows} too large")))?;
     let expected = (|| {
         let per_row = dim
             .checked_add(state_width)?
             .checked_mul(4)?
             .checked_add(8 * meta::WORDS)?;
-        r.pos
+        prefix
             .checked_add(usize::try_from(extra_len).ok()?)?
-            .checked_add(rows_us.checked_mul(per_row)?)
+            .checked_add(rows_us.checked_mul(per_row)?)?
+            .checked_add(4)
     })()
     .ok_or_else(|| bad("header sizes overflow".into()))?;
-    if expected != body.len() {
+    if expected as u64 != file_len {
         return Err(bad(format!(
-            "file is truncated or has trailing data: header says {} bytes, file has {}",
-            expected + 4,
-            data.len()
-        )));
-    }
-    let actual = crc32fast::hash(body);
-    if actual != stored {
-        return Err(bad(format!(
-            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+            "file is truncated or has trailing data: header says {expected} bytes, file has {file_len}"
         )));
     }
     let cfg = TableConfig {
@@ -267,24 +301,37 @@ pub fn load(path: &Path, capacity: Option<usize>) -> Result<(EmbeddingTable, Vec
             kind.name()
         )));
     }
-    let extra = r.take(extra_len as usize, "extra")?.to_vec();
-    let w_bytes = r.take(rows_us * dim * 4, "weights")?;
-    let s_bytes = r.take(rows_us * state_width * 4, "optimizer state")?;
-    let m_bytes = r.take(rows_us * meta::WORDS * 8, "metadata")?;
+    let mut extra = vec![0u8; extra_len as usize];
+    file.read_exact(&mut extra).map_err(|e| io_err(path, e))?;
+    crc.update(&extra);
     let table = EmbeddingTable::new(cfg)?;
-    let fill32 = |src: &[u8], dst: &[AtomicU32]| {
-        for (d, s) in dst.iter().zip(src.chunks_exact(4)) {
-            d.store(u32::from_le_bytes(s.try_into().expect("4 bytes")), Relaxed);
-        }
-    };
+    let io = std::cell::RefCell::new((file, crc));
     table.bulk_load(
         rows_us,
-        |dst| fill32(w_bytes, dst),
-        |dst| fill32(s_bytes, dst),
         |dst| {
-            for (d, s) in dst.iter().zip(m_bytes.chunks_exact(8)) {
-                d.store(u64::from_le_bytes(s.try_into().expect("8 bytes")), Relaxed);
+            let (f, c) = &mut *io.borrow_mut();
+            read_into(f, c, dst, "weights", path)
+        },
+        |dst| {
+            let (f, c) = &mut *io.borrow_mut();
+            read_into(f, c, dst, "optimizer state", path)
+        },
+        |dst| {
+            let (f, c) = &mut *io.borrow_mut();
+            read_into(f, c, dst, "metadata", path)
+        },
+        || {
+            let (f, c) = &mut *io.borrow_mut();
+            let mut stored = [0u8; 4];
+            f.read_exact(&mut stored).map_err(|e| io_err(path, e))?;
+            let stored = u32::from_le_bytes(stored);
+            let actual = c.clone().finalize();
+            if actual != stored {
+                return Err(bad(format!(
+                    "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+                )));
             }
+            Ok(())
         },
     )?;
     Ok((table, extra))

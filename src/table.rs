@@ -810,6 +810,7 @@ impl EmbeddingTable {
                 for (o, &r) in dst.chunks_exact(d).zip(&rows) {
                     copy_atomics(self.row(r), o);
                 }
+                Ok(())
             },
             |dst| {
                 if w > 0 {
@@ -817,6 +818,7 @@ impl EmbeddingTable {
                         copy_atomics(self.row_state(r), o);
                     }
                 }
+                Ok(())
             },
             |dst| {
                 for (o, &r) in dst.chunks_exact(meta::WORDS).zip(&rows) {
@@ -824,7 +826,9 @@ impl EmbeddingTable {
                         a.store(b.load(Relaxed), Relaxed);
                     }
                 }
+                Ok(())
             },
+            || Ok(()),
         )?;
         t.version.store(self.version(), Release);
         Ok(t)
@@ -840,9 +844,10 @@ impl EmbeddingTable {
     pub fn bulk_load(
         &self,
         n: usize,
-        weights: impl FnOnce(&[AtomicU32]),
-        state: impl FnOnce(&[AtomicU32]),
-        metas: impl FnOnce(&[AtomicU64]),
+        weights: impl FnOnce(&[AtomicU32]) -> Result<()>,
+        state: impl FnOnce(&[AtomicU32]) -> Result<()>,
+        metas: impl FnOnce(&[AtomicU64]) -> Result<()>,
+        verify: impl FnOnce() -> Result<()>,
     ) -> Result<()> {
         if self.claimed.load(Relaxed) != 0 {
             return Err(invalid("bulk_load needs an empty table"));
@@ -852,18 +857,32 @@ impl EmbeddingTable {
                 capacity: self.cfg.capacity,
             });
         }
-        weights(&self.weights.as_slice()[..n * self.cfg.dim]);
-        state(&self.state.as_slice()[..n * self.state_width]);
-        metas(&self.meta.as_slice()[..n * meta::WORDS]);
+        weights(&self.weights.as_slice()[..n * self.cfg.dim])?;
+        state(&self.state.as_slice()[..n * self.state_width])?;
+        metas(&self.meta.as_slice()[..n * meta::WORDS])?;
+        verify()?;
         let map = IdMap::with_capacity(n);
-        {
-            let g = map.guard();
-            for r in 0..n as u32 {
-                let id = self.meta(r)[meta::ID].load(Relaxed);
-                if !matches!(g.insert::<()>(id, || Ok(r)), Inserted::Created(_)) {
-                    return Err(Error::CorruptSnapshot(format!("id {id} appears twice")));
-                }
+        // Index the rows from two threads (the map takes concurrent inserts).
+        let duplicate = std::sync::atomic::AtomicU64::new(u64::MAX);
+        let dup_seen = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for part in crate::mf::chunks(n, 2) {
+                let (map, duplicate, dup_seen) = (&map, &duplicate, &dup_seen);
+                s.spawn(move || {
+                    let g = map.guard();
+                    for r in part {
+                        let id = self.meta(r as u32)[meta::ID].load(Relaxed);
+                        if !matches!(g.insert::<()>(id, || Ok(r as u32)), Inserted::Created(_)) {
+                            duplicate.store(id, Relaxed);
+                            dup_seen.store(true, Relaxed);
+                        }
+                    }
+                });
             }
+        });
+        if dup_seen.load(Relaxed) {
+            let id = duplicate.load(Relaxed);
+            return Err(Error::CorruptSnapshot(format!("id {id} appears twice")));
         }
         self.map_swap(map);
         self.claimed.store(n, Release);
