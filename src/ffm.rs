@@ -284,34 +284,7 @@ impl FieldModel {
         for (f, c) in names.iter().zip(b.columns).skip(1) {
             check_len(&format!("columns['{f}']"), c.len())?;
         }
-        check_len("labels", b.labels.len())?;
-        if let Some(w) = b.weights {
-            check_len("weights", w.len())?;
-            if let Some(k) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
-                return Err(invalid(format!(
-                    "weights[{k}] = {} is not a finite number >= 0",
-                    w[k]
-                )));
-            }
-        }
-        if let Some(t) = b.timestamps {
-            check_len("timestamps", t.len())?;
-        }
-        if let Some(k) = b.labels.iter().position(|x| !x.is_finite()) {
-            return Err(invalid(format!(
-                "labels[{k}] = {} is not finite",
-                b.labels[k]
-            )));
-        }
-        if self.cfg.loss == Loss::Logistic {
-            if let Some(k) = b.labels.iter().position(|x| !(0.0..=1.0).contains(x)) {
-                return Err(invalid(format!(
-                    "labels[{k}] = {} is outside [0, 1], which the logistic loss needs; \
-                     use loss='squared' for ratings",
-                    b.labels[k]
-                )));
-            }
-        }
+        crate::mf::validate_targets(&check_len, b.labels, b.weights, b.timestamps, self.cfg.loss)?;
         Ok(n)
     }
 

@@ -168,36 +168,49 @@ impl Batch<'_> {
             }
         };
         check_len("items", self.items.len())?;
-        check_len("labels", self.labels.len())?;
-        if let Some(w) = self.weights {
-            check_len("weights", w.len())?;
-            if let Some(k) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
-                return Err(invalid(format!(
-                    "weights[{k}] = {} is not a finite number >= 0",
-                    w[k]
-                )));
-            }
-        }
-        if let Some(t) = self.timestamps {
-            check_len("timestamps", t.len())?;
-        }
-        if let Some(k) = self.labels.iter().position(|x| !x.is_finite()) {
+        validate_targets(&check_len, self.labels, self.weights, self.timestamps, loss)
+    }
+}
+
+/// The checks every model's batch shares: lengths of labels / weights /
+/// timestamps (via `check_len`), finite non-negative weights, finite labels,
+/// and labels in [0, 1] for the logistic loss.
+pub fn validate_targets(
+    check_len: &dyn Fn(&str, usize) -> Result<()>,
+    labels: &[f32],
+    weights: Option<&[f32]>,
+    timestamps: Option<&[i64]>,
+    loss: Loss,
+) -> Result<()> {
+    check_len("labels", labels.len())?;
+    if let Some(w) = weights {
+        check_len("weights", w.len())?;
+        if let Some(k) = w.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
             return Err(invalid(format!(
-                "labels[{k}] = {} is not finite",
-                self.labels[k]
+                "weights[{k}] = {} is not a finite number >= 0",
+                w[k]
             )));
         }
-        if loss == Loss::Logistic {
-            if let Some(k) = self.labels.iter().position(|x| !(0.0..=1.0).contains(x)) {
-                return Err(invalid(format!(
-                    "labels[{k}] = {} is outside [0, 1], which the logistic loss needs; \
-                     use loss='squared' for ratings",
-                    self.labels[k]
-                )));
-            }
-        }
-        Ok(())
     }
+    if let Some(t) = timestamps {
+        check_len("timestamps", t.len())?;
+    }
+    if let Some(k) = labels.iter().position(|x| !x.is_finite()) {
+        return Err(invalid(format!(
+            "labels[{k}] = {} is not finite",
+            labels[k]
+        )));
+    }
+    if loss == Loss::Logistic {
+        if let Some(k) = labels.iter().position(|x| !(0.0..=1.0).contains(x)) {
+            return Err(invalid(format!(
+                "labels[{k}] = {} is outside [0, 1], which the logistic loss needs; \
+                 use loss='squared' for ratings",
+                labels[k]
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Split 0..n into `threads` contiguous chunks.
