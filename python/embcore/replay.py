@@ -1131,6 +1131,7 @@ def _draw(name: str, metrics: Mapping[str, Any], results: Mapping[str, Any]) -> 
     if name == "maturity":
         fig = plots.plot_maturity(by_mode("maturity"), alpha=float(metrics["config"]["alpha"]))
         fig.axes[0].set_xscale("symlog", linthresh=1.0)
+        fig.axes[0].set_xlim(left=0)
         return fig
     if name == "learning_curve":
         return _fig_learning_curve(metrics)

@@ -134,6 +134,7 @@ def _draw(
         fig = plots.plot_maturity(by_mode("maturity"), alpha=alpha)
         # Counts span 0 (the initial row) to 1e4+: a linear axis hides the informative start.
         fig.axes[0].set_xscale("symlog", linthresh=1.0)
+        fig.axes[0].set_xlim(left=0)
         return fig
     if name == "learning_curve":
         return _learning_curves(metrics)
