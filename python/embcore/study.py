@@ -548,6 +548,7 @@ def _analyse_mode(
     metrics: dict[str, Any] = {
         "events": trainer.events_consumed,
         "items": len(model.items),
+        "evicted_items": trainer.evicted,
         "users": len(model.users),
         "publishes": trainer.publishes,
         "train_seconds": round(trainer.train_seconds, 3),
@@ -767,6 +768,7 @@ def run_study(
                 parallel=parallel,
             )
         metrics["config"]["sim_overrides"] = dict(sim_overrides or {})
+        metrics["config"]["item_lifecycle"] = item_expiry(sim_config)
         if tmp is not None and out_path is not None:
             if figures:
                 from embcore import report
