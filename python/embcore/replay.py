@@ -1088,29 +1088,6 @@ def _fig_by_freshness(metrics: Mapping[str, Any]) -> Figure:
     return fig
 
 
-def _fig_learning_curve(metrics: Mapping[str, Any]) -> Figure:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    drawn = False
-    for k, (mode, m) in enumerate(metrics["modes"].items()):
-        lp = m["learning_peak"]
-        counts, gain = lp["curve"]["counts"], _nan(lp["curve"]["gain_per_interaction"])
-        if not counts:
-            continue
-        drawn = True
-        ax.plot(counts, gain, color=f"C{k}", label=f"{mode}: peak at n = {lp['peak_count']}")
-    if drawn:
-        ax.set_xscale("log")
-        ax.legend(fontsize="small")
-    ax.axhline(0.0, color="0.5", linewidth=0.8)
-    ax.set_xlabel("interactions n (log scale)")
-    ax.set_ylabel("mean alignment gain per interaction G(n)")
-    ax.grid(True, alpha=0.3)
-    return fig
-
-
 def _nan(values: Sequence[Any]) -> list[float]:
     return [float("nan") if v is None else float(v) for v in values]
 
@@ -1123,22 +1100,11 @@ def _duration_text(seconds: int) -> str:
 
 
 def _draw(name: str, metrics: Mapping[str, Any], results: Mapping[str, Any]) -> Figure:
-    from embcore import plots
+    from embcore import report
 
-    def by_mode(key: str) -> dict[str, Any]:
-        return {mode: r[key] for mode, r in results.items()}
-
-    if name == "maturity":
-        fig = plots.plot_maturity(by_mode("maturity"), alpha=float(metrics["config"]["alpha"]))
-        fig.axes[0].set_xscale("symlog", linthresh=1.0)
-        fig.axes[0].set_xlim(left=0)
+    fig = report.draw_shared(name, metrics, results)
+    if fig is not None:
         return fig
-    if name == "learning_curve":
-        return _fig_learning_curve(metrics)
-    if name == "norm_distribution":
-        return plots.plot_norm_distribution(by_mode("norms"))
-    if name == "norm_vs_popularity":
-        return plots.plot_norm_vs_popularity(by_mode("norms"))
     if name == "auc_over_time":
         return _fig_over_time(metrics)
     if name == "auc_by_item_interactions":

@@ -121,16 +121,18 @@ def _nan(values: list[Any]) -> list[float]:
     return [float("nan") if v is None else float(v) for v in values]
 
 
-def _draw(
+def draw_shared(
     name: str, metrics: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]
-) -> Figure:
+) -> Figure | None:
+    """The figures `embcore study` and `embcore replay` both draw (maturity, learning curve,
+    norm distribution, norm vs popularity); None for any other name."""
     from embcore import plots
 
-    alpha = float(metrics["config"].get("alpha", 0.05))
-    by_mode: Callable[[str], dict[str, Any]] = lambda key: {  # noqa: E731
-        mode: r[key] for mode, r in results.items()
-    }
+    def by_mode(key: str) -> dict[str, Any]:
+        return {mode: r[key] for mode, r in results.items()}
+
     if name == "maturity":
+        alpha = float(metrics["config"].get("alpha", 0.05))
         fig = plots.plot_maturity(by_mode("maturity"), alpha=alpha)
         # Counts span 0 (the initial row) to 1e4+: a linear axis hides the informative start.
         fig.axes[0].set_xscale("symlog", linthresh=1.0)
@@ -142,6 +144,15 @@ def _draw(
         return plots.plot_norm_distribution(by_mode("norms"))
     if name == "norm_vs_popularity":
         return plots.plot_norm_vs_popularity(by_mode("norms"))
+    return None
+
+
+def _draw(
+    name: str, metrics: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]
+) -> Figure:
+    fig = draw_shared(name, metrics, results)
+    if fig is not None:
+        return fig
     if name == "engagement_over_time":
         return _engagement_over_time(metrics)
     if name == "engagement_by_age":
