@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--period", default="6h", help="batch retraining period, e.g. 6h, 90m")
     study.add_argument("--epochs", type=_positive_int, default=1)
     study.add_argument("--learning-rate", type=float, default=None)
+    study.add_argument("--dim", type=_positive_int, default=None, help="embedding width")
+    study.add_argument(
+        "--init-scale", type=float, default=None, help="initial rows uniform in [-s, s]"
+    )
+    study.add_argument("--alpha", type=float, default=None, help="maturity threshold on d_cos")
+    study.add_argument(
+        "--track-rate", type=float, default=None, help="share of items whose trajectories are kept"
+    )
     study.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     replay = sub.add_parser(
@@ -68,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--seed", type=int, default=0)
     replay.add_argument("--limit", type=_positive_int, default=None)
     replay.add_argument("--threads", type=_positive_int, default=1)
+    replay.add_argument("--epochs", type=_positive_int, default=None)
+    replay.add_argument("--learning-rate", type=float, default=None)
+    replay.add_argument(
+        "--fresh-interactions",
+        type=_positive_int,
+        default=None,
+        help="an item is fresh for its first N interactions",
+    )
+    replay.add_argument(
+        "--fresh-seconds",
+        type=_positive_int,
+        default=None,
+        help="an item is fresh for this long after its first event",
+    )
     replay.add_argument("--no-progress", action="store_true")
 
     bench = sub.add_parser(

@@ -940,7 +940,7 @@ def run(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             model=args.model,
             progress=not args.no_progress,
-            # Options the CLI may add later; Python-only until then.
+            # Optional CLI settings; the API's defaults apply when they are not given.
             **{
                 name: getattr(args, name)
                 for name in ("init_scale", "alpha", "track_rate", "dim")
