@@ -25,7 +25,7 @@
 //!   end of the call, as in `mf` (with one thread: the sequential result).
 
 use crate::error::{invalid, Result};
-use crate::mf::{chunks, resolve, Loss, RowUpdate, UpdateObserver};
+use crate::mf::{chunks, resolve, Loss, RowUpdate, UpdateObserver, MISSING};
 use crate::table::{dec_time, f32_load, f32_store, meta, EmbeddingTable, TableConfig};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -180,7 +180,26 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 impl FieldModel {
     pub fn new(cfg: FieldConfig) -> Result<Self> {
+        let n = cfg.fields.len();
+        Self::with_lifecycles(cfg, vec![None; n])
+    }
+
+    /// A model whose field tables have lifecycles (admission, TTL, size
+    /// limits): `lifecycles[k]` for field k, `None` = no lifecycle. Events
+    /// with a feature not yet admitted are counted on that table
+    /// (`unadmitted_events`) and not trained on, as in `mf`.
+    pub fn with_lifecycles(
+        cfg: FieldConfig,
+        lifecycles: Vec<Option<crate::lifecycle::Lifecycle>>,
+    ) -> Result<Self> {
         cfg.validate()?;
+        if lifecycles.len() != cfg.fields.len() {
+            return Err(invalid(format!(
+                "got {} lifecycles for {} fields",
+                lifecycles.len(),
+                cfg.fields.len()
+            )));
+        }
         let tables = (0..cfg.fields.len())
             .map(|k| {
                 let seed = if k == 0 {
@@ -190,11 +209,15 @@ impl FieldModel {
                         cfg.table.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     )
                 };
-                EmbeddingTable::new(TableConfig {
+                let t = TableConfig {
                     dim: cfg.row_dim(),
                     seed,
                     ..cfg.table
-                })
+                };
+                match lifecycles[k] {
+                    Some(lc) => EmbeddingTable::with_lifecycle(t, lc),
+                    None => EmbeddingTable::new(t),
+                }
                 .map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -205,6 +228,23 @@ impl FieldModel {
             global_bias: AtomicU32::new(0f32.to_bits()),
             global_acc: AtomicU32::new(acc0.to_bits()),
             events_seen: AtomicU64::new(0),
+        })
+    }
+
+    /// An independent deep copy: every table (compacted, with its optimizer
+    /// state and metadata), the global bias and the event count.
+    pub fn copy(&self) -> Result<Self> {
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| t.copy().map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FieldModel {
+            cfg: self.cfg.clone(),
+            tables,
+            global_bias: AtomicU32::new(self.global_bias.load(Relaxed)),
+            global_acc: AtomicU32::new(self.global_acc.load(Relaxed)),
+            events_seen: AtomicU64::new(self.events_seen()),
         })
     }
 
@@ -345,6 +385,9 @@ impl FieldModel {
         let mut new_features = Vec::with_capacity(self.n_fields());
         for (t, col) in self.tables.iter().zip(batch.columns) {
             let (r, created) = resolve(t, col, &time_of, threads, true)?;
+            if t.admission().is_some() {
+                t.count_unadmitted(r.iter().filter(|&&x| x == MISSING).count() as u64);
+            }
             rows.push(r);
             new_features.push(created);
         }
@@ -505,6 +548,11 @@ impl FieldModel {
                 for (t, r) in tables.iter().zip(rows) {
                     t.prefetch(r[e + PREFETCH]);
                 }
+            }
+            if rows.iter().any(|r| r[e] == MISSING) {
+                // A feature not admitted yet (lifecycle `min_count`): counted
+                // on its table, the event is not trained on.
+                continue;
             }
             for ((t, r), xf) in tables.iter().zip(rows).zip(x.chunks_exact_mut(w)) {
                 t.load_row(r[e], xf);
