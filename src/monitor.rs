@@ -1072,7 +1072,30 @@ impl Monitor {
     /// Record every tracked item present in `table` (row and current
     /// interaction count) at `timestamp`. Returns the records kept.
     pub fn record_publish(&self, table: &EmbeddingTable, timestamp: i64) -> Result<usize> {
-        let d = table.dim();
+        self.record_publish_span(table, timestamp, 0, table.dim())
+    }
+
+    /// `record_publish` of the values `offset..offset + width` of each row
+    /// (e.g. one field-aware block of an FFM row).
+    pub fn record_publish_span(
+        &self,
+        table: &EmbeddingTable,
+        timestamp: i64,
+        offset: usize,
+        width: usize,
+    ) -> Result<usize> {
+        if width == 0
+            || offset
+                .checked_add(width)
+                .is_none_or(|end| end > table.dim())
+        {
+            return Err(invalid(format!(
+                "columns {offset}..{} are not a non-empty range within the table's {} columns",
+                offset.saturating_add(width),
+                table.dim()
+            )));
+        }
+        let d = width;
         let mut st = self.lock();
         st.bind_dim(d)?;
         let max = self.plan.cfg.max_records;
@@ -1087,7 +1110,7 @@ impl Monitor {
             if !self.plan.is_tracked(self.plan.hash(id), id, first_seen) {
                 continue;
             }
-            for (o, a) in row.iter_mut().zip(table.row(r)) {
+            for (o, a) in row.iter_mut().zip(&table.row(r)[offset..offset + width]) {
                 *o = f32_load(a);
             }
             let count = m[meta::INTERACTIONS].load(std::sync::atomic::Ordering::Relaxed);

@@ -112,7 +112,7 @@ def test_study_is_deterministic(tmp_path):
         (["--learning-rate", "-0.1"], "--learning-rate must be a positive number"),
         (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
         (["--seed", "-1"], "--seed must be an integer"),
-        (["--model", "ffm"], "only 'mf'"),
+        (["--alpha", "5"], "alpha must be in (0, 2)"),
     ],
 )
 def test_cli_bad_configuration_exits_2(tmp_path, capsys, argv, message):

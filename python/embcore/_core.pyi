@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -157,7 +157,9 @@ class Monitor:
         counts: npt.NDArray[np.int64] | None = None,
         timestamps: npt.NDArray[np.int64] | None = None,
     ) -> None: ...
-    def record_publish(self, table: EmbeddingTable, timestamp: int = 0) -> int: ...
+    def record_publish(
+        self, table: EmbeddingTable, timestamp: int = 0, columns: tuple[int, int] | None = None
+    ) -> int: ...
     def trajectories(self) -> dict[str, npt.NDArray[Any]]: ...
     def path_efficiency(self) -> dict[str, npt.NDArray[Any]]: ...
     def summary(self) -> dict[str, Any]: ...
@@ -216,6 +218,8 @@ class FieldModel:
     def embedding_of(
         self, field: str, against: str | None = None
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]: ...
+    def embedding_span(self, field: str, against: str | None = None) -> tuple[int, int]: ...
+    def copy(self) -> Self: ...
 
 class FieldAwareFM(FieldModel):
     def __init__(
@@ -234,6 +238,7 @@ class FieldAwareFM(FieldModel):
         init_scale: float = 0.1,
         seed: int = 0,
         capacity: int = ...,
+        lifecycles: Mapping[str, Mapping[str, Any] | None] | None = None,
     ) -> None: ...
 
 class FactorizationMachine(FieldModel):
@@ -253,6 +258,7 @@ class FactorizationMachine(FieldModel):
         init_scale: float = 0.1,
         seed: int = 0,
         capacity: int = ...,
+        lifecycles: Mapping[str, Mapping[str, Any] | None] | None = None,
     ) -> None: ...
 
 def rowwise_cosine(

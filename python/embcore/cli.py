@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--threads", type=_positive_int, default=1)
     study.add_argument("--modes", type=_modes, default=["realtime", "batch"])
-    study.add_argument("--model", default="mf", choices=["mf", "ffm"])
+    study.add_argument(
+        "--model",
+        default="mf",
+        choices=["mf", "ffm", "fm"],
+        help="mf: matrix factorization; ffm: field-aware FM over user, item, creator, tag, hour "
+        "(the paper's model); fm: factorisation machine over the same fields",
+    )
     study.add_argument("--period", default="6h", help="batch retraining period, e.g. 6h, 90m")
     study.add_argument("--epochs", type=_positive_int, default=1)
     study.add_argument("--learning-rate", type=float, default=None)

@@ -22,6 +22,15 @@ Several trainers can consume the same stream side by side; each has its own mode
 monitor. :meth:`Trainer.consume` takes plain arrays (users, items, labels, timestamps), so the
 same trainer serves the simulator and a logged stream.
 
+Models. The model is a :class:`~embcore.MatrixFactorization` (two-tower MF, the default) or a
+field model, :class:`~embcore.FieldAwareFM` or :class:`~embcore.FactorizationMachine`, whose
+fields include a user field and an item field (``user_field``/``item_field``, default ``"user"``
+and ``"item"``). Field models take their other fields (creator, tag, hour, ...) as ``context``
+columns in :meth:`Trainer.consume` and as ``request_fields``/``candidate_fields`` in
+:meth:`Trainer.serving_scores`. "The item's embedding" that the monitor, publishes and evictions
+record is explicit: MF's item row; an FFM item's block against the user field by default
+(``embedding_against``, None = the whole row of all blocks); an FM item's vector.
+
 Design notes
 ------------
 * Batch boundaries are absolute (``k * period`` seconds of event time), not relative to the first
@@ -36,6 +45,13 @@ Design notes
   zero default, never inserting) and one float32 matmul. The item bias is read through
   ``model.score`` with a user id the model has never seen (zero vector, zero bias), which costs
   P lookups instead of a copy of the whole metadata.
+* Field models serve the same way, split by side: an FFM with request fields R and candidate
+  fields C scores ``sum over (r, c) in R x C of A_r[:, block c] @ B_c[:, block r].T`` (|R| x |C|
+  matmuls: 2 x 3 = 6 for user, hour x item, creator, tag), an FM ``(sum_R v) @ (sum_C v).T``,
+  plus one per-candidate constant (global bias, candidate linear terms and the interactions
+  among candidate fields) that ``model.score`` computes in Rust with request ids the model has
+  never seen. Request-only terms are left out, as MF leaves out the user bias: they do not
+  change a request's ranking.
 
 >>> import numpy as np
 >>> from embcore.modes import Trainer
@@ -56,16 +72,16 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from embcore import _core
-from embcore._core import MatrixFactorization
+from embcore._core import EmbeddingTable, FieldModel, MatrixFactorization
 
-__all__ = ["MODES", "Trainer", "parse_duration"]
+__all__ = ["MODES", "Model", "Trainer", "parse_duration"]
 
 MODES: tuple[str, ...] = ("realtime", "batch", "hybrid")
 """The training modes a :class:`Trainer` accepts."""
@@ -78,7 +94,11 @@ _NO_USER = 2**64 - 1
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
 
-ModelFactory = Callable[[], MatrixFactorization]
+Model = MatrixFactorization | FieldModel
+"""The models a :class:`Trainer` trains."""
+
+ModelFactory = Callable[[], Model]
+_DEFAULT_AGAINST = "__user_field__"
 
 
 def parse_duration(value: str | int | float) -> int:
@@ -134,7 +154,7 @@ class Trainer:
     ----------
     mode : {"realtime", "batch", "hybrid"}
         When events reach the model and which state serving reads (see the module docstring).
-    model : MatrixFactorization or callable, optional
+    model : MatrixFactorization, FieldAwareFM, FactorizationMachine or callable, optional
         The model to train (used as is, not copied), or a zero-argument factory. By default a
         new ``MatrixFactorization(**model_options)``.
     period : int, float or str
@@ -145,15 +165,22 @@ class Trainer:
     monitor : embcore.Monitor, optional
         Receives the counted real-time updates (``model.train(..., monitor=...)``) and every
         batch/hybrid publish (``monitor.record_publish(items, t)``). Any other object with a
-        ``record_publish(table, t)`` method receives the publishes only. Batch training itself is
-        not shown to the monitor: a batch item's recorded state is the *published* one, i.e.
-        its state after the batch run in which its count reached n (docs/METRICS.md).
+        ``record_publish(table, t)`` method receives the publishes only (MF, or a field model
+        whose item embedding is the whole row). Batch training itself is not shown to the
+        monitor: a batch item's recorded state is the *published* one, i.e. its state after the
+        batch run in which its count reached n (docs/METRICS.md).
     threads : int
         Training threads (Hogwild when > 1).
     shuffle : bool
         Shuffle each batch/hybrid window pass (seeded by ``seed``).
     seed : int
         Seeds the model (when built from ``model_options``) and the window shuffles.
+    user_field, item_field : str
+        Field models: the names of the user and the item field (``"user"``, ``"item"``).
+    embedding_against : str or None
+        Field models: which vector is the item's embedding for monitoring. FFM: the item's
+        block against this field (default: ``user_field``), or None for the whole row (all
+        blocks). FM: must be left at its default or None (one vector per item).
     **model_options
         Keyword arguments of :class:`embcore.MatrixFactorization` (``dim``, ``learning_rate``,
         ``l2``, ...). Not allowed together with ``model``.
@@ -161,7 +188,8 @@ class Trainer:
     Raises
     ------
     ValueError
-        Unknown mode, period <= 0, epochs < 1, threads < 1, or bad model options.
+        Unknown mode, period <= 0, epochs < 1, threads < 1, bad model options, or a field
+        model without the user/item field.
 
     Examples
     --------
@@ -176,12 +204,24 @@ class Trainer:
     Traceback (most recent call last):
     ...
     ValueError: mode must be one of 'realtime', 'batch', 'hybrid', got 'weekly'
+
+    A field-aware FM with a context field (``tag``) that belongs to the candidate:
+
+    >>> import embcore
+    >>> ffm = embcore.FieldAwareFM(fields=["user", "item", "tag"], dim=4, seed=0)
+    >>> t = Trainer("batch", model=ffm, period="1h")
+    >>> tags = np.array([7, 8], dtype=np.uint64)
+    >>> t.consume(u, i, np.array([1.0, 0.0], np.float32), np.array([0, 1]), context={"tag": tags})
+    >>> t.flush(); t.publishes
+    1
+    >>> t.serving_scores(u[:1], i, candidate_fields={"tag": tags}).shape
+    (1, 2)
     """
 
     def __init__(
         self,
         mode: str = "realtime",
-        model: MatrixFactorization | ModelFactory | None = None,
+        model: Model | ModelFactory | None = None,
         *,
         period: str | int | float = DEFAULT_PERIOD_SECONDS,
         epochs: int = 1,
@@ -189,6 +229,9 @@ class Trainer:
         threads: int = 1,
         shuffle: bool = True,
         seed: int = 0,
+        user_field: str = "user",
+        item_field: str = "item",
+        embedding_against: str | None = _DEFAULT_AGAINST,
         **model_options: Any,
     ) -> None:
         if mode not in MODES:
@@ -203,26 +246,53 @@ class Trainer:
             raise ValueError(
                 f"pass either a model or model options, not both (got {sorted(model_options)})"
             )
+        if model is None:
+            model = MatrixFactorization(**{"seed": seed, **model_options})
+        elif not isinstance(model, MatrixFactorization | FieldModel):
+            model = model()
+            if not isinstance(model, MatrixFactorization | FieldModel):
+                raise ValueError(
+                    f"the model factory returned {type(model).__name__}, expected "
+                    "embcore.MatrixFactorization, FieldAwareFM or FactorizationMachine"
+                )
+        self.user_field, self.item_field = user_field, item_field
+        # Columns of an item row that are "the item's embedding" (None: the whole row).
+        self._span: tuple[int, int] | None = None
+        self._against: str | None = None
+        if isinstance(model, FieldModel):
+            for role, name in (("user_field", user_field), ("item_field", item_field)):
+                if name not in model.fields:
+                    raise ValueError(
+                        f"{role}={name!r} is not a field of the model (its fields are "
+                        f"{model.fields}); pass {role}= one of them"
+                    )
+            if user_field == item_field:
+                raise ValueError("user_field and item_field must be different fields")
+            if embedding_against == _DEFAULT_AGAINST:
+                embedding_against = user_field if isinstance(model, _core.FieldAwareFM) else None
+            start, stop = model.embedding_span(item_field, embedding_against)
+            self._against = embedding_against
+            if (start, stop) != (0, model.row_dim):
+                self._span = (start, stop)
+                if monitor is not None and not _observes_updates(monitor):
+                    raise ValueError(
+                        "the item embedding is one block of the FFM row, which only an "
+                        "embcore.Monitor can record; pass embcore.Monitor(...) or "
+                        "embedding_against=None (record whole rows)"
+                    )
+        elif embedding_against != _DEFAULT_AGAINST:
+            raise ValueError("embedding_against= applies to field models (FFM/FM) only")
         self.mode = mode
         self.period = parse_duration(period)
         self.epochs = int(epochs)
         self.threads = int(threads)
         self.shuffle = bool(shuffle)
         self.monitor = monitor
-        if model is None:
-            model = MatrixFactorization(**{"seed": seed, **model_options})
-        elif not isinstance(model, MatrixFactorization):
-            model = model()
-            if not isinstance(model, MatrixFactorization):
-                raise ValueError(
-                    f"the model factory returned {type(model).__name__}, "
-                    "expected embcore.MatrixFactorization"
-                )
-        self.model: MatrixFactorization = model
+        self.model: Model = model
         self._rng = np.random.default_rng(seed)
         # Batch serves a frozen copy; the other modes serve the live model.
-        self._snapshot: MatrixFactorization | None = model.copy() if mode == "batch" else None
-        self._window: list[tuple[Any, ...]] = []
+        self._snapshot: Model | None = model.copy() if mode == "batch" else None
+        self._window: list[tuple[dict[str, Any], Any, Any, Any]] = []
         self._window_events = 0
         self._next_boundary: int | None = None
         self._clock: int | None = None
@@ -232,33 +302,118 @@ class Trainer:
         self.evicted = 0
         self.train_seconds = 0.0
 
-    # -- serving -------------------------------------------------------------------------------
+    # -- the model's view ----------------------------------------------------------------------
 
     @property
-    def serving_model(self) -> MatrixFactorization:
+    def serving_model(self) -> Model:
         """The model serving reads: the live one, or the last published snapshot (batch)."""
         return self._snapshot if self._snapshot is not None else self.model
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The id fields the model trains on: ``("user", "item")`` for MF, else its fields."""
+        if isinstance(self.model, FieldModel):
+            return tuple(self.model.fields)
+        return ("user", "item")
+
+    @property
+    def context_fields(self) -> tuple[str, ...]:
+        """The fields :meth:`consume` needs in ``context`` (all but the user and item field)."""
+        return tuple(f for f in self.fields if f not in (self.user_field, self.item_field))
+
+    @property
+    def item_span(self) -> tuple[int, int]:
+        """``(start, stop)``: the columns of an item-table row that are the item's embedding
+        (the whole row except for an FFM watched against one field)."""
+        if self._span is not None:
+            return self._span
+        return (0, self.item_table().dim)
 
     @property
     def window_events(self) -> int:
         """Events buffered for the next batch/hybrid boundary."""
         return self._window_events
 
-    def serving_scores(self, users: npt.ArrayLike, pool: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    def item_table(self, model: Model | None = None) -> EmbeddingTable:
+        """The item table of ``model`` (default: the live model). Field models: the item
+        field's table, whose rows may hold several blocks (see :meth:`item_embeddings`)."""
+        model = self.model if model is None else model
+        if isinstance(model, FieldModel):
+            return model.table(self.item_field)
+        return model.items
+
+    def user_table(self, model: Model | None = None) -> EmbeddingTable:
+        """The user table of ``model`` (default: the live model)."""
+        model = self.model if model is None else model
+        if isinstance(model, FieldModel):
+            return model.table(self.user_field)
+        return model.users
+
+    def item_embeddings(
+        self, model: Model | None = None
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+        """``(ids, vectors)`` of every item: the vector the monitor records (MF: the item row;
+        FFM: the block against ``embedding_against``; FM: the item vector). Default model: the
+        serving one.
+
+        >>> import numpy as np
+        >>> t = Trainer("realtime", dim=3)
+        >>> one = np.array([4], dtype=np.uint64)
+        >>> t.consume(one, one, np.array([1.0], np.float32), np.array([0]))
+        >>> t.item_embeddings()[1].shape
+        (1, 3)
+        """
+        model = self.serving_model if model is None else model
+        if isinstance(model, FieldModel):
+            return model.embedding_of(self.item_field, self._against)
+        return model.items.ids(), model.items.weights()
+
+    def user_embeddings(
+        self, model: Model | None = None
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
+        """``(ids, vectors)`` of every user, the counterpart of :meth:`item_embeddings` (FFM:
+        the user's block against the item field)."""
+        model = self.serving_model if model is None else model
+        if isinstance(model, FieldModel):
+            against = self.item_field if self._against is not None else None
+            return model.embedding_of(self.user_field, against)
+        return model.users.ids(), model.users.weights()
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def serving_scores(
+        self,
+        users: npt.ArrayLike,
+        pool: npt.ArrayLike,
+        *,
+        request_fields: Mapping[str, npt.ArrayLike] | None = None,
+        candidate_fields: Mapping[str, npt.ArrayLike] | None = None,
+    ) -> npt.NDArray[np.float32]:
         """Scores of every ``pool`` item for every request user, as serving sees them.
 
-        ``scores[r, p] = u_r . v_p + b_p + b_global`` (the user bias is left out: it does not
-        change a ranking), from the serving tables; unknown ids get a zero vector and bias.
-        Nothing is inserted.
+        MF: ``scores[r, p] = u_r . v_p + b_p + b_global`` (the user bias is left out: it does
+        not change a ranking). Field models: every interaction between a request field and a
+        candidate field, plus the candidate's own terms (module docstring); request-only terms
+        are left out. Unknown ids get a zero vector and bias. Nothing is inserted.
 
         Parameters
         ----------
         users : array_like of uint64, shape (R,)
         pool : array_like of uint64, shape (P,)
+        request_fields : mapping of str to array_like of uint64, shape (R,), optional
+            Field models: the other request-side fields (e.g. ``{"hour": ...}``).
+        candidate_fields : mapping of str to array_like of uint64, shape (P,), optional
+            Field models: the other candidate-side fields (e.g. ``{"creator": ..., "tag":
+            ...}``). Every model field must be on exactly one side; MF ignores both mappings.
 
         Returns
         -------
         numpy.ndarray of float32, shape (R, P)
+
+        Raises
+        ------
+        ValueError
+            A model field on neither side or on both, or a column of the wrong length.
 
         Examples
         --------
@@ -270,6 +425,13 @@ class Trainer:
         model = self.serving_model
         user_ids = np.ascontiguousarray(users, dtype=np.uint64)
         item_ids = np.ascontiguousarray(pool, dtype=np.uint64)
+        if isinstance(model, FieldModel):
+            request = {self.user_field: user_ids, **_id_columns(request_fields, "request_fields")}
+            candidate = {
+                self.item_field: item_ids,
+                **_id_columns(candidate_fields, "candidate_fields"),
+            }
+            return _field_serving_scores(model, request, candidate)
         user_rows = model.users.get(user_ids, default=0.0)
         item_rows = model.items.get(item_ids, default=0.0)
         scores: npt.NDArray[np.float32] = user_rows @ item_rows.T
@@ -277,20 +439,27 @@ class Trainer:
             scores += _item_bias_plus_global(model, item_ids)[None, :]
         return scores
 
-    def score(self, users: npt.ArrayLike, items: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    def score(
+        self,
+        users: npt.ArrayLike,
+        items: npt.ArrayLike,
+        *,
+        context: Mapping[str, npt.ArrayLike] | None = None,
+    ) -> npt.NDArray[np.float32]:
         """Pairwise scores (logits, user bias included) of the serving model.
 
         For progressive validation: score events with :meth:`score` *before*
-        :meth:`consume`-ing them.
+        :meth:`consume`-ing them. Field models need their other fields in ``context``.
 
         >>> import numpy as np
         >>> Trainer("batch", dim=2).score(np.array([1], np.uint64), np.array([2], np.uint64))
         array([0.], dtype=float32)
         """
-        return self.serving_model.score(
-            np.ascontiguousarray(users, dtype=np.uint64),
-            np.ascontiguousarray(items, dtype=np.uint64),
-        )
+        columns = self._columns(users, items, context)
+        model = self.serving_model
+        if isinstance(model, FieldModel):
+            return model.score(columns)
+        return model.score(columns["user"], columns["item"])
 
     # -- training ------------------------------------------------------------------------------
 
@@ -301,6 +470,8 @@ class Trainer:
         labels: npt.ArrayLike,
         timestamps: npt.ArrayLike,
         weights: npt.ArrayLike | None = None,
+        *,
+        context: Mapping[str, npt.ArrayLike] | None = None,
     ) -> None:
         """Feed events (in time order) to the mode.
 
@@ -316,20 +487,24 @@ class Trainer:
         timestamps : array_like of int64
             Event time in seconds, non-decreasing, and not before the trainer's clock.
         weights : array_like of float32, optional
+        context : mapping of str to array_like of uint64, optional
+            Field models: one id column per other field (:attr:`context_fields`). Columns for
+            fields the model does not have are ignored, so one stream can feed MF and FFM
+            trainers alike.
 
         Raises
         ------
         ValueError
-            Mismatched lengths, or timestamps out of order (sort them first, e.g. with
-            ``np.argsort(timestamps, kind="stable")``).
+            Mismatched lengths, a missing context field, or timestamps out of order (sort them
+            first, e.g. with ``np.argsort(timestamps, kind="stable")``).
         """
-        u = np.ascontiguousarray(users, dtype=np.uint64)
-        i = np.ascontiguousarray(items, dtype=np.uint64)
+        cols = self._columns(users, items, context)
         y = np.ascontiguousarray(labels, dtype=np.float32)
         t = np.ascontiguousarray(timestamps, dtype=np.int64)
         w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
-        n = u.size
-        lengths = {"users": n, "items": i.size, "labels": y.size, "timestamps": t.size}
+        n = cols[self.fields[0]].size
+        lengths = {name: col.size for name, col in cols.items()}
+        lengths |= {"labels": y.size, "timestamps": t.size}
         if w is not None:
             lengths["weights"] = w.size
         if len(set(lengths.values())) > 1:
@@ -349,7 +524,7 @@ class Trainer:
                 )
         self.events_consumed += n
         if self.mode == "realtime":
-            self._train(u, i, y, t, w, count=True, observe=True)
+            self._train(cols, y, t, w, count=True, observe=True)
             self._clock = int(t.max()) if self._clock is None else max(self._clock, int(t.max()))
             return
         start = 0
@@ -358,8 +533,9 @@ class Trainer:
             self.advance(int(t[start]))
             assert self._next_boundary is not None
             stop = start + int(np.searchsorted(t[start:], self._next_boundary, side="left"))
+            part = {name: col[start:stop] for name, col in cols.items()}
             part_w = None if w is None else w[start:stop]
-            self._take(u[start:stop], i[start:stop], y[start:stop], t[start:stop], part_w)
+            self._take(part, y[start:stop], t[start:stop], part_w)
             start = stop
         self._clock = int(t[-1])
 
@@ -436,52 +612,80 @@ class Trainer:
         """The first period boundary strictly after ``t``."""
         return (t // self.period + 1) * self.period
 
+    def _columns(
+        self,
+        users: npt.ArrayLike,
+        items: npt.ArrayLike,
+        context: Mapping[str, npt.ArrayLike] | None,
+    ) -> dict[str, npt.NDArray[np.uint64]]:
+        """``{field: uint64 ids}`` for every field the model trains on, in field order."""
+        given = {
+            self.user_field: np.ascontiguousarray(users, dtype=np.uint64),
+            self.item_field: np.ascontiguousarray(items, dtype=np.uint64),
+        }
+        if not isinstance(self.model, FieldModel):
+            return {"user": given[self.user_field], "item": given[self.item_field]}
+        extra = dict(context or {})
+        missing = [f for f in self.context_fields if f not in extra]
+        if missing:
+            raise ValueError(
+                f"context has no {', '.join(repr(f) for f in missing)} column; this model's "
+                f"fields are {list(self.fields)}: pass context={{field: ids}} for "
+                f"{list(self.context_fields)}"
+            )
+        for f in self.context_fields:
+            given[f] = np.ascontiguousarray(extra[f], dtype=np.uint64)
+        return {f: given[f] for f in self.fields}
+
     def _take(
         self,
-        u: npt.NDArray[np.uint64],
-        i: npt.NDArray[np.uint64],
+        cols: dict[str, npt.NDArray[np.uint64]],
         y: npt.NDArray[np.float32],
         t: npt.NDArray[np.int64],
         w: npt.NDArray[np.float32] | None,
     ) -> None:
         """Events inside one period: train now (hybrid) and buffer them for the boundary."""
-        if u.size == 0:
+        if y.size == 0:
             return
         if self.mode == "hybrid":
-            self._train(u, i, y, t, w, count=True, observe=True)
-        self._window.append((u, i, y, t, w))
-        self._window_events += int(u.size)
+            self._train(cols, y, t, w, count=True, observe=True)
+        self._window.append((cols, y, t, w))
+        self._window_events += int(y.size)
 
     def _publish(self, t: int) -> None:
         if self._window:
-            columns = [np.concatenate([part[k] for part in self._window]) for k in range(4)]
-            weights = (
-                None
-                if any(part[4] is None for part in self._window)
-                else np.concatenate([part[4] for part in self._window])
-            )
+            parts = self._window
+            cols = {f: np.concatenate([p[0][f] for p in parts]) for f in parts[0][0]}
+            y = np.concatenate([p[1] for p in parts])
+            ts = np.concatenate([p[2] for p in parts])
+            w = None if any(p[3] is None for p in parts) else np.concatenate([p[3] for p in parts])
             self._window, self._window_events = [], 0
             for epoch in range(self.epochs):
-                u, i, y, ts, w = (*columns, weights)
                 if self.shuffle:
-                    order = self._rng.permutation(u.size)
-                    u, i, y, ts = u[order], i[order], y[order], ts[order]
-                    w = None if w is None else w[order]
+                    order = self._rng.permutation(y.size)
+                    pass_cols = {f: c[order] for f, c in cols.items()}
+                    pass_y, pass_t = y[order], ts[order]
+                    pass_w = None if w is None else w[order]
+                else:
+                    pass_cols, pass_y, pass_t, pass_w = cols, y, ts, w
                 # Batch: the first pass counts the window's interactions. Hybrid: real-time
                 # updates already counted them, so every consolidation pass is uncounted.
                 counted = self.mode == "batch" and epoch == 0
-                self._train(u, i, y, ts, w, count=counted, observe=False)
+                self._train(pass_cols, pass_y, pass_t, pass_w, count=counted, observe=False)
         if self.mode == "batch":
             self._snapshot = self.model.copy()
         self.publishes += 1
         if self.monitor is not None:
-            self.monitor.record_publish(self.serving_model.items, int(t))
+            table = self.item_table(self.serving_model)
+            if self._span is None:
+                self.monitor.record_publish(table, int(t))
+            else:
+                self.monitor.record_publish(table, int(t), columns=self._span)
         self._expire(t)
 
     def _train(
         self,
-        u: npt.NDArray[np.uint64],
-        i: npt.NDArray[np.uint64],
+        cols: dict[str, npt.NDArray[np.uint64]],
         y: npt.NDArray[np.float32],
         t: npt.NDArray[np.int64],
         w: npt.NDArray[np.float32] | None,
@@ -493,25 +697,40 @@ class Trainer:
         options: dict[str, Any] = {}
         if observe and _observes_updates(self.monitor):
             options["monitor"] = self.monitor
-        self.model.train(
-            u,
-            i,
-            y,
-            weights=w,
-            timestamps=t,
-            threads=self.threads,
-            count_interactions=count,
-            **options,
-        )
-        self.updates += int(u.size)
+        if isinstance(self.model, FieldModel):
+            if options:
+                options["monitor_field"] = self.item_field
+                options["monitor_against"] = self._against
+            self.model.train(
+                cols,
+                y,
+                weights=w,
+                timestamps=t,
+                threads=self.threads,
+                count_interactions=count,
+                **options,
+            )
+        else:
+            self.model.train(
+                cols["user"],
+                cols["item"],
+                y,
+                weights=w,
+                timestamps=t,
+                threads=self.threads,
+                count_interactions=count,
+                **options,
+            )
+        self.updates += int(y.size)
         self.train_seconds += time.perf_counter() - began
         if self.mode != "batch":
             self._expire(int(t.max()))
 
     def _expire(self, now: int) -> None:
         """Evict expired item rows (when the model has an item lifecycle), handing their
-        final rows to the monitor so maturity still sees evicted items."""
-        items = self.model.items
+        final rows (the item embedding's columns) to the monitor so maturity still sees
+        evicted items."""
+        items = self.item_table()
         if items.lifecycle is None or not (
             items.lifecycle["ttl"] or items.lifecycle["max_rows"] or items.lifecycle["max_bytes"]
         ):
@@ -519,9 +738,10 @@ class Trainer:
         out = items.evict(now=now, budget=max(10_000, len(items) // 10))
         self.evicted += len(out["ids"])
         if self.monitor is not None and len(out["ids"]) and hasattr(self.monitor, "record_rows"):
-            self.monitor.record_rows(
-                out["ids"], out["rows"], out["interactions"], out["first_seen"], now
-            )
+            rows = out["rows"]
+            if self._span is not None:
+                rows = np.ascontiguousarray(rows[:, self._span[0] : self._span[1]])
+            self.monitor.record_rows(out["ids"], rows, out["interactions"], out["first_seen"], now)
 
 
 def _observes_updates(monitor: Any) -> bool:
@@ -547,3 +767,81 @@ def _item_bias_plus_global(
         found = known[where] == items
         bias[found] = meta["bias"][order][where[found]]
     return bias + np.float32(model.global_bias)
+
+
+def _id_columns(
+    columns: Mapping[str, npt.ArrayLike] | None, name: str
+) -> dict[str, npt.NDArray[np.uint64]]:
+    if columns is None:
+        return {}
+    if not isinstance(columns, Mapping):
+        raise ValueError(f"{name} must be a mapping of field name to ids, got {type(columns)}")
+    return {str(f): np.ascontiguousarray(c, dtype=np.uint64) for f, c in columns.items()}
+
+
+def _unknown_id(table: EmbeddingTable) -> int:
+    """An id absent from ``table`` (2**64 - 1 unless that one is taken)."""
+    probe = _NO_USER
+    while probe in table:
+        probe -= 1
+    return probe
+
+
+def _field_serving_scores(
+    model: FieldModel,
+    request: Mapping[str, npt.NDArray[np.uint64]],
+    candidate: Mapping[str, npt.NDArray[np.uint64]],
+) -> npt.NDArray[np.float32]:
+    """Request x candidate scores of a field model (module docstring): the cross-side
+    interactions as matmuls plus the per-candidate constant from ``model.score``."""
+    fields = list(model.fields)
+    both = sorted(set(request) & set(candidate))
+    if both:
+        raise ValueError(f"field(s) {both} given on both the request and the candidate side")
+    for side, cols in (("request_fields", request), ("candidate_fields", candidate)):
+        unknown = sorted(set(cols) - set(fields))
+        if unknown:
+            raise ValueError(f"{side} has unknown field(s) {unknown}; the fields are {fields}")
+    missing = [f for f in fields if f not in request and f not in candidate]
+    if missing:
+        raise ValueError(
+            f"serving needs every model field on one side; {missing} missing: pass them in "
+            "request_fields= (one id per request) or candidate_fields= (one per pool item)"
+        )
+    n_req = {c.size for c in request.values()}
+    n_cand = {c.size for c in candidate.values()}
+    if len(n_req) > 1 or len(n_cand) > 1:
+        raise ValueError(
+            "request columns need one id per request and candidate columns one per pool item, "
+            f"got request lengths {sorted(n_req)} and candidate lengths {sorted(n_cand)}"
+        )
+    r, p = n_req.pop(), n_cand.pop()
+    scores = np.zeros((r, p), dtype=np.float32)
+    if r == 0 or p == 0:
+        return scores
+    rows = {
+        f: model.table(f).get(ids, default=0.0) for f, ids in (*request.items(), *candidate.items())
+    }
+    if isinstance(model, _core.FieldAwareFM):
+        d = model.dim
+        index = {f: k for k, f in enumerate(fields)}
+
+        def block(own: str, other: str) -> slice:
+            i, j = index[own], index[other]
+            b = j - int(j > i)
+            return slice(b * d, (b + 1) * d)
+
+        for fr in request:
+            for fc in candidate:
+                scores += rows[fr][:, block(fr, fc)] @ rows[fc][:, block(fc, fr)].T
+    else:
+        request_sum = sum(rows[f] for f in request)
+        candidate_sum = sum(rows[f] for f in candidate)
+        scores += np.asarray(request_sum @ np.asarray(candidate_sum).T, dtype=np.float32)
+    # Per-candidate constant: global bias + candidate biases + candidate-candidate terms,
+    # scored with request ids the model has never seen (zero rows, zero biases).
+    probe_columns = dict(candidate)
+    for f in request:
+        probe_columns[f] = np.full(p, _unknown_id(model.table(f)), dtype=np.uint64)
+    scores += model.score({f: probe_columns[f] for f in fields})[None, :]
+    return scores

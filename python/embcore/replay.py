@@ -959,7 +959,11 @@ def _replay_stream(
     results: dict[str, dict[str, Any]] = {}
     for mode, state in states.items():
         per_mode[mode], results[mode] = study._analyse_mode(
-            state.trainer, state.monitor, alpha, seed, options
+            state.trainer,
+            state.monitor,
+            alpha,
+            seed,
+            lambda: embcore.MatrixFactorization(**{"seed": seed, **options}),
         )
     timings["analysis_seconds"] = round(time.perf_counter() - clock, 2)
     for mode, state in states.items():

@@ -7,7 +7,9 @@ the world shows each request ``k`` items, mostly the caller's top-scored ones pl
 uniformly random fresh items, and samples clicks and successful plays from ground truth.
 
 Event time is int64 seconds. Item and user ids are uint64 and equal to their index in the world
-(item ids increase with arrival time).
+(item ids increase with arrival time). Every event also carries the categorical fields of the
+paper's field-aware model (:data:`FIELDS`): the item's creator, its tag and the request's hour of
+day, as uint64 ids (:meth:`Events.columns`; candidates: :meth:`World.candidate_fields`).
 
 Design notes
 ------------
@@ -49,7 +51,25 @@ import numpy.typing as npt
 
 from embcore import _calibration
 
-__all__ = ["Events", "ItemInfo", "ItemTruth", "SimConfig", "Step", "UserTruth", "World"]
+__all__ = [
+    "FIELDS",
+    "Events",
+    "ItemInfo",
+    "ItemTruth",
+    "SimConfig",
+    "Step",
+    "UserTruth",
+    "World",
+    "hour_of_day",
+    "tag_ids",
+]
+
+FIELDS: tuple[str, ...] = ("user", "item", "creator", "tag", "hour")
+"""The categorical fields the simulator emits per event (for FFM/FM; MF uses user and item).
+``user`` and ``hour`` belong to the request, ``item``, ``creator`` and ``tag`` to the candidate."""
+
+REQUEST_FIELDS: tuple[str, ...] = ("user", "hour")
+CANDIDATE_FIELDS: tuple[str, ...] = ("item", "creator", "tag")
 
 DAY_SECONDS = 86_400
 HOUR_SECONDS = 3_600
@@ -385,12 +405,20 @@ class Events:
         The slot was filled by exploration rather than by the caller's scores.
     position : numpy.ndarray of int32
         Slot in the feed, 0 = top.
+    creators : numpy.ndarray of uint64
+        The item's creator id.
+    tags : numpy.ndarray of uint64
+        The item's tag id (:func:`tag_ids`: KuaiRand tag + 1, 0 = untagged).
+    hours : numpy.ndarray of uint64
+        Hour of day of the request, 0-23 (:func:`hour_of_day`).
 
     Examples
     --------
     >>> both = Events.concat([Events.empty(), Events.empty()])
     >>> len(both)
     0
+    >>> sorted(both.columns())
+    ['creator', 'hour', 'item', 'tag', 'user']
     """
 
     users: _U64
@@ -402,6 +430,9 @@ class Events:
     fresh: _BOOL
     explored: _BOOL
     position: npt.NDArray[np.int32]
+    creators: _U64
+    tags: _U64
+    hours: _U64
 
     def __post_init__(self) -> None:
         lengths = {f.name: len(getattr(self, f.name)) for f in fields(self)}
@@ -410,6 +441,33 @@ class Events:
 
     def __len__(self) -> int:
         return len(self.users)
+
+    def columns(self, fields: Sequence[str] = FIELDS) -> dict[str, _U64]:
+        """The categorical id columns of the events, by field name (see :data:`FIELDS`).
+
+        Parameters
+        ----------
+        fields : sequence of str
+            Any of ``"user"``, ``"item"``, ``"creator"``, ``"tag"``, ``"hour"``.
+
+        Raises
+        ------
+        ValueError
+            An unknown field name.
+        """
+        source = {
+            "user": self.users,
+            "item": self.items,
+            "creator": self.creators,
+            "tag": self.tags,
+            "hour": self.hours,
+        }
+        unknown = [f for f in fields if f not in source]
+        if unknown:
+            raise ValueError(
+                f"the simulator has no field(s) {unknown}; it emits {', '.join(FIELDS)}"
+            )
+        return {f: source[f] for f in fields}
 
     @classmethod
     def empty(cls) -> Events:
@@ -441,6 +499,9 @@ _EVENT_DTYPES: dict[str, type[np.generic]] = {
     "fresh": np.bool_,
     "explored": np.bool_,
     "position": np.int32,
+    "creators": np.uint64,
+    "tags": np.uint64,
+    "hours": np.uint64,
 }
 
 
@@ -815,7 +876,34 @@ class World:
             fresh=(item_age < cfg.fresh_seconds).ravel(),
             explored=explored.ravel(),
             position=position.ravel(),
+            creators=self._item_creator[items].astype(np.uint64).ravel(),
+            tags=tag_ids(self._item_tag[items]).ravel(),
+            hours=np.repeat(hour_of_day(step.request_times), k),
         )
+
+    def request_fields(self, step: Step) -> dict[str, _U64]:
+        """The request-side fields of ``step`` (user, hour), one entry per request.
+
+        >>> world = World(SimConfig.for_scale("tiny"), seed=0)
+        >>> sorted(world.request_fields(world.step(0)))
+        ['hour', 'user']
+        """
+        return {"user": step.users, "hour": hour_of_day(step.request_times)}
+
+    def candidate_fields(self, step: Step) -> dict[str, _U64]:
+        """The candidate-side fields of ``step``'s pool (item, creator, tag), in pool order.
+
+        >>> world = World(SimConfig.for_scale("tiny"), seed=0)
+        >>> step = world.step(0)
+        >>> bool((world.candidate_fields(step)["item"] == step.pool).all())
+        True
+        """
+        pool = step.pool.astype(np.int64)
+        return {
+            "item": step.pool,
+            "creator": self._item_creator[pool].astype(np.uint64),
+            "tag": tag_ids(self._item_tag[pool]),
+        }
 
     def oracle_scores(self, step: Step) -> _F32:
         """Ground-truth click log-odds (without the position term) of every pool item for every
@@ -880,6 +968,25 @@ class World:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def hour_of_day(timestamps: npt.ArrayLike) -> _U64:
+    """Hour of day (0-23, uint64) of event times in seconds (t = 0 is midnight).
+
+    >>> hour_of_day([0, 3599, 3600, 86_400 + 7_200]).tolist()
+    [0, 0, 1, 2]
+    """
+    t = np.asarray(timestamps, dtype=np.int64)
+    return ((t // HOUR_SECONDS) % 24).astype(np.uint64)
+
+
+def tag_ids(tags: npt.ArrayLike) -> _U64:
+    """Model ids (uint64) of KuaiRand tags: tag + 1, so the "no tag" value -1 becomes 0.
+
+    >>> tag_ids([-1, 0, 39]).tolist()
+    [0, 1, 40]
+    """
+    return (np.asarray(tags, dtype=np.int64) + 1).astype(np.uint64)
 
 
 def _index_of(ids: npt.ArrayLike, size: int, what: str) -> _I64:

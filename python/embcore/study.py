@@ -42,7 +42,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,14 @@ import numpy.typing as npt
 
 import embcore
 from embcore import analysis
-from embcore.modes import MODES, Trainer, parse_duration
-from embcore.sim import Events, SimConfig, Step, World
+from embcore.modes import MODES, Model, Trainer, parse_duration
+from embcore.sim import FIELDS, Events, SimConfig, Step, World
 
 __all__ = ["TableRecorder", "learning_curve", "run", "run_study"]
 
 SCALES = ("tiny", "small", "default", "large")
+MODELS = ("mf", "ffm", "fm")
+"""Models the study trains: matrix factorization, field-aware FM, FM."""
 DEFAULT_ALPHA = 0.05
 ALPHAS = (0.01, 0.05, 0.1)
 # Engagement by item age: bucket upper edges in hours (the last bucket is open).
@@ -332,12 +334,33 @@ def _check_config(
         raise StudyConfigError(f"alpha must be in (0, 2), got {alpha!r}")
     if not (isinstance(track_rate, int | float) and 0 < track_rate <= 1):
         raise StudyConfigError(f"track_rate must be in (0, 1], got {track_rate!r}")
-    if model != "mf":
-        raise StudyConfigError(
-            f"--model {model}: the study drives only 'mf' (matrix factorization) so far; "
-            "use --model mf"
-        )
+    if model not in MODELS:
+        raise StudyConfigError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     return mode_list, period_seconds
+
+
+def _model_factory(
+    model: str,
+    *,
+    seed: int,
+    dim: int,
+    init_scale: float,
+    learning_rate: float | None,
+    item_lifecycle: Mapping[str, Any] | None,
+) -> Callable[[], Model]:
+    """A zero-argument factory of the study's untrained model (every mode calls it once, so
+    every mode starts from the same initial rows). Field models get the simulator's fields."""
+    options: dict[str, Any] = {"dim": dim, "init_scale": init_scale, "seed": seed}
+    if learning_rate is not None:
+        options["learning_rate"] = float(learning_rate)
+    if model == "mf":
+        if item_lifecycle is not None:
+            options["item_lifecycle"] = dict(item_lifecycle)
+        return lambda: embcore.MatrixFactorization(**options)
+    if item_lifecycle is not None:
+        options["lifecycles"] = {"item": dict(item_lifecycle)}
+    cls = embcore.FieldAwareFM if model == "ffm" else embcore.FactorizationMachine
+    return lambda: cls(list(FIELDS), **options)
 
 
 @contextlib.contextmanager
@@ -427,21 +450,23 @@ def _downsample_curve(counts: Any, *columns: Any, weights: Any) -> dict[str, Any
 
 
 def _with_initial_rows(
-    traj: analysis.Trajectories, model_options: Mapping[str, Any], seed: int
+    traj: analysis.Trajectories, trainer: Trainer, fresh_model: Callable[[], Model]
 ) -> analysis.Trajectories:
     """Add e_i(0), each tracked item's initial row, as a record at count 0.
 
     Rows are initialised deterministically from (seed, id), so a fresh model with the same
-    options reproduces them without inserting anything into the trained one. Without e(0) the
+    options (``fresh_model()``) reproduces them without inserting anything into the trained
+    one; the trainer says which columns of an item row are the embedding. Without e(0) the
     move from the initial row to the first published state (often the largest step of a batch
     item) would be invisible, and items with one publish could not be analysed at all.
     """
     ids = np.unique(traj.ids)
     if ids.size == 0:
         return traj
-    fresh = embcore.MatrixFactorization(**{"seed": seed, **model_options})
-    fresh.items.insert(ids)
-    initial = fresh.items.get(ids)
+    table = trainer.item_table(fresh_model())
+    table.insert(ids)
+    start, stop = trainer.item_span
+    initial = np.ascontiguousarray(table.get(ids)[:, start:stop])
     first = np.ones(traj.ids.size, dtype=bool)
     first[1:] = traj.ids[1:] != traj.ids[:-1]
     # Initial records go first: an existing count-0 record (later in input order) wins.
@@ -531,25 +556,33 @@ def _analyse_mode(
     monitor: Any,
     alpha: float,
     seed: int,
-    model_options: Mapping[str, Any],
+    fresh_model: Callable[[], Model],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(metrics, results)`` for one mode: metrics are JSON-safe, results feed the figures."""
+    """``(metrics, results)`` for one mode: metrics are JSON-safe, results feed the figures.
+
+    ``fresh_model()`` builds an untrained model with the trainer's options (initial rows)."""
     model = trainer.serving_model
-    meta = model.items.metadata()
+    item_table = trainer.item_table(model)
+    meta = item_table.metadata()
     popularity = (meta["ids"], meta["interactions"].astype(np.int64))
-    traj = _with_initial_rows(analysis.Trajectories.from_monitor(monitor), model_options, seed)
+    traj = _with_initial_rows(analysis.Trajectories.from_monitor(monitor), trainer, fresh_model)
     alphas = tuple(sorted({*ALPHAS, alpha}))
     mat = analysis.maturity(traj, alpha=alphas, popularity=popularity)
     peak = analysis.learning_peak(traj)
     curve = learning_curve(traj)
-    norms = analysis.norm_popularity(model.items, popularity, users=model.users, seed=seed)
+    norms = analysis.norm_popularity(
+        trainer.item_embeddings(model),
+        popularity,
+        users=trainer.user_embeddings(model),
+        seed=seed,
+    )
     level = mat.level(alpha).overall
     shown = _downsample_curve(curve["counts"], curve["gain"], weights=curve["items"])
     metrics: dict[str, Any] = {
         "events": trainer.events_consumed,
-        "items": len(model.items),
+        "items": len(item_table),
         "evicted_items": trainer.evicted,
-        "users": len(model.users),
+        "users": len(trainer.user_table(model)),
         "publishes": trainer.publishes,
         "train_seconds": round(trainer.train_seconds, 3),
         "tracked_items": traj.n_items,
@@ -711,8 +744,11 @@ def run_study(
         Maturity level reported as the headline (0.01, 0.05 and 0.1 are always computed).
     track_rate : float
         Share of items whose trajectories are recorded.
-    model : str
-        ``"mf"`` (the only model so far).
+    model : {"mf", "ffm", "fm"}
+        ``"mf"``: two-tower matrix factorization (user x item). ``"ffm"``: the paper's
+        field-aware factorisation machine over the simulator's fields user, item, creator, tag
+        and hour (``dim`` per block; the item's embedding is its block against the user field).
+        ``"fm"``: a factorisation machine over the same fields.
     progress : bool
         Show a tqdm progress bar (events/s) on stderr.
     parallel : bool
@@ -764,6 +800,7 @@ def run_study(
                 init_scale=init_scale,
                 alpha=alpha,
                 track_rate=track_rate,
+                model=model,
                 progress=progress,
                 parallel=parallel,
             )
@@ -802,18 +839,21 @@ def _simulate(
     init_scale: float,
     alpha: float,
     track_rate: float,
+    model: str,
     progress: bool,
     parallel: bool,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     from tqdm import tqdm
 
     world = World(sim_config, seed=seed)
-    model_options: dict[str, Any] = {"dim": dim, "init_scale": init_scale}
-    if learning_rate is not None:
-        model_options["learning_rate"] = float(learning_rate)
-    expiry = item_expiry(sim_config)
-    if expiry is not None:
-        model_options["item_lifecycle"] = expiry
+    fresh_model = _model_factory(
+        model,
+        seed=seed,
+        dim=dim,
+        init_scale=init_scale,
+        learning_rate=learning_rate,
+        item_lifecycle=item_expiry(sim_config),
+    )
     trainers: dict[str, Trainer] = {}
     monitors: dict[str, Any] = {}
     rust_monitor = False
@@ -821,12 +861,12 @@ def _simulate(
         monitors[mode], rust_monitor = _make_monitor(dim, track_rate, seed)
         trainers[mode] = Trainer(
             mode,
+            fresh_model,
             period=period_seconds,
             epochs=epochs,
             monitor=monitors[mode],
             threads=threads,
             seed=seed,
-            **model_options,
         )
     horizon = world.n_steps * sim_config.step_seconds
     engagement = {mode: _Engagement(-(-horizon // 3600)) for mode in modes}
@@ -846,13 +886,27 @@ def _simulate(
         trainer = trainers[mode]
         began = time.perf_counter()
         trainer.advance(step.t_start)
-        scores = trainer.serving_scores(step.users, step.pool)
+        # MF ignores the extra fields; field models read the ones they have.
+        request = world.request_fields(step)
+        candidate = world.candidate_fields(step)
+        scores = trainer.serving_scores(
+            request.pop("user"),
+            candidate.pop("item"),
+            request_fields=request,
+            candidate_fields=candidate,
+        )
         events = world.serve(step, scores)
         serve_seconds[mode] += time.perf_counter() - began
-        trainer.consume(events.users, events.items, events.click, events.timestamps)
+        trainer.consume(
+            events.users,
+            events.items,
+            events.click,
+            events.timestamps,
+            context=events.columns(("creator", "tag", "hour")),
+        )
         engagement[mode].add(events)
         if not rust_monitor and mode != "batch":
-            monitors[mode].observe(trainer.model.items, step.t_end)
+            monitors[mode].observe(trainer.item_table(), step.t_end)
         return len(events)
 
     # Modes are independent given the step (serve is a pure function, each mode owns its
@@ -872,7 +926,7 @@ def _simulate(
     results: dict[str, dict[str, Any]] = {}
     for mode, trainer in trainers.items():
         per_mode[mode], results[mode] = _analyse_mode(
-            trainer, monitors[mode], alpha, seed, model_options
+            trainer, monitors[mode], alpha, seed, fresh_model
         )
         per_mode[mode]["engagement"] = engagement[mode].to_dict()
         per_mode[mode]["serve_seconds"] = round(serve_seconds[mode], 3)
@@ -894,7 +948,9 @@ def _simulate(
             "alpha": alpha,
             "track_rate": track_rate,
             "threads": threads,
-            "model": "mf",
+            "model": model,
+            "fields": list(trainers[modes[0]].fields),
+            "item_embedding": _item_embedding_text(trainers[modes[0]]),
             "monitor": "embcore.Monitor" if rust_monitor else "TableRecorder (step granularity)",
             "horizon_seconds": horizon,
             "sim": {
@@ -917,6 +973,22 @@ def _simulate(
         "comparison": _comparison(per_mode),
     }
     return metrics, results
+
+
+def _item_embedding_text(trainer: Trainer) -> str:
+    """What "the item's embedding" is for this trainer's model, for metrics.json."""
+    model = trainer.model
+    start, stop = trainer.item_span
+    if isinstance(model, embcore.FieldAwareFM):
+        if (start, stop) != (0, model.row_dim):
+            return (
+                f"FFM block of the item field against the '{trainer.user_field}' field "
+                f"(row columns {start}:{stop})"
+            )
+        return "FFM item row: all blocks concatenated"
+    if isinstance(model, embcore.FactorizationMachine):
+        return "FM item vector"
+    return "MF item row"
 
 
 # --------------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ fn build(
     init_scale: f32,
     seed: u64,
     capacity: i64,
+    lifecycles: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<PyFieldModel> {
     let table = table_config(
         dim,
@@ -149,6 +150,30 @@ fn build(
         seed,
         capacity,
     )?;
+    let mut per_field = vec![None; fields.len()];
+    if let Some(d) = lifecycles {
+        for (key, value) in d.iter() {
+            let name: String = key
+                .extract()
+                .map_err(|_| PyTypeError::new_err("lifecycles keys must be field names (str)"))?;
+            let Some(k) = fields.iter().position(|f| *f == name) else {
+                return Err(PyValueError::new_err(format!(
+                    "lifecycles has an unknown field '{name}'; the fields are {}",
+                    field_list(&fields)
+                )));
+            };
+            if value.is_none() {
+                continue;
+            }
+            let spec = value.cast::<PyDict>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "lifecycles['{name}'] must be a dict of lifecycle settings \
+                     (ttl, max_rows, max_bytes, keep_floor, eviction, min_count) or None"
+                ))
+            })?;
+            per_field[k] = super::mf::lifecycle_arg(Some(spec), &format!("lifecycles['{name}']"))?;
+        }
+    }
     let cfg = FieldConfig {
         fields,
         interaction,
@@ -157,8 +182,21 @@ fn build(
         bias,
     };
     Ok(PyFieldModel {
-        inner: Arc::new(FieldModel::new(cfg)?),
+        inner: Arc::new(FieldModel::with_lifecycles(cfg, per_field)?),
     })
+}
+
+/// A Python object of the right subclass around `inner`.
+fn wrap(py: Python<'_>, inner: FieldModel) -> PyResult<Py<PyAny>> {
+    let interaction = inner.cfg.interaction;
+    let base = PyClassInitializer::from(PyFieldModel {
+        inner: Arc::new(inner),
+    });
+    Ok(match interaction {
+        Interaction::FieldAware => Bound::new(py, base.add_subclass(PyFieldAwareFM))?.into_any(),
+        Interaction::Plain => Bound::new(py, base.add_subclass(PyFactorizationMachine))?.into_any(),
+    }
+    .unbind())
 }
 
 impl PyFieldModel {
@@ -372,6 +410,25 @@ impl PyFieldModel {
         Ok(s)
     }
 
+    /// An independent deep copy (every table with its optimizer state and
+    /// metadata, the global bias, the event count), of the same class.
+    fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let m = &self.inner;
+        let c = py.detach(|| m.copy())?;
+        wrap(py, c)
+    }
+
+    /// `(start, stop)`: the columns of a row of `field` that
+    /// `embedding_of(field, against)` returns (FFM: one block, or the whole
+    /// row with against=None; FM: the whole row). For
+    /// `Monitor.record_publish(model.table(field), t, columns=...)`.
+    #[pyo3(signature = (field, against=None))]
+    fn embedding_span(&self, field: &str, against: Option<&str>) -> PyResult<(usize, usize)> {
+        let o = self.observed(field, against)?;
+        let (off, len) = self.inner.observed_span(o)?;
+        Ok((off, off + len))
+    }
+
     /// (ids, vectors) of every feature of `field`, copied at one moment. FFM:
     /// the block each feature uses against field `against`, or with
     /// against=None all its blocks side by side (the whole row, blocks in
@@ -403,7 +460,7 @@ impl PyFieldAwareFM {
     #[new]
     #[pyo3(signature = (fields, dim=8, *, optimizer="adagrad", learning_rate=0.05, l2=0.0,
         max_norm=None, loss="logistic", bias=true, eps=1e-8, initial_accumulator=0.1,
-        init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64))]
+        init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64, lifecycles=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         fields: Vec<String>,
@@ -419,6 +476,7 @@ impl PyFieldAwareFM {
         init_scale: f32,
         seed: u64,
         capacity: i64,
+        lifecycles: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let base = build(
             Interaction::FieldAware,
@@ -435,6 +493,7 @@ impl PyFieldAwareFM {
             init_scale,
             seed,
             capacity,
+            lifecycles,
         )?;
         Ok(PyClassInitializer::from(base).add_subclass(PyFieldAwareFM))
     }
@@ -450,7 +509,7 @@ impl PyFactorizationMachine {
     #[new]
     #[pyo3(signature = (fields, dim=32, *, optimizer="adagrad", learning_rate=0.05, l2=0.0,
         max_norm=None, loss="logistic", bias=true, eps=1e-8, initial_accumulator=0.1,
-        init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64))]
+        init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64, lifecycles=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         fields: Vec<String>,
@@ -466,6 +525,7 @@ impl PyFactorizationMachine {
         init_scale: f32,
         seed: u64,
         capacity: i64,
+        lifecycles: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
         let base = build(
             Interaction::Plain,
@@ -482,6 +542,7 @@ impl PyFactorizationMachine {
             init_scale,
             seed,
             capacity,
+            lifecycles,
         )?;
         Ok(PyClassInitializer::from(base).add_subclass(PyFactorizationMachine))
     }

@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 use std::sync::Arc;
 
 /// A lifecycle given as a dict of EmbeddingTable's lifecycle keywords.
-fn lifecycle_arg(
+pub(super) fn lifecycle_arg(
     d: Option<&Bound<'_, PyDict>>,
     name: &str,
 ) -> PyResult<Option<crate::lifecycle::Lifecycle>> {

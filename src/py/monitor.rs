@@ -274,16 +274,26 @@ impl PyMonitor {
     }
 
     /// Record every tracked item present in `table` (its row and current
-    /// interaction count) at `timestamp`. Returns the records kept.
-    #[pyo3(signature = (table, timestamp=0))]
+    /// interaction count) at `timestamp`. `columns=(start, stop)` records
+    /// only those columns of each row (e.g. one block of an FFM row: see
+    /// `FieldModel.embedding_span`). Returns the records kept.
+    #[pyo3(signature = (table, timestamp=0, columns=None))]
     fn record_publish(
         &self,
         py: Python<'_>,
         table: &Bound<'_, PyEmbeddingTable>,
         timestamp: i64,
+        columns: Option<(usize, usize)>,
     ) -> PyResult<usize> {
         let (m, t) = (&self.inner, &table.get().inner);
-        Ok(py.detach(|| m.record_publish(t, timestamp))?)
+        let (start, stop) = columns.unwrap_or((0, t.dim()));
+        if stop <= start {
+            return Err(invalid(format!(
+                "columns=({start}, {stop}) is empty; pass (start, stop) with start < stop"
+            ))
+            .into());
+        }
+        Ok(py.detach(|| m.record_publish_span(t, timestamp, start, stop - start))?)
     }
 
     /// Record given rows of tracked items at `timestamp` — typically the
