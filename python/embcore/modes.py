@@ -47,7 +47,8 @@ Design notes
   P lookups instead of a copy of the whole metadata.
 * Field models serve the same way, split by side: an FFM with request fields R and candidate
   fields C scores ``sum over (r, c) in R x C of A_r[:, block c] @ B_c[:, block r].T`` (|R| x |C|
-  matmuls: 2 x 3 = 6 for user, hour x item, creator, tag), an FM ``(sum_R v) @ (sum_C v).T``,
+  block products: 2 x 3 = 6 for user, hour x item, creator, tag, computed as one matmul over
+  the blocks laid side by side), an FM ``(sum_R v) @ (sum_C v).T``,
   plus one per-candidate constant (global bias, candidate linear terms and the interactions
   among candidate fields) that ``model.score`` computes in Rust with request ids the model has
   never seen. Request-only terms are left out, as MF leaves out the user bias: they do not
@@ -831,9 +832,11 @@ def _field_serving_scores(
             b = j - int(j > i)
             return slice(b * d, (b + 1) * d)
 
-        for fr in request:
-            for fc in candidate:
-                scores += rows[fr][:, block(fr, fc)] @ rows[fc][:, block(fc, fr)].T
+        # All |R| x |C| block products as one matmul over the concatenated blocks.
+        pairs = [(fr, fc) for fr in request for fc in candidate]
+        left = np.concatenate([rows[fr][:, block(fr, fc)] for fr, fc in pairs], axis=1)
+        right = np.concatenate([rows[fc][:, block(fc, fr)] for fr, fc in pairs], axis=1)
+        scores += left @ right.T
     else:
         request_sum = sum(rows[f] for f in request)
         candidate_sum = sum(rows[f] for f in candidate)
