@@ -661,6 +661,32 @@ impl FieldModel {
     }
 }
 
+/// Construction from saved parts and the global state (for `model_io`).
+impl FieldModel {
+    /// A model around existing tables (one per field, in field order, each
+    /// `cfg.row_dim()` wide), with its global bias, accumulator and event
+    /// count.
+    pub fn from_parts(
+        cfg: FieldConfig,
+        tables: Vec<Arc<EmbeddingTable>>,
+        (global_bias, global_acc): (f32, f32),
+        events_seen: u64,
+    ) -> Self {
+        FieldModel {
+            cfg,
+            tables,
+            global_bias: AtomicU32::new(global_bias.to_bits()),
+            global_acc: AtomicU32::new(global_acc.to_bits()),
+            events_seen: AtomicU64::new(events_seen),
+        }
+    }
+
+    /// (global bias, its Adagrad accumulator).
+    pub fn global_state(&self) -> (f32, f32) {
+        (f32_load(&self.global_bias), f32_load(&self.global_acc))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub mod idmap;
 pub mod kernels;
 pub mod lifecycle;
 pub mod mf;
+pub mod model_io;
 pub mod monitor;
 pub mod optim;
 pub mod region;

@@ -616,6 +616,14 @@ impl MatrixFactorization {
     }
 }
 
+impl MatrixFactorization {
+    /// Set the event count (the default event time of the next event), e.g.
+    /// when a saved model is loaded.
+    pub fn set_events_seen(&self, n: u64) {
+        self.events_seen.store(n, Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,70 @@ pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
         // Evicted rows are not saved: write a compacted copy of the live rows.
         return save(&table.copy()?, path, extra);
     }
-    let n = table.len();
+    write_atomically(path, |file| write_table(table, file, extra).map(|_| ()))
+}
+
+/// Write `table` in the snapshot format to `w` (a compact table: rows
+/// `0..len()`). Returns the number of bytes written.
+pub fn write_table<W: Write>(table: &EmbeddingTable, w: W, extra: &[u8]) -> std::io::Result<u64> {
+    if !table.is_compact() {
+        let copy = table
+            .copy()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        return write_table(&copy, w, extra);
+    }
+    write_table_rows(table, table.len(), w, extra)
+}
+
+/// `write_table` of the first `n` rows of a compact table (`n <= len()`), so
+/// that a caller can announce the size (`table_bytes`) before writing while
+/// other threads insert rows.
+pub fn write_table_rows<W: Write>(
+    table: &EmbeddingTable,
+    n: usize,
+    w: W,
+    extra: &[u8],
+) -> std::io::Result<u64> {
+    if !table.is_compact() || n > table.len() {
+        return Err(std::io::Error::other(
+            "write_table_rows needs a compact table with at least n rows",
+        ));
+    }
+    let mut w = CrcWriter {
+        inner: w,
+        crc: crc32fast::Hasher::new(),
+    };
+    let mut buf = Vec::with_capacity(CHUNK * 8);
+    w.put(&header(table, n))?;
+    w.put(&(extra.len() as u64).to_le_bytes())?;
+    w.put(extra)?;
+    w.put_u32s(&table.weights_region()[..n * table.dim()], &mut buf)?;
+    w.put_u32s(&table.state_region()[..n * table.state_width()], &mut buf)?;
+    w.put_u64s(&table.meta_region()[..n * meta::WORDS], &mut buf)?;
+    let crc = w.crc.clone().finalize();
+    w.inner.write_all(&crc.to_le_bytes())?;
+    Ok(table_bytes(table, n, extra.len()) as u64)
+}
+
+/// Size in bytes of `table`'s snapshot with `rows` rows and `extra_len`
+/// extra bytes.
+pub fn table_bytes(table: &EmbeddingTable, rows: usize, extra_len: usize) -> usize {
+    8 + 8
+        + HEADER_LEN as usize
+        + 8
+        + extra_len
+        + rows * ((table.dim() + table.state_width()) * 4 + 8 * meta::WORDS)
+        + 4
+}
+
+/// Replace `path` with the bytes `write` produces, atomically: write
+/// `.name.tmp-<pid>` beside it, fsync, rename over `path`, fsync the
+/// directory. On any error the temporary file is removed and `path` is left
+/// as it was. Returns the file size.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<u64> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -114,21 +177,9 @@ pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
         std::process::id()
     ));
     let result = (|| -> std::io::Result<u64> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = CrcWriter {
-            inner: file,
-            crc: crc32fast::Hasher::new(),
-        };
-        let mut buf = Vec::with_capacity(CHUNK * 8);
-        w.put(&header(table, n))?;
-        w.put(&(extra.len() as u64).to_le_bytes())?;
-        w.put(extra)?;
-        w.put_u32s(&table.weights_region()[..n * table.dim()], &mut buf)?;
-        w.put_u32s(&table.state_region()[..n * table.state_width()], &mut buf)?;
-        w.put_u64s(&table.meta_region()[..n * meta::WORDS], &mut buf)?;
-        let crc = w.crc.clone().finalize();
-        w.inner.write_all(&crc.to_le_bytes())?;
-        let file = w.inner;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         let size = file.metadata()?.len();
         drop(file);
@@ -185,12 +236,12 @@ impl<'a> Reader<'a> {
 
 /// Read little-endian words from `file` straight into a region of a table
 /// that `load` has just created and not yet shared, feeding the checksum.
-fn read_into<T>(
-    file: &mut std::fs::File,
+fn read_into<T, R: Read>(
+    file: &mut R,
     crc: &mut crc32fast::Hasher,
     dst: &[T],
     what: &str,
-    path: &Path,
+    name: &str,
 ) -> Result<()> {
     let bytes = std::mem::size_of_val(dst);
     let mut done = 0;
@@ -203,9 +254,8 @@ fn read_into<T>(
         // words' in-memory bytes; `done + n <= bytes` stays inside `dst`.
         let chunk =
             unsafe { std::slice::from_raw_parts_mut((dst.as_ptr() as *mut u8).add(done), n) };
-        file.read_exact(chunk).map_err(|e| {
-            Error::CorruptSnapshot(format!("{}: reading {what}: {e}", path.display()))
-        })?;
+        file.read_exact(chunk)
+            .map_err(|e| Error::CorruptSnapshot(format!("{name}: reading {what}: {e}")))?;
         crc.update(chunk);
         done += n;
     }
@@ -220,12 +270,34 @@ compile_error!("embcore snapshots are implemented for little-endian targets only
 /// file length before anything is allocated, sections are read straight into
 /// the new table, and the checksum is verified before the table is returned.
 pub fn load(path: &Path, capacity: Option<usize>) -> Result<(EmbeddingTable, Vec<u8>)> {
-    let bad = |m: String| Error::CorruptSnapshot(format!("{}: {m}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, &mut file);
+    read_table(
+        &mut r,
+        file_len,
+        capacity,
+        None,
+        &path.display().to_string(),
+    )
+}
+
+/// Read one table in the snapshot format from `file`, which holds exactly
+/// `file_len` bytes of it from its current position (`name` labels errors),
+/// into a table with `lifecycle` when given.
+/// Sizes are checked against `file_len` before anything is allocated.
+pub fn read_table<R: Read>(
+    file: &mut R,
+    file_len: u64,
+    capacity: Option<usize>,
+    lifecycle: Option<crate::lifecycle::Lifecycle>,
+    name: &str,
+) -> Result<(EmbeddingTable, Vec<u8>)> {
+    let bad = |m: String| Error::CorruptSnapshot(format!("{name}: {m}"));
+    let read_err = |e: std::io::Error| bad(format!("read failed: {e}"));
     let prefix = 8 + 8 + HEADER_LEN as usize + 8;
     let mut head = vec![0u8; prefix.min(file_len as usize)];
-    file.read_exact(&mut head).map_err(|e| io_err(path, e))?;
+    file.read_exact(&mut head).map_err(read_err)?;
     if head.len() < 8 || &head[..8] != MAGIC {
         return Err(bad("not an embcore snapshot (bad magic bytes)".into()));
     }
@@ -302,28 +374,31 @@ pub fn load(path: &Path, capacity: Option<usize>) -> Result<(EmbeddingTable, Vec
         )));
     }
     let mut extra = vec![0u8; extra_len as usize];
-    file.read_exact(&mut extra).map_err(|e| io_err(path, e))?;
+    file.read_exact(&mut extra).map_err(read_err)?;
     crc.update(&extra);
-    let table = EmbeddingTable::new(cfg)?;
+    let table = match lifecycle {
+        Some(lc) => EmbeddingTable::with_lifecycle(cfg, lc)?,
+        None => EmbeddingTable::new(cfg)?,
+    };
     let io = std::cell::RefCell::new((file, crc));
     table.bulk_load(
         rows_us,
         |dst| {
             let (f, c) = &mut *io.borrow_mut();
-            read_into(f, c, dst, "weights", path)
+            read_into(&mut **f, c, dst, "weights", name)
         },
         |dst| {
             let (f, c) = &mut *io.borrow_mut();
-            read_into(f, c, dst, "optimizer state", path)
+            read_into(&mut **f, c, dst, "optimizer state", name)
         },
         |dst| {
             let (f, c) = &mut *io.borrow_mut();
-            read_into(f, c, dst, "metadata", path)
+            read_into(&mut **f, c, dst, "metadata", name)
         },
         || {
             let (f, c) = &mut *io.borrow_mut();
             let mut stored = [0u8; 4];
-            f.read_exact(&mut stored).map_err(|e| io_err(path, e))?;
+            f.read_exact(&mut stored).map_err(read_err)?;
             let stored = u32::from_le_bytes(stored);
             let actual = c.clone().finalize();
             if actual != stored {

@@ -120,6 +120,38 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
     ))
 }
 
+/// `lifecycles={field: {...} or None}` as one optional lifecycle per field.
+fn lifecycles_arg(
+    lifecycles: Option<&Bound<'_, PyDict>>,
+    fields: &[String],
+) -> PyResult<Vec<Option<crate::lifecycle::Lifecycle>>> {
+    let mut per_field = vec![None; fields.len()];
+    if let Some(d) = lifecycles {
+        for (key, value) in d.iter() {
+            let name: String = key
+                .extract()
+                .map_err(|_| PyTypeError::new_err("lifecycles keys must be field names (str)"))?;
+            let Some(k) = fields.iter().position(|f| *f == name) else {
+                return Err(PyValueError::new_err(format!(
+                    "lifecycles has an unknown field '{name}'; the fields are {}",
+                    field_list(fields)
+                )));
+            };
+            if value.is_none() {
+                continue;
+            }
+            let spec = value.cast::<PyDict>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "lifecycles['{name}'] must be a dict of lifecycle settings \
+                     (ttl, max_rows, max_bytes, keep_floor, eviction, min_count) or None"
+                ))
+            })?;
+            per_field[k] = super::mf::lifecycle_arg(Some(spec), &format!("lifecycles['{name}']"))?;
+        }
+    }
+    Ok(per_field)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build(
     interaction: Interaction,
@@ -150,30 +182,7 @@ fn build(
         seed,
         capacity,
     )?;
-    let mut per_field = vec![None; fields.len()];
-    if let Some(d) = lifecycles {
-        for (key, value) in d.iter() {
-            let name: String = key
-                .extract()
-                .map_err(|_| PyTypeError::new_err("lifecycles keys must be field names (str)"))?;
-            let Some(k) = fields.iter().position(|f| *f == name) else {
-                return Err(PyValueError::new_err(format!(
-                    "lifecycles has an unknown field '{name}'; the fields are {}",
-                    field_list(&fields)
-                )));
-            };
-            if value.is_none() {
-                continue;
-            }
-            let spec = value.cast::<PyDict>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "lifecycles['{name}'] must be a dict of lifecycle settings \
-                     (ttl, max_rows, max_bytes, keep_floor, eviction, min_count) or None"
-                ))
-            })?;
-            per_field[k] = super::mf::lifecycle_arg(Some(spec), &format!("lifecycles['{name}']"))?;
-        }
-    }
+    let per_field = lifecycles_arg(lifecycles, &fields)?;
     let cfg = FieldConfig {
         fields,
         interaction,
@@ -408,6 +417,70 @@ impl PyFieldModel {
             return Ok(v.into_pyarray(py));
         }
         Ok(s)
+    }
+
+    /// Write the whole model (every field's table with its optimizer state
+    /// and metadata, the global bias, the event count) to `path` atomically:
+    /// temp file, fsync, rename; a crash leaves the previous file whole.
+    /// Returns the bytes written. Lifecycles are not stored.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
+        let m = &self.inner;
+        Ok(py.detach(|| crate::model_io::save_field(m, &path))?)
+    }
+
+    /// Read a model written by `save`, as the class it was saved from
+    /// (`FieldAwareFM.load` of an FM file is an error). `capacity`
+    /// overrides the saved table capacity; `lifecycles={field: {...}}` gives
+    /// tables their lifecycles again. Raises SnapshotError for a truncated,
+    /// corrupted or foreign file.
+    #[classmethod]
+    #[pyo3(signature = (path, capacity=None, lifecycles=None))]
+    fn load(
+        cls: &Bound<'_, pyo3::types::PyType>,
+        path: std::path::PathBuf,
+        capacity: Option<usize>,
+        lifecycles: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = cls.py();
+        let specs: Vec<(String, crate::lifecycle::Lifecycle)> = match lifecycles {
+            None => Vec::new(),
+            Some(d) => {
+                let names: Vec<String> = d
+                    .keys()
+                    .iter()
+                    .map(|k| k.extract::<String>())
+                    .collect::<PyResult<_>>()
+                    .map_err(|_| PyTypeError::new_err("lifecycles keys must be field names"))?;
+                names
+                    .iter()
+                    .cloned()
+                    .zip(lifecycles_arg(Some(d), &names)?)
+                    .filter_map(|(n, lc)| lc.map(|lc| (n, lc)))
+                    .collect()
+            }
+        };
+        let lookup = |f: &str| specs.iter().find(|(n, _)| n == f).map(|(_, lc)| *lc);
+        let m = py.detach(|| crate::model_io::load_field(&path, capacity, &lookup))?;
+        for (name, _) in &specs {
+            if !m.cfg.fields.contains(name) {
+                return Err(PyValueError::new_err(format!(
+                    "lifecycles has an unknown field '{name}'; the saved model's fields are {}",
+                    field_list(&m.cfg.fields)
+                )));
+            }
+        }
+        let want = cls.name()?.to_string();
+        let got = match m.cfg.interaction {
+            Interaction::FieldAware => "FieldAwareFM",
+            Interaction::Plain => "FactorizationMachine",
+        };
+        if want != "FieldModel" && want != got {
+            return Err(PyValueError::new_err(format!(
+                "{} holds a {got}, not a {want}; load it with {got}.load",
+                path.display()
+            )));
+        }
+        wrap(py, m)
     }
 
     /// An independent deep copy (every table with its optimizer state and

@@ -266,6 +266,33 @@ impl PyMatrixFactorization {
         Ok(s)
     }
 
+    /// Write the whole model (both tables with their optimizer state and
+    /// metadata, the global bias, the event count) to `path` atomically:
+    /// temp file, fsync, rename; a crash leaves the previous file whole.
+    /// Returns the bytes written. Lifecycles are not stored.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
+        let m = &self.inner;
+        Ok(py.detach(|| crate::model_io::save_mf(m, &path))?)
+    }
+
+    /// Read a model written by `save`. `capacity` overrides the saved table
+    /// capacity; the lifecycles (not stored in the file) are given again.
+    /// Raises SnapshotError for a truncated, corrupted or foreign file.
+    #[staticmethod]
+    #[pyo3(signature = (path, capacity=None, item_lifecycle=None, user_lifecycle=None))]
+    fn load(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        capacity: Option<usize>,
+        item_lifecycle: Option<&Bound<'_, PyDict>>,
+        user_lifecycle: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let items = lifecycle_arg(item_lifecycle, "item_lifecycle")?;
+        let users = lifecycle_arg(user_lifecycle, "user_lifecycle")?;
+        let m = py.detach(|| crate::model_io::load_mf(&path, capacity, users, items))?;
+        Ok(PyMatrixFactorization { inner: Arc::new(m) })
+    }
+
     /// An independent deep copy of the model (both tables and the global bias).
     fn copy(&self, py: Python<'_>) -> PyResult<Self> {
         let m = &self.inner;
