@@ -269,3 +269,31 @@ def test_modes_see_identical_events_until_their_scores_differ():
             np.testing.assert_array_equal(ev.explored, served["realtime"].explored)
     # Step 0: every mode serves from empty tables, so all scores (zeros) and events agree.
     assert "batch" in diverged and diverged["batch"] >= 1
+
+
+def test_empty_windows_publish_without_copying():
+    """A boundary whose window is empty keeps the previous snapshot (no deep copy); training
+    or an eviction since the last publish makes the next one copy again."""
+    trainer = Trainer("batch", period=100, dim=2)
+    u, i, y, t = events(50, 0, 90)
+    trainer.consume(u, i, y, t)
+    trainer.advance(100)
+    first = trainer.serving_model
+    trainer.advance(1000)  # nine empty windows
+    assert trainer.publishes == 10
+    assert trainer.serving_model is first
+    u2, i2, y2, t2 = events(50, 1000, 1090, seed=1)
+    trainer.consume(u2, i2, y2, t2)
+    trainer.advance(1100)
+    assert trainer.serving_model is not first
+    np.testing.assert_array_equal(trainer.serving_model.score(u2, i2), trainer.model.score(u2, i2))
+    # An eviction alone changes the live model: the next publish copies it.
+    expiring = Trainer("batch", period=100, item_lifecycle={"ttl": 50}, dim=2)
+    expiring.consume(u, i, y, t)
+    expiring.advance(100)
+    kept = expiring.serving_model
+    assert len(kept.items) > 0
+    expiring.advance(1000)  # items expire at the 200 s publish
+    assert expiring.evicted > 0
+    assert len(expiring.serving_model.items) == 0
+    assert expiring.serving_model is not kept

@@ -11,7 +11,8 @@ reads:
     event time crosses a period boundary (multiples of ``period`` seconds from t = 0) the model
     retrains on the buffered window, warm-started from its last state, for ``epochs`` passes
     (the first counts interactions, later ones use ``count_interactions=False``), then publishes
-    a new snapshot and calls ``monitor.record_publish(snapshot.items, boundary)``.
+    a new snapshot and calls ``monitor.record_publish(snapshot.items, boundary)``. A boundary
+    with an empty window publishes the previous snapshot again, without copying.
 ``"hybrid"``
     Real-time updates on every event (counted, serving reads the live tables) *plus* a
     consolidation at every period boundary: ``epochs`` further passes over the window just
@@ -293,6 +294,9 @@ class Trainer:
         self._rng = np.random.default_rng(seed)
         # Batch serves a frozen copy; the other modes serve the live model.
         self._snapshot: Model | None = model.copy() if mode == "batch" else None
+        # Whether the live model changed since the last snapshot (training or eviction): a
+        # publish of an unchanged model keeps the snapshot instead of copying it again.
+        self._changed = False
         self._window: list[tuple[dict[str, Any], Any, Any, Any]] = []
         self._window_events = 0
         self._next_boundary: int | None = None
@@ -673,8 +677,9 @@ class Trainer:
                 # updates already counted them, so every consolidation pass is uncounted.
                 counted = self.mode == "batch" and epoch == 0
                 self._train(pass_cols, pass_y, pass_t, pass_w, count=counted, observe=False)
-        if self.mode == "batch":
+        if self.mode == "batch" and self._changed:
             self._snapshot = self.model.copy()
+            self._changed = False
         self.publishes += 1
         if self.monitor is not None:
             table = self.item_table(self.serving_model)
@@ -723,6 +728,7 @@ class Trainer:
                 **options,
             )
         self.updates += int(y.size)
+        self._changed = True
         self.train_seconds += time.perf_counter() - began
         if self.mode != "batch":
             self._expire(int(t.max()))
@@ -738,6 +744,7 @@ class Trainer:
             return
         out = items.evict(now=now, budget=max(10_000, len(items) // 10))
         self.evicted += len(out["ids"])
+        self._changed = self._changed or len(out["ids"]) > 0
         if self.monitor is not None and len(out["ids"]) and hasattr(self.monitor, "record_rows"):
             rows = out["rows"]
             if self._span is not None:
