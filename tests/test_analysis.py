@@ -12,7 +12,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from embcore import analysis
@@ -370,6 +370,9 @@ def test_maturity_matches_reference(
             recs = items[item]
             ref = ref_reference(recs, mode, last_k, table, item)
             distances = [1.0 - ref_cos(r, ref) for _, r in recs]
+            # A distance on the threshold itself (e.g. exactly 0.3 with small integer rows)
+            # is decided by rounding, differently in float32 and float64: not a defect.
+            assume(all(abs(d - alpha) > 1e-6 for d in distances))
             expected.append(
                 ref_maturity_of_item(distances, [c for c, _ in recs], alpha, mode == "final")
             )
