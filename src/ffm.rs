@@ -23,10 +23,19 @@
 //!   nothing. Then ids are resolved per field (`mf::resolve`) and trained.
 //! * The global bias is trained on a per-thread copy and merged once at the
 //!   end of the call, as in `mf` (with one thread: the sequential result).
+//! * Hot path: when `dim` is a multiple of 4, `train_fused` runs the event
+//!   loop on vectors of four floats with one fused optimizer pass per row
+//!   (`crate::fused`), the field count and widths compile-time constants
+//!   for the common shapes, and the rows' metadata counters updated together
+//!   before the row stores; otherwise `train_generic`. Both give the same
+//!   results bit for bit (tested in `fused`).
 
 use crate::error::{invalid, Result};
+use crate::fused::{self, Dyn, Fixed, Width, F4};
 use crate::mf::{chunks, resolve, Loss, RowUpdate, UpdateObserver, MISSING};
-use crate::table::{dec_time, f32_load, f32_store, meta, EmbeddingTable, TableConfig};
+use crate::table::{
+    dec_time, f32_load, f32_store, meta, unpack_bias, EmbeddingTable, RowCells, TableConfig,
+};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Arc;
 
@@ -512,9 +521,282 @@ impl FieldModel {
         }
     }
 
+    /// `interactions` on rows held as vectors (`blk` = vectors per block,
+    /// `dim / 4`): the same operations in the same order, so the same
+    /// result bit for bit (see `fused::dot_ffm`).
+    #[inline(always)]
+    fn interactions_f4<N: Width, B: Width>(&self, nf: N, blk: B, x: &[F4], sum: &mut [F4]) -> f32 {
+        let nf = nf.get();
+        let q = blk.get();
+        match self.cfg.interaction {
+            Interaction::FieldAware => {
+                let w = q * (nf - 1);
+                // A compile-time length when the widths are: no bounds checks.
+                let x = &x[..nf * w];
+                let mut s = 0.0f32;
+                for i in 0..nf {
+                    for j in (i + 1)..nf {
+                        let a = i * w + block_index(i, j) * q;
+                        let b = j * w + block_index(j, i) * q;
+                        s += fused::dot_ffm(&x[a..][..q], &x[b..][..q]);
+                    }
+                }
+                s
+            }
+            Interaction::Plain => {
+                let x = &x[..nf * q];
+                let sum = &mut sum[..q];
+                sum.copy_from_slice(&x[..q]);
+                let mut sq = fused::dot_ffm(&x[..q], &x[..q]);
+                for v in x[q..nf * q].chunks_exact(q) {
+                    let v = &v[..q];
+                    for (a, b) in sum.iter_mut().zip(v) {
+                        *a = *a + *b;
+                    }
+                    sq += fused::dot_ffm(v, v);
+                }
+                0.5 * (fused::dot_ffm(sum, sum) - sq)
+            }
+        }
+    }
+
+    /// `gradients` on rows held as vectors (see `interactions_f4`).
+    #[inline(always)]
+    fn gradients_f4<N: Width, B: Width>(
+        &self,
+        nf: N,
+        blk: B,
+        x: &[F4],
+        sum: &[F4],
+        g: f32,
+        grad: &mut [F4],
+    ) {
+        let nf = nf.get();
+        let q = blk.get();
+        let gs = F4::splat(g);
+        match self.cfg.interaction {
+            Interaction::FieldAware => {
+                let w = q * (nf - 1);
+                let (x, grad) = (&x[..nf * w], &mut grad[..nf * w]);
+                for i in 0..nf {
+                    for j in (i + 1)..nf {
+                        let a = i * w + block_index(i, j) * q;
+                        let b = j * w + block_index(j, i) * q;
+                        for k in 0..q {
+                            grad[a + k] = gs * x[b + k];
+                            grad[b + k] = gs * x[a + k];
+                        }
+                    }
+                }
+            }
+            Interaction::Plain => {
+                let (x, sum) = (&x[..nf * q], &sum[..q]);
+                for (gi, vi) in grad[..nf * q].chunks_exact_mut(q).zip(x.chunks_exact(q)) {
+                    for ((gk, sk), vk) in gi[..q].iter_mut().zip(sum).zip(&vi[..q]) {
+                        *gk = gs * (*sk - *vk);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Train on events `range` of the batch (one thread's share): the fused
+    /// loop (`train_fused`) when `dim` is a multiple of 4, with the block
+    /// and row widths as compile-time constants for the common shapes; the
+    /// generic loop otherwise.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn train_range<O: UpdateObserver>(
+        &self,
+        batch: &FieldBatch<'_>,
+        range: std::ops::Range<usize>,
+        rows: &[Vec<u32>],
+        time_of: &(dyn Fn(usize) -> i64 + Sync),
+        count_interactions: bool,
+        global: (f32, f32),
+        obs: (usize, (usize, usize), &O, &mut O::Shard),
+    ) -> (f64, f64, f32, f32) {
+        let nf = self.n_fields();
+        let d = self.cfg.dim();
+        #[cfg(test)]
+        let d = if fused::FORCE_GENERIC.load(Relaxed) {
+            1
+        } else {
+            d
+        };
+        if d % 4 != 0 {
+            return self.train_generic(
+                batch,
+                range,
+                rows,
+                time_of,
+                count_interactions,
+                global,
+                obs,
+            );
+        }
+        let q = d / 4;
+        let args = (batch, range, rows, time_of, count_interactions, global, obs);
+        use Interaction::{FieldAware as Ffm, Plain as Fm};
+        match (self.cfg.interaction, nf, q) {
+            (Ffm, 3, 2) => self.train_fused(Fixed::<3>, Fixed::<2>, Fixed::<4>, args),
+            (Ffm, 4, 2) => self.train_fused(Fixed::<4>, Fixed::<2>, Fixed::<6>, args),
+            (Ffm, 5, 2) => self.train_fused(Fixed::<5>, Fixed::<2>, Fixed::<8>, args),
+            (Ffm, 4, 1) => self.train_fused(Fixed::<4>, Fixed::<1>, Fixed::<3>, args),
+            (Ffm, 4, 4) => self.train_fused(Fixed::<4>, Fixed::<4>, Fixed::<12>, args),
+            (Ffm, _, 1) => self.train_fused(Dyn(nf), Fixed::<1>, Dyn(nf - 1), args),
+            (Ffm, _, 2) => self.train_fused(Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1)), args),
+            (Ffm, _, 4) => self.train_fused(Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1)), args),
+            (Ffm, _, 8) => self.train_fused(Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1)), args),
+            (Ffm, _, q) => self.train_fused(Dyn(nf), Dyn(q), Dyn(q * (nf - 1)), args),
+            (Fm, 4, 8) => self.train_fused(Fixed::<4>, Fixed::<8>, Fixed::<8>, args),
+            (Fm, _, 2) => self.train_fused(Dyn(nf), Fixed::<2>, Fixed::<2>, args),
+            (Fm, _, 4) => self.train_fused(Dyn(nf), Fixed::<4>, Fixed::<4>, args),
+            (Fm, _, 8) => self.train_fused(Dyn(nf), Fixed::<8>, Fixed::<8>, args),
+            (Fm, _, 16) => self.train_fused(Dyn(nf), Fixed::<16>, Fixed::<16>, args),
+            (Fm, _, q) => self.train_fused(Dyn(nf), Dyn(q), Dyn(q), args),
+        }
+    }
+
+    /// The fused per-event loop: load the rows (as vectors of four floats),
+    /// score, gradients from the rows as loaded, the metadata of every row,
+    /// then per row one fused optimizer step (`step_fused`) and the bias
+    /// step. `blk` is the block width and `roww` the row width, in vectors.
+    /// Same results as `train_generic`, bit for bit.
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn train_fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
+        &self,
+        n_fields: N,
+        blk: B,
+        roww: R,
+        (
+            batch,
+            range,
+            rows,
+            time_of,
+            count_interactions,
+            global,
+            (obs_field, (obs_off, obs_len), observer, shard),
+        ): (
+            &FieldBatch<'_>,
+            std::ops::Range<usize>,
+            &[Vec<u32>],
+            &(dyn Fn(usize) -> i64 + Sync),
+            bool,
+            (f32, f32),
+            (usize, (usize, usize), &O, &mut O::Shard),
+        ),
+    ) -> (f64, f64, f32, f32) {
+        let nf = n_fields.get();
+        let w = roww.get();
+        debug_assert_eq!(
+            (nf, 4 * blk.get(), 4 * w),
+            (self.n_fields(), self.cfg.dim(), self.cfg.row_dim())
+        );
+        let tables: Vec<&EmbeddingTable> = self.tables.iter().map(|t| &**t).collect();
+        let (tables, rows) = (&tables[..nf], &rows[..nf]);
+        let (mut rs, mut counts) = (vec![0u32; nf], vec![0u64; nf]);
+        let (mut x, mut grad) = (vec![F4::zero(); nf * w], vec![F4::zero(); nf * w]);
+        let (mut out, mut sum) = (vec![F4::zero(); w], vec![F4::zero(); blk.get()]);
+        // Compile-time lengths when the widths are (fewer bounds checks).
+        let (rs, counts) = (&mut rs[..nf], &mut counts[..nf]);
+        let (x, grad) = (&mut x[..nf * w], &mut grad[..nf * w]);
+        let (out, sum) = (&mut out[..w], &mut sum[..blk.get()]);
+        let mut cells: Vec<RowCells<'_>> = Vec::with_capacity(nf);
+        let opt = *tables[0].optimizer();
+        let prepared: Vec<fused::Prepared> = tables
+            .iter()
+            .map(|t| fused::Prepared::new(t.optimizer()))
+            .collect();
+        let prepared = &prepared[..nf];
+        let bias = self.cfg.bias;
+        let (mut gb, mut ga) = global;
+        let (mut loss_sum, mut w_sum) = (0.0f64, 0.0f64);
+        let end = range.end;
+        for e in range {
+            if e + PREFETCH < end {
+                for (t, r) in tables.iter().zip(rows) {
+                    t.prefetch(r[e + PREFETCH]);
+                }
+            }
+            let mut missing = false;
+            for (slot, r) in rs.iter_mut().zip(rows) {
+                *slot = r[e];
+                missing |= *slot == MISSING;
+            }
+            if missing {
+                // A feature not admitted yet (lifecycle `min_count`): counted
+                // on its table, the event is not trained on.
+                continue;
+            }
+            cells.clear();
+            for ((t, &r), xf) in tables.iter().zip(rs.iter()).zip(x.chunks_exact_mut(w)) {
+                let c = t.row_cells(r);
+                fused::load_row(roww, c.weights, xf);
+                cells.push(c);
+            }
+            let mut score = self.interactions_f4(n_fields, blk, x, sum);
+            if bias {
+                let mut linear = gb;
+                for c in &cells {
+                    linear += unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0;
+                }
+                score += linear;
+            }
+            let wt = batch.weights.map_or(1.0, |w| w[e]);
+            let (loss, g) = self.cfg.loss.value_and_grad(score, batch.labels[e]);
+            loss_sum += f64::from(wt * loss);
+            w_sum += f64::from(wt);
+            let g = g * wt;
+            self.gradients_f4(n_fields, blk, x, sum, g, grad);
+            let t_e = time_of(e);
+            // The metadata of all rows first: the counters' locked
+            // read-modify-writes each wait for the store buffer to drain, so
+            // grouping them before this event's row stores makes that one
+            // wait per event instead of one per row.
+            for ((n, t), c) in counts.iter_mut().zip(tables).zip(&cells) {
+                *n = t.touch_meta(c.meta, t_e, count_interactions);
+            }
+            for (f, ((((t, p), c), xf), gf)) in tables
+                .iter()
+                .zip(prepared)
+                .zip(&cells)
+                .zip(x.chunks_exact(w))
+                .zip(grad.chunks_exact_mut(w))
+                .enumerate()
+            {
+                t.step_fused(p, roww, *c, xf, gf, out);
+                if bias {
+                    t.bias_step_meta(c.meta, g);
+                }
+                if f == obs_field {
+                    observer.observe(
+                        shard,
+                        &RowUpdate {
+                            id: batch.columns[f][e],
+                            row: rs[f],
+                            interactions: counts[f],
+                            first_seen: dec_time(c.meta[meta::FIRST_SEEN].load(Relaxed)),
+                            timestamp: t_e,
+                            before: &fused::as_floats(xf)[obs_off..obs_off + obs_len],
+                            after: &fused::as_floats(out)[obs_off..obs_off + obs_len],
+                        },
+                    );
+                }
+            }
+            if bias {
+                opt.step_scalar(&mut gb, g, &mut ga);
+            }
+        }
+        (loss_sum, w_sum, gb, ga)
+    }
+
+    /// The generic per-event loop (any `dim`; the fused path needs a
+    /// multiple of 4): `apply_step` per row.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn train_generic<O: UpdateObserver>(
         &self,
         batch: &FieldBatch<'_>,
         range: std::ops::Range<usize>,

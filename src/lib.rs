@@ -5,6 +5,7 @@
 pub mod drift;
 pub mod error;
 pub mod ffm;
+pub mod fused;
 pub mod idmap;
 pub mod kernels;
 pub mod lifecycle;

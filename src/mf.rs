@@ -495,8 +495,160 @@ impl MatrixFactorization {
         })
     }
 
+    /// One thread's share of the events: the fused loop (`train_fused`) when
+    /// `dim` is a multiple of 4 (the row width a compile-time constant for
+    /// the common widths), the generic loop otherwise.
+    #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn train_range<O: UpdateObserver>(
+        &self,
+        batch: &Batch<'_>,
+        range: std::ops::Range<usize>,
+        urows: &[u32],
+        irows: &[u32],
+        time_of: &(dyn Fn(usize) -> i64 + Sync),
+        count_interactions: bool,
+        global: (f32, f32),
+        observer: &O,
+        shard: &mut O::Shard,
+    ) -> (f64, f64, f32, f32, usize) {
+        use crate::fused::{Dyn, Fixed};
+        let d = self.users.dim();
+        #[cfg(test)]
+        let d = if crate::fused::FORCE_GENERIC.load(Relaxed) {
+            1
+        } else {
+            d
+        };
+        let args = (
+            batch,
+            range,
+            urows,
+            irows,
+            time_of,
+            count_interactions,
+            global,
+            observer,
+            shard,
+        );
+        match (d % 4, d / 4) {
+            (0, 2) => self.train_fused(Fixed::<2>, args),
+            (0, 4) => self.train_fused(Fixed::<4>, args),
+            (0, 8) => self.train_fused(Fixed::<8>, args),
+            (0, 16) => self.train_fused(Fixed::<16>, args),
+            (0, q) => self.train_fused(Dyn(q), args),
+            _ => {
+                let (batch, range, urows, irows, time_of, count, global, observer, shard) = args;
+                self.train_range_generic(
+                    batch, range, urows, irows, time_of, count, global, observer, shard,
+                )
+            }
+        }
+    }
+
+    /// The fused per-event loop: rows loaded as vectors of four floats, the
+    /// metadata of both rows first (their locked counter updates then wait
+    /// once for the store buffer), one fused optimizer step per row
+    /// (`EmbeddingTable::step_fused`). `n` is the row width in vectors. Same
+    /// results as `train_range_generic`, bit for bit.
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn train_fused<W: crate::fused::Width, O: UpdateObserver>(
+        &self,
+        n: W,
+        (batch, range, urows, irows, time_of, count_interactions, global, observer, shard): (
+            &Batch<'_>,
+            std::ops::Range<usize>,
+            &[u32],
+            &[u32],
+            &(dyn Fn(usize) -> i64 + Sync),
+            bool,
+            (f32, f32),
+            &O,
+            &mut O::Shard,
+        ),
+    ) -> (f64, f64, f32, f32, usize) {
+        use crate::fused::{self, Prepared, F4};
+        use crate::table::{meta, unpack_bias};
+        let (users, items) = (&*self.users, &*self.items);
+        let q = n.get();
+        debug_assert_eq!(4 * q, users.dim());
+        let mut buf = vec![F4::zero(); 6 * q];
+        let (uv, rest) = buf.split_at_mut(q);
+        let (iv, rest) = rest.split_at_mut(q);
+        let (gu, rest) = rest.split_at_mut(q);
+        let (gi, rest) = rest.split_at_mut(q);
+        let (ou, oi) = rest.split_at_mut(q);
+        let (pu, pi) = (
+            Prepared::new(users.optimizer()),
+            Prepared::new(items.optimizer()),
+        );
+        let (mut gb, mut ga) = global;
+        let (mut loss_sum, mut w_sum) = (0.0f64, 0.0f64);
+        let opt = users.optimizer();
+        let end = range.end;
+        let mut skipped = 0;
+        for e in range {
+            if e + PREFETCH < end {
+                users.prefetch(urows[e + PREFETCH]);
+                items.prefetch(irows[e + PREFETCH]);
+            }
+            let (u, i) = (urows[e], irows[e]);
+            if u == MISSING || i == MISSING {
+                skipped += 1;
+                continue;
+            }
+            let (uc, ic) = (users.row_cells(u), items.row_cells(i));
+            fused::load_row(n, uc.weights, uv);
+            fused::load_row(n, ic.weights, iv);
+            let mut score = fused::dot_optim(uv, iv);
+            if self.cfg.bias {
+                let bias = |c: &crate::table::RowCells<'_>| {
+                    unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0
+                };
+                score += gb + bias(&uc) + bias(&ic);
+            }
+            let w = batch.weights.map_or(1.0, |w| w[e]);
+            let (loss, g) = self.cfg.loss.value_and_grad(score, batch.labels[e]);
+            loss_sum += f64::from(w * loss);
+            w_sum += f64::from(w);
+            let g = g * w;
+            let gs = F4::splat(g);
+            for k in 0..q {
+                gu[k] = gs * iv[k];
+                gi[k] = gs * uv[k];
+            }
+            let t = time_of(e);
+            users.touch_meta(uc.meta, t, count_interactions);
+            let count = items.touch_meta(ic.meta, t, count_interactions);
+            users.step_fused(&pu, n, uc, uv, gu, ou);
+            items.step_fused(&pi, n, ic, iv, gi, oi);
+            if self.cfg.bias {
+                users.bias_step_meta(uc.meta, g);
+                items.bias_step_meta(ic.meta, g);
+                opt.step_scalar(&mut gb, g, &mut ga);
+            }
+            observer.observe(
+                shard,
+                &RowUpdate {
+                    id: batch.items[e],
+                    row: i,
+                    interactions: count,
+                    first_seen: crate::table::dec_time(ic.meta[meta::FIRST_SEEN].load(Relaxed)),
+                    timestamp: t,
+                    before: fused::as_floats(iv),
+                    after: fused::as_floats(oi),
+                },
+            );
+        }
+        (loss_sum, w_sum, gb, ga, skipped)
+    }
+
+    /// The generic per-event loop (any `dim`; the fused loop needs a
+    /// multiple of 4): `apply_step` per row.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn train_range_generic<O: UpdateObserver>(
         &self,
         batch: &Batch<'_>,
         range: std::ops::Range<usize>,

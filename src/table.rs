@@ -145,6 +145,14 @@ pub struct Delta {
     pub version: u64,
 }
 
+/// The cells of one row (see `EmbeddingTable::row_cells`).
+#[derive(Clone, Copy)]
+pub struct RowCells<'a> {
+    pub weights: &'a [AtomicU32],
+    pub state: &'a [AtomicU32],
+    pub meta: &'a [AtomicU64; meta::WORDS],
+}
+
 /// Event times are stored sign-flipped so that unsigned `fetch_max` /
 /// `fetch_min` order them as signed integers.
 #[inline(always)]
@@ -533,21 +541,73 @@ impl EmbeddingTable {
 
     #[inline(always)]
     pub fn apply_bias_step(&self, r: u32, g: f32) {
-        let m = self.meta(r);
+        self.bias_step_meta(self.meta(r).try_into().expect("8 metadata words"), g)
+    }
+
+    /// `apply_bias_step` on a row's metadata record `m` (from `row_cells`).
+    #[inline(always)]
+    pub fn bias_step_meta(&self, m: &[AtomicU64; meta::WORDS], g: f32) {
         let (mut b, mut acc) = unpack_bias(m[meta::BIAS].load(Relaxed));
         self.cfg.optimizer.step_scalar(&mut b, g, &mut acc);
         m[meta::BIAS].store(pack_bias(b, acc), Relaxed);
+    }
+
+    /// `apply_step` fused into one pass (see `fused::step_row`) on row
+    /// cells `c` (from `row_cells`): `x` is the row as the caller loaded it
+    /// (left unchanged), `grad` the loss gradient (overwritten with the full
+    /// gradient), `out` receives the new row. `n` is the row width in
+    /// vectors of four floats (`dim / 4`; `dim` must be a multiple of 4), as
+    /// a compile-time width when known; `p` is this table's optimizer,
+    /// prepared once per call (`Prepared::new`).
+    #[inline(always)]
+    pub fn step_fused<W: crate::fused::Width>(
+        &self,
+        p: &crate::fused::Prepared,
+        n: W,
+        c: RowCells<'_>,
+        x: &[crate::fused::F4],
+        grad: &mut [crate::fused::F4],
+        out: &mut [crate::fused::F4],
+    ) {
+        debug_assert_eq!(4 * n.get(), self.cfg.dim);
+        debug_assert_eq!(p.opt, self.cfg.optimizer);
+        crate::fused::step_row(p, n, c.weights, c.state, c.meta, x, grad, out);
+    }
+
+    /// The cells of row `r` (weights, optimizer state, metadata record), to
+    /// address them once per event.
+    #[inline(always)]
+    pub fn row_cells(&self, r: u32) -> RowCells<'_> {
+        RowCells {
+            weights: self.row(r),
+            state: self.row_state(r),
+            meta: self.meta(r).try_into().expect("8 metadata words"),
+        }
     }
 
     /// Record that row `r` consumed an event at `timestamp`; returns the
     /// interaction count after it.
     #[inline(always)]
     pub fn touch(&self, r: u32, timestamp: i64, count_interaction: bool) -> u64 {
+        self.touch_meta(
+            self.meta(r).try_into().expect("8 metadata words"),
+            timestamp,
+            count_interaction,
+        )
+    }
+
+    /// `touch` on a row's metadata record `m` (from `row_cells`).
+    #[inline(always)]
+    pub fn touch_meta(
+        &self,
+        m: &[AtomicU64; meta::WORDS],
+        timestamp: i64,
+        count_interaction: bool,
+    ) -> u64 {
         // Only the counters need atomic read-modify-writes (they stay exact);
         // locked instructions are full barriers on x86 and stall the
         // prefetched loads of the next events, so the time and version words
         // are plain loads and stores where that is safe.
-        let m = self.meta(r);
         m[meta::UPDATES].fetch_add(1, Relaxed);
         let t = enc_time(timestamp);
         if m[meta::LAST_UPDATE].load(Relaxed) < t {

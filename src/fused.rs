@@ -1,0 +1,769 @@
+//! Fused per-row kernels for the training hot paths (FFM / FM, MF).
+//!
+//! Design notes.
+//! * Rows are handled as vectors of four floats (`F4`), so these kernels
+//!   serve rows whose width is a multiple of 4 (every common width: 4, 8,
+//!   16, 24, 32, 48, 64); other widths take the generic path
+//!   (`EmbeddingTable::apply_step`).
+//! * One pass per row: the optimizer state is loaded, the new weights and
+//!   state are computed and both are stored, four floats at a time, instead
+//!   of the separate load / l2 / step / store / store passes of
+//!   `apply_step`. The arithmetic is the same, in the same order, as
+//!   `Optimizer::step` (IEEE sqrt and division, no approximations): results
+//!   are bit-identical (tested below for every optimizer, with and without
+//!   l2 and max_norm, at every width).
+//! * Shared weights stay `AtomicU32` cells accessed with Relaxed semantics
+//!   (the table's concurrency rule). On x86-64 four neighbouring cells are
+//!   read or written with one SSE instruction (`F4::load` / `F4::store`,
+//!   inline assembly; see the SAFETY notes there), elsewhere with four
+//!   Relaxed atomic operations.
+//! * Widths are type parameters (`Width`): `Fixed<N>` for the common widths
+//!   lets the compiler unroll the loops and drop bounds checks; `Dyn` runs
+//!   the same code for any width.
+
+use crate::optim::{dot, Optimizer, OptimizerKind};
+use crate::table::meta;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Tests only: make the training loops take their generic (non-fused)
+/// path, to compare both. The two paths give bit-identical results, so
+/// flipping this while other tests train cannot change their outcome.
+#[cfg(test)]
+pub(crate) static FORCE_GENERIC: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// A width (in `F4` vectors, or floats) known at compile time or run time.
+pub trait Width: Copy {
+    fn get(self) -> usize;
+}
+
+/// A width known at compile time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fixed<const N: usize>;
+
+impl<const N: usize> Width for Fixed<N> {
+    #[inline(always)]
+    fn get(self) -> usize {
+        N
+    }
+}
+
+/// A width known at run time.
+#[derive(Clone, Copy, Debug)]
+pub struct Dyn(pub usize);
+
+impl Width for Dyn {
+    #[inline(always)]
+    fn get(self) -> usize {
+        self.0
+    }
+}
+
+/// Four f32 lanes.
+#[derive(Clone, Copy, Debug)]
+#[repr(transparent)]
+pub struct F4(imp::Raw);
+
+macro_rules! f4_op {
+    ($tr:ident, $m:ident, $v:ident) => {
+        impl std::ops::$tr for F4 {
+            type Output = F4;
+            /// Lane-wise, IEEE single precision (as the scalar operator).
+            #[inline(always)]
+            fn $m(self, o: F4) -> F4 {
+                self.$v(o)
+            }
+        }
+    };
+}
+f4_op!(Add, add, vadd);
+f4_op!(Sub, sub, vsub);
+f4_op!(Mul, mul, vmul);
+f4_op!(Div, div, vdiv);
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::F4;
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::sync::atomic::AtomicU32;
+    pub type Raw = __m128;
+
+    /// Calls an SSE intrinsic. SAFETY: SSE and SSE2 are part of the x86-64
+    /// baseline, so they are always available; these intrinsics take no
+    /// pointers. (The `unsafe` is only needed by toolchains older than the
+    /// one that made them safe to call.)
+    macro_rules! sse {
+        ($e:expr) => {{
+            #[allow(unused_unsafe)]
+            // SAFETY: see the macro's documentation.
+            let v = unsafe { $e };
+            v
+        }};
+    }
+
+    impl F4 {
+        #[inline(always)]
+        pub fn zero() -> F4 {
+            F4(sse!(_mm_setzero_ps()))
+        }
+        #[inline(always)]
+        pub fn splat(v: f32) -> F4 {
+            F4(sse!(_mm_set1_ps(v)))
+        }
+        #[inline(always)]
+        pub fn from_array(a: [f32; 4]) -> F4 {
+            F4(sse!(_mm_setr_ps(a[0], a[1], a[2], a[3])))
+        }
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            // SAFETY: `__m128` and `[f32; 4]` have the same size and every
+            // bit pattern is valid for both.
+            unsafe { std::mem::transmute::<__m128, [f32; 4]>(self.0) }
+        }
+        #[inline(always)]
+        pub(super) fn vadd(self, o: F4) -> F4 {
+            F4(sse!(_mm_add_ps(self.0, o.0)))
+        }
+        #[inline(always)]
+        pub(super) fn vsub(self, o: F4) -> F4 {
+            F4(sse!(_mm_sub_ps(self.0, o.0)))
+        }
+        #[inline(always)]
+        pub(super) fn vmul(self, o: F4) -> F4 {
+            F4(sse!(_mm_mul_ps(self.0, o.0)))
+        }
+        #[inline(always)]
+        pub(super) fn vdiv(self, o: F4) -> F4 {
+            F4(sse!(_mm_div_ps(self.0, o.0)))
+        }
+        #[inline(always)]
+        pub fn sqrt(self) -> F4 {
+            F4(sse!(_mm_sqrt_ps(self.0)))
+        }
+
+        /// Four Relaxed loads of `src[0..4]`, in one instruction.
+        #[inline(always)]
+        pub fn load(src: &[AtomicU32; 4]) -> F4 {
+            let v: __m128;
+            // SAFETY: `src` points to 16 readable bytes (four `AtomicU32`,
+            // 4-byte aligned); `movups` needs no alignment. Concurrency: the
+            // block is opaque to the compiler, and on x86-64 every naturally
+            // aligned 4-byte element of an SSE access is read in a single
+            // access (the CPU may split a 16-byte access, Intel SDM vol. 3A
+            // §9.1.1, but never inside an aligned dword), so the block
+            // behaves exactly as four Relaxed `AtomicU32` loads in some
+            // order: the same semantics as `load(Relaxed)` on each cell,
+            // with no non-atomic access to memory that other threads access
+            // atomically. It reads nothing else and writes no memory.
+            unsafe {
+                asm!(
+                    "movups {v}, xmmword ptr [{p}]",
+                    p = in(reg) src.as_ptr(),
+                    v = lateout(xmm_reg) v,
+                    options(nostack, preserves_flags, readonly),
+                );
+            }
+            F4(v)
+        }
+
+        /// Four Relaxed stores into `dst[0..4]`, in one instruction.
+        #[inline(always)]
+        pub fn store(self, dst: &[AtomicU32; 4]) {
+            // SAFETY: `dst` points to 16 writable bytes (four `AtomicU32`,
+            // interior mutability: writing through a shared reference is how
+            // atomics are written). As for `load`, each aligned 4-byte
+            // element is written in a single access, so the block behaves
+            // exactly as four Relaxed `AtomicU32` stores in some order; it
+            // touches no other memory.
+            unsafe {
+                asm!(
+                    "movups xmmword ptr [{p}], {v}",
+                    p = in(reg) dst.as_ptr(),
+                    v = in(xmm_reg) self.0,
+                    options(nostack, preserves_flags),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod imp {
+    use super::F4;
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    pub type Raw = [f32; 4];
+
+    impl F4 {
+        #[inline(always)]
+        pub fn zero() -> F4 {
+            F4([0.0; 4])
+        }
+        #[inline(always)]
+        pub fn splat(v: f32) -> F4 {
+            F4([v; 4])
+        }
+        #[inline(always)]
+        pub fn from_array(a: [f32; 4]) -> F4 {
+            F4(a)
+        }
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            self.0
+        }
+        #[inline(always)]
+        pub(super) fn vadd(self, o: F4) -> F4 {
+            F4(std::array::from_fn(|k| self.0[k] + o.0[k]))
+        }
+        #[inline(always)]
+        pub(super) fn vsub(self, o: F4) -> F4 {
+            F4(std::array::from_fn(|k| self.0[k] - o.0[k]))
+        }
+        #[inline(always)]
+        pub(super) fn vmul(self, o: F4) -> F4 {
+            F4(std::array::from_fn(|k| self.0[k] * o.0[k]))
+        }
+        #[inline(always)]
+        pub(super) fn vdiv(self, o: F4) -> F4 {
+            F4(std::array::from_fn(|k| self.0[k] / o.0[k]))
+        }
+        #[inline(always)]
+        pub fn sqrt(self) -> F4 {
+            F4(self.0.map(f32::sqrt))
+        }
+        #[inline(always)]
+        pub fn load(src: &[AtomicU32; 4]) -> F4 {
+            F4(std::array::from_fn(|k| {
+                f32::from_bits(src[k].load(Relaxed))
+            }))
+        }
+        #[inline(always)]
+        pub fn store(self, dst: &[AtomicU32; 4]) {
+            for k in 0..4 {
+                dst[k].store(self.0[k].to_bits(), Relaxed);
+            }
+        }
+    }
+}
+
+/// The floats of a slice of vectors, in order.
+#[inline(always)]
+pub fn as_floats(v: &[F4]) -> &[f32] {
+    // SAFETY: `F4` is `repr(transparent)` over 16 bytes holding four f32
+    // (`__m128` or `[f32; 4]`), aligned at least as f32; the length covers
+    // exactly the same bytes and the borrow is carried over.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 4) }
+}
+
+/// Mutable `as_floats`.
+#[inline(always)]
+pub fn as_floats_mut(v: &mut [F4]) -> &mut [f32] {
+    // SAFETY: as `as_floats`; every f32 bit pattern is a valid lane value,
+    // and the unique borrow is carried over.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 4) }
+}
+
+/// Cells `4k..4k + 4` of `src`.
+#[inline(always)]
+fn quad(src: &[AtomicU32], k: usize) -> &[AtomicU32; 4] {
+    src[4 * k..4 * k + 4].try_into().unwrap()
+}
+
+/// Loads `dst.len()` vectors (Relaxed) from the start of `src` (at least
+/// `4 × n.get()` cells).
+#[inline(always)]
+pub fn load_row<W: Width>(n: W, src: &[AtomicU32], dst: &mut [F4]) {
+    let n = n.get();
+    let (src, dst) = (&src[..4 * n], &mut dst[..n]);
+    for (k, d) in dst.iter_mut().enumerate() {
+        *d = F4::load(quad(src, k));
+    }
+}
+
+/// Stores `n.get()` vectors (Relaxed) at the start of `dst`.
+#[inline(always)]
+pub fn store_row<W: Width>(n: W, dst: &[AtomicU32], src: &[F4]) {
+    let n = n.get();
+    let (src, dst) = (&src[..n], &dst[..4 * n]);
+    for (k, s) in src.iter().enumerate() {
+        s.store(quad(dst, k));
+    }
+}
+
+/// `crate::ffm`'s block dot product (eight partial sums over chunks of
+/// eight floats, a trailing half chunk summed first, then the partial sums
+/// in order), on vectors: the same operations in the same order, so the same
+/// result bit for bit.
+#[inline(always)]
+pub fn dot_ffm(a: &[F4], b: &[F4]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut lo, mut hi) = (F4::zero(), F4::zero());
+    let pairs = n / 2;
+    for c in 0..pairs {
+        lo = lo + a[2 * c] * b[2 * c];
+        hi = hi + a[2 * c + 1] * b[2 * c + 1];
+    }
+    let mut s = -0.0f32;
+    if n % 2 == 1 {
+        let p = (a[n - 1] * b[n - 1]).to_array();
+        s += p[0];
+        s += p[1];
+        s += p[2];
+        s += p[3];
+    }
+    if pairs > 0 {
+        let (l, h) = (lo.to_array(), hi.to_array());
+        s += l[0];
+        s += l[1];
+        s += l[2];
+        s += l[3];
+        s += h[0];
+        s += h[1];
+        s += h[2];
+        s += h[3];
+    } else {
+        // The scalar code adds eight zero partial sums: only the first can
+        // change the value (-0.0 + 0.0 = 0.0).
+        s += 0.0;
+    }
+    s
+}
+
+/// `optim::dot` on vectors (same operations, same order, same result).
+#[inline(always)]
+pub fn dot_optim(a: &[F4], b: &[F4]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut lo, mut hi) = (F4::zero(), F4::zero());
+    let pairs = n / 2;
+    for c in 0..pairs {
+        lo = lo + a[2 * c] * b[2 * c];
+        hi = hi + a[2 * c + 1] * b[2 * c + 1];
+    }
+    let t = (lo + hi).to_array();
+    let mut s = (t[0] + t[1]) + (t[2] + t[3]);
+    if n % 2 == 1 {
+        let p = (a[n - 1] * b[n - 1]).to_array();
+        s += p[0];
+        s += p[1];
+        s += p[2];
+        s += p[3];
+    }
+    s
+}
+
+/// An optimizer's constants prepared once per training call for
+/// `step_row` (kept in registers or on the stack across events).
+#[derive(Clone, Copy, Debug)]
+pub struct Prepared {
+    pub opt: Optimizer,
+    lr: F4,
+    eps: F4,
+    l2: F4,
+}
+
+impl Prepared {
+    pub fn new(opt: &Optimizer) -> Self {
+        Prepared {
+            opt: *opt,
+            lr: F4::splat(opt.learning_rate),
+            eps: F4::splat(opt.eps),
+            l2: F4::splat(opt.l2),
+        }
+    }
+}
+
+/// One optimizer step on a row of `n.get()` vectors, fused: `x` is the row
+/// as the caller loaded it (not modified), `grad` the loss gradient
+/// (overwritten with the full gradient including l2, as `Optimizer::step`
+/// does), `out` receives the new row. The new row is stored into `weights`,
+/// the new per-coordinate state into `state` (Adagrad) and the per-row
+/// accumulator into `row_meta[meta::ROW_ACC]` (row-wise Adagrad). Same
+/// results, bit for bit, as the body of `EmbeddingTable::apply_step` with
+/// the optimizer `p` was prepared from.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn step_row<W: Width>(
+    p: &Prepared,
+    n: W,
+    weights: &[AtomicU32],
+    state: &[AtomicU32],
+    row_meta: &[AtomicU64; meta::WORDS],
+    x: &[F4],
+    grad: &mut [F4],
+    out: &mut [F4],
+) {
+    let n = n.get();
+    let (x, grad, out) = (&x[..n], &mut grad[..n], &mut out[..n]);
+    let max_norm = p.opt.max_norm;
+    if max_norm > 0.0 {
+        step_core::<true>(p, &weights[..4 * n], state, row_meta, x, grad, out);
+        // max_norm clips the whole row after the step (as `Optimizer::step`).
+        let norm = dot(as_floats(out), as_floats(out)).sqrt();
+        if norm > max_norm {
+            let s = F4::splat(max_norm / norm);
+            for o in out.iter_mut() {
+                *o = *o * s;
+            }
+        }
+        store_row(Dyn(n), weights, out);
+    } else {
+        step_core::<false>(p, &weights[..4 * n], state, row_meta, x, grad, out);
+    }
+}
+
+/// The step before clipping; stores the new row unless `CLIP` (the caller
+/// stores it after clipping). `x`, `grad`, `out` have the row's length.
+#[inline(always)]
+fn step_core<const CLIP: bool>(
+    p: &Prepared,
+    weights: &[AtomicU32],
+    state: &[AtomicU32],
+    row_meta: &[AtomicU64; meta::WORDS],
+    x: &[F4],
+    grad: &mut [F4],
+    out: &mut [F4],
+) {
+    let n = x.len();
+    let (grad, out) = (&mut grad[..n], &mut out[..n]);
+    if p.opt.l2 > 0.0 {
+        for (g, xk) in grad.iter_mut().zip(x) {
+            *g = *g + p.l2 * *xk;
+        }
+    }
+    match p.opt.kind {
+        OptimizerKind::Sgd => {
+            for k in 0..n {
+                out[k] = x[k] - p.lr * grad[k];
+                if !CLIP {
+                    out[k].store(quad(weights, k));
+                }
+            }
+        }
+        OptimizerKind::Adagrad => {
+            let sq = &state[..4 * n];
+            for k in 0..n {
+                let g = grad[k];
+                let acc = F4::load(quad(sq, k)) + g * g;
+                acc.store(quad(sq, k));
+                out[k] = x[k] - p.lr * g / (acc.sqrt() + p.eps);
+                if !CLIP {
+                    out[k].store(quad(weights, k));
+                }
+            }
+        }
+        OptimizerKind::RowWiseAdagrad => {
+            let mean_sq = dot_optim(grad, grad) / (4 * n).max(1) as f32;
+            let ra = &row_meta[meta::ROW_ACC];
+            let row_acc = f32::from_bits(ra.load(Relaxed) as u32) + mean_sq;
+            ra.store(u64::from(row_acc.to_bits()), Relaxed);
+            let scale = F4::splat(p.opt.learning_rate / (row_acc.sqrt() + p.opt.eps));
+            for k in 0..n {
+                out[k] = x[k] - scale * grad[k];
+                if !CLIP {
+                    out[k].store(quad(weights, k));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{EmbeddingTable, TableConfig};
+
+    fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+        (0..n as u64)
+            .map(|k| (2.0 * crate::rng::unit_f32(crate::rng::hash2(seed, k)) - 1.0) * scale)
+            .collect()
+    }
+
+    fn to_f4(v: &[f32]) -> Vec<F4> {
+        v.chunks_exact(4)
+            .map(|c| F4::from_array(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// The fused step on a row of `w` vectors equals `apply_step` bit for
+    /// bit: new row, full gradient, stored weights, state and row
+    /// accumulator, over several steps, for every optimizer, l2, max_norm.
+    fn check_width<W: Width>(w: W) {
+        let n = 4 * w.get();
+        for kind in [
+            OptimizerKind::Sgd,
+            OptimizerKind::Adagrad,
+            OptimizerKind::RowWiseAdagrad,
+        ] {
+            for (l2, max_norm) in [(0.0, 0.0), (0.3, 0.0), (0.0, 0.2), (0.1, 0.05)] {
+                let opt = Optimizer {
+                    kind,
+                    learning_rate: 0.3,
+                    l2,
+                    max_norm,
+                    ..Default::default()
+                };
+                let cfg = TableConfig {
+                    capacity: 8,
+                    optimizer: opt,
+                    ..TableConfig::new(n)
+                };
+                let (a, b) = (
+                    EmbeddingTable::new(cfg).unwrap(),
+                    EmbeddingTable::new(cfg).unwrap(),
+                );
+                let (ga, gb) = (a.guard(), b.guard());
+                for id in 0..3u64 {
+                    a.get_or_insert(&ga, id, 0).unwrap();
+                    b.get_or_insert(&gb, id, 0).unwrap();
+                }
+                for step in 0..4u64 {
+                    for r in 0..3u32 {
+                        let grad = rand_vec(step * 10 + u64::from(r), n, 2.0);
+                        let mut wa = vec![0.0; n];
+                        a.load_row(r, &mut wa);
+                        let mut g1 = grad.clone();
+                        let mut scratch = vec![0.0; a.state_width()];
+                        a.apply_step(r, &mut wa, &mut g1, &mut scratch);
+
+                        let mut x = vec![F4::zero(); w.get()];
+                        load_row(w, b.row(r), &mut x);
+                        let (mut g2, mut out) = (to_f4(&grad), vec![F4::zero(); w.get()]);
+                        step_row(
+                            &Prepared::new(b.optimizer()),
+                            w,
+                            b.row(r),
+                            b.row_state(r),
+                            b.meta(r).try_into().unwrap(),
+                            &x,
+                            &mut g2,
+                            &mut out,
+                        );
+                        let what = format!("{kind:?} n={n} l2={l2} max_norm={max_norm}");
+                        assert_eq!(bits(as_floats(&out)), bits(&wa), "{what}");
+                        assert_eq!(bits(as_floats(&g2)), bits(&g1), "{what}");
+                        let (mut ra, mut rb) = (vec![0.0; n], vec![0.0; n]);
+                        a.load_row(r, &mut ra);
+                        b.load_row(r, &mut rb);
+                        assert_eq!(bits(&ra), bits(&rb), "{what}");
+                        let state = |t: &EmbeddingTable| -> Vec<u32> {
+                            t.row_state(r).iter().map(|s| s.load(Relaxed)).collect()
+                        };
+                        assert_eq!(state(&a), state(&b), "{what}");
+                        assert_eq!(
+                            a.meta(r)[meta::ROW_ACC].load(Relaxed),
+                            b.meta(r)[meta::ROW_ACC].load(Relaxed),
+                            "{what}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_step_matches_apply_step_at_every_width() {
+        check_width(Fixed::<1>);
+        check_width(Fixed::<2>);
+        check_width(Fixed::<4>);
+        check_width(Fixed::<6>);
+        check_width(Fixed::<8>);
+        check_width(Fixed::<12>);
+        check_width(Fixed::<16>);
+        for q in [1, 2, 3, 5, 6, 7, 9] {
+            check_width(Dyn(q));
+        }
+    }
+
+    /// Every row (weights, state, metadata words) of two tables, as bits.
+    fn table_bits(t: &EmbeddingTable) -> Vec<u64> {
+        let mut out = Vec::new();
+        for r in 0..t.len() as u32 {
+            out.extend(t.row(r).iter().map(|a| u64::from(a.load(Relaxed))));
+            out.extend(t.row_state(r).iter().map(|a| u64::from(a.load(Relaxed))));
+            out.extend(t.meta(r).iter().map(|a| a.load(Relaxed)));
+        }
+        out
+    }
+
+    fn optimizers() -> Vec<Optimizer> {
+        let mut v = Vec::new();
+        for kind in [
+            OptimizerKind::Sgd,
+            OptimizerKind::Adagrad,
+            OptimizerKind::RowWiseAdagrad,
+        ] {
+            for (l2, max_norm) in [(0.0, 0.0), (0.01, 0.0), (0.0, 0.3)] {
+                v.push(Optimizer {
+                    kind,
+                    learning_rate: 0.2,
+                    l2,
+                    max_norm,
+                    ..Default::default()
+                });
+            }
+        }
+        v
+    }
+
+    /// Runs `train` twice on fresh models from `make`: the fused loop, then
+    /// the generic loop (`FORCE_GENERIC`); returns both results.
+    fn both_paths<M, R>(make: impl Fn() -> M, train: impl Fn(&M) -> R) -> [(M, R); 2] {
+        let fused = make();
+        let rf = train(&fused);
+        FORCE_GENERIC.store(true, Relaxed);
+        let generic = make();
+        let rg = train(&generic);
+        FORCE_GENERIC.store(false, Relaxed);
+        [(fused, rf), (generic, rg)]
+    }
+
+    #[test]
+    fn fused_field_loops_match_the_generic_loop() {
+        use crate::ffm::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
+        use crate::mf::{Loss, NoObserver};
+        let n = 600usize;
+        let cols: Vec<Vec<u64>> = (0..5u64)
+            .map(|f| {
+                (0..n as u64)
+                    .map(|k| crate::rng::hash2(f, k) % (5 + 7 * f))
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
+        let weights: Vec<f32> = (0..n).map(|k| 0.5 + (k % 4) as f32 * 0.25).collect();
+        for interaction in [Interaction::FieldAware, Interaction::Plain] {
+            for (nf, dim) in [(4, 8), (3, 4), (4, 12), (5, 8), (2, 16)] {
+                for opt in optimizers() {
+                    let columns: Vec<&[u64]> = cols[..nf].iter().map(|c| c.as_slice()).collect();
+                    let batch = FieldBatch {
+                        columns: &columns,
+                        labels: &labels,
+                        weights: Some(&weights),
+                        timestamps: None,
+                    };
+                    let make = || {
+                        let mut t = TableConfig::new(dim);
+                        t.capacity = 64;
+                        t.optimizer = opt;
+                        FieldModel::new(FieldConfig {
+                            fields: (0..nf).map(|f| format!("f{f}")).collect(),
+                            interaction,
+                            table: t,
+                            loss: Loss::Logistic,
+                            bias: true,
+                        })
+                        .unwrap()
+                    };
+                    let obs = Observed {
+                        field: 1,
+                        against: None,
+                    };
+                    let [(a, ra), (b, rb)] = both_paths(make, |m| {
+                        m.train(&batch, 1, true, &NoObserver, obs).unwrap()
+                    });
+                    let what = format!("{interaction:?} nf={nf} dim={dim} {opt:?}");
+                    assert_eq!(ra.mean_loss.to_bits(), rb.mean_loss.to_bits(), "{what}");
+                    assert_eq!(
+                        a.global_bias().to_bits(),
+                        b.global_bias().to_bits(),
+                        "{what}"
+                    );
+                    for (ta, tb) in a.tables.iter().zip(&b.tables) {
+                        assert_eq!(table_bits(ta), table_bits(tb), "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_mf_loop_matches_the_generic_loop() {
+        use crate::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
+        let n = 600usize;
+        let users: Vec<u64> = (0..n as u64)
+            .map(|k| crate::rng::hash2(1, k) % 13)
+            .collect();
+        let items: Vec<u64> = (0..n as u64)
+            .map(|k| crate::rng::hash2(2, k) % 29)
+            .collect();
+        let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
+        for dim in [4, 8, 12, 16, 32, 64] {
+            for opt in optimizers() {
+                let batch = Batch {
+                    users: &users,
+                    items: &items,
+                    labels: &labels,
+                    weights: None,
+                    timestamps: None,
+                };
+                let make = || {
+                    let mut t = TableConfig::new(dim);
+                    t.capacity = 64;
+                    t.optimizer = opt;
+                    MatrixFactorization::new(MfConfig {
+                        table: t,
+                        loss: Loss::Logistic,
+                        bias: true,
+                    })
+                    .unwrap()
+                };
+                let [(a, ra), (b, rb)] =
+                    both_paths(make, |m| m.train(&batch, 1, true, &NoObserver).unwrap());
+                let what = format!("dim={dim} {opt:?}");
+                assert_eq!(ra.mean_loss.to_bits(), rb.mean_loss.to_bits(), "{what}");
+                assert_eq!(table_bits(&a.users), table_bits(&b.users), "{what}");
+                assert_eq!(table_bits(&a.items), table_bits(&b.items), "{what}");
+                assert_eq!(
+                    a.global_bias().to_bits(),
+                    b.global_bias().to_bits(),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn vector_dots_match_scalar_dots() {
+        for q in 1..=9usize {
+            let (a, b) = (rand_vec(q as u64, 4 * q, 1.0), rand_vec(99, 4 * q, 1.0));
+            let (va, vb) = (to_f4(&a), to_f4(&b));
+            assert_eq!(dot_optim(&va, &vb).to_bits(), dot(&a, &b).to_bits());
+            // `crate::ffm`'s dot, written out.
+            let mut acc = [0.0f32; 8];
+            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+            let (ra, rb) = (ca.remainder(), cb.remainder());
+            for (x, y) in ca.zip(cb) {
+                for k in 0..8 {
+                    acc[k] += x[k] * y[k];
+                }
+            }
+            let mut s = ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>();
+            for v in acc {
+                s += v;
+            }
+            assert_eq!(dot_ffm(&va, &vb).to_bits(), s.to_bits(), "q={q}");
+        }
+    }
+
+    #[test]
+    fn vector_load_and_store_roundtrip() {
+        for q in [1usize, 2, 3, 6, 10] {
+            let cells: Vec<AtomicU32> = (0..4 * q + 1).map(|_| AtomicU32::new(7)).collect();
+            let v = to_f4(&rand_vec(q as u64, 4 * q, 1.0));
+            store_row(Dyn(q), &cells[1..], &v);
+            assert_eq!(cells[0].load(Relaxed), 7, "store stays in its cells");
+            let mut back = vec![F4::zero(); q];
+            load_row(Dyn(q), &cells[1..], &mut back);
+            assert_eq!(bits(as_floats(&back)), bits(as_floats(&v)));
+            for (c, f) in cells[1..].iter().zip(as_floats(&v)) {
+                assert_eq!(c.load(Relaxed), f.to_bits());
+            }
+        }
+    }
+}
