@@ -1,0 +1,54 @@
+//! Train MF with a Monitor on synthetic events, for profilers (callgrind):
+//! `cargo run --release --no-default-features --example profile_monitor -- adagrad 400000`
+//! (`NOMON=1` trains the same pass without the monitor).
+
+use _core::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
+use _core::monitor::{Monitor, MonitorConfig};
+use _core::optim::{Optimizer, OptimizerKind};
+use _core::table::TableConfig;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let kind = OptimizerKind::parse(args.get(1).map_or("sgd", |s| s.as_str())).expect("optimizer");
+    let n: usize = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let ids = 100_000u64;
+    let users: Vec<u64> = (0..n as u64)
+        .map(|k| _core::rng::hash2(1, k) % ids)
+        .collect();
+    let items: Vec<u64> = (0..n as u64)
+        .map(|k| _core::rng::hash2(2, k) % ids)
+        .collect();
+    let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
+    let mut t = TableConfig::new(32);
+    t.capacity = 1 << 20;
+    t.optimizer = Optimizer {
+        kind,
+        ..Default::default()
+    };
+    let m = MatrixFactorization::new(MfConfig {
+        table: t,
+        loss: Loss::Logistic,
+        bias: true,
+    })
+    .expect("model");
+    let b = Batch {
+        users: &users,
+        items: &items,
+        labels: &labels,
+        weights: None,
+        timestamps: None,
+    };
+    m.train(&b, 1, true, &NoObserver).expect("warm-up");
+    let monitor = Monitor::new(MonitorConfig::default()).expect("monitor");
+    let t0 = std::time::Instant::now();
+    if std::env::var("NOMON").is_ok() {
+        m.train(&b, 1, true, &NoObserver).expect("train");
+    } else {
+        m.train(&b, 1, true, &monitor).expect("train");
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    println!("{} events/s", n as f64 / dt);
+}
