@@ -1,7 +1,9 @@
 //! Train MF on synthetic events once, for profilers (callgrind, perf):
 //! `cargo run --release --no-default-features --example profile_train -- sgd 2000000`
+//! (`MONITOR=1`: the timed pass feeds an `embcore` Monitor, 1% cohort).
 
 use _core::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
+use _core::monitor::{Monitor, MonitorConfig};
 use _core::optim::{Optimizer, OptimizerKind};
 use _core::table::TableConfig;
 
@@ -41,7 +43,12 @@ fn main() {
     };
     m.train(&b, 1, true, &NoObserver).expect("warm-up");
     let t0 = std::time::Instant::now();
-    m.train(&b, 1, true, &NoObserver).expect("train");
+    if std::env::var_os("MONITOR").is_some() {
+        let monitor = Monitor::new(MonitorConfig::default()).expect("monitor");
+        m.train(&b, 1, true, &monitor).expect("train");
+    } else {
+        m.train(&b, 1, true, &NoObserver).expect("train");
+    }
     let dt = t0.elapsed().as_secs_f64();
     println!("{} events/s", n as f64 / dt);
 }

@@ -734,19 +734,7 @@ mod tests {
             let (a, b) = (rand_vec(q as u64, 4 * q, 1.0), rand_vec(99, 4 * q, 1.0));
             let (va, vb) = (to_f4(&a), to_f4(&b));
             assert_eq!(dot_optim(&va, &vb).to_bits(), dot(&a, &b).to_bits());
-            // `crate::ffm`'s dot, written out.
-            let mut acc = [0.0f32; 8];
-            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-            let (ra, rb) = (ca.remainder(), cb.remainder());
-            for (x, y) in ca.zip(cb) {
-                for k in 0..8 {
-                    acc[k] += x[k] * y[k];
-                }
-            }
-            let mut s = ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>();
-            for v in acc {
-                s += v;
-            }
+            let s = crate::ffm::dot(&a, &b);
             assert_eq!(dot_ffm(&va, &vb).to_bits(), s.to_bits(), "q={q}");
         }
     }

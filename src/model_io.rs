@@ -136,32 +136,6 @@ pub fn save(path: &Path, header: &ModelHeader, tables: &[&EmbeddingTable]) -> Re
     })
 }
 
-struct Cursor<'a> {
-    data: &'a [u8],
-    pos: usize,
-    name: &'a str,
-}
-
-impl Cursor<'_> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| {
-                Error::CorruptSnapshot(format!("{}: header is too short for {what}", self.name))
-            })?;
-        let s = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-    fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4, what)?.try_into().expect("4"),
-        ))
-    }
-}
-
 /// Read a model file: its header and tables. `capacity` overrides the saved
 /// capacity of every table; `lifecycles(field)` gives a table its lifecycle
 /// (lifecycles are not stored in the file).
@@ -211,12 +185,16 @@ pub fn load(
     if crc32fast::hash(&head) != u32::from_le_bytes(crc) {
         return Err(bad("header checksum mismatch".into()));
     }
-    let mut c = Cursor {
+    // Errors inside the header name the file.
+    let named = |e: Error| match e {
+        Error::CorruptSnapshot(m) => bad(format!("header: {m}")),
+        other => other,
+    };
+    let mut c = snapshot::Reader {
         data: &head,
         pos: 0,
-        name: &name,
     };
-    let codes = c.take(4, "kind")?.to_vec();
+    let codes = c.take(4, "kind").map_err(named)?.to_vec();
     let kind =
         Kind::from_code(codes[0]).ok_or_else(|| bad(format!("unknown kind {}", codes[0])))?;
     let loss = match codes[1] {
@@ -224,18 +202,18 @@ pub fn load(
         1 => Loss::Squared,
         x => return Err(bad(format!("unknown loss code {x}"))),
     };
-    let dim = c.u32("dim")? as usize;
-    let n_tables = c.u32("table count")? as usize;
-    let global_bias = f32::from_le_bytes(c.take(4, "global bias")?.try_into().expect("4"));
-    let global_acc = f32::from_le_bytes(c.take(4, "global acc")?.try_into().expect("4"));
-    let events_seen = u64::from_le_bytes(c.take(8, "events")?.try_into().expect("8"));
+    let dim = c.u32("dim").map_err(named)? as usize;
+    let n_tables = c.u32("table count").map_err(named)? as usize;
+    let global_bias = c.f32("global bias").map_err(named)?;
+    let global_acc = c.f32("global accumulator").map_err(named)?;
+    let events_seen = c.u64("event count").map_err(named)?;
     if n_tables > 4096 {
         return Err(bad(format!("implausible table count {n_tables}")));
     }
     let mut names = Vec::with_capacity(n_tables);
     for _ in 0..n_tables {
-        let len = c.u32("name length")? as usize;
-        let bytes = c.take(len, "a field name")?;
+        let len = c.u32("name length").map_err(named)? as usize;
+        let bytes = c.take(len, "a field name").map_err(named)?;
         names.push(
             String::from_utf8(bytes.to_vec())
                 .map_err(|_| bad("a field name is not UTF-8".into()))?,
