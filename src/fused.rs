@@ -263,6 +263,37 @@ pub fn as_floats_mut(v: &mut [F4]) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 4) }
 }
 
+/// ‖b − a‖², ‖a‖², ‖b‖² of two rows (the monitor's per-update moments),
+/// four lanes at a time; a tail shorter than four is added lane by lane.
+#[inline(always)]
+pub fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (mut dd, mut na, mut nb) = (F4::zero(), F4::zero(), F4::zero());
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let x = F4::from_array([x[0], x[1], x[2], x[3]]);
+        let y = F4::from_array([y[0], y[1], y[2], y[3]]);
+        let d = y - x;
+        dd = dd + d * d;
+        na = na + x * x;
+        nb = nb + y * y;
+    }
+    let sum = |v: F4| {
+        let l = v.to_array();
+        (l[0] + l[2]) + (l[1] + l[3])
+    };
+    let (mut sdd, mut sna, mut snb) = (sum(dd), sum(na), sum(nb));
+    for (x, y) in ra.iter().zip(rb) {
+        let d = y - x;
+        sdd += d * d;
+        sna += x * x;
+        snb += y * y;
+    }
+    (sdd, sna, snb)
+}
+
 /// Cells `4k..4k + 4` of `src`.
 #[inline(always)]
 fn quad(src: &[AtomicU32], k: usize) -> &[AtomicU32; 4] {
@@ -723,6 +754,26 @@ mod tests {
                     a.global_bias().to_bits(),
                     b.global_bias().to_bits(),
                     "{what}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn moments_match_f64() {
+        for n in [0usize, 1, 3, 4, 7, 8, 24, 32, 33, 128] {
+            let a = rand_vec(n as u64 + 5, n, 1.0);
+            let b = rand_vec(n as u64 + 77, n, 1.0);
+            let (dd, na, nb) = moments(&a, &b);
+            let f = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            let (a, b) = (f(&a), f(&b));
+            let edd: f64 = a.iter().zip(&b).map(|(x, y)| (y - x) * (y - x)).sum();
+            let ena: f64 = a.iter().map(|x| x * x).sum();
+            let enb: f64 = b.iter().map(|x| x * x).sum();
+            for (got, want) in [(dd, edd), (na, ena), (nb, enb)] {
+                assert!(
+                    (f64::from(got) - want).abs() <= 1e-5 * (1.0 + want),
+                    "n={n}: {got} vs {want}"
                 );
             }
         }
