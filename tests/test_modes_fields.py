@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embcore
-from embcore import modes
+from embcore import modes, runs
 from embcore.modes import Trainer
 from embcore.sim import FIELDS, SimConfig, World, hour_of_day, tag_ids
 from embcore.study import StudyConfigError, run_study
@@ -37,8 +37,9 @@ def model_of(kind: str, fields=FIELDS, dim: int = 4, **kw):
     return cls(list(fields), dim=dim, seed=3, **kw)
 
 
-def test_modes_doctests():
-    failures, _ = doctest.testmod(modes)
+@pytest.mark.parametrize("module", [modes, runs])
+def test_module_doctests(module):
+    failures, _ = doctest.testmod(module)
     assert failures == 0
 
 

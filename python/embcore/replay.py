@@ -69,7 +69,7 @@ import numpy as np
 import numpy.typing as npt
 
 import embcore
-from embcore import datasets, study
+from embcore import datasets, runs, study
 from embcore.modes import MODES, Trainer, parse_duration
 
 if TYPE_CHECKING:
@@ -562,7 +562,7 @@ def _age_labels() -> list[str]:
 
 
 def _finite(value: Any) -> Any:
-    return study._finite(value)
+    return runs.finite(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -869,7 +869,7 @@ def replay(
             metrics["runtime_seconds"] = round(time.perf_counter() - started, 2)
             text = json.dumps(metrics, indent=1, allow_nan=False)
             (tmp / "metrics.json").write_text(text + "\n", encoding="utf-8")
-            study._commit_output(tmp, out_path)
+            runs.commit_output(tmp, out_path)
             tmp = None
         else:
             metrics["runtime_seconds"] = round(time.perf_counter() - started, 2)
@@ -898,7 +898,7 @@ def _replay_stream(
     states: dict[str, _ModeState] = {}
     rust_monitor = False
     for mode in mode_list:
-        monitor, rust_monitor = study._make_monitor(int(options["dim"]), track_rate, seed)
+        monitor, rust_monitor = runs.make_monitor(int(options["dim"]), track_rate, seed)
         trainer = Trainer(
             mode,
             period=config["period"],
@@ -958,7 +958,7 @@ def _replay_stream(
     per_mode: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     for mode, state in states.items():
-        per_mode[mode], results[mode] = study._analyse_mode(
+        per_mode[mode], results[mode] = runs.analyse_mode(
             state.trainer,
             state.monitor,
             alpha,
@@ -1022,7 +1022,7 @@ def _comparison(modes: Mapping[str, Any]) -> dict[str, Any]:
     rt, batch = modes.get("realtime"), modes.get("batch")
     if rt is None or batch is None:
         return {"note": "needs both the realtime and the batch mode"}
-    base = study._comparison(
+    base = runs.comparison(
         {
             name: {**m, "engagement": {"ctr": None, "fresh_ctr": None, "fresh_play_rate": None}}
             for name, m in (("realtime", rt), ("batch", batch))
