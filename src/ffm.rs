@@ -298,11 +298,14 @@ impl FieldModel {
     pub fn embeddings(&self, o: Observed) -> Result<(Vec<u64>, Vec<f32>, usize)> {
         let (off, len) = self.observed_span(o)?;
         let t = &self.tables[o.field];
-        let n = t.len();
-        let mut ids = t.ids();
-        ids.truncate(n);
-        let mut values = Vec::with_capacity(n * len);
-        for r in 0..n as u32 {
+        // Live rows only (a table with a lifecycle has evicted rows), ids and
+        // values from the same row list, rows pinned against reuse meanwhile.
+        let _pin = t.pin();
+        let rows = t.live_rows();
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len() * len);
+        for &r in &rows {
+            ids.push(t.meta(r)[meta::ID].load(Relaxed));
             values.extend(t.row(r)[off..off + len].iter().map(f32_load));
         }
         Ok((ids, values, len))

@@ -298,6 +298,15 @@ def test_field_model_lifecycles_evict_and_hand_blocks_to_the_monitor():
     assert not np.isin(np.arange(30, dtype=U64), trainer.item_table().ids()).any()
     traj = monitor.trajectories()
     assert traj["rows"].shape[1] == model.dim
+    # The embeddings of a table with evicted rows: the live items, each with its own block.
+    for against in ["user", None]:
+        ids, vectors = model.embedding_of("item", against)
+        live = trainer.item_table().ids()
+        assert sorted(ids.tolist()) == sorted(live.tolist())
+        start, stop = model.embedding_span("item", against)
+        np.testing.assert_array_equal(vectors, model.table("item").get(ids)[:, start:stop])
+    ids, vectors = trainer.item_embeddings()
+    assert vectors.shape == (len(trainer.item_table()), model.dim)
 
 
 def test_field_model_lifecycle_admission_skips_unadmitted_events():

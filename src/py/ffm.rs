@@ -518,7 +518,8 @@ impl PyFieldModel {
         let model = &self.inner;
         let (ids, values, width) = py.detach(|| model.embeddings(o))?;
         let n = ids.len();
-        let m = Array2::from_shape_vec((n, width), values).expect("shape matches");
+        let m = Array2::from_shape_vec((n, width), values)
+            .map_err(|e| PyValueError::new_err(format!("embedding_of: {e}")))?;
         Ok((ids.into_pyarray(py), m.into_pyarray(py)))
     }
 }
