@@ -762,19 +762,10 @@ def _observes_updates(monitor: Any) -> bool:
 def _item_bias_plus_global(
     model: MatrixFactorization, items: npt.NDArray[np.uint64]
 ) -> npt.NDArray[np.float32]:
-    """``b_item + b_global`` for each id (unknown items: ``b_global``)."""
-    if _NO_USER not in model.users:
-        return model.score(np.full(items.size, _NO_USER, dtype=np.uint64), items)
-    # The probe id is a real user here: read the biases from the metadata instead.
-    meta = model.items.metadata()
-    bias = np.zeros(items.size, dtype=np.float32)
-    if meta["ids"].size:
-        order = np.argsort(meta["ids"])
-        known = meta["ids"][order]
-        where = np.minimum(np.searchsorted(known, items), known.size - 1)
-        found = known[where] == items
-        bias[found] = meta["bias"][order][where[found]]
-    return bias + np.float32(model.global_bias)
+    """``b_item + b_global`` for each id (unknown items: ``b_global``), scored with a user id
+    the model has never seen (zero vector, zero bias)."""
+    probe = np.full(items.size, _unknown_id(model.users), dtype=np.uint64)
+    return model.score(probe, items)
 
 
 def _id_columns(
