@@ -2,9 +2,9 @@
 //! training, first-sight inserts and the row-norm scan.
 //! Run with `cargo bench --no-default-features`.
 
-use _core::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
-use _core::optim::{Optimizer, OptimizerKind};
-use _core::table::{EmbeddingTable, TableConfig};
+use _core::kernels::optim::{Optimizer, OptimizerKind};
+use _core::storage::table::{EmbeddingTable, TableConfig};
+use _core::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const N: u64 = 100_000;
@@ -12,7 +12,7 @@ const EVENTS: usize = 200_000;
 
 fn ids(n: usize, seed: u64, modulo: u64) -> Vec<u64> {
     (0..n as u64)
-        .map(|k| _core::rng::hash2(seed, k) % modulo)
+        .map(|k| _core::kernels::rng::hash2(seed, k) % modulo)
         .map(|x| x.wrapping_mul(0x9e37_79b9_7f4a_7c15))
         .collect()
 }
@@ -72,7 +72,7 @@ fn inserts(c: &mut Criterion) {
                 ..TableConfig::new(32)
             })
             .unwrap();
-            _core::mf::resolve(&t, &fresh, &|_| 0, 1, true).unwrap()
+            _core::train::mf::resolve(&t, &fresh, &|_| 0, 1, true).unwrap()
         })
     });
     g.finish();
@@ -84,10 +84,12 @@ fn scans(c: &mut Criterion) {
         ..TableConfig::new(32)
     })
     .unwrap();
-    _core::mf::resolve(&t, &ids(EVENTS, 4, u64::MAX), &|_| 0, 1, true).unwrap();
+    _core::train::mf::resolve(&t, &ids(EVENTS, 4, u64::MAX), &|_| 0, 1, true).unwrap();
     let mut g = c.benchmark_group("scan");
     g.throughput(Throughput::Bytes((t.len() * 32 * 4) as u64));
-    g.bench_function("row_norms", |b| b.iter(|| _core::kernels::row_norms(&t)));
+    g.bench_function("row_norms", |b| {
+        b.iter(|| _core::storage::scan::row_norms(&t))
+    });
     g.finish();
 }
 

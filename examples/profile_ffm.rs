@@ -5,10 +5,10 @@
 //! `cargo run --release --no-default-features --example profile_ffm -- ffm 2000000`
 //! (first argument `ffm` or `fm`; optional: the optimizer, timed passes).
 
-use _core::ffm::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
-use _core::mf::{Loss, NoObserver};
-use _core::optim::{Optimizer, OptimizerKind};
-use _core::table::TableConfig;
+use _core::kernels::optim::{Optimizer, OptimizerKind};
+use _core::storage::table::TableConfig;
+use _core::train::field::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
+use _core::train::mf::{Loss, NoObserver};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -29,7 +29,7 @@ fn main() {
         .enumerate()
         .map(|(f, &m)| {
             (0..n as u64)
-                .map(|k| _core::rng::hash2(f as u64 + 1, k) % m)
+                .map(|k| _core::kernels::rng::hash2(f as u64 + 1, k) % m)
                 .collect()
         })
         .collect();

@@ -2,10 +2,10 @@
 //! `cargo run --release --no-default-features --example profile_train -- sgd 2000000`
 //! (`MONITOR=1`: the timed pass feeds an `embcore` Monitor, 1% cohort).
 
-use _core::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
+use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::monitor::{Monitor, MonitorConfig};
-use _core::optim::{Optimizer, OptimizerKind};
-use _core::table::TableConfig;
+use _core::storage::table::TableConfig;
+use _core::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,10 +16,10 @@ fn main() {
         .unwrap_or(1_000_000);
     let ids = 100_000u64;
     let users: Vec<u64> = (0..n as u64)
-        .map(|k| _core::rng::hash2(1, k) % ids)
+        .map(|k| _core::kernels::rng::hash2(1, k) % ids)
         .collect();
     let items: Vec<u64> = (0..n as u64)
-        .map(|k| _core::rng::hash2(2, k) % ids)
+        .map(|k| _core::kernels::rng::hash2(2, k) % ids)
         .collect();
     let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
     let mut t = TableConfig::new(32);

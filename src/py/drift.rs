@@ -5,7 +5,7 @@ use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyUntype
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::drift::Real;
+use crate::kernels::drift::Real;
 
 enum Pair<'py> {
     F32(PyReadonlyArray2<'py, f32>, PyReadonlyArray2<'py, f32>),
@@ -57,7 +57,7 @@ fn cosine<T: Element + Real>(
     if d == 0 {
         return Ok(vec![0.0; a.shape()[0]]);
     }
-    Ok(py.detach(|| crate::drift::rowwise_cosine(x, y, d, threads))?)
+    Ok(py.detach(|| crate::kernels::drift::rowwise_cosine(x, y, d, threads))?)
 }
 
 fn cross<T: Element + Real>(
@@ -71,7 +71,7 @@ fn cross<T: Element + Real>(
         return Ok((Vec::new(), 0));
     }
     Ok((
-        py.detach(|| crate::drift::cross_product(x, y, d, threads))?,
+        py.detach(|| crate::kernels::drift::cross_product(x, y, d, threads))?,
         d,
     ))
 }

@@ -4,9 +4,9 @@
 use super::args;
 use super::monitor::PyMonitor;
 use super::table::{optimizer_dict, table_config, PyEmbeddingTable};
-use crate::ffm::{field_list, FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
-use crate::mf::{Loss, NoObserver};
-use crate::table::DEFAULT_CAPACITY;
+use crate::storage::table::DEFAULT_CAPACITY;
+use crate::train::field::{field_list, FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
+use crate::train::mf::{Loss, NoObserver};
 use numpy::ndarray::Array2;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
@@ -124,7 +124,7 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
 fn lifecycles_arg(
     lifecycles: Option<&Bound<'_, PyDict>>,
     fields: &[String],
-) -> PyResult<Vec<Option<crate::lifecycle::Lifecycle>>> {
+) -> PyResult<Vec<Option<crate::storage::lifecycle::Lifecycle>>> {
     let mut per_field = vec![None; fields.len()];
     if let Some(d) = lifecycles {
         for (key, value) in d.iter() {
@@ -412,7 +412,7 @@ impl PyFieldModel {
                 .readonly()
                 .as_slice()?
                 .iter()
-                .map(|&x| crate::mf::sigmoid(x))
+                .map(|&x| crate::train::mf::sigmoid(x))
                 .collect();
             return Ok(v.into_pyarray(py));
         }
@@ -425,7 +425,7 @@ impl PyFieldModel {
     /// Returns the bytes written. Lifecycles are not stored.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
         let m = &self.inner;
-        Ok(py.detach(|| crate::model_io::save_field(m, &path))?)
+        Ok(py.detach(|| crate::train::model_file::save_field(m, &path))?)
     }
 
     /// Read a model written by `save`, as the class it was saved from
@@ -442,7 +442,7 @@ impl PyFieldModel {
         lifecycles: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = cls.py();
-        let specs: Vec<(String, crate::lifecycle::Lifecycle)> = match lifecycles {
+        let specs: Vec<(String, crate::storage::lifecycle::Lifecycle)> = match lifecycles {
             None => Vec::new(),
             Some(d) => {
                 let names: Vec<String> = d
@@ -460,7 +460,7 @@ impl PyFieldModel {
             }
         };
         let lookup = |f: &str| specs.iter().find(|(n, _)| n == f).map(|(_, lc)| *lc);
-        let m = py.detach(|| crate::model_io::load_field(&path, capacity, &lookup))?;
+        let m = py.detach(|| crate::train::model_file::load_field(&path, capacity, &lookup))?;
         for (name, _) in &specs {
             if !m.cfg.fields.contains(name) {
                 return Err(PyValueError::new_err(format!(

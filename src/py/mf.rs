@@ -3,8 +3,8 @@
 use super::args;
 use super::monitor::PyMonitor;
 use super::table::{optimizer_dict, table_config, PyEmbeddingTable};
-use crate::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
-use crate::table::DEFAULT_CAPACITY;
+use crate::storage::table::DEFAULT_CAPACITY;
+use crate::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub(super) fn lifecycle_arg(
     d: Option<&Bound<'_, PyDict>>,
     name: &str,
-) -> PyResult<Option<crate::lifecycle::Lifecycle>> {
+) -> PyResult<Option<crate::storage::lifecycle::Lifecycle>> {
     let Some(d) = d else { return Ok(None) };
     const KEYS: [&str; 6] = [
         "ttl",
@@ -259,7 +259,7 @@ impl PyMatrixFactorization {
                 .readonly()
                 .as_slice()?
                 .iter()
-                .map(|&x| crate::mf::sigmoid(x))
+                .map(|&x| crate::train::mf::sigmoid(x))
                 .collect();
             return Ok(v.into_pyarray(py));
         }
@@ -272,7 +272,7 @@ impl PyMatrixFactorization {
     /// Returns the bytes written. Lifecycles are not stored.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
         let m = &self.inner;
-        Ok(py.detach(|| crate::model_io::save_mf(m, &path))?)
+        Ok(py.detach(|| crate::train::model_file::save_mf(m, &path))?)
     }
 
     /// Read a model written by `save`. `capacity` overrides the saved table
@@ -289,7 +289,7 @@ impl PyMatrixFactorization {
     ) -> PyResult<Self> {
         let items = lifecycle_arg(item_lifecycle, "item_lifecycle")?;
         let users = lifecycle_arg(user_lifecycle, "user_lifecycle")?;
-        let m = py.detach(|| crate::model_io::load_mf(&path, capacity, users, items))?;
+        let m = py.detach(|| crate::train::model_file::load_mf(&path, capacity, users, items))?;
         Ok(PyMatrixFactorization { inner: Arc::new(m) })
     }
 

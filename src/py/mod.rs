@@ -22,8 +22,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "release"
         },
     )?;
-    m.add("DEFAULT_CAPACITY", crate::table::DEFAULT_CAPACITY)?;
-    m.add("SNAPSHOT_VERSION", crate::snapshot::VERSION)?;
+    m.add("DEFAULT_CAPACITY", crate::storage::table::DEFAULT_CAPACITY)?;
+    m.add("SNAPSHOT_VERSION", crate::storage::snapshot::VERSION)?;
     m.add_class::<table::PyEmbeddingTable>()?;
     m.add_function(wrap_pyfunction!(drift::rowwise_cosine, m)?)?;
     m.add_function(wrap_pyfunction!(drift::cross_product, m)?)?;

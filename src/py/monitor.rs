@@ -3,9 +3,9 @@
 use super::args;
 use super::table::PyEmbeddingTable;
 use crate::error::invalid;
-use crate::kernels::{self, HealthCheck};
+use crate::monitor::sketch::RELATIVE_ERROR;
 use crate::monitor::{GroupingSummary, Monitor, MonitorConfig, StatSummary, GROUPINGS, STATISTICS};
-use crate::sketch::RELATIVE_ERROR;
+use crate::storage::scan::{self, HealthCheck};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -414,7 +414,7 @@ impl PyMonitor {
     ) -> PyResult<Bound<'py, PyDict>> {
         let max_ids = non_negative(max_ids, "max_ids")? as usize;
         let t = &table.get().inner;
-        let h = py.detach(|| kernels::health(t, max_norm, ttl, now, max_ids))?;
+        let h = py.detach(|| scan::health(t, max_norm, ttl, now, max_ids))?;
         let d = PyDict::new(py);
         d.set_item("rows", h.rows)?;
         d.set_item("now", h.now)?;

@@ -1,9 +1,9 @@
 //! `embcore.EmbeddingTable`: a thin wrapper over `table::EmbeddingTable`.
 
 use super::args;
-use crate::lifecycle::{Lifecycle, Policy};
-use crate::optim::{Optimizer, OptimizerKind};
-use crate::table::{dec_time, meta, EmbeddingTable, TableConfig, DEFAULT_CAPACITY};
+use crate::kernels::optim::{Optimizer, OptimizerKind};
+use crate::storage::lifecycle::{Lifecycle, Policy};
+use crate::storage::table::{dec_time, meta, EmbeddingTable, TableConfig, DEFAULT_CAPACITY};
 use numpy::ndarray::{Array2, ArrayView2};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -130,7 +130,7 @@ pub fn lifecycle_config(
 }
 
 pub fn new_table(
-    cfg: crate::table::TableConfig,
+    cfg: crate::storage::table::TableConfig,
     lc: Option<Lifecycle>,
 ) -> PyResult<EmbeddingTable> {
     Ok(match lc {
@@ -381,7 +381,7 @@ impl PyEmbeddingTable {
         let bias: Vec<f32> = t
             .meta_column(meta::BIAS)
             .into_iter()
-            .map(|b| crate::table::unpack_bias(b).0)
+            .map(|b| crate::storage::table::unpack_bias(b).0)
             .collect();
         d.set_item("bias", bias.into_pyarray(py))?;
         Ok(d)
@@ -405,7 +405,7 @@ impl PyEmbeddingTable {
                 let w = t.state_width();
                 let v = rows
                     .iter()
-                    .flat_map(|&r| t.row_state(r).iter().map(crate::table::f32_load))
+                    .flat_map(|&r| t.row_state(r).iter().map(crate::storage::table::f32_load))
                     .collect();
                 Array2::from_shape_vec((n, w), v)
             }
@@ -490,7 +490,7 @@ impl PyEmbeddingTable {
         let t = &self.inner;
         let (_, created) = py.detach(|| {
             let _pin = t.begin_write();
-            crate::mf::resolve(t, s, &|_| timestamp, threads as usize, true)
+            crate::train::mf::resolve(t, s, &|_| timestamp, threads as usize, true)
         })?;
         Ok(created)
     }
@@ -498,7 +498,7 @@ impl PyEmbeddingTable {
     /// l2-norm of every row, in `ids()` order.
     fn norms<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
         let t = &self.inner;
-        let v = py.detach(|| crate::kernels::row_norms(t));
+        let v = py.detach(|| crate::storage::scan::row_norms(t));
         v.into_pyarray(py)
     }
 
@@ -512,7 +512,7 @@ impl PyEmbeddingTable {
     /// atomically: temp file, fsync, rename. Returns the bytes written.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
         let t = &self.inner;
-        Ok(py.detach(|| crate::snapshot::save(t, &path, &[]))?)
+        Ok(py.detach(|| crate::storage::snapshot::save(t, &path, &[]))?)
     }
 
     /// Read a table written by `save`. Raises SnapshotError for a truncated,
@@ -520,7 +520,7 @@ impl PyEmbeddingTable {
     #[staticmethod]
     #[pyo3(signature = (path, capacity=None))]
     fn load(py: Python<'_>, path: PathBuf, capacity: Option<usize>) -> PyResult<Self> {
-        let (t, _) = py.detach(|| crate::snapshot::load(&path, capacity))?;
+        let (t, _) = py.detach(|| crate::storage::snapshot::load(&path, capacity))?;
         Ok(Self::wrap(Arc::new(t)))
     }
 }

@@ -150,7 +150,7 @@ impl CountMin {
 
     #[inline]
     fn slot(&self, id: u64, row: usize) -> usize {
-        let h = crate::rng::hash2(id, row as u64);
+        let h = crate::kernels::rng::hash2(id, row as u64);
         row * (self.mask + 1) + (h as usize & self.mask)
     }
 

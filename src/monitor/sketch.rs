@@ -301,7 +301,7 @@ mod tests {
         let mut s = Sketch::<u64>::new();
         let mut x: Vec<f32> = (0..20_000u64)
             .map(|k| {
-                let u = crate::rng::unit_f32(crate::rng::mix64(k)) as f64;
+                let u = crate::kernels::rng::unit_f32(crate::kernels::rng::mix64(k)) as f64;
                 (1e-6 * (1e9f64).powf(u)) as f32
             })
             .collect();

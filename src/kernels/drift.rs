@@ -3,7 +3,7 @@
 //! Both split rows over threads and read each matrix once.
 
 use crate::error::{invalid, Result};
-use crate::mf::chunks;
+use crate::kernels::parallel::chunks;
 
 /// Element types the kernels read: f32 tables, or f64 matrices from Python.
 pub trait Real: Copy + Into<f64> + Sync {}

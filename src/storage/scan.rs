@@ -1,6 +1,6 @@
 //! Whole-table scans.
 
-use crate::table::{f32_load, EmbeddingTable};
+use crate::storage::table::{f32_load, EmbeddingTable};
 
 /// l2-norm of every row, in row order.
 pub fn row_norms(t: &EmbeddingTable) -> Vec<f32> {
@@ -57,7 +57,7 @@ pub fn health(
     now: Option<i64>,
     max_ids: usize,
 ) -> crate::Result<Health> {
-    use crate::table::{dec_time, meta};
+    use crate::storage::table::{dec_time, meta};
     use std::sync::atomic::Ordering::Relaxed;
     if let Some(m) = max_norm {
         if !(m.is_finite() && m > 0.0) {
@@ -119,7 +119,7 @@ pub fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::TableConfig;
+    use crate::storage::table::TableConfig;
 
     #[test]
     fn health_flags_each_problem() {

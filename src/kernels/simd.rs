@@ -21,8 +21,7 @@
 //!   lets the compiler unroll the loops and drop bounds checks; `Dyn` runs
 //!   the same code for any width.
 
-use crate::optim::{dot, Optimizer, OptimizerKind};
-use crate::table::meta;
+use crate::kernels::optim::{dot, Optimizer, OptimizerKind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Tests only: make the training loops take their generic (non-fused)
@@ -321,7 +320,7 @@ pub fn store_row<W: Width>(n: W, dst: &[AtomicU32], src: &[F4]) {
     }
 }
 
-/// `crate::ffm`'s block dot product (eight partial sums over chunks of
+/// The field models' block dot product (eight partial sums over chunks of
 /// eight floats, a trailing half chunk summed first, then the partial sums
 /// in order), on vectors: the same operations in the same order, so the same
 /// result bit for bit.
@@ -410,7 +409,7 @@ impl Prepared {
 /// (overwritten with the full gradient including l2, as `Optimizer::step`
 /// does), `out` receives the new row. The new row is stored into `weights`,
 /// the new per-coordinate state into `state` (Adagrad) and the per-row
-/// accumulator into `row_meta[meta::ROW_ACC]` (row-wise Adagrad). Same
+/// accumulator into `row_acc` (row-wise Adagrad; the low 32 bits hold the f32). Same
 /// results, bit for bit, as the body of `EmbeddingTable::apply_step` with
 /// the optimizer `p` was prepared from.
 #[inline(always)]
@@ -420,7 +419,7 @@ pub fn step_row<W: Width>(
     n: W,
     weights: &[AtomicU32],
     state: &[AtomicU32],
-    row_meta: &[AtomicU64; meta::WORDS],
+    row_acc: &AtomicU64,
     x: &[F4],
     grad: &mut [F4],
     out: &mut [F4],
@@ -429,7 +428,7 @@ pub fn step_row<W: Width>(
     let (x, grad, out) = (&x[..n], &mut grad[..n], &mut out[..n]);
     let max_norm = p.opt.max_norm;
     if max_norm > 0.0 {
-        step_core::<true>(p, &weights[..4 * n], state, row_meta, x, grad, out);
+        step_core::<true>(p, &weights[..4 * n], state, row_acc, x, grad, out);
         // max_norm clips the whole row after the step (as `Optimizer::step`).
         let norm = dot(as_floats(out), as_floats(out)).sqrt();
         if norm > max_norm {
@@ -440,7 +439,7 @@ pub fn step_row<W: Width>(
         }
         store_row(Dyn(n), weights, out);
     } else {
-        step_core::<false>(p, &weights[..4 * n], state, row_meta, x, grad, out);
+        step_core::<false>(p, &weights[..4 * n], state, row_acc, x, grad, out);
     }
 }
 
@@ -451,7 +450,7 @@ fn step_core<const CLIP: bool>(
     p: &Prepared,
     weights: &[AtomicU32],
     state: &[AtomicU32],
-    row_meta: &[AtomicU64; meta::WORDS],
+    row_acc: &AtomicU64,
     x: &[F4],
     grad: &mut [F4],
     out: &mut [F4],
@@ -486,7 +485,7 @@ fn step_core<const CLIP: bool>(
         }
         OptimizerKind::RowWiseAdagrad => {
             let mean_sq = dot_optim(grad, grad) / (4 * n).max(1) as f32;
-            let ra = &row_meta[meta::ROW_ACC];
+            let ra = row_acc;
             let row_acc = f32::from_bits(ra.load(Relaxed) as u32) + mean_sq;
             ra.store(u64::from(row_acc.to_bits()), Relaxed);
             let scale = F4::splat(p.opt.learning_rate / (row_acc.sqrt() + p.opt.eps));
@@ -503,11 +502,14 @@ fn step_core<const CLIP: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{EmbeddingTable, TableConfig};
+    use crate::storage::table::{meta, EmbeddingTable, TableConfig};
 
     fn rand_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         (0..n as u64)
-            .map(|k| (2.0 * crate::rng::unit_f32(crate::rng::hash2(seed, k)) - 1.0) * scale)
+            .map(|k| {
+                (2.0 * crate::kernels::rng::unit_f32(crate::kernels::rng::hash2(seed, k)) - 1.0)
+                    * scale
+            })
             .collect()
     }
 
@@ -570,7 +572,7 @@ mod tests {
                             w,
                             b.row(r),
                             b.row_state(r),
-                            b.meta(r).try_into().unwrap(),
+                            &b.meta(r)[meta::ROW_ACC],
                             &x,
                             &mut g2,
                             &mut out,
@@ -656,13 +658,13 @@ mod tests {
 
     #[test]
     fn fused_field_loops_match_the_generic_loop() {
-        use crate::ffm::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
-        use crate::mf::{Loss, NoObserver};
+        use crate::train::field::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
+        use crate::train::mf::{Loss, NoObserver};
         let n = 600usize;
         let cols: Vec<Vec<u64>> = (0..5u64)
             .map(|f| {
                 (0..n as u64)
-                    .map(|k| crate::rng::hash2(f, k) % (5 + 7 * f))
+                    .map(|k| crate::kernels::rng::hash2(f, k) % (5 + 7 * f))
                     .collect()
             })
             .collect();
@@ -715,13 +717,13 @@ mod tests {
 
     #[test]
     fn fused_mf_loop_matches_the_generic_loop() {
-        use crate::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
+        use crate::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
         let n = 600usize;
         let users: Vec<u64> = (0..n as u64)
-            .map(|k| crate::rng::hash2(1, k) % 13)
+            .map(|k| crate::kernels::rng::hash2(1, k) % 13)
             .collect();
         let items: Vec<u64> = (0..n as u64)
-            .map(|k| crate::rng::hash2(2, k) % 29)
+            .map(|k| crate::kernels::rng::hash2(2, k) % 29)
             .collect();
         let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
         for dim in [4, 8, 12, 16, 32, 64] {
@@ -785,7 +787,7 @@ mod tests {
             let (a, b) = (rand_vec(q as u64, 4 * q, 1.0), rand_vec(99, 4 * q, 1.0));
             let (va, vb) = (to_f4(&a), to_f4(&b));
             assert_eq!(dot_optim(&va, &vb).to_bits(), dot(&a, &b).to_bits());
-            let s = crate::ffm::dot(&a, &b);
+            let s = crate::train::field::dot(&a, &b);
             assert_eq!(dot_ffm(&va, &vb).to_bits(), s.to_bits(), "q={q}");
         }
     }

@@ -16,7 +16,8 @@
 //!   the per-event path and absorbed once per call.
 
 use crate::error::{invalid, Error, Result};
-use crate::table::{f32_load, f32_store, EmbeddingTable, TableConfig};
+use crate::kernels::parallel::chunks;
+use crate::storage::table::{f32_load, f32_store, EmbeddingTable, TableConfig};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,12 +214,6 @@ pub fn validate_targets(
     Ok(())
 }
 
-/// Split 0..n into `threads` contiguous chunks.
-pub fn chunks(n: usize, threads: usize) -> Vec<std::ops::Range<usize>> {
-    let t = threads.max(1).min(n.max(1));
-    (0..t).map(|k| (k * n / t)..((k + 1) * n / t)).collect()
-}
-
 /// Resolve ids to rows for a table, creating unseen ids. Returns rows and
 /// the number created. Checks the capacity before creating anything.
 pub fn resolve(
@@ -331,7 +326,7 @@ impl MatrixFactorization {
             ..cfg.table
         })?;
         let items = EmbeddingTable::new(TableConfig {
-            seed: crate::rng::mix64(cfg.table.seed ^ 0x6974_656d),
+            seed: crate::kernels::rng::mix64(cfg.table.seed ^ 0x6974_656d),
             ..cfg.table
         })?;
         Ok(Self::from_tables(
@@ -346,11 +341,11 @@ impl MatrixFactorization {
     /// A model whose tables have the given lifecycles (None: keep every row).
     pub fn with_lifecycles(
         cfg: MfConfig,
-        users: Option<crate::lifecycle::Lifecycle>,
-        items: Option<crate::lifecycle::Lifecycle>,
+        users: Option<crate::storage::lifecycle::Lifecycle>,
+        items: Option<crate::storage::lifecycle::Lifecycle>,
     ) -> Result<Self> {
         cfg.table.validate()?;
-        let make = |seed: u64, lc: Option<crate::lifecycle::Lifecycle>| {
+        let make = |seed: u64, lc: Option<crate::storage::lifecycle::Lifecycle>| {
             let t = TableConfig { seed, ..cfg.table };
             match lc {
                 Some(lc) => EmbeddingTable::with_lifecycle(t, lc),
@@ -358,7 +353,10 @@ impl MatrixFactorization {
             }
         };
         let u = make(cfg.table.seed, users)?;
-        let i = make(crate::rng::mix64(cfg.table.seed ^ 0x6974_656d), items)?;
+        let i = make(
+            crate::kernels::rng::mix64(cfg.table.seed ^ 0x6974_656d),
+            items,
+        )?;
         Ok(Self::from_tables(
             cfg,
             u,
@@ -512,10 +510,10 @@ impl MatrixFactorization {
         observer: &O,
         shard: &mut O::Shard,
     ) -> (f64, f64, f32, f32, usize) {
-        use crate::fused::{Dyn, Fixed};
+        use crate::kernels::simd::{Dyn, Fixed};
         let d = self.users.dim();
         #[cfg(test)]
-        let d = if crate::fused::FORCE_GENERIC.load(Relaxed) {
+        let d = if crate::kernels::simd::FORCE_GENERIC.load(Relaxed) {
             1
         } else {
             d
@@ -553,7 +551,7 @@ impl MatrixFactorization {
     /// results as `train_range_generic`, bit for bit.
     #[inline(always)]
     #[allow(clippy::type_complexity)]
-    fn train_fused<W: crate::fused::Width, O: UpdateObserver>(
+    fn train_fused<W: crate::kernels::simd::Width, O: UpdateObserver>(
         &self,
         n: W,
         (batch, range, urows, irows, time_of, count_interactions, global, observer, shard): (
@@ -568,8 +566,8 @@ impl MatrixFactorization {
             &mut O::Shard,
         ),
     ) -> (f64, f64, f32, f32, usize) {
-        use crate::fused::{self, Prepared, F4};
-        use crate::table::{meta, unpack_bias};
+        use crate::kernels::simd::{self, Prepared, F4};
+        use crate::storage::table::{meta, unpack_bias};
         let (users, items) = (&*self.users, &*self.items);
         let q = n.get();
         debug_assert_eq!(4 * q, users.dim());
@@ -599,11 +597,11 @@ impl MatrixFactorization {
                 continue;
             }
             let (uc, ic) = (users.row_cells(u), items.row_cells(i));
-            fused::load_row(n, uc.weights, uv);
-            fused::load_row(n, ic.weights, iv);
-            let mut score = fused::dot_optim(uv, iv);
+            simd::load_row(n, uc.weights, uv);
+            simd::load_row(n, ic.weights, iv);
+            let mut score = simd::dot_optim(uv, iv);
             if self.cfg.bias {
-                let bias = |c: &crate::table::RowCells<'_>| {
+                let bias = |c: &crate::storage::table::RowCells<'_>| {
                     unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0
                 };
                 score += gb + bias(&uc) + bias(&ic);
@@ -634,10 +632,12 @@ impl MatrixFactorization {
                     id: batch.items[e],
                     row: i,
                     interactions: count,
-                    first_seen: crate::table::dec_time(ic.meta[meta::FIRST_SEEN].load(Relaxed)),
+                    first_seen: crate::storage::table::dec_time(
+                        ic.meta[meta::FIRST_SEEN].load(Relaxed),
+                    ),
                     timestamp: t,
-                    before: fused::as_floats(iv),
-                    after: fused::as_floats(oi),
+                    before: simd::as_floats(iv),
+                    after: simd::as_floats(oi),
                 },
             );
         }
@@ -685,7 +685,7 @@ impl MatrixFactorization {
             }
             users.load_row(u, uv);
             items.load_row(i, iv);
-            let mut score = crate::optim::dot(uv, iv);
+            let mut score = crate::kernels::optim::dot(uv, iv);
             if self.cfg.bias {
                 score += gb + users.bias(u) + items.bias(i);
             }
@@ -716,8 +716,8 @@ impl MatrixFactorization {
                     id: batch.items[e],
                     row: i,
                     interactions: count,
-                    first_seen: crate::table::dec_time(
-                        m[crate::table::meta::FIRST_SEEN].load(Relaxed),
+                    first_seen: crate::storage::table::dec_time(
+                        m[crate::storage::table::meta::FIRST_SEEN].load(Relaxed),
                     ),
                     timestamp: t,
                     before,
@@ -757,7 +757,7 @@ impl MatrixFactorization {
             if let (Some(u), Some(i)) = (ur, ir) {
                 ut.load_row(u, &mut uv);
                 it.load_row(i, &mut iv);
-                s += crate::optim::dot(&uv, &iv);
+                s += crate::kernels::optim::dot(&uv, &iv);
             }
             if self.cfg.bias {
                 s += ur.map_or(0.0, |u| ut.bias(u)) + ir.map_or(0.0, |i| it.bias(i));
@@ -779,7 +779,7 @@ impl MatrixFactorization {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{Optimizer, OptimizerKind};
+    use crate::kernels::optim::{Optimizer, OptimizerKind};
 
     fn model(kind: OptimizerKind) -> MatrixFactorization {
         let mut t = TableConfig::new(4);
@@ -853,12 +853,5 @@ mod tests {
             let z = k as f32 / 1000.0;
             assert!((ln_1p_unit(z) - z.ln_1p()).abs() < 1e-6, "z={z}");
         }
-    }
-
-    #[test]
-    fn chunks_cover_range() {
-        let c = chunks(10, 3);
-        assert_eq!(c, vec![0..3, 3..6, 6..10]);
-        assert_eq!(chunks(0, 4), vec![0..0]);
     }
 }

@@ -29,11 +29,13 @@
 //! * Merging adds counts, sums and sketch buckets: exact for counts and
 //!   sums, within the sketch's bound for quantiles.
 
+pub mod sketch;
+
 use crate::error::{invalid, Error, Result};
-use crate::mf::{RowUpdate, UpdateObserver};
-use crate::rng::mix64;
-use crate::sketch::{self, CompactSketch, Sketch};
-use crate::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
+use crate::kernels::rng::mix64;
+use crate::storage::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
+use crate::train::mf::{RowUpdate, UpdateObserver};
+use sketch::{CompactSketch, Sketch};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -514,7 +516,7 @@ fn hll_estimate(reg: &[u8]) -> u64 {
 /// unrolled known-width loop came out scalar, with every lane spilled).
 #[inline(always)]
 fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
-    crate::fused::moments(a, b)
+    crate::kernels::simd::moments(a, b)
 }
 
 /// Drift, magnitude, relative magnitude, norm of one update from

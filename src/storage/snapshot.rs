@@ -15,8 +15,8 @@
 //! fsyncs the directory: a crash at any point leaves the previous file whole.
 
 use crate::error::{Error, Result};
-use crate::optim::{Optimizer, OptimizerKind};
-use crate::table::{meta, EmbeddingTable, TableConfig};
+use crate::kernels::optim::{Optimizer, OptimizerKind};
+use crate::storage::table::{meta, EmbeddingTable, TableConfig};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -291,7 +291,7 @@ pub fn read_table<R: Read>(
     file: &mut R,
     file_len: u64,
     capacity: Option<usize>,
-    lifecycle: Option<crate::lifecycle::Lifecycle>,
+    lifecycle: Option<crate::storage::lifecycle::Lifecycle>,
     name: &str,
 ) -> Result<(EmbeddingTable, Vec<u8>)> {
     let bad = |m: String| Error::CorruptSnapshot(format!("{name}: {m}"));

@@ -55,7 +55,7 @@ impl Slots {
 
     #[inline(always)]
     fn start(&self, id: u64) -> usize {
-        crate::rng::mix64(id) as usize & self.mask
+        crate::kernels::rng::mix64(id) as usize & self.mask
     }
 
     /// Row state of `id`'s slot, or None; waits out in-flight inserts.

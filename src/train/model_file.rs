@@ -21,10 +21,10 @@
 //! when loading.
 
 use crate::error::{Error, Result};
-use crate::ffm::{FieldConfig, FieldModel, Interaction};
-use crate::mf::{Loss, MatrixFactorization, MfConfig};
-use crate::snapshot;
-use crate::table::{EmbeddingTable, TableConfig};
+use crate::storage::snapshot;
+use crate::storage::table::{EmbeddingTable, TableConfig};
+use crate::train::field::{FieldConfig, FieldModel, Interaction};
+use crate::train::mf::{Loss, MatrixFactorization, MfConfig};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -142,7 +142,7 @@ pub fn save(path: &Path, header: &ModelHeader, tables: &[&EmbeddingTable]) -> Re
 pub fn load(
     path: &Path,
     capacity: Option<usize>,
-    lifecycles: &dyn Fn(&str) -> Option<crate::lifecycle::Lifecycle>,
+    lifecycles: &dyn Fn(&str) -> Option<crate::storage::lifecycle::Lifecycle>,
 ) -> Result<(ModelHeader, Vec<EmbeddingTable>)> {
     let name = path.display().to_string();
     let bad = |m: String| Error::CorruptSnapshot(format!("{name}: {m}"));
@@ -315,8 +315,8 @@ pub fn save_mf(m: &MatrixFactorization, path: &Path) -> Result<u64> {
 pub fn load_mf(
     path: &Path,
     capacity: Option<usize>,
-    users: Option<crate::lifecycle::Lifecycle>,
-    items: Option<crate::lifecycle::Lifecycle>,
+    users: Option<crate::storage::lifecycle::Lifecycle>,
+    items: Option<crate::storage::lifecycle::Lifecycle>,
 ) -> Result<MatrixFactorization> {
     let (h, mut tables) = load(path, capacity, &|f| if f == "user" { users } else { items })?;
     if h.kind != Kind::MatrixFactorization {
@@ -361,7 +361,7 @@ pub fn save_field(m: &FieldModel, path: &Path) -> Result<u64> {
 pub fn load_field(
     path: &Path,
     capacity: Option<usize>,
-    lifecycles: &dyn Fn(&str) -> Option<crate::lifecycle::Lifecycle>,
+    lifecycles: &dyn Fn(&str) -> Option<crate::storage::lifecycle::Lifecycle>,
 ) -> Result<FieldModel> {
     let (h, tables) = load(path, capacity, lifecycles)?;
     let interaction = match h.kind {
@@ -395,8 +395,8 @@ pub fn load_field(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffm::{FieldBatch, Observed};
-    use crate::mf::NoObserver;
+    use crate::train::field::{FieldBatch, Observed};
+    use crate::train::mf::NoObserver;
 
     fn dir() -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("embcore-model-io-{}", std::process::id()));

@@ -19,20 +19,20 @@
 //!   or thread timing.
 
 use crate::error::{invalid, Error, Result};
-use crate::idmap::{IdMap, Inserted, MapGuard};
-use crate::lifecycle::{CountMin, Evicted, Lifecycle, Policy};
-use crate::optim::{Optimizer, OptimizerKind};
-use crate::region::Region;
-use crate::rng::{hash2, mix64, unit_f32};
+use crate::kernels::optim::{Optimizer, OptimizerKind};
+use crate::kernels::rng::{hash2, mix64, unit_f32};
+use crate::storage::idmap::{IdMap, Inserted, MapGuard};
+use crate::storage::lifecycle::{CountMin, Evicted, Lifecycle, Policy};
+use crate::storage::region::Region;
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-pub use crate::rng::{IdHashBuilder, IdHasher};
+pub use crate::kernels::rng::{IdHashBuilder, IdHasher};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Mutex;
 
 /// Largest capacity a table can be created with (row indices are u32).
-pub const MAX_CAPACITY: usize = crate::idmap::MAX_ROW as usize;
+pub const MAX_CAPACITY: usize = crate::storage::idmap::MAX_ROW as usize;
 /// Default capacity: 2^26 rows of reserved (not committed) address space.
 pub const DEFAULT_CAPACITY: usize = 1 << 26;
 
@@ -552,7 +552,7 @@ impl EmbeddingTable {
         m[meta::BIAS].store(pack_bias(b, acc), Relaxed);
     }
 
-    /// `apply_step` fused into one pass (see `fused::step_row`) on row
+    /// `apply_step` fused into one pass (see `simd::step_row`) on row
     /// cells `c` (from `row_cells`): `x` is the row as the caller loaded it
     /// (left unchanged), `grad` the loss gradient (overwritten with the full
     /// gradient), `out` receives the new row. `n` is the row width in
@@ -560,18 +560,27 @@ impl EmbeddingTable {
     /// a compile-time width when known; `p` is this table's optimizer,
     /// prepared once per call (`Prepared::new`).
     #[inline(always)]
-    pub fn step_fused<W: crate::fused::Width>(
+    pub fn step_fused<W: crate::kernels::simd::Width>(
         &self,
-        p: &crate::fused::Prepared,
+        p: &crate::kernels::simd::Prepared,
         n: W,
         c: RowCells<'_>,
-        x: &[crate::fused::F4],
-        grad: &mut [crate::fused::F4],
-        out: &mut [crate::fused::F4],
+        x: &[crate::kernels::simd::F4],
+        grad: &mut [crate::kernels::simd::F4],
+        out: &mut [crate::kernels::simd::F4],
     ) {
         debug_assert_eq!(4 * n.get(), self.cfg.dim);
         debug_assert_eq!(p.opt, self.cfg.optimizer);
-        crate::fused::step_row(p, n, c.weights, c.state, c.meta, x, grad, out);
+        crate::kernels::simd::step_row(
+            p,
+            n,
+            c.weights,
+            c.state,
+            &c.meta[meta::ROW_ACC],
+            x,
+            grad,
+            out,
+        );
     }
 
     /// The cells of row `r` (weights, optimizer state, metadata record), to
@@ -926,7 +935,7 @@ impl EmbeddingTable {
         let duplicate = std::sync::atomic::AtomicU64::new(u64::MAX);
         let dup_seen = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
-            for part in crate::mf::chunks(n, 2) {
+            for part in crate::kernels::parallel::chunks(n, 2) {
                 let (map, duplicate, dup_seen) = (&map, &duplicate, &dup_seen);
                 s.spawn(move || {
                     let g = map.guard();

@@ -25,17 +25,18 @@
 //!   end of the call, as in `mf` (with one thread: the sequential result).
 //! * Hot path: when `dim` is a multiple of 4, `train_fused` runs the event
 //!   loop on vectors of four floats with one fused optimizer pass per row
-//!   (`crate::fused`), the field count and widths compile-time constants
+//!   (`crate::kernels::simd`), the field count and widths compile-time constants
 //!   for the common shapes, and the rows' metadata counters updated together
 //!   before the row stores; otherwise `train_generic`. Both give the same
 //!   results bit for bit (tested in `fused`).
 
 use crate::error::{invalid, Result};
-use crate::fused::{self, Dyn, Fixed, Width, F4};
-use crate::mf::{chunks, resolve, Loss, RowUpdate, UpdateObserver, MISSING};
-use crate::table::{
+use crate::kernels::parallel::chunks;
+use crate::kernels::simd::{self, Dyn, Fixed, Width, F4};
+use crate::storage::table::{
     dec_time, f32_load, f32_store, meta, unpack_bias, EmbeddingTable, RowCells, TableConfig,
 };
+use crate::train::mf::{resolve, Loss, RowUpdate, UpdateObserver, MISSING};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Arc;
 
@@ -199,7 +200,7 @@ impl FieldModel {
     /// (`unadmitted_events`) and not trained on, as in `mf`.
     pub fn with_lifecycles(
         cfg: FieldConfig,
-        lifecycles: Vec<Option<crate::lifecycle::Lifecycle>>,
+        lifecycles: Vec<Option<crate::storage::lifecycle::Lifecycle>>,
     ) -> Result<Self> {
         cfg.validate()?;
         if lifecycles.len() != cfg.fields.len() {
@@ -214,7 +215,7 @@ impl FieldModel {
                 let seed = if k == 0 {
                     cfg.table.seed
                 } else {
-                    crate::rng::mix64(
+                    crate::kernels::rng::mix64(
                         cfg.table.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     )
                 };
@@ -336,7 +337,13 @@ impl FieldModel {
         for (f, c) in names.iter().zip(b.columns).skip(1) {
             check_len(&format!("columns['{f}']"), c.len())?;
         }
-        crate::mf::validate_targets(&check_len, b.labels, b.weights, b.timestamps, self.cfg.loss)?;
+        crate::train::mf::validate_targets(
+            &check_len,
+            b.labels,
+            b.weights,
+            b.timestamps,
+            self.cfg.loss,
+        )?;
         Ok(n)
     }
 
@@ -526,7 +533,7 @@ impl FieldModel {
 
     /// `interactions` on rows held as vectors (`blk` = vectors per block,
     /// `dim / 4`): the same operations in the same order, so the same
-    /// result bit for bit (see `fused::dot_ffm`).
+    /// result bit for bit (see `simd::dot_ffm`).
     #[inline(always)]
     fn interactions_f4<N: Width, B: Width>(&self, nf: N, blk: B, x: &[F4], sum: &mut [F4]) -> f32 {
         let nf = nf.get();
@@ -541,7 +548,7 @@ impl FieldModel {
                     for j in (i + 1)..nf {
                         let a = i * w + block_index(i, j) * q;
                         let b = j * w + block_index(j, i) * q;
-                        s += fused::dot_ffm(&x[a..][..q], &x[b..][..q]);
+                        s += simd::dot_ffm(&x[a..][..q], &x[b..][..q]);
                     }
                 }
                 s
@@ -550,15 +557,15 @@ impl FieldModel {
                 let x = &x[..nf * q];
                 let sum = &mut sum[..q];
                 sum.copy_from_slice(&x[..q]);
-                let mut sq = fused::dot_ffm(&x[..q], &x[..q]);
+                let mut sq = simd::dot_ffm(&x[..q], &x[..q]);
                 for v in x[q..nf * q].chunks_exact(q) {
                     let v = &v[..q];
                     for (a, b) in sum.iter_mut().zip(v) {
                         *a = *a + *b;
                     }
-                    sq += fused::dot_ffm(v, v);
+                    sq += simd::dot_ffm(v, v);
                 }
-                0.5 * (fused::dot_ffm(sum, sum) - sq)
+                0.5 * (simd::dot_ffm(sum, sum) - sq)
             }
         }
     }
@@ -622,7 +629,7 @@ impl FieldModel {
         let nf = self.n_fields();
         let d = self.cfg.dim();
         #[cfg(test)]
-        let d = if fused::FORCE_GENERIC.load(Relaxed) {
+        let d = if simd::FORCE_GENERIC.load(Relaxed) {
             1
         } else {
             d
@@ -708,9 +715,9 @@ impl FieldModel {
         let (out, sum) = (&mut out[..w], &mut sum[..blk.get()]);
         let mut cells: Vec<RowCells<'_>> = Vec::with_capacity(nf);
         let opt = *tables[0].optimizer();
-        let prepared: Vec<fused::Prepared> = tables
+        let prepared: Vec<simd::Prepared> = tables
             .iter()
-            .map(|t| fused::Prepared::new(t.optimizer()))
+            .map(|t| simd::Prepared::new(t.optimizer()))
             .collect();
         let prepared = &prepared[..nf];
         let bias = self.cfg.bias;
@@ -736,7 +743,7 @@ impl FieldModel {
             cells.clear();
             for ((t, &r), xf) in tables.iter().zip(rs.iter()).zip(x.chunks_exact_mut(w)) {
                 let c = t.row_cells(r);
-                fused::load_row(roww, c.weights, xf);
+                simd::load_row(roww, c.weights, xf);
                 cells.push(c);
             }
             let mut score = self.interactions_f4(n_fields, blk, x, sum);
@@ -782,8 +789,8 @@ impl FieldModel {
                             interactions: counts[f],
                             first_seen: dec_time(c.meta[meta::FIRST_SEEN].load(Relaxed)),
                             timestamp: t_e,
-                            before: &fused::as_floats(xf)[obs_off..obs_off + obs_len],
-                            after: &fused::as_floats(out)[obs_off..obs_off + obs_len],
+                            before: &simd::as_floats(xf)[obs_off..obs_off + obs_len],
+                            after: &simd::as_floats(out)[obs_off..obs_off + obs_len],
                         },
                     );
                 }
@@ -975,8 +982,8 @@ impl FieldModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mf::NoObserver;
-    use crate::optim::{Optimizer, OptimizerKind};
+    use crate::kernels::optim::{Optimizer, OptimizerKind};
+    use crate::train::mf::NoObserver;
 
     fn model(interaction: Interaction, fields: &[&str], dim: usize) -> FieldModel {
         let mut t = TableConfig::new(dim);

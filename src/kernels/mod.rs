@@ -1,0 +1,10 @@
+//! Pure math on slices and atomic cells, below every other layer: SIMD
+//! lanes and fused optimizer steps (`simd`), optimizers (`optim`), row-wise
+//! drift (`drift`), hashing and seeded randoms (`rng`), work splitting
+//! across threads (`parallel`).
+
+pub mod drift;
+pub mod optim;
+pub mod parallel;
+pub mod rng;
+pub mod simd;
