@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from embcore import cli
+from embcore import cli, runs
 from embcore import replay as rp
 from embcore.datasets import read_events, synthetic_log
 from embcore.modes import Trainer
@@ -183,7 +183,7 @@ def test_progressive_validation_never_scores_a_seen_event(
             self.consumed.append(index)
             return super().consume(users, items, labels, timestamps, weights)
 
-    monkeypatch.setattr(rp, "Trainer", Recording)
+    monkeypatch.setattr(runs, "Trainer", Recording)  # the run layer starts the modes
     metrics = rp.replay(
         log,
         None,

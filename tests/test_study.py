@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import embcore
 from embcore import cli, report
-from embcore.study import TableRecorder, run_study
+from embcore.study import run_study
 
 
 class _Page(HTMLParser):
@@ -151,19 +150,6 @@ def test_failed_run_leaves_no_output(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_study(out, scale="tiny", progress=False)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_table_recorder_records_count_changes_only():
-    model = embcore.MatrixFactorization(dim=3, seed=0)
-    recorder = TableRecorder(3, track_rate=1.0)
-    ids = np.array([1, 2], dtype=np.uint64)
-    model.train(ids, ids, np.array([1.0, 0.0], np.float32))
-    assert recorder.observe(model.items, 10) == 2
-    model.train(ids[:1], ids[:1], np.array([1.0], np.float32))
-    assert recorder.observe(model.items, 20) == 1
-    traj = recorder.trajectories()
-    assert traj["ids"].tolist() == [1, 2, 1] and traj["counts"].tolist() == [1, 1, 2]
-    assert traj["rows"].shape == (3, 3)
 
 
 def test_learning_curve_spreads_gain_per_interaction():

@@ -44,7 +44,25 @@ PROBE_SOURCE = Path(__file__).resolve().parent / "limit_probe.c"
 
 @dataclass(frozen=True)
 class Workload:
-    """Sizes of one benchmark run (mf-1m: 1M users x 1M items, d=32, Zipf(1.2) items)."""
+    """Sizes of one benchmark run (mf-1m: 1M users x 1M items, d=32, Zipf(1.2) items).
+
+    Parameters
+    ----------
+    users, items : int
+        Distinct user and item ids of the training events.
+    events : int
+        Training events per timed pass.
+    inserts : int
+        Rows inserted by the insert benchmark.
+    snapshot_rows : int
+        Rows of the table saved and loaded by the snapshot benchmark.
+    per_event_numpy, minibatch_numpy : int
+        Events of the hand-written numpy baselines (per-event loop, minibatch).
+    drift_rows : int
+        Rows compared by the drift benchmark.
+    repeats : int
+        Repeats of every measurement (the median is reported).
+    """
 
     users: int = 1_000_000
     items: int = 1_000_000
@@ -58,6 +76,7 @@ class Workload:
 
     @classmethod
     def quick(cls) -> Workload:
+        """The ``--quick`` sizes (a run under a minute)."""
         return cls(
             users=200_000,
             items=200_000,
@@ -73,6 +92,22 @@ class Workload:
 
 @dataclass
 class Result:
+    """One measured figure.
+
+    Parameters
+    ----------
+    name : str
+        Benchmark name (``--only`` selects by it).
+    value : float
+        The median measurement.
+    unit : str
+        Unit of ``value`` (``"events/s"``, ``"s"``, ...).
+    note : str
+        What was measured, for the table.
+    extra : dict
+        Further numbers written to the JSON.
+    """
+
     name: str
     value: float
     unit: str

@@ -1,151 +1,402 @@
-"""What one run of ``embcore study`` or ``embcore replay`` does with each training mode once
-its events are consumed: record trajectories, analyse the mode (maturity, learning curve,
-norms vs popularity) into JSON-safe metrics, compare the modes, and move the finished output
-directory into place.
+"""The run layer of the applications (``embcore study``, ``embcore replay``): what every run does
+around its own source of events, evaluator and report.
 
-Shared by :mod:`embcore.study` and :mod:`embcore.replay`, so both write the same
-``metrics.json`` fields and figures from the same code.
+A run checks its options (:func:`check_modes`, :func:`check_seed`, :func:`check_levels`), opens
+its :class:`OutputDirectory`, starts one :class:`~embcore.modes.Trainer` with an
+``embcore.Monitor`` per mode (:func:`start_modes`), feeds every piece of its source to every mode
+through a :class:`ModePool` under a :func:`progress_bar`, analyses each mode once its events are
+consumed (:func:`analyse_modes`: maturity, learning curve, norms vs popularity, as JSON-safe
+metrics and the results the figures read), compares the modes (:func:`comparison`) and finishes
+the output directory (report, then ``metrics.json``, then the rename into place).
+:func:`run_command` is the shared body of the subcommands' ``run(args)``.
+
+Design notes
+------------
+* Output is written into a temporary directory next to ``DIR`` and renamed into place at the
+  end, so an interrupted or failed run never leaves a complete-looking directory behind. An
+  existing ``DIR`` is replaced only if it is empty or holds an earlier run (a
+  ``metrics.json``); anything else is refused rather than deleted.
+* Modes are independent given a piece of the source (each owns its trainer and monitor), so
+  they process it in parallel threads; training, scoring and the matmuls release the GIL.
+  Results do not depend on the thread schedule.
 
 >>> finite([1.0, float("nan"), np.int64(3)])
 [1.0, None, 3]
 >>> comparison({"realtime": None})["maturity_ratio_realtime_over_batch"] is None
 True
+>>> with ModePool(["realtime", "batch"]) as pool:
+...     pool.map(lambda mode, n: f"{mode} {n}", 3)
+['realtime 3', 'batch 3']
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import os
+import platform
 import shutil
-from collections.abc import Callable, Mapping
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 import embcore
 from embcore import analysis
-from embcore.modes import Model, Trainer
+from embcore.modes import MODES, Model, Trainer
 
 __all__ = [
+    "AGE_EDGES_HOURS",
     "ALPHAS",
-    "TableRecorder",
+    "DEFAULT_ALPHA",
+    "ModePool",
+    "OutputDirectory",
     "analyse_mode",
+    "age_labels",
+    "analyse_modes",
+    "check_levels",
+    "check_modes",
+    "check_seed",
     "commit_output",
     "comparison",
     "finite",
+    "given_options",
     "learning_curve",
     "make_monitor",
+    "progress_bar",
+    "run_command",
+    "run_options",
+    "start_modes",
+    "versions",
 ]
 
 ALPHAS = (0.01, 0.05, 0.1)
 """Maturity levels always computed (the headline alpha is added when it is not one of them)."""
+DEFAULT_ALPHA = 0.05
+"""The headline maturity level of a run."""
+AGE_EDGES_HOURS = (1, 3, 6, 12, 24, 48)
+"""Item-age buckets of engagement and validation: upper edges in hours (the last is open)."""
 _MAX_CURVE_POINTS = 80
 
+Piece = TypeVar("Piece")
+Out = TypeVar("Out")
 
-class TableRecorder:
-    """Records rows of tracked items from a table, after steps and at publishes.
 
-    A Python stand-in for the recording half of ``embcore.Monitor``: an item is tracked when a
-    hash of its id falls below ``track_rate``; :meth:`observe` appends one record per tracked
-    item whose interaction count changed since its last record, :meth:`record_publish` does the
-    same for a published table. :meth:`trajectories` returns the dict
-    :meth:`embcore.analysis.Trajectories.from_monitor` reads.
+# --------------------------------------------------------------------------------------------
+# Options
 
-    Parameters
-    ----------
-    dim : int
-        Embedding dimension.
-    track_rate : float
-        Share of items tracked, in (0, 1].
 
-    Examples
-    --------
-    >>> import numpy as np, embcore
-    >>> model = embcore.MatrixFactorization(dim=2, seed=0)
-    >>> one = np.array([3], dtype=np.uint64)
-    >>> rec = TableRecorder(2, track_rate=1.0)
-    >>> _ = model.train(one, one, np.array([1.0], np.float32))
-    >>> rec.observe(model.items, 60)
-    1
-    >>> rec.observe(model.items, 120)  # count unchanged: nothing new
-    0
-    >>> rec.trajectories()["counts"].tolist()
-    [1]
+def check_modes(modes: list[str], error: type[Exception] = ValueError) -> list[str]:
+    """``modes`` if it names known modes, each once; else ``error`` with the remedy.
+
+    >>> check_modes(["realtime", "weekly"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown mode(s) 'weekly': choose from realtime, batch, hybrid
     """
-
-    def __init__(self, dim: int, track_rate: float = 0.25) -> None:
-        if not (isinstance(track_rate, int | float) and 0.0 < float(track_rate) <= 1.0):
-            raise ValueError(f"track_rate must be in (0, 1], got {track_rate!r}")
-        self.dim = int(dim)
-        self.track_rate = float(track_rate)
-        self._known_ids = np.zeros(0, dtype=np.uint64)
-        self._known_counts = np.zeros(0, dtype=np.int64)
-        self._parts: list[tuple[Any, Any, Any, Any]] = []
-
-    def tracked(self, ids: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-        """Whether each id is tracked (a fixed hash of the id, so every mode tracks the same)."""
-        mixed = ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        mixed ^= mixed >> np.uint64(29)
-        mixed *= np.uint64(0xBF58476D1CE4E5B9)
-        unit = (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-        return unit < self.track_rate
-
-    def observe(self, table: embcore.EmbeddingTable, timestamp: int) -> int:
-        """Record tracked rows of ``table`` whose interaction count changed; returns how many."""
-        meta = table.metadata()
-        ids = meta["ids"]
-        counts = meta["interactions"].astype(np.int64)
-        keep = (counts > 0) & self.tracked(ids)
-        if not keep.any():
-            return 0
-        ids, counts = ids[keep], counts[keep]
-        order = np.argsort(ids)
-        ids, counts = ids[order], counts[order]
-        if self._known_ids.size:
-            where = np.minimum(np.searchsorted(self._known_ids, ids), self._known_ids.size - 1)
-            changed = (self._known_ids[where] != ids) | (self._known_counts[where] != counts)
-        else:
-            changed = np.ones(ids.size, dtype=bool)
-        if not changed.any():
-            return 0
-        new_ids, new_counts = ids[changed], counts[changed]
-        rows = table.get(new_ids)
-        self._parts.append(
-            (new_ids, new_counts, np.full(new_ids.size, timestamp, dtype=np.int64), rows)
+    if not modes:
+        raise error("--modes must name at least one mode, e.g. realtime,batch")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise error(
+            f"unknown mode(s) {', '.join(map(repr, unknown))}: choose from {', '.join(MODES)}"
         )
-        self._known_ids, self._known_counts = ids, counts
-        return int(new_ids.size)
-
-    def record_publish(self, table: embcore.EmbeddingTable, timestamp: int) -> None:
-        """Record a published table (same as :meth:`observe`)."""
-        self.observe(table, timestamp)
-
-    def trajectories(self) -> dict[str, npt.NDArray[Any]]:
-        """All records: ``ids``, ``counts``, ``timestamps``, ``rows`` (float32[n, dim])."""
-        if not self._parts:
-            return {
-                "ids": np.zeros(0, dtype=np.uint64),
-                "counts": np.zeros(0, dtype=np.int64),
-                "timestamps": np.zeros(0, dtype=np.int64),
-                "rows": np.zeros((0, self.dim), dtype=np.float32),
-            }
-        return {
-            name: np.concatenate([part[k] for part in self._parts])
-            for k, name in enumerate(("ids", "counts", "timestamps", "rows"))
-        }
+    if len(set(modes)) != len(modes):
+        raise error(f"--modes lists a mode twice: {','.join(modes)}")
+    return modes
 
 
-def make_monitor(dim: int, track_rate: float, seed: int) -> tuple[Any, bool]:
-    """``(monitor, is_rust)``: ``embcore.Monitor`` when built, else a :class:`TableRecorder`.
+def check_seed(seed: Any, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless ``seed`` is an integer in [0, 2**63)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise error(f"--seed must be an integer in [0, 2**63), got {seed!r}")
+
+
+def check_levels(alpha: Any, track_rate: Any, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless the maturity level is in (0, 2) and the track rate in (0, 1]."""
+    if not (isinstance(alpha, int | float) and 0 < alpha < 2):
+        raise error(f"alpha must be in (0, 2), got {alpha!r}")
+    if not (isinstance(track_rate, int | float) and 0 < track_rate <= 1):
+        raise error(f"track_rate must be in (0, 1], got {track_rate!r}")
+
+
+def age_labels() -> list[str]:
+    """Labels of the :data:`AGE_EDGES_HOURS` buckets.
+
+    >>> age_labels()
+    ['0-1h', '1-3h', '3-6h', '6-12h', '12-24h', '24-48h', '>=48h']
+    """
+    labels, low = [], 0
+    for edge in AGE_EDGES_HOURS:
+        labels.append(f"{low}-{edge}h")
+        low = edge
+    return [*labels, f">={low}h"]
+
+
+# --------------------------------------------------------------------------------------------
+# Modes and driving them
+
+
+def make_monitor(track_rate: float, seed: int) -> embcore.Monitor:
+    """The trajectory monitor of one mode.
 
     Every mode gets the same ``seed``, so every mode tracks the same item ids.
     """
-    monitor_class = getattr(embcore._core, "Monitor", None)
-    if monitor_class is not None:
-        return monitor_class(sample_rate=track_rate, seed=seed), True
-    return TableRecorder(dim, track_rate=track_rate), False
+    return embcore.Monitor(sample_rate=track_rate, seed=seed)
+
+
+def start_modes(
+    modes: Sequence[str],
+    model: Callable[[], Model],
+    *,
+    period: int,
+    epochs: int,
+    threads: int,
+    seed: int,
+    track_rate: float,
+) -> dict[str, Trainer]:
+    """One :class:`~embcore.modes.Trainer` per mode, each with its own monitor
+    (``trainer.monitor``) and its own model from the factory ``model`` (so every mode starts
+    from the same initial rows).
+
+    >>> import embcore
+    >>> trainers = start_modes(["realtime", "batch"], lambda: embcore.MatrixFactorization(dim=4),
+    ...                        period=3600, epochs=1, threads=1, seed=0, track_rate=1.0)
+    >>> [t.mode for t in trainers.values()]
+    ['realtime', 'batch']
+    """
+    return {
+        mode: Trainer(
+            mode,
+            model,
+            period=period,
+            epochs=epochs,
+            monitor=make_monitor(track_rate, seed),
+            threads=threads,
+            seed=seed,
+        )
+        for mode in modes
+    }
+
+
+class ModePool:
+    """Calls one function for every mode on the same piece of a source, in parallel threads.
+
+    Use as a context manager; :meth:`map` returns the results in mode order.
+
+    Parameters
+    ----------
+    modes : sequence of str
+        The modes, in the order results are returned.
+    parallel : bool
+        One thread per mode (up to the CPU count); False calls the modes in turn. Modes must
+        be independent given the piece, so the results are the same either way.
+    """
+
+    def __init__(self, modes: Sequence[str], parallel: bool = True) -> None:
+        self.modes = list(modes)
+        self.workers = min(len(self.modes), os.cpu_count() or 1) if parallel else 1
+        self._executor: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> ModePool:
+        self._executor = ThreadPoolExecutor(max_workers=self.workers)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    def map(self, function: Callable[[str, Piece], Out], piece: Piece) -> list[Out]:
+        """``[function(mode, piece) for mode in modes]``, the modes in parallel when allowed."""
+        if self.workers > 1 and self._executor is not None:
+            return list(self._executor.map(function, self.modes, [piece] * len(self.modes)))
+        return [function(mode, piece) for mode in self.modes]
+
+
+def progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
+    """A tqdm bar counting events on stderr (disabled: a no-op bar)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="ev",
+        unit_scale=True,
+        disable=not enabled,
+        desc=desc,
+        file=sys.stderr,
+        mininterval=0.5,
+    )
+
+
+def versions() -> dict[str, str]:
+    """The versions a run records in its ``config``."""
+    return {
+        "embcore": embcore.__version__,
+        "build_profile": embcore._core.build_profile,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Output directory
+
+
+class OutputDirectory:
+    """Where one run writes ``metrics.json`` and its report, finished or not at all.
+
+    The path is checked when the object is made (before anything runs); entering the context
+    makes a private temporary directory beside it (:attr:`staging`), :meth:`finish` writes the
+    report and ``metrics.json`` there and renames it into place, and leaving the context
+    without :meth:`finish` (an error) removes it.
+
+    Parameters
+    ----------
+    out : path or None
+        The output directory; None: the run writes nothing (:meth:`finish` only adds the
+        runtime to the metrics).
+    error : type of exception
+        Raised (with the remedy) for a path that cannot be used.
+    replaces : str
+        What an existing non-empty ``out`` must be to be replaced, for the message (it must
+        hold a ``metrics.json``).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, time
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with OutputDirectory(out) as output:
+    ...     output.finish({"modes": {}}, time.perf_counter())
+    >>> sorted(p.name for p in out.iterdir())
+    ['metrics.json']
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str] | None,
+        error: type[Exception] = ValueError,
+        replaces: str = "an earlier run",
+    ) -> None:
+        self.path = None if out is None else Path(out)
+        self.staging: Path | None = None
+        self._error = error
+        path = self.path
+        if path is None:
+            return
+        if path.exists() and not path.is_dir():
+            raise error(f"--out {path} exists and is not a directory")
+        if path.is_dir() and any(path.iterdir()) and not (path / "metrics.json").exists():
+            raise error(
+                f"--out {path} is a non-empty directory that does not hold {replaces}; "
+                "choose another path or empty it"
+            )
+
+    def __enter__(self) -> OutputDirectory:
+        if self.path is None:
+            return self
+        parent = self.path.absolute().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=parent))
+        except OSError as err:
+            raise self._error(
+                f"--out {self.path} cannot be written: {err.strerror or err}"
+            ) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging = None
+
+    def finish(
+        self,
+        metrics: dict[str, Any],
+        started: float,
+        report: Callable[[Path], dict[str, str | None]] | None = None,
+    ) -> None:
+        """Record the runtime since ``started`` (``time.perf_counter()``) in ``metrics``; with a
+        path, first draw the report (``metrics["figures"] = report(directory)``), then write
+        ``metrics.json`` last and rename the directory into place."""
+        if self.staging is None or self.path is None:
+            metrics["runtime_seconds"] = round(time.perf_counter() - started, 2)
+            return
+        if report is not None:
+            metrics["figures"] = report(self.staging)
+        metrics["runtime_seconds"] = round(time.perf_counter() - started, 2)
+        text = json.dumps(metrics, indent=1, allow_nan=False)
+        (self.staging / "metrics.json").write_text(text + "\n", encoding="utf-8")
+        commit_output(self.staging, self.path)
+        self.staging = None
+
+
+def commit_output(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` directory to ``out`` (replacing an earlier run)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; give it the usual permissions
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def given_options(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The optional CLI settings among ``names`` that were given (the API's defaults apply to
+    the others).
+
+    >>> given_options(argparse.Namespace(dim=8, alpha=None), ["dim", "alpha", "seed"])
+    {'dim': 8}
+    """
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every run command takes: ``seed``, ``threads``, ``modes``, ``period`` and
+    ``progress`` (from ``--no-progress``)."""
+    return {
+        "seed": args.seed,
+        "threads": args.threads,
+        "modes": args.modes,
+        "period": args.period,
+        "progress": not args.no_progress,
+    }
+
+
+def run_command(
+    command: str,
+    call: Callable[[], dict[str, Any]],
+    error: type[Exception],
+    summary: Callable[[dict[str, Any]], str],
+) -> int:
+    """Body of ``embcore COMMAND``: run ``call()``, print ``summary(metrics)`` and return 0;
+    for ``error`` (an invalid option) print ``embcore COMMAND: error: ...`` to stderr and
+    return 2."""
+    try:
+        metrics = call()
+    except error as err:
+        print(f"embcore {command}: error: {err}", file=sys.stderr)
+        return 2
+    print(summary(metrics))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Analysis of each mode
 
 
 def finite(value: Any) -> Any:
@@ -160,20 +411,6 @@ def finite(value: Any) -> Any:
     if isinstance(value, np.integer):
         return int(value)
     return value
-
-
-def commit_output(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` directory to ``out`` (replacing an earlier study)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; give it the usual permissions
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _downsample_curve(counts: Any, *columns: Any, weights: Any) -> dict[str, Any]:
@@ -403,6 +640,20 @@ def analyse_mode(
     return metrics, {"maturity": mat, "learning_peak": peak, "norms": norms, "curve": curve}
 
 
+def analyse_modes(
+    trainers: Mapping[str, Trainer], alpha: float, seed: int, fresh_model: Callable[[], Model]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """:func:`analyse_mode` for every mode (its monitor is ``trainer.monitor``):
+    ``({mode: metrics}, {mode: results})``."""
+    per_mode: dict[str, Any] = {}
+    results: dict[str, dict[str, Any]] = {}
+    for mode, trainer in trainers.items():
+        per_mode[mode], results[mode] = analyse_mode(
+            trainer, trainer.monitor, alpha, seed, fresh_model
+        )
+    return per_mode, results
+
+
 def _ratio(numerator: Any, denominator: Any) -> float | None:
     if numerator is None or denominator is None or not denominator:
         return None
@@ -411,6 +662,7 @@ def _ratio(numerator: Any, denominator: Any) -> float | None:
 
 
 def comparison(modes: Mapping[str, Any]) -> dict[str, Any]:
+    """Ratios of the realtime mode's headline numbers to the batch mode's (None without both)."""
     rt, batch = modes.get("realtime"), modes.get("batch")
     if rt is None or batch is None:
         return {

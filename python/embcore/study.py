@@ -9,16 +9,12 @@ to ``DIR/metrics.json``, a self-contained ``DIR/report.html`` and one PNG per fi
 
 Design notes
 ------------
-* Output is written into a temporary directory next to ``DIR`` and renamed into place at the
-  end, so an interrupted or failed run never leaves a complete-looking directory behind. An
-  existing ``DIR`` is replaced only if it is empty or holds an earlier study (a
-  ``metrics.json``); anything else is refused rather than deleted.
-* Until the Rust ``embcore.Monitor`` is available the study records trajectories with
-  :class:`TableRecorder`: tracked items' rows after every step (real-time, hybrid) and at every
-  publish (batch, hybrid). That is a coarser grid than per-interaction milestones: a real-time
-  item's n is known only at step ends (300 s of event time).
-* OpenBLAS is limited to one thread while the study runs: the per-step matmuls are small
-  (~260 x 32 x 4,000) and a second BLAS thread on a busy machine makes them 10-20x slower.
+* The run itself (modes, monitors, the output directory written beside ``DIR`` and renamed
+  into place, per-mode analysis) is :mod:`embcore.runs`; the report is :mod:`embcore.report`.
+  This module adds the source of events (the world's steps) and the evaluator (engagement).
+* BLAS is limited to one thread while the study runs (``threadpoolctl``): the per-step matmuls
+  are small (~260 x 32 x 4,000) and a second BLAS thread on a busy machine makes them 10-20x
+  slower.
 
 >>> import tempfile, json, pathlib
 >>> out = pathlib.Path(tempfile.mkdtemp()) / "study"
@@ -32,44 +28,27 @@ Design notes
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
-import json
 import math
 import os
-import platform
-import shutil
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import embcore
-from embcore.modes import MODES, Model, Trainer, parse_duration
-from embcore.runs import (
-    TableRecorder,
-    analyse_mode,
-    commit_output,
-    comparison,
-    finite,
-    learning_curve,
-    make_monitor,
-)
+from embcore import reporting, runs
+from embcore.modes import Model, Trainer, parse_duration
+from embcore.runs import AGE_EDGES_HOURS, DEFAULT_ALPHA, finite, learning_curve
 from embcore.sim import FIELDS, Events, SimConfig, Step, World
 
-__all__ = ["TableRecorder", "learning_curve", "run", "run_study"]
+__all__ = ["StudyConfigError", "item_expiry", "learning_curve", "run", "run_study"]
 
 SCALES = ("tiny", "small", "default", "large")
 MODELS = ("mf", "ffm", "fm")
 """Models the study trains: matrix factorization, field-aware FM, FM."""
-DEFAULT_ALPHA = 0.05
-# Engagement by item age: bucket upper edges in hours (the last bucket is open).
-AGE_EDGES_HOURS = (1, 3, 6, 12, 24, 48)
 
 
 class StudyConfigError(ValueError):
@@ -77,7 +56,7 @@ class StudyConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Trajectory recording (until embcore.Monitor lands)
+# Item lifecycle
 
 
 def item_expiry(sim_config: SimConfig) -> dict[str, Any] | None:
@@ -103,7 +82,13 @@ def item_expiry(sim_config: SimConfig) -> dict[str, Any] | None:
 
 
 class _Engagement:
-    """Click and play counts per mode: overall, fresh, explored, by item age, by hour."""
+    """Click and play counts of one mode: overall, fresh, explored, by item age, by hour.
+
+    Parameters
+    ----------
+    n_hours : int
+        Hours of event time the run spans (the last hour bucket also takes later events).
+    """
 
     def __init__(self, n_hours: int) -> None:
         self.n_hours = max(int(n_hours), 1)
@@ -137,12 +122,6 @@ class _Engagement:
 
     def to_dict(self) -> dict[str, Any]:
         r = self._rate
-        labels = []
-        low = 0
-        for edge in AGE_EDGES_HOURS:
-            labels.append(f"{low}-{edge}h")
-            low = edge
-        labels.append(f">={low}h")
         exploited = self.total - self.explored
         return {
             "impressions": int(self.total[0]),
@@ -156,7 +135,7 @@ class _Engagement:
             "exploited_ctr": r(exploited[1], exploited[0]),
             "explored_ctr": r(self.explored[1], self.explored[0]),
             "by_item_age": {
-                "buckets": labels,
+                "buckets": runs.age_labels(),
                 "impressions": self.by_age[0].astype(np.int64).tolist(),
                 "ctr": r(self.by_age[1], self.by_age[0]),
                 "play_rate": r(self.by_age[2], self.by_age[0]),
@@ -189,20 +168,10 @@ def _check_config(
 ) -> tuple[list[str], int]:
     if scale not in SCALES:
         raise StudyConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise StudyConfigError(f"--seed must be an integer in [0, 2**63), got {seed!r}")
+    runs.check_seed(seed, StudyConfigError)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise StudyConfigError(f"--threads must be an integer >= 1, got {threads!r}")
-    mode_list = list(modes)
-    if not mode_list:
-        raise StudyConfigError("--modes must name at least one mode, e.g. realtime,batch")
-    unknown = [m for m in mode_list if m not in MODES]
-    if unknown:
-        raise StudyConfigError(
-            f"unknown mode(s) {', '.join(map(repr, unknown))}: choose from {', '.join(MODES)}"
-        )
-    if len(set(mode_list)) != len(mode_list):
-        raise StudyConfigError(f"--modes lists a mode twice: {','.join(mode_list)}")
+    mode_list = runs.check_modes(list(modes), StudyConfigError)
     try:
         period_seconds = parse_duration(period)
     except ValueError as err:
@@ -217,10 +186,7 @@ def _check_config(
         raise StudyConfigError(f"--learning-rate must be a positive number, got {learning_rate!r}")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise StudyConfigError(f"dim must be an integer >= 1, got {dim!r}")
-    if not (isinstance(alpha, int | float) and 0 < alpha < 2):
-        raise StudyConfigError(f"alpha must be in (0, 2), got {alpha!r}")
-    if not (isinstance(track_rate, int | float) and 0 < track_rate <= 1):
-        raise StudyConfigError(f"track_rate must be in (0, 1], got {track_rate!r}")
+    runs.check_levels(alpha, track_rate, StudyConfigError)
     if model not in MODELS:
         raise StudyConfigError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     return mode_list, period_seconds
@@ -248,58 +214,6 @@ def _model_factory(
         options["lifecycles"] = {"item": dict(item_lifecycle)}
     cls = embcore.FieldAwareFM if model == "ffm" else embcore.FactorizationMachine
     return lambda: cls(list(FIELDS), **options)
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Limit numpy's OpenBLAS to one thread for the duration (best effort, restored after)."""
-    setter = getter = None
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-        for path in sorted(paths):
-            lib = ctypes.CDLL(path)
-            for suffix in ("scipy_openblas_%s_num_threads64_", "openblas_%s_num_threads"):
-                if hasattr(lib, suffix % "set") and hasattr(lib, suffix % "get"):
-                    setter, getter = getattr(lib, suffix % "set"), getattr(lib, suffix % "get")
-                    break
-            if setter is not None:
-                break
-    if setter is None or getter is None:
-        yield
-        return
-    getter.restype = ctypes.c_int
-    before = int(getter())
-    setter(ctypes.c_int(1))
-    try:
-        yield
-    finally:
-        setter(ctypes.c_int(before))
-
-
-# --------------------------------------------------------------------------------------------
-# Output directory
-
-
-def _prepare_output(out: Path) -> Path:
-    """Check ``out`` can be written and return a fresh temporary directory beside it."""
-    if out.exists() and not out.is_dir():
-        raise StudyConfigError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "metrics.json").exists():
-        raise StudyConfigError(
-            f"--out {out} is a non-empty directory that does not hold an earlier study; "
-            "choose another path or empty it"
-        )
-    parent = out.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as err:
-        raise StudyConfigError(f"--out {out} cannot be written: {err.strerror or err}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Analysis of one mode
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,10 +306,9 @@ def run_study(
         sim_config = SimConfig.for_scale(scale, **dict(sim_overrides or {}))
     except ValueError as err:
         raise StudyConfigError(str(err)) from None
-    out_path = None if out is None else Path(out)
-    tmp = None if out_path is None else _prepare_output(out_path)
-    try:
-        with _single_threaded_blas():
+    output = runs.OutputDirectory(out, StudyConfigError, replaces="an earlier study")
+    with output:
+        with threadpool_limits(limits=1, user_api="blas"):
             metrics, results = _simulate(
                 sim_config,
                 scale=scale,
@@ -415,22 +328,13 @@ def run_study(
             )
         metrics["config"]["sim_overrides"] = dict(sim_overrides or {})
         metrics["config"]["item_lifecycle"] = item_expiry(sim_config)
-        if tmp is not None and out_path is not None:
-            if figures:
-                from embcore import report
 
-                metrics["figures"] = report.write_report(tmp, metrics, results)
-            metrics["runtime_seconds"] = round(time.perf_counter() - started, 2)
-            # metrics.json is written last, then the directory is renamed into place.
-            text = json.dumps(metrics, indent=1, allow_nan=False)
-            (tmp / "metrics.json").write_text(text + "\n", encoding="utf-8")
-            commit_output(tmp, out_path)
-            tmp = None
-        else:
-            metrics["runtime_seconds"] = round(time.perf_counter() - started, 2)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        def write_report(directory: Path) -> dict[str, str | None]:
+            from embcore import report
+
+            return report.write_report(directory, metrics, results)
+
+        output.finish(metrics, started, write_report if figures else None)
     return metrics
 
 
@@ -452,8 +356,6 @@ def _simulate(
     progress: bool,
     parallel: bool,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    from tqdm import tqdm
-
     world = World(sim_config, seed=seed)
     fresh_model = _model_factory(
         model,
@@ -463,33 +365,20 @@ def _simulate(
         learning_rate=learning_rate,
         item_lifecycle=item_expiry(sim_config),
     )
-    trainers: dict[str, Trainer] = {}
-    monitors: dict[str, Any] = {}
-    rust_monitor = False
-    for mode in modes:
-        monitors[mode], rust_monitor = make_monitor(dim, track_rate, seed)
-        trainers[mode] = Trainer(
-            mode,
-            fresh_model,
-            period=period_seconds,
-            epochs=epochs,
-            monitor=monitors[mode],
-            threads=threads,
-            seed=seed,
-        )
+    trainers = runs.start_modes(
+        modes,
+        fresh_model,
+        period=period_seconds,
+        epochs=epochs,
+        threads=threads,
+        seed=seed,
+        track_rate=track_rate,
+    )
     horizon = world.n_steps * sim_config.step_seconds
     engagement = {mode: _Engagement(-(-horizon // 3600)) for mode in modes}
     serve_seconds = dict.fromkeys(modes, 0.0)
     expected = int(sim_config.expected_events) * len(modes)
-    bar = tqdm(
-        total=expected,
-        unit="ev",
-        unit_scale=True,
-        disable=not progress,
-        desc=f"study {scale} ({', '.join(modes)})",
-        file=sys.stderr,
-        mininterval=0.5,
-    )
+    bar = runs.progress_bar(expected, f"study {scale} ({', '.join(modes)})", progress)
 
     def one_mode(mode: str, step: Step) -> int:
         trainer = trainers[mode]
@@ -514,29 +403,17 @@ def _simulate(
             context=events.columns(("creator", "tag", "hour")),
         )
         engagement[mode].add(events)
-        if not rust_monitor and mode != "batch":
-            monitors[mode].observe(trainer.item_table(), step.t_end)
         return len(events)
 
     # Modes are independent given the step (serve is a pure function, each mode owns its
-    # trainer, monitor and counters), so they run in parallel threads: argpartition, the
-    # matmul and training release the GIL. Results do not depend on the thread schedule.
-    workers = min(len(modes), os.cpu_count() or 1) if parallel else 1
-    with bar, ThreadPoolExecutor(max_workers=workers) as executor:
+    # trainer, monitor and counters); argpartition, the matmul and training release the GIL.
+    with bar, runs.ModePool(modes, parallel) as pool:
         for step in world.steps():
-            if workers > 1:
-                served = sum(executor.map(one_mode, modes, [step] * len(modes)))
-            else:
-                served = sum(one_mode(mode, step) for mode in modes)
-            bar.update(served)
+            bar.update(sum(pool.map(one_mode, step)))
         for trainer in trainers.values():
             trainer.flush(horizon)
-    per_mode: dict[str, Any] = {}
-    results: dict[str, dict[str, Any]] = {}
-    for mode, trainer in trainers.items():
-        per_mode[mode], results[mode] = analyse_mode(
-            trainer, monitors[mode], alpha, seed, fresh_model
-        )
+    per_mode, results = runs.analyse_modes(trainers, alpha, seed, fresh_model)
+    for mode in modes:
         per_mode[mode]["engagement"] = engagement[mode].to_dict()
         per_mode[mode]["serve_seconds"] = round(serve_seconds[mode], 3)
     metrics: dict[str, Any] = {
@@ -560,7 +437,7 @@ def _simulate(
             "model": model,
             "fields": list(trainers[modes[0]].fields),
             "item_embedding": _item_embedding_text(trainers[modes[0]]),
-            "monitor": "embcore.Monitor" if rust_monitor else "TableRecorder (step granularity)",
+            "monitor": "embcore.Monitor",
             "horizon_seconds": horizon,
             "sim": {
                 "n_users": sim_config.n_users,
@@ -571,15 +448,10 @@ def _simulate(
                 "k": sim_config.k,
                 "exploration": sim_config.exploration,
             },
-            "versions": {
-                "embcore": embcore.__version__,
-                "build_profile": embcore._core.build_profile,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
+            "versions": runs.versions(),
         },
         "modes": per_mode,
-        "comparison": comparison(per_mode),
+        "comparison": runs.comparison(per_mode),
     }
     return metrics, results
 
@@ -609,43 +481,36 @@ def run(args: argparse.Namespace) -> int:
 
     Returns 0 on success and 2 for invalid options (message on stderr, nothing left behind).
     """
-    try:
-        metrics = run_study(
+
+    def call() -> dict[str, Any]:
+        return run_study(
             args.out,
             scale=args.scale,
-            seed=args.seed,
-            threads=args.threads,
-            modes=args.modes,
-            period=args.period,
             epochs=args.epochs,
             learning_rate=args.learning_rate,
             model=args.model,
-            progress=not args.no_progress,
-            # Optional CLI settings; the API's defaults apply when they are not given.
-            **{
-                name: getattr(args, name)
-                for name in ("init_scale", "alpha", "track_rate", "dim")
-                if getattr(args, name, None) is not None
-            },
+            **runs.run_options(args),
+            **runs.given_options(args, ("init_scale", "alpha", "track_rate", "dim")),
         )
-    except StudyConfigError as err:
-        print(f"embcore study: error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    print(_summary_text(metrics, out))
-    return 0
+
+    return runs.run_command(
+        "study", call, StudyConfigError, lambda metrics: _summary_text(metrics, Path(args.out))
+    )
+
+
+_SUMMARY_COLUMNS: tuple[reporting.Column, ...] = (
+    ("events", ("events",), lambda v: f"{v:>9,d}"),
+    ("median maturity", ("maturity", "median_interactions"), str),
+    ("learning peak", ("learning_peak_interactions",), str),
+    ("norm p99", ("norm_quantiles", "p99"), lambda v: _fmt(v)),
+    ("ctr", ("engagement", "ctr"), lambda v: _fmt(v)),
+    ("fresh ctr", ("engagement", "fresh_ctr"), lambda v: _fmt(v)),
+)
 
 
 def _summary_text(metrics: Mapping[str, Any], out: Path) -> str:
-    lines = [f"embcore study: wrote {out / 'metrics.json'} and {out / 'report.html'}"]
-    for mode, m in metrics["modes"].items():
-        eng = m["engagement"]
-        lines.append(
-            f"  {mode:9s} events {m['events']:>9,d}  median maturity "
-            f"{m['maturity']['median_interactions']}  learning peak "
-            f"{m['learning_peak_interactions']}  norm p99 {_fmt(m['norm_quantiles']['p99'])}  "
-            f"ctr {_fmt(eng['ctr'])}  fresh ctr {_fmt(eng['fresh_ctr'])}"
-        )
+    lines = [f"embcore study: {reporting.wrote_text(out)}"]
+    lines += reporting.summary_lines(metrics, _SUMMARY_COLUMNS)
     comp = metrics["comparison"]
     lines.append(
         "  maturity ratio realtime/batch "
