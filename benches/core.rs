@@ -4,7 +4,12 @@
 
 use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::storage::table::{EmbeddingTable, TableConfig};
-use _core::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
+use _core::train::batch::Events;
+use _core::train::driver::TrainOptions;
+use _core::train::loss::Loss;
+use _core::train::mf::{self, MfConfig};
+use _core::train::model::FieldModel;
+use _core::train::observer::NoObserver;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const N: u64 = 100_000;
@@ -17,18 +22,22 @@ fn ids(n: usize, seed: u64, modulo: u64) -> Vec<u64> {
         .collect()
 }
 
-fn model(kind: OptimizerKind) -> MatrixFactorization {
+fn model(kind: OptimizerKind) -> FieldModel {
     let mut t = TableConfig::new(32);
     t.capacity = 1 << 20;
     t.optimizer = Optimizer {
         kind,
         ..Default::default()
     };
-    MatrixFactorization::new(MfConfig {
-        table: t,
-        loss: Loss::Logistic,
-        bias: true,
-    })
+    mf::new(
+        MfConfig {
+            table: t,
+            loss: Loss::Logistic,
+            bias: true,
+        },
+        None,
+        None,
+    )
     .unwrap()
 }
 
@@ -36,9 +45,10 @@ fn training(c: &mut Criterion) {
     let users = ids(EVENTS, 1, N);
     let items = ids(EVENTS, 2, N);
     let labels: Vec<f32> = (0..EVENTS).map(|k| (k % 3 == 0) as u8 as f32).collect();
-    let batch = Batch {
-        users: &users,
-        items: &items,
+    let columns: [&[u64]; 2] = [&users, &items];
+    let names = mf::column_names();
+    let batch = Events {
+        columns: &columns,
         labels: &labels,
         weights: None,
         timestamps: None,
@@ -52,9 +62,14 @@ fn training(c: &mut Criterion) {
         ("adagrad_2t", OptimizerKind::Adagrad, 2),
     ] {
         let m = model(kind);
-        m.train(&batch, threads, true, &NoObserver).unwrap();
+        let opts = TrainOptions {
+            threads,
+            count_interactions: true,
+            observed: mf::OBSERVED,
+        };
+        m.train(&batch, &names, opts, &NoObserver).unwrap();
         g.bench_function(name, |b| {
-            b.iter(|| m.train(&batch, threads, true, &NoObserver).unwrap())
+            b.iter(|| m.train(&batch, &names, opts, &NoObserver).unwrap())
         });
     }
     g.finish();
@@ -72,7 +87,7 @@ fn inserts(c: &mut Criterion) {
                 ..TableConfig::new(32)
             })
             .unwrap();
-            _core::train::mf::resolve(&t, &fresh, &|_| 0, 1, true).unwrap()
+            _core::train::resolve::resolve(&t, &fresh, &|_| 0, 1, true).unwrap()
         })
     });
     g.finish();
@@ -84,7 +99,7 @@ fn scans(c: &mut Criterion) {
         ..TableConfig::new(32)
     })
     .unwrap();
-    _core::train::mf::resolve(&t, &ids(EVENTS, 4, u64::MAX), &|_| 0, 1, true).unwrap();
+    _core::train::resolve::resolve(&t, &ids(EVENTS, 4, u64::MAX), &|_| 0, 1, true).unwrap();
     let mut g = c.benchmark_group("scan");
     g.throughput(Throughput::Bytes((t.len() * 32 * 4) as u64));
     g.bench_function("row_norms", |b| {

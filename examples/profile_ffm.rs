@@ -7,8 +7,11 @@
 
 use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::storage::table::TableConfig;
-use _core::train::field::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
-use _core::train::mf::{Loss, NoObserver};
+use _core::train::batch::Events;
+use _core::train::driver::TrainOptions;
+use _core::train::loss::Loss;
+use _core::train::model::{FieldConfig, FieldModel, Interaction, Observed};
+use _core::train::observer::NoObserver;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -56,7 +59,7 @@ fn main() {
     })
     .expect("model");
     let columns: Vec<&[u64]> = cols.iter().map(|c| c.as_slice()).collect();
-    let b = FieldBatch {
+    let b = Events {
         columns: &columns,
         labels: &labels,
         weights: None,
@@ -66,10 +69,17 @@ fn main() {
         field: 1,
         against: (interaction == Interaction::FieldAware).then_some(0),
     };
-    m.train(&b, 1, true, &NoObserver, obs).expect("warm-up");
+    let opts = TrainOptions {
+        threads: 1,
+        count_interactions: true,
+        observed: obs,
+    };
+    m.train(&b, &m.cfg.fields, opts, &NoObserver)
+        .expect("warm-up");
     for _ in 0..reps {
         let t0 = std::time::Instant::now();
-        m.train(&b, 1, true, &NoObserver, obs).expect("train");
+        m.train(&b, &m.cfg.fields, opts, &NoObserver)
+            .expect("train");
         let dt = t0.elapsed().as_secs_f64();
         println!("{} events/s", n as f64 / dt);
     }

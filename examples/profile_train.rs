@@ -5,7 +5,11 @@
 use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::monitor::{Monitor, MonitorConfig};
 use _core::storage::table::TableConfig;
-use _core::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
+use _core::train::batch::Events;
+use _core::train::driver::TrainOptions;
+use _core::train::loss::Loss;
+use _core::train::mf::{self, MfConfig};
+use _core::train::observer::NoObserver;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -28,26 +32,36 @@ fn main() {
         kind,
         ..Default::default()
     };
-    let m = MatrixFactorization::new(MfConfig {
-        table: t,
-        loss: Loss::Logistic,
-        bias: true,
-    })
+    let m = mf::new(
+        MfConfig {
+            table: t,
+            loss: Loss::Logistic,
+            bias: true,
+        },
+        None,
+        None,
+    )
     .expect("model");
-    let b = Batch {
-        users: &users,
-        items: &items,
+    let columns: [&[u64]; 2] = [&users, &items];
+    let b = Events {
+        columns: &columns,
         labels: &labels,
         weights: None,
         timestamps: None,
     };
-    m.train(&b, 1, true, &NoObserver).expect("warm-up");
+    let names = mf::column_names();
+    let opts = TrainOptions {
+        threads: 1,
+        count_interactions: true,
+        observed: mf::OBSERVED,
+    };
+    m.train(&b, &names, opts, &NoObserver).expect("warm-up");
     let t0 = std::time::Instant::now();
     if std::env::var_os("MONITOR").is_some() {
         let monitor = Monitor::new(MonitorConfig::default()).expect("monitor");
-        m.train(&b, 1, true, &monitor).expect("train");
+        m.train(&b, &names, opts, &monitor).expect("train");
     } else {
-        m.train(&b, 1, true, &NoObserver).expect("train");
+        m.train(&b, &names, opts, &NoObserver).expect("train");
     }
     let dt = t0.elapsed().as_secs_f64();
     println!("{} events/s", n as f64 / dt);

@@ -242,7 +242,7 @@ def good_call() -> dict:
         ),
         ({"columns": [1, 2, 3]}, TypeError, "dict of field name"),
         ({"labels": f32(1)}, ValueError, "labels has 1"),
-        ({"labels": f32(1, 2)}, ValueError, "outside \\[0, 1\\]"),
+        ({"labels": f32(1, 2)}, ValueError, "needs labels in \\[0, 1\\]"),
         ({"labels": ids(1, 0)}, TypeError, "labels must be"),
         ({"weights": f32(1, -1)}, ValueError, "weights\\[1\\]"),
         ({"threads": 0}, ValueError, "threads"),
@@ -264,7 +264,7 @@ def test_bad_input_changes_nothing(change: dict, exc: type, match: str) -> None:
 
 def test_capacity_is_checked_for_every_field_before_anything_is_created() -> None:
     m = embcore.FieldAwareFM(["user", "item"], dim=2, capacity=3)
-    with pytest.raises(ValueError, match="field 'item' needs 4 new rows"):
+    with pytest.raises(ValueError, match="the item table needs 4 new rows"):
         m.train({"user": ids(1, 1, 1, 1), "item": ids(1, 2, 3, 4)}, f32(1, 0, 1, 0))
     assert len(m.table("user")) == 0 and len(m.table("item")) == 0
 
@@ -276,8 +276,8 @@ def test_capacity_is_checked_for_every_field_before_anything_is_created() -> Non
         ({"fields": []}, "at least 2 fields"),
         ({"fields": ["user", "item", "user"]}, "'user' appears twice"),
         ({"fields": ["user", ""]}, "empty name"),
-        ({"fields": ["user", "item"], "dim": 0}, "dim must be a positive"),
-        ({"fields": ["user", "item"], "dim": -3}, "dim must be a positive"),
+        ({"fields": ["user", "item"], "dim": 0}, "dim must be an integer in"),
+        ({"fields": ["user", "item"], "dim": -3}, "dim must be an integer in"),
         ({"fields": ["user", "item"], "loss": "hinge"}, "unknown loss"),
         ({"fields": ["user", "item"], "optimizer": "adam"}, "unknown optimizer"),
     ],

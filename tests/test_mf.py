@@ -165,7 +165,7 @@ def test_learns_held_out_structure() -> None:
         ({"users": np.array([[1, 2]], dtype=np.uint64)}, TypeError, "1-D"),
         ({"items": ids(1, 2, 3)}, ValueError, "items has 3"),
         ({"labels": f32(1, np.nan)}, ValueError, "labels\\[1\\]"),
-        ({"labels": f32(1, 2)}, ValueError, "outside \\[0, 1\\]"),
+        ({"labels": f32(1, 2)}, ValueError, "needs labels in \\[0, 1\\]"),
         ({"weights": f32(1, np.inf)}, ValueError, "weights\\[1\\]"),
         ({"weights": f32(1, -1)}, ValueError, "weights\\[1\\]"),
         ({"weights": f32(1)}, ValueError, "weights has 1"),

@@ -415,12 +415,15 @@ def test_max_records_caps_and_counts_drops():
 
 def test_health_finds_each_problem():
     model = embcore.MatrixFactorization(
-        dim=4, optimizer="sgd", learning_rate=1.0, loss="squared", bias=False, seed=0
+        dim=4, optimizer="sgd", learning_rate=100.0, loss="squared", bias=False, seed=0
     )
-    model.train(u64([1, 1]), u64([10, 12]), np.ones(2, np.float32), timestamps=np.array([100, 500]))
-    # A diverging row: a huge label drives item 11 to inf, then NaN (set() refuses NaN).
-    for t in (100, 100, 100):
-        model.train(u64([2]), u64([11]), np.array([3e38], np.float32), timestamps=np.array([t]))
+    model.train(
+        u64([1, 1]), u64([10, 12]), np.zeros(2, np.float32), timestamps=np.array([100, 500])
+    )
+    # A diverging row: every setting in range, but SGD at learning rate 100 on the largest
+    # label diverges; item 11 goes to inf, then NaN (set() refuses NaN).
+    for _ in range(20):
+        model.train(u64([2]), u64([11]), np.array([1e6], np.float32), timestamps=np.array([100]))
     items = model.items
     assert not np.isfinite(items.get(u64([11]))).any()
     items.set(u64([12]), np.full((1, 4), 1e3, np.float32))  # exploding row
@@ -444,13 +447,13 @@ def test_health_finds_each_problem():
 
 def test_nan_updates_are_skipped_not_recorded_as_statistics():
     model = embcore.MatrixFactorization(
-        dim=4, optimizer="sgd", learning_rate=1.0, loss="squared", bias=False
+        dim=4, optimizer="sgd", learning_rate=100.0, loss="squared", bias=False
     )
     mon = Monitor(sample_rate=1.0)
-    for _ in range(3):
-        model.train(u64([2]), u64([11]), np.array([3e38], np.float32), monitor=mon)
+    for _ in range(20):
+        model.train(u64([2]), u64([11]), np.array([1e6], np.float32), monitor=mon)
     s = mon.summary()
-    assert s["updates"] + s["skipped_updates"] == 3 and s["skipped_updates"] >= 1
+    assert s["updates"] + s["skipped_updates"] == 20 and s["skipped_updates"] >= 1
     json.dumps(mon.to_dict())
 
 

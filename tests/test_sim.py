@@ -349,7 +349,11 @@ def test_serve_matches_a_slow_reference(
         for item in items[explored]:
             row_scores[column[int(item)]] = -np.inf
         expected = np.argsort(-row_scores, kind="stable")[: shown - n_explored]
-        assert [column[int(item)] for item in items[~explored]] == expected.tolist()
+        chosen = [column[int(item)] for item in items[~explored]]
+        # The top scores in order; among tied scores (float32 draws do tie) either
+        # item is a correct choice.
+        assert row_scores[chosen].tolist() == row_scores[expected].tolist()
+        assert len(set(chosen)) == len(chosen)
 
 
 # --- analysis accessors, records, hashing -------------------------------------------------------

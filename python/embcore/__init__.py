@@ -8,7 +8,7 @@
 (2, 2, 1)
 """
 
-from embcore import _core
+from embcore import _core, errors
 from embcore._core import (
     EmbeddingTable,
     FactorizationMachine,
@@ -16,13 +16,22 @@ from embcore._core import (
     MatrixFactorization,
     Monitor,
 )
-from embcore.errors import CapacityError, EmbcoreError, SnapshotError, UnknownIdError
+from embcore.errors import (
+    CapacityError,
+    ConfigError,
+    DatasetError,
+    EmbcoreError,
+    SnapshotError,
+    UnknownIdError,
+)
 from embcore.modes import Trainer
 
 __version__: str = _core.__version__
 
 __all__ = [
     "CapacityError",
+    "ConfigError",
+    "DatasetError",
     "EmbcoreError",
     "EmbeddingTable",
     "FactorizationMachine",
@@ -33,4 +42,5 @@ __all__ = [
     "Trainer",
     "UnknownIdError",
     "__version__",
+    "errors",
 ]

@@ -1,14 +1,43 @@
-"""Exceptions raised by embcore.
+"""Exceptions raised by embcore: one hierarchy for the core and the applications.
 
-Every error raised by the Rust core maps to one of these (or to a built-in
-``TypeError`` for a wrong dtype and ``OSError`` for a failed file operation):
+Every error the Rust core raises maps to exactly one of these (the mapping is
+``src/py/errors.rs``); the study, replay and dataset loaders raise them too:
 
-- :class:`EmbcoreError` (a ``ValueError``): an invalid argument or configuration;
-- :class:`UnknownIdError` (a ``KeyError``): an id the table does not hold;
-- :class:`CapacityError` (an ``EmbcoreError``): the table's reserved capacity is full;
-- :class:`SnapshotError` (an ``EmbcoreError``): a truncated, corrupted or foreign snapshot.
+- :class:`EmbcoreError` (a ``ValueError``): the base; an invalid argument or input
+  (wrong length, a label outside its range, an operation the object does not support);
+- :class:`ConfigError`: an invalid setting (a hyper-parameter out of range, an unknown
+  option, a bad lifecycle, monitor, study or replay configuration);
+- :class:`DatasetError`: a log that cannot be read as asked;
+- :class:`CapacityError`: a table has no room for the rows a call needs;
+- :class:`SnapshotError`: a truncated, corrupted or foreign file or byte string;
+- :class:`UnknownIdError` (an ``EmbcoreError`` and a ``KeyError``): ids the table does
+  not hold.
+
+A wrong argument *type* is a built-in ``TypeError``; a failed file operation keeps its
+kind (``FileNotFoundError``, ``PermissionError``, other ``OSError``).
+
+>>> import embcore
+>>> try:
+...     embcore.EmbeddingTable(4, learning_rate=1e30)
+... except embcore.errors.ConfigError as err:
+...     print(err)
+learning_rate must be a finite number in (0, 1e2], got 1000000000000000000000000000000
 """
 
-from embcore._core import CapacityError, EmbcoreError, SnapshotError, UnknownIdError
+from embcore._core import (
+    CapacityError,
+    ConfigError,
+    DatasetError,
+    EmbcoreError,
+    SnapshotError,
+    UnknownIdError,
+)
 
-__all__ = ["CapacityError", "EmbcoreError", "SnapshotError", "UnknownIdError"]
+__all__ = [
+    "CapacityError",
+    "ConfigError",
+    "DatasetError",
+    "EmbcoreError",
+    "SnapshotError",
+    "UnknownIdError",
+]

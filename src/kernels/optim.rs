@@ -3,7 +3,7 @@
 //! All hyper-parameters are validated once, when a table is configured, so
 //! the per-event path has no checks left to make.
 
-use crate::error::{invalid, Result};
+use crate::error::{config, out_of_range, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OptimizerKind {
@@ -21,7 +21,7 @@ impl OptimizerKind {
             "sgd" => Ok(OptimizerKind::Sgd),
             "adagrad" => Ok(OptimizerKind::Adagrad),
             "rowwiseadagrad" | "rowadagrad" => Ok(OptimizerKind::RowWiseAdagrad),
-            _ => Err(invalid(format!(
+            _ => Err(config(format!(
                 "unknown optimizer {name:?}; choose 'sgd', 'adagrad' or 'rowwise_adagrad'"
             ))),
         }
@@ -89,27 +89,51 @@ impl Default for Optimizer {
     }
 }
 
-fn finite_at_least(name: &str, v: f32, min: f32, strict: bool) -> Result<()> {
-    let ok = v.is_finite() && if strict { v > min } else { v >= min };
+/// Upper bounds of the optimizer settings: with every setting and value in
+/// range, one step on a row of finite values stays finite in f32 (the
+/// largest product a step forms is far below f32::MAX ~ 3.4e38).
+pub const MAX_LEARNING_RATE: f32 = 100.0;
+pub const MAX_L2: f32 = 100.0;
+pub const MAX_NORM_BOUND: f32 = 1e6;
+pub const MAX_EPS: f32 = 1.0;
+pub const MAX_INITIAL_ACCUMULATOR: f32 = 1e6;
+
+/// `v` must be finite, above `min` (strictly when `strict`) and <= `max`.
+pub fn check_range(name: &str, v: f32, min: f32, strict: bool, max: f32) -> Result<()> {
+    let ok = v.is_finite() && (if strict { v > min } else { v >= min }) && v <= max;
     if ok {
         Ok(())
     } else {
-        let rel = if strict { ">" } else { ">=" };
-        Err(invalid(format!(
-            "{name} must be a finite number {rel} {min}, got {v}"
-        )))
+        let open = if strict { "(" } else { "[" };
+        Err(out_of_range(
+            name,
+            v,
+            format!("a finite number in {open}{min}, {max:e}]"),
+        ))
     }
 }
 
 impl Optimizer {
     pub fn validate(&self) -> Result<()> {
-        finite_at_least("learning_rate", self.learning_rate, 0.0, true)?;
-        finite_at_least("l2", self.l2, 0.0, false)?;
-        finite_at_least("max_norm", self.max_norm, 0.0, false)?;
-        finite_at_least("eps", self.eps, 0.0, true)?;
-        finite_at_least("initial_accumulator", self.initial_accumulator, 0.0, false)?;
+        check_range(
+            "learning_rate",
+            self.learning_rate,
+            0.0,
+            true,
+            MAX_LEARNING_RATE,
+        )?;
+        check_range("l2", self.l2, 0.0, false, MAX_L2)?;
+        check_range("max_norm", self.max_norm, 0.0, false, MAX_NORM_BOUND)?;
+        check_range("eps", self.eps, 0.0, true, MAX_EPS)?;
+        check_range(
+            "initial_accumulator",
+            self.initial_accumulator,
+            0.0,
+            false,
+            MAX_INITIAL_ACCUMULATOR,
+        )?;
         if self.kind != OptimizerKind::Sgd && self.initial_accumulator == 0.0 && self.eps < 1e-12 {
-            return Err(invalid(
+            return Err(config(
                 "adagrad with initial_accumulator=0 needs eps >= 1e-12",
             ));
         }

@@ -24,13 +24,6 @@
 use crate::kernels::optim::{dot, Optimizer, OptimizerKind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// Tests only: make the training loops take their generic (non-fused)
-/// path, to compare both. The two paths give bit-identical results, so
-/// flipping this while other tests train cannot change their outcome.
-#[cfg(test)]
-pub(crate) static FORCE_GENERIC: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
 /// A width (in `F4` vectors, or floats) known at compile time or run time.
 pub trait Width: Copy {
     fn get(self) -> usize;
@@ -320,46 +313,6 @@ pub fn store_row<W: Width>(n: W, dst: &[AtomicU32], src: &[F4]) {
     }
 }
 
-/// The field models' block dot product (eight partial sums over chunks of
-/// eight floats, a trailing half chunk summed first, then the partial sums
-/// in order), on vectors: the same operations in the same order, so the same
-/// result bit for bit.
-#[inline(always)]
-pub fn dot_ffm(a: &[F4], b: &[F4]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let (mut lo, mut hi) = (F4::zero(), F4::zero());
-    let pairs = n / 2;
-    for c in 0..pairs {
-        lo = lo + a[2 * c] * b[2 * c];
-        hi = hi + a[2 * c + 1] * b[2 * c + 1];
-    }
-    let mut s = -0.0f32;
-    if n % 2 == 1 {
-        let p = (a[n - 1] * b[n - 1]).to_array();
-        s += p[0];
-        s += p[1];
-        s += p[2];
-        s += p[3];
-    }
-    if pairs > 0 {
-        let (l, h) = (lo.to_array(), hi.to_array());
-        s += l[0];
-        s += l[1];
-        s += l[2];
-        s += l[3];
-        s += h[0];
-        s += h[1];
-        s += h[2];
-        s += h[3];
-    } else {
-        // The scalar code adds eight zero partial sums: only the first can
-        // change the value (-0.0 + 0.0 = 0.0).
-        s += 0.0;
-    }
-    s
-}
-
 /// `optim::dot` on vectors (same operations, same order, same result).
 #[inline(always)]
 pub fn dot_optim(a: &[F4], b: &[F4]) -> f32 {
@@ -613,154 +566,6 @@ mod tests {
         }
     }
 
-    /// Every row (weights, state, metadata words) of two tables, as bits.
-    fn table_bits(t: &EmbeddingTable) -> Vec<u64> {
-        let mut out = Vec::new();
-        for r in 0..t.len() as u32 {
-            out.extend(t.row(r).iter().map(|a| u64::from(a.load(Relaxed))));
-            out.extend(t.row_state(r).iter().map(|a| u64::from(a.load(Relaxed))));
-            out.extend(t.meta(r).iter().map(|a| a.load(Relaxed)));
-        }
-        out
-    }
-
-    fn optimizers() -> Vec<Optimizer> {
-        let mut v = Vec::new();
-        for kind in [
-            OptimizerKind::Sgd,
-            OptimizerKind::Adagrad,
-            OptimizerKind::RowWiseAdagrad,
-        ] {
-            for (l2, max_norm) in [(0.0, 0.0), (0.01, 0.0), (0.0, 0.3)] {
-                v.push(Optimizer {
-                    kind,
-                    learning_rate: 0.2,
-                    l2,
-                    max_norm,
-                    ..Default::default()
-                });
-            }
-        }
-        v
-    }
-
-    /// Runs `train` twice on fresh models from `make`: the fused loop, then
-    /// the generic loop (`FORCE_GENERIC`); returns both results.
-    fn both_paths<M, R>(make: impl Fn() -> M, train: impl Fn(&M) -> R) -> [(M, R); 2] {
-        let fused = make();
-        let rf = train(&fused);
-        FORCE_GENERIC.store(true, Relaxed);
-        let generic = make();
-        let rg = train(&generic);
-        FORCE_GENERIC.store(false, Relaxed);
-        [(fused, rf), (generic, rg)]
-    }
-
-    #[test]
-    fn fused_field_loops_match_the_generic_loop() {
-        use crate::train::field::{FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
-        use crate::train::mf::{Loss, NoObserver};
-        let n = 600usize;
-        let cols: Vec<Vec<u64>> = (0..5u64)
-            .map(|f| {
-                (0..n as u64)
-                    .map(|k| crate::kernels::rng::hash2(f, k) % (5 + 7 * f))
-                    .collect()
-            })
-            .collect();
-        let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
-        let weights: Vec<f32> = (0..n).map(|k| 0.5 + (k % 4) as f32 * 0.25).collect();
-        for interaction in [Interaction::FieldAware, Interaction::Plain] {
-            for (nf, dim) in [(4, 8), (3, 4), (4, 12), (5, 8), (2, 16)] {
-                for opt in optimizers() {
-                    let columns: Vec<&[u64]> = cols[..nf].iter().map(|c| c.as_slice()).collect();
-                    let batch = FieldBatch {
-                        columns: &columns,
-                        labels: &labels,
-                        weights: Some(&weights),
-                        timestamps: None,
-                    };
-                    let make = || {
-                        let mut t = TableConfig::new(dim);
-                        t.capacity = 64;
-                        t.optimizer = opt;
-                        FieldModel::new(FieldConfig {
-                            fields: (0..nf).map(|f| format!("f{f}")).collect(),
-                            interaction,
-                            table: t,
-                            loss: Loss::Logistic,
-                            bias: true,
-                        })
-                        .unwrap()
-                    };
-                    let obs = Observed {
-                        field: 1,
-                        against: None,
-                    };
-                    let [(a, ra), (b, rb)] = both_paths(make, |m| {
-                        m.train(&batch, 1, true, &NoObserver, obs).unwrap()
-                    });
-                    let what = format!("{interaction:?} nf={nf} dim={dim} {opt:?}");
-                    assert_eq!(ra.mean_loss.to_bits(), rb.mean_loss.to_bits(), "{what}");
-                    assert_eq!(
-                        a.global_bias().to_bits(),
-                        b.global_bias().to_bits(),
-                        "{what}"
-                    );
-                    for (ta, tb) in a.tables.iter().zip(&b.tables) {
-                        assert_eq!(table_bits(ta), table_bits(tb), "{what}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn fused_mf_loop_matches_the_generic_loop() {
-        use crate::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
-        let n = 600usize;
-        let users: Vec<u64> = (0..n as u64)
-            .map(|k| crate::kernels::rng::hash2(1, k) % 13)
-            .collect();
-        let items: Vec<u64> = (0..n as u64)
-            .map(|k| crate::kernels::rng::hash2(2, k) % 29)
-            .collect();
-        let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
-        for dim in [4, 8, 12, 16, 32, 64] {
-            for opt in optimizers() {
-                let batch = Batch {
-                    users: &users,
-                    items: &items,
-                    labels: &labels,
-                    weights: None,
-                    timestamps: None,
-                };
-                let make = || {
-                    let mut t = TableConfig::new(dim);
-                    t.capacity = 64;
-                    t.optimizer = opt;
-                    MatrixFactorization::new(MfConfig {
-                        table: t,
-                        loss: Loss::Logistic,
-                        bias: true,
-                    })
-                    .unwrap()
-                };
-                let [(a, ra), (b, rb)] =
-                    both_paths(make, |m| m.train(&batch, 1, true, &NoObserver).unwrap());
-                let what = format!("dim={dim} {opt:?}");
-                assert_eq!(ra.mean_loss.to_bits(), rb.mean_loss.to_bits(), "{what}");
-                assert_eq!(table_bits(&a.users), table_bits(&b.users), "{what}");
-                assert_eq!(table_bits(&a.items), table_bits(&b.items), "{what}");
-                assert_eq!(
-                    a.global_bias().to_bits(),
-                    b.global_bias().to_bits(),
-                    "{what}"
-                );
-            }
-        }
-    }
-
     #[test]
     fn moments_match_f64() {
         for n in [0usize, 1, 3, 4, 7, 8, 24, 32, 33, 128] {
@@ -786,9 +591,11 @@ mod tests {
         for q in 1..=9usize {
             let (a, b) = (rand_vec(q as u64, 4 * q, 1.0), rand_vec(99, 4 * q, 1.0));
             let (va, vb) = (to_f4(&a), to_f4(&b));
-            assert_eq!(dot_optim(&va, &vb).to_bits(), dot(&a, &b).to_bits());
-            let s = crate::train::field::dot(&a, &b);
-            assert_eq!(dot_ffm(&va, &vb).to_bits(), s.to_bits(), "q={q}");
+            assert_eq!(
+                dot_optim(&va, &vb).to_bits(),
+                dot(&a, &b).to_bits(),
+                "q={q}"
+            );
         }
     }
 

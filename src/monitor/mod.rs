@@ -31,10 +31,10 @@
 
 pub mod sketch;
 
-use crate::error::{invalid, Error, Result};
+use crate::error::{config, invalid, Error, Result};
 use crate::kernels::rng::mix64;
 use crate::storage::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
-use crate::train::mf::{RowUpdate, UpdateObserver};
+use crate::train::observer::{RowUpdate, UpdateObserver};
 use sketch::{CompactSketch, Sketch};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -113,7 +113,7 @@ impl MonitorConfig {
     /// Check every field; sorts and deduplicates `track_ids`.
     pub fn validate(mut self) -> Result<Self> {
         if !(1..=MAX_COUNT_LIMIT).contains(&self.count_limit) {
-            return Err(invalid(format!(
+            return Err(config(format!(
                 "count_limit must be between 1 and {MAX_COUNT_LIMIT}, got {}",
                 self.count_limit
             )));
@@ -123,31 +123,31 @@ impl MonitorConfig {
             ("age_per_doubling", self.age_per_doubling),
         ] {
             if !(v.is_power_of_two() && v <= 64) {
-                return Err(invalid(format!(
+                return Err(config(format!(
                     "{name} must be a power of two between 1 and 64, got {v}"
                 )));
             }
         }
         if !(0.0..=1.0).contains(&self.sample_rate) {
-            return Err(invalid(format!(
+            return Err(config(format!(
                 "sample_rate must be in [0, 1], got {}",
                 self.sample_rate
             )));
         }
         if let Some((t0, t1)) = self.track_window {
             if t0 > t1 {
-                return Err(invalid(format!(
+                return Err(config(format!(
                     "track_window ({t0}, {t1}) ends before it starts; pass (t0, t1) with t0 <= t1"
                 )));
             }
         }
         if self.milestones.first() == Some(&0) {
-            return Err(invalid(
+            return Err(config(
                 "milestones must be positive interaction counts, got 0",
             ));
         }
         if let Some(k) = self.milestones.windows(2).position(|w| w[0] >= w[1]) {
-            return Err(invalid(format!(
+            return Err(config(format!(
                 "milestones must be strictly increasing: milestones[{}] = {} follows {}",
                 k + 1,
                 self.milestones[k + 1],
@@ -1411,7 +1411,7 @@ struct Reader<'a> {
 }
 
 fn corrupt(msg: impl Into<String>) -> Error {
-    Error::CorruptSnapshot(format!("monitor bytes: {}", msg.into()))
+    crate::error::corrupt(format!("monitor bytes: {}", msg.into()))
 }
 
 impl<'a> Reader<'a> {
@@ -1834,7 +1834,7 @@ mod tests {
         bad[40] ^= 1;
         assert!(matches!(
             Monitor::from_bytes(&bad),
-            Err(Error::CorruptSnapshot(_))
+            Err(Error::Corrupt { .. })
         ));
     }
 
@@ -1900,7 +1900,7 @@ mod tests {
                 ..cfg()
             },
         ] {
-            assert!(matches!(Monitor::new(c), Err(Error::InvalidArgument(_))));
+            assert!(matches!(Monitor::new(c), Err(Error::Config(_))));
         }
     }
 

@@ -1,8 +1,8 @@
 //! Conversion and validation of numpy arguments, before any state changes.
 
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 fn describe(obj: &Bound<'_, PyAny>) -> String {
     match obj.getattr("dtype") {
@@ -22,7 +22,7 @@ fn describe(obj: &Bound<'_, PyAny>) -> String {
 }
 
 fn contiguous_hint(name: &str) -> PyErr {
-    PyValueError::new_err(format!(
+    crate::py::errors::value_error(format!(
         "{name} is not C-contiguous; pass np.ascontiguousarray({name})"
     ))
 }
@@ -62,14 +62,14 @@ pub fn ids<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Ids<'py>> {
         }
         let s = a.as_slice().expect("contiguous");
         if let Some(k) = s.iter().position(|&x| x < 0) {
-            return Err(PyValueError::new_err(format!(
+            return Err(crate::py::errors::value_error(format!(
                 "{name}[{k}] = {} is negative; ids are unsigned 64-bit integers",
                 s[k]
             )));
         }
         return Ok(Ids::I(a));
     }
-    Err(PyTypeError::new_err(format!(
+    Err(crate::py::errors::type_error_msg(format!(
         "{name} must be a 1-D numpy array of uint64 (or non-negative int64) ids, got {}; \
          pass np.asarray({name}, dtype=np.uint64)",
         describe(obj)
@@ -110,7 +110,7 @@ pub fn floats<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Floats<'py>>
                 .collect(),
         ));
     }
-    Err(PyTypeError::new_err(format!(
+    Err(crate::py::errors::type_error_msg(format!(
         "{name} must be a 1-D numpy array of float32 or float64, got {}; \
          pass np.asarray({name}, dtype=np.float32)",
         describe(obj)
@@ -135,7 +135,7 @@ pub fn opt_times<'py>(
         Some(o) if !o.is_none() => match o.extract::<PyReadonlyArray1<'py, i64>>() {
             Ok(a) if a.is_c_contiguous() => Ok(Some(a)),
             Ok(_) => Err(contiguous_hint(name)),
-            Err(_) => Err(PyTypeError::new_err(format!(
+            Err(_) => Err(crate::py::errors::type_error_msg(format!(
                 "{name} must be a 1-D numpy array of int64 event times (seconds), got {}; \
                  pass np.asarray({name}, dtype=np.int64)",
                 describe(o)
@@ -176,22 +176,246 @@ pub fn matrix<'py>(
         let v: Vec<f32> = a.as_array().iter().map(|&x| x as f32).collect();
         (shape, Matrix::Owned(v))
     } else {
-        return Err(PyTypeError::new_err(format!(
+        return Err(crate::py::errors::type_error_msg(format!(
             "{name} must be a 2-D numpy array of float32, got {}; pass np.asarray({name}, dtype=np.float32)",
             describe(obj)
         )));
     };
     if shape != [rows, dim] {
-        return Err(PyValueError::new_err(format!(
+        return Err(crate::py::errors::value_error(format!(
             "{name} has shape ({}, {}) but ({rows}, {dim}) is needed (one row of dim {dim} per id)",
             shape[0], shape[1]
         )));
     }
     if let Some(k) = m.as_slice().iter().position(|x| !x.is_finite()) {
-        return Err(PyValueError::new_err(format!(
+        return Err(crate::py::errors::value_error(format!(
             "{name} has a non-finite value in row {}; embeddings must be finite",
             k / dim.max(1)
         )));
     }
     Ok(m)
+}
+
+/// Arguments of a constructor taken as `*args, **kwargs` and converted one
+/// by one, so that every rejection names the argument, what was given and
+/// what is allowed (PyO3's own conversions say only "'str' object cannot be
+/// interpreted as an integer"). The signature users see is the class's
+/// `text_signature`.
+pub struct Params<'py> {
+    call: &'static str,
+    values: Vec<(&'static str, Bound<'py, PyAny>)>,
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+fn shown(obj: &Bound<'_, PyAny>) -> String {
+    let r = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+    let r = if r.len() > 60 {
+        format!("{}...", &r[..57])
+    } else {
+        r
+    };
+    format!("{r} ({})", type_name(obj))
+}
+
+/// An integer argument: a Python int or any object with `__index__` (numpy
+/// integers), not a bool, within [min, max].
+pub fn int_value(obj: &Bound<'_, PyAny>, name: &str, min: i64, max: i64) -> PyResult<i64> {
+    let range =
+        || crate::error::out_of_range(name, shown(obj), format!("an integer in [{min}, {max}]"));
+    if obj.is_instance_of::<pyo3::types::PyBool>() || !obj.hasattr("__index__")? {
+        return Err(crate::py::errors::type_error_msg(format!(
+            "{name} must be an integer, got {}",
+            shown(obj)
+        )));
+    }
+    let v: i64 = obj.extract().map_err(|_| range())?;
+    if !(min..=max).contains(&v) {
+        return Err(range().into());
+    }
+    Ok(v)
+}
+
+/// A float argument (int or float, numpy scalars included) that fits in an f32.
+pub fn float_value(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f32> {
+    if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBool>()
+    {
+        return Err(crate::py::errors::type_error_msg(format!(
+            "{name} must be a number, got {}",
+            shown(obj)
+        )));
+    }
+    let v: f64 = obj.extract().map_err(|_| {
+        crate::py::errors::type_error_msg(format!("{name} must be a number, got {}", shown(obj)))
+    })?;
+    if v.is_finite() && v.abs() > f64::from(f32::MAX) {
+        return Err(crate::error::out_of_range(
+            name,
+            v,
+            "a finite number that fits in 32 bits (|x| <= 3.4e38)",
+        )
+        .into());
+    }
+    Ok(v as f32)
+}
+
+impl<'py> Params<'py> {
+    /// `names` in order; the first `positional` may be given positionally.
+    pub fn parse(
+        call: &'static str,
+        names: &[&'static str],
+        positional: usize,
+        args: &Bound<'py, pyo3::types::PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Self> {
+        let mut values = Vec::new();
+        if args.len() > positional {
+            return Err(crate::py::errors::type_error_msg(format!(
+                "{call}() takes at most {positional} positional argument{} ({}), got {}; \
+                 pass the others by keyword",
+                if positional == 1 { "" } else { "s" },
+                names[..positional].join(", "),
+                args.len()
+            )));
+        }
+        for (k, v) in args.iter().enumerate() {
+            values.push((names[k], v));
+        }
+        if let Some(kw) = kwargs {
+            for (key, v) in kw.iter() {
+                let key: String = key.extract()?;
+                let Some(&name) = names.iter().find(|n| **n == key) else {
+                    return Err(crate::py::errors::type_error_msg(format!(
+                        "{call}() got an unexpected keyword argument '{key}'; its arguments are {}",
+                        names.join(", ")
+                    )));
+                };
+                if values.iter().any(|(n, _)| *n == name) {
+                    return Err(crate::py::errors::type_error_msg(format!(
+                        "{call}() got two values for argument '{name}'"
+                    )));
+                }
+                values.push((name, v));
+            }
+        }
+        Ok(Params { call, values })
+    }
+
+    /// The value given for `name` (None when absent or given as None).
+    pub fn get(&self, name: &str) -> Option<&Bound<'py, PyAny>> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_none())
+    }
+
+    pub fn required(&self, name: &str) -> PyResult<&Bound<'py, PyAny>> {
+        self.get(name).ok_or_else(|| {
+            crate::py::errors::type_error_msg(format!(
+                "{}() missing required argument '{name}'",
+                self.call
+            ))
+        })
+    }
+
+    pub fn int(&self, name: &str, default: i64, min: i64, max: i64) -> PyResult<i64> {
+        self.get(name)
+            .map_or(Ok(default), |v| int_value(v, name, min, max))
+    }
+
+    pub fn opt_int(&self, name: &str, min: i64, max: i64) -> PyResult<Option<i64>> {
+        self.get(name)
+            .map(|v| int_value(v, name, min, max))
+            .transpose()
+    }
+
+    pub fn seed(&self, name: &str) -> PyResult<u64> {
+        match self.get(name) {
+            None => Ok(0),
+            Some(v) => {
+                if v.is_instance_of::<pyo3::types::PyBool>() || !v.hasattr("__index__")? {
+                    return Err(crate::py::errors::type_error_msg(format!(
+                        "{name} must be an integer, got {}",
+                        shown(v)
+                    )));
+                }
+                v.extract::<u64>().map_err(|_| {
+                    crate::error::out_of_range(name, shown(v), "an integer in [0, 2**64 - 1]")
+                        .into()
+                })
+            }
+        }
+    }
+
+    pub fn float(&self, name: &str, default: f32) -> PyResult<f32> {
+        self.get(name).map_or(Ok(default), |v| float_value(v, name))
+    }
+
+    pub fn opt_float(&self, name: &str) -> PyResult<Option<f32>> {
+        self.get(name).map(|v| float_value(v, name)).transpose()
+    }
+
+    pub fn boolean(&self, name: &str, default: bool) -> PyResult<bool> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => v.extract::<bool>().map_err(|_| {
+                crate::py::errors::type_error_msg(format!(
+                    "{name} must be True or False, got {}",
+                    shown(v)
+                ))
+            }),
+        }
+    }
+
+    pub fn string(&self, name: &str, default: &str) -> PyResult<String> {
+        match self.get(name) {
+            None => Ok(default.to_string()),
+            Some(v) => v.extract::<String>().map_err(|_| {
+                crate::py::errors::type_error_msg(format!(
+                    "{name} must be a string, got {}",
+                    shown(v)
+                ))
+            }),
+        }
+    }
+
+    pub fn dict(&self, name: &str) -> PyResult<Option<&Bound<'py, PyDict>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v.cast::<PyDict>().map(Some).map_err(|_| {
+                crate::py::errors::type_error_msg(format!(
+                    "{name} must be a dict or None, got {}",
+                    shown(v)
+                ))
+            }),
+        }
+    }
+}
+
+/// `threads=`: an integer >= 1 (a call starts at most
+/// `kernels::parallel::MAX_THREADS`, and no more than its work needs).
+pub fn threads(obj: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+    match obj {
+        None => Ok(1),
+        Some(o) if o.is_none() => Ok(1),
+        Some(o) => Ok(int_value(o, "threads", 1, i64::MAX)? as usize),
+    }
+}
+
+/// `capacity=` of a load: None, or an integer in [1, MAX_CAPACITY].
+pub fn capacity(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    match obj {
+        Some(o) if !o.is_none() => {
+            Ok(Some(
+                int_value(o, "capacity", 1, crate::storage::table::MAX_CAPACITY as i64)? as usize,
+            ))
+        }
+        _ => Ok(None),
+    }
 }

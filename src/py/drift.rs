@@ -2,7 +2,6 @@
 
 use numpy::ndarray::Array2;
 use numpy::{Element, IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::kernels::drift::Real;
@@ -19,7 +18,7 @@ fn extract<'py>(a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>) -> PyResult<Pair<'
     if let (Ok(x), Ok(y)) = (a.extract(), b.extract()) {
         return Ok(Pair::F64(x, y));
     }
-    Err(PyTypeError::new_err(
+    Err(crate::py::errors::type_error_msg(
         "a and b must be 2-D numpy arrays of the same float dtype (float32 or float64)",
     ))
 }
@@ -29,14 +28,14 @@ fn slices<'a, T: Element + Real>(
     b: &'a PyReadonlyArray2<'_, T>,
 ) -> PyResult<(&'a [T], &'a [T], usize)> {
     if a.shape() != b.shape() {
-        return Err(PyValueError::new_err(format!(
+        return Err(crate::py::errors::value_error(format!(
             "a has shape {:?} but b has shape {:?}",
             a.shape(),
             b.shape()
         )));
     }
     let hint = |n: &str| {
-        PyValueError::new_err(format!(
+        crate::py::errors::value_error(format!(
             "{n} is not C-contiguous; pass np.ascontiguousarray({n})"
         ))
     };

@@ -1,19 +1,17 @@
 //! `embcore.FieldAwareFM` and `embcore.FactorizationMachine`: thin wrappers
-//! over `ffm::FieldModel`, sharing one base class for the methods.
+//! over the field engine's model (`train::model`), sharing one base class
+//! for the methods and `py::model` with `MatrixFactorization`.
 
-use super::args;
+use super::args::{self, Params};
+use super::errors::guard;
+use super::model::{self as shared, EventArrays, ModelSettings, TrainCall, MODEL_PARAMS};
 use super::monitor::PyMonitor;
-use super::table::{optimizer_dict, table_config, PyEmbeddingTable};
-use crate::storage::table::DEFAULT_CAPACITY;
-use crate::train::field::{field_list, FieldBatch, FieldConfig, FieldModel, Interaction, Observed};
-use crate::train::mf::{Loss, NoObserver};
+use super::table::{optimizer_dict, PyEmbeddingTable, TABLE_PARAMS};
+use crate::train::model::{field_list, FieldConfig, FieldModel, Interaction, Observed};
 use numpy::ndarray::Array2;
-use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods,
-};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use std::sync::Arc;
 
 type IdsAndRows<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
@@ -45,14 +43,14 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
     if let Ok(d) = obj.cast::<PyDict>() {
         for key in d.keys() {
             let name = key.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
+                crate::py::errors::type_error_msg(format!(
                     "columns keys must be field names (str), got {}; the fields are {names}",
                     key.repr().map(|r| r.to_string()).unwrap_or_default()
                 ))
             })?;
             let name = name.to_str()?;
             if !fields.iter().any(|f| f == name) {
-                return Err(PyValueError::new_err(format!(
+                return Err(crate::py::errors::value_error(format!(
                     "columns has an unknown field '{name}'; this model's fields are {names} \
                      (drop the column or create the model with it)"
                 )));
@@ -61,7 +59,7 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
         let mut out = Vec::with_capacity(fields.len());
         for f in fields {
             let Some(col) = d.get_item(f)? else {
-                return Err(PyValueError::new_err(format!(
+                return Err(crate::py::errors::value_error(format!(
                     "columns has no '{f}' column; this model needs one id array per field \
                      {names} (use a fixed id such as 0 for a missing value)"
                 )));
@@ -73,20 +71,20 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
     let matrix: Option<(Vec<usize>, Vec<u64>)> =
         if let Ok(a) = obj.extract::<PyReadonlyArray2<'py, u64>>() {
             if !a.is_c_contiguous() {
-                return Err(PyValueError::new_err(
+                return Err(crate::py::errors::value_error(
                     "columns is not C-contiguous; pass np.ascontiguousarray(columns)",
                 ));
             }
             Some((a.shape().to_vec(), a.as_slice()?.to_vec()))
         } else if let Ok(a) = obj.extract::<PyReadonlyArray2<'py, i64>>() {
             if !a.is_c_contiguous() {
-                return Err(PyValueError::new_err(
+                return Err(crate::py::errors::value_error(
                     "columns is not C-contiguous; pass np.ascontiguousarray(columns)",
                 ));
             }
             let s = a.as_slice()?;
             if let Some(k) = s.iter().position(|&x| x < 0) {
-                return Err(PyValueError::new_err(format!(
+                return Err(crate::py::errors::value_error(format!(
                     "columns[{}, {}] = {} is negative; ids are unsigned 64-bit integers",
                     k / fields.len(),
                     k % fields.len(),
@@ -98,7 +96,7 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
             None
         };
     let Some((shape, data)) = matrix else {
-        return Err(PyTypeError::new_err(format!(
+        return Err(crate::py::errors::type_error_msg(format!(
             "columns must be a dict of field name -> 1-D uint64 id array, or a 2-D uint64 array \
              of shape (events, {}) with one column per field in the order {names}; got {}",
             fields.len(),
@@ -107,7 +105,7 @@ fn id_columns<'py>(obj: &Bound<'py, PyAny>, fields: &[String]) -> PyResult<Colum
     };
     let nf = fields.len();
     if shape[1] != nf {
-        return Err(PyValueError::new_err(format!(
+        return Err(crate::py::errors::value_error(format!(
             "columns has shape ({}, {}) but this model has {nf} fields {names}; \
              pass an array of shape ({}, {nf})",
             shape[0], shape[1], shape[0]
@@ -128,11 +126,11 @@ fn lifecycles_arg(
     let mut per_field = vec![None; fields.len()];
     if let Some(d) = lifecycles {
         for (key, value) in d.iter() {
-            let name: String = key
-                .extract()
-                .map_err(|_| PyTypeError::new_err("lifecycles keys must be field names (str)"))?;
+            let name: String = key.extract().map_err(|_| {
+                crate::py::errors::type_error_msg("lifecycles keys must be field names (str)")
+            })?;
             let Some(k) = fields.iter().position(|f| *f == name) else {
-                return Err(PyValueError::new_err(format!(
+                return Err(crate::py::errors::value_error(format!(
                     "lifecycles has an unknown field '{name}'; the fields are {}",
                     field_list(fields)
                 )));
@@ -141,7 +139,7 @@ fn lifecycles_arg(
                 continue;
             }
             let spec = value.cast::<PyDict>().map_err(|_| {
-                PyTypeError::new_err(format!(
+                crate::py::errors::type_error_msg(format!(
                     "lifecycles['{name}'] must be a dict of lifecycle settings \
                      (ttl, max_rows, max_bytes, keep_floor, eviction, min_count) or None"
                 ))
@@ -152,43 +150,44 @@ fn lifecycles_arg(
     Ok(per_field)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A field model from a constructor's `*args, **kwargs`: `fields`, then the
+/// model settings (`default_dim` when dim is not given) and `lifecycles`.
 fn build(
+    call: &'static str,
     interaction: Interaction,
-    fields: Vec<String>,
-    dim: i64,
-    optimizer: &str,
-    learning_rate: f32,
-    l2: f32,
-    max_norm: Option<f32>,
-    loss: &str,
-    bias: bool,
-    eps: f32,
-    initial_accumulator: f32,
-    init_scale: f32,
-    seed: u64,
-    capacity: i64,
-    lifecycles: Option<&Bound<'_, PyDict>>,
+    default_dim: i64,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<PyFieldModel> {
-    let table = table_config(
-        dim,
-        optimizer,
-        learning_rate,
-        l2,
-        max_norm,
-        eps,
-        initial_accumulator,
-        init_scale,
-        seed,
-        capacity,
-    )?;
-    let per_field = lifecycles_arg(lifecycles, &fields)?;
+    let names: Vec<&'static str> = ["fields"]
+        .iter()
+        .chain(&TABLE_PARAMS)
+        .chain(&MODEL_PARAMS)
+        .chain(&["lifecycles"])
+        .copied()
+        .collect();
+    let p = Params::parse(call, &names, 2, args, kwargs)?;
+    let given = p.required("fields")?;
+    let fields: Vec<String> = if given.is_instance_of::<PyString>() {
+        None
+    } else {
+        given.extract().ok()
+    }
+    .ok_or_else(|| {
+        super::errors::type_error_msg(format!(
+            "fields must be a list of field names (str), e.g. ['user', 'item', 'creator'], \
+             got {}",
+            given.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })?;
+    let s = ModelSettings::from_params(&p, default_dim)?;
+    let per_field = lifecycles_arg(p.dict("lifecycles")?, &fields)?;
     let cfg = FieldConfig {
         fields,
         interaction,
-        table,
-        loss: Loss::parse(loss)?,
-        bias,
+        table: s.table,
+        loss: s.loss,
+        bias: s.bias,
     };
     Ok(PyFieldModel {
         inner: Arc::new(FieldModel::with_lifecycles(cfg, per_field)?),
@@ -209,6 +208,26 @@ fn wrap(py: Python<'_>, inner: FieldModel) -> PyResult<Py<PyAny>> {
 }
 
 impl PyFieldModel {
+    /// The argument names of the id columns, for messages.
+    fn column_names(&self) -> Vec<String> {
+        self.inner
+            .cfg
+            .fields
+            .iter()
+            .map(|f| format!("columns['{f}']"))
+            .collect()
+    }
+
+    fn scores(
+        &self,
+        py: Python<'_>,
+        columns: &Bound<'_, PyAny>,
+        call: &'static str,
+    ) -> PyResult<Vec<f32>> {
+        let cols = id_columns(columns, &self.inner.cfg.fields)?;
+        shared::score(py, &self.inner, &cols.slices(), &self.column_names(), call)
+    }
+
     fn field(&self, name: &str) -> PyResult<usize> {
         Ok(self.inner.cfg.field_index(name)?)
     }
@@ -315,8 +334,9 @@ impl PyFieldModel {
     /// created}}. With `monitor=` (an `embcore.Monitor`), every update of
     /// `monitor_field`'s row feeds the monitor, which sees the block against
     /// `monitor_against` (FFM), or the whole row when it is None.
-    #[pyo3(signature = (columns, labels, weights=None, timestamps=None, threads=1,
-        count_interactions=true, monitor=None, monitor_field=None, monitor_against=None))]
+    #[pyo3(signature = (columns, labels, weights=None, timestamps=None, threads=None,
+        count_interactions=true, monitor=None, monitor_field=None, monitor_against=None),
+        text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None)")]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
         &self,
@@ -325,62 +345,53 @@ impl PyFieldModel {
         labels: &Bound<'py, PyAny>,
         weights: Option<&Bound<'py, PyAny>>,
         timestamps: Option<&Bound<'py, PyAny>>,
-        threads: i64,
+        threads: Option<&Bound<'py, PyAny>>,
         count_interactions: bool,
         monitor: Option<&Bound<'py, PyMonitor>>,
         monitor_field: Option<&str>,
         monitor_against: Option<&str>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if threads < 1 {
-            return Err(PyValueError::new_err(format!(
-                "threads must be >= 1, got {threads}"
-            )));
-        }
+        let threads = args::threads(threads)?;
         let fields = &self.inner.cfg.fields;
         let cols = id_columns(columns, fields)?;
-        let y = args::floats(labels, "labels")?;
-        let w = args::opt_floats(weights, "weights")?;
-        let t = args::opt_times(timestamps, "timestamps")?;
-        let slices = cols.slices();
-        let batch = FieldBatch {
-            columns: &slices,
-            labels: y.as_slice(),
-            weights: w.as_ref().map(|w| w.as_slice()),
-            timestamps: t
-                .as_ref()
-                .map(|t| t.as_slice().expect("checked contiguous")),
-        };
+        let arrays = EventArrays::convert(labels, weights, timestamps)?;
         let field_name = match (monitor_field, monitor.is_some()) {
             (Some(f), _) => f,
             (None, true) if fields.iter().any(|f| f == "item") => "item",
             (None, true) => {
-                return Err(PyValueError::new_err(format!(
+                return Err(crate::error::invalid(format!(
                     "monitor= needs monitor_field= (one of {}): the field whose \
                      embeddings the monitor watches",
                     field_list(fields)
-                )))
+                ))
+                .into())
             }
             (None, false) => &fields[fields.len() - 1],
         };
         let observed = self.observed(field_name, monitor_against)?;
-        let monitor_core = monitor.map(|m| m.get().inner.clone());
-        if let Some(m) = &monitor_core {
-            m.check_dim(self.inner.observed_span(observed)?.1)?;
-        }
-        let model = &self.inner;
-        let threads = threads as usize;
-        let stats = py.detach(|| match &monitor_core {
-            Some(m) => model.train(&batch, threads, count_interactions, &**m, observed),
-            None => model.train(&batch, threads, count_interactions, &NoObserver, observed),
-        })?;
-        let d = PyDict::new(py);
-        d.set_item("events", stats.events)?;
-        d.set_item("mean_loss", stats.mean_loss)?;
+        let slices = cols.slices();
+        let names = self.column_names();
+        let stats = shared::train(
+            py,
+            &self.inner,
+            &TrainCall {
+                call: "FieldModel.train",
+                columns: &slices,
+                names: &names,
+                arrays: &arrays,
+                threads,
+                count_interactions,
+                observed,
+                monitor,
+            },
+        )?;
+        let d = shared::stats_dict(py, &stats)?;
         let new = PyDict::new(py);
-        for (f, c) in fields.iter().zip(&stats.new_features) {
+        for (f, c) in fields.iter().zip(&stats.new_rows) {
             new.set_item(f, c)?;
         }
         d.set_item("new_features", new)?;
+        d.set_item("unadmitted_events", stats.unadmitted_events)?;
         Ok(d)
     }
 
@@ -392,12 +403,8 @@ impl PyFieldModel {
         py: Python<'py>,
         columns: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let cols = id_columns(columns, &self.inner.cfg.fields)?;
-        let slices = cols.slices();
-        let mut out = vec![0.0f32; slices[0].len()];
-        let model = &self.inner;
-        py.detach(|| model.score(&slices, &mut out))?;
-        Ok(out.into_pyarray(py))
+        let s = self.scores(py, columns, "FieldModel.score")?;
+        Ok(shared::scores_array(py, &self.inner, s, false))
     }
 
     /// Probabilities sigmoid(score) for the logistic loss; scores otherwise.
@@ -406,17 +413,8 @@ impl PyFieldModel {
         py: Python<'py>,
         columns: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let s = self.score(py, columns)?;
-        if self.inner.cfg.loss == Loss::Logistic {
-            let v: Vec<f32> = s
-                .readonly()
-                .as_slice()?
-                .iter()
-                .map(|&x| crate::train::mf::sigmoid(x))
-                .collect();
-            return Ok(v.into_pyarray(py));
-        }
-        Ok(s)
+        let s = self.scores(py, columns, "FieldModel.predict")?;
+        Ok(shared::scores_array(py, &self.inner, s, true))
     }
 
     /// Write the whole model (every field's table with its optimizer state
@@ -425,7 +423,9 @@ impl PyFieldModel {
     /// Returns the bytes written. Lifecycles are not stored.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
         let m = &self.inner;
-        Ok(py.detach(|| crate::train::model_file::save_field(m, &path))?)
+        guard("FieldModel.save", || {
+            Ok(py.detach(|| crate::train::model_file::save_field(m, &path))?)
+        })
     }
 
     /// Read a model written by `save`, as the class it was saved from
@@ -438,10 +438,11 @@ impl PyFieldModel {
     fn load(
         cls: &Bound<'_, pyo3::types::PyType>,
         path: std::path::PathBuf,
-        capacity: Option<usize>,
+        capacity: Option<&Bound<'_, PyAny>>,
         lifecycles: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let py = cls.py();
+        let capacity = args::capacity(capacity)?;
         let specs: Vec<(String, crate::storage::lifecycle::Lifecycle)> = match lifecycles {
             None => Vec::new(),
             Some(d) => {
@@ -450,7 +451,9 @@ impl PyFieldModel {
                     .iter()
                     .map(|k| k.extract::<String>())
                     .collect::<PyResult<_>>()
-                    .map_err(|_| PyTypeError::new_err("lifecycles keys must be field names"))?;
+                    .map_err(|_| {
+                        crate::py::errors::type_error_msg("lifecycles keys must be field names")
+                    })?;
                 names
                     .iter()
                     .cloned()
@@ -460,10 +463,12 @@ impl PyFieldModel {
             }
         };
         let lookup = |f: &str| specs.iter().find(|(n, _)| n == f).map(|(_, lc)| *lc);
-        let m = py.detach(|| crate::train::model_file::load_field(&path, capacity, &lookup))?;
+        let m = guard("FieldModel.load", || {
+            Ok(py.detach(|| crate::train::model_file::load_field(&path, capacity, &lookup))?)
+        })?;
         for (name, _) in &specs {
             if !m.cfg.fields.contains(name) {
-                return Err(PyValueError::new_err(format!(
+                return Err(crate::py::errors::value_error(format!(
                     "lifecycles has an unknown field '{name}'; the saved model's fields are {}",
                     field_list(&m.cfg.fields)
                 )));
@@ -475,7 +480,7 @@ impl PyFieldModel {
             Interaction::Plain => "FactorizationMachine",
         };
         if want != "FieldModel" && want != got {
-            return Err(PyValueError::new_err(format!(
+            return Err(crate::py::errors::value_error(format!(
                 "{} holds a {got}, not a {want}; load it with {got}.load",
                 path.display()
             )));
@@ -487,7 +492,7 @@ impl PyFieldModel {
     /// metadata, the global bias, the event count), of the same class.
     fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let m = &self.inner;
-        let c = py.detach(|| m.copy())?;
+        let c = guard("FieldModel.copy", || Ok(py.detach(|| m.copy())?))?;
         wrap(py, c)
     }
 
@@ -519,105 +524,66 @@ impl PyFieldModel {
         let (ids, values, width) = py.detach(|| model.embeddings(o))?;
         let n = ids.len();
         let m = Array2::from_shape_vec((n, width), values)
-            .map_err(|e| PyValueError::new_err(format!("embedding_of: {e}")))?;
+            .map_err(|e| crate::py::errors::value_error(format!("embedding_of: {e}")))?;
         Ok((ids.into_pyarray(py), m.into_pyarray(py)))
     }
 }
 
 /// Field-aware factorisation machine (Juan et al. 2016): one latent vector
 /// per (feature, other field), one table per field.
+///
+/// ``FieldAwareFM(fields, dim=8, *, optimizer='adagrad', learning_rate=0.05, l2=0.0,
+/// max_norm=None, loss='logistic', bias=True, eps=1e-08, initial_accumulator=0.1,
+/// init_scale=0.1, seed=0, capacity=67108864, lifecycles=None)``
+///
+/// - ``fields``: field names in column order, e.g. ['user', 'item', 'creator'];
+/// - ``dim``: width of one block (a row holds one block per other field);
+/// - the other settings as for ``MatrixFactorization``; ``lifecycles``:
+///   {field: dict of EmbeddingTable lifecycle keywords, or None}.
+///
+/// >>> import numpy as np, embcore
+/// >>> m = embcore.FieldAwareFM(["user", "item", "tag"], dim=4)
+/// >>> ids = np.array([1, 2], dtype=np.uint64)
+/// >>> m.train({"user": ids, "item": ids, "tag": ids}, np.array([1.0, 0.0]))["events"]
+/// 2
 #[pyclass(frozen, extends = PyFieldModel, name = "FieldAwareFM", module = "embcore")]
 pub struct PyFieldAwareFM;
 
 #[pymethods]
 impl PyFieldAwareFM {
     #[new]
-    #[pyo3(signature = (fields, dim=8, *, optimizer="adagrad", learning_rate=0.05, l2=0.0,
-        max_norm=None, loss="logistic", bias=true, eps=1e-8, initial_accumulator=0.1,
-        init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64, lifecycles=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*args, **kwargs),
+        text_signature = "(fields, dim=8, *, optimizer='adagrad', learning_rate=0.05, l2=0.0, max_norm=None, loss='logistic', bias=True, eps=1e-08, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=67108864, lifecycles=None)")]
     fn new(
-        fields: Vec<String>,
-        dim: i64,
-        optimizer: &str,
-        learning_rate: f32,
-        l2: f32,
-        max_norm: Option<f32>,
-        loss: &str,
-        bias: bool,
-        eps: f32,
-        initial_accumulator: f32,
-        init_scale: f32,
-        seed: u64,
-        capacity: i64,
-        lifecycles: Option<&Bound<'_, PyDict>>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let base = build(
-            Interaction::FieldAware,
-            fields,
-            dim,
-            optimizer,
-            learning_rate,
-            l2,
-            max_norm,
-            loss,
-            bias,
-            eps,
-            initial_accumulator,
-            init_scale,
-            seed,
-            capacity,
-            lifecycles,
-        )?;
+        let base = build("FieldAwareFM", Interaction::FieldAware, 8, args, kwargs)?;
         Ok(PyClassInitializer::from(base).add_subclass(PyFieldAwareFM))
     }
 }
 
 /// Factorisation machine (Rendle 2010): one latent vector per feature, one
 /// table per field.
+///
+/// ``FactorizationMachine(fields, dim=32, *, optimizer='adagrad', learning_rate=0.05,
+/// l2=0.0, max_norm=None, loss='logistic', bias=True, eps=1e-08,
+/// initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=67108864,
+/// lifecycles=None)``: the arguments of ``FieldAwareFM``; ``dim`` is the width of a
+/// feature's vector.
 #[pyclass(frozen, extends = PyFieldModel, name = "FactorizationMachine", module = "embcore")]
 pub struct PyFactorizationMachine;
 
 #[pymethods]
 impl PyFactorizationMachine {
     #[new]
-    #[pyo3(signature = (fields, dim=32, *, optimizer="adagrad", learning_rate=0.05, l2=0.0,
-        max_norm=None, loss="logistic", bias=true, eps=1e-8, initial_accumulator=0.1,
-        init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64, lifecycles=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (*args, **kwargs),
+        text_signature = "(fields, dim=32, *, optimizer='adagrad', learning_rate=0.05, l2=0.0, max_norm=None, loss='logistic', bias=True, eps=1e-08, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=67108864, lifecycles=None)")]
     fn new(
-        fields: Vec<String>,
-        dim: i64,
-        optimizer: &str,
-        learning_rate: f32,
-        l2: f32,
-        max_norm: Option<f32>,
-        loss: &str,
-        bias: bool,
-        eps: f32,
-        initial_accumulator: f32,
-        init_scale: f32,
-        seed: u64,
-        capacity: i64,
-        lifecycles: Option<&Bound<'_, PyDict>>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let base = build(
-            Interaction::Plain,
-            fields,
-            dim,
-            optimizer,
-            learning_rate,
-            l2,
-            max_norm,
-            loss,
-            bias,
-            eps,
-            initial_accumulator,
-            init_scale,
-            seed,
-            capacity,
-            lifecycles,
-        )?;
+        let base = build("FactorizationMachine", Interaction::Plain, 32, args, kwargs)?;
         Ok(PyClassInitializer::from(base).add_subclass(PyFactorizationMachine))
     }
 }

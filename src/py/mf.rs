@@ -1,14 +1,16 @@
-//! `embcore.MatrixFactorization`: a thin wrapper over `mf::MatrixFactorization`.
+//! `embcore.MatrixFactorization`: a thin wrapper over the field engine's
+//! two-field model (`train::mf`), sharing everything with the field models
+//! through `py::model`.
 
-use super::args;
+use super::args::{self, Params};
+use super::model::{self as shared, EventArrays, ModelSettings, TrainCall, MODEL_PARAMS};
 use super::monitor::PyMonitor;
-use super::table::{optimizer_dict, table_config, PyEmbeddingTable};
-use crate::storage::table::DEFAULT_CAPACITY;
-use crate::train::mf::{Batch, Loss, MatrixFactorization, MfConfig, NoObserver};
-use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
-use pyo3::exceptions::PyValueError;
+use super::table::{optimizer_dict, PyEmbeddingTable, TABLE_PARAMS};
+use crate::train::mf::{self, MfConfig};
+use crate::train::model::FieldModel;
+use numpy::PyArray1;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 use std::sync::Arc;
 
 /// A lifecycle given as a dict of EmbeddingTable's lifecycle keywords.
@@ -17,18 +19,11 @@ pub(super) fn lifecycle_arg(
     name: &str,
 ) -> PyResult<Option<crate::storage::lifecycle::Lifecycle>> {
     let Some(d) = d else { return Ok(None) };
-    const KEYS: [&str; 6] = [
-        "ttl",
-        "max_rows",
-        "max_bytes",
-        "keep_floor",
-        "eviction",
-        "min_count",
-    ];
+    const KEYS: [&str; 6] = super::table::LIFECYCLE_PARAMS;
     for k in d.keys() {
         let k: String = k.extract()?;
         if !KEYS.contains(&k.as_str()) {
-            return Err(PyValueError::new_err(format!(
+            return Err(crate::py::errors::value_error(format!(
                 "{name} has an unknown key {k:?}; use {}",
                 KEYS.join(", ")
             )));
@@ -36,7 +31,12 @@ pub(super) fn lifecycle_arg(
     }
     let get_i64 = |k: &str| -> PyResult<Option<i64>> {
         match d.get_item(k)? {
-            Some(v) if !v.is_none() => Ok(Some(v.extract()?)),
+            Some(v) if !v.is_none() => Ok(Some(args::int_value(
+                &v,
+                &format!("{name}['{k}']"),
+                i64::MIN,
+                i64::MAX,
+            )?)),
             _ => Ok(None),
         }
     };
@@ -44,85 +44,104 @@ pub(super) fn lifecycle_arg(
         Some(v) => v.extract()?,
         None => "lru".into(),
     };
-    super::table::lifecycle_config(
-        get_i64("ttl")?,
-        get_i64("max_rows")?,
-        get_i64("max_bytes")?,
-        get_i64("keep_floor")?.unwrap_or(0),
-        &eviction,
-        get_i64("min_count")?.unwrap_or(1),
-    )
+    super::table::lifecycle_config(super::table::LifecycleArgs {
+        ttl: get_i64("ttl")?,
+        max_rows: get_i64("max_rows")?,
+        max_bytes: get_i64("max_bytes")?,
+        keep_floor: get_i64("keep_floor")?.unwrap_or(0),
+        eviction,
+        min_count: get_i64("min_count")?.unwrap_or(1),
+    })
 }
 
+/// Logistic (or squared-loss) matrix factorisation trained one event at a
+/// time, Hogwild across threads.
+///
+/// ``MatrixFactorization(dim=32, *, optimizer='adagrad', learning_rate=0.05,
+/// l2=0.0, max_norm=None, loss='logistic', bias=True, eps=1e-08,
+/// initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=67108864,
+/// item_lifecycle=None, user_lifecycle=None)``
+///
+/// - ``dim``: embedding width; ``optimizer``: 'sgd', 'adagrad' or 'rowwise_adagrad';
+///   ``learning_rate`` in (0, 100]; ``l2`` in [0, 100]; ``max_norm``: clip rows to this
+///   l2 norm after each step (None: no clipping);
+/// - ``loss``: 'logistic' (labels in [0, 1]) or 'squared'; ``bias``: global and per-row
+///   biases; ``eps``, ``initial_accumulator``: Adagrad's; ``init_scale``: rows start
+///   uniform in [-init_scale, init_scale]; ``seed``: initial rows depend only on
+///   (seed, id); ``capacity``: rows reserved per table;
+/// - ``item_lifecycle`` / ``user_lifecycle``: dicts of EmbeddingTable's lifecycle
+///   keywords (ttl, max_rows, max_bytes, keep_floor, eviction, min_count).
+///
+/// >>> import numpy as np, embcore
+/// >>> mf = embcore.MatrixFactorization(dim=8, seed=1)
+/// >>> mf.train(np.array([1, 2], dtype=np.uint64), np.array([7, 7], dtype=np.uint64),
+/// ...          np.array([1.0, 0.0], dtype=np.float32))["new_items"]
+/// 1
 #[pyclass(frozen, name = "MatrixFactorization", module = "embcore")]
 pub struct PyMatrixFactorization {
-    pub inner: Arc<MatrixFactorization>,
+    pub inner: Arc<FieldModel>,
+}
+
+impl PyMatrixFactorization {
+    fn names() -> Vec<String> {
+        mf::column_names()
+    }
+
+    fn scores(
+        &self,
+        py: Python<'_>,
+        users: &Bound<'_, PyAny>,
+        items: &Bound<'_, PyAny>,
+        call: &'static str,
+    ) -> PyResult<Vec<f32>> {
+        let u = args::ids(users, "users")?;
+        let i = args::ids(items, "items")?;
+        let cols = [u.as_slice(), i.as_slice()];
+        shared::score(py, &self.inner, &cols, &Self::names(), call)
+    }
 }
 
 #[pymethods]
 impl PyMatrixFactorization {
     #[new]
-    #[pyo3(signature = (dim=32, *, optimizer="adagrad", learning_rate=0.05, l2=0.0, max_norm=None,
-        loss="logistic", bias=true, eps=1e-8, initial_accumulator=0.1, init_scale=0.1, seed=0,
-        capacity=DEFAULT_CAPACITY as i64, item_lifecycle=None, user_lifecycle=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        dim: i64,
-        optimizer: &str,
-        learning_rate: f32,
-        l2: f32,
-        max_norm: Option<f32>,
-        loss: &str,
-        bias: bool,
-        eps: f32,
-        initial_accumulator: f32,
-        init_scale: f32,
-        seed: u64,
-        capacity: i64,
-        item_lifecycle: Option<&Bound<'_, PyDict>>,
-        user_lifecycle: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
-        let table = table_config(
-            dim,
-            optimizer,
-            learning_rate,
-            l2,
-            max_norm,
-            eps,
-            initial_accumulator,
-            init_scale,
-            seed,
-            capacity,
-        )?;
+    #[pyo3(signature = (*args, **kwargs),
+        text_signature = "(dim=32, *, optimizer='adagrad', learning_rate=0.05, l2=0.0, max_norm=None, loss='logistic', bias=True, eps=1e-08, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=67108864, item_lifecycle=None, user_lifecycle=None)")]
+    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let names: Vec<&'static str> = TABLE_PARAMS
+            .iter()
+            .chain(&MODEL_PARAMS)
+            .chain(&["item_lifecycle", "user_lifecycle"])
+            .copied()
+            .collect();
+        let p = Params::parse("MatrixFactorization", &names, 1, args, kwargs)?;
+        let s = ModelSettings::from_params(&p, 32)?;
+        let users = lifecycle_arg(p.dict("user_lifecycle")?, "user_lifecycle")?;
+        let items = lifecycle_arg(p.dict("item_lifecycle")?, "item_lifecycle")?;
         let cfg = MfConfig {
-            table,
-            loss: Loss::parse(loss)?,
-            bias,
+            table: s.table,
+            loss: s.loss,
+            bias: s.bias,
         };
         Ok(PyMatrixFactorization {
-            inner: Arc::new(MatrixFactorization::with_lifecycles(
-                cfg,
-                lifecycle_arg(user_lifecycle, "user_lifecycle")?,
-                lifecycle_arg(item_lifecycle, "item_lifecycle")?,
-            )?),
+            inner: Arc::new(mf::new(cfg, users, items)?),
         })
     }
 
     /// The user table (shared, not a copy).
     #[getter]
     fn users(&self) -> PyEmbeddingTable {
-        PyEmbeddingTable::wrap(self.inner.users.clone())
+        PyEmbeddingTable::wrap(self.inner.tables[0].clone())
     }
 
     /// The item table (shared, not a copy).
     #[getter]
     fn items(&self) -> PyEmbeddingTable {
-        PyEmbeddingTable::wrap(self.inner.items.clone())
+        PyEmbeddingTable::wrap(self.inner.tables[1].clone())
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        self.inner.cfg.table.dim
+        self.inner.cfg.dim()
     }
 
     #[getter]
@@ -154,21 +173,24 @@ impl PyMatrixFactorization {
     fn __repr__(&self) -> String {
         format!(
             "MatrixFactorization(dim={}, optimizer='{}', loss='{}', users={}, items={})",
-            self.inner.cfg.table.dim,
+            self.inner.cfg.dim(),
             self.inner.cfg.table.optimizer.kind.name(),
             self.inner.cfg.loss.name(),
-            self.inner.users.len(),
-            self.inner.items.len()
+            self.inner.tables[0].len(),
+            self.inner.tables[1].len()
         )
     }
 
     /// Train on events, one optimizer step per event, in order. All arrays are
-    /// validated before any row is touched; the GIL is released while
-    /// training. Returns {events, mean_loss, new_users, new_items}. With
-    /// `monitor=` (an `embcore.Monitor`), every item-row update also feeds
-    /// the monitor's statistics and tracked trajectories, in Rust.
-    #[pyo3(signature = (users, items, labels, weights=None, timestamps=None, threads=1,
-        count_interactions=true, monitor=None))]
+    /// validated, and both tables' capacity checked, before any row is
+    /// touched (a rejected call changes nothing); the GIL is released while
+    /// training. Returns {events, mean_loss, new_users, new_items,
+    /// unadmitted_events}. With `monitor=` (an `embcore.Monitor`), every
+    /// item-row update also feeds the monitor's statistics and tracked
+    /// trajectories, in Rust.
+    #[pyo3(signature = (users, items, labels, weights=None, timestamps=None, threads=None,
+        count_interactions=true, monitor=None),
+        text_signature = "($self, users, items, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None)")]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
         &self,
@@ -178,44 +200,33 @@ impl PyMatrixFactorization {
         labels: &Bound<'py, PyAny>,
         weights: Option<&Bound<'py, PyAny>>,
         timestamps: Option<&Bound<'py, PyAny>>,
-        threads: i64,
+        threads: Option<&Bound<'py, PyAny>>,
         count_interactions: bool,
         monitor: Option<&Bound<'py, PyMonitor>>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        if threads < 1 {
-            return Err(PyValueError::new_err(format!(
-                "threads must be >= 1, got {threads}"
-            )));
-        }
+        let threads = args::threads(threads)?;
         let u = args::ids(users, "users")?;
         let i = args::ids(items, "items")?;
-        let y = args::floats(labels, "labels")?;
-        let w = args::opt_floats(weights, "weights")?;
-        let t = args::opt_times(timestamps, "timestamps")?;
-        let batch = Batch {
-            users: u.as_slice(),
-            items: i.as_slice(),
-            labels: y.as_slice(),
-            weights: w.as_ref().map(|w| w.as_slice()),
-            timestamps: t
-                .as_ref()
-                .map(|t| t.as_slice().expect("checked contiguous")),
-        };
-        let model = &self.inner;
-        let monitor_core = monitor.map(|m| m.get().inner.clone());
-        if let Some(m) = &monitor_core {
-            m.check_dim(model.cfg.table.dim)?;
-        }
-        let threads = threads as usize;
-        let stats = py.detach(|| match &monitor_core {
-            Some(m) => model.train(&batch, threads, count_interactions, &**m),
-            None => model.train(&batch, threads, count_interactions, &NoObserver),
-        })?;
-        let d = PyDict::new(py);
-        d.set_item("events", stats.events)?;
-        d.set_item("mean_loss", stats.mean_loss)?;
-        d.set_item("new_users", stats.new_users)?;
-        d.set_item("new_items", stats.new_items)?;
+        let arrays = EventArrays::convert(labels, weights, timestamps)?;
+        let cols = [u.as_slice(), i.as_slice()];
+        let names = Self::names();
+        let stats = shared::train(
+            py,
+            &self.inner,
+            &TrainCall {
+                call: "MatrixFactorization.train",
+                columns: &cols,
+                names: &names,
+                arrays: &arrays,
+                threads,
+                count_interactions,
+                observed: mf::OBSERVED,
+                monitor,
+            },
+        )?;
+        let d = shared::stats_dict(py, &stats)?;
+        d.set_item("new_users", stats.new_rows[0])?;
+        d.set_item("new_items", stats.new_rows[1])?;
         d.set_item("unadmitted_events", stats.unadmitted_events)?;
         Ok(d)
     }
@@ -230,20 +241,8 @@ impl PyMatrixFactorization {
         users: &Bound<'py, PyAny>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let u = args::ids(users, "users")?;
-        let i = args::ids(items, "items")?;
-        let (us, is) = (u.as_slice(), i.as_slice());
-        let mut out = vec![0.0f32; us.len()];
-        let model = &self.inner;
-        if us.len() != is.len() {
-            return Err(PyValueError::new_err(format!(
-                "users has {} elements but items has {}",
-                us.len(),
-                is.len()
-            )));
-        }
-        py.detach(|| model.score(us, is, &mut out))?;
-        Ok(out.into_pyarray(py))
+        let s = self.scores(py, users, items, "MatrixFactorization.score")?;
+        Ok(shared::scores_array(py, &self.inner, s, false))
     }
 
     /// Probabilities sigmoid(score) for the logistic loss; scores otherwise.
@@ -253,17 +252,8 @@ impl PyMatrixFactorization {
         users: &Bound<'py, PyAny>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let s = self.score(py, users, items)?;
-        if self.inner.cfg.loss == Loss::Logistic {
-            let v: Vec<f32> = s
-                .readonly()
-                .as_slice()?
-                .iter()
-                .map(|&x| crate::train::mf::sigmoid(x))
-                .collect();
-            return Ok(v.into_pyarray(py));
-        }
-        Ok(s)
+        let s = self.scores(py, users, items, "MatrixFactorization.predict")?;
+        Ok(shared::scores_array(py, &self.inner, s, true))
     }
 
     /// Write the whole model (both tables with their optimizer state and
@@ -272,7 +262,9 @@ impl PyMatrixFactorization {
     /// Returns the bytes written. Lifecycles are not stored.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
         let m = &self.inner;
-        Ok(py.detach(|| crate::train::model_file::save_mf(m, &path))?)
+        super::errors::guard("MatrixFactorization.save", || {
+            Ok(py.detach(|| crate::train::model_file::save_mf(m, &path))?)
+        })
     }
 
     /// Read a model written by `save`. `capacity` overrides the saved table
@@ -283,21 +275,23 @@ impl PyMatrixFactorization {
     fn load(
         py: Python<'_>,
         path: std::path::PathBuf,
-        capacity: Option<usize>,
+        capacity: Option<&Bound<'_, PyAny>>,
         item_lifecycle: Option<&Bound<'_, PyDict>>,
         user_lifecycle: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let capacity = args::capacity(capacity)?;
         let items = lifecycle_arg(item_lifecycle, "item_lifecycle")?;
         let users = lifecycle_arg(user_lifecycle, "user_lifecycle")?;
-        let m = py.detach(|| crate::train::model_file::load_mf(&path, capacity, users, items))?;
+        let m = super::errors::guard("MatrixFactorization.load", || {
+            Ok(py.detach(|| crate::train::model_file::load_mf(&path, capacity, users, items))?)
+        })?;
         Ok(PyMatrixFactorization { inner: Arc::new(m) })
     }
 
     /// An independent deep copy of the model (both tables and the global bias).
     fn copy(&self, py: Python<'_>) -> PyResult<Self> {
         let m = &self.inner;
-        Ok(PyMatrixFactorization {
-            inner: Arc::new(py.detach(|| m.copy())?),
-        })
+        let c = super::errors::guard("MatrixFactorization.copy", || Ok(py.detach(|| m.copy())?))?;
+        Ok(PyMatrixFactorization { inner: Arc::new(c) })
     }
 }

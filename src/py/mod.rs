@@ -5,6 +5,7 @@ mod drift;
 mod errors;
 mod ffm;
 mod mf;
+mod model;
 mod monitor;
 mod table;
 
@@ -33,8 +34,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ffm::PyFieldAwareFM>()?;
     m.add_class::<ffm::PyFactorizationMachine>()?;
     m.add("EmbcoreError", py.get_type::<errors::EmbcoreError>())?;
-    m.add("UnknownIdError", py.get_type::<errors::UnknownIdError>())?;
+    m.add("UnknownIdError", errors::unknown_id_error(py)?)?;
     m.add("CapacityError", py.get_type::<errors::CapacityError>())?;
     m.add("SnapshotError", py.get_type::<errors::SnapshotError>())?;
+    m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
+    m.add("DatasetError", py.get_type::<errors::DatasetError>())?;
     Ok(())
 }

@@ -8,11 +8,29 @@ use crate::monitor::{GroupingSummary, Monitor, MonitorConfig, StatSummary, GROUP
 use crate::storage::scan::{self, HealthCheck};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use std::sync::Arc;
 
+/// Streaming monitor of embedding evolution: per-update drift, magnitude and
+/// norm statistics grouped by interaction count, popularity and age, plus the
+/// trajectories of a tracked cohort of items; mergeable and serialisable.
+///
+/// ``Monitor(*, sample_rate=0.01, track_ids=None, track_window=None,
+/// milestones=None, count_limit=64, per_doubling=8, age_per_doubling=2,
+/// max_records=1000000, seed=0)``
+///
+/// - ``sample_rate``: share of items tracked (chosen by a hash of id and ``seed``);
+///   ``track_ids``: items tracked whatever the sample; ``track_window``: (t0, t1),
+///   track only items first seen in it;
+/// - ``milestones``: interaction counts at which a tracked item's row is recorded
+///   (default: powers of two and their midpoints); ``count_limit``: interaction counts
+///   above this share the last group; ``per_doubling`` / ``age_per_doubling``: groups
+///   per doubling of count / age; ``max_records``: trajectory records kept at most.
+///
+/// >>> import embcore
+/// >>> embcore.Monitor(sample_rate=0.5).summary()["updates"]
+/// 0
 #[pyclass(frozen, name = "Monitor", module = "embcore")]
 pub struct PyMonitor {
     pub inner: Arc<Monitor>,
@@ -38,7 +56,7 @@ fn opt_ints(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Vec<i
                 .collect(),
         ));
     }
-    Err(PyTypeError::new_err(format!(
+    Err(crate::py::errors::type_error_msg(format!(
         "{name} must be a 1-D numpy array of int64; pass np.asarray({name}, dtype=np.int64)"
     )))
 }
@@ -58,7 +76,7 @@ fn rows_matrix(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize, usize)> {
         let (n, d) = (a.shape()[0], a.shape()[1]);
         return Ok((a.as_array().iter().map(|&x| x as f32).collect(), n, d));
     }
-    Err(PyTypeError::new_err(
+    Err(crate::py::errors::type_error_msg(
         "rows must be a 2-D numpy array of float32 (one row per id); \
          pass np.asarray(rows, dtype=np.float32)",
     ))
@@ -331,7 +349,7 @@ impl PyMonitor {
         let t = py.detach(|| m.trajectories());
         let n = t.ids.len();
         let rows = Array2::from_shape_vec((n, t.dim), t.rows)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            .map_err(|e| crate::py::errors::value_error(e.to_string()))?;
         let d = PyDict::new(py);
         d.set_item("ids", t.ids.into_pyarray(py))?;
         d.set_item("counts", t.counts.into_pyarray(py))?;

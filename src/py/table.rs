@@ -1,70 +1,120 @@
 //! `embcore.EmbeddingTable`: a thin wrapper over `table::EmbeddingTable`.
 
 use super::args;
+use super::errors::guard;
 use crate::kernels::optim::{Optimizer, OptimizerKind};
 use crate::storage::lifecycle::{Lifecycle, Policy};
 use crate::storage::table::{dec_time, meta, EmbeddingTable, TableConfig, DEFAULT_CAPACITY};
 use numpy::ndarray::{Array2, ArrayView2};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 type IdsAndWeights<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
 
+/// An embedding table: ``dim``-wide float32 rows keyed by arbitrary uint64 ids,
+/// lock-free (Hogwild) under concurrent training and reading.
+///
+/// ``EmbeddingTable(dim, *, optimizer='adagrad', learning_rate=0.05, l2=0.0,
+/// max_norm=None, eps=1e-08, initial_accumulator=0.1, init_scale=0.1, seed=0,
+/// capacity=67108864, ttl=None, max_rows=None, max_bytes=None, keep_floor=0,
+/// eviction='lru', min_count=1)``
+///
+/// - ``dim``: row width; the optimizer settings apply to training steps on the rows;
+///   ``init_scale``: new rows start uniform in [-init_scale, init_scale], depending only
+///   on (``seed``, id); ``capacity``: rows of address space reserved (committed lazily);
+/// - lifecycle: ``ttl`` (evict rows not updated for this long, event-time units),
+///   ``max_rows`` / ``max_bytes`` (evict by ``eviction`` 'lru' or 'lfu' above this),
+///   ``keep_floor`` (never evict below this many rows), ``min_count`` (admit an id at
+///   its n-th sighting).
+///
+/// >>> import numpy as np, embcore
+/// >>> t = embcore.EmbeddingTable(4, seed=1)
+/// >>> t.insert(np.array([10, 11], dtype=np.uint64))
+/// 2
+/// >>> t.get(np.array([10], dtype=np.uint64)).shape
+/// (1, 4)
 #[pyclass(frozen, name = "EmbeddingTable", module = "embcore")]
 pub struct PyEmbeddingTable {
     pub inner: Arc<EmbeddingTable>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn table_config(
-    dim: i64,
-    optimizer: &str,
-    learning_rate: f32,
-    l2: f32,
-    max_norm: Option<f32>,
-    eps: f32,
-    initial_accumulator: f32,
-    init_scale: f32,
-    seed: u64,
-    capacity: i64,
-) -> PyResult<TableConfig> {
-    if dim <= 0 {
-        return Err(PyValueError::new_err(format!(
-            "dim must be a positive integer, got {dim}"
-        )));
-    }
-    if capacity <= 0 {
-        return Err(PyValueError::new_err(format!(
-            "capacity must be a positive number of rows, got {capacity}"
-        )));
-    }
+/// The table keyword arguments every model and table takes.
+pub const TABLE_PARAMS: [&str; 10] = [
+    "dim",
+    "optimizer",
+    "learning_rate",
+    "l2",
+    "max_norm",
+    "eps",
+    "initial_accumulator",
+    "init_scale",
+    "seed",
+    "capacity",
+];
+
+/// The lifecycle keyword arguments of a table.
+pub const LIFECYCLE_PARAMS: [&str; 6] = [
+    "ttl",
+    "max_rows",
+    "max_bytes",
+    "keep_floor",
+    "eviction",
+    "min_count",
+];
+
+/// A table configuration from the `TABLE_PARAMS` of a call (`default_dim`
+/// when dim is not given), validated.
+pub fn table_config(p: &args::Params<'_>, default_dim: i64) -> PyResult<TableConfig> {
+    let dim = p.int("dim", default_dim, 1, 65_536)?;
+    let capacity = p.int(
+        "capacity",
+        DEFAULT_CAPACITY as i64,
+        1,
+        crate::storage::table::MAX_CAPACITY as i64,
+    )?;
+    let max_norm = p.opt_float("max_norm")?;
     if let Some(m) = max_norm {
         if !(m.is_finite() && m > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "max_norm must be a finite number > 0 or None, got {m}"
-            )));
+            return Err(crate::error::out_of_range(
+                "max_norm",
+                m,
+                "a finite number > 0, or None for no clipping",
+            )
+            .into());
         }
     }
+    let defaults = Optimizer::default();
     let cfg = TableConfig {
         dim: dim as usize,
         capacity: capacity as usize,
-        seed,
-        init_scale,
+        seed: p.seed("seed")?,
+        init_scale: p.float("init_scale", 0.1)?,
         optimizer: Optimizer {
-            kind: OptimizerKind::parse(optimizer)?,
-            learning_rate,
-            l2,
+            kind: OptimizerKind::parse(&p.string("optimizer", "adagrad")?)?,
+            learning_rate: p.float("learning_rate", defaults.learning_rate)?,
+            l2: p.float("l2", 0.0)?,
             max_norm: max_norm.unwrap_or(0.0),
-            eps,
-            initial_accumulator,
+            eps: p.float("eps", defaults.eps)?,
+            initial_accumulator: p.float("initial_accumulator", defaults.initial_accumulator)?,
         },
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// A lifecycle from the `LIFECYCLE_PARAMS` of a call (None when all are off).
+pub fn lifecycle_params(p: &args::Params<'_>) -> PyResult<Option<Lifecycle>> {
+    lifecycle_config(LifecycleArgs {
+        ttl: p.opt_int("ttl", 1, i64::MAX)?,
+        max_rows: p.opt_int("max_rows", 0, i64::MAX)?,
+        max_bytes: p.opt_int("max_bytes", 0, i64::MAX)?,
+        keep_floor: p.int("keep_floor", 0, 0, i64::MAX)?,
+        eviction: p.string("eviction", "lru")?,
+        min_count: p.int("min_count", 1, 1, 255)?,
+    })
 }
 
 pub fn optimizer_dict<'py>(py: Python<'py>, cfg: &TableConfig) -> PyResult<Bound<'py, PyDict>> {
@@ -92,39 +142,42 @@ impl PyEmbeddingTable {
     }
 }
 
-/// The lifecycle keyword arguments, validated (None when all are off).
-#[allow(clippy::too_many_arguments)]
-pub fn lifecycle_config(
-    ttl: Option<i64>,
-    max_rows: Option<i64>,
-    max_bytes: Option<i64>,
-    keep_floor: i64,
-    eviction: &str,
-    min_count: i64,
-) -> PyResult<Option<Lifecycle>> {
+/// The lifecycle settings of a table, as given.
+pub struct LifecycleArgs {
+    pub ttl: Option<i64>,
+    pub max_rows: Option<i64>,
+    pub max_bytes: Option<i64>,
+    pub keep_floor: i64,
+    pub eviction: String,
+    pub min_count: i64,
+}
+
+/// The lifecycle settings, validated (None when all are off).
+pub fn lifecycle_config(a: LifecycleArgs) -> PyResult<Option<Lifecycle>> {
     let nonneg = |name: &str, v: i64| -> PyResult<usize> {
         usize::try_from(v)
-            .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {v}")))
+            .map_err(|_| crate::error::out_of_range(name, v, "an integer >= 0").into())
     };
-    if !(1..=255).contains(&min_count) {
-        return Err(PyValueError::new_err(format!(
-            "min_count must be between 1 and 255, got {min_count}"
-        )));
+    if !(1..=255).contains(&a.min_count) {
+        return Err(
+            crate::error::out_of_range("min_count", a.min_count, "an integer in [1, 255]").into(),
+        );
     }
     let lc = Lifecycle {
-        ttl,
-        max_rows: max_rows.map(|m| nonneg("max_rows", m)).transpose()?,
-        max_bytes: max_bytes.map(|m| nonneg("max_bytes", m)).transpose()?,
-        keep_floor: nonneg("keep_floor", keep_floor)?,
-        policy: Policy::parse(eviction)?,
-        min_count: min_count as u32,
+        ttl: a.ttl,
+        max_rows: a.max_rows.map(|m| nonneg("max_rows", m)).transpose()?,
+        max_bytes: a.max_bytes.map(|m| nonneg("max_bytes", m)).transpose()?,
+        keep_floor: nonneg("keep_floor", a.keep_floor)?,
+        policy: Policy::parse(&a.eviction)?,
+        min_count: a.min_count as u32,
         ..Default::default()
     };
     let off = !lc.evicts() && lc.min_count == 1;
     if off && lc.keep_floor > 0 {
-        return Err(PyValueError::new_err(
+        return Err(crate::error::config(
             "keep_floor only applies with ttl=, max_rows= or max_bytes=",
-        ));
+        )
+        .into());
     }
     Ok(if off { None } else { Some(lc) })
 }
@@ -159,41 +212,18 @@ pub fn lifecycle_dict<'py>(
 #[pymethods]
 impl PyEmbeddingTable {
     #[new]
-    #[pyo3(signature = (dim, *, optimizer="adagrad", learning_rate=0.05, l2=0.0, max_norm=None,
-        eps=1e-8, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=DEFAULT_CAPACITY as i64,
-        ttl=None, max_rows=None, max_bytes=None, keep_floor=0, eviction="lru", min_count=1))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        dim: i64,
-        optimizer: &str,
-        learning_rate: f32,
-        l2: f32,
-        max_norm: Option<f32>,
-        eps: f32,
-        initial_accumulator: f32,
-        init_scale: f32,
-        seed: u64,
-        capacity: i64,
-        ttl: Option<i64>,
-        max_rows: Option<i64>,
-        max_bytes: Option<i64>,
-        keep_floor: i64,
-        eviction: &str,
-        min_count: i64,
-    ) -> PyResult<Self> {
-        let lc = lifecycle_config(ttl, max_rows, max_bytes, keep_floor, eviction, min_count)?;
-        let cfg = table_config(
-            dim,
-            optimizer,
-            learning_rate,
-            l2,
-            max_norm,
-            eps,
-            initial_accumulator,
-            init_scale,
-            seed,
-            capacity,
-        )?;
+    #[pyo3(signature = (*args, **kwargs),
+        text_signature = "(dim, *, optimizer='adagrad', learning_rate=0.05, l2=0.0, max_norm=None, eps=1e-08, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=67108864, ttl=None, max_rows=None, max_bytes=None, keep_floor=0, eviction='lru', min_count=1)")]
+    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let names: Vec<&'static str> = TABLE_PARAMS
+            .iter()
+            .chain(&LIFECYCLE_PARAMS)
+            .copied()
+            .collect();
+        let p = args::Params::parse("EmbeddingTable", &names, 1, args, kwargs)?;
+        p.required("dim")?;
+        let lc = lifecycle_params(&p)?;
+        let cfg = table_config(&p, 0)?;
         Ok(Self::wrap(Arc::new(new_table(cfg, lc)?)))
     }
 
@@ -224,7 +254,7 @@ impl PyEmbeddingTable {
     #[pyo3(signature = (now, budget=100_000))]
     fn evict<'py>(&self, py: Python<'py>, now: i64, budget: i64) -> PyResult<Bound<'py, PyDict>> {
         if budget < 1 {
-            return Err(PyValueError::new_err(format!(
+            return Err(crate::py::errors::value_error(format!(
                 "budget must be >= 1, got {budget}"
             )));
         }
@@ -410,7 +440,7 @@ impl PyEmbeddingTable {
                 Array2::from_shape_vec((n, w), v)
             }
         }
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        .map_err(|e| crate::py::errors::value_error(e.to_string()))?;
         Ok(arr.into_pyarray(py))
     }
 
@@ -434,7 +464,7 @@ impl PyEmbeddingTable {
             } else {
                 let v = args::floats(o, "default")?.as_slice().to_vec();
                 if v.len() != d {
-                    return Err(PyValueError::new_err(format!(
+                    return Err(crate::py::errors::value_error(format!(
                         "default has {} values but rows have dim {d}",
                         v.len()
                     )));
@@ -472,25 +502,24 @@ impl PyEmbeddingTable {
     /// initial values, first seen at `timestamp`); existing rows are left as
     /// they are. Checks capacity before creating anything. Returns the number
     /// of rows created.
-    #[pyo3(signature = (ids, timestamp=0, threads=1))]
+    #[pyo3(signature = (ids, timestamp=0, threads=None),
+        text_signature = "($self, ids, timestamp=0, threads=1)")]
     fn insert(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         timestamp: i64,
-        threads: i64,
+        threads: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        if threads < 1 {
-            return Err(PyValueError::new_err(format!(
-                "threads must be >= 1, got {threads}"
-            )));
-        }
+        let threads = args::threads(threads)?;
         let ids = args::ids(ids, "ids")?;
         let s = ids.as_slice();
         let t = &self.inner;
-        let (_, created) = py.detach(|| {
-            let _pin = t.begin_write();
-            crate::train::mf::resolve(t, s, &|_| timestamp, threads as usize, true)
+        let (_, created) = guard("EmbeddingTable.insert", || {
+            Ok(py.detach(|| {
+                let _pin = t.begin_write();
+                crate::train::resolve::resolve(t, s, &|_| timestamp, threads, true)
+            })?)
         })?;
         Ok(created)
     }

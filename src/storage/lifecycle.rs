@@ -22,7 +22,7 @@
 //!   zero-copy views (their `weights()` is a copy of the live rows), so no
 //!   view can see a reused row either.
 
-use crate::error::{invalid, Result};
+use crate::error::{config, Result};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ impl Policy {
         match name.to_ascii_lowercase().as_str() {
             "lru" => Ok(Policy::Lru),
             "lfu" => Ok(Policy::Lfu),
-            _ => Err(invalid(format!(
+            _ => Err(config(format!(
                 "unknown eviction policy {name:?}; choose 'lru' or 'lfu'"
             ))),
         }
@@ -86,35 +86,35 @@ impl Lifecycle {
     pub fn validate(&self, capacity: usize) -> Result<()> {
         if let Some(t) = self.ttl {
             if t <= 0 {
-                return Err(invalid(format!(
+                return Err(config(format!(
                     "ttl must be > 0 (event-time units), got {t}"
                 )));
             }
         }
         if let Some(m) = self.max_rows {
             if m == 0 || m > capacity {
-                return Err(invalid(format!(
+                return Err(config(format!(
                     "max_rows must be between 1 and the table capacity {capacity}, got {m}"
                 )));
             }
             if m < self.keep_floor {
-                return Err(invalid(format!(
+                return Err(config(format!(
                     "max_rows ({m}) is below keep_floor ({}); lower keep_floor or raise max_rows",
                     self.keep_floor
                 )));
             }
         }
         if self.max_bytes == Some(0) {
-            return Err(invalid("max_bytes must be > 0"));
+            return Err(config("max_bytes must be > 0"));
         }
         if self.keep_floor > capacity {
-            return Err(invalid(format!(
+            return Err(config(format!(
                 "keep_floor ({}) exceeds the table capacity {capacity}",
                 self.keep_floor
             )));
         }
         if self.min_count == 0 || self.min_count > 255 {
-            return Err(invalid(format!(
+            return Err(config(format!(
                 "min_count must be between 1 and 255, got {}",
                 self.min_count
             )));

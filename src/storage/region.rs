@@ -8,7 +8,7 @@
 //! Zero-filled pages are valid values for every element type used here
 //! (atomic integers whose bit pattern 0 is 0 / 0.0f32).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
@@ -41,9 +41,13 @@ impl<T: ZeroValid> Region<T> {
     /// Reserve `len` zeroed elements of address space (committed lazily).
     pub fn reserve(len: usize) -> Result<Self> {
         let size = std::mem::size_of::<T>();
-        let bytes = len
-            .checked_mul(size)
-            .ok_or(Error::CapacityExceeded { capacity: len })?;
+        let bytes = len.checked_mul(size).ok_or_else(|| {
+            crate::error::out_of_range(
+                "capacity",
+                len,
+                "small enough that capacity x row size fits in memory",
+            )
+        })?;
         if bytes == 0 {
             return Ok(Region {
                 ptr: NonNull::dangling(),
@@ -65,7 +69,7 @@ impl<T: ZeroValid> Region<T> {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(Error::InvalidArgument(format!(
+            return Err(crate::error::invalid(format!(
                 "could not reserve {bytes} bytes of address space for {len} elements; \
                  create the table with a smaller capacity="
             )));

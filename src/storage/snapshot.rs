@@ -27,10 +27,7 @@ const HEADER_LEN: u32 = 4 + 4 + 1 + 7 + 8 + 8 + 8 + 6 * 4;
 const CHUNK: usize = 1 << 18;
 
 fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
+    crate::error::io(path, &e)
 }
 
 fn header(t: &EmbeddingTable, rows: usize) -> Vec<u8> {
@@ -169,6 +166,7 @@ pub fn write_atomically(
     };
     let name = path.file_name().ok_or_else(|| Error::Io {
         path: path.display().to_string(),
+        kind: std::io::ErrorKind::InvalidInput,
         message: "not a file path".into(),
     })?;
     let tmp = dir.join(format!(
@@ -208,7 +206,7 @@ impl<'a> Reader<'a> {
             .checked_add(n)
             .filter(|&e| e <= self.data.len())
             .ok_or_else(|| {
-                Error::CorruptSnapshot(format!(
+                crate::error::corrupt(format!(
                     "file is truncated: {what} needs {n} bytes at offset {} but the file has {}",
                     self.pos,
                     self.data.len()
@@ -256,7 +254,7 @@ fn read_into<T, R: Read>(
         let chunk =
             unsafe { std::slice::from_raw_parts_mut((dst.as_ptr() as *mut u8).add(done), n) };
         file.read_exact(chunk)
-            .map_err(|e| Error::CorruptSnapshot(format!("{name}: reading {what}: {e}")))?;
+            .map_err(|e| crate::error::corrupt(format!("{name}: reading {what}: {e}")))?;
         crc.update(chunk);
         done += n;
     }
@@ -294,7 +292,7 @@ pub fn read_table<R: Read>(
     lifecycle: Option<crate::storage::lifecycle::Lifecycle>,
     name: &str,
 ) -> Result<(EmbeddingTable, Vec<u8>)> {
-    let bad = |m: String| Error::CorruptSnapshot(format!("{name}: {m}"));
+    let bad = |m: String| crate::error::corrupt(format!("{name}: {m}"));
     let read_err = |e: std::io::Error| bad(format!("read failed: {e}"));
     let prefix = 8 + 8 + HEADER_LEN as usize + 8;
     let mut head = vec![0u8; prefix.min(file_len as usize)];
@@ -451,7 +449,7 @@ mod tests {
         for cut in [0, 7, 20, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&p, &bytes[..cut]).unwrap();
             assert!(
-                matches!(load(&p, None), Err(Error::CorruptSnapshot(_))),
+                matches!(load(&p, None), Err(Error::Corrupt { .. })),
                 "cut {cut}"
             );
         }
@@ -459,7 +457,7 @@ mod tests {
         let k = flipped.len() - 10;
         flipped[k] ^= 1;
         std::fs::write(&p, &flipped).unwrap();
-        assert!(matches!(load(&p, None), Err(Error::CorruptSnapshot(_))));
+        assert!(matches!(load(&p, None), Err(Error::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

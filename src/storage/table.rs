@@ -18,7 +18,7 @@
 //! * Initial values depend only on (table seed, id), never on arrival order
 //!   or thread timing.
 
-use crate::error::{invalid, Error, Result};
+use crate::error::{invalid, out_of_range, Error, Result};
 use crate::kernels::optim::{Optimizer, OptimizerKind};
 use crate::kernels::rng::{hash2, mix64, unit_f32};
 use crate::storage::idmap::{IdMap, Inserted, MapGuard};
@@ -33,6 +33,8 @@ use std::sync::Mutex;
 
 /// Largest capacity a table can be created with (row indices are u32).
 pub const MAX_CAPACITY: usize = crate::storage::idmap::MAX_ROW as usize;
+/// Largest `init_scale`: initial rows stay far from f32 overflow.
+pub const MAX_INIT_SCALE: f32 = 100.0;
 /// Default capacity: 2^26 rows of reserved (not committed) address space.
 pub const DEFAULT_CAPACITY: usize = 1 << 26;
 
@@ -76,23 +78,22 @@ impl TableConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.dim == 0 || self.dim > 65536 {
-            return Err(invalid(format!(
-                "dim must be between 1 and 65536, got {}",
-                self.dim
-            )));
+            return Err(out_of_range("dim", self.dim, "an integer in [1, 65536]"));
         }
         if self.capacity == 0 || self.capacity > MAX_CAPACITY {
-            return Err(invalid(format!(
-                "capacity must be between 1 and {MAX_CAPACITY} rows, got {}",
-                self.capacity
-            )));
+            return Err(out_of_range(
+                "capacity",
+                self.capacity,
+                format!("an integer in [1, {MAX_CAPACITY}] (rows)"),
+            ));
         }
-        if !(self.init_scale.is_finite() && self.init_scale >= 0.0) {
-            return Err(invalid(format!(
-                "init_scale must be a finite number >= 0, got {}",
-                self.init_scale
-            )));
-        }
+        crate::kernels::optim::check_range(
+            "init_scale",
+            self.init_scale,
+            0.0,
+            false,
+            MAX_INIT_SCALE,
+        )?;
         self.optimizer.validate()
     }
 }
@@ -448,7 +449,10 @@ impl EmbeddingTable {
         let mut cur = self.claimed.load(Relaxed);
         loop {
             if cur >= self.cfg.capacity {
-                return Err(Error::CapacityExceeded {
+                return Err(Error::Capacity {
+                    what: "the table".into(),
+                    needed: 1,
+                    free: 0,
                     capacity: self.cfg.capacity,
                 });
             }
@@ -813,10 +817,13 @@ impl EmbeddingTable {
         let _pin = self.pin();
         let g = self.guard();
         let rows: Vec<Option<u32>> = ids.iter().map(|&id| self.lookup(&g, id)).collect();
-        if default.is_none() {
-            if let Some(k) = rows.iter().position(Option::is_none) {
-                return Err(Error::UnknownId(ids[k]));
-            }
+        if default.is_none() && rows.iter().any(Option::is_none) {
+            return Err(crate::error::unknown_ids(
+                ids.iter()
+                    .zip(&rows)
+                    .filter(|(_, r)| r.is_none())
+                    .map(|(&id, _)| id),
+            ));
         }
         for (k, r) in rows.iter().enumerate() {
             let o = &mut out[k * d..(k + 1) * d];
@@ -850,7 +857,10 @@ impl EmbeddingTable {
             .filter(|&&id| self.lookup(&g, id).is_none())
             .count();
         if missing > self.remaining() {
-            return Err(Error::CapacityExceeded {
+            return Err(Error::Capacity {
+                what: "the table".into(),
+                needed: missing,
+                free: self.remaining(),
                 capacity: self.cfg.capacity,
             });
         }
@@ -922,7 +932,10 @@ impl EmbeddingTable {
             return Err(invalid("bulk_load needs an empty table"));
         }
         if n > self.cfg.capacity {
-            return Err(Error::CapacityExceeded {
+            return Err(Error::Capacity {
+                what: "the table".into(),
+                needed: n,
+                free: self.cfg.capacity,
                 capacity: self.cfg.capacity,
             });
         }
@@ -951,7 +964,7 @@ impl EmbeddingTable {
         });
         if dup_seen.load(Relaxed) {
             let id = duplicate.load(Relaxed);
-            return Err(Error::CorruptSnapshot(format!("id {id} appears twice")));
+            return Err(crate::error::corrupt(format!("id {id} appears twice")));
         }
         self.map_swap(map);
         self.claimed.store(n, Release);
@@ -1047,7 +1060,13 @@ mod tests {
         assert_eq!(x, y);
         assert!(x.iter().all(|v| v.abs() <= 0.1) && x.iter().any(|v| *v != 0.0));
         assert_eq!(a.lookup(&g, 43), None);
-        assert_eq!(a.gather(&[43], &mut x, None), Err(Error::UnknownId(43)));
+        assert_eq!(
+            a.gather(&[43], &mut x, None),
+            Err(Error::UnknownIds {
+                ids: vec![43],
+                more: 0
+            })
+        );
         assert_eq!(a.len(), 1);
     }
 
@@ -1063,7 +1082,7 @@ mod tests {
         t.get_or_insert(&g, 2, 0).unwrap();
         assert!(matches!(
             t.get_or_insert(&g, 3, 0),
-            Err(Error::CapacityExceeded { .. })
+            Err(Error::Capacity { .. })
         ));
         assert!(!t.contains(3));
         assert_eq!(t.len(), 2);

@@ -23,8 +23,9 @@
 use crate::error::{Error, Result};
 use crate::storage::snapshot;
 use crate::storage::table::{EmbeddingTable, TableConfig};
-use crate::train::field::{FieldConfig, FieldModel, Interaction};
-use crate::train::mf::{Loss, MatrixFactorization, MfConfig};
+use crate::train::loss::Loss;
+use crate::train::mf::MfConfig;
+use crate::train::model::{FieldConfig, FieldModel, Interaction};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -145,11 +146,8 @@ pub fn load(
     lifecycles: &dyn Fn(&str) -> Option<crate::storage::lifecycle::Lifecycle>,
 ) -> Result<(ModelHeader, Vec<EmbeddingTable>)> {
     let name = path.display().to_string();
-    let bad = |m: String| Error::CorruptSnapshot(format!("{name}: {m}"));
-    let io = |e: std::io::Error| Error::Io {
-        path: name.clone(),
-        message: e.to_string(),
-    };
+    let bad = |m: String| crate::error::corrupt(format!("{name}: {m}"));
+    let io = |e: std::io::Error| crate::error::io(path, &e);
     let file = std::fs::File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     let mut r = std::io::BufReader::with_capacity(1 << 20, file);
@@ -187,7 +185,7 @@ pub fn load(
     }
     // Errors inside the header name the file.
     let named = |e: Error| match e {
-        Error::CorruptSnapshot(m) => bad(format!("header: {m}")),
+        Error::Corrupt { what: m, .. } => bad(format!("header: {m}")),
         other => other,
     };
     let mut c = snapshot::Reader {
@@ -297,19 +295,9 @@ fn model_table_config(first: &EmbeddingTable, dim: usize) -> TableConfig {
     }
 }
 
-pub fn save_mf(m: &MatrixFactorization, path: &Path) -> Result<u64> {
-    let (global_bias, global_acc) = m.global_state();
-    let h = ModelHeader {
-        kind: Kind::MatrixFactorization,
-        loss: m.cfg.loss,
-        bias: m.cfg.bias,
-        dim: m.cfg.table.dim,
-        global_bias,
-        global_acc,
-        events_seen: m.events_seen(),
-        names: vec!["user".into(), "item".into()],
-    };
-    save(path, &h, &[&m.users, &m.items])
+/// Save a model built by `mf::new` (stored as kind MatrixFactorization).
+pub fn save_mf(m: &FieldModel, path: &Path) -> Result<u64> {
+    save_model(m, Kind::MatrixFactorization, path)
 }
 
 pub fn load_mf(
@@ -317,35 +305,41 @@ pub fn load_mf(
     capacity: Option<usize>,
     users: Option<crate::storage::lifecycle::Lifecycle>,
     items: Option<crate::storage::lifecycle::Lifecycle>,
-) -> Result<MatrixFactorization> {
-    let (h, mut tables) = load(path, capacity, &|f| if f == "user" { users } else { items })?;
+) -> Result<FieldModel> {
+    let (h, tables) = load(path, capacity, &|f| if f == "user" { users } else { items })?;
     if h.kind != Kind::MatrixFactorization {
-        return Err(Error::InvalidArgument(format!(
+        return Err(crate::error::invalid(format!(
             "{} holds a {}, not a MatrixFactorization; load it with {}.load",
             path.display(),
             h.kind.name(),
             h.kind.name()
         )));
     }
-    let items = tables.pop().expect("two tables");
-    let users = tables.pop().expect("two tables");
     let cfg = MfConfig {
-        table: model_table_config(&users, h.dim),
+        table: model_table_config(&tables[0], h.dim),
         loss: h.loss,
         bias: h.bias,
     };
-    let m = MatrixFactorization::from_tables(cfg, users, items, h.global_bias, h.global_acc);
-    m.set_events_seen(h.events_seen);
-    Ok(m)
+    Ok(FieldModel::from_parts(
+        cfg.field_config(),
+        tables.into_iter().map(Arc::new).collect(),
+        (h.global_bias, h.global_acc),
+        h.events_seen,
+    ))
 }
 
 pub fn save_field(m: &FieldModel, path: &Path) -> Result<u64> {
+    let kind = match m.cfg.interaction {
+        Interaction::FieldAware => Kind::FieldAware,
+        Interaction::Plain => Kind::Plain,
+    };
+    save_model(m, kind, path)
+}
+
+fn save_model(m: &FieldModel, kind: Kind, path: &Path) -> Result<u64> {
     let (global_bias, global_acc) = m.global_state();
     let h = ModelHeader {
-        kind: match m.cfg.interaction {
-            Interaction::FieldAware => Kind::FieldAware,
-            Interaction::Plain => Kind::Plain,
-        },
+        kind,
         loss: m.cfg.loss,
         bias: m.cfg.bias,
         dim: m.cfg.dim(),
@@ -368,7 +362,7 @@ pub fn load_field(
         Kind::FieldAware => Interaction::FieldAware,
         Kind::Plain => Interaction::Plain,
         Kind::MatrixFactorization => {
-            return Err(Error::InvalidArgument(format!(
+            return Err(crate::error::invalid(format!(
                 "{} holds a MatrixFactorization; load it with MatrixFactorization.load",
                 path.display()
             )))
@@ -382,7 +376,7 @@ pub fn load_field(
         bias: h.bias,
     };
     cfg.validate().map_err(|e| {
-        Error::CorruptSnapshot(format!("{}: invalid model header: {e}", path.display()))
+        crate::error::corrupt(format!("{}: invalid model header: {e}", path.display()))
     })?;
     Ok(FieldModel::from_parts(
         cfg,
@@ -395,8 +389,10 @@ pub fn load_field(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::field::{FieldBatch, Observed};
-    use crate::train::mf::NoObserver;
+    use crate::train::batch::Events;
+    use crate::train::driver::TrainOptions;
+    use crate::train::model::Observed;
+    use crate::train::observer::NoObserver;
 
     fn dir() -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("embcore-model-io-{}", std::process::id()));
@@ -421,17 +417,21 @@ mod tests {
             .collect();
         let refs: Vec<&[u64]> = cols.iter().map(Vec::as_slice).collect();
         let y: Vec<f32> = (0..20).map(|k| (k % 2) as f32).collect();
-        let b = FieldBatch {
+        let b = Events {
             columns: &refs,
             labels: &y,
             weights: None,
             timestamps: None,
         };
-        let obs = Observed {
-            field: 1,
-            against: None,
+        let opts = TrainOptions {
+            threads: 1,
+            count_interactions: true,
+            observed: Observed {
+                field: 1,
+                against: None,
+            },
         };
-        m.train(&b, 1, true, &NoObserver, obs).unwrap();
+        m.train(&b, &m.cfg.fields, opts, &NoObserver).unwrap();
         let p = dir().join("m.embm");
         save_field(&m, &p).unwrap();
         let l = load_field(&p, None, &|_| None).unwrap();
@@ -439,21 +439,18 @@ mod tests {
         assert_eq!(l.global_state(), m.global_state());
         assert_eq!(l.events_seen(), m.events_seen());
         let (mut s1, mut s2) = (vec![0.0; 20], vec![0.0; 20]);
-        m.score(&refs, &mut s1).unwrap();
-        l.score(&refs, &mut s2).unwrap();
+        m.score(&refs, &m.cfg.fields, &mut s1).unwrap();
+        l.score(&refs, &l.cfg.fields, &mut s2).unwrap();
         assert_eq!(s1, s2);
         assert!(matches!(
             load_mf(&p, None, None, None),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Invalid(_))
         ));
         let bytes = std::fs::read(&p).unwrap();
         for cut in [0, 10, 20, 40, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&p, &bytes[..cut]).unwrap();
             assert!(
-                matches!(
-                    load_field(&p, None, &|_| None),
-                    Err(Error::CorruptSnapshot(_))
-                ),
+                matches!(load_field(&p, None, &|_| None), Err(Error::Corrupt { .. })),
                 "cut {cut}"
             );
         }
@@ -468,7 +465,7 @@ mod tests {
         std::fs::write(&p, &longer).unwrap();
         assert!(matches!(
             load_field(&p, None, &|_| None),
-            Err(Error::CorruptSnapshot(_))
+            Err(Error::Corrupt { .. })
         ));
     }
 }

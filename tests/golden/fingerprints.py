@@ -27,9 +27,7 @@ N = 20_000
 
 def _events(n_fields: int, seed: int = 7) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    cols = [
-        (rng.zipf(1.4, N) % (500 * (f + 1) + 13)).astype(np.uint64) for f in range(n_fields)
-    ]
+    cols = [(rng.zipf(1.4, N) % (500 * (f + 1) + 13)).astype(np.uint64) for f in range(n_fields)]
     labels = (rng.random(N) < 0.3).astype(np.float32)
     ts = np.sort(rng.integers(0, 86_400, N)).astype(np.int64)
     return cols, labels, ts
@@ -112,7 +110,9 @@ def _strip(x: Any) -> Any:
         return {
             k: _strip(v)
             for k, v in x.items()
-            if not k.endswith("_seconds") and k not in ("runtime_seconds", "train_seconds", "versions", "seconds", "serve_seconds")
+            if not k.endswith("_seconds")
+            and k
+            not in ("runtime_seconds", "train_seconds", "versions", "seconds", "serve_seconds")
         }
     if isinstance(x, list):
         return [_strip(v) for v in x]

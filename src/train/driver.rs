@@ -1,0 +1,127 @@
+//! The one training driver: validation, capacity, pins, id resolution, the
+//! fan-out of the per-event kernel over workers, reductions and statistics,
+//! for every model.
+//!
+//! Design notes.
+//! * Everything is validated, and the capacity of every field's table is
+//!   checked, before the first row is created: a failing call changes
+//!   nothing (no row, no version, no event count).
+//! * Hogwild across threads: each worker trains a contiguous share of the
+//!   events in order on the shared tables; two workers updating one row may
+//!   lose a coordinate update (the accepted staleness). The global bias is
+//!   shared too (see `GlobalBias`): workers publish their steps every
+//!   `BIAS_SYNC` events. With one worker the result is the sequential one.
+//! * Workers are capped by the work (`kernels::parallel::workers`): a call
+//!   never starts more threads than it has chunks of events worth a thread.
+//! * Observers get one shard per worker, filled without locks on the
+//!   per-event path and absorbed once at the end of the worker's share.
+
+use crate::error::{out_of_range, Result};
+use crate::kernels::parallel::{chunks, fan_out, workers};
+use crate::storage::table::EmbeddingTable;
+use crate::train::batch::Events;
+use crate::train::kernel::{run_share, Layout, Share, ShareTotals};
+use crate::train::model::{FieldModel, Observed, TrainStats};
+use crate::train::observer::UpdateObserver;
+use crate::train::resolve::{check_room, resolve, MISSING};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Events between two publications of a worker's global-bias steps (with
+/// more than one worker).
+pub const BIAS_SYNC: usize = 256;
+
+/// How one training call runs.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainOptions {
+    /// Worker threads asked for (capped by the work).
+    pub threads: usize,
+    /// Count each event as an interaction of its rows.
+    pub count_interactions: bool,
+    /// The vector the observer sees.
+    pub observed: Observed,
+}
+
+impl FieldModel {
+    /// Train on a batch of events, one optimizer step per event, in order
+    /// within each worker's share (more than one worker: Hogwild).
+    /// `column_names` name the id columns in messages.
+    pub fn train<O: UpdateObserver>(
+        &self,
+        events: &Events<'_>,
+        column_names: &[String],
+        options: TrainOptions,
+        observer: &O,
+    ) -> Result<TrainStats> {
+        let n = events.validate(column_names, self.cfg.loss)?;
+        if options.threads == 0 {
+            return Err(out_of_range("threads", 0, "an integer >= 1"));
+        }
+        let span = self.observed_span(options.observed)?;
+        let tables: Vec<&EmbeddingTable> = self.tables.iter().map(|t| &**t).collect();
+        check_room(&tables, events.columns, &self.cfg.fields)?;
+        // Pin every table for the call (evicted rows are not reused under us)
+        // and tag the rows it changes with a new version.
+        let _pins: Vec<_> = tables.iter().map(|t| t.begin_write()).collect();
+        let base = self.events_seen.load(Relaxed) as i64;
+        let time_of = |e: usize| match events.timestamps {
+            Some(t) => t[e],
+            None => base + e as i64,
+        };
+        let mut rows = Vec::with_capacity(tables.len());
+        let mut new_rows = Vec::with_capacity(tables.len());
+        for (t, col) in tables.iter().zip(events.columns) {
+            let (r, created) = resolve(t, col, &time_of, options.threads, true)?;
+            if t.admission().is_some() {
+                t.count_unadmitted(r.iter().filter(|&&x| x == MISSING).count() as u64);
+            }
+            rows.push(r);
+            new_rows.push(created);
+        }
+        self.events_seen.fetch_add(n as u64, Relaxed);
+        if n == 0 {
+            return Ok(TrainStats {
+                new_rows,
+                ..Default::default()
+            });
+        }
+        let parts = chunks(n, workers(n, options.threads));
+        let share = |range: std::ops::Range<usize>| Share {
+            layout: Layout::of(&self.cfg),
+            loss: self.cfg.loss,
+            bias: self.cfg.bias,
+            tables: &tables,
+            events,
+            range,
+            rows: &rows,
+            time_of: &time_of,
+            count_interactions: options.count_interactions,
+            global: &self.global,
+            bias_sync: (parts.len() > 1).then_some(BIAS_SYNC),
+            observed_field: options.observed.field,
+            observed_span: span,
+            observer,
+        };
+        let results: Vec<ShareTotals> = fan_out("train", parts.clone(), |range| {
+            let mut shard = observer.new_shard();
+            let totals = run_share(&share(range), &mut shard);
+            observer.absorb(shard);
+            totals
+        })?;
+        let (mut loss_sum, mut weight_sum, mut skipped) = (0.0, 0.0, 0);
+        for r in results {
+            loss_sum += r.loss_sum;
+            weight_sum += r.weight_sum;
+            skipped += r.skipped;
+        }
+        Ok(TrainStats {
+            events: n,
+            mean_loss: if weight_sum > 0.0 {
+                loss_sum / weight_sum
+            } else {
+                0.0
+            },
+            new_rows,
+            unadmitted_events: skipped,
+        })
+    }
+}

@@ -1,0 +1,649 @@
+//! The per-event kernels: one worker's share of a training call, one
+//! optimizer step per event, for every model (MF is the two-field FFM).
+//!
+//! Design notes.
+//! * Gradients are computed from the rows as loaded, for every field, before
+//!   any row is written: the step equals the textbook simultaneous update.
+//! * One family, specialised by width: when `dim` is a multiple of 4,
+//!   `fused` runs the loop on vectors of four floats (`kernels::simd::F4`)
+//!   with one fused optimizer pass per row, the field count, block and row
+//!   widths compile-time constants for the common shapes (`Fixed`), any
+//!   other shape the same code with run-time widths (`Dyn`); otherwise
+//!   `generic` on plain floats. Both give the same results bit for bit
+//!   (tested below): the same operations in the same order.
+//! * One dot product: `kernels::optim::dot` (two 4-lane partial sums added
+//!   lane-wise, then pairwise), which `simd::dot_optim` reproduces on
+//!   vectors. The first version summed FFM / FM blocks in another order;
+//!   their results changed in the last bits when the engines were merged.
+//! * The metadata of all an event's rows is updated before its row stores:
+//!   the counters' locked read-modify-writes each wait for the store buffer
+//!   to drain, so grouping them makes that one wait per event.
+
+use crate::kernels::optim::dot;
+use crate::kernels::simd::{self, Dyn, Fixed, Prepared, Width, F4};
+use crate::storage::table::{dec_time, meta, unpack_bias, EmbeddingTable, RowCells};
+use crate::train::batch::Events;
+use crate::train::bias::GlobalBias;
+use crate::train::config::{block_index, FieldConfig, Interaction};
+use crate::train::loss::Loss;
+use crate::train::observer::{RowUpdate, UpdateObserver};
+use crate::train::resolve::MISSING;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Tests only: make the training loops take their generic (non-fused)
+/// path, to compare both. The two paths give bit-identical results, so
+/// flipping this while other tests train cannot change their outcome.
+#[cfg(test)]
+pub(crate) static FORCE_GENERIC: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+const PREFETCH: usize = 8;
+
+/// How the rows of one event are laid out side by side, and the
+/// interaction of a model over them.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub interaction: Interaction,
+    pub n_fields: usize,
+    /// Width of one latent vector (an FFM block, the FM vector).
+    pub dim: usize,
+    /// Width of a row.
+    pub row_dim: usize,
+}
+
+impl Layout {
+    pub fn of(cfg: &FieldConfig) -> Self {
+        Layout {
+            interaction: cfg.interaction,
+            n_fields: cfg.fields.len(),
+            dim: cfg.dim(),
+            row_dim: cfg.row_dim(),
+        }
+    }
+
+    /// Interaction part of the score of the rows loaded side by side in `x`
+    /// (`n_fields × row_dim`). FM leaves Σ v_i in `sum` for `gradients`.
+    #[inline(always)]
+    pub fn interactions(&self, x: &[f32], sum: &mut [f32]) -> f32 {
+        let (nf, d, w) = (self.n_fields, self.dim, self.row_dim);
+        match self.interaction {
+            Interaction::FieldAware => {
+                let mut s = 0.0f32;
+                for i in 0..nf {
+                    for j in (i + 1)..nf {
+                        let a = i * w + block_index(i, j) * d;
+                        let b = j * w + block_index(j, i) * d;
+                        s += dot(&x[a..a + d], &x[b..b + d]);
+                    }
+                }
+                s
+            }
+            Interaction::Plain => {
+                // Σ_{i<j} ⟨v_i, v_j⟩ = ½(‖Σ v_i‖² − Σ ‖v_i‖²): O(n_fields · dim).
+                sum.copy_from_slice(&x[..d]);
+                let mut sq = dot(&x[..d], &x[..d]);
+                for v in x[d..nf * d].chunks_exact(d) {
+                    for (a, b) in sum.iter_mut().zip(v) {
+                        *a += b;
+                    }
+                    sq += dot(v, v);
+                }
+                0.5 * (dot(sum, sum) - sq)
+            }
+        }
+    }
+
+    /// `grad` (same layout as `x`) = g × ∂(interactions)/∂x.
+    #[inline(always)]
+    pub fn gradients(&self, x: &[f32], sum: &[f32], g: f32, grad: &mut [f32]) {
+        let (nf, d, w) = (self.n_fields, self.dim, self.row_dim);
+        match self.interaction {
+            Interaction::FieldAware => {
+                // ∂/∂w_{i, field j} = w_{j, field i}.
+                for i in 0..nf {
+                    for j in (i + 1)..nf {
+                        let a = i * w + block_index(i, j) * d;
+                        let b = j * w + block_index(j, i) * d;
+                        let (ga, gb) = grad.split_at_mut(b);
+                        let (ga, gb) = (&mut ga[a..a + d], &mut gb[..d]);
+                        let (xa, xb) = (&x[a..a + d], &x[b..b + d]);
+                        for k in 0..d {
+                            ga[k] = g * xb[k];
+                            gb[k] = g * xa[k];
+                        }
+                    }
+                }
+            }
+            Interaction::Plain => {
+                // ∂/∂v_i = Σ v − v_i.
+                for (gi, vi) in grad[..nf * d].chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                    for ((gk, sk), vk) in gi.iter_mut().zip(sum).zip(vi) {
+                        *gk = g * (sk - vk);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Layout::interactions` on rows held as vectors (`blk` = vectors per
+/// block): the same operations in the same order, so the same result bit
+/// for bit.
+#[inline(always)]
+fn interactions_f4<N: Width, B: Width>(
+    interaction: Interaction,
+    nf: N,
+    blk: B,
+    x: &[F4],
+    sum: &mut [F4],
+) -> f32 {
+    let nf = nf.get();
+    let q = blk.get();
+    match interaction {
+        Interaction::FieldAware => {
+            let w = q * (nf - 1);
+            // A compile-time length when the widths are: no bounds checks.
+            let x = &x[..nf * w];
+            let mut s = 0.0f32;
+            for i in 0..nf {
+                for j in (i + 1)..nf {
+                    let a = i * w + block_index(i, j) * q;
+                    let b = j * w + block_index(j, i) * q;
+                    s += simd::dot_optim(&x[a..][..q], &x[b..][..q]);
+                }
+            }
+            s
+        }
+        Interaction::Plain => {
+            let x = &x[..nf * q];
+            let sum = &mut sum[..q];
+            sum.copy_from_slice(&x[..q]);
+            let mut sq = simd::dot_optim(&x[..q], &x[..q]);
+            for v in x[q..nf * q].chunks_exact(q) {
+                let v = &v[..q];
+                for (a, b) in sum.iter_mut().zip(v) {
+                    *a = *a + *b;
+                }
+                sq += simd::dot_optim(v, v);
+            }
+            0.5 * (simd::dot_optim(sum, sum) - sq)
+        }
+    }
+}
+
+/// `Layout::gradients` on rows held as vectors (see `interactions_f4`).
+#[inline(always)]
+fn gradients_f4<N: Width, B: Width>(
+    interaction: Interaction,
+    nf: N,
+    blk: B,
+    x: &[F4],
+    sum: &[F4],
+    g: f32,
+    grad: &mut [F4],
+) {
+    let nf = nf.get();
+    let q = blk.get();
+    let gs = F4::splat(g);
+    match interaction {
+        Interaction::FieldAware => {
+            let w = q * (nf - 1);
+            let (x, grad) = (&x[..nf * w], &mut grad[..nf * w]);
+            for i in 0..nf {
+                for j in (i + 1)..nf {
+                    let a = i * w + block_index(i, j) * q;
+                    let b = j * w + block_index(j, i) * q;
+                    for k in 0..q {
+                        grad[a + k] = gs * x[b + k];
+                        grad[b + k] = gs * x[a + k];
+                    }
+                }
+            }
+        }
+        Interaction::Plain => {
+            let (x, sum) = (&x[..nf * q], &sum[..q]);
+            for (gi, vi) in grad[..nf * q].chunks_exact_mut(q).zip(x.chunks_exact(q)) {
+                for ((gk, sk), vk) in gi[..q].iter_mut().zip(sum).zip(&vi[..q]) {
+                    *gk = gs * (*sk - *vk);
+                }
+            }
+        }
+    }
+}
+
+/// Everything one worker's share of a training call needs.
+pub struct Share<'a, O: UpdateObserver> {
+    pub layout: Layout,
+    pub loss: Loss,
+    pub bias: bool,
+    pub tables: &'a [&'a EmbeddingTable],
+    pub events: &'a Events<'a>,
+    pub range: std::ops::Range<usize>,
+    /// Resolved rows, one vector per field.
+    pub rows: &'a [Vec<u32>],
+    pub time_of: &'a (dyn Fn(usize) -> i64 + Sync),
+    pub count_interactions: bool,
+    pub global: &'a GlobalBias,
+    /// Publish the global bias every this many events (None: only at the end).
+    pub bias_sync: Option<usize>,
+    /// The observed field and the span of its rows the observer sees.
+    pub observed_field: usize,
+    pub observed_span: (usize, usize),
+    pub observer: &'a O,
+}
+
+/// What a worker's share returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShareTotals {
+    pub loss_sum: f64,
+    pub weight_sum: f64,
+    pub skipped: usize,
+}
+
+/// The worker's copy of the global bias and where it was last published.
+struct LocalBias<'a> {
+    shared: &'a GlobalBias,
+    bias: f32,
+    acc: f32,
+    published: (f32, f32),
+}
+
+impl<'a> LocalBias<'a> {
+    fn new(shared: &'a GlobalBias) -> Self {
+        let (bias, acc) = shared.get();
+        LocalBias {
+            shared,
+            bias,
+            acc,
+            published: (bias, acc),
+        }
+    }
+
+    /// Adds this worker's steps since the last publish to the shared value
+    /// and continues from the shared value.
+    fn publish(&mut self) {
+        let (b, a) = self
+            .shared
+            .add(self.bias - self.published.0, self.acc - self.published.1);
+        (self.bias, self.acc) = (b, a);
+        self.published = (b, a);
+    }
+}
+
+/// Runs one worker's share: the fused loop when `dim` is a multiple of 4,
+/// with the widths compile-time constants for the common shapes; the
+/// generic loop otherwise.
+#[inline(never)]
+pub fn run_share<O: UpdateObserver>(share: &Share<'_, O>, shard: &mut O::Shard) -> ShareTotals {
+    let l = share.layout;
+    let d = l.dim;
+    #[cfg(test)]
+    let d = if FORCE_GENERIC.load(Relaxed) { 1 } else { d };
+    if d % 4 != 0 {
+        return generic(share, shard);
+    }
+    let (nf, q) = (l.n_fields, d / 4);
+    use Interaction::{FieldAware as Ffm, Plain as Fm};
+    let s = share;
+    match (l.interaction, nf, q) {
+        // Matrix factorisation: two fields, one block per row.
+        (Ffm, 2, 2) => fused(s, shard, Fixed::<2>, Fixed::<2>, Fixed::<2>),
+        (Ffm, 2, 4) => fused(s, shard, Fixed::<2>, Fixed::<4>, Fixed::<4>),
+        (Ffm, 2, 8) => fused(s, shard, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 16) => fused(s, shard, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 2, q) => fused(s, shard, Fixed::<2>, Dyn(q), Dyn(q)),
+        (Ffm, 3, 2) => fused(s, shard, Fixed::<3>, Fixed::<2>, Fixed::<4>),
+        (Ffm, 4, 2) => fused(s, shard, Fixed::<4>, Fixed::<2>, Fixed::<6>),
+        (Ffm, 5, 2) => fused(s, shard, Fixed::<5>, Fixed::<2>, Fixed::<8>),
+        (Ffm, 4, 1) => fused(s, shard, Fixed::<4>, Fixed::<1>, Fixed::<3>),
+        (Ffm, 4, 4) => fused(s, shard, Fixed::<4>, Fixed::<4>, Fixed::<12>),
+        (Ffm, _, 1) => fused(s, shard, Dyn(nf), Fixed::<1>, Dyn(nf - 1)),
+        (Ffm, _, 2) => fused(s, shard, Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1))),
+        (Ffm, _, 4) => fused(s, shard, Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1))),
+        (Ffm, _, 8) => fused(s, shard, Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1))),
+        (Ffm, _, q) => fused(s, shard, Dyn(nf), Dyn(q), Dyn(q * (nf - 1))),
+        (Fm, 4, 8) => fused(s, shard, Fixed::<4>, Fixed::<8>, Fixed::<8>),
+        (Fm, _, 2) => fused(s, shard, Dyn(nf), Fixed::<2>, Fixed::<2>),
+        (Fm, _, 4) => fused(s, shard, Dyn(nf), Fixed::<4>, Fixed::<4>),
+        (Fm, _, 8) => fused(s, shard, Dyn(nf), Fixed::<8>, Fixed::<8>),
+        (Fm, _, 16) => fused(s, shard, Dyn(nf), Fixed::<16>, Fixed::<16>),
+        (Fm, _, q) => fused(s, shard, Dyn(nf), Dyn(q), Dyn(q)),
+    }
+}
+
+/// The fused per-event loop: load the rows (as vectors of four floats),
+/// score, gradients from the rows as loaded, the metadata of every row,
+/// then per row one fused optimizer step (`step_fused`) and the bias step.
+/// `blk` is the block width and `roww` the row width, in vectors.
+#[inline(always)]
+fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
+    s: &Share<'_, O>,
+    shard: &mut O::Shard,
+    n_fields: N,
+    blk: B,
+    roww: R,
+) -> ShareTotals {
+    let nf = n_fields.get();
+    let w = roww.get();
+    debug_assert_eq!(
+        (nf, 4 * blk.get(), 4 * w),
+        (s.layout.n_fields, s.layout.dim, s.layout.row_dim)
+    );
+    let (tables, rows) = (&s.tables[..nf], &s.rows[..nf]);
+    let (obs_field, (obs_off, obs_len)) = (s.observed_field, s.observed_span);
+    let (mut row_of, mut counts) = (vec![0u32; nf], vec![0u64; nf]);
+    let (mut x, mut grad) = (vec![F4::zero(); nf * w], vec![F4::zero(); nf * w]);
+    let (mut out, mut sum) = (vec![F4::zero(); w], vec![F4::zero(); blk.get()]);
+    // Compile-time lengths when the widths are (fewer bounds checks).
+    let (row_of, counts) = (&mut row_of[..nf], &mut counts[..nf]);
+    let (x, grad) = (&mut x[..nf * w], &mut grad[..nf * w]);
+    let (out, sum) = (&mut out[..w], &mut sum[..blk.get()]);
+    let mut cells: Vec<RowCells<'_>> = Vec::with_capacity(nf);
+    let opt = *tables[0].optimizer();
+    let prepared: Vec<Prepared> = tables
+        .iter()
+        .map(|t| Prepared::new(t.optimizer()))
+        .collect();
+    let prepared = &prepared[..nf];
+    let (bias, labels, weights) = (s.bias, s.events.labels, s.events.weights);
+    let mut global = LocalBias::new(s.global);
+    let mut totals = ShareTotals::default();
+    let (start, end) = (s.range.start, s.range.end);
+    for e in s.range.clone() {
+        if e + PREFETCH < end {
+            for (t, r) in tables.iter().zip(rows) {
+                t.prefetch(r[e + PREFETCH]);
+            }
+        }
+        let mut missing = false;
+        for (slot, r) in row_of.iter_mut().zip(rows) {
+            *slot = r[e];
+            missing |= *slot == MISSING;
+        }
+        if missing {
+            // A feature not admitted yet (lifecycle `min_count`): counted
+            // on its table, the event is not trained on.
+            totals.skipped += 1;
+            continue;
+        }
+        cells.clear();
+        for ((t, &r), xf) in tables.iter().zip(row_of.iter()).zip(x.chunks_exact_mut(w)) {
+            let c = t.row_cells(r);
+            simd::load_row(roww, c.weights, xf);
+            cells.push(c);
+        }
+        let mut score = interactions_f4(s.layout.interaction, n_fields, blk, x, sum);
+        if bias {
+            let mut linear = global.bias;
+            for c in &cells {
+                linear += unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0;
+            }
+            score += linear;
+        }
+        let wt = weights.map_or(1.0, |w| w[e]);
+        let (loss, g) = s.loss.value_and_grad(score, labels[e]);
+        totals.loss_sum += f64::from(wt * loss);
+        totals.weight_sum += f64::from(wt);
+        let g = g * wt;
+        gradients_f4(s.layout.interaction, n_fields, blk, x, sum, g, grad);
+        let t_e = (s.time_of)(e);
+        for ((n, t), c) in counts.iter_mut().zip(tables).zip(&cells) {
+            *n = t.touch_meta(c.meta, t_e, s.count_interactions);
+        }
+        for (f, ((((t, p), c), xf), gf)) in tables
+            .iter()
+            .zip(prepared)
+            .zip(&cells)
+            .zip(x.chunks_exact(w))
+            .zip(grad.chunks_exact_mut(w))
+            .enumerate()
+        {
+            t.step_fused(p, roww, *c, xf, gf, out);
+            if bias {
+                t.bias_step_meta(c.meta, g);
+            }
+            if f == obs_field {
+                s.observer.observe(
+                    shard,
+                    &RowUpdate {
+                        id: s.events.columns[f][e],
+                        row: row_of[f],
+                        interactions: counts[f],
+                        first_seen: dec_time(c.meta[meta::FIRST_SEEN].load(Relaxed)),
+                        timestamp: t_e,
+                        before: &simd::as_floats(xf)[obs_off..obs_off + obs_len],
+                        after: &simd::as_floats(out)[obs_off..obs_off + obs_len],
+                    },
+                );
+            }
+        }
+        if bias {
+            opt.step_scalar(&mut global.bias, g, &mut global.acc);
+            if let Some(k) = s.bias_sync {
+                if (e - start) % k == k - 1 {
+                    global.publish();
+                }
+            }
+        }
+    }
+    if bias {
+        global.publish();
+    }
+    totals
+}
+
+/// The generic per-event loop (any `dim`; the fused path needs a multiple
+/// of 4): `apply_step` per row.
+#[inline(never)]
+fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTotals {
+    let l = s.layout;
+    let (nf, w) = (l.n_fields, l.row_dim);
+    let tables = s.tables;
+    let (obs_field, (obs_off, obs_len)) = (s.observed_field, s.observed_span);
+    let mut x = vec![0.0f32; nf * w];
+    let mut grad = vec![0.0f32; nf * w];
+    let mut sum = vec![0.0f32; l.dim];
+    let mut before = vec![0.0f32; obs_len];
+    let mut scratch = vec![0.0f32; tables[0].state_width()];
+    let opt = *tables[0].optimizer();
+    let mut global = LocalBias::new(s.global);
+    let mut totals = ShareTotals::default();
+    let (start, end) = (s.range.start, s.range.end);
+    for e in s.range.clone() {
+        if e + PREFETCH < end {
+            for (t, r) in tables.iter().zip(s.rows) {
+                t.prefetch(r[e + PREFETCH]);
+            }
+        }
+        if s.rows.iter().any(|r| r[e] == MISSING) {
+            totals.skipped += 1;
+            continue;
+        }
+        for ((t, r), xf) in tables.iter().zip(s.rows).zip(x.chunks_exact_mut(w)) {
+            t.load_row(r[e], xf);
+        }
+        let mut score = l.interactions(&x, &mut sum);
+        if s.bias {
+            let mut linear = global.bias;
+            for (t, r) in tables.iter().zip(s.rows) {
+                linear += t.bias(r[e]);
+            }
+            score += linear;
+        }
+        let wt = s.events.weights.map_or(1.0, |w| w[e]);
+        let (loss, g) = s.loss.value_and_grad(score, s.events.labels[e]);
+        totals.loss_sum += f64::from(wt * loss);
+        totals.weight_sum += f64::from(wt);
+        let g = g * wt;
+        l.gradients(&x, &sum, g, &mut grad);
+        let t_e = (s.time_of)(e);
+        for (f, ((t, r), (xf, gf))) in tables
+            .iter()
+            .zip(s.rows)
+            .zip(x.chunks_exact_mut(w).zip(grad.chunks_exact_mut(w)))
+            .enumerate()
+        {
+            let r = r[e];
+            let observed = f == obs_field;
+            if observed {
+                before.copy_from_slice(&xf[obs_off..obs_off + obs_len]);
+            }
+            t.apply_step(r, xf, gf, &mut scratch);
+            if s.bias {
+                t.apply_bias_step(r, g);
+            }
+            let count = t.touch(r, t_e, s.count_interactions);
+            if observed {
+                s.observer.observe(
+                    shard,
+                    &RowUpdate {
+                        id: s.events.columns[f][e],
+                        row: r,
+                        interactions: count,
+                        first_seen: dec_time(t.meta(r)[meta::FIRST_SEEN].load(Relaxed)),
+                        timestamp: t_e,
+                        before: &before,
+                        after: &xf[obs_off..obs_off + obs_len],
+                    },
+                );
+            }
+        }
+        if s.bias {
+            opt.step_scalar(&mut global.bias, g, &mut global.acc);
+            if let Some(k) = s.bias_sync {
+                if (e - start) % k == k - 1 {
+                    global.publish();
+                }
+            }
+        }
+    }
+    if s.bias {
+        global.publish();
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::optim::{Optimizer, OptimizerKind};
+    use crate::storage::table::TableConfig;
+    use crate::train::batch::Events;
+    use crate::train::driver::TrainOptions;
+    use crate::train::model::{FieldModel, Observed};
+    use crate::train::observer::NoObserver;
+
+    /// Every row (weights, state, metadata words) of two tables, as bits.
+    fn table_bits(t: &EmbeddingTable) -> Vec<u64> {
+        let mut out = Vec::new();
+        for r in 0..t.len() as u32 {
+            out.extend(t.row(r).iter().map(|a| u64::from(a.load(Relaxed))));
+            out.extend(t.row_state(r).iter().map(|a| u64::from(a.load(Relaxed))));
+            out.extend(t.meta(r).iter().map(|a| a.load(Relaxed)));
+        }
+        out
+    }
+
+    fn optimizers() -> Vec<Optimizer> {
+        let mut v = Vec::new();
+        for kind in [
+            OptimizerKind::Sgd,
+            OptimizerKind::Adagrad,
+            OptimizerKind::RowWiseAdagrad,
+        ] {
+            for (l2, max_norm) in [(0.0, 0.0), (0.01, 0.0), (0.0, 0.3)] {
+                v.push(Optimizer {
+                    kind,
+                    learning_rate: 0.2,
+                    l2,
+                    max_norm,
+                    ..Default::default()
+                });
+            }
+        }
+        v
+    }
+
+    fn model(interaction: Interaction, nf: usize, dim: usize, opt: Optimizer) -> FieldModel {
+        let mut t = TableConfig::new(dim);
+        t.capacity = 64;
+        t.optimizer = opt;
+        FieldModel::new(FieldConfig {
+            fields: (0..nf).map(|f| format!("f{f}")).collect(),
+            interaction,
+            table: t,
+            loss: Loss::Logistic,
+            bias: true,
+        })
+        .unwrap()
+    }
+
+    fn train(m: &FieldModel, cols: &[Vec<u64>], labels: &[f32], weights: &[f32], threads: usize) {
+        let columns: Vec<&[u64]> = cols.iter().map(|c| c.as_slice()).collect();
+        let events = Events {
+            columns: &columns,
+            labels,
+            weights: Some(weights),
+            timestamps: None,
+        };
+        let opts = TrainOptions {
+            threads,
+            count_interactions: true,
+            observed: Observed {
+                field: 1,
+                against: None,
+            },
+        };
+        m.train(&events, &m.cfg.fields, opts, &NoObserver).unwrap();
+    }
+
+    /// The fused loops equal the generic loop bit for bit (every table's
+    /// weights, state and metadata, and the global bias), for FFM (MF's
+    /// two-field shapes included) and FM, every optimizer, fixed and run-time
+    /// widths.
+    #[test]
+    fn fused_loops_match_the_generic_loop() {
+        let n = 600usize;
+        let cols: Vec<Vec<u64>> = (0..5u64)
+            .map(|f| {
+                (0..n as u64)
+                    .map(|k| crate::kernels::rng::hash2(f, k) % (5 + 7 * f))
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
+        let weights: Vec<f32> = (0..n).map(|k| 0.5 + (k % 4) as f32 * 0.25).collect();
+        let shapes = [
+            (4, 8),
+            (3, 4),
+            (4, 12),
+            (5, 8),
+            (2, 16),
+            (2, 8),
+            (2, 32),
+            (2, 64),
+            (2, 12),
+        ];
+        for interaction in [Interaction::FieldAware, Interaction::Plain] {
+            for (nf, dim) in shapes {
+                for opt in optimizers() {
+                    let fused = model(interaction, nf, dim, opt);
+                    train(&fused, &cols[..nf], &labels, &weights, 1);
+                    FORCE_GENERIC.store(true, Relaxed);
+                    let generic = model(interaction, nf, dim, opt);
+                    train(&generic, &cols[..nf], &labels, &weights, 1);
+                    FORCE_GENERIC.store(false, Relaxed);
+                    let what = format!("{interaction:?} nf={nf} dim={dim} {opt:?}");
+                    assert_eq!(
+                        fused.global_bias().to_bits(),
+                        generic.global_bias().to_bits(),
+                        "{what}"
+                    );
+                    for (ta, tb) in fused.tables.iter().zip(&generic.tables) {
+                        assert_eq!(table_bits(ta), table_bits(tb), "{what}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+"""One exception class per kind of mistake: every core error variant reaches Python as
+the class embcore.errors documents, with a message naming the argument."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import embcore
+from embcore import errors
+
+
+def _ids(*xs: int) -> np.ndarray:
+    return np.array(xs, dtype=np.uint64)
+
+
+def test_hierarchy() -> None:
+    for cls in (
+        errors.ConfigError,
+        errors.DatasetError,
+        errors.CapacityError,
+        errors.SnapshotError,
+        errors.UnknownIdError,
+    ):
+        assert issubclass(cls, errors.EmbcoreError), cls
+    assert issubclass(errors.EmbcoreError, ValueError)
+    assert issubclass(errors.UnknownIdError, KeyError)
+    assert errors.UnknownIdError.__module__ == "embcore"
+    assert embcore.ConfigError is errors.ConfigError
+
+
+def test_shape_is_an_embcore_error_naming_the_argument() -> None:
+    mf = embcore.MatrixFactorization(dim=4)
+    with pytest.raises(errors.EmbcoreError, match="labels"):
+        mf.train(_ids(1, 2), _ids(3, 4), np.array([1.0], dtype=np.float32))
+
+
+def test_out_of_range_setting_is_a_config_error_with_the_bound() -> None:
+    with pytest.raises(errors.ConfigError, match=r"learning_rate must be .*1e2\], got 1e30|1000"):
+        embcore.MatrixFactorization(dim=4, learning_rate=1e30)
+    with pytest.raises(errors.ConfigError, match="init_scale"):
+        embcore.EmbeddingTable(4, init_scale=3e38)
+
+
+def test_bad_value_in_data_names_the_element() -> None:
+    mf = embcore.MatrixFactorization(dim=4)
+    with pytest.raises(errors.EmbcoreError, match=r"labels\[1\]"):
+        mf.train(_ids(1, 2), _ids(3, 4), np.array([1.0, 2.0], dtype=np.float32))
+
+
+def test_config_error_for_an_invalid_configuration() -> None:
+    with pytest.raises(errors.ConfigError, match="appears twice"):
+        embcore.FieldAwareFM(["a", "a"])
+    with pytest.raises(errors.ConfigError, match="optimizer"):
+        embcore.EmbeddingTable(4, optimizer="nope")
+
+
+def test_capacity_error_everywhere_a_table_is_full() -> None:
+    t = embcore.EmbeddingTable(4, capacity=2)
+    with pytest.raises(errors.CapacityError, match="needs 3 new rows"):
+        t.insert(_ids(1, 2, 3))
+    with pytest.raises(errors.CapacityError):
+        t.set(_ids(1, 2, 3), np.zeros((3, 4), dtype=np.float32))
+    mf = embcore.MatrixFactorization(dim=4, capacity=2)
+    with pytest.raises(errors.CapacityError):
+        mf.train(_ids(1, 2, 3), _ids(1, 1, 1), np.ones(3, dtype=np.float32))
+
+
+def test_unknown_ids_lists_them() -> None:
+    t = embcore.EmbeddingTable(4)
+    t.insert(_ids(1))
+    with pytest.raises(errors.UnknownIdError, match="1000000000000.*not in the table") as info:
+        t.get(_ids(1, 1_000_000_000_000))
+    assert isinstance(info.value, KeyError)
+    with pytest.raises(KeyError, match="2, 3, 4, 5, 6 and 2 more"):
+        t.get(_ids(2, 3, 4, 5, 6, 7, 8))
+
+
+def test_io_errors_keep_their_kind(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.embc"):
+        embcore.EmbeddingTable.load(tmp_path / "missing.embc")
+    if os.geteuid() != 0:  # root reads anything
+        p = tmp_path / "locked.embc"
+        embcore.EmbeddingTable(4).save(p)
+        p.chmod(0)
+        with pytest.raises(PermissionError):
+            embcore.EmbeddingTable.load(p)
+
+
+def test_corrupt_file_is_a_snapshot_error(tmp_path: pathlib.Path) -> None:
+    p = tmp_path / "t.embc"
+    p.write_bytes(b"EMBCSNAP" + b"\0" * 10)
+    with pytest.raises(errors.SnapshotError, match="t.embc"):
+        embcore.EmbeddingTable.load(p)
+    with pytest.raises(errors.SnapshotError):
+        embcore.Monitor.from_bytes(b"not a monitor")
+
+
+def test_wrong_type_is_a_type_error_naming_the_argument() -> None:
+    t = embcore.EmbeddingTable(4)
+    with pytest.raises(TypeError, match="ids must be"):
+        t.get([1.5, 2.5])  # type: ignore[arg-type]
