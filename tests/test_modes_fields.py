@@ -104,8 +104,15 @@ def test_serving_rejects_fields_on_no_side_or_both():
     both = {"creator": np.array([1], U64), "tag": np.array([1], U64), "hour": np.array([1], U64)}
     with pytest.raises(ValueError, match="both the request and the candidate side"):
         trainer.serving_scores(u, p, request_fields=both, candidate_fields={"tag": p})
-    with pytest.raises(ValueError, match="unknown field"):
-        trainer.serving_scores(u, p, request_fields={**both, "device": u})
+    # Fields the model does not have are ignored, as consume(context=) ignores them.
+    request = {"hour": np.array([1], U64)}
+    candidate = {"creator": np.array([1, 1], U64), "tag": np.array([2, 2], U64)}
+    np.testing.assert_array_equal(
+        trainer.serving_scores(
+            u, p, request_fields={**request, "device": u}, candidate_fields=candidate
+        ),
+        trainer.serving_scores(u, p, request_fields=request, candidate_fields=candidate),
+    )
     with pytest.raises(ValueError, match="one id per request"):
         trainer.serving_scores(
             u,
@@ -141,8 +148,10 @@ def test_trainer_rejects_bad_field_roles():
         Trainer("realtime", model_of("ffm"), user_field="item")
     with pytest.raises(ValueError, match="one vector per feature"):
         Trainer("realtime", model_of("fm"), embedding_against="user")
-    with pytest.raises(ValueError, match="field models"):
-        Trainer("realtime", dim=2, embedding_against="user")
+    # MF is the two-field FFM: its item row is the block against the user field.
+    assert Trainer("realtime", dim=2, embedding_against="user").item_span == (0, 2)
+    with pytest.raises(ValueError, match="no block against itself"):
+        Trainer("realtime", dim=2, embedding_against="item")
 
     class Recorder:
         def record_publish(self, table, t):

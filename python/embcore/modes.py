@@ -96,7 +96,10 @@ _NO_USER = 2**64 - 1
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
 
-Model = MatrixFactorization | FieldModel
+#: Every model is a FieldModel (MatrixFactorization is its two-field case), so the
+#: Trainer talks to one protocol: ``fields``, ``table(field)``, ``embedding_of``,
+#: ``embedding_span``, ``train_columns``, ``score_columns`` and ``interaction``.
+Model = FieldModel
 """The models a :class:`Trainer` trains."""
 
 ModelFactory = Callable[[], Model]
@@ -250,9 +253,9 @@ class Trainer:
             )
         if model is None:
             model = MatrixFactorization(**{"seed": seed, **model_options})
-        elif not isinstance(model, MatrixFactorization | FieldModel):
+        elif not isinstance(model, FieldModel):
             model = model()
-            if not isinstance(model, MatrixFactorization | FieldModel):
+            if not isinstance(model, FieldModel):
                 raise ValueError(
                     f"the model factory returned {type(model).__name__}, expected "
                     "embcore.MatrixFactorization, FieldAwareFM or FactorizationMachine"
@@ -261,29 +264,26 @@ class Trainer:
         # Columns of an item row that are "the item's embedding" (None: the whole row).
         self._span: tuple[int, int] | None = None
         self._against: str | None = None
-        if isinstance(model, FieldModel):
-            for role, name in (("user_field", user_field), ("item_field", item_field)):
-                if name not in model.fields:
-                    raise ValueError(
-                        f"{role}={name!r} is not a field of the model (its fields are "
-                        f"{model.fields}); pass {role}= one of them"
-                    )
-            if user_field == item_field:
-                raise ValueError("user_field and item_field must be different fields")
-            if embedding_against == _DEFAULT_AGAINST:
-                embedding_against = user_field if isinstance(model, _core.FieldAwareFM) else None
-            start, stop = model.embedding_span(item_field, embedding_against)
-            self._against = embedding_against
-            if (start, stop) != (0, model.row_dim):
-                self._span = (start, stop)
-                if monitor is not None and not _observes_updates(monitor):
-                    raise ValueError(
-                        "the item embedding is one block of the FFM row, which only an "
-                        "embcore.Monitor can record; pass embcore.Monitor(...) or "
-                        "embedding_against=None (record whole rows)"
-                    )
-        elif embedding_against != _DEFAULT_AGAINST:
-            raise ValueError("embedding_against= applies to field models (FFM/FM) only")
+        for role, name in (("user_field", user_field), ("item_field", item_field)):
+            if name not in model.fields:
+                raise ValueError(
+                    f"{role}={name!r} is not a field of the model (its fields are "
+                    f"{model.fields}); pass {role}= one of them"
+                )
+        if user_field == item_field:
+            raise ValueError("user_field and item_field must be different fields")
+        if embedding_against == _DEFAULT_AGAINST:
+            embedding_against = user_field if model.interaction == "field_aware" else None
+        start, stop = model.embedding_span(item_field, embedding_against)
+        self._against = embedding_against
+        if (start, stop) != (0, model.row_dim):
+            self._span = (start, stop)
+            if monitor is not None and not _observes_updates(monitor):
+                raise ValueError(
+                    "the item embedding is one block of the FFM row, which only an "
+                    "embcore.Monitor can record; pass embcore.Monitor(...) or "
+                    "embedding_against=None (record whole rows)"
+                )
         self.mode = mode
         self.period = parse_duration(period)
         self.epochs = int(epochs)
@@ -317,9 +317,7 @@ class Trainer:
     @property
     def fields(self) -> tuple[str, ...]:
         """The id fields the model trains on: ``("user", "item")`` for MF, else its fields."""
-        if isinstance(self.model, FieldModel):
-            return tuple(self.model.fields)
-        return ("user", "item")
+        return tuple(self.model.fields)
 
     @property
     def context_fields(self) -> tuple[str, ...]:
@@ -343,16 +341,12 @@ class Trainer:
         """The item table of ``model`` (default: the live model). Field models: the item
         field's table, whose rows may hold several blocks (see :meth:`item_embeddings`)."""
         model = self.model if model is None else model
-        if isinstance(model, FieldModel):
-            return model.table(self.item_field)
-        return model.items
+        return model.table(self.item_field)
 
     def user_table(self, model: Model | None = None) -> EmbeddingTable:
         """The user table of ``model`` (default: the live model)."""
         model = self.model if model is None else model
-        if isinstance(model, FieldModel):
-            return model.table(self.user_field)
-        return model.users
+        return model.table(self.user_field)
 
     def item_embeddings(
         self, model: Model | None = None
@@ -369,9 +363,7 @@ class Trainer:
         (1, 3)
         """
         model = self.serving_model if model is None else model
-        if isinstance(model, FieldModel):
-            return model.embedding_of(self.item_field, self._against)
-        return model.items.ids(), model.items.weights()
+        return model.embedding_of(self.item_field, self._against)
 
     def user_embeddings(
         self, model: Model | None = None
@@ -379,10 +371,8 @@ class Trainer:
         """``(ids, vectors)`` of every user, the counterpart of :meth:`item_embeddings` (FFM:
         the user's block against the item field)."""
         model = self.serving_model if model is None else model
-        if isinstance(model, FieldModel):
-            against = self.item_field if self._against is not None else None
-            return model.embedding_of(self.user_field, against)
-        return model.users.ids(), model.users.weights()
+        against = self.item_field if self._against is not None else None
+        return model.embedding_of(self.user_field, against)
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -409,7 +399,8 @@ class Trainer:
             Field models: the other request-side fields (e.g. ``{"hour": ...}``).
         candidate_fields : mapping of str to array_like of uint64, shape (P,), optional
             Field models: the other candidate-side fields (e.g. ``{"creator": ..., "tag":
-            ...}``). Every model field must be on exactly one side; MF ignores both mappings.
+            ...}``). Every model field must be on exactly one side; fields the model does not
+            have are ignored.
 
         Returns
         -------
@@ -430,19 +421,12 @@ class Trainer:
         model = self.serving_model
         user_ids = np.ascontiguousarray(users, dtype=np.uint64)
         item_ids = np.ascontiguousarray(pool, dtype=np.uint64)
-        if isinstance(model, FieldModel):
-            request = {self.user_field: user_ids, **_id_columns(request_fields, "request_fields")}
-            candidate = {
-                self.item_field: item_ids,
-                **_id_columns(candidate_fields, "candidate_fields"),
-            }
-            return _field_serving_scores(model, request, candidate)
-        user_rows = model.users.get(user_ids, default=0.0)
-        item_rows = model.items.get(item_ids, default=0.0)
-        scores: npt.NDArray[np.float32] = user_rows @ item_rows.T
-        if model.bias and item_ids.size:
-            scores += _item_bias_plus_global(model, item_ids)[None, :]
-        return scores
+        request = {self.user_field: user_ids, **_id_columns(request_fields, "request_fields")}
+        candidate = {
+            self.item_field: item_ids,
+            **_id_columns(candidate_fields, "candidate_fields"),
+        }
+        return _field_serving_scores(model, request, candidate)
 
     def score(
         self,
@@ -461,10 +445,7 @@ class Trainer:
         array([0.], dtype=float32)
         """
         columns = self._columns(users, items, context)
-        model = self.serving_model
-        if isinstance(model, FieldModel):
-            return model.score(columns)
-        return model.score(columns["user"], columns["item"])
+        return self.serving_model.score_columns(columns)
 
     # -- training ------------------------------------------------------------------------------
 
@@ -628,8 +609,6 @@ class Trainer:
             self.user_field: np.ascontiguousarray(users, dtype=np.uint64),
             self.item_field: np.ascontiguousarray(items, dtype=np.uint64),
         }
-        if not isinstance(self.model, FieldModel):
-            return {"user": given[self.user_field], "item": given[self.item_field]}
         extra = dict(context or {})
         missing = [f for f in self.context_fields if f not in extra]
         if missing:
@@ -703,30 +682,18 @@ class Trainer:
         options: dict[str, Any] = {}
         if observe and _observes_updates(self.monitor):
             options["monitor"] = self.monitor
-        if isinstance(self.model, FieldModel):
-            if options:
-                options["monitor_field"] = self.item_field
-                options["monitor_against"] = self._against
-            self.model.train(
-                cols,
-                y,
-                weights=w,
-                timestamps=t,
-                threads=self.threads,
-                count_interactions=count,
-                **options,
-            )
-        else:
-            self.model.train(
-                cols["user"],
-                cols["item"],
-                y,
-                weights=w,
-                timestamps=t,
-                threads=self.threads,
-                count_interactions=count,
-                **options,
-            )
+        if options:
+            options["monitor_field"] = self.item_field
+            options["monitor_against"] = self._against
+        self.model.train_columns(
+            cols,
+            y,
+            weights=w,
+            timestamps=t,
+            threads=self.threads,
+            count_interactions=count,
+            **options,
+        )
         self.updates += int(y.size)
         self._changed = True
         self.train_seconds += time.perf_counter() - began
@@ -759,15 +726,6 @@ def _observes_updates(monitor: Any) -> bool:
     return monitor_class is not None and isinstance(monitor, monitor_class)
 
 
-def _item_bias_plus_global(
-    model: MatrixFactorization, items: npt.NDArray[np.uint64]
-) -> npt.NDArray[np.float32]:
-    """``b_item + b_global`` for each id (unknown items: ``b_global``), scored with a user id
-    the model has never seen (zero vector, zero bias)."""
-    probe = np.full(items.size, _unknown_id(model.users), dtype=np.uint64)
-    return model.score(probe, items)
-
-
 def _id_columns(
     columns: Mapping[str, npt.ArrayLike] | None, name: str
 ) -> dict[str, npt.NDArray[np.uint64]]:
@@ -797,10 +755,10 @@ def _field_serving_scores(
     both = sorted(set(request) & set(candidate))
     if both:
         raise ValueError(f"field(s) {both} given on both the request and the candidate side")
-    for side, cols in (("request_fields", request), ("candidate_fields", candidate)):
-        unknown = sorted(set(cols) - set(fields))
-        if unknown:
-            raise ValueError(f"{side} has unknown field(s) {unknown}; the fields are {fields}")
+    # Columns of fields the model does not have are ignored (as consume(context=) does), so
+    # one world feeds MF and field models alike.
+    request = {f: c for f, c in request.items() if f in fields}
+    candidate = {f: c for f, c in candidate.items() if f in fields}
     missing = [f for f in fields if f not in request and f not in candidate]
     if missing:
         raise ValueError(
@@ -821,7 +779,7 @@ def _field_serving_scores(
     rows = {
         f: model.table(f).get(ids, default=0.0) for f, ids in (*request.items(), *candidate.items())
     }
-    if isinstance(model, _core.FieldAwareFM):
+    if model.interaction == "field_aware":
         d = model.dim
         index = {f: k for k, f in enumerate(fields)}
 
@@ -844,5 +802,5 @@ def _field_serving_scores(
     probe_columns = dict(candidate)
     for f in request:
         probe_columns[f] = np.full(p, _unknown_id(model.table(f)), dtype=np.uint64)
-    scores += model.score({f: probe_columns[f] for f in fields})[None, :]
+    scores += model.score_columns({f: probe_columns[f] for f in fields})[None, :]
     return scores

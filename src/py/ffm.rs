@@ -20,6 +20,34 @@ type IdsAndRows<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
 #[pyclass(frozen, subclass, name = "FieldModel", module = "embcore")]
 pub struct PyFieldModel {
     pub inner: Arc<FieldModel>,
+    /// The Python class the model is wrapped as.
+    pub kind: Kind,
+}
+
+/// Which public class wraps a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    MatrixFactorization,
+    FieldAware,
+    Plain,
+}
+
+impl Kind {
+    pub fn of(model: &FieldModel, mf: bool) -> Kind {
+        match model.cfg.interaction {
+            Interaction::FieldAware if mf => Kind::MatrixFactorization,
+            Interaction::FieldAware => Kind::FieldAware,
+            Interaction::Plain => Kind::Plain,
+        }
+    }
+
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Kind::MatrixFactorization => "MatrixFactorization",
+            Kind::FieldAware => "FieldAwareFM",
+            Kind::Plain => "FactorizationMachine",
+        }
+    }
 }
 
 /// Id columns in field order: borrowed 1-D arrays, or copies of the columns
@@ -189,20 +217,25 @@ fn build(
         loss: s.loss,
         bias: s.bias,
     };
+    let model = FieldModel::with_lifecycles(cfg, per_field)?;
     Ok(PyFieldModel {
-        inner: Arc::new(FieldModel::with_lifecycles(cfg, per_field)?),
+        kind: Kind::of(&model, false),
+        inner: Arc::new(model),
     })
 }
 
-/// A Python object of the right subclass around `inner`.
-fn wrap(py: Python<'_>, inner: FieldModel) -> PyResult<Py<PyAny>> {
-    let interaction = inner.cfg.interaction;
+/// A Python object of the class `kind` around `inner`.
+pub fn wrap(py: Python<'_>, inner: FieldModel, kind: Kind) -> PyResult<Py<PyAny>> {
     let base = PyClassInitializer::from(PyFieldModel {
         inner: Arc::new(inner),
+        kind,
     });
-    Ok(match interaction {
-        Interaction::FieldAware => Bound::new(py, base.add_subclass(PyFieldAwareFM))?.into_any(),
-        Interaction::Plain => Bound::new(py, base.add_subclass(PyFactorizationMachine))?.into_any(),
+    Ok(match kind {
+        Kind::MatrixFactorization => {
+            Bound::new(py, base.add_subclass(super::mf::PyMatrixFactorization))?.into_any()
+        }
+        Kind::FieldAware => Bound::new(py, base.add_subclass(PyFieldAwareFM))?.into_any(),
+        Kind::Plain => Bound::new(py, base.add_subclass(PyFactorizationMachine))?.into_any(),
     }
     .unbind())
 }
@@ -338,7 +371,7 @@ impl PyFieldModel {
         count_interactions=true, monitor=None, monitor_field=None, monitor_against=None),
         text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None)")]
     #[allow(clippy::too_many_arguments)]
-    fn train<'py>(
+    fn train_columns<'py>(
         &self,
         py: Python<'py>,
         columns: &Bound<'py, PyAny>,
@@ -398,7 +431,7 @@ impl PyFieldModel {
     /// Raw scores (logits for the logistic loss) of events from the live
     /// tables. Read-only: unknown ids are never inserted and contribute a
     /// zero vector and a zero linear weight.
-    fn score<'py>(
+    fn score_columns<'py>(
         &self,
         py: Python<'py>,
         columns: &Bound<'py, PyAny>,
@@ -408,7 +441,7 @@ impl PyFieldModel {
     }
 
     /// Probabilities sigmoid(score) for the logistic loss; scores otherwise.
-    fn predict<'py>(
+    fn predict_columns<'py>(
         &self,
         py: Python<'py>,
         columns: &Bound<'py, PyAny>,
@@ -417,14 +450,78 @@ impl PyFieldModel {
         Ok(shared::scores_array(py, &self.inner, s, true))
     }
 
+    /// `train_columns` (the field models' `train`; `MatrixFactorization.train`
+    /// takes users and items instead).
+    #[pyo3(signature = (columns, labels, weights=None, timestamps=None, threads=None,
+        count_interactions=true, monitor=None, monitor_field=None, monitor_against=None),
+        text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None)")]
+    #[allow(clippy::too_many_arguments)]
+    fn train<'py>(
+        &self,
+        py: Python<'py>,
+        columns: &Bound<'py, PyAny>,
+        labels: &Bound<'py, PyAny>,
+        weights: Option<&Bound<'py, PyAny>>,
+        timestamps: Option<&Bound<'py, PyAny>>,
+        threads: Option<&Bound<'py, PyAny>>,
+        count_interactions: bool,
+        monitor: Option<&Bound<'py, PyMonitor>>,
+        monitor_field: Option<&str>,
+        monitor_against: Option<&str>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        self.train_columns(
+            py,
+            columns,
+            labels,
+            weights,
+            timestamps,
+            threads,
+            count_interactions,
+            monitor,
+            monitor_field,
+            monitor_against,
+        )
+    }
+
+    /// `score_columns` (the field models' `score`).
+    fn score<'py>(
+        &self,
+        py: Python<'py>,
+        columns: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        self.score_columns(py, columns)
+    }
+
+    /// `predict_columns` (the field models' `predict`).
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        columns: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        self.predict_columns(py, columns)
+    }
+
+    /// 'field_aware' (FFM, and MF, its two-field case) or 'plain' (FM).
+    #[getter]
+    fn interaction(&self) -> &'static str {
+        self.inner.cfg.interaction.name()
+    }
+
     /// Write the whole model (every field's table with its optimizer state
     /// and metadata, the global bias, the event count) to `path` atomically:
     /// temp file, fsync, rename; a crash leaves the previous file whole.
     /// Returns the bytes written. Lifecycles are not stored.
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
         let m = &self.inner;
+        let mf = self.kind == Kind::MatrixFactorization;
         guard("FieldModel.save", || {
-            Ok(py.detach(|| crate::train::model_file::save_field(m, &path))?)
+            Ok(py.detach(|| {
+                if mf {
+                    crate::train::model_file::save_mf(m, &path)
+                } else {
+                    crate::train::model_file::save_field(m, &path)
+                }
+            })?)
         })
     }
 
@@ -475,17 +572,15 @@ impl PyFieldModel {
             }
         }
         let want = cls.name()?.to_string();
-        let got = match m.cfg.interaction {
-            Interaction::FieldAware => "FieldAwareFM",
-            Interaction::Plain => "FactorizationMachine",
-        };
+        let kind = Kind::of(&m, false);
+        let got = kind.class_name();
         if want != "FieldModel" && want != got {
             return Err(crate::py::errors::value_error(format!(
                 "{} holds a {got}, not a {want}; load it with {got}.load",
                 path.display()
             )));
         }
-        wrap(py, m)
+        wrap(py, m, kind)
     }
 
     /// An independent deep copy (every table with its optimizer state and
@@ -493,7 +588,7 @@ impl PyFieldModel {
     fn copy(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let m = &self.inner;
         let c = guard("FieldModel.copy", || Ok(py.detach(|| m.copy())?))?;
-        wrap(py, c)
+        wrap(py, c, self.kind)
     }
 
     /// `(start, stop)`: the columns of a row of `field` that

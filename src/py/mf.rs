@@ -3,11 +3,11 @@
 //! through `py::model`.
 
 use super::args::{self, Params};
+use super::ffm::{Kind, PyFieldModel};
 use super::model::{self as shared, EventArrays, ModelSettings, TrainCall, MODEL_PARAMS};
 use super::monitor::PyMonitor;
-use super::table::{optimizer_dict, PyEmbeddingTable, TABLE_PARAMS};
+use super::table::{PyEmbeddingTable, TABLE_PARAMS};
 use crate::train::mf::{self, MfConfig};
-use crate::train::model::FieldModel;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -77,9 +77,17 @@ pub(super) fn lifecycle_arg(
 /// >>> mf.train(np.array([1, 2], dtype=np.uint64), np.array([7, 7], dtype=np.uint64),
 /// ...          np.array([1.0, 0.0], dtype=np.float32))["new_items"]
 /// 1
-#[pyclass(frozen, name = "MatrixFactorization", module = "embcore")]
-pub struct PyMatrixFactorization {
-    pub inner: Arc<FieldModel>,
+///
+/// It is a ``FieldModel`` over fields ('user', 'item') (the two-field case of the
+/// field-aware model), so ``fields``, ``table(field)``, ``embedding_of``,
+/// ``train_columns`` and ``score_columns`` work as for the field models.
+#[pyclass(frozen, extends = PyFieldModel, name = "MatrixFactorization", module = "embcore")]
+pub struct PyMatrixFactorization;
+
+fn model<'a>(
+    slf: &'a Bound<'_, PyMatrixFactorization>,
+) -> &'a Arc<crate::train::model::FieldModel> {
+    &slf.as_super().get().inner
 }
 
 impl PyMatrixFactorization {
@@ -88,7 +96,7 @@ impl PyMatrixFactorization {
     }
 
     fn scores(
-        &self,
+        slf: &Bound<'_, Self>,
         py: Python<'_>,
         users: &Bound<'_, PyAny>,
         items: &Bound<'_, PyAny>,
@@ -97,7 +105,7 @@ impl PyMatrixFactorization {
         let u = args::ids(users, "users")?;
         let i = args::ids(items, "items")?;
         let cols = [u.as_slice(), i.as_slice()];
-        shared::score(py, &self.inner, &cols, &Self::names(), call)
+        shared::score(py, model(slf), &cols, &Self::names(), call)
     }
 }
 
@@ -106,7 +114,10 @@ impl PyMatrixFactorization {
     #[new]
     #[pyo3(signature = (*args, **kwargs),
         text_signature = "(dim=32, *, optimizer='adagrad', learning_rate=0.05, l2=0.0, max_norm=None, loss='logistic', bias=True, eps=1e-08, initial_accumulator=0.1, init_scale=0.1, seed=0, capacity=67108864, item_lifecycle=None, user_lifecycle=None)")]
-    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn new(
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyClassInitializer<Self>> {
         let names: Vec<&'static str> = TABLE_PARAMS
             .iter()
             .chain(&MODEL_PARAMS)
@@ -122,62 +133,34 @@ impl PyMatrixFactorization {
             loss: s.loss,
             bias: s.bias,
         };
-        Ok(PyMatrixFactorization {
+        let base = PyFieldModel {
             inner: Arc::new(mf::new(cfg, users, items)?),
-        })
+            kind: Kind::MatrixFactorization,
+        };
+        Ok(PyClassInitializer::from(base).add_subclass(PyMatrixFactorization))
     }
 
     /// The user table (shared, not a copy).
     #[getter]
-    fn users(&self) -> PyEmbeddingTable {
-        PyEmbeddingTable::wrap(self.inner.tables[0].clone())
+    fn users(slf: &Bound<'_, Self>) -> PyEmbeddingTable {
+        PyEmbeddingTable::wrap(model(slf).tables[0].clone())
     }
 
     /// The item table (shared, not a copy).
     #[getter]
-    fn items(&self) -> PyEmbeddingTable {
-        PyEmbeddingTable::wrap(self.inner.tables[1].clone())
+    fn items(slf: &Bound<'_, Self>) -> PyEmbeddingTable {
+        PyEmbeddingTable::wrap(model(slf).tables[1].clone())
     }
 
-    #[getter]
-    fn dim(&self) -> usize {
-        self.inner.cfg.dim()
-    }
-
-    #[getter]
-    fn loss(&self) -> &'static str {
-        self.inner.cfg.loss.name()
-    }
-
-    #[getter]
-    fn bias(&self) -> bool {
-        self.inner.cfg.bias
-    }
-
-    #[getter]
-    fn global_bias(&self) -> f32 {
-        self.inner.global_bias()
-    }
-
-    /// Events trained on so far (the default event time of the next event).
-    #[getter]
-    fn events_seen(&self) -> u64 {
-        self.inner.events_seen()
-    }
-
-    #[getter]
-    fn optimizer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        optimizer_dict(py, &self.inner.cfg.table)
-    }
-
-    fn __repr__(&self) -> String {
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        let m = model(slf);
         format!(
             "MatrixFactorization(dim={}, optimizer='{}', loss='{}', users={}, items={})",
-            self.inner.cfg.dim(),
-            self.inner.cfg.table.optimizer.kind.name(),
-            self.inner.cfg.loss.name(),
-            self.inner.tables[0].len(),
-            self.inner.tables[1].len()
+            m.cfg.dim(),
+            m.cfg.table.optimizer.kind.name(),
+            m.cfg.loss.name(),
+            m.tables[0].len(),
+            m.tables[1].len()
         )
     }
 
@@ -193,7 +176,7 @@ impl PyMatrixFactorization {
         text_signature = "($self, users, items, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None)")]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
-        &self,
+        slf: &Bound<'py, Self>,
         py: Python<'py>,
         users: &Bound<'py, PyAny>,
         items: &Bound<'py, PyAny>,
@@ -212,7 +195,7 @@ impl PyMatrixFactorization {
         let names = Self::names();
         let stats = shared::train(
             py,
-            &self.inner,
+            model(slf),
             &TrainCall {
                 call: "MatrixFactorization.train",
                 columns: &cols,
@@ -236,35 +219,24 @@ impl PyMatrixFactorization {
     /// contributes a zero vector and zero bias (cold-start score = global bias
     /// + the known side's bias).
     fn score<'py>(
-        &self,
+        slf: &Bound<'py, Self>,
         py: Python<'py>,
         users: &Bound<'py, PyAny>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let s = self.scores(py, users, items, "MatrixFactorization.score")?;
-        Ok(shared::scores_array(py, &self.inner, s, false))
+        let s = Self::scores(slf, py, users, items, "MatrixFactorization.score")?;
+        Ok(shared::scores_array(py, model(slf), s, false))
     }
 
     /// Probabilities sigmoid(score) for the logistic loss; scores otherwise.
     fn predict<'py>(
-        &self,
+        slf: &Bound<'py, Self>,
         py: Python<'py>,
         users: &Bound<'py, PyAny>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        let s = self.scores(py, users, items, "MatrixFactorization.predict")?;
-        Ok(shared::scores_array(py, &self.inner, s, true))
-    }
-
-    /// Write the whole model (both tables with their optimizer state and
-    /// metadata, the global bias, the event count) to `path` atomically:
-    /// temp file, fsync, rename; a crash leaves the previous file whole.
-    /// Returns the bytes written. Lifecycles are not stored.
-    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
-        let m = &self.inner;
-        super::errors::guard("MatrixFactorization.save", || {
-            Ok(py.detach(|| crate::train::model_file::save_mf(m, &path))?)
-        })
+        let s = Self::scores(slf, py, users, items, "MatrixFactorization.predict")?;
+        Ok(shared::scores_array(py, model(slf), s, true))
     }
 
     /// Read a model written by `save`. `capacity` overrides the saved table
@@ -278,20 +250,13 @@ impl PyMatrixFactorization {
         capacity: Option<&Bound<'_, PyAny>>,
         item_lifecycle: Option<&Bound<'_, PyDict>>,
         user_lifecycle: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
+    ) -> PyResult<Py<PyAny>> {
         let capacity = args::capacity(capacity)?;
         let items = lifecycle_arg(item_lifecycle, "item_lifecycle")?;
         let users = lifecycle_arg(user_lifecycle, "user_lifecycle")?;
         let m = super::errors::guard("MatrixFactorization.load", || {
             Ok(py.detach(|| crate::train::model_file::load_mf(&path, capacity, users, items))?)
         })?;
-        Ok(PyMatrixFactorization { inner: Arc::new(m) })
-    }
-
-    /// An independent deep copy of the model (both tables and the global bias).
-    fn copy(&self, py: Python<'_>) -> PyResult<Self> {
-        let m = &self.inner;
-        let c = super::errors::guard("MatrixFactorization.copy", || Ok(py.detach(|| m.copy())?))?;
-        Ok(PyMatrixFactorization { inner: Arc::new(c) })
+        super::ffm::wrap(py, m, Kind::MatrixFactorization)
     }
 }
