@@ -1,19 +1,48 @@
 """Typed stub of the Rust extension module ``embcore._core``."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import Any, Self
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "__version__",
+    "build_profile",
+    "DEFAULT_CAPACITY",
+    "SNAPSHOT_VERSION",
+    "EmbeddingTable",
+    "rowwise_cosine",
+    "cross_product",
+    "MatrixFactorization",
+    "Monitor",
+    "FieldModel",
+    "FieldAwareFM",
+    "FactorizationMachine",
+    "EmbcoreError",
+    "UnknownIdError",
+    "CapacityError",
+    "SnapshotError",
+    "ConfigError",
+    "DatasetError",
+]
 
 __version__: str
 build_profile: str
 DEFAULT_CAPACITY: int
 SNAPSHOT_VERSION: int
 
-IdArray = npt.NDArray[np.uint64] | npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+# Private aliases (not attributes of the extension module): ids are 1-D uint64 arrays or
+# non-negative int64 arrays; float inputs are float32 (borrowed) or float64 (converted).
+_IdArray: TypeAlias = npt.NDArray[np.uint64] | npt.NDArray[np.int64]
+_FloatArray: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+# The float dtype shared by both inputs of rowwise_cosine / cross_product.
+_F = TypeVar("_F", np.float32, np.float64)
+# A lifecycle: a dict of EmbeddingTable's lifecycle keywords (ttl, max_rows, max_bytes,
+# keep_floor, eviction, min_count); the runtime takes a dict, not any mapping.
+_Lifecycle: TypeAlias = dict[str, Any]
 
 class EmbcoreError(ValueError): ...
 class ConfigError(EmbcoreError): ...
@@ -22,39 +51,40 @@ class CapacityError(EmbcoreError): ...
 class SnapshotError(EmbcoreError): ...
 class UnknownIdError(EmbcoreError, KeyError): ...
 
+@final
 class EmbeddingTable:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         dim: int,
         *,
         optimizer: str = "adagrad",
         learning_rate: float = 0.05,
         l2: float = 0.0,
         max_norm: float | None = None,
-        eps: float = 1e-8,
+        eps: float = 1e-08,
         initial_accumulator: float = 0.1,
         init_scale: float = 0.1,
         seed: int = 0,
-        capacity: int = ...,
+        capacity: int = 67108864,
         ttl: int | None = None,
         max_rows: int | None = None,
         max_bytes: int | None = None,
         keep_floor: int = 0,
         eviction: str = "lru",
         min_count: int = 1,
-    ) -> None: ...
-    @property
-    def dim(self) -> int: ...
-    @property
-    def capacity(self) -> int: ...
+    ) -> Self: ...
     @property
     def lifecycle(self) -> dict[str, Any] | None: ...
     @property
     def version(self) -> int: ...
     @property
     def unadmitted_events(self) -> int: ...
-    def evict(self, now: int, budget: int = 100_000) -> dict[str, Any]: ...
+    def evict(self, now: int, budget: int = 100000) -> dict[str, Any]: ...
     def changed_since(self, version: int) -> dict[str, Any]: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
     @property
     def seed(self) -> int: ...
     @property
@@ -64,25 +94,35 @@ class EmbeddingTable:
     @property
     def nbytes(self) -> int: ...
     def __len__(self) -> int: ...
-    def __contains__(self, id: int) -> bool: ...
+    def __contains__(self, key: int, /) -> bool: ...
     def ids(self) -> npt.NDArray[np.uint64]: ...
     def weights(self) -> npt.NDArray[np.float32]: ...
     def view(self) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]: ...
     def metadata(self) -> dict[str, npt.NDArray[Any]]: ...
     def optimizer_state(self) -> npt.NDArray[np.float32]: ...
     def get(
-        self, ids: IdArray, default: float | FloatArray | None = None
+        self, ids: _IdArray, default: float | _FloatArray | None = None
     ) -> npt.NDArray[np.float32]: ...
-    def set(self, ids: IdArray, rows: FloatArray, timestamp: int = 0) -> int: ...
-    def insert(self, ids: IdArray, timestamp: int = 0, threads: int = 1) -> int: ...
+    def set(self, ids: _IdArray, rows: _FloatArray, timestamp: int = 0) -> int: ...
+    def insert(self, ids: _IdArray, timestamp: int = 0, threads: int = 1) -> int: ...
     def norms(self) -> npt.NDArray[np.float32]: ...
     def copy(self) -> EmbeddingTable: ...
     def save(self, path: str | PathLike[str]) -> int: ...
     @staticmethod
     def load(path: str | PathLike[str], capacity: int | None = None) -> EmbeddingTable: ...
 
-Columns = Mapping[str, IdArray] | npt.NDArray[np.uint64] | npt.NDArray[np.int64]
+# Id columns of a field model: a dict {field: 1-D id array} (a dict, not any mapping: the
+# runtime rejects other mappings; spelled as a union because dict is invariant), or a 2-D
+# (events, n_fields) id array in field order.
+_Columns: TypeAlias = (
+    dict[str, npt.NDArray[np.uint64]]
+    | dict[str, npt.NDArray[np.int64]]
+    | dict[str, _IdArray]
+    | npt.NDArray[np.uint64]
+    | npt.NDArray[np.int64]
+)
 
+@disjoint_base
 class FieldModel:
     """The one model of the engine; MatrixFactorization, FieldAwareFM and
     FactorizationMachine are its classes (not constructed directly)."""
@@ -106,25 +146,11 @@ class FieldModel:
     @property
     def tables(self) -> dict[str, EmbeddingTable]: ...
     def table(self, field: str) -> EmbeddingTable: ...
-    def train(
-        self,
-        columns: Columns,
-        labels: FloatArray,
-        weights: FloatArray | None = None,
-        timestamps: npt.NDArray[np.int64] | None = None,
-        threads: int = 1,
-        count_interactions: bool = True,
-        monitor: Monitor | None = None,
-        monitor_field: str | None = None,
-        monitor_against: str | None = None,
-    ) -> dict[str, Any]: ...
-    def score(self, columns: Columns) -> npt.NDArray[np.float32]: ...
-    def predict(self, columns: Columns) -> npt.NDArray[np.float32]: ...
     def train_columns(
         self,
-        columns: Columns,
-        labels: FloatArray,
-        weights: FloatArray | None = None,
+        columns: _Columns,
+        labels: _FloatArray,
+        weights: _FloatArray | None = None,
         timestamps: npt.NDArray[np.int64] | None = None,
         threads: int = 1,
         count_interactions: bool = True,
@@ -132,27 +158,42 @@ class FieldModel:
         monitor_field: str | None = None,
         monitor_against: str | None = None,
     ) -> dict[str, Any]: ...
-    def score_columns(self, columns: Columns) -> npt.NDArray[np.float32]: ...
-    def predict_columns(self, columns: Columns) -> npt.NDArray[np.float32]: ...
+    def score_columns(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
+    def predict_columns(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
+    def train(
+        self,
+        columns: _Columns,
+        labels: _FloatArray,
+        weights: _FloatArray | None = None,
+        timestamps: npt.NDArray[np.int64] | None = None,
+        threads: int = 1,
+        count_interactions: bool = True,
+        monitor: Monitor | None = None,
+        monitor_field: str | None = None,
+        monitor_against: str | None = None,
+    ) -> dict[str, Any]: ...
+    def score(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
+    def predict(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
     @property
     def interaction(self) -> str: ...
-    def embedding_of(
-        self, field: str, against: str | None = None
-    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]: ...
-    def embedding_span(self, field: str, against: str | None = None) -> tuple[int, int]: ...
-    def copy(self) -> Self: ...
     def save(self, path: str | PathLike[str]) -> int: ...
     @classmethod
     def load(
         cls,
         path: str | PathLike[str],
         capacity: int | None = None,
-        lifecycles: Mapping[str, Mapping[str, Any] | None] | None = None,
+        lifecycles: dict[str, _Lifecycle | None] | None = None,
     ) -> Self: ...
+    def copy(self) -> Self: ...
+    def embedding_span(self, field: str, against: str | None = None) -> tuple[int, int]: ...
+    def embedding_of(
+        self, field: str, against: str | None = None
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]: ...
 
+@final
 class MatrixFactorization(FieldModel):
-    def __init__(
-        self,
+    def __new__(
+        cls,
         dim: int = 32,
         *,
         optimizer: str = "adagrad",
@@ -161,43 +202,43 @@ class MatrixFactorization(FieldModel):
         max_norm: float | None = None,
         loss: str = "logistic",
         bias: bool = True,
-        eps: float = 1e-8,
+        eps: float = 1e-08,
         initial_accumulator: float = 0.1,
         init_scale: float = 0.1,
         seed: int = 0,
-        capacity: int = ...,
-        item_lifecycle: dict[str, Any] | None = None,
-        user_lifecycle: dict[str, Any] | None = None,
-    ) -> None: ...
+        capacity: int = 67108864,
+        item_lifecycle: _Lifecycle | None = None,
+        user_lifecycle: _Lifecycle | None = None,
+    ) -> Self: ...
     @property
     def users(self) -> EmbeddingTable: ...
     @property
     def items(self) -> EmbeddingTable: ...
     def train(  # type: ignore[override]
         self,
-        users: IdArray,
-        items: IdArray,
-        labels: FloatArray,
-        weights: FloatArray | None = None,
+        users: _IdArray,
+        items: _IdArray,
+        labels: _FloatArray,
+        weights: _FloatArray | None = None,
         timestamps: npt.NDArray[np.int64] | None = None,
         threads: int = 1,
         count_interactions: bool = True,
-        monitor: Any = None,
+        monitor: Monitor | None = None,
     ) -> dict[str, Any]: ...
-    def score(self, users: IdArray, items: IdArray) -> npt.NDArray[np.float32]: ...  # type: ignore[override]
-    def predict(self, users: IdArray, items: IdArray) -> npt.NDArray[np.float32]: ...  # type: ignore[override]
+    def score(self, users: _IdArray, items: _IdArray) -> npt.NDArray[np.float32]: ...  # type: ignore[override]
+    def predict(self, users: _IdArray, items: _IdArray) -> npt.NDArray[np.float32]: ...  # type: ignore[override]
     @staticmethod
     def load(
         path: str | PathLike[str],
         capacity: int | None = None,
-        item_lifecycle: Mapping[str, Any] | None = None,
-        user_lifecycle: Mapping[str, Any] | None = None,
+        item_lifecycle: _Lifecycle | None = None,
+        user_lifecycle: _Lifecycle | None = None,
     ) -> MatrixFactorization: ...
 
+@final
 class Monitor:
-    quantile_relative_error: float
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         sample_rate: float = 0.01,
         track_ids: Sequence[int] | npt.NDArray[np.uint64] | None = None,
@@ -206,24 +247,33 @@ class Monitor:
         count_limit: int = 64,
         per_doubling: int = 8,
         age_per_doubling: int = 2,
-        max_records: int = 1_000_000,
+        max_records: int = 1000000,
         seed: int = 0,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def config(self) -> dict[str, Any]: ...
     @property
     def dim(self) -> int | None: ...
     @property
     def memory_bytes(self) -> int: ...
+    quantile_relative_error: ClassVar[float]
     def observe(
         self,
-        ids: IdArray,
-        rows: npt.NDArray[np.float32] | npt.NDArray[np.float64],
-        counts: npt.NDArray[np.int64] | None = None,
-        timestamps: npt.NDArray[np.int64] | None = None,
+        ids: _IdArray,
+        rows: _FloatArray,
+        counts: npt.NDArray[np.int64] | npt.NDArray[np.uint64] | None = None,
+        timestamps: npt.NDArray[np.int64] | npt.NDArray[np.uint64] | None = None,
     ) -> None: ...
     def record_publish(
         self, table: EmbeddingTable, timestamp: int = 0, columns: tuple[int, int] | None = None
+    ) -> int: ...
+    def record_rows(
+        self,
+        ids: _IdArray,
+        rows: _FloatArray,
+        counts: npt.NDArray[np.uint64],
+        first_seen: npt.NDArray[np.int64],
+        timestamp: int = 0,
     ) -> int: ...
     def trajectories(self) -> dict[str, npt.NDArray[Any]]: ...
     def path_efficiency(self) -> dict[str, npt.NDArray[Any]]: ...
@@ -233,6 +283,7 @@ class Monitor:
     def to_bytes(self) -> bytes: ...
     @staticmethod
     def from_bytes(data: bytes) -> Monitor: ...
+    def __reduce__(self) -> tuple[Callable[[bytes], Monitor], tuple[bytes]]: ...
     @staticmethod
     def health(
         table: EmbeddingTable,
@@ -242,9 +293,10 @@ class Monitor:
         max_ids: int = 100,
     ) -> dict[str, Any]: ...
 
+@final
 class FieldAwareFM(FieldModel):
-    def __init__(
-        self,
+    def __new__(
+        cls,
         fields: Sequence[str],
         dim: int = 8,
         *,
@@ -254,17 +306,18 @@ class FieldAwareFM(FieldModel):
         max_norm: float | None = None,
         loss: str = "logistic",
         bias: bool = True,
-        eps: float = 1e-8,
+        eps: float = 1e-08,
         initial_accumulator: float = 0.1,
         init_scale: float = 0.1,
         seed: int = 0,
-        capacity: int = ...,
-        lifecycles: Mapping[str, Mapping[str, Any] | None] | None = None,
-    ) -> None: ...
+        capacity: int = 67108864,
+        lifecycles: dict[str, _Lifecycle | None] | None = None,
+    ) -> Self: ...
 
+@final
 class FactorizationMachine(FieldModel):
-    def __init__(
-        self,
+    def __new__(
+        cls,
         fields: Sequence[str],
         dim: int = 32,
         *,
@@ -274,17 +327,17 @@ class FactorizationMachine(FieldModel):
         max_norm: float | None = None,
         loss: str = "logistic",
         bias: bool = True,
-        eps: float = 1e-8,
+        eps: float = 1e-08,
         initial_accumulator: float = 0.1,
         init_scale: float = 0.1,
         seed: int = 0,
-        capacity: int = ...,
-        lifecycles: Mapping[str, Mapping[str, Any] | None] | None = None,
-    ) -> None: ...
+        capacity: int = 67108864,
+        lifecycles: dict[str, _Lifecycle | None] | None = None,
+    ) -> Self: ...
 
 def rowwise_cosine(
-    a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]], threads: int = 2
+    a: npt.NDArray[_F], b: npt.NDArray[_F], threads: int = 2
 ) -> npt.NDArray[np.float64]: ...
 def cross_product(
-    a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]], threads: int = 2
+    a: npt.NDArray[_F], b: npt.NDArray[_F], threads: int = 2
 ) -> npt.NDArray[np.float64]: ...
