@@ -329,7 +329,12 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
         (nf, 4 * blk.get(), 4 * w),
         (s.layout.n_fields, s.layout.dim, s.layout.row_dim)
     );
-    let (tables, rows) = (&s.tables[..nf], &s.rows[..nf]);
+    // Slices ending at the share's end: the compiler then sees every `[e]` and
+    // `[e + PREFETCH]` below is in bounds (and one indirection less per field).
+    let end = s.range.end;
+    let row_slices: Vec<&[u32]> = s.rows.iter().map(|r| &r[..end]).collect();
+    let observed_ids = &s.events.columns[s.observed_field][..end];
+    let (tables, rows) = (&s.tables[..nf], &row_slices[..nf]);
     let (obs_field, (obs_off, obs_len)) = (s.observed_field, s.observed_span);
     let (mut row_of, mut counts) = (vec![0u32; nf], vec![0u64; nf]);
     let (mut x, mut grad) = (vec![F4::zero(); nf * w], vec![F4::zero(); nf * w]);
@@ -338,17 +343,21 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     let (row_of, counts) = (&mut row_of[..nf], &mut counts[..nf]);
     let (x, grad) = (&mut x[..nf * w], &mut grad[..nf * w]);
     let (out, sum) = (&mut out[..w], &mut sum[..blk.get()]);
-    let mut cells: Vec<RowCells<'_>> = Vec::with_capacity(nf);
+    // The cells of the event's rows, written in place (a row 0 always exists
+    // in the reserved regions, so it is a valid placeholder).
+    let mut cells_store: Vec<RowCells<'_>> = vec![tables[0].row_cells(0); nf];
+    let cells = &mut cells_store[..nf];
     let opt = *tables[0].optimizer();
     let prepared: Vec<Prepared> = tables
         .iter()
         .map(|t| Prepared::new(t.optimizer()))
         .collect();
     let prepared = &prepared[..nf];
-    let (bias, labels, weights) = (s.bias, s.events.labels, s.events.weights);
+    let (bias, labels) = (s.bias, &s.events.labels[..end]);
+    let weights = s.events.weights.map(|w| &w[..end]);
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
-    let (start, end) = (s.range.start, s.range.end);
+    let start = s.range.start;
     for e in s.range.clone() {
         if e + PREFETCH < end {
             for (t, r) in tables.iter().zip(rows) {
@@ -366,16 +375,19 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
             totals.skipped += 1;
             continue;
         }
-        cells.clear();
-        for ((t, &r), xf) in tables.iter().zip(row_of.iter()).zip(x.chunks_exact_mut(w)) {
-            let c = t.row_cells(r);
-            simd::load_row(roww, c.weights, xf);
-            cells.push(c);
+        for (((t, &r), xf), cell) in tables
+            .iter()
+            .zip(row_of.iter())
+            .zip(x.chunks_exact_mut(w))
+            .zip(cells.iter_mut())
+        {
+            *cell = t.row_cells(r);
+            simd::load_row(roww, cell.weights, xf);
         }
         let mut score = interactions_f4(s.layout.interaction, n_fields, blk, x, sum);
         if bias {
             let mut linear = global.bias;
-            for c in &cells {
+            for c in cells.iter() {
                 linear += unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0;
             }
             score += linear;
@@ -387,13 +399,13 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
         let g = g * wt;
         gradients_f4(s.layout.interaction, n_fields, blk, x, sum, g, grad);
         let t_e = (s.time_of)(e);
-        for ((n, t), c) in counts.iter_mut().zip(tables).zip(&cells) {
+        for ((n, t), c) in counts.iter_mut().zip(tables).zip(cells.iter()) {
             *n = t.touch_meta(c.meta, t_e, s.count_interactions);
         }
         for (f, ((((t, p), c), xf), gf)) in tables
             .iter()
             .zip(prepared)
-            .zip(&cells)
+            .zip(cells.iter())
             .zip(x.chunks_exact(w))
             .zip(grad.chunks_exact_mut(w))
             .enumerate()
@@ -406,7 +418,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                 s.observer.observe(
                     shard,
                     &RowUpdate {
-                        id: s.events.columns[f][e],
+                        id: observed_ids[e],
                         row: row_of[f],
                         interactions: counts[f],
                         first_seen: dec_time(c.meta[meta::FIRST_SEEN].load(Relaxed)),
