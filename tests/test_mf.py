@@ -248,3 +248,87 @@ def test_copy_is_a_deep_snapshot() -> None:
     m.train(users, items, labels)
     np.testing.assert_array_equal(c.items.weights(), frozen)
     assert c.global_bias != m.global_bias or not m.bias
+
+
+# --- correctness under threads and bad input (regressions) -------------------------------------
+
+
+def _base_rate_events(n: int = 200_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 1_000, n).astype(np.uint64)
+    items = (rng.zipf(1.3, n) % 5_000).astype(np.uint64)
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    return users, items, labels
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4, 8])
+def test_global_bias_does_not_scale_with_threads(threads: int) -> None:
+    """Hogwild is one step per event on shared parameters, the bias included: the first
+    version summed per-thread whole-call deltas (bias -0.75 at 1 thread, -1.45 at 2, -2.81
+    at 4)."""
+    users, items, labels = _base_rate_events()
+    one = embcore.MatrixFactorization(dim=16, seed=1)
+    one.train(users, items, labels, threads=1)
+    m = embcore.MatrixFactorization(dim=16, seed=1)
+    m.train(users, items, labels, threads=threads)
+    assert abs(m.global_bias - one.global_bias) <= 0.1 * abs(one.global_bias)
+    mean_prediction = float(m.predict(users, items).mean())
+    assert abs(mean_prediction - float(labels.mean())) < 0.01
+
+
+def test_threads_are_capped_by_the_work_and_never_panic() -> None:
+    t = embcore.EmbeddingTable(4)
+    ids = np.arange(200_000, dtype=np.uint64)
+    assert t.insert(ids, threads=200_000) == 200_000
+    m = embcore.MatrixFactorization(dim=4)
+    out = m.train(ids[:1000], ids[:1000], np.ones(1000, np.float32), threads=10_000)
+    assert out["events"] == 1000
+    with pytest.raises(embcore.ConfigError, match="threads must be an integer in"):
+        m.train(ids[:2], ids[:2], np.ones(2, np.float32), threads=0)
+    with pytest.raises(embcore.ConfigError, match="threads"):
+        m.train(ids[:2], ids[:2], np.ones(2, np.float32), threads=2**63)
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"learning_rate": 1e30}, "learning_rate"),
+        ({"init_scale": 3e38}, "init_scale"),
+        ({"l2": 1e9}, "l2"),
+        ({"initial_accumulator": 1e30}, "initial_accumulator"),
+        ({"learning_rate": 1e39}, "learning_rate"),
+    ],
+)
+def test_settings_that_overflow_f32_are_refused(options: dict, name: str) -> None:
+    with pytest.raises(embcore.ConfigError, match=f"{name} must be"):
+        embcore.MatrixFactorization(dim=4, **options)
+
+
+def test_values_that_overflow_f32_are_refused_before_anything_changes() -> None:
+    m = embcore.MatrixFactorization(dim=4, loss="squared")
+    ids = np.array([1, 2], dtype=np.uint64)
+    with pytest.raises(embcore.EmbcoreError, match=r"weights\[1\]"):
+        m.train(ids, ids, np.ones(2, np.float32), weights=np.array([1.0, 3e38], np.float32))
+    with pytest.raises(embcore.EmbcoreError, match=r"labels\[0\]"):
+        m.train(ids, ids, np.array([3e38, 0.0], np.float32))
+    assert len(m.users) == len(m.items) == 0 and m.events_seen == 0
+
+
+def test_a_rejected_train_changes_nothing_versions_included() -> None:
+    """Room for the users, not for the items: the first version created the users."""
+    m = embcore.MatrixFactorization(dim=4, capacity=4)
+    ids = np.array([1, 2, 3], dtype=np.uint64)
+    m.train(ids, ids, np.ones(3, np.float32))
+    before = (len(m.users), len(m.items), m.users.version, m.items.version, m.events_seen)
+    with pytest.raises(embcore.CapacityError, match="item table needs 3 new rows"):
+        m.train(np.array([8, 1, 2], np.uint64), np.array([10, 11, 12], np.uint64), np.ones(3))
+    assert (len(m.users), len(m.items), m.users.version, m.items.version, m.events_seen) == before
+
+
+def test_bad_constructor_arguments_name_the_argument() -> None:
+    with pytest.raises(TypeError, match="dim must be an integer, got '8'"):
+        embcore.EmbeddingTable("8")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lr'"):
+        embcore.MatrixFactorization(lr=0.1)  # type: ignore[call-arg]
+    with pytest.raises(embcore.ConfigError, match="capacity must be an integer in"):
+        embcore.MatrixFactorization(capacity=-1)
