@@ -12,7 +12,8 @@ reads:
     retrains on the buffered window, warm-started from its last state, for ``epochs`` passes
     (the first counts interactions, later ones use ``count_interactions=False``), then publishes
     a new snapshot and calls ``monitor.record_publish(snapshot.items, boundary)``. A boundary
-    with an empty window publishes the previous snapshot again, without copying.
+    with an empty window publishes the previous snapshot again, without copying; a run of
+    empty boundaries is published once, at its last boundary (design notes).
 ``"hybrid"``
     Real-time updates on every event (counted, serving reads the live tables) *plus* a
     consolidation at every period boundary: ``epochs`` further passes over the window just
@@ -39,6 +40,22 @@ Design notes
   ``b`` publishes a model trained on every event with timestamp ``< b``; :meth:`Trainer.advance`
   lets a driver publish at ``b`` before it serves requests at ``b`` (the simulator's steps start
   on boundaries), and :meth:`Trainer.consume` publishes any boundary its events cross.
+* A run of boundaries with empty windows costs O(1), however long: a gap of 1e10 s with a
+  1 s period is one publish, not 1e10. Nothing trains in such a run, so the model it would
+  republish at each boundary is the same one; it is published (and shown to
+  ``monitor.record_publish``) once, at the run's last boundary, after the evictions its inner
+  boundaries would have made (made once, at the second-to-last boundary, sweeping the table at
+  most once). :attr:`Trainer.publishes` still counts every boundary crossed, skipped ones
+  included: it is the number of boundaries at which serving was published, as before, and
+  what ``advance`` returns.
+* Event time is seconds. Times beyond +-1e11 s (the year 5138) are milliseconds or
+  nanoseconds by mistake and are rejected with the remedy; inside that range boundary
+  arithmetic is exact Python integers and runs of empty boundaries are O(1), so no period and
+  gap can hang a trainer.
+* :meth:`Trainer.consume` validates every argument exactly as the model's ``train`` would
+  (ids, labels for ``model.loss``, weights, lengths, time order) *before* anything changes: a
+  rejected call leaves counters, clock, window and tables as they were, and batch never
+  buffers an event that would fail at the boundary (which would lose the whole window).
 * The batch window is shuffled (seeded) before each pass, as a batch job reading a day
   partition would; ``shuffle=False`` keeps time order, which makes a one-epoch batch pass the
   very same SGD sequence as real-time training on those events.
@@ -82,6 +99,7 @@ import numpy.typing as npt
 
 from embcore import _core
 from embcore._core import EmbeddingTable, FieldModel, MatrixFactorization
+from embcore.errors import ConfigError, EmbcoreError
 
 __all__ = ["MODES", "Model", "Trainer", "parse_duration"]
 
@@ -94,6 +112,17 @@ DEFAULT_PERIOD_SECONDS = 6 * 3600
 # the global bias plus the item bias.
 _NO_USER = 2**64 - 1
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+# Largest |label| of the squared loss and largest event weight the core accepts
+# (MAX_LABEL, MAX_WEIGHT in src/train/loss.rs).
+_MAX_LABEL = 1e6
+_MAX_WEIGHT = 1e6
+# Event times beyond +-1e11 s (after the year 5138) are not seconds (module design notes).
+_MAX_SECONDS = 10**11
+_TIME_REMEDY = (
+    "event times must be seconds within +-1e11 (before the year 5138): divide milliseconds by "
+    "1e3 and nanoseconds by 1e9 (e.g. timestamps // 10**9), or read the log with "
+    "embcore.datasets.ColumnMap(time_unit='ms', 'us' or 'ns')"
+)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
 
 #: Every model is a FieldModel (MatrixFactorization is its two-field case), so the
@@ -121,34 +150,34 @@ def parse_duration(value: str | int | float) -> int:
 
     Raises
     ------
-    ValueError
-        Unparseable, non-finite, or not positive.
+    embcore.errors.ConfigError
+        Unparseable, non-finite, or not positive (a ``ValueError``).
 
     Examples
     --------
     >>> parse_duration("6h"), parse_duration("90m"), parse_duration(60)
     (21600, 5400, 60)
-    >>> parse_duration("-1h")
+    >>> parse_duration("-1h")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: period must be a positive duration such as 6h, 90m, 1d or 3600 (seconds), got '-1h'
+    embcore.ConfigError: period must be a positive duration such as 6h, 90m, ..., got '-1h'
     """
     problem = (
         f"period must be a positive duration such as 6h, 90m, 1d or 3600 (seconds), got {value!r}"
     )
     if isinstance(value, bool):
-        raise ValueError(problem)
+        raise ConfigError(problem)
     if isinstance(value, int | float | np.integer | np.floating):
         seconds = float(value)
     elif isinstance(value, str):
         match = _DURATION.match(value.lower())
         if match is None:
-            raise ValueError(problem)
+            raise ConfigError(problem)
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
-        raise ValueError(problem)
+        raise ConfigError(problem)
     if not math.isfinite(seconds) or round(seconds) < 1:
-        raise ValueError(problem)
+        raise ConfigError(problem)
     return round(seconds)
 
 
@@ -192,9 +221,9 @@ class Trainer:
 
     Raises
     ------
-    ValueError
+    embcore.errors.ConfigError
         Unknown mode, period <= 0, epochs < 1, threads < 1, bad model options, or a field
-        model without the user/item field.
+        model without the user/item field (a ``ValueError``).
 
     Examples
     --------
@@ -208,7 +237,7 @@ class Trainer:
     >>> Trainer("weekly")
     Traceback (most recent call last):
     ...
-    ValueError: mode must be one of 'realtime', 'batch', 'hybrid', got 'weekly'
+    embcore.ConfigError: mode must be one of 'realtime', 'batch', 'hybrid', got 'weekly'
 
     A field-aware FM with a context field (``tag``) that belongs to the candidate:
 
@@ -240,15 +269,15 @@ class Trainer:
         **model_options: Any,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"mode must be one of {', '.join(repr(m) for m in MODES)}, got {mode!r}"
             )
         if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+            raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
         if isinstance(threads, bool) or not isinstance(threads, int | np.integer) or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+            raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
         if model is not None and model_options:
-            raise ValueError(
+            raise ConfigError(
                 f"pass either a model or model options, not both (got {sorted(model_options)})"
             )
         if model is None:
@@ -256,7 +285,7 @@ class Trainer:
         elif not isinstance(model, FieldModel):
             model = model()
             if not isinstance(model, FieldModel):
-                raise ValueError(
+                raise ConfigError(
                     f"the model factory returned {type(model).__name__}, expected "
                     "embcore.MatrixFactorization, FieldAwareFM or FactorizationMachine"
                 )
@@ -266,12 +295,14 @@ class Trainer:
         self._against: str | None = None
         for role, name in (("user_field", user_field), ("item_field", item_field)):
             if name not in model.fields:
-                raise ValueError(
+                raise ConfigError(
                     f"{role}={name!r} is not a field of the model (its fields are "
                     f"{model.fields}); pass {role}= one of them"
                 )
         if user_field == item_field:
-            raise ValueError("user_field and item_field must be different fields")
+            raise ConfigError(
+                f"user_field and item_field must be different fields, got {user_field!r} for both"
+            )
         if embedding_against == _DEFAULT_AGAINST:
             embedding_against = user_field if model.interaction == "field_aware" else None
         start, stop = model.embedding_span(item_field, embedding_against)
@@ -279,7 +310,7 @@ class Trainer:
         if (start, stop) != (0, model.row_dim):
             self._span = (start, stop)
             if monitor is not None and not _observes_updates(monitor):
-                raise ValueError(
+                raise ConfigError(
                     "the item embedding is one block of the FFM row, which only an "
                     "embcore.Monitor can record; pass embcore.Monitor(...) or "
                     "embedding_against=None (record whole rows)"
@@ -408,8 +439,9 @@ class Trainer:
 
         Raises
         ------
-        ValueError
-            A model field on neither side or on both, or a column of the wrong length.
+        embcore.errors.EmbcoreError
+            A model field on neither side or on both, a column of the wrong length, or a
+            negative id (a ``ValueError``).
 
         Examples
         --------
@@ -419,8 +451,8 @@ class Trainer:
         array([[0., 0.]], dtype=float32)
         """
         model = self.serving_model
-        user_ids = np.ascontiguousarray(users, dtype=np.uint64)
-        item_ids = np.ascontiguousarray(pool, dtype=np.uint64)
+        user_ids = _ids(users, "users")
+        item_ids = _ids(pool, "pool")
         request = {self.user_field: user_ids, **_id_columns(request_fields, "request_fields")}
         candidate = {
             self.item_field: item_ids,
@@ -468,51 +500,45 @@ class Trainer:
         Parameters
         ----------
         users, items : array_like of uint64
+            Non-negative integer ids (uint64, or any integer dtype without negative values).
         labels : array_like of float32
-            1/0 for the logistic loss.
+            1/0 for the logistic loss (finite, in [0, 1]); finite ratings with |label| <= 1e6
+            for the squared loss (``model.loss``).
         timestamps : array_like of int64
-            Event time in seconds, non-decreasing, and not before the trainer's clock.
+            Event time in whole seconds within +-1e11; batch/hybrid: non-decreasing, and not
+            before the trainer's clock.
         weights : array_like of float32, optional
+            Finite, in [0, 1e6].
         context : mapping of str to array_like of uint64, optional
             Field models: one id column per other field (:attr:`context_fields`). Columns for
             fields the model does not have are ignored, so one stream can feed MF and FFM
             trainers alike.
 
+        Every argument is checked, as the model's ``train`` checks it, before anything
+        changes: a rejected call leaves the trainer (counters, clock, buffered window, tables)
+        exactly as it was.
+
         Raises
         ------
-        ValueError
-            Mismatched lengths, a missing context field, or timestamps out of order (sort them
-            first, e.g. with ``np.argsort(timestamps, kind="stable")``).
+        embcore.errors.EmbcoreError
+            A ``ValueError`` naming the argument, the value and what is allowed: mismatched
+            lengths, a negative id, a label or weight out of range, a missing context field,
+            times that are not seconds (milliseconds, nanoseconds), or timestamps out of order
+            (sort them first, e.g. with ``np.argsort(timestamps, kind="stable")``).
+        TypeError
+            An argument of the wrong dtype (float or text ids, float timestamps), as ``train``.
         """
-        cols = self._columns(users, items, context)
-        y = np.ascontiguousarray(labels, dtype=np.float32)
-        t = np.ascontiguousarray(timestamps, dtype=np.int64)
-        w = None if weights is None else np.ascontiguousarray(weights, dtype=np.float32)
-        n = cols[self.fields[0]].size
-        lengths = {name: col.size for name, col in cols.items()}
-        lengths |= {"labels": y.size, "timestamps": t.size}
-        if w is not None:
-            lengths["weights"] = w.size
-        if len(set(lengths.values())) > 1:
-            raise ValueError(f"event arrays must have equal lengths, got {lengths}")
+        cols, y, t, w = self._events(users, items, labels, timestamps, weights, context)
+        n = y.size
         if n == 0:
             return
-        if self.mode != "realtime":
-            if n > 1 and bool((t[1:] < t[:-1]).any()):
-                raise ValueError(
-                    f"{self.mode} mode needs events in time order: sort them first, e.g. "
-                    "order = np.argsort(timestamps, kind='stable')"
-                )
-            if self._clock is not None and int(t[0]) < self._clock:
-                raise ValueError(
-                    f"event at t={int(t[0])} is before the trainer's clock t={self._clock} "
-                    "(events must arrive in time order)"
-                )
-        self.events_consumed += n
         if self.mode == "realtime":
+            # Counted once trained: a failed train (e.g. a full table) changes nothing.
             self._train(cols, y, t, w, count=True, observe=True)
+            self.events_consumed += n
             self._clock = int(t.max()) if self._clock is None else max(self._clock, int(t.max()))
             return
+        self.events_consumed += n
         start = 0
         while start < n:
             # Publish every boundary up to this event, then take the events before the next.
@@ -526,33 +552,51 @@ class Trainer:
         self._clock = int(t[-1])
 
     def advance(self, t: int) -> int:
-        """Move event time to ``t``: batch/hybrid publish every boundary ``<= t`` now due.
+        """Move event time to ``t`` (seconds): batch/hybrid publish every boundary ``<= t`` now
+        due.
 
-        Returns the number of publishes made (always 0 in real-time mode).
+        Returns the number of boundaries published (always 0 in real-time mode). A run of
+        boundaries with nothing to train is published once, at its last boundary, and counted
+        in full (module design notes): the cost does not grow with the gap.
 
         >>> batch = Trainer("batch", period="1h")
         >>> batch.advance(0), batch.advance(7200)  # boundaries at 1 h and 2 h
         (0, 2)
+        >>> batch.advance(10**10), batch.publishes  # one publish; every boundary is counted
+        (2777775, 2777777)
         """
-        t = int(t)
-        done = 0
+        t = _time_point(t, "t")
+        crossed = 0
         if self.mode != "realtime":
             if self._next_boundary is None:
                 self._next_boundary = self._boundary_after(
                     t if self._clock is None else self._clock
                 )
-            while self._next_boundary <= t:
-                self._publish(self._next_boundary)
-                self._next_boundary += self.period
-                done += 1
+            first = self._next_boundary
+            if first <= t:
+                crossed = (t - first) // self.period + 1
+                last = first + (crossed - 1) * self.period
+                published = 0
+                if self._window:
+                    self._publish(first)
+                    published, first = 1, first + self.period
+                if first <= last:
+                    # first..last: boundaries with empty windows, published once at `last`.
+                    inner = (last - first) // self.period
+                    if inner:
+                        self._expire(last - self.period, sweep=inner)
+                    self._publish(last)
+                    published += 1
+                self.publishes += crossed - published
+                self._next_boundary = last + self.period
         self._clock = t if self._clock is None else max(self._clock, t)
-        return done
+        return crossed
 
     def flush(self, t: int | None = None) -> None:
         """End of stream: publish every boundary up to ``t``, then retrain on what is still
         buffered and publish it at ``t`` (batch/hybrid; no-op in real-time mode).
 
-        ``t`` defaults to the trainer's clock (the last event time seen).
+        ``t`` (seconds) defaults to the trainer's clock (the last event time seen).
 
         >>> import numpy as np
         >>> b = Trainer("batch", dim=2)
@@ -562,15 +606,22 @@ class Trainer:
         (1, 1)
         """
         if self.mode == "realtime":
+            if t is not None:
+                _time_point(t, "t")
             return
         if t is None:
             t = self._clock if self._clock is not None else 0
-        self.advance(int(t))
+        t = _time_point(t, "t")
+        self.advance(t)
         if self._window_events:
-            self._publish(int(t))
+            self._publish(t)
 
     def stats(self) -> dict[str, Any]:
         """Counters: events consumed, optimizer updates, publishes, training seconds.
+
+        ``publishes`` counts every period boundary crossed (a run of empty boundaries is
+        published, and shown to the monitor, once, at its last boundary, but counted in full),
+        plus the end-of-stream publish of :meth:`flush`.
 
         >>> Trainer("hybrid", epochs=2).stats()["epochs"]
         2
@@ -604,22 +655,95 @@ class Trainer:
         items: npt.ArrayLike,
         context: Mapping[str, npt.ArrayLike] | None,
     ) -> dict[str, npt.NDArray[np.uint64]]:
-        """``{field: uint64 ids}`` for every field the model trains on, in field order."""
-        given = {
-            self.user_field: np.ascontiguousarray(users, dtype=np.uint64),
-            self.item_field: np.ascontiguousarray(items, dtype=np.uint64),
-        }
+        """``{field: uint64 ids}`` for every field the model trains on, in field order (ids
+        checked as ``train`` checks them: non-negative integers)."""
+        given = {self.user_field: _ids(users, "users"), self.item_field: _ids(items, "items")}
+        if context is not None and not isinstance(context, Mapping):
+            raise TypeError(
+                f"context must be a mapping of field name to ids, got {type(context).__name__}"
+            )
         extra = dict(context or {})
         missing = [f for f in self.context_fields if f not in extra]
         if missing:
-            raise ValueError(
+            raise EmbcoreError(
                 f"context has no {', '.join(repr(f) for f in missing)} column; this model's "
                 f"fields are {list(self.fields)}: pass context={{field: ids}} for "
                 f"{list(self.context_fields)}"
             )
         for f in self.context_fields:
-            given[f] = np.ascontiguousarray(extra[f], dtype=np.uint64)
+            given[f] = _ids(extra[f], f"context[{f!r}]")
         return {f: given[f] for f in self.fields}
+
+    def _events(
+        self,
+        users: npt.ArrayLike,
+        items: npt.ArrayLike,
+        labels: npt.ArrayLike,
+        timestamps: npt.ArrayLike,
+        weights: npt.ArrayLike | None,
+        context: Mapping[str, npt.ArrayLike] | None,
+    ) -> tuple[
+        dict[str, npt.NDArray[np.uint64]],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float32] | None,
+    ]:
+        """The arguments of :meth:`consume`, converted and checked as the model's ``train``
+        checks them (plus time in seconds and, batch/hybrid, time order); changes nothing."""
+        cols = self._columns(users, items, context)
+        y = _floats(labels, "labels")
+        t = _times(timestamps)
+        w = None if weights is None else _floats(weights, "weights")
+        names = {self.user_field: "users", self.item_field: "items"}
+        lengths = {names.get(f, f"context[{f!r}]"): c.size for f, c in cols.items()}
+        lengths |= {"labels": y.size, "timestamps": t.size}
+        if w is not None:
+            lengths["weights"] = w.size
+        if len(set(lengths.values())) > 1:
+            given = ", ".join(f"{name}: {size}" for name, size in lengths.items())
+            raise EmbcoreError(
+                f"event arrays must have equal lengths (one element per event), got {given}"
+            )
+        if self.model.loss == "logistic":
+            _check_range(
+                y,
+                "labels",
+                0.0,
+                1.0,
+                "the logistic loss needs labels in [0, 1]; use loss='squared' for ratings",
+            )
+        else:
+            _check_range(
+                y,
+                "labels",
+                -_MAX_LABEL,
+                _MAX_LABEL,
+                "the squared loss takes finite labels in [-1e6, 1e6]",
+            )
+        if w is not None:
+            _check_range(
+                w,
+                "weights",
+                0.0,
+                _MAX_WEIGHT,
+                "weights must be finite numbers in [0, 1e6]",
+            )
+        if self.mode != "realtime" and t.size:
+            back = np.flatnonzero(t[1:] < t[:-1])
+            if back.size:
+                k = int(back[0]) + 1
+                raise EmbcoreError(
+                    f"timestamps[{k}] = {int(t[k])} is before timestamps[{k - 1}] = "
+                    f"{int(t[k - 1])}; {self.mode} mode needs events in time order: sort them "
+                    "first, e.g. order = np.argsort(timestamps, kind='stable')"
+                )
+            if self._clock is not None and int(t[0]) < self._clock:
+                raise EmbcoreError(
+                    f"timestamps[0] = {int(t[0])} is before the trainer's clock "
+                    f"t={self._clock}; events must arrive in time order, at or after the "
+                    "last event or advance() time"
+                )
+        return cols, y, t, w
 
     def _take(
         self,
@@ -700,23 +824,39 @@ class Trainer:
         if self.mode != "batch":
             self._expire(int(t.max()))
 
-    def _expire(self, now: int) -> None:
+    def _expire(self, now: int, sweep: int = 1) -> None:
         """Evict expired item rows (when the model has an item lifecycle), handing their
         final rows (the item embedding's columns) to the monitor so maturity still sees
-        evicted items."""
+        evicted items.
+
+        Each eviction call inspects a budget of rows from the table's clock hand. ``sweep``:
+        make the calls that many boundaries would, but stop once the calls have inspected as
+        many rows as the table holds (a run of empty boundaries costs O(rows), not O(run))."""
         items = self.item_table()
         if items.lifecycle is None or not (
             items.lifecycle["ttl"] or items.lifecycle["max_rows"] or items.lifecycle["max_bytes"]
         ):
             return
-        out = items.evict(now=now, budget=max(10_000, len(items) // 10))
-        self.evicted += len(out["ids"])
-        self._changed = self._changed or len(out["ids"]) > 0
-        if self.monitor is not None and len(out["ids"]) and hasattr(self.monitor, "record_rows"):
-            rows = out["rows"]
-            if self._span is not None:
-                rows = np.ascontiguousarray(rows[:, self._span[0] : self._span[1]])
-            self.monitor.record_rows(out["ids"], rows, out["interactions"], out["first_seen"], now)
+        size, inspected = len(items), 0
+        for _ in range(sweep):
+            budget = max(10_000, len(items) // 10)
+            out = items.evict(now=now, budget=budget)
+            self.evicted += len(out["ids"])
+            self._changed = self._changed or len(out["ids"]) > 0
+            if (
+                self.monitor is not None
+                and len(out["ids"])
+                and hasattr(self.monitor, "record_rows")
+            ):
+                rows = out["rows"]
+                if self._span is not None:
+                    rows = np.ascontiguousarray(rows[:, self._span[0] : self._span[1]])
+                self.monitor.record_rows(
+                    out["ids"], rows, out["interactions"], out["first_seen"], now
+                )
+            inspected += budget
+            if inspected >= size:
+                break
 
 
 def _observes_updates(monitor: Any) -> bool:
@@ -732,8 +872,89 @@ def _id_columns(
     if columns is None:
         return {}
     if not isinstance(columns, Mapping):
-        raise ValueError(f"{name} must be a mapping of field name to ids, got {type(columns)}")
-    return {str(f): np.ascontiguousarray(c, dtype=np.uint64) for f, c in columns.items()}
+        raise TypeError(
+            f"{name} must be a mapping of field name to ids, got {type(columns).__name__}"
+        )
+    return {str(f): _ids(c, f"{name}[{str(f)!r}]") for f, c in columns.items()}
+
+
+def _ids(value: npt.ArrayLike, name: str) -> npt.NDArray[np.uint64]:
+    """``value`` as contiguous uint64 ids, checked as ``train`` checks ids: an array of
+    unsigned integers, or of signed integers none of which is negative (no floats, even
+    integral ones, and no wrap-around of -1 to 2**64 - 1)."""
+    array = np.asarray(value)
+    if array.ndim != 1 or (array.dtype.kind not in "iu" and array.size):
+        raise TypeError(
+            f"{name} must be a 1-D array of uint64 (or non-negative int64) ids, got "
+            f"{_describe(array)}; pass np.asarray({name}, dtype=np.uint64)"
+        )
+    if array.dtype.kind == "i" and array.size:
+        negative = np.flatnonzero(array < 0)
+        if negative.size:
+            k = int(negative[0])
+            raise EmbcoreError(
+                f"{name}[{k}] = {int(array[k])} is negative; ids are unsigned 64-bit integers"
+            )
+    return np.ascontiguousarray(array, dtype=np.uint64)
+
+
+def _floats(value: npt.ArrayLike, name: str) -> npt.NDArray[np.float32]:
+    """``value`` (any real dtype: float, integer, bool) as contiguous float32, converted as
+    ``train`` converts float64 (round to nearest; beyond the float32 range: inf)."""
+    array = np.asarray(value)
+    if array.ndim != 1 or (array.dtype.kind not in "biuf" and array.size):
+        raise TypeError(
+            f"{name} must be a 1-D array of float32 or float64, got {_describe(array)}; "
+            f"pass np.asarray({name}, dtype=np.float32)"
+        )
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _times(value: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Event times as contiguous int64 seconds: an integer array (no floats, as ``train``)
+    within +-1e11 s (beyond are milliseconds or nanoseconds)."""
+    array = np.asarray(value)
+    if array.ndim != 1 or (array.dtype.kind not in "iu" and array.size):
+        raise TypeError(
+            f"timestamps must be a 1-D array of int64 event times (seconds), got "
+            f"{_describe(array)}; pass np.asarray(timestamps, dtype=np.int64)"
+        )
+    if array.size:
+        outside = np.flatnonzero((array > _MAX_SECONDS) | (array < -_MAX_SECONDS))
+        if outside.size:
+            k = int(outside[0])
+            raise EmbcoreError(
+                f"timestamps[{k}] = {int(array[k])} is not a time in seconds; {_TIME_REMEDY}"
+            )
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _time_point(value: Any, name: str) -> int:
+    """One event time (``advance``/``flush``) as whole seconds within +-1e11."""
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        raise EmbcoreError(f"{name} = {value} is not a time; {_TIME_REMEDY}")
+    t = int(value)
+    if not -_MAX_SECONDS <= t <= _MAX_SECONDS:
+        raise EmbcoreError(f"{name} = {t} is not a time in seconds; {_TIME_REMEDY}")
+    return t
+
+
+def _check_range(
+    values: npt.NDArray[np.float32], name: str, low: float, high: float, allowed: str
+) -> None:
+    """Raise naming the first value of ``values`` that is not finite or outside [low, high]."""
+    bad = np.flatnonzero(~(np.isfinite(values) & (values >= low) & (values <= high)))
+    if bad.size:
+        k = int(bad[0])
+        problem = allowed if np.isfinite(values[k]) else f"{name} must be finite; {allowed}"
+        # float32's shortest round-trip text, "2" rather than "2.0".
+        text = str(np.float32(values[k])).removesuffix(".0")
+        raise EmbcoreError(f"{name}[{k}] = {text}; {problem}")
+
+
+def _describe(array: np.ndarray) -> str:
+    return f"a {array.ndim}-D array of dtype {array.dtype}"
 
 
 def _unknown_id(table: EmbeddingTable) -> int:
@@ -754,21 +975,21 @@ def _field_serving_scores(
     fields = list(model.fields)
     both = sorted(set(request) & set(candidate))
     if both:
-        raise ValueError(f"field(s) {both} given on both the request and the candidate side")
+        raise EmbcoreError(f"field(s) {both} given on both the request and the candidate side")
     # Columns of fields the model does not have are ignored (as consume(context=) does), so
     # one world feeds MF and field models alike.
     request = {f: c for f, c in request.items() if f in fields}
     candidate = {f: c for f, c in candidate.items() if f in fields}
     missing = [f for f in fields if f not in request and f not in candidate]
     if missing:
-        raise ValueError(
+        raise EmbcoreError(
             f"serving needs every model field on one side; {missing} missing: pass them in "
             "request_fields= (one id per request) or candidate_fields= (one per pool item)"
         )
     n_req = {c.size for c in request.values()}
     n_cand = {c.size for c in candidate.values()}
     if len(n_req) > 1 or len(n_cand) > 1:
-        raise ValueError(
+        raise EmbcoreError(
             "request columns need one id per request and candidate columns one per pool item, "
             f"got request lengths {sorted(n_req)} and candidate lengths {sorted(n_cand)}"
         )
