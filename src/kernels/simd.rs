@@ -365,18 +365,29 @@ impl Prepared {
 /// accumulator into `row_acc` (row-wise Adagrad; the low 32 bits hold the f32). Same
 /// results, bit for bit, as the body of `EmbeddingTable::apply_step` with
 /// the optimizer `p` was prepared from.
+/// The cells one fused step writes: a row's weights, its per-coordinate
+/// optimizer state and its per-row accumulator.
+#[derive(Clone, Copy)]
+pub struct StepCells<'a> {
+    pub weights: &'a [AtomicU32],
+    pub state: &'a [AtomicU32],
+    pub row_acc: &'a AtomicU64,
+}
+
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub fn step_row<W: Width>(
     p: &Prepared,
     n: W,
-    weights: &[AtomicU32],
-    state: &[AtomicU32],
-    row_acc: &AtomicU64,
+    cells: StepCells<'_>,
     x: &[F4],
     grad: &mut [F4],
     out: &mut [F4],
 ) {
+    let StepCells {
+        weights,
+        state,
+        row_acc,
+    } = cells;
     let n = n.get();
     let (x, grad, out) = (&x[..n], &mut grad[..n], &mut out[..n]);
     let max_norm = p.opt.max_norm;
@@ -523,9 +534,11 @@ mod tests {
                         step_row(
                             &Prepared::new(b.optimizer()),
                             w,
-                            b.row(r),
-                            b.row_state(r),
-                            &b.meta(r)[meta::ROW_ACC],
+                            StepCells {
+                                weights: b.row(r),
+                                state: b.row_state(r),
+                                row_acc: &b.meta(r)[meta::ROW_ACC],
+                            },
                             &x,
                             &mut g2,
                             &mut out,

@@ -357,6 +357,17 @@ impl<'py> Params<'py> {
         self.get(name).map_or(Ok(default), |v| float_value(v, name))
     }
 
+    /// A float argument kept in double precision.
+    pub fn float64(&self, name: &str, default: f64) -> PyResult<f64> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => {
+                float_value(v, name)?;
+                Ok(v.extract::<f64>()?)
+            }
+        }
+    }
+
     pub fn opt_float(&self, name: &str) -> PyResult<Option<f32>> {
         self.get(name).map(|v| float_value(v, name)).transpose()
     }

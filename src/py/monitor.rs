@@ -9,7 +9,7 @@ use crate::storage::scan::{self, HealthCheck};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use std::sync::Arc;
 
 /// Streaming monitor of embedding evolution: per-update drift, magnitude and
@@ -176,37 +176,63 @@ impl PyMonitor {
 #[pymethods]
 impl PyMonitor {
     #[new]
-    #[pyo3(signature = (*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None,
-        count_limit=64, per_doubling=8, age_per_doubling=2, max_records=1_000_000, seed=0))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        sample_rate: f64,
-        track_ids: Option<Vec<u64>>,
-        track_window: Option<(i64, i64)>,
-        milestones: Option<Vec<i64>>,
-        count_limit: i64,
-        per_doubling: i64,
-        age_per_doubling: i64,
-        max_records: i64,
-        seed: u64,
-    ) -> PyResult<Self> {
-        let milestones = match milestones {
-            Some(v) => v
-                .iter()
-                .map(|&x| non_negative(x, "milestones"))
-                .collect::<PyResult<Vec<u64>>>()?,
-            None => crate::monitor::default_milestones(),
+    #[pyo3(signature = (*args, **kwargs),
+        text_signature = "(*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None, count_limit=64, per_doubling=8, age_per_doubling=2, max_records=1000000, seed=0)")]
+    fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let p = super::args::Params::parse(
+            "Monitor",
+            &[
+                "sample_rate",
+                "track_ids",
+                "track_window",
+                "milestones",
+                "count_limit",
+                "per_doubling",
+                "age_per_doubling",
+                "max_records",
+                "seed",
+            ],
+            0,
+            args,
+            kwargs,
+        )?;
+        let ids = |name: &str| -> PyResult<Option<Vec<u64>>> {
+            p.get(name)
+                .map(|v| {
+                    v.extract::<Vec<u64>>().map_err(|_| {
+                        crate::error::out_of_range(
+                            name,
+                            v.repr().map(|r| r.to_string()).unwrap_or_default(),
+                            "a sequence of non-negative integers",
+                        )
+                        .into()
+                    })
+                })
+                .transpose()
         };
+        let track_window = p
+            .get("track_window")
+            .map(|v| {
+                v.extract::<(i64, i64)>().map_err(|_| {
+                    PyErr::from(crate::error::out_of_range(
+                        "track_window",
+                        v.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        "a pair (t0, t1) of integer event times, or None",
+                    ))
+                })
+            })
+            .transpose()?;
+        let max = |name: &str, default: i64, hi: i64| p.int(name, default, 0, hi);
         let cfg = MonitorConfig {
-            count_limit: non_negative(count_limit, "count_limit")?,
-            per_doubling: u32::try_from(per_doubling).unwrap_or(0),
-            age_per_doubling: u32::try_from(age_per_doubling).unwrap_or(0),
-            sample_rate,
-            track_ids: track_ids.unwrap_or_default(),
+            sample_rate: p.float64("sample_rate", 0.01)?,
+            track_ids: ids("track_ids")?.unwrap_or_default(),
             track_window,
-            milestones,
-            max_records: non_negative(max_records, "max_records")? as usize,
-            seed,
+            milestones: ids("milestones")?.unwrap_or_else(crate::monitor::default_milestones),
+            count_limit: max("count_limit", 64, i64::MAX)? as u64,
+            per_doubling: max("per_doubling", 8, i64::from(u32::MAX))? as u32,
+            age_per_doubling: max("age_per_doubling", 2, i64::from(u32::MAX))? as u32,
+            max_records: max("max_records", 1_000_000, i64::MAX)? as usize,
+            seed: p.seed("seed")?,
         };
         Ok(PyMonitor {
             inner: Arc::new(Monitor::new(cfg)?),

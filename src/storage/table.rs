@@ -578,9 +578,11 @@ impl EmbeddingTable {
         crate::kernels::simd::step_row(
             p,
             n,
-            c.weights,
-            c.state,
-            &c.meta[meta::ROW_ACC],
+            crate::kernels::simd::StepCells {
+                weights: c.weights,
+                state: c.state,
+                row_acc: &c.meta[meta::ROW_ACC],
+            },
             x,
             grad,
             out,
