@@ -660,6 +660,38 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// (start, length) of each section payload of a well-framed container
+/// (for tests that craft contents with valid checksums).
+#[cfg(test)]
+pub(crate) fn section_spans(data: &[u8]) -> Vec<(usize, usize)> {
+    let count = u32::from_le_bytes(data[12..16].try_into().expect("4 bytes"));
+    let mut pos = PREAMBLE as usize;
+    (0..count)
+        .map(|_| {
+            let n = u64::from_le_bytes(data[pos..pos + 8].try_into().expect("8 bytes")) as usize;
+            let span = (pos + 8, n);
+            pos += 8 + n + 4;
+            span
+        })
+        .collect()
+}
+
+/// `data` with section `index`'s payload replaced, length and checksum valid.
+#[cfg(test)]
+pub(crate) fn reframe(data: &[u8], index: usize, payload: &[u8]) -> Vec<u8> {
+    let (start, n) = section_spans(data)[index];
+    let mut out = data[..start - 8].to_vec();
+    let head = (payload.len() as u64).to_le_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(payload);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&data[start + n + 4..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,6 +804,18 @@ mod tests {
                 what: "t: head: words: needs 16 bytes, 8 remain (truncated)".into(),
                 offset: Some(PREAMBLE + 8 + 13),
             }
+        );
+    }
+
+    #[test]
+    fn reframing_keeps_a_valid_container() {
+        let b = sample();
+        assert_eq!(reframe(&b, 1, b"abcdef"), b);
+        let x = reframe(&b, 1, b"xyz");
+        let e = read(&x).unwrap_err().to_string();
+        assert!(
+            e.contains("body: section length 3, the header implies 6"),
+            "{e}"
         );
     }
 

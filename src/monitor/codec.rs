@@ -451,3 +451,87 @@ fn read_groups(f: &mut Fields<'_>, groups: &mut [Group], updates: u64) -> Result
     }
     f.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::io::{reframe, section_spans};
+
+    fn sample() -> Monitor {
+        let m = Monitor::new(MonitorConfig {
+            sample_rate: 1.0,
+            milestones: vec![1, 2, 3],
+            track_ids: vec![2, 40],
+            max_records: 20,
+            ..Default::default()
+        })
+        .unwrap();
+        for k in 0..4u64 {
+            let rows: Vec<f32> = (0..9).map(|j| ((k * 9 + j) as f32 * 0.3).sin()).collect();
+            m.observe(&[1, 2, 3], &rows, 3, None, Some(&[k as i64; 3]))
+                .unwrap();
+        }
+        m
+    }
+
+    #[test]
+    fn crafted_fields_never_panic_and_what_decodes_is_usable() {
+        let b = sample().to_bytes();
+        let spans = section_spans(&b);
+        for (index, &(start, n)) in spans.iter().enumerate() {
+            let payload = &b[start..start + n];
+            // Every byte of small sections, a spread of positions in large
+            // ones (the HLL registers, the sketches), to stay fast in debug.
+            for at in (0..n).step_by((n / 96).max(1)) {
+                for value in [0u8, 1, 0x80, 0xff] {
+                    let mut p = payload.to_vec();
+                    p[at] = value;
+                    let x = reframe(&b, index, &p);
+                    match Monitor::from_bytes(&x) {
+                        Ok(m) => {
+                            m.summary();
+                            m.trajectories();
+                            m.path_efficiency();
+                            if let Err(e) = m.merge(&m) {
+                                assert!(e.to_string().contains("overflow"), "{e}");
+                            }
+                        }
+                        Err(Error::Corrupt {
+                            offset: Some(_), ..
+                        }) => {}
+                        Err(e) => panic!("section {index} byte {at} = {value}: {e:?}"),
+                    }
+                }
+            }
+            // Cut payloads.
+            for cut in (0..n).step_by((n / 32).max(1)) {
+                let x = reframe(&b, index, &payload[..cut]);
+                assert!(
+                    matches!(Monitor::from_bytes(&x), Err(Error::Corrupt { .. })),
+                    "{index} {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let b = sample().to_bytes();
+        let (start, n) = section_spans(&b)[3];
+        let mut p = b[start..start + n].to_vec();
+        // First live bucket, statistic 0: min at payload byte 40, max at 44.
+        p[40..44].copy_from_slice(&5f32.to_le_bytes());
+        p[44..48].copy_from_slice(&1f32.to_le_bytes());
+        let Err(e) = Monitor::from_bytes(&reframe(&b, 3, &p)) else {
+            panic!("min > max decoded")
+        };
+        assert_eq!(
+            e,
+            Error::Corrupt {
+                what: "monitor bytes: by_count: drift: min 5 is not <= max 1".into(),
+                offset: Some((start + 40) as u64),
+            }
+        );
+    }
+}
