@@ -20,7 +20,7 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const FORMAT: Format = Format {
     magic: *b"EMBCMONI",
     version: FORMAT_VERSION,
-    what: "embcore Monitor's bytes",
+    what: "embcore monitor byte string",
     mistaken_for: &[],
 };
 const SECTIONS: u32 = 8;
