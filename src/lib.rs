@@ -16,6 +16,7 @@
 //! | `py`       | the `embcore._core` Python module (feature `python`), thin wrappers and the one error mapping |
 
 pub mod error;
+pub mod io;
 pub mod kernels;
 pub mod monitor;
 pub mod storage;

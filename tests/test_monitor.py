@@ -3,6 +3,8 @@ serialisation, training integration, cohorts, health checks and bad input."""
 
 import json
 import pickle
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -501,3 +503,78 @@ def test_bad_observations_raise_and_change_nothing():
     assert mon.to_bytes() == before
     mon.observe(u64([]), np.ones((0, 3), np.float32))  # empty: no-op
     assert mon.to_bytes() == before
+
+
+def split_sections(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The `io` container's preamble and section payloads (see src/io/mod.rs)."""
+    pre, pos, payloads = data[:20], 20, []
+    for _ in range(int.from_bytes(data[12:16], "little")):
+        n = int.from_bytes(data[pos : pos + 8], "little")
+        payloads.append(data[pos + 8 : pos + 8 + n])
+        pos += 8 + n + 4
+    return pre, payloads
+
+
+def join_sections(pre: bytes, payloads: list[bytes]) -> bytes:
+    """Frame payloads again with valid lengths and checksums."""
+    out = bytearray(pre)
+    for p in payloads:
+        head = len(p).to_bytes(8, "little")
+        out += head + p + zlib.crc32(head + p).to_bytes(4, "little")
+    return bytes(out)
+
+
+BY_COUNT, HLL, COUNTERS = 3, 2, 1
+
+
+def test_crafted_bytes_with_valid_checksums_fail_cleanly():
+    mon = Monitor(sample_rate=1.0)
+    mon.observe(u64([1, 2, 3]), np.ones((3, 4), np.float32))
+    mon.observe(u64([1, 2, 3]), np.full((3, 4), 2.0, np.float32))
+    pre, sections = split_sections(mon.to_bytes())
+    assert join_sections(pre, sections) == mon.to_bytes()
+
+    def craft(index: int, offset: int, value: bytes) -> bytes:
+        s = list(sections)
+        s[index] = s[index][:offset] + value + s[index][offset + len(value) :]
+        return join_sections(pre, s)
+
+    # by_count: live u64, then bucket u64, n u64, then per statistic sum f64,
+    # sumsq f64, min f32, max f32 (min > max used to panic in summary()).
+    cases = {
+        "min": craft(BY_COUNT, 40, struct.pack("<ff", 5.0, 1.0)),
+        "bucket count": craft(BY_COUNT, 16, struct.pack("<Q", 0)),
+        "sketch holds": craft(BY_COUNT, 16, struct.pack("<Q", 7)),
+        "out of range": craft(BY_COUNT, 8, struct.pack("<Q", 10**9)),
+        "register": craft(HLL, 5, b"\x63"),
+        "dim": craft(COUNTERS, 0, struct.pack("<Q", 10**7)),
+        "updates": craft(COUNTERS, 8, struct.pack("<Q", 2**63)),
+    }
+    for needle, data in cases.items():
+        with pytest.raises(SnapshotError, match=needle):
+            Monitor.from_bytes(data).summary()
+
+
+def test_merge_overflow_is_an_error_and_changes_nothing():
+    a, b = Monitor(sample_rate=1.0), Monitor(sample_rate=1.0)
+    for m in (a, b):
+        m.observe(u64([1, 2]), np.ones((2, 3), np.float32))
+        m.observe(u64([1, 2]), np.full((2, 3), 2.0, np.float32))
+    last = 0
+    for _ in range(200):
+        try:
+            a.merge(b)
+            b.merge(a)
+        except EmbcoreError as e:
+            assert "overflow" in str(e)
+            break
+        updates = b.summary()["updates"]
+        assert updates > last  # never wraps
+        last = updates
+    else:
+        pytest.fail("merging never overflowed")
+    before = (a.to_bytes(), b.to_bytes())
+    with pytest.raises(EmbcoreError, match="overflow"):
+        a.merge(b)
+        b.merge(a)
+    assert (a.to_bytes(), b.to_bytes()) == before

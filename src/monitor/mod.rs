@@ -29,9 +29,10 @@
 //! * Merging adds counts, sums and sketch buckets: exact for counts and
 //!   sums, within the sketch's bound for quantiles.
 
+mod codec;
 pub mod sketch;
 
-use crate::error::{config, invalid, Error, Result};
+use crate::error::{config, invalid, Result};
 use crate::kernels::rng::mix64;
 use crate::storage::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
 use crate::train::observer::{RowUpdate, UpdateObserver};
@@ -47,9 +48,7 @@ pub const STATISTICS: [&str; 4] = ["drift", "magnitude", "relative_magnitude", "
 /// merged from by_count when summarised — exactly, and without a third set
 /// of sketch updates per event.
 pub const GROUPINGS: [&str; 3] = ["by_count", "by_popularity", "by_age"];
-/// Version of the `to_bytes` format.
-pub const FORMAT_VERSION: u32 = 1;
-const MAGIC: &[u8; 8] = b"EMBCMONI";
+pub use codec::FORMAT_VERSION;
 const HLL_BITS: u32 = 14;
 const HLL_SIZE: usize = 1 << HLL_BITS;
 const NO_SLOT: u32 = u32::MAX;
@@ -1275,6 +1274,11 @@ impl Monitor {
         let o = Monitor::from_bytes(&bytes)?;
         let o = o.lock();
         let mut st = self.lock();
+        // Every sum is checked before anything changes: an error leaves
+        // `self` as it was. Bucket and sketch counts are bounded by
+        // `updates` (decoding checks they add up to it), so checking
+        // `updates` covers them.
+        check_merge(&st, &o)?;
         if o.dim != 0 {
             st.bind_dim(o.dim)?;
         }
@@ -1328,6 +1332,41 @@ impl Monitor {
     }
 }
 
+/// The counters `Monitor::merge` adds, checked for overflow.
+fn check_merge(st: &State, o: &State) -> Result<()> {
+    let sum = |name: &str, a: u64, b: u64| {
+        a.checked_add(b).map(|_| ()).ok_or_else(|| {
+            invalid(format!(
+                "cannot merge: {name} would overflow ({a} + {b} > {}); nothing was merged",
+                u64::MAX
+            ))
+        })
+    };
+    sum("updates", st.updates, o.updates)?;
+    sum("skipped updates", st.skipped, o.skipped)?;
+    // Records kept are bounded by max_records; the rest are counted dropped.
+    sum(
+        "dropped records",
+        st.dropped,
+        o.dropped.saturating_add(o.records.len() as u64),
+    )?;
+    for (id, t) in &o.tracked {
+        if let Some(s) = st.tracked.get(id) {
+            sum(
+                &format!("tracked item {id}'s updates"),
+                s.updates,
+                t.updates,
+            )?;
+        }
+    }
+    for (id, p) in &o.prev {
+        if let Some(s) = st.prev.get(id) {
+            sum(&format!("item {id}'s times seen"), s.seen, p.seen)?;
+        }
+    }
+    Ok(())
+}
+
 fn path_efficiency(st: &State) -> PathEfficiency {
     let d = st.dim;
     let mut ids: Vec<(u64, Track)> = st
@@ -1375,336 +1414,10 @@ impl UpdateObserver for Monitor {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Serialisation: little-endian, versioned, crc32-checked.
-//
-// magic "EMBCMONI" | version u32 | config | state | crc32 of all before u32
-
-struct Writer(Vec<u8>);
-
-impl Writer {
-    fn u8(&mut self, x: u8) {
-        self.0.push(x);
-    }
-    fn u32(&mut self, x: u32) {
-        self.0.extend_from_slice(&x.to_le_bytes());
-    }
-    fn u64(&mut self, x: u64) {
-        self.0.extend_from_slice(&x.to_le_bytes());
-    }
-    fn i64(&mut self, x: i64) {
-        self.0.extend_from_slice(&x.to_le_bytes());
-    }
-    fn f64(&mut self, x: f64) {
-        self.0.extend_from_slice(&x.to_le_bytes());
-    }
-    fn f32s(&mut self, x: &[f32]) {
-        for v in x {
-            self.0.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-fn corrupt(msg: impl Into<String>) -> Error {
-    crate::error::corrupt(format!("monitor bytes: {}", msg.into()))
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.buf.len() - self.pos < n {
-            return Err(corrupt("truncated"));
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.arr()?))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.arr()?))
-    }
-    fn i64(&mut self) -> Result<i64> {
-        Ok(i64::from_le_bytes(self.arr()?))
-    }
-    fn f32(&mut self) -> Result<f32> {
-        Ok(f32::from_le_bytes(self.arr()?))
-    }
-    fn f64(&mut self) -> Result<f64> {
-        Ok(f64::from_le_bytes(self.arr()?))
-    }
-    /// A length prefix for items of at least `item` bytes each.
-    fn len(&mut self, item: usize) -> Result<usize> {
-        let n = self.u64()?;
-        if n > ((self.buf.len() - self.pos) / item.max(1)) as u64 {
-            return Err(corrupt(format!("length {n} exceeds the data")));
-        }
-        Ok(n as usize)
-    }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let b = self.take(n.checked_mul(4).ok_or_else(|| corrupt("length overflow"))?)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-}
-
-impl Monitor {
-    /// The whole monitor (configuration and state) as versioned bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let c = &self.plan.cfg;
-        let mut w = Writer(Vec::new());
-        w.0.extend_from_slice(MAGIC);
-        w.u32(FORMAT_VERSION);
-        w.u64(c.count_limit);
-        w.u32(c.per_doubling);
-        w.u32(c.age_per_doubling);
-        w.f64(c.sample_rate);
-        w.u64(c.seed);
-        w.u64(c.max_records as u64);
-        match c.track_window {
-            Some((t0, t1)) => {
-                w.u8(1);
-                w.i64(t0);
-                w.i64(t1);
-            }
-            None => {
-                w.u8(0);
-                w.i64(0);
-                w.i64(0);
-            }
-        }
-        w.u64(c.track_ids.len() as u64);
-        c.track_ids.iter().for_each(|&x| w.u64(x));
-        w.u64(c.milestones.len() as u64);
-        c.milestones.iter().for_each(|&x| w.u64(x));
-        let st = self.lock();
-        let d = st.dim;
-        w.u64(d as u64);
-        w.u64(st.updates);
-        w.u64(st.skipped);
-        w.i64(st.clock);
-        w.u64(st.dropped);
-        w.0.extend_from_slice(&st.hll);
-        for groups in &st.groups {
-            let live: Vec<(usize, &Group)> = groups
-                .iter()
-                .enumerate()
-                .filter(|(_, g)| g.m.n > 0)
-                .collect();
-            w.u64(live.len() as u64);
-            for (b, g) in live {
-                w.u64(b as u64);
-                w.u64(g.m.n);
-                for j in 0..4 {
-                    w.f64(g.m.sum[j]);
-                    w.f64(g.m.sumsq[j]);
-                    w.f32s(&[g.m.min[j], g.m.max[j]]);
-                    let (zero, offset, counts) = g.sketch[j].parts();
-                    w.u64(zero);
-                    w.u32(offset as u32);
-                    w.u64(counts.len() as u64);
-                    counts.iter().for_each(|&x| w.u64(x));
-                }
-            }
-        }
-        let mut tracked: Vec<(&u64, &Track)> = st.tracked.iter().collect();
-        tracked.sort_by_key(|(id, _)| **id);
-        w.u64(tracked.len() as u64);
-        for (&id, t) in tracked {
-            w.u64(id);
-            w.f64(t.path);
-            w.u64(t.updates);
-            if t.slot == NO_SLOT {
-                w.u8(0);
-            } else {
-                w.u8(1);
-                let s = t.slot as usize;
-                w.f32s(&st.track_rows[2 * s * d..2 * (s + 1) * d]);
-            }
-        }
-        w.u64(st.records.len() as u64);
-        for (k, r) in st.records.iter().enumerate() {
-            w.u64(r.id);
-            w.u64(r.count);
-            w.i64(r.timestamp);
-            w.u8(u8::from(r.publish));
-            w.f32s(&st.record_rows[k * d..(k + 1) * d]);
-        }
-        let mut prev: Vec<(&u64, &Prev)> = st.prev.iter().collect();
-        prev.sort_by_key(|(id, _)| **id);
-        w.u64(prev.len() as u64);
-        for (&id, p) in prev {
-            w.u64(id);
-            w.u64(p.seen);
-            w.i64(p.first_seen);
-            let s = p.slot as usize;
-            w.f32s(&st.prev_rows[s * d..(s + 1) * d]);
-        }
-        drop(st);
-        let crc = crc32fast::hash(&w.0);
-        w.u32(crc);
-        w.0
-    }
-
-    /// Rebuild a monitor from `to_bytes` output. Truncated, corrupted or
-    /// foreign bytes fail with `CorruptSnapshot`.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Monitor> {
-        if bytes.len() < MAGIC.len() + 8 || &bytes[..8] != MAGIC {
-            return Err(corrupt("not embcore Monitor bytes (bad magic)"));
-        }
-        let (body, tail) = bytes.split_at(bytes.len() - 4);
-        let mut r = Reader { buf: body, pos: 8 };
-        let version = r.u32()?;
-        if version != FORMAT_VERSION {
-            return Err(corrupt(format!(
-                "format version {version}; this embcore reads version {FORMAT_VERSION}"
-            )));
-        }
-        let crc = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-        if crc32fast::hash(body) != crc {
-            return Err(corrupt("checksum mismatch (truncated or corrupted)"));
-        }
-        let count_limit = r.u64()?;
-        let per_doubling = r.u32()?;
-        let age_per_doubling = r.u32()?;
-        let sample_rate = r.f64()?;
-        let seed = r.u64()?;
-        let max_records = usize::try_from(r.u64()?).map_err(|_| corrupt("max_records"))?;
-        let has_window = r.u8()?;
-        let (t0, t1) = (r.i64()?, r.i64()?);
-        let n = r.len(8)?;
-        let track_ids = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
-        let n = r.len(8)?;
-        let milestones = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
-        let cfg = MonitorConfig {
-            count_limit,
-            per_doubling,
-            age_per_doubling,
-            sample_rate,
-            track_ids,
-            track_window: (has_window != 0).then_some((t0, t1)),
-            milestones,
-            max_records,
-            seed,
-        };
-        let m = Monitor::new(cfg).map_err(|e| corrupt(format!("configuration: {e}")))?;
-        {
-            let mut guard = m.lock();
-            let st = &mut *guard;
-            let d = r.u64()?;
-            if d > 65536 {
-                return Err(corrupt(format!("dim {d}")));
-            }
-            let d = d as usize;
-            st.dim = d;
-            st.updates = r.u64()?;
-            st.skipped = r.u64()?;
-            st.clock = r.i64()?;
-            st.dropped = r.u64()?;
-            st.hll.copy_from_slice(r.take(HLL_SIZE)?);
-            for groups in st.groups.iter_mut() {
-                let live = r.len(16)?;
-                for _ in 0..live {
-                    let b = r.u64()? as usize;
-                    let mut g = Group::new();
-                    g.m.n = r.u64()?;
-                    for j in 0..4 {
-                        g.m.sum[j] = r.f64()?;
-                        g.m.sumsq[j] = r.f64()?;
-                        g.m.min[j] = r.f32()?;
-                        g.m.max[j] = r.f32()?;
-                        let zero = r.u64()?;
-                        let offset = r.u32()? as i32;
-                        let n = r.len(8)?;
-                        let counts = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
-                        g.sketch[j] = Sketch::from_parts(zero, offset, counts);
-                    }
-                    *groups
-                        .get_mut(b)
-                        .ok_or_else(|| corrupt(format!("bucket {b} out of range")))? = g;
-                }
-            }
-            if d == 0 && r.buf.len() - r.pos > 24 {
-                return Err(corrupt("rows without a dimension"));
-            }
-            let n = r.len(25)?;
-            for _ in 0..n {
-                let id = r.u64()?;
-                let path = r.f64()?;
-                let updates = r.u64()?;
-                if r.u8()? == 1 {
-                    let rows = r.f32s(2 * d)?;
-                    st.merge_track(id, path, updates, &rows[..d], &rows[d..]);
-                } else {
-                    st.tracked.insert(
-                        id,
-                        Track {
-                            slot: NO_SLOT,
-                            path,
-                            updates,
-                        },
-                    );
-                }
-            }
-            let n = r.len(25)?;
-            for _ in 0..n {
-                let rec = Record {
-                    id: r.u64()?,
-                    count: r.u64()?,
-                    timestamp: r.i64()?,
-                    publish: r.u8()? != 0,
-                };
-                let row = r.f32s(d)?;
-                if !rec.publish {
-                    st.milestones_recorded.insert((rec.id, rec.count));
-                }
-                st.records.push(rec);
-                st.record_rows.extend_from_slice(&row);
-            }
-            let n = r.len(24)?;
-            for _ in 0..n {
-                let id = r.u64()?;
-                let seen = r.u64()?;
-                let first_seen = r.i64()?;
-                let row = r.f32s(d)?;
-                let slot = (st.prev_rows.len() / d.max(1)) as u32;
-                st.prev.insert(
-                    id,
-                    Prev {
-                        slot,
-                        seen,
-                        first_seen,
-                    },
-                );
-                st.prev_rows.extend_from_slice(&row);
-            }
-            if r.pos != body.len() {
-                return Err(corrupt("trailing data"));
-            }
-        }
-        Ok(m)
-    }
-}
-
-// ---------------------------------------------------------------------------
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn cfg() -> MonitorConfig {
         MonitorConfig {

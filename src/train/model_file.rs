@@ -1,37 +1,43 @@
-//! Model files: a whole model (MF, FFM or FM) in one file, written
-//! atomically, every byte covered by a checksum.
+//! Model files: a whole model (MF, FFM or FM) in one `io` container,
+//! written atomically, every section covered by a checksum.
 //!
-//! Layout (little-endian):
+//! Sections of an `EMBCMODL` container (version 2; little-endian fields):
 //! ```text
-//! magic "EMBCMODL" 8 bytes | version u32 | header_len u32
 //! header: kind u8 (0 MF, 1 FFM, 2 FM), loss u8 (0 logistic, 1 squared),
-//!         bias u8, 1 pad byte, dim u32 (FFM: per block), n_tables u32,
+//!         bias u8 (0 or 1), dim u32 (FFM: per block), n_tables u32,
 //!         global_bias f32, global_acc f32, events_seen u64,
 //!         n_tables × (name_len u32, name UTF-8)   (MF: "user", "item")
-//! header crc32 u32
-//! n_tables × (table_len u64, one table in the `snapshot` format, which
-//!             carries its own header, sections and crc32)
+//! n_tables × the five sections of a table snapshot (`snapshot::write_sections`)
 //! ```
-//! Saving goes through `snapshot::write_atomically` (temp file, fsync,
-//! rename, directory fsync): a crash leaves the previous file whole. Loading
-//! checks every length against the file size before allocating, verifies
-//! every checksum and the consistency of the tables (same optimizer, row
-//! widths that match the kind, dim and fields) before returning a model.
-//! Table lifecycles are not stored (as for table snapshots): pass them again
-//! when loading.
+//! Loading checks every length against the file size before allocating,
+//! verifies every checksum and the consistency of the tables (same
+//! optimizer, row widths that match the kind, dim and fields) before
+//! returning a model. Table lifecycles are not stored (as for table
+//! snapshots): pass them again when loading. Version 1 files are refused
+//! with a message naming the version.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::io::{FieldWriter, Format, Reader, Writer};
 use crate::storage::snapshot;
 use crate::storage::table::{EmbeddingTable, TableConfig};
 use crate::train::loss::Loss;
 use crate::train::mf::MfConfig;
 use crate::train::model::{FieldConfig, FieldModel, Interaction};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-const MAGIC: &[u8; 8] = b"EMBCMODL";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+pub const FORMAT: Format = Format {
+    magic: *b"EMBCMODL",
+    version: VERSION,
+    what: "embcore model file",
+    mistaken_for: &[(
+        b"EMBCSNAP",
+        "it is a table snapshot: use EmbeddingTable.load",
+    )],
+};
+/// Most tables a model file may hold.
+const MAX_TABLES: usize = 4096;
 
 /// Which model a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,26 +92,31 @@ fn loss_code(l: Loss) -> u8 {
 }
 
 fn encode(h: &ModelHeader) -> Vec<u8> {
-    let mut b = Vec::with_capacity(64);
-    b.extend_from_slice(&[h.kind.code(), loss_code(h.loss), u8::from(h.bias), 0]);
-    b.extend_from_slice(&(h.dim as u32).to_le_bytes());
-    b.extend_from_slice(&(h.names.len() as u32).to_le_bytes());
-    b.extend_from_slice(&h.global_bias.to_le_bytes());
-    b.extend_from_slice(&h.global_acc.to_le_bytes());
-    b.extend_from_slice(&h.events_seen.to_le_bytes());
+    let mut b = FieldWriter::default();
+    b.u8(h.kind.code());
+    b.u8(loss_code(h.loss));
+    b.u8(u8::from(h.bias));
+    b.u32(h.dim as u32);
+    b.u32(h.names.len() as u32);
+    b.f32(h.global_bias);
+    b.f32(h.global_acc);
+    b.u64(h.events_seen);
     for n in &h.names {
-        b.extend_from_slice(&(n.len() as u32).to_le_bytes());
-        b.extend_from_slice(n.as_bytes());
+        b.str(n);
     }
-    b
+    b.0
 }
 
 /// Write a model (its header and tables, in order) to `path` atomically.
 pub fn save(path: &Path, header: &ModelHeader, tables: &[&EmbeddingTable]) -> Result<u64> {
-    if tables.len() != header.names.len() {
-        return Err(crate::error::invalid("one table per name"));
+    if tables.len() != header.names.len() || tables.len() > MAX_TABLES {
+        return Err(crate::error::invalid(format!(
+            "one table per name, at most {MAX_TABLES}: {} tables, {} names",
+            tables.len(),
+            header.names.len()
+        )));
     }
-    // Compacted copies of tables with evicted rows, so sizes are known up front.
+    // Compacted copies of tables with evicted rows.
     let copies: Vec<Option<EmbeddingTable>> = tables
         .iter()
         .map(|t| (!t.is_compact()).then(|| t.copy()).transpose())
@@ -116,24 +127,15 @@ pub fn save(path: &Path, header: &ModelHeader, tables: &[&EmbeddingTable]) -> Re
         .map(|(t, c)| c.as_ref().unwrap_or(t))
         .collect();
     let head = encode(header);
-    snapshot::write_atomically(path, |w| {
-        w.write_all(MAGIC)?;
-        w.write_all(&VERSION.to_le_bytes())?;
-        w.write_all(&(head.len() as u32).to_le_bytes())?;
-        w.write_all(&head)?;
-        w.write_all(&crc32fast::hash(&head).to_le_bytes())?;
+    let sections = 1 + snapshot::SECTIONS * tables.len() as u32;
+    crate::io::file::save(path, |file| {
+        let mut w = Writer::new(file, &FORMAT, sections)?;
+        w.section(&head)?;
         for t in &tables {
-            // The table's length first; rows are not inserted concurrently
-            // with a save of a compact table's row count taken here.
-            let n = t.len();
-            let len = snapshot::table_bytes(t, n, 0) as u64;
-            w.write_all(&len.to_le_bytes())?;
-            let written = snapshot::write_table_rows(t, n, &mut *w, &[])?;
-            if written != len {
-                return Err(std::io::Error::other("table size changed during the save"));
-            }
+            // Rows inserted during the save are not saved.
+            snapshot::write_sections(&mut w, t, t.len(), &[])?;
         }
-        Ok(())
+        w.finish().map(|_| ())
     })
 }
 
@@ -146,119 +148,66 @@ pub fn load(
     lifecycles: &dyn Fn(&str) -> Option<crate::storage::lifecycle::Lifecycle>,
 ) -> Result<(ModelHeader, Vec<EmbeddingTable>)> {
     let name = path.display().to_string();
-    let bad = |m: String| crate::error::corrupt(format!("{name}: {m}"));
-    let io = |e: std::io::Error| crate::error::io(path, &e);
-    let file = std::fs::File::open(path).map_err(io)?;
-    let file_len = file.metadata().map_err(io)?.len();
-    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut fixed = [0u8; 16];
-    if file_len < 16 {
-        return Err(bad(format!("not an embcore model file ({file_len} bytes)")));
-    }
-    r.read_exact(&mut fixed).map_err(io)?;
-    if &fixed[..8] != MAGIC {
-        let hint = if &fixed[..8] == b"EMBCSNAP" {
-            " (it is a table snapshot: use EmbeddingTable.load)"
-        } else {
-            ""
-        };
-        return Err(bad(format!("not an embcore model file{hint}")));
-    }
-    let version = u32::from_le_bytes(fixed[8..12].try_into().expect("4"));
-    if version != VERSION {
-        return Err(bad(format!(
-            "model file version {version}, this embcore reads version {VERSION}"
-        )));
-    }
-    let head_len = u32::from_le_bytes(fixed[12..16].try_into().expect("4")) as u64;
-    if 16 + head_len + 4 > file_len {
-        return Err(bad(format!(
-            "file is truncated: the header needs {head_len} bytes, the file has {file_len}"
-        )));
-    }
-    let mut head = vec![0u8; head_len as usize];
-    r.read_exact(&mut head).map_err(io)?;
-    let mut crc = [0u8; 4];
-    r.read_exact(&mut crc).map_err(io)?;
-    if crc32fast::hash(&head) != u32::from_le_bytes(crc) {
-        return Err(bad("header checksum mismatch".into()));
-    }
-    // Errors inside the header name the file.
-    let named = |e: Error| match e {
-        Error::Corrupt { what: m, .. } => bad(format!("header: {m}")),
-        other => other,
-    };
-    let mut c = snapshot::Reader {
-        data: &head,
-        pos: 0,
-    };
-    let codes = c.take(4, "kind").map_err(named)?.to_vec();
-    let kind =
-        Kind::from_code(codes[0]).ok_or_else(|| bad(format!("unknown kind {}", codes[0])))?;
-    let loss = match codes[1] {
+    let (file, len) = crate::io::file::open(path)?;
+    let file = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut r = Reader::open(file, len, &name, &FORMAT)?;
+    let head = r.section("header")?;
+    let mut c = head.fields();
+    let kind_at = c.offset();
+    let kind = c.u8("kind")?;
+    let kind = Kind::from_code(kind)
+        .ok_or_else(|| c.error_at(kind_at, "kind", format!("unknown code {kind}")))?;
+    let loss_at = c.offset();
+    let loss = match c.u8("loss")? {
         0 => Loss::Logistic,
         1 => Loss::Squared,
-        x => return Err(bad(format!("unknown loss code {x}"))),
+        x => return Err(c.error_at(loss_at, "loss", format!("unknown code {x}"))),
     };
-    let dim = c.u32("dim").map_err(named)? as usize;
-    let n_tables = c.u32("table count").map_err(named)? as usize;
-    let global_bias = c.f32("global bias").map_err(named)?;
-    let global_acc = c.f32("global accumulator").map_err(named)?;
-    let events_seen = c.u64("event count").map_err(named)?;
-    if n_tables > 4096 {
-        return Err(bad(format!("implausible table count {n_tables}")));
+    let bias = c.flag("bias")?;
+    let dim = c.u32("dim")? as usize;
+    let count_at = c.offset();
+    let n_tables = c.u32("table count")? as usize;
+    let global_bias = c.f32("global bias")?;
+    let global_acc = c.f32("global accumulator")?;
+    let events_seen = c.u64("event count")?;
+    let sections = 1 + snapshot::SECTIONS as usize * n_tables;
+    if n_tables > MAX_TABLES || sections != r.sections_left() as usize + 1 {
+        return Err(c.error_at(
+            count_at,
+            "table count",
+            format!(
+                "{n_tables} tables need {sections} sections, the file has {} (at most {MAX_TABLES} tables)",
+                r.sections_left() + 1
+            ),
+        ));
     }
     let mut names = Vec::with_capacity(n_tables);
     for _ in 0..n_tables {
-        let len = c.u32("name length").map_err(named)? as usize;
-        let bytes = c.take(len, "a field name").map_err(named)?;
-        names.push(
-            String::from_utf8(bytes.to_vec())
-                .map_err(|_| bad("a field name is not UTF-8".into()))?,
-        );
+        names.push(c.str("a field name")?);
     }
+    c.finish()?;
     let header = ModelHeader {
         kind,
         loss,
-        bias: codes[2] != 0,
+        bias,
         dim,
         global_bias,
         global_acc,
         events_seen,
         names,
     };
-    let mut offset = 16 + head_len + 4;
     let mut tables = Vec::with_capacity(n_tables);
     for field in &header.names {
-        let mut len = [0u8; 8];
-        if offset + 8 > file_len {
-            return Err(bad(format!("file is truncated before the '{field}' table")));
-        }
-        r.read_exact(&mut len).map_err(io)?;
-        let len = u64::from_le_bytes(len);
-        offset += 8;
-        if offset.checked_add(len).is_none_or(|end| end > file_len) {
-            return Err(bad(format!(
-                "file is truncated: the '{field}' table needs {len} bytes"
-            )));
-        }
-        let (t, _) = snapshot::read_table(
-            &mut (&mut r).take(len),
-            len,
+        let (t, _) = snapshot::read_sections(
+            &mut r,
             capacity,
             lifecycles(field),
-            &format!("{name} (table '{field}')"),
+            &format!("table '{field}': "),
         )?;
-        offset += len;
         tables.push(t);
     }
-    if offset != file_len {
-        return Err(bad(format!(
-            "{} bytes of trailing data after the last table",
-            file_len - offset
-        )));
-    }
-    check_tables(&header, &tables).map_err(bad)?;
+    r.finish()?;
+    check_tables(&header, &tables).map_err(|m| head.fields().error_at(head.offset, "tables", m))?;
     Ok((header, tables))
 }
 
@@ -389,6 +338,7 @@ pub fn load_field(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::train::batch::Events;
     use crate::train::driver::TrainOptions;
     use crate::train::model::Observed;
