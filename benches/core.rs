@@ -6,7 +6,6 @@ use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::storage::table::{EmbeddingTable, TableConfig};
 use _core::train::batch::Events;
 use _core::train::driver::TrainOptions;
-use _core::train::loss::Loss;
 use _core::train::mf::{self, MfConfig};
 use _core::train::model::FieldModel;
 use _core::train::observer::NoObserver;
@@ -29,16 +28,7 @@ fn model(kind: OptimizerKind) -> FieldModel {
         kind,
         ..Default::default()
     };
-    mf::new(
-        MfConfig {
-            table: t,
-            loss: Loss::Logistic,
-            bias: true,
-        },
-        None,
-        None,
-    )
-    .unwrap()
+    mf::new(MfConfig::logistic(t), None, None).unwrap()
 }
 
 fn training(c: &mut Criterion) {

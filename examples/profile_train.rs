@@ -7,7 +7,6 @@ use _core::monitor::{Monitor, MonitorConfig};
 use _core::storage::table::TableConfig;
 use _core::train::batch::Events;
 use _core::train::driver::TrainOptions;
-use _core::train::loss::Loss;
 use _core::train::mf::{self, MfConfig};
 use _core::train::observer::NoObserver;
 
@@ -32,16 +31,7 @@ fn main() {
         kind,
         ..Default::default()
     };
-    let m = mf::new(
-        MfConfig {
-            table: t,
-            loss: Loss::Logistic,
-            bias: true,
-        },
-        None,
-        None,
-    )
-    .expect("model");
+    let m = mf::new(MfConfig::logistic(t), None, None).expect("model");
     let columns: [&[u64]; 2] = [&users, &items];
     let b = Events {
         columns: &columns,

@@ -1,11 +1,30 @@
-"""The ``>>>`` examples in the docstrings of the Rust extension's classes run and hold
-(pytest's --doctest-modules collects the Python modules, not the compiled one)."""
+"""The ``>>>`` examples in the docstrings of every embcore module and of the Rust
+extension's classes run and hold. The modules are the *installed* package (so this works
+after a plain ``pip install .``, where pytest's --doctest-modules would import the source
+tree and clash with the installed copy)."""
 
 import doctest
+import importlib
+import pkgutil
 
 import pytest
 
+import embcore
 import embcore._core as core
+
+MODULES = sorted(
+    name
+    for _, name, _ in pkgutil.iter_modules(embcore.__path__, "embcore.")
+    if name != "embcore._core"
+)
+
+
+@pytest.mark.parametrize("name", ["embcore", *MODULES])
+def test_module_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    failures, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS, report=False)
+    assert failures == 0, f"{failures} doctest example(s) of {name} failed; run python -m doctest"
+
 
 CLASSES = [
     getattr(core, name) for name in sorted(dir(core)) if isinstance(getattr(core, name), type)

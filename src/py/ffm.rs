@@ -7,6 +7,7 @@ use super::errors::guard;
 use super::model::{self as shared, EventArrays, ModelSettings, TrainCall, MODEL_PARAMS};
 use super::monitor::PyMonitor;
 use super::table::{optimizer_dict, PyEmbeddingTable, TABLE_PARAMS};
+pub use crate::train::model::Kind;
 use crate::train::model::{field_list, FieldConfig, FieldModel, Interaction, Observed};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -22,32 +23,6 @@ pub struct PyFieldModel {
     pub inner: Arc<FieldModel>,
     /// The Python class the model is wrapped as.
     pub kind: Kind,
-}
-
-/// Which public class wraps a model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    MatrixFactorization,
-    FieldAware,
-    Plain,
-}
-
-impl Kind {
-    pub fn of(model: &FieldModel, mf: bool) -> Kind {
-        match model.cfg.interaction {
-            Interaction::FieldAware if mf => Kind::MatrixFactorization,
-            Interaction::FieldAware => Kind::FieldAware,
-            Interaction::Plain => Kind::Plain,
-        }
-    }
-
-    pub fn class_name(self) -> &'static str {
-        match self {
-            Kind::MatrixFactorization => "MatrixFactorization",
-            Kind::FieldAware => "FieldAwareFM",
-            Kind::Plain => "FactorizationMachine",
-        }
-    }
 }
 
 /// Id columns in field order: borrowed 1-D arrays, or copies of the columns
@@ -452,35 +427,14 @@ impl PyFieldModel {
 
     /// `train_columns` (the field models' `train`; `MatrixFactorization.train`
     /// takes users and items instead).
-    #[pyo3(signature = (columns, labels, weights=None, timestamps=None, threads=None,
-        count_interactions=true, monitor=None, monitor_field=None, monitor_against=None),
+    #[pyo3(signature = (*args, **kwargs),
         text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None)")]
-    #[allow(clippy::too_many_arguments)]
     fn train<'py>(
-        &self,
-        py: Python<'py>,
-        columns: &Bound<'py, PyAny>,
-        labels: &Bound<'py, PyAny>,
-        weights: Option<&Bound<'py, PyAny>>,
-        timestamps: Option<&Bound<'py, PyAny>>,
-        threads: Option<&Bound<'py, PyAny>>,
-        count_interactions: bool,
-        monitor: Option<&Bound<'py, PyMonitor>>,
-        monitor_field: Option<&str>,
-        monitor_against: Option<&str>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        self.train_columns(
-            py,
-            columns,
-            labels,
-            weights,
-            timestamps,
-            threads,
-            count_interactions,
-            monitor,
-            monitor_field,
-            monitor_against,
-        )
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        slf.as_any().call_method("train_columns", args, kwargs)
     }
 
     /// `score_columns` (the field models' `score`).
@@ -573,7 +527,7 @@ impl PyFieldModel {
         }
         let want = cls.name()?.to_string();
         let kind = Kind::of(&m, false);
-        let got = kind.class_name();
+        let got = kind.name();
         if want != "FieldModel" && want != got {
             return Err(crate::py::errors::value_error(format!(
                 "{} holds a {got}, not a {want}; load it with {got}.load",

@@ -32,6 +32,15 @@ pub const OBSERVED: Observed = Observed {
 };
 
 impl MfConfig {
+    /// Logistic loss with biases: the default model over `table`.
+    pub fn logistic(table: TableConfig) -> Self {
+        MfConfig {
+            table,
+            loss: Loss::Logistic,
+            bias: true,
+        }
+    }
+
     /// The field configuration of this MF.
     pub fn field_config(&self) -> FieldConfig {
         FieldConfig {
@@ -91,16 +100,7 @@ mod tests {
             learning_rate: 0.1,
             ..Default::default()
         };
-        new(
-            MfConfig {
-                table: t,
-                loss: Loss::Logistic,
-                bias: true,
-            },
-            None,
-            None,
-        )
-        .unwrap()
+        new(MfConfig::logistic(t), None, None).unwrap()
     }
 
     fn train(m: &FieldModel, u: &[u64], i: &[u64], y: &[f32]) -> Result<f64> {
@@ -150,16 +150,7 @@ mod tests {
     fn a_capacity_failure_changes_nothing() {
         let mut t = TableConfig::new(4);
         t.capacity = 4;
-        let m = new(
-            MfConfig {
-                table: t,
-                loss: Loss::Logistic,
-                bias: true,
-            },
-            None,
-            None,
-        )
-        .unwrap();
+        let m = new(MfConfig::logistic(t), None, None).unwrap();
         train(&m, &[1, 2, 3], &[4, 5, 6], &[1.0; 3]).unwrap();
         let (v0, v1) = (m.tables[0].version(), m.tables[1].version());
         // Room for the new user, not for the new items: nothing may change.

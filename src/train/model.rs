@@ -44,6 +44,35 @@ pub struct TrainStats {
     pub unadmitted_events: usize,
 }
 
+/// Which public class a model is: the kind byte of a model file, the class
+/// the bindings wrap it as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    MatrixFactorization,
+    FieldAware,
+    Plain,
+}
+
+impl Kind {
+    /// The kind of `model`; `mf` for a model built as a MatrixFactorization.
+    pub fn of(model: &FieldModel, mf: bool) -> Kind {
+        match model.cfg.interaction {
+            Interaction::FieldAware if mf => Kind::MatrixFactorization,
+            Interaction::FieldAware => Kind::FieldAware,
+            Interaction::Plain => Kind::Plain,
+        }
+    }
+
+    /// The Python class name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::MatrixFactorization => "MatrixFactorization",
+            Kind::FieldAware => "FieldAwareFM",
+            Kind::Plain => "FactorizationMachine",
+        }
+    }
+}
+
 pub struct FieldModel {
     pub cfg: FieldConfig,
     pub tables: Vec<Arc<EmbeddingTable>>,

@@ -22,7 +22,7 @@ use crate::storage::snapshot;
 use crate::storage::table::{EmbeddingTable, TableConfig};
 use crate::train::loss::Loss;
 use crate::train::mf::MfConfig;
-use crate::train::model::{FieldConfig, FieldModel, Interaction};
+use crate::train::model::{FieldConfig, FieldModel, Interaction, Kind};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -39,36 +39,19 @@ pub const FORMAT: Format = Format {
 /// Most tables a model file may hold.
 const MAX_TABLES: usize = 4096;
 
-/// Which model a file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    MatrixFactorization,
-    FieldAware,
-    Plain,
+/// The kind byte of a model file.
+fn kind_code(k: Kind) -> u8 {
+    match k {
+        Kind::MatrixFactorization => 0,
+        Kind::FieldAware => 1,
+        Kind::Plain => 2,
+    }
 }
 
-impl Kind {
-    fn code(self) -> u8 {
-        match self {
-            Kind::MatrixFactorization => 0,
-            Kind::FieldAware => 1,
-            Kind::Plain => 2,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Self> {
-        [Kind::MatrixFactorization, Kind::FieldAware, Kind::Plain]
-            .into_iter()
-            .find(|k| k.code() == c)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::MatrixFactorization => "MatrixFactorization",
-            Kind::FieldAware => "FieldAwareFM",
-            Kind::Plain => "FactorizationMachine",
-        }
-    }
+fn kind_from_code(c: u8) -> Option<Kind> {
+    [Kind::MatrixFactorization, Kind::FieldAware, Kind::Plain]
+        .into_iter()
+        .find(|&k| kind_code(k) == c)
 }
 
 /// Everything a model file holds besides the tables.
@@ -93,7 +76,7 @@ fn loss_code(l: Loss) -> u8 {
 
 fn encode(h: &ModelHeader) -> Vec<u8> {
     let mut b = FieldWriter::default();
-    b.u8(h.kind.code());
+    b.u8(kind_code(h.kind));
     b.u8(loss_code(h.loss));
     b.u8(u8::from(h.bias));
     b.u32(h.dim as u32);
@@ -155,7 +138,7 @@ pub fn load(
     let mut c = head.fields();
     let kind_at = c.offset();
     let kind = c.u8("kind")?;
-    let kind = Kind::from_code(kind)
+    let kind = kind_from_code(kind)
         .ok_or_else(|| c.error_at(kind_at, "kind", format!("unknown code {kind}")))?;
     let loss_at = c.offset();
     let loss = match c.u8("loss")? {
