@@ -271,8 +271,8 @@ class Monitor:
         self,
         ids: _IdArray,
         rows: _FloatArray,
-        counts: npt.NDArray[np.uint64],
-        first_seen: npt.NDArray[np.int64],
+        counts: npt.NDArray[np.uint64] | npt.NDArray[np.int64],
+        first_seen: npt.NDArray[np.int64] | npt.NDArray[np.uint64],
         timestamp: int = 0,
     ) -> int: ...
     def trajectories(self) -> dict[str, npt.NDArray[Any]]: ...

@@ -76,10 +76,11 @@ fn rows_matrix(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize, usize)> {
         let (n, d) = (a.shape()[0], a.shape()[1]);
         return Ok((a.as_array().iter().map(|&x| x as f32).collect(), n, d));
     }
-    Err(crate::py::errors::type_error_msg(
-        "rows must be a 2-D numpy array of float32 (one row per id); \
+    Err(crate::py::errors::type_error_msg(format!(
+        "rows must be a 2-D numpy array of float32 (one row per id), got {}; \
          pass np.asarray(rows, dtype=np.float32)",
-    ))
+        obj.repr().map(|r| r.to_string()).unwrap_or_default()
+    )))
 }
 
 fn stat_dict<'py>(
@@ -344,27 +345,59 @@ impl PyMonitor {
     /// final rows an eviction returned: ``monitor.record_rows(out["ids"],
     /// out["rows"], out["interactions"], out["first_seen"], now)``. Returns
     /// the records kept.
-    #[pyo3(signature = (ids, rows, counts, first_seen, timestamp=0))]
+    #[pyo3(signature = (ids, rows, counts, first_seen, timestamp=None),
+        text_signature = "($self, ids, rows, counts, first_seen, timestamp=0)")]
     fn record_rows(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         rows: &Bound<'_, PyAny>,
-        counts: numpy::PyReadonlyArray1<'_, u64>,
-        first_seen: numpy::PyReadonlyArray1<'_, i64>,
-        timestamp: i64,
+        counts: &Bound<'_, PyAny>,
+        first_seen: &Bound<'_, PyAny>,
+        timestamp: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let ids = super::args::ids(ids, "ids")?;
         let s = ids.as_slice();
-        let dim: usize = rows
-            .getattr("shape")?
-            .get_item(1)
-            .and_then(|x| x.extract())
-            .unwrap_or(0);
-        let m = super::args::matrix(rows, "rows", s.len(), dim)?;
-        let (c, f) = (counts.as_slice()?, first_seen.as_slice()?);
-        let (mon, v) = (&self.inner, m.as_slice());
-        Ok(py.detach(|| mon.record_rows(s, v, c, f, timestamp))?)
+        let (v, n, _) = rows_matrix(rows)?;
+        let required = |o: &Bound<'_, PyAny>, name: &str| -> PyResult<Vec<i64>> {
+            opt_ints(Some(o), name)?.ok_or_else(|| {
+                crate::py::errors::type_error_msg(format!(
+                    "{name} must be a 1-D numpy array of int64 (one per id), got None"
+                ))
+            })
+        };
+        let counts = required(counts, "counts")?;
+        let first_seen = required(first_seen, "first_seen")?;
+        for (name, len) in [
+            ("rows", n),
+            ("counts", counts.len()),
+            ("first_seen", first_seen.len()),
+        ] {
+            if len != s.len() {
+                return Err(crate::error::shape(
+                    name,
+                    format!("{} (one per id)", s.len()),
+                    format!("{len}"),
+                )
+                .into());
+            }
+        }
+        if let Some(k) = counts.iter().position(|&c| c < 0) {
+            return Err(crate::error::Error::BadValue {
+                name: "counts".into(),
+                index: k,
+                value: counts[k].to_string(),
+                allowed: "interaction counts are >= 0".into(),
+            }
+            .into());
+        }
+        let counts: Vec<u64> = counts.iter().map(|&c| c as u64).collect();
+        let timestamp = match timestamp {
+            Some(t) if !t.is_none() => super::args::int_value(t, "timestamp", i64::MIN, i64::MAX)?,
+            _ => 0,
+        };
+        let mon = &self.inner;
+        Ok(py.detach(|| mon.record_rows(s, &v, &counts, &first_seen, timestamp))?)
     }
 
     /// Recorded rows of tracked items: {"ids": uint64[n], "counts": int64[n],
