@@ -116,8 +116,10 @@ impl Layout {
             }
             Interaction::Plain => {
                 // ∂/∂v_i = Σ v − v_i.
-                for (gi, vi) in grad[..nf * d].chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    for ((gk, sk), vk) in gi.iter_mut().zip(sum).zip(vi) {
+                for (feature_grad, feature) in
+                    grad[..nf * d].chunks_exact_mut(d).zip(x.chunks_exact(d))
+                {
+                    for ((gk, sk), vk) in feature_grad.iter_mut().zip(sum).zip(feature) {
                         *gk = g * (sk - vk);
                     }
                 }
@@ -126,19 +128,19 @@ impl Layout {
     }
 }
 
-/// `Layout::interactions` on rows held as vectors (`blk` = vectors per
+/// `Layout::interactions` on rows held as vectors (`block_width` = vectors per
 /// block): the same operations in the same order, so the same result bit
 /// for bit.
 #[inline(always)]
 fn interactions_f4<N: Width, B: Width>(
     interaction: Interaction,
     nf: N,
-    blk: B,
+    block_width: B,
     x: &[F4],
     sum: &mut [F4],
 ) -> f32 {
     let nf = nf.get();
-    let q = blk.get();
+    let q = block_width.get();
     match interaction {
         Interaction::FieldAware => {
             let w = q * (nf - 1);
@@ -176,14 +178,14 @@ fn interactions_f4<N: Width, B: Width>(
 fn gradients_f4<N: Width, B: Width>(
     interaction: Interaction,
     nf: N,
-    blk: B,
+    block_width: B,
     x: &[F4],
     sum: &[F4],
     g: f32,
     grad: &mut [F4],
 ) {
     let nf = nf.get();
-    let q = blk.get();
+    let q = block_width.get();
     let gs = F4::splat(g);
     match interaction {
         Interaction::FieldAware => {
@@ -202,8 +204,9 @@ fn gradients_f4<N: Width, B: Width>(
         }
         Interaction::Plain => {
             let (x, sum) = (&x[..nf * q], &sum[..q]);
-            for (gi, vi) in grad[..nf * q].chunks_exact_mut(q).zip(x.chunks_exact(q)) {
-                for ((gk, sk), vk) in gi[..q].iter_mut().zip(sum).zip(&vi[..q]) {
+            for (feature_grad, feature) in grad[..nf * q].chunks_exact_mut(q).zip(x.chunks_exact(q))
+            {
+                for ((gk, sk), vk) in feature_grad[..q].iter_mut().zip(sum).zip(&feature[..q]) {
                     *gk = gs * (*sk - *vk);
                 }
             }
@@ -314,19 +317,19 @@ pub fn run_share<O: UpdateObserver>(share: &Share<'_, O>, shard: &mut O::Shard) 
 /// The fused per-event loop: load the rows (as vectors of four floats),
 /// score, gradients from the rows as loaded, the metadata of every row,
 /// then per row one fused optimizer step (`step_fused`) and the bias step.
-/// `blk` is the block width and `roww` the row width, in vectors.
+/// `block_width` is the block width and `row_width` the row width, in vectors.
 #[inline(always)]
 fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     s: &Share<'_, O>,
     shard: &mut O::Shard,
     n_fields: N,
-    blk: B,
-    roww: R,
+    block_width: B,
+    row_width: R,
 ) -> ShareTotals {
     let nf = n_fields.get();
-    let w = roww.get();
+    let w = row_width.get();
     debug_assert_eq!(
-        (nf, 4 * blk.get(), 4 * w),
+        (nf, 4 * block_width.get(), 4 * w),
         (s.layout.n_fields, s.layout.dim, s.layout.row_dim)
     );
     // Slices ending at the share's end: the compiler then sees every `[e]` and
@@ -338,11 +341,11 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     let (obs_field, (obs_off, obs_len)) = (s.observed_field, s.observed_span);
     let (mut row_of, mut counts) = (vec![0u32; nf], vec![0u64; nf]);
     let (mut x, mut grad) = (vec![F4::zero(); nf * w], vec![F4::zero(); nf * w]);
-    let (mut out, mut sum) = (vec![F4::zero(); w], vec![F4::zero(); blk.get()]);
+    let (mut out, mut sum) = (vec![F4::zero(); w], vec![F4::zero(); block_width.get()]);
     // Compile-time lengths when the widths are (fewer bounds checks).
     let (row_of, counts) = (&mut row_of[..nf], &mut counts[..nf]);
     let (x, grad) = (&mut x[..nf * w], &mut grad[..nf * w]);
-    let (out, sum) = (&mut out[..w], &mut sum[..blk.get()]);
+    let (out, sum) = (&mut out[..w], &mut sum[..block_width.get()]);
     // The cells of the event's rows, written in place (a row 0 always exists
     // in the reserved regions, so it is a valid placeholder).
     let mut cells_store: Vec<RowCells<'_>> = vec![tables[0].row_cells(0); nf];
@@ -375,16 +378,16 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
             totals.skipped += 1;
             continue;
         }
-        for (((t, &r), xf), cell) in tables
+        for (((t, &r), loaded_row), cell) in tables
             .iter()
             .zip(row_of.iter())
             .zip(x.chunks_exact_mut(w))
             .zip(cells.iter_mut())
         {
             *cell = t.row_cells(r);
-            simd::load_row(roww, cell.weights, xf);
+            simd::load_row(row_width, cell.weights, loaded_row);
         }
-        let mut score = interactions_f4(s.layout.interaction, n_fields, blk, x, sum);
+        let mut score = interactions_f4(s.layout.interaction, n_fields, block_width, x, sum);
         if bias {
             let mut linear = global.bias;
             for c in cells.iter() {
@@ -397,12 +400,12 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
         totals.loss_sum += f64::from(wt * loss);
         totals.weight_sum += f64::from(wt);
         let g = g * wt;
-        gradients_f4(s.layout.interaction, n_fields, blk, x, sum, g, grad);
+        gradients_f4(s.layout.interaction, n_fields, block_width, x, sum, g, grad);
         let t_e = (s.time_of)(e);
         for ((n, t), c) in counts.iter_mut().zip(tables).zip(cells.iter()) {
             *n = t.touch_meta(c.meta, t_e, s.count_interactions);
         }
-        for (f, ((((t, p), c), xf), gf)) in tables
+        for (f, ((((t, p), c), loaded_row), row_grad)) in tables
             .iter()
             .zip(prepared)
             .zip(cells.iter())
@@ -410,7 +413,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
             .zip(grad.chunks_exact_mut(w))
             .enumerate()
         {
-            t.step_fused(p, roww, *c, xf, gf, out);
+            t.step_fused(p, row_width, *c, loaded_row, row_grad, out);
             if bias {
                 t.bias_step_meta(c.meta, g);
             }
@@ -423,7 +426,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                         interactions: counts[f],
                         first_seen: dec_time(c.meta[meta::FIRST_SEEN].load(Relaxed)),
                         timestamp: t_e,
-                        before: &simd::as_floats(xf)[obs_off..obs_off + obs_len],
+                        before: &simd::as_floats(loaded_row)[obs_off..obs_off + obs_len],
                         after: &simd::as_floats(out)[obs_off..obs_off + obs_len],
                     },
                 );
@@ -471,8 +474,8 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
             totals.skipped += 1;
             continue;
         }
-        for ((t, r), xf) in tables.iter().zip(s.rows).zip(x.chunks_exact_mut(w)) {
-            t.load_row(r[e], xf);
+        for ((t, r), loaded_row) in tables.iter().zip(s.rows).zip(x.chunks_exact_mut(w)) {
+            t.load_row(r[e], loaded_row);
         }
         let mut score = l.interactions(&x, &mut sum);
         if s.bias {
@@ -489,7 +492,7 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
         let g = g * wt;
         l.gradients(&x, &sum, g, &mut grad);
         let t_e = (s.time_of)(e);
-        for (f, ((t, r), (xf, gf))) in tables
+        for (f, ((t, r), (loaded_row, row_grad))) in tables
             .iter()
             .zip(s.rows)
             .zip(x.chunks_exact_mut(w).zip(grad.chunks_exact_mut(w)))
@@ -498,9 +501,9 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
             let r = r[e];
             let observed = f == obs_field;
             if observed {
-                before.copy_from_slice(&xf[obs_off..obs_off + obs_len]);
+                before.copy_from_slice(&loaded_row[obs_off..obs_off + obs_len]);
             }
-            t.apply_step(r, xf, gf, &mut scratch);
+            t.apply_step(r, loaded_row, row_grad, &mut scratch);
             if s.bias {
                 t.apply_bias_step(r, g);
             }
@@ -515,7 +518,7 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
                         first_seen: dec_time(t.meta(r)[meta::FIRST_SEEN].load(Relaxed)),
                         timestamp: t_e,
                         before: &before,
-                        after: &xf[obs_off..obs_off + obs_len],
+                        after: &loaded_row[obs_off..obs_off + obs_len],
                     },
                 );
             }
