@@ -4,6 +4,10 @@
 use crate::error::{config, Result};
 use crate::storage::table::TableConfig;
 
+/// Most fields a model has (the per-event kernel keeps per-field state on
+/// the stack).
+pub const MAX_FIELDS: usize = 64;
+
 /// How the features of one event interact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interaction {
@@ -48,6 +52,13 @@ impl FieldConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.fields.len() > MAX_FIELDS {
+            return Err(crate::error::out_of_range(
+                "fields",
+                format!("{} fields", self.fields.len()),
+                format!("at most {MAX_FIELDS} fields"),
+            ));
+        }
         if self.fields.len() < 2 {
             return Err(config(format!(
                 "a factorisation machine needs at least 2 fields, got {} ({}); \

@@ -38,6 +38,7 @@ pub(crate) static FORCE_GENERIC: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 const PREFETCH: usize = 8;
+pub use crate::train::config::MAX_FIELDS;
 
 /// How the rows of one event are laid out side by side, and the
 /// interaction of a model over them.
@@ -335,11 +336,16 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     // Slices ending at the share's end: the compiler then sees every `[e]` and
     // `[e + PREFETCH]` below is in bounds (and one indirection less per field).
     let end = s.range.end;
-    let row_slices: Vec<&[u32]> = s.rows.iter().map(|r| &r[..end]).collect();
+    let mut row_slices: [&[u32]; MAX_FIELDS] = [&[]; MAX_FIELDS];
+    for (slot, r) in row_slices.iter_mut().zip(s.rows) {
+        *slot = &r[..end];
+    }
     let observed_ids = &s.events.columns[s.observed_field][..end];
     let (tables, rows) = (&s.tables[..nf], &row_slices[..nf]);
     let (obs_field, (obs_off, obs_len)) = (s.observed_field, s.observed_span);
-    let (mut row_of, mut counts) = (vec![0u32; nf], vec![0u64; nf]);
+    // Per-field state of the event on the stack (at most MAX_FIELDS): with a
+    // compile-time field count the compiler keeps it in registers.
+    let (mut row_of, mut counts) = ([0u32; MAX_FIELDS], [0u64; MAX_FIELDS]);
     let (mut x, mut grad) = (vec![F4::zero(); nf * w], vec![F4::zero(); nf * w]);
     let (mut out, mut sum) = (vec![F4::zero(); w], vec![F4::zero(); block_width.get()]);
     // Compile-time lengths when the widths are (fewer bounds checks).
@@ -348,7 +354,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     let (out, sum) = (&mut out[..w], &mut sum[..block_width.get()]);
     // The cells of the event's rows, written in place (a row 0 always exists
     // in the reserved regions, so it is a valid placeholder).
-    let mut cells_store: Vec<RowCells<'_>> = vec![tables[0].row_cells(0); nf];
+    let mut cells_store: [RowCells<'_>; MAX_FIELDS] = [tables[0].row_cells(0); MAX_FIELDS];
     let cells = &mut cells_store[..nf];
     let opt = *tables[0].optimizer();
     let prepared: Vec<Prepared> = tables
