@@ -101,3 +101,27 @@ def test_wrong_type_is_a_type_error_naming_the_argument() -> None:
     t = embcore.EmbeddingTable(4)
     with pytest.raises(TypeError, match="ids must be"):
         t.get([1.5, 2.5])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda m, mon: m.table(1.5), "field"),
+        (lambda m, mon: m.embedding_of("item", against=3), "against"),
+        (lambda m, mon: m.save(1.5), "path"),
+        (lambda m, mon: embcore.FieldAwareFM.load(1.5), "path"),
+        (lambda m, mon: embcore.Monitor.from_bytes("text"), "data"),
+        (lambda m, mon: mon.merge("x"), "other"),
+        (lambda m, mon: mon.record_publish("x"), "table"),
+        (lambda m, mon: embcore.Monitor.health(None), "table"),
+        (lambda m, mon: embcore.Monitor(sample_rate="0.1"), "sample_rate"),
+        (
+            lambda m, mon: m.train_columns({"user": _ids(1), "item": _ids(1)}, [1.0], threads="2"),
+            "threads",
+        ),
+    ],
+)
+def test_every_wrong_type_names_its_argument(call, name: str) -> None:
+    model = embcore.MatrixFactorization(dim=4)
+    with pytest.raises(TypeError, match=rf"^{name} must be"):
+        call(model, embcore.Monitor())

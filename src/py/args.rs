@@ -430,3 +430,84 @@ pub fn capacity(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
         _ => Ok(None),
     }
 }
+
+/// Named conversions for `#[pyo3(from_py_with = ...)]`: PyO3's own say only
+/// "'float' object is not an instance of 'str'", without the argument.
+fn text(obj: &Bound<'_, PyAny>, name: &str, what: &str) -> PyResult<String> {
+    obj.extract::<String>().map_err(|_| {
+        crate::py::errors::type_error_msg(format!("{name} must be {what}, got {}", shown(obj)))
+    })
+}
+
+pub fn field_arg(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    text(obj, "field", "a field name (str)")
+}
+
+pub fn against_arg(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    text(obj, "against", "a field name (str) or None").map(Some)
+}
+
+pub fn monitor_field_arg(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    text(obj, "monitor_field", "a field name (str) or None").map(Some)
+}
+
+pub fn monitor_against_arg(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    text(obj, "monitor_against", "a field name (str) or None").map(Some)
+}
+
+pub fn path_arg(obj: &Bound<'_, PyAny>) -> PyResult<std::path::PathBuf> {
+    obj.extract::<std::path::PathBuf>().map_err(|_| {
+        crate::py::errors::type_error_msg(format!(
+            "path must be a str or os.PathLike, got {}",
+            shown(obj)
+        ))
+    })
+}
+
+pub fn bytes_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    obj.extract::<Vec<u8>>()
+        .ok()
+        .filter(|_| !obj.is_instance_of::<pyo3::types::PyString>())
+        .ok_or_else(|| {
+            crate::py::errors::type_error_msg(format!(
+                "data must be bytes (from Monitor.to_bytes()), got {}",
+                shown(obj)
+            ))
+        })
+}
+
+pub fn table_arg<'py>(
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, crate::py::table::PyEmbeddingTable>> {
+    obj.cast::<crate::py::table::PyEmbeddingTable>()
+        .cloned()
+        .map_err(|_| {
+            crate::py::errors::type_error_msg(format!(
+                "table must be an embcore.EmbeddingTable (e.g. model.items or \
+                 model.table('item')), got {}",
+                shown(obj)
+            ))
+        })
+}
+
+pub fn monitor_arg<'py>(
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, crate::py::monitor::PyMonitor>> {
+    obj.cast::<crate::py::monitor::PyMonitor>()
+        .cloned()
+        .map_err(|_| {
+            crate::py::errors::type_error_msg(format!(
+                "other must be an embcore.Monitor, got {}",
+                shown(obj)
+            ))
+        })
+}

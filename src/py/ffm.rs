@@ -307,9 +307,12 @@ impl PyFieldModel {
     }
 
     /// The live table of one field (shared, not a copy).
-    fn table(&self, field: &str) -> PyResult<PyEmbeddingTable> {
+    fn table(
+        &self,
+        #[pyo3(from_py_with = args::field_arg)] field: String,
+    ) -> PyResult<PyEmbeddingTable> {
         Ok(PyEmbeddingTable::wrap(
-            self.inner.tables[self.field(field)?].clone(),
+            self.inner.tables[self.field(&field)?].clone(),
         ))
     }
 
@@ -356,9 +359,11 @@ impl PyFieldModel {
         threads: Option<&Bound<'py, PyAny>>,
         count_interactions: bool,
         monitor: Option<&Bound<'py, PyMonitor>>,
-        monitor_field: Option<&str>,
-        monitor_against: Option<&str>,
+        #[pyo3(from_py_with = args::monitor_field_arg)] monitor_field: Option<String>,
+        #[pyo3(from_py_with = args::monitor_against_arg)] monitor_against: Option<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let (monitor_field, monitor_against) =
+            (monitor_field.as_deref(), monitor_against.as_deref());
         let threads = args::threads(threads)?;
         let fields = &self.inner.cfg.fields;
         let cols = id_columns(columns, fields)?;
@@ -465,7 +470,11 @@ impl PyFieldModel {
     /// and metadata, the global bias, the event count) to `path` atomically:
     /// temp file, fsync, rename; a crash leaves the previous file whole.
     /// Returns the bytes written. Lifecycles are not stored.
-    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<u64> {
+    fn save(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = args::path_arg)] path: std::path::PathBuf,
+    ) -> PyResult<u64> {
         let m = &self.inner;
         let mf = self.kind == Kind::MatrixFactorization;
         guard("FieldModel.save", || {
@@ -488,7 +497,7 @@ impl PyFieldModel {
     #[pyo3(signature = (path, capacity=None, lifecycles=None))]
     fn load(
         cls: &Bound<'_, pyo3::types::PyType>,
-        path: std::path::PathBuf,
+        #[pyo3(from_py_with = args::path_arg)] path: std::path::PathBuf,
         capacity: Option<&Bound<'_, PyAny>>,
         lifecycles: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
@@ -550,8 +559,12 @@ impl PyFieldModel {
     /// row with against=None; FM: the whole row). For
     /// `Monitor.record_publish(model.table(field), t, columns=...)`.
     #[pyo3(signature = (field, against=None))]
-    fn embedding_span(&self, field: &str, against: Option<&str>) -> PyResult<(usize, usize)> {
-        let o = self.observed(field, against)?;
+    fn embedding_span(
+        &self,
+        #[pyo3(from_py_with = args::field_arg)] field: String,
+        #[pyo3(from_py_with = args::against_arg)] against: Option<String>,
+    ) -> PyResult<(usize, usize)> {
+        let o = self.observed(&field, against.as_deref())?;
         let (off, len) = self.inner.observed_span(o)?;
         Ok((off, off + len))
     }
@@ -565,10 +578,10 @@ impl PyFieldModel {
     fn embedding_of<'py>(
         &self,
         py: Python<'py>,
-        field: &str,
-        against: Option<&str>,
+        #[pyo3(from_py_with = args::field_arg)] field: String,
+        #[pyo3(from_py_with = args::against_arg)] against: Option<String>,
     ) -> PyResult<IdsAndRows<'py>> {
-        let o = self.observed(field, against)?;
+        let o = self.observed(&field, against.as_deref())?;
         let model = &self.inner;
         let (ids, values, width) = py.detach(|| model.embeddings(o))?;
         let n = ids.len();

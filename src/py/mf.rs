@@ -246,7 +246,7 @@ impl PyMatrixFactorization {
     #[pyo3(signature = (path, capacity=None, item_lifecycle=None, user_lifecycle=None))]
     fn load(
         py: Python<'_>,
-        path: std::path::PathBuf,
+        #[pyo3(from_py_with = args::path_arg)] path: std::path::PathBuf,
         capacity: Option<&Bound<'_, PyAny>>,
         item_lifecycle: Option<&Bound<'_, PyDict>>,
         user_lifecycle: Option<&Bound<'_, PyDict>>,

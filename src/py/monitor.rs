@@ -326,7 +326,7 @@ impl PyMonitor {
     fn record_publish(
         &self,
         py: Python<'_>,
-        table: &Bound<'_, PyEmbeddingTable>,
+        #[pyo3(from_py_with = super::args::table_arg)] table: Bound<'_, PyEmbeddingTable>,
         timestamp: i64,
         columns: Option<(usize, usize)>,
     ) -> PyResult<usize> {
@@ -448,7 +448,11 @@ impl PyMonitor {
 
     /// Add `other`'s statistics and records into this monitor. Both must be
     /// configured identically.
-    fn merge(&self, py: Python<'_>, other: &Bound<'_, PyMonitor>) -> PyResult<()> {
+    fn merge(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = super::args::monitor_arg)] other: Bound<'_, PyMonitor>,
+    ) -> PyResult<()> {
         let (a, b) = (&self.inner, &other.get().inner);
         Ok(py.detach(|| a.merge(b))?)
     }
@@ -462,7 +466,11 @@ impl PyMonitor {
 
     /// Rebuild a monitor from `to_bytes()`; corrupt bytes raise SnapshotError.
     #[staticmethod]
-    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+    fn from_bytes(
+        py: Python<'_>,
+        #[pyo3(from_py_with = super::args::bytes_arg)] data: Vec<u8>,
+    ) -> PyResult<Self> {
+        let data = data.as_slice();
         Ok(PyMonitor {
             inner: Arc::new(py.detach(|| Monitor::from_bytes(data))?),
         })
@@ -483,7 +491,7 @@ impl PyMonitor {
     #[pyo3(signature = (table, max_norm=None, ttl=None, now=None, max_ids=100))]
     fn health<'py>(
         py: Python<'py>,
-        table: &Bound<'py, PyEmbeddingTable>,
+        #[pyo3(from_py_with = super::args::table_arg)] table: Bound<'py, PyEmbeddingTable>,
         max_norm: Option<f32>,
         ttl: Option<i64>,
         now: Option<i64>,
