@@ -17,7 +17,11 @@ use std::sync::Arc;
 
 type IdsAndRows<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray2<f32>>);
 
-/// The methods shared by both models. Not constructed directly.
+/// The one model of the engine, base class of ``MatrixFactorization`` (its
+/// two-field case), ``FieldAwareFM`` and ``FactorizationMachine``; not
+/// constructed directly (build one of those). Its methods are the protocol
+/// every model answers: ``fields``, ``table(field)``, ``embedding_of``,
+/// ``embedding_span``, ``train_columns``, ``score_columns``, ``interaction``.
 #[pyclass(frozen, subclass, name = "FieldModel", module = "embcore")]
 pub struct PyFieldModel {
     pub inner: Arc<FieldModel>,
