@@ -375,3 +375,32 @@ def test_monitor_watches_the_chosen_block() -> None:
     no_item = embcore.FieldAwareFM(["a", "b"], dim=2)
     with pytest.raises(ValueError, match="monitor_field"):
         no_item.train({"a": ids(1), "b": ids(2)}, f32(1), monitor=embcore.Monitor())
+
+
+@pytest.mark.parametrize("cls", [embcore.FieldAwareFM, embcore.FactorizationMachine])
+def test_threads_match_one_thread_in_counts_and_calibration(cls) -> None:
+    """Hogwild with 2 and 4 workers: exact interaction counts, the same rows created, and a
+    global bias and mean prediction close to the one-thread run (the bias is shared)."""
+    rng = np.random.default_rng(3)
+    n = 120_000
+    cols = {
+        "user": rng.integers(0, 2_000, n).astype(np.uint64),
+        "item": (rng.zipf(1.3, n) % 3_000).astype(np.uint64),
+        "tag": rng.integers(0, 50, n).astype(np.uint64),
+    }
+    labels = (rng.random(n) < 0.25).astype(np.float32)
+    runs = {}
+    for threads in (1, 2, 4):
+        m = cls(list(cols), dim=8, seed=2)
+        m.train(cols, labels, threads=threads)
+        runs[threads] = m
+    one = runs[1]
+    for threads in (2, 4):
+        m = runs[threads]
+        for f in cols:
+            a, b = one.table(f).metadata(), m.table(f).metadata()
+            order_a, order_b = np.argsort(a["ids"]), np.argsort(b["ids"])
+            np.testing.assert_array_equal(a["ids"][order_a], b["ids"][order_b])
+            np.testing.assert_array_equal(a["interactions"][order_a], b["interactions"][order_b])
+        assert abs(m.global_bias - one.global_bias) <= 0.1 * abs(one.global_bias)
+        assert abs(float(m.predict(cols).mean()) - float(labels.mean())) < 0.01
