@@ -601,7 +601,7 @@ impl State {
             updates: 0,
         });
         t.path += path;
-        t.updates += updates;
+        t.updates = t.updates.saturating_add(updates);
         if t.slot == NO_SLOT {
             t.slot = (self.track_rows.len() / (2 * d)) as u32;
             self.track_rows.extend_from_slice(first);
@@ -927,9 +927,11 @@ impl Monitor {
         for (a, b) in st.hll.iter_mut().zip(&sh.hll) {
             *a = (*a).max(*b);
         }
-        st.updates += sh.updates;
-        st.skipped += sh.skipped;
-        st.dropped += sh.dropped;
+        // The training path cannot fail, so its counters saturate (merge,
+        // which can, refuses to overflow instead).
+        st.updates = st.updates.saturating_add(sh.updates);
+        st.skipped = st.skipped.saturating_add(sh.skipped);
+        st.dropped = st.dropped.saturating_add(sh.dropped);
         let d = sh.dim;
         if d != 0 && st.bind_dim(d).is_ok() {
             for (k, t) in sh.tracks.iter().enumerate() {
@@ -941,7 +943,7 @@ impl Monitor {
                 st.push_record(self.plan.cfg.max_records, *r, row);
             }
         } else {
-            st.dropped += sh.records.len() as u64;
+            st.dropped = st.dropped.saturating_add(sh.records.len() as u64);
         }
         sh.clear();
         if st.pool.len() < POOL {
