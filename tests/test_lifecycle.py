@@ -293,3 +293,75 @@ def test_trainer_expires_items_and_monitor_keeps_their_final_rows() -> None:
     np.testing.assert_array_equal(np.stack([last[10], last[11]]), final)
     with pytest.raises(ValueError, match="non-finite"):
         monitor.record_rows(u64([1]), f32([[np.nan] * 4]), u64([1]), np.array([0]))
+
+
+def test_capacity_counts_rows_freed_by_eviction() -> None:
+    t = EmbeddingTable(4, capacity=100, max_rows=50)
+    t.insert(u64(range(100)))
+    assert len(t.evict(now=0)["ids"]) == 50
+    assert t.insert(u64(range(1000, 1010))) == 10
+    assert len(t) == 60
+
+
+def test_rows_freed_before_a_busy_pin_are_reused() -> None:
+    # A table that is never idle: rows evicted during training call 1 are
+    # reusable once it ends, although call 2 (started later) still runs.
+    m = MatrixFactorization(dim=8, capacity=200, item_lifecycle={"max_rows": 100})
+    m.train(u64(np.zeros(200)), u64(range(200)), np.zeros(200, np.float32))
+    n = 2_000_000
+    # the calls train the newest items: the eviction takes items 0..99
+    users, batch = u64(np.arange(n) % 50), u64(100 + np.arange(n) % 100)
+
+    def long_call() -> threading.Thread:
+        th = threading.Thread(target=m.train, args=(users, batch, np.zeros(n, np.float32)))
+        th.start()
+        time.sleep(0.05)
+        return th
+
+    first = long_call()
+    evicted = m.items.evict(now=10**9, budget=1000)["ids"]
+    overlapped = first.is_alive()
+    first.join()
+    second = long_call()
+    try:
+        assert m.items.insert(u64(range(1000, 1000 + evicted.size))) == evicted.size
+        overlapped = overlapped and second.is_alive()
+    finally:
+        second.join()
+    assert overlapped, "the training calls were too short to overlap; raise n"
+    assert len(m.items) == 200
+
+
+def test_set_over_existing_rows_shows_in_changed_since() -> None:
+    t = EmbeddingTable(2, ttl=100)
+    t.insert(u64([1, 2]))
+    v = t.version
+    t.set(u64([1]), f32([[5.0, 6.0]]))
+    d = t.changed_since(v)
+    assert d["ids"].tolist() == [1]
+    np.testing.assert_array_equal(d["rows"], f32([[5.0, 6.0]]))
+
+
+@pytest.mark.parametrize("lifecycle", [{}, {"max_rows": 2}])
+def test_rejected_insert_and_set_change_nothing(lifecycle: dict) -> None:
+    t = EmbeddingTable(2, capacity=2, **lifecycle)
+    t.insert(u64([1, 2]))
+    v = t.version
+    with pytest.raises(embcore.CapacityError):
+        t.insert(u64([3]))
+    with pytest.raises(embcore.CapacityError):
+        t.set(u64([1, 3]), f32([[0, 0], [0, 0]]))
+    assert t.version == v
+    assert t.ids().tolist() == [1, 2]
+    assert t.changed_since(v)["ids"].size == 0
+
+
+def test_eviction_after_a_sync_shows_in_changed_since() -> None:
+    t = EmbeddingTable(2, max_rows=1)
+    t.insert(u64([1]))
+    t.insert(u64([2]))
+    v = t.changed_since(0)["version"]
+    assert t.evict(now=0)["ids"].tolist() == [1]
+    d = t.changed_since(v)
+    assert d["removed"].tolist() == [1]
+    assert d["version"] > v

@@ -6,7 +6,7 @@ use crate::kernels::optim::{Optimizer, OptimizerKind};
 use crate::storage::lifecycle::{Lifecycle, Policy};
 use crate::storage::table::{dec_time, meta, EmbeddingTable, TableConfig, DEFAULT_CAPACITY};
 use numpy::ndarray::{Array2, ArrayView2};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use std::path::PathBuf;
@@ -348,7 +348,8 @@ impl PyEmbeddingTable {
 
     /// Ids of all rows, in row order (the order of `weights()`).
     fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u64>> {
-        self.inner.ids().into_pyarray(py)
+        let t = &self.inner;
+        py.detach(|| t.ids()).into_pyarray(py)
     }
 
     /// Read-only weights, one row per id in `ids()` order. Zero-copy for
@@ -356,63 +357,48 @@ impl PyEmbeddingTable {
     /// shows later updates. Tables with a lifecycle return a copy of the live
     /// rows, so an evicted-then-reused row can never change under a view.
     fn weights<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyArray2<f32>>> {
-        let t = &slf.get().inner;
-        if t.lifecycle().is_some() {
-            let py = slf.py();
-            let v = t.live_weights();
-            let n = v.len() / t.dim();
-            let arr = Array2::from_shape_vec((n, t.dim()), v)
-                .expect("n x dim")
-                .into_pyarray(py);
-            arr.call_method1("setflags", (false,))?;
-            return Ok(arr);
-        }
-        let n = t.len();
-        // SAFETY: rows 0..n are initialised f32 bit patterns in a mapping that
-        // lives as long as the table, which the array's base object (`slf`,
-        // holding the Arc) keeps alive. Concurrent Relaxed atomic stores by
-        // training threads are plain stores on supported targets; numpy sees
-        // each f32 either before or after an update.
-        let view = unsafe { ArrayView2::from_shape_ptr((n, t.dim()), t.weights_ptr()) };
-        // SAFETY: as above; `borrow_from_array` records `slf` as the base.
-        let arr = unsafe { PyArray2::borrow_from_array(&view, slf.clone().into_any()) };
-        arr.call_method1("setflags", (false,))?;
-        Ok(arr)
+        Ok(Self::ids_and_weights(slf, false)?.1)
     }
 
-    /// (ids, weights) taken at the same moment: rows created in between by
-    /// another thread cannot make them disagree.
+    /// (ids, weights) of the same rows, read in one pinned pass.
     fn view<'py>(slf: &Bound<'py, Self>) -> PyResult<IdsAndWeights<'py>> {
-        let w = Self::weights(slf)?;
-        let n = w.shape()[0];
-        let ids = slf.get().inner.ids();
-        Ok((ids[..n].to_vec().into_pyarray(slf.py()), w))
+        Self::ids_and_weights(slf, true)
     }
 
     /// Per-row metadata as numpy arrays (copies): ids, interactions, updates,
-    /// first_seen, last_update, bias.
+    /// first_seen, last_update, bias — columns of the same rows, read in one
+    /// pinned pass.
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.inner;
-        let d = PyDict::new(py);
-        d.set_item("ids", t.meta_column(meta::ID).into_pyarray(py))?;
-        d.set_item(
-            "interactions",
-            t.meta_column(meta::INTERACTIONS).into_pyarray(py),
-        )?;
-        d.set_item("updates", t.meta_column(meta::UPDATES).into_pyarray(py))?;
-        let times = |w| {
-            t.meta_column(w)
-                .into_iter()
-                .map(dec_time)
-                .collect::<Vec<i64>>()
-        };
-        d.set_item("first_seen", times(meta::FIRST_SEEN).into_pyarray(py))?;
-        d.set_item("last_update", times(meta::LAST_UPDATE).into_pyarray(py))?;
-        let bias: Vec<f32> = t
-            .meta_column(meta::BIAS)
+        let words = [
+            meta::INTERACTIONS,
+            meta::UPDATES,
+            meta::FIRST_SEEN,
+            meta::LAST_UPDATE,
+            meta::BIAS,
+        ];
+        let (ids, mut cols) = py.detach(|| {
+            let r = t.reader();
+            let cols: Vec<Vec<u64>> = words.iter().map(|&w| r.meta_column(w)).collect();
+            (r.ids().to_vec(), cols)
+        });
+        let bias: Vec<f32> = cols
+            .pop()
+            .expect("bias column")
             .into_iter()
             .map(|b| crate::storage::table::unpack_bias(b).0)
             .collect();
+        let times = |c: Vec<u64>| c.into_iter().map(dec_time).collect::<Vec<i64>>();
+        let last_update = times(cols.pop().expect("last_update column"));
+        let first_seen = times(cols.pop().expect("first_seen column"));
+        let updates = cols.pop().expect("updates column");
+        let interactions = cols.pop().expect("interactions column");
+        let d = PyDict::new(py);
+        d.set_item("ids", ids.into_pyarray(py))?;
+        d.set_item("interactions", interactions.into_pyarray(py))?;
+        d.set_item("updates", updates.into_pyarray(py))?;
+        d.set_item("first_seen", first_seen.into_pyarray(py))?;
+        d.set_item("last_update", last_update.into_pyarray(py))?;
         d.set_item("bias", bias.into_pyarray(py))?;
         Ok(d)
     }
@@ -421,26 +407,22 @@ impl PyEmbeddingTable {
     /// for row-wise Adagrad, (rows, 0) for SGD.
     fn optimizer_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let t = &self.inner;
-        let rows = t.live_rows();
-        let n = rows.len();
-        let arr = match t.optimizer().kind {
-            OptimizerKind::RowWiseAdagrad => Array2::from_shape_vec(
-                (n, 1),
-                t.meta_column(meta::ROW_ACC)
-                    .into_iter()
-                    .map(|b| f32::from_bits(b as u32))
-                    .collect(),
-            ),
-            _ => {
-                let w = t.state_width();
-                let v = rows
-                    .iter()
-                    .flat_map(|&r| t.row_state(r).iter().map(crate::storage::table::f32_load))
-                    .collect();
-                Array2::from_shape_vec((n, w), v)
+        let (n, width, v) = py.detach(|| {
+            let r = t.reader();
+            match t.optimizer().kind {
+                OptimizerKind::RowWiseAdagrad => (
+                    r.len(),
+                    1,
+                    r.meta_column(meta::ROW_ACC)
+                        .into_iter()
+                        .map(|b| f32::from_bits(b as u32))
+                        .collect(),
+                ),
+                _ => (r.len(), t.state_width(), r.state()),
             }
-        }
-        .map_err(|e| crate::py::errors::value_error(e.to_string()))?;
+        });
+        let arr = Array2::from_shape_vec((n, width), v)
+            .map_err(|e| crate::py::errors::value_error(e.to_string()))?;
         Ok(arr.into_pyarray(py))
     }
 
@@ -517,6 +499,9 @@ impl PyEmbeddingTable {
         let t = &self.inner;
         let (_, created) = guard("EmbeddingTable.insert", || {
             Ok(py.detach(|| {
+                // Checked before `begin_write`: a rejected insert changes
+                // nothing, not even the version.
+                t.check_room(s)?;
                 let _pin = t.begin_write();
                 crate::train::resolve::resolve(t, s, &|_| timestamp, threads, true)
             })?)
@@ -551,5 +536,57 @@ impl PyEmbeddingTable {
     fn load(py: Python<'_>, path: PathBuf, capacity: Option<usize>) -> PyResult<Self> {
         let (t, _) = py.detach(|| crate::storage::snapshot::load(&path, capacity))?;
         Ok(Self::wrap(Arc::new(t)))
+    }
+}
+
+impl PyEmbeddingTable {
+    /// Ids (when `with_ids`) and read-only weights of the same rows. Zero-copy
+    /// weights for tables without a lifecycle (rows 0..n never die or move);
+    /// otherwise both come from one pinned `TableReader` pass.
+    fn ids_and_weights<'py>(
+        slf: &Bound<'py, Self>,
+        with_ids: bool,
+    ) -> PyResult<IdsAndWeights<'py>> {
+        let py = slf.py();
+        let t = &slf.get().inner;
+        if t.lifecycle().is_some() {
+            let (ids, v) = py.detach(|| {
+                let r = t.reader();
+                let ids = if with_ids {
+                    r.ids().to_vec()
+                } else {
+                    Vec::new()
+                };
+                (ids, r.weights())
+            });
+            let n = v.len() / t.dim();
+            let arr = Array2::from_shape_vec((n, t.dim()), v)
+                .expect("n x dim")
+                .into_pyarray(py);
+            arr.call_method1("setflags", (false,))?;
+            return Ok((ids.into_pyarray(py), arr));
+        }
+        // Without a lifecycle the reader's rows are 0..n and never die.
+        let (n, ids) = py.detach(|| {
+            let r = t.reader();
+            (
+                r.len(),
+                if with_ids {
+                    r.ids().to_vec()
+                } else {
+                    Vec::new()
+                },
+            )
+        });
+        // SAFETY: rows 0..n are initialised f32 bit patterns in a mapping that
+        // lives as long as the table, which the array's base object (`slf`,
+        // holding the Arc) keeps alive. Concurrent Relaxed atomic stores by
+        // training threads are plain stores on supported targets; numpy sees
+        // each f32 either before or after an update.
+        let view = unsafe { ArrayView2::from_shape_ptr((n, t.dim()), t.weights_ptr()) };
+        // SAFETY: as above; `borrow_from_array` records `slf` as the base.
+        let arr = unsafe { PyArray2::borrow_from_array(&view, slf.clone().into_any()) };
+        arr.call_method1("setflags", (false,))?;
+        Ok((ids.into_pyarray(py), arr))
     }
 }

@@ -15,12 +15,16 @@
 //!   the inspected rows are ranked by LRU (oldest last update) or LFU (fewest
 //!   interactions) and the lowest go first. Nothing is evicted that would
 //!   take the table below `keep_floor` live rows.
-//! * Reuse: an evicted row goes to a limbo list and becomes reusable only
-//!   when no training call is in flight on the table (`pins == 0`), so a
-//!   call that resolved an id to that row before the eviction can never
-//!   write into another id's row. Tables with a lifecycle never hand out
-//!   zero-copy views (their `weights()` is a copy of the live rows), so no
-//!   view can see a reused row either.
+//! * Reuse: an evicted row goes to a limbo list tagged with the eviction
+//!   epoch and becomes reusable once every pin (training call, read) still
+//!   live started after that eviction (epoch-based reclamation, see
+//!   `table`), so a call that resolved an id to that row before the eviction
+//!   can never write into another id's row, while a table that is never idle
+//!   still reuses rows. Tables with a lifecycle never hand out zero-copy
+//!   views (their `weights()` is a copy of the live rows), so no view can see
+//!   a reused row either.
+//! * An `evict` call that removes rows bumps the table version and logs the
+//!   removals under it, so `changed_since` after a sync reports them.
 
 use crate::error::{config, Result};
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};

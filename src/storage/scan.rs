@@ -2,13 +2,19 @@
 
 use crate::storage::table::{f32_load, EmbeddingTable};
 
-/// l2-norm of every row, in row order.
+/// l2-norm of every live row, in row order (the order of `ids()`).
 pub fn row_norms(t: &EmbeddingTable) -> Vec<f32> {
-    let n = t.len();
-    let d = t.dim();
-    t.weights_region()[..n * d]
-        .chunks_exact(d)
-        .map(|row| row.iter().map(|a| f32_load(a).powi(2)).sum::<f32>().sqrt())
+    let reader = t.reader();
+    reader
+        .rows()
+        .iter()
+        .map(|&r| {
+            t.row(r)
+                .iter()
+                .map(|a| f32_load(a).powi(2))
+                .sum::<f32>()
+                .sqrt()
+        })
         .collect()
 }
 
@@ -73,8 +79,8 @@ pub fn health(
             )));
         }
     }
-    let _pin = t.pin();
-    let rows = t.live_rows();
+    let reader = t.reader();
+    let rows = reader.rows();
     let now = now.unwrap_or_else(|| {
         rows.iter()
             .map(|&r| dec_time(t.meta(r)[meta::LAST_UPDATE].load(Relaxed)))
@@ -89,7 +95,7 @@ pub fn health(
         ..Default::default()
     };
     let limit_sq = max_norm.map(|m| f64::from(m) * f64::from(m));
-    for r in rows {
+    for &r in rows {
         let (row, m) = (t.row(r), t.meta(r));
         let id = m[meta::ID].load(Relaxed);
         let sq: f64 = row.iter().map(|a| f64::from(f32_load(a)).powi(2)).sum();

@@ -17,6 +17,21 @@
 //!   only on the first sight of an id.
 //! * Initial values depend only on (table seed, id), never on arrival order
 //!   or thread timing.
+//! * Row reuse is epoch-based. Every call that resolves ids to rows holds a
+//!   `Pin`, which records the eviction epoch it started in (one slot of a
+//!   small array, claimed by CAS: no lock, nothing per event). Rows removed
+//!   by one `evict` call are tagged with the epoch that call then opens and
+//!   wait in limbo; they become reusable once every live pin started at or
+//!   after that epoch: a pin that started later resolved its ids after the
+//!   removal and cannot hold them. A busy table (pins always held) thus keeps
+//!   reusing rows; only the pins older than an eviction delay its rows.
+//!   Registration re-reads the epoch after publishing its slot (SeqCst), so
+//!   a reclaimer either sees the slot or the pin sees the new epoch.
+//! * Whole-table reads go through a `TableReader`: one pinned pass lists the
+//!   live rows and their ids, then drops rows that died (or changed id) since
+//!   listing — an id moved from one row to another during the listing would
+//!   otherwise appear twice — and every column is read from that one list,
+//!   so ids, rows and metadata always agree.
 
 use crate::error::{invalid, out_of_range, Error, Result};
 use crate::kernels::optim::{Optimizer, OptimizerKind};
@@ -111,7 +126,17 @@ pub struct EmbeddingTable {
     admission: Option<CountMin>,
     free: crossbeam_queue::SegQueue<u32>,
     dead: AtomicUsize,
-    pins: AtomicUsize,
+    /// Start epoch + 1 of each live pin (0: slot free); see the design notes.
+    pin_slots: Box<[AtomicU64]>,
+    /// Pins that found every slot taken; while any is live nothing is reclaimed.
+    overflow_pins: AtomicUsize,
+    pin_hint: AtomicUsize,
+    /// Eviction epoch: bumped by every `evict` call that removes rows.
+    epoch: AtomicU64,
+    /// Rows in limbo (mirrors `EvictState::limbo.len()` for lock-free checks).
+    limbo_len: AtomicUsize,
+    /// Set when the first `evict` call starts (see `is_compact`).
+    evicted_ever: std::sync::atomic::AtomicBool,
     version: AtomicU64,
     unadmitted: AtomicU64,
     evict_state: Mutex<EvictState>,
@@ -120,20 +145,134 @@ pub struct EmbeddingTable {
 #[derive(Default)]
 struct EvictState {
     hand: usize,
-    /// Evicted rows waiting until no training call can still hold them.
-    limbo: Vec<u32>,
+    /// Evicted rows and the epoch they were removed in, oldest first, waiting
+    /// until no pin that could still hold them is live.
+    limbo: VecDeque<(u32, u64)>,
     /// (version, id) of recent removals, for `changed_since`.
     removed: VecDeque<(u64, u64)>,
     /// Oldest version whose removals are all still in `removed`.
     log_floor: u64,
 }
 
-/// Held by a training call for its duration: blocks reuse of evicted rows.
-pub struct Pin<'a>(&'a AtomicUsize);
+/// Pin slots per table; more concurrent pins fall back to `overflow_pins`.
+const PIN_SLOTS: usize = 64;
+const OVERFLOW: usize = usize::MAX;
+
+/// Held by a call that reads or writes rows for its duration: rows evicted
+/// after it started are not reused until it is dropped.
+pub struct Pin<'a> {
+    table: &'a EmbeddingTable,
+    slot: usize,
+}
 
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Release);
+        let t = self.table;
+        if self.slot == OVERFLOW {
+            t.overflow_pins.fetch_sub(1, SeqCst);
+        } else {
+            t.pin_slots[self.slot].store(0, SeqCst);
+        }
+        t.try_reclaim();
+    }
+}
+
+/// A pinned, consistent list of a table's live rows and their ids; every
+/// column read through it is of exactly these rows (see the design notes).
+pub struct TableReader<'a> {
+    table: &'a EmbeddingTable,
+    _pin: Pin<'a>,
+    rows: Vec<u32>,
+    ids: Vec<u64>,
+}
+
+impl<'a> TableReader<'a> {
+    fn new(table: &'a EmbeddingTable) -> Self {
+        let pin = table.pin();
+        let n = table.len() as u32;
+        let (mut rows, mut ids) = (Vec::new(), Vec::new());
+        for r in 0..n {
+            let m = table.meta(r);
+            // Acquire: pairs with `init_row`'s Release, so a reused row's id
+            // and values are those of its new id.
+            if m[meta::VERSION].load(Acquire) & meta::DEAD == 0 {
+                rows.push(r);
+                ids.push(m[meta::ID].load(Relaxed));
+            }
+        }
+        if table.lifecycle.is_some() {
+            // Rows evicted during the listing: drop them. Rows listed now
+            // cannot be reused while the pin is held.
+            let mut k = 0;
+            for j in 0..rows.len() {
+                let m = table.meta(rows[j]);
+                let live = m[meta::VERSION].load(Acquire) & meta::DEAD == 0;
+                if live && m[meta::ID].load(Relaxed) == ids[j] {
+                    rows[k] = rows[j];
+                    ids[k] = ids[j];
+                    k += 1;
+                }
+            }
+            rows.truncate(k);
+            ids.truncate(k);
+        }
+        TableReader {
+            table,
+            _pin: pin,
+            rows,
+            ids,
+        }
+    }
+
+    pub fn table(&self) -> &'a EmbeddingTable {
+        self.table
+    }
+
+    /// Row indices, in row order.
+    pub fn rows(&self) -> &[u32] {
+        &self.rows
+    }
+
+    /// Ids of `rows()`, in the same order.
+    pub fn ids(&self) -> &[u64] {
+        &self.ids
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// One metadata word of each row.
+    pub fn meta_column(&self, word: usize) -> Vec<u64> {
+        let t = self.table;
+        self.rows
+            .iter()
+            .map(|&r| t.meta(r)[word].load(Relaxed))
+            .collect()
+    }
+
+    /// Weights of the rows, row-major.
+    pub fn weights(&self) -> Vec<f32> {
+        let (t, d) = (self.table, self.table.dim());
+        let mut out = vec![0.0f32; self.rows.len() * d];
+        for (o, &r) in out.chunks_exact_mut(d).zip(&self.rows) {
+            t.load_row(r, o);
+        }
+        out
+    }
+
+    /// Optimizer state of the rows, row-major (`state_width` per row).
+    pub fn state(&self) -> Vec<f32> {
+        let (t, w) = (self.table, self.table.state_width());
+        let mut out = vec![0.0f32; self.rows.len() * w];
+        for (o, &r) in out.chunks_exact_mut(w.max(1)).zip(&self.rows) {
+            load_atomics(t.row_state(r), o);
+        }
+        out
     }
 }
 
@@ -201,7 +340,12 @@ impl EmbeddingTable {
             admission: None,
             free: crossbeam_queue::SegQueue::new(),
             dead: AtomicUsize::new(0),
-            pins: AtomicUsize::new(0),
+            pin_slots: (0..PIN_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            overflow_pins: AtomicUsize::new(0),
+            pin_hint: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
+            limbo_len: AtomicUsize::new(0),
+            evicted_ever: std::sync::atomic::AtomicBool::new(false),
             version: AtomicU64::new(0),
             unadmitted: AtomicU64::new(0),
             evict_state: Mutex::new(EvictState::default()),
@@ -246,15 +390,87 @@ impl EmbeddingTable {
     /// Start a writing call: pins the table (no row reuse while held) and
     /// bumps its version, so rows this call changes are tagged with it.
     pub fn begin_write(&self) -> Pin<'_> {
-        self.pins.fetch_add(1, Acquire);
+        let pin = self.pin();
         self.version.fetch_add(1, AcqRel);
-        Pin(&self.pins)
+        pin
     }
 
-    /// Pin the table for a read: evicted rows are not reused while held.
+    /// Pin the table for a read: rows evicted from now on are not reused
+    /// while held. Lock-free: claims a slot by CAS (per call, not per event).
     pub fn pin(&self) -> Pin<'_> {
-        self.pins.fetch_add(1, Acquire);
-        Pin(&self.pins)
+        let n = self.pin_slots.len();
+        let start = self.pin_hint.fetch_add(1, Relaxed);
+        for k in 0..n {
+            let slot = (start + k) % n;
+            let s = &self.pin_slots[slot];
+            let mut e = self.epoch.load(SeqCst);
+            if s.compare_exchange(0, e + 1, SeqCst, Relaxed).is_ok() {
+                // An eviction that opened a new epoch before a reclaimer
+                // could see this slot: record the newer epoch (conservative
+                // either way: a smaller recorded epoch only delays reuse).
+                loop {
+                    let now = self.epoch.load(SeqCst);
+                    if now == e {
+                        return Pin { table: self, slot };
+                    }
+                    e = now;
+                    s.store(e + 1, SeqCst);
+                }
+            }
+        }
+        self.overflow_pins.fetch_add(1, SeqCst);
+        // Synchronise with the latest epoch bump (and the removals before it).
+        self.epoch.load(SeqCst);
+        Pin {
+            table: self,
+            slot: OVERFLOW,
+        }
+    }
+
+    /// A pinned reader of the live rows (see `TableReader`).
+    pub fn reader(&self) -> TableReader<'_> {
+        TableReader::new(self)
+    }
+
+    /// Oldest start epoch among live pins (u64::MAX when none; 0 while an
+    /// overflow pin is live).
+    fn oldest_pin(&self) -> u64 {
+        if self.overflow_pins.load(SeqCst) > 0 {
+            return 0;
+        }
+        self.pin_slots
+            .iter()
+            .map(|s| s.load(SeqCst))
+            .filter(|&v| v != 0)
+            .map(|v| v - 1)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Move limbo rows that no live pin can hold to the free list.
+    fn reclaim(&self, st: &mut EvictState) {
+        if st.limbo.is_empty() {
+            return;
+        }
+        let oldest = self.oldest_pin();
+        while let Some(&(r, epoch)) = st.limbo.front() {
+            if epoch > oldest {
+                break;
+            }
+            st.limbo.pop_front();
+            self.free.push(r);
+        }
+        self.limbo_len.store(st.limbo.len(), Release);
+    }
+
+    /// `reclaim` when rows wait in limbo and nobody else is evicting.
+    fn try_reclaim(&self) {
+        if self.limbo_len.load(Acquire) == 0 {
+            return;
+        }
+        if let Ok(mut st) = self.evict_state.try_lock() {
+            self.reclaim(&mut st);
+        }
     }
 
     /// Rows currently live (not evicted).
@@ -269,7 +485,8 @@ impl EmbeddingTable {
         self.meta(r)[meta::VERSION].load(Relaxed) & meta::DEAD == 0
     }
 
-    /// Row indices of live rows, in row order.
+    /// Row indices of live rows, in row order. Without a pin the list may be
+    /// stale at once; whole-table reads use `reader()` instead.
     pub fn live_rows(&self) -> Vec<u32> {
         let n = self.len() as u32;
         if self.dead.load(Acquire) == 0 {
@@ -316,9 +533,37 @@ impl EmbeddingTable {
         self.len() == 0
     }
 
-    /// Rows still free before the table is full.
+    /// Rows a new id can still get: never-used rows plus evicted rows that
+    /// are reusable now (rows still held by a pin are not counted).
     pub fn remaining(&self) -> usize {
-        self.cfg.capacity - self.claimed.load(Relaxed).min(self.cfg.capacity)
+        self.try_reclaim();
+        self.cfg.capacity - self.claimed.load(Relaxed).min(self.cfg.capacity) + self.free.len()
+    }
+
+    /// Fails with `Capacity` when the new ids among `ids` do not fit.
+    /// Cheap unless `ids` is longer than the room left.
+    pub fn check_room(&self, ids: &[u64]) -> Result<()> {
+        if ids.len() <= self.remaining() {
+            return Ok(());
+        }
+        let g = self.guard();
+        let mut missing: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| g.get(id).is_none())
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let free = self.remaining();
+        if missing.len() > free {
+            return Err(Error::Capacity {
+                what: "the table".into(),
+                needed: missing.len(),
+                free,
+                capacity: self.cfg.capacity,
+            });
+        }
+        Ok(())
     }
 
     /// Bytes held by rows in use (weights, optimizer state, metadata).
@@ -445,6 +690,13 @@ impl EmbeddingTable {
         if let Some(r) = self.free.pop() {
             self.dead.fetch_sub(1, AcqRel);
             return Ok((r, false));
+        }
+        if self.limbo_len.load(Acquire) > 0 && self.claimed.load(Relaxed) >= self.cfg.capacity {
+            self.try_reclaim();
+            if let Some(r) = self.free.pop() {
+                self.dead.fetch_sub(1, AcqRel);
+                return Ok((r, false));
+            }
         }
         let mut cur = self.claimed.load(Relaxed);
         loop {
@@ -630,6 +882,17 @@ impl EmbeddingTable {
             // can then lag by one event under Hogwild (a documented staleness).
             m[meta::LAST_UPDATE].store(t, Relaxed);
         }
+        self.tag_changed(m);
+        if count_interaction {
+            m[meta::INTERACTIONS].fetch_add(1, Relaxed) + 1
+        } else {
+            m[meta::INTERACTIONS].load(Relaxed)
+        }
+    }
+
+    /// Tag row metadata `m` with the current version (the row changed).
+    #[inline(always)]
+    fn tag_changed(&self, m: &[AtomicU64]) {
         let v = self.version.load(Relaxed);
         let cur = m[meta::VERSION].load(Relaxed);
         if cur < v {
@@ -642,35 +905,21 @@ impl EmbeddingTable {
                 m[meta::VERSION].store(v, Relaxed);
             }
         }
-        if count_interaction {
-            m[meta::INTERACTIONS].fetch_add(1, Relaxed) + 1
-        } else {
-            m[meta::INTERACTIONS].load(Relaxed)
-        }
     }
 
-    /// Ids of live rows, in row order (matches `live_rows`).
+    /// Ids of live rows, in row order (one pinned pass, see `reader`).
     pub fn ids(&self) -> Vec<u64> {
-        self.meta_column(meta::ID)
+        self.reader().ids().to_vec()
     }
 
     /// One metadata word of every live row, in row order.
     pub fn meta_column(&self, word: usize) -> Vec<u64> {
-        self.live_rows()
-            .into_iter()
-            .map(|r| self.meta(r)[word].load(Relaxed))
-            .collect()
+        self.reader().meta_column(word)
     }
 
     /// Weights of live rows, row-major, in row order.
     pub fn live_weights(&self) -> Vec<f32> {
-        let d = self.cfg.dim;
-        let rows = self.live_rows();
-        let mut out = vec![0.0f32; rows.len() * d];
-        for (o, &r) in out.chunks_exact_mut(d).zip(&rows) {
-            self.load_row(r, o);
-        }
-        out
+        self.reader().weights()
     }
 
     /// Evict at most what one call may: rows past the TTL at `now`, then,
@@ -684,7 +933,8 @@ impl EmbeddingTable {
             ));
         };
         let mut st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
-        self.release_limbo(&mut st);
+        self.evicted_ever.store(true, SeqCst);
+        self.reclaim(&mut st);
         let mut out = Evicted::default();
         let n = self.len();
         if n == 0 || !lc.evicts() {
@@ -702,15 +952,18 @@ impl EmbeddingTable {
         let mut live = self.live_len();
         let scan = budget.min(n);
         let mut candidates: Vec<(u64, u32)> = Vec::new();
-        let version = self.version.load(Acquire);
         let g = self.guard();
-        let remove = |r: u32, live: &mut usize, out: &mut Evicted, st: &mut EvictState| {
+        let (mut removed_rows, mut removed_ids) = (Vec::new(), Vec::new());
+        let mut remove = |r: u32, live: &mut usize, out: &mut Evicted| {
             let m = self.meta(r);
             let id = m[meta::ID].load(Relaxed);
+            // Dead before the id leaves the map: whoever re-creates the id
+            // (through the map) sees this row dead (see `TableReader`).
+            let before = m[meta::VERSION].fetch_or(meta::DEAD, AcqRel);
             if !g.remove(id, r) {
+                m[meta::VERSION].store(before, Release);
                 return;
             }
-            m[meta::VERSION].fetch_or(meta::DEAD, AcqRel);
             out.ids.push(id);
             let start = out.rows.len();
             out.rows.resize(start + self.cfg.dim, 0.0);
@@ -720,8 +973,8 @@ impl EmbeddingTable {
                 .push(dec_time(m[meta::FIRST_SEEN].load(Relaxed)));
             out.last_update
                 .push(dec_time(m[meta::LAST_UPDATE].load(Relaxed)));
-            st.limbo.push(r);
-            st.removed.push_back((version, id));
+            removed_rows.push(r);
+            removed_ids.push(id);
             self.dead.fetch_add(1, AcqRel);
             *live -= 1;
         };
@@ -733,7 +986,7 @@ impl EmbeddingTable {
             let m = self.meta(r);
             let last = dec_time(m[meta::LAST_UPDATE].load(Relaxed));
             if lc.ttl.is_some_and(|ttl| now.saturating_sub(last) > ttl) && live > lc.keep_floor {
-                remove(r, &mut live, &mut out, &mut st);
+                remove(r, &mut live, &mut out);
                 continue;
             }
             if lc.max_rows.is_some() || lc.max_bytes.is_some() {
@@ -751,10 +1004,21 @@ impl EmbeddingTable {
                 if live <= lc.keep_floor {
                     break;
                 }
-                remove(r, &mut live, &mut out, &mut st);
+                remove(r, &mut live, &mut out);
             }
         }
         drop(g);
+        if !removed_rows.is_empty() {
+            // Open a new epoch: pins registered from now on cannot hold these rows.
+            let epoch = self.epoch.fetch_add(1, SeqCst) + 1;
+            st.limbo
+                .extend(removed_rows.into_iter().map(|r| (r, epoch)));
+            // A removal is a change: log it under a new version, so that
+            // `changed_since(v)` after a sync at v reports it.
+            let version = self.version.fetch_add(1, AcqRel) + 1;
+            st.removed
+                .extend(removed_ids.into_iter().map(|id| (version, id)));
+        }
         st.hand = (st.hand + scan) % n;
         out.scanned = scan;
         while st.removed.len() > lc.removal_log {
@@ -762,16 +1026,8 @@ impl EmbeddingTable {
                 st.log_floor = st.log_floor.max(v);
             }
         }
-        self.release_limbo(&mut st);
+        self.reclaim(&mut st);
         Ok(out)
-    }
-
-    fn release_limbo(&self, st: &mut EvictState) {
-        if !st.limbo.is_empty() && self.pins.load(Acquire) == 0 {
-            for r in st.limbo.drain(..) {
-                self.free.push(r);
-            }
-        }
     }
 
     /// Live rows changed after `version` (ids and rows), ids removed after it,
@@ -800,10 +1056,11 @@ impl EmbeddingTable {
             version: current,
             ..Default::default()
         };
-        for r in 0..self.len() as u32 {
+        let reader = self.reader();
+        for (&r, &id) in reader.rows().iter().zip(reader.ids()) {
             let v = self.meta(r)[meta::VERSION].load(Acquire);
             if v & meta::DEAD == 0 && v > version {
-                delta.ids.push(self.meta(r)[meta::ID].load(Relaxed));
+                delta.ids.push(id);
                 let start = delta.rows.len();
                 delta.rows.resize(start + d, 0.0);
                 self.load_row(r, &mut delta.rows[start..]);
@@ -852,25 +1109,18 @@ impl EmbeddingTable {
                 values.len()
             )));
         }
+        // Checked before `begin_write`: a rejected call changes nothing, not
+        // even the version.
+        self.check_room(ids)?;
         let _pin = self.begin_write();
         let g = self.guard();
-        let missing = ids
-            .iter()
-            .filter(|&&id| self.lookup(&g, id).is_none())
-            .count();
-        if missing > self.remaining() {
-            return Err(Error::Capacity {
-                what: "the table".into(),
-                needed: missing,
-                free: self.remaining(),
-                capacity: self.cfg.capacity,
-            });
-        }
         let mut created = 0;
         for (k, &id) in ids.iter().enumerate() {
             let (r, new) = self.get_or_insert(&g, id, timestamp)?;
             created += usize::from(new);
             self.store_row(r, &values[k * d..(k + 1) * d]);
+            // Overwritten rows changed: tag them like training's `touch`.
+            self.tag_changed(self.meta(r));
         }
         Ok(created)
     }
@@ -884,28 +1134,35 @@ impl EmbeddingTable {
             None => EmbeddingTable::new(self.cfg)?,
         };
         let (d, w) = (self.cfg.dim, self.state_width);
-        let rows = self.live_rows();
+        // One pinned pass: the listed rows are not reused during the copy,
+        // and no id can appear twice (see `TableReader`).
+        let reader = self.reader();
+        let rows = reader.rows();
         t.bulk_load(
             rows.len(),
             |dst| {
-                for (o, &r) in dst.chunks_exact(d).zip(&rows) {
+                for (o, &r) in dst.chunks_exact(d).zip(rows) {
                     copy_atomics(self.row(r), o);
                 }
                 Ok(())
             },
             |dst| {
                 if w > 0 {
-                    for (o, &r) in dst.chunks_exact(w).zip(&rows) {
+                    for (o, &r) in dst.chunks_exact(w).zip(rows) {
                         copy_atomics(self.row_state(r), o);
                     }
                 }
                 Ok(())
             },
             |dst| {
-                for (o, &r) in dst.chunks_exact(meta::WORDS).zip(&rows) {
+                for ((o, &r), &id) in dst.chunks_exact(meta::WORDS).zip(rows).zip(reader.ids()) {
                     for (a, b) in o.iter().zip(self.meta(r)) {
                         a.store(b.load(Relaxed), Relaxed);
                     }
+                    // A row evicted after listing keeps its id and values
+                    // under the pin; the copy holds it as it was, live.
+                    debug_assert_eq!(o[meta::ID].load(Relaxed), id);
+                    o[meta::VERSION].fetch_and(!meta::DEAD, Relaxed);
                 }
                 Ok(())
             },
@@ -915,9 +1172,12 @@ impl EmbeddingTable {
         Ok(t)
     }
 
-    /// True when every row below `len()` is live (no evicted rows).
+    /// True when every row below `len()` is live and stays so during a read
+    /// without a pin: no evicted rows, and no `evict` call ever ran (rows of
+    /// a table that evicts may die and be reused under a raw region read, so
+    /// writers of such a table go through `copy`, which reads consistently).
     pub fn is_compact(&self) -> bool {
-        self.dead.load(Acquire) == 0
+        self.dead.load(Acquire) == 0 && !self.evicted_ever.load(SeqCst)
     }
 
     /// Fill an empty table with `n` rows written by the three closures, then
@@ -1125,5 +1385,143 @@ mod tests {
         c.gather(&[1], &mut out, None).unwrap();
         assert_eq!(out, vec![1.0; 4]);
         assert_eq!(c.ids(), vec![1, 2]);
+    }
+
+    fn evicting_table(capacity: usize, max_rows: usize) -> EmbeddingTable {
+        EmbeddingTable::with_lifecycle(
+            TableConfig {
+                capacity,
+                ..TableConfig::new(2)
+            },
+            Lifecycle {
+                max_rows: Some(max_rows),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_freed_before_the_oldest_pin_are_reused_and_later_ones_wait() {
+        let t = evicting_table(4, 2);
+        t.assign(&[1, 2, 3, 4], &[0.0; 8], 0).unwrap();
+        let old = t.pin();
+        let first = t.evict(0, 10).unwrap();
+        assert_eq!(first.ids.len(), 2);
+        // `old` started before the eviction: it may still hold those rows.
+        assert_eq!(t.remaining(), 0);
+        let young = t.pin();
+        drop(old);
+        // Only `young` is live, and it started after the eviction.
+        assert_eq!(t.remaining(), 2);
+        assert_eq!(t.assign(&[5, 6], &[0.0; 4], 1).unwrap(), 2);
+        assert_eq!(t.len(), 4, "the freed rows were reused, not new ones");
+        let second = t.evict(0, 10).unwrap();
+        assert_eq!(second.ids.len(), 2);
+        // Rows freed after `young` started are not handed out while it lives.
+        assert_eq!(t.remaining(), 0);
+        assert!(matches!(
+            t.assign(&[7], &[0.0; 2], 2),
+            Err(Error::Capacity { needed: 1, .. })
+        ));
+        drop(young);
+        assert_eq!(t.remaining(), 2);
+        assert_eq!(t.assign(&[7], &[0.0; 2], 2).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_table_that_is_never_idle_keeps_reusing_rows() {
+        let t = evicting_table(64, 32);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !stop.load(Relaxed) {
+                        let _pin = t.pin();
+                        std::hint::spin_loop();
+                    }
+                });
+            }
+            let mut next = 0u64;
+            for _ in 0..500 {
+                let ids: Vec<u64> = (next..next + 32).collect();
+                next += 32;
+                let start = std::time::Instant::now();
+                // Pins started before the last eviction end quickly; the
+                // ones that follow never block its rows.
+                while t.remaining() < 32 {
+                    assert!(start.elapsed().as_secs() < 5, "rows never reused");
+                    std::thread::yield_now();
+                }
+                t.assign(&ids, &vec![0.0; 64], 0).unwrap();
+                t.evict(0, 64).unwrap();
+            }
+            stop.store(true, Relaxed);
+        });
+        assert_eq!(t.len(), 64);
+    }
+
+    #[test]
+    fn readers_pair_ids_with_their_own_rows_under_churn() {
+        // Every row holds its id as values: a reader must never show an id
+        // twice or with another id's row.
+        let t = evicting_table(256, 64);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut next = 0u64;
+                while !stop.load(Relaxed) {
+                    let ids: Vec<u64> = (next..next + 16).collect();
+                    let values: Vec<f32> = ids.iter().flat_map(|&i| [i as f32; 2]).collect();
+                    next += 16;
+                    if t.assign(&ids, &values, next as i64).is_ok() {
+                        t.evict(next as i64, 64).unwrap();
+                    }
+                }
+            });
+            // A failed assertion below must still stop the writer.
+            struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Relaxed);
+                }
+            }
+            let _stop = StopOnDrop(&stop);
+            for _ in 0..2000 {
+                let r = t.reader();
+                let w = r.weights();
+                let mut seen = std::collections::HashSet::new();
+                for (k, &id) in r.ids().iter().enumerate() {
+                    assert!(seen.insert(id), "id {id} appears twice");
+                    // Its own value, or its initial one (`assign` creates
+                    // the row, then stores the value).
+                    let v = w[2 * k];
+                    assert!(
+                        v == id as f32 || v.abs() <= 0.1,
+                        "id {id} paired with another row ({v})"
+                    );
+                }
+                let c = t.copy().unwrap();
+                assert_eq!(c.live_len(), c.ids().len());
+            }
+        });
+    }
+
+    #[test]
+    fn assign_tags_overwritten_rows_and_a_rejected_assign_changes_nothing() {
+        let t = evicting_table(2, 2);
+        t.assign(&[1, 2], &[0.0; 4], 0).unwrap();
+        let v = t.version();
+        t.assign(&[2], &[1.0; 2], 0).unwrap();
+        assert_eq!(t.changed_since(v).unwrap().ids, vec![2]);
+        let v = t.version();
+        assert!(matches!(
+            t.assign(&[1, 3], &[5.0; 4], 0),
+            Err(Error::Capacity { needed: 1, .. })
+        ));
+        assert_eq!(t.version(), v);
+        let mut out = vec![0.0; 2];
+        t.gather(&[1], &mut out, None).unwrap();
+        assert_eq!(out, vec![0.0; 2]);
     }
 }
