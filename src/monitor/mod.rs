@@ -1089,10 +1089,10 @@ impl Monitor {
         let max = self.plan.cfg.max_records;
         let mut row = vec![0.0f32; d];
         let mut kept = 0;
-        let _pin = table.pin();
-        for r in table.live_rows() {
+        // One consistent pass under a pin: each id with its own row.
+        let reader = table.reader();
+        for (&r, &id) in reader.rows().iter().zip(reader.ids()) {
             let m = table.meta(r);
-            let id = m[meta::ID].load(std::sync::atomic::Ordering::Relaxed);
             let first_seen =
                 dec_time(m[meta::FIRST_SEEN].load(std::sync::atomic::Ordering::Relaxed));
             if !self.plan.is_tracked(self.plan.hash(id), id, first_seen) {

@@ -19,7 +19,7 @@
 //!   order in training and in `score` alike.
 
 use crate::error::{invalid, Result};
-use crate::storage::table::{f32_load, meta, EmbeddingTable, TableConfig};
+use crate::storage::table::{f32_load, EmbeddingTable, TableConfig};
 pub use crate::train::bias::GlobalBias;
 pub use crate::train::config::{block_index, field_list, FieldConfig, Interaction};
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -230,17 +230,14 @@ impl FieldModel {
     pub fn embeddings(&self, o: Observed) -> Result<(Vec<u64>, Vec<f32>, usize)> {
         let (off, len) = self.observed_span(o)?;
         let t = &self.tables[o.field];
-        // Live rows only (a table with a lifecycle has evicted rows), ids and
-        // values from the same row list, rows pinned against reuse meanwhile.
-        let _pin = t.pin();
-        let rows = t.live_rows();
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut values = Vec::with_capacity(rows.len() * len);
-        for &r in &rows {
-            ids.push(t.meta(r)[meta::ID].load(Relaxed));
+        // One consistent pass under a pin (`TableReader`): live rows only,
+        // each id with its own row even while rows are evicted and reused.
+        let reader = t.reader();
+        let mut values = Vec::with_capacity(reader.len() * len);
+        for &r in reader.rows() {
             values.extend(t.row(r)[off..off + len].iter().map(f32_load));
         }
-        Ok((ids, values, len))
+        Ok((reader.ids().to_vec(), values, len))
     }
 
     /// Raw scores of events from the current tables, read-only, with every

@@ -17,25 +17,20 @@ const LOOKAHEAD: usize = 16;
 /// column. Cheap unless a column is longer than the room left.
 pub fn check_room(tables: &[&EmbeddingTable], columns: &[&[u64]], names: &[String]) -> Result<()> {
     for ((t, col), name) in tables.iter().zip(columns).zip(names) {
-        if col.len() <= t.remaining() {
-            continue;
-        }
-        let g = t.guard();
-        let mut missing: Vec<u64> = col
-            .iter()
-            .copied()
-            .filter(|&id| t.lookup(&g, id).is_none())
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if missing.len() > t.remaining() {
-            return Err(Error::Capacity {
+        t.check_room(col).map_err(|e| match e {
+            Error::Capacity {
+                needed,
+                free,
+                capacity,
+                ..
+            } => Error::Capacity {
                 what: format!("the {name} table"),
-                needed: missing.len(),
-                free: t.remaining(),
-                capacity: t.capacity(),
-            });
-        }
+                needed,
+                free,
+                capacity,
+            },
+            other => other,
+        })?;
     }
     Ok(())
 }
