@@ -115,6 +115,11 @@ def test_wrong_type_is_a_type_error_naming_the_argument() -> None:
         (lambda m, mon: mon.record_publish("x"), "table"),
         (lambda m, mon: embcore.Monitor.health(None), "table"),
         (lambda m, mon: embcore.Monitor(sample_rate="0.1"), "sample_rate"),
+        (lambda m, mon: m.items.evict(now="x"), "now"),
+        (lambda m, mon: m.items.changed_since("1"), "version"),
+        (lambda m, mon: m.items.save(1.5), "path"),
+        (lambda m, mon: embcore.EmbeddingTable.load(1.5), "path"),
+        (lambda m, mon: m.items.insert(_ids(1), timestamp="x"), "timestamp"),
         (
             lambda m, mon: m.train_columns({"user": _ids(1), "item": _ids(1)}, [1.0], threads="2"),
             "threads",
@@ -125,3 +130,9 @@ def test_every_wrong_type_names_its_argument(call, name: str) -> None:
     model = embcore.MatrixFactorization(dim=4)
     with pytest.raises(TypeError, match=rf"^{name} must be"):
         call(model, embcore.Monitor())
+
+
+def test_integers_too_large_for_64_bits_are_config_errors_naming_the_argument() -> None:
+    t = embcore.EmbeddingTable(4, max_rows=10)
+    with pytest.raises(errors.ConfigError, match="now must be an integer in"):
+        t.evict(now=2**70)

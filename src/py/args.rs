@@ -511,3 +511,18 @@ pub fn monitor_arg<'py>(
             ))
         })
 }
+
+/// `from_py_with` integer conversions that name their argument.
+macro_rules! int_args {
+    ($($fn_name:ident => $name:literal),* $(,)?) => {$(
+        pub fn $fn_name(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+            int_value(obj, $name, i64::MIN, i64::MAX)
+        }
+    )*};
+}
+int_args!(now_arg => "now", timestamp_arg => "timestamp", budget_arg => "budget");
+
+/// A table version: an integer >= 0.
+pub fn version_arg(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    Ok(int_value(obj, "version", 0, i64::MAX)? as u64)
+}

@@ -252,7 +252,12 @@ impl PyEmbeddingTable {
     /// evicted rows' final state: {ids, rows, interactions, first_seen,
     /// last_update, ages, scanned}.
     #[pyo3(signature = (now, budget=100_000))]
-    fn evict<'py>(&self, py: Python<'py>, now: i64, budget: i64) -> PyResult<Bound<'py, PyDict>> {
+    fn evict<'py>(
+        &self,
+        py: Python<'py>,
+        #[pyo3(from_py_with = args::now_arg)] now: i64,
+        #[pyo3(from_py_with = args::budget_arg)] budget: i64,
+    ) -> PyResult<Bound<'py, PyDict>> {
         if budget < 1 {
             return Err(crate::py::errors::value_error(format!(
                 "budget must be >= 1, got {budget}"
@@ -281,7 +286,11 @@ impl PyEmbeddingTable {
     /// Rows changed after `version` and ids removed after it, for syncing a
     /// serving copy: {ids, rows, removed, version}; pass the returned version
     /// next time. Raises when evictions since then outgrew the removal log.
-    fn changed_since<'py>(&self, py: Python<'py>, version: u64) -> PyResult<Bound<'py, PyDict>> {
+    fn changed_since<'py>(
+        &self,
+        py: Python<'py>,
+        #[pyo3(from_py_with = args::version_arg)] version: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.inner;
         let delta = py.detach(|| t.changed_since(version))?;
         let d = PyDict::new(py);
@@ -470,7 +479,7 @@ impl PyEmbeddingTable {
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         rows: &Bound<'_, PyAny>,
-        timestamp: i64,
+        #[pyo3(from_py_with = args::timestamp_arg)] timestamp: i64,
     ) -> PyResult<usize> {
         let ids = args::ids(ids, "ids")?;
         let s = ids.as_slice();
@@ -490,7 +499,7 @@ impl PyEmbeddingTable {
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
-        timestamp: i64,
+        #[pyo3(from_py_with = args::timestamp_arg)] timestamp: i64,
         threads: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let threads = args::threads(threads)?;
@@ -524,7 +533,11 @@ impl PyEmbeddingTable {
 
     /// Write the table (weights, optimizer state, metadata) to `path`
     /// atomically: temp file, fsync, rename. Returns the bytes written.
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
+    fn save(
+        &self,
+        py: Python<'_>,
+        #[pyo3(from_py_with = args::path_arg)] path: PathBuf,
+    ) -> PyResult<u64> {
         let t = &self.inner;
         Ok(py.detach(|| crate::storage::snapshot::save(t, &path, &[]))?)
     }
@@ -533,7 +546,12 @@ impl PyEmbeddingTable {
     /// corrupted or foreign file.
     #[staticmethod]
     #[pyo3(signature = (path, capacity=None))]
-    fn load(py: Python<'_>, path: PathBuf, capacity: Option<usize>) -> PyResult<Self> {
+    fn load(
+        py: Python<'_>,
+        #[pyo3(from_py_with = args::path_arg)] path: PathBuf,
+        capacity: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let capacity = args::capacity(capacity)?;
         let (t, _) = py.detach(|| crate::storage::snapshot::load(&path, capacity))?;
         Ok(Self::wrap(Arc::new(t)))
     }
