@@ -118,3 +118,31 @@ def test_training_with_eviction_while_reading_copying_saving() -> None:
     # the stream needed many more rows than the capacity: rows were reused
     assert evicted[0] > CAPACITY
     assert len(items) <= CAPACITY
+
+
+def test_saves_racing_the_first_eviction_always_load(tmp_path) -> None:
+    """A table that has never evicted is saved straight from its memory; the save pins it
+    before checking that, so rows evicted and reused meanwhile never appear twice."""
+    import threading
+
+    for round_ in range(5):
+        t = embcore.EmbeddingTable(8, capacity=40_000, max_rows=20_000)
+        t.insert(np.arange(30_000, dtype=np.uint64), timestamp=0)
+        path = tmp_path / f"t{round_}.embc"
+        errors: list[BaseException] = []
+
+        def churn(t: embcore.EmbeddingTable = t, errors: list[BaseException] = errors) -> None:
+            try:
+                t.evict(now=1, budget=40_000)
+                t.insert(np.arange(100_000, 110_000, dtype=np.uint64), timestamp=1)
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        worker = threading.Thread(target=churn)
+        worker.start()
+        t.save(path)
+        worker.join()
+        assert not errors, errors
+        loaded = embcore.EmbeddingTable.load(path)
+        ids = loaded.ids()
+        assert len(np.unique(ids)) == len(ids)

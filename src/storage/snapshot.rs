@@ -79,30 +79,38 @@ fn put_words<W: Write, const N: usize, A>(
 /// Write `table` (and opaque model-level `extra` bytes) to `path` atomically.
 /// Rows updated concurrently with the save are captured as they are when read.
 pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
+    // Pinned before the compactness check: a row evicted during the save is
+    // not reused while the pin is held, so every id is written once, with
+    // its row as of the pin (or as last trained).
+    let pin = table.pin();
     if !table.is_compact() {
         // Evicted rows are not saved: write a compacted copy of the live rows.
+        drop(pin);
         return save(&table.copy()?, path, extra);
     }
     // Rows inserted during the save are not saved: the count is taken once.
     let n = table.len();
     crate::io::file::save(path, |file| {
         let mut w = Writer::new(file, &FORMAT, SECTIONS)?;
-        write_sections(&mut w, table, n, extra)?;
+        write_sections(&mut w, table, n, extra, &pin)?;
         w.finish().map(|_| ())
     })
 }
 
-/// Write the first `n` rows of a compact table (`n <= len()`) and `extra`
-/// as the five table sections.
+/// Write the first `n` rows of a table (`n <= len()`) and `extra` as the
+/// five table sections. The caller holds `pinned`, taken before it checked
+/// that the table was compact (rows evicted since are not reused meanwhile).
 pub fn write_sections<W: Write>(
     w: &mut Writer<W>,
     table: &EmbeddingTable,
     n: usize,
     extra: &[u8],
+    pinned: &crate::storage::table::Pin<'_>,
 ) -> std::io::Result<()> {
-    if !table.is_compact() || n > table.len() {
+    let _ = pinned;
+    if n > table.len() {
         return Err(std::io::Error::other(
-            "write_sections needs a compact table with at least n rows",
+            "write_sections needs a table with at least n rows",
         ));
     }
     w.section(&header(table, n))?;

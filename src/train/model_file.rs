@@ -99,11 +99,14 @@ pub fn save(path: &Path, header: &ModelHeader, tables: &[&EmbeddingTable]) -> Re
             header.names.len()
         )));
     }
-    // Compacted copies of tables with evicted rows.
+    // Every table pinned before its compactness check (see
+    // `snapshot::save`); compacted copies of tables with evicted rows.
+    let pins: Vec<_> = tables.iter().map(|t| t.pin()).collect();
     let copies: Vec<Option<EmbeddingTable>> = tables
         .iter()
         .map(|t| (!t.is_compact()).then(|| t.copy()).transpose())
         .collect::<Result<_>>()?;
+    let copy_pins: Vec<_> = copies.iter().flatten().map(|c| c.pin()).collect();
     let tables: Vec<&EmbeddingTable> = tables
         .iter()
         .zip(&copies)
@@ -114,9 +117,15 @@ pub fn save(path: &Path, header: &ModelHeader, tables: &[&EmbeddingTable]) -> Re
     crate::io::file::save(path, |file| {
         let mut w = Writer::new(file, &FORMAT, sections)?;
         w.section(&head)?;
-        for t in &tables {
+        let mut copy_pin = copy_pins.iter();
+        for ((t, pin), copy) in tables.iter().zip(&pins).zip(&copies) {
             // Rows inserted during the save are not saved.
-            snapshot::write_sections(&mut w, t, t.len(), &[])?;
+            let pin = if copy.is_some() {
+                copy_pin.next().expect("one pin per copy")
+            } else {
+                pin
+            };
+            snapshot::write_sections(&mut w, t, t.len(), &[], pin)?;
         }
         w.finish().map(|_| ())
     })
