@@ -367,84 +367,87 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
     let start = s.range.start;
-    for e in s.range.clone() {
-        if e + PREFETCH < end {
-            for (t, r) in tables.iter().zip(rows) {
-                t.prefetch(r[e + PREFETCH]);
-            }
-        }
-        let mut missing = false;
-        for (slot, r) in row_of.iter_mut().zip(rows) {
-            *slot = r[e];
-            missing |= *slot == MISSING;
-        }
-        if missing {
-            // A feature not admitted yet (lifecycle `min_count`): counted
-            // on its table, the event is not trained on.
-            totals.skipped += 1;
-            continue;
-        }
-        for (((t, &r), loaded_row), cell) in tables
-            .iter()
-            .zip(row_of.iter())
-            .zip(x.chunks_exact_mut(w))
-            .zip(cells.iter_mut())
-        {
-            *cell = t.row_cells(r);
-            simd::load_row(row_width, cell.weights, loaded_row);
-        }
-        let mut score = interactions_f4(s.layout.interaction, n_fields, block_width, x, sum);
-        if bias {
-            let mut linear = global.bias;
-            for c in cells.iter() {
-                linear += unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0;
-            }
-            score += linear;
-        }
-        let wt = weights.map_or(1.0, |w| w[e]);
-        let (loss, g) = s.loss.value_and_grad(score, labels[e]);
-        totals.loss_sum += f64::from(wt * loss);
-        totals.weight_sum += f64::from(wt);
-        let g = g * wt;
-        gradients_f4(s.layout.interaction, n_fields, block_width, x, sum, g, grad);
-        let t_e = (s.time_of)(e);
-        for ((n, t), c) in counts.iter_mut().zip(tables).zip(cells.iter()) {
-            *n = t.touch_meta(c.meta, t_e, s.count_interactions);
-        }
-        for (f, ((((t, p), c), loaded_row), row_grad)) in tables
-            .iter()
-            .zip(prepared)
-            .zip(cells.iter())
-            .zip(x.chunks_exact(w))
-            .zip(grad.chunks_exact_mut(w))
-            .enumerate()
-        {
-            t.step_fused(p, row_width, *c, loaded_row, row_grad, out);
-            if bias {
-                t.bias_step_meta(c.meta, g);
-            }
-            if f == obs_field {
-                s.observer.observe(
-                    shard,
-                    &RowUpdate {
-                        id: observed_ids[e],
-                        row: row_of[f],
-                        interactions: counts[f],
-                        first_seen: dec_time(c.meta[meta::FIRST_SEEN].load(Relaxed)),
-                        timestamp: t_e,
-                        before: &simd::as_floats(loaded_row)[obs_off..obs_off + obs_len],
-                        after: &simd::as_floats(out)[obs_off..obs_off + obs_len],
-                    },
-                );
-            }
-        }
-        if bias {
-            opt.step_scalar(&mut global.bias, g, &mut global.acc);
-            if let Some(k) = s.bias_sync {
-                if (e - start) % k == k - 1 {
-                    global.publish();
+    // Blocks of `bias_sync` events (one block with a single worker): the
+    // global bias is published between blocks, no check per event.
+    let block = s.bias_sync.unwrap_or(end - start).max(1);
+    for block_start in (start..end).step_by(block) {
+        for e in block_start..(block_start + block).min(end) {
+            if e + PREFETCH < end {
+                for (t, r) in tables.iter().zip(rows) {
+                    t.prefetch(r[e + PREFETCH]);
                 }
             }
+            let mut missing = false;
+            for (slot, r) in row_of.iter_mut().zip(rows) {
+                *slot = r[e];
+                missing |= *slot == MISSING;
+            }
+            if missing {
+                // A feature not admitted yet (lifecycle `min_count`): counted
+                // on its table, the event is not trained on.
+                totals.skipped += 1;
+                continue;
+            }
+            for (((t, &r), loaded_row), cell) in tables
+                .iter()
+                .zip(row_of.iter())
+                .zip(x.chunks_exact_mut(w))
+                .zip(cells.iter_mut())
+            {
+                *cell = t.row_cells(r);
+                simd::load_row(row_width, cell.weights, loaded_row);
+            }
+            let mut score = interactions_f4(s.layout.interaction, n_fields, block_width, x, sum);
+            if bias {
+                let mut linear = global.bias;
+                for c in cells.iter() {
+                    linear += unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0;
+                }
+                score += linear;
+            }
+            let wt = weights.map_or(1.0, |w| w[e]);
+            let (loss, g) = s.loss.value_and_grad(score, labels[e]);
+            totals.loss_sum += f64::from(wt * loss);
+            totals.weight_sum += f64::from(wt);
+            let g = g * wt;
+            gradients_f4(s.layout.interaction, n_fields, block_width, x, sum, g, grad);
+            let t_e = (s.time_of)(e);
+            for ((n, t), c) in counts.iter_mut().zip(tables).zip(cells.iter()) {
+                *n = t.touch_meta(c.meta, t_e, s.count_interactions);
+            }
+            for (f, ((((t, p), c), loaded_row), row_grad)) in tables
+                .iter()
+                .zip(prepared)
+                .zip(cells.iter())
+                .zip(x.chunks_exact(w))
+                .zip(grad.chunks_exact_mut(w))
+                .enumerate()
+            {
+                t.step_fused(p, row_width, *c, loaded_row, row_grad, out);
+                if bias {
+                    t.bias_step_meta(c.meta, g);
+                }
+                if f == obs_field {
+                    s.observer.observe(
+                        shard,
+                        &RowUpdate {
+                            id: observed_ids[e],
+                            row: row_of[f],
+                            interactions: counts[f],
+                            first_seen: dec_time(c.meta[meta::FIRST_SEEN].load(Relaxed)),
+                            timestamp: t_e,
+                            before: &simd::as_floats(loaded_row)[obs_off..obs_off + obs_len],
+                            after: &simd::as_floats(out)[obs_off..obs_off + obs_len],
+                        },
+                    );
+                }
+            }
+            if bias {
+                opt.step_scalar(&mut global.bias, g, &mut global.acc);
+            }
+        }
+        if bias && s.bias_sync.is_some() {
+            global.publish();
         }
     }
     if bias {
@@ -470,72 +473,75 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
     let (start, end) = (s.range.start, s.range.end);
-    for e in s.range.clone() {
-        if e + PREFETCH < end {
-            for (t, r) in tables.iter().zip(s.rows) {
-                t.prefetch(r[e + PREFETCH]);
-            }
-        }
-        if s.rows.iter().any(|r| r[e] == MISSING) {
-            totals.skipped += 1;
-            continue;
-        }
-        for ((t, r), loaded_row) in tables.iter().zip(s.rows).zip(x.chunks_exact_mut(w)) {
-            t.load_row(r[e], loaded_row);
-        }
-        let mut score = l.interactions(&x, &mut sum);
-        if s.bias {
-            let mut linear = global.bias;
-            for (t, r) in tables.iter().zip(s.rows) {
-                linear += t.bias(r[e]);
-            }
-            score += linear;
-        }
-        let wt = s.events.weights.map_or(1.0, |w| w[e]);
-        let (loss, g) = s.loss.value_and_grad(score, s.events.labels[e]);
-        totals.loss_sum += f64::from(wt * loss);
-        totals.weight_sum += f64::from(wt);
-        let g = g * wt;
-        l.gradients(&x, &sum, g, &mut grad);
-        let t_e = (s.time_of)(e);
-        for (f, ((t, r), (loaded_row, row_grad))) in tables
-            .iter()
-            .zip(s.rows)
-            .zip(x.chunks_exact_mut(w).zip(grad.chunks_exact_mut(w)))
-            .enumerate()
-        {
-            let r = r[e];
-            let observed = f == obs_field;
-            if observed {
-                before.copy_from_slice(&loaded_row[obs_off..obs_off + obs_len]);
-            }
-            t.apply_step(r, loaded_row, row_grad, &mut scratch);
-            if s.bias {
-                t.apply_bias_step(r, g);
-            }
-            let count = t.touch(r, t_e, s.count_interactions);
-            if observed {
-                s.observer.observe(
-                    shard,
-                    &RowUpdate {
-                        id: s.events.columns[f][e],
-                        row: r,
-                        interactions: count,
-                        first_seen: dec_time(t.meta(r)[meta::FIRST_SEEN].load(Relaxed)),
-                        timestamp: t_e,
-                        before: &before,
-                        after: &loaded_row[obs_off..obs_off + obs_len],
-                    },
-                );
-            }
-        }
-        if s.bias {
-            opt.step_scalar(&mut global.bias, g, &mut global.acc);
-            if let Some(k) = s.bias_sync {
-                if (e - start) % k == k - 1 {
-                    global.publish();
+    // Blocks of `bias_sync` events (one block with a single worker): the
+    // global bias is published between blocks, no check per event.
+    let block = s.bias_sync.unwrap_or(end - start).max(1);
+    for block_start in (start..end).step_by(block) {
+        for e in block_start..(block_start + block).min(end) {
+            if e + PREFETCH < end {
+                for (t, r) in tables.iter().zip(s.rows) {
+                    t.prefetch(r[e + PREFETCH]);
                 }
             }
+            if s.rows.iter().any(|r| r[e] == MISSING) {
+                totals.skipped += 1;
+                continue;
+            }
+            for ((t, r), loaded_row) in tables.iter().zip(s.rows).zip(x.chunks_exact_mut(w)) {
+                t.load_row(r[e], loaded_row);
+            }
+            let mut score = l.interactions(&x, &mut sum);
+            if s.bias {
+                let mut linear = global.bias;
+                for (t, r) in tables.iter().zip(s.rows) {
+                    linear += t.bias(r[e]);
+                }
+                score += linear;
+            }
+            let wt = s.events.weights.map_or(1.0, |w| w[e]);
+            let (loss, g) = s.loss.value_and_grad(score, s.events.labels[e]);
+            totals.loss_sum += f64::from(wt * loss);
+            totals.weight_sum += f64::from(wt);
+            let g = g * wt;
+            l.gradients(&x, &sum, g, &mut grad);
+            let t_e = (s.time_of)(e);
+            for (f, ((t, r), (loaded_row, row_grad))) in tables
+                .iter()
+                .zip(s.rows)
+                .zip(x.chunks_exact_mut(w).zip(grad.chunks_exact_mut(w)))
+                .enumerate()
+            {
+                let r = r[e];
+                let observed = f == obs_field;
+                if observed {
+                    before.copy_from_slice(&loaded_row[obs_off..obs_off + obs_len]);
+                }
+                t.apply_step(r, loaded_row, row_grad, &mut scratch);
+                if s.bias {
+                    t.apply_bias_step(r, g);
+                }
+                let count = t.touch(r, t_e, s.count_interactions);
+                if observed {
+                    s.observer.observe(
+                        shard,
+                        &RowUpdate {
+                            id: s.events.columns[f][e],
+                            row: r,
+                            interactions: count,
+                            first_seen: dec_time(t.meta(r)[meta::FIRST_SEEN].load(Relaxed)),
+                            timestamp: t_e,
+                            before: &before,
+                            after: &loaded_row[obs_off..obs_off + obs_len],
+                        },
+                    );
+                }
+            }
+            if s.bias {
+                opt.step_scalar(&mut global.bias, g, &mut global.acc);
+            }
+        }
+        if s.bias && s.bias_sync.is_some() {
+            global.publish();
         }
     }
     if s.bias {
