@@ -13,6 +13,8 @@ __all__ = [
     "build_profile",
     "DEFAULT_CAPACITY",
     "SNAPSHOT_VERSION",
+    "MAX_LABEL",
+    "MAX_WEIGHT",
     "EmbeddingTable",
     "rowwise_cosine",
     "cross_product",
@@ -33,6 +35,8 @@ __version__: str
 build_profile: str
 DEFAULT_CAPACITY: int
 SNAPSHOT_VERSION: int
+MAX_LABEL: float
+MAX_WEIGHT: float
 
 # Private aliases (not attributes of the extension module): ids are 1-D uint64 arrays or
 # non-negative int64 arrays; float inputs are float32 (borrowed) or float64 (converted).

@@ -112,10 +112,9 @@ DEFAULT_PERIOD_SECONDS = 6 * 3600
 # the global bias plus the item bias.
 _NO_USER = 2**64 - 1
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
-# Largest |label| of the squared loss and largest event weight the core accepts
-# (MAX_LABEL, MAX_WEIGHT in src/train/loss.rs).
-_MAX_LABEL = 1e6
-_MAX_WEIGHT = 1e6
+# Largest |label| of the squared loss and largest event weight the core accepts.
+_MAX_LABEL = float(_core.MAX_LABEL)
+_MAX_WEIGHT = float(_core.MAX_WEIGHT)
 # Event times beyond +-1e11 s (after the year 5138) are not seconds (module design notes).
 _MAX_SECONDS = 10**11
 _TIME_REMEDY = (

@@ -24,6 +24,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         },
     )?;
     m.add("DEFAULT_CAPACITY", crate::storage::table::DEFAULT_CAPACITY)?;
+    m.add("MAX_LABEL", crate::train::loss::MAX_LABEL)?;
+    m.add("MAX_WEIGHT", crate::train::loss::MAX_WEIGHT)?;
     m.add("SNAPSHOT_VERSION", crate::storage::snapshot::VERSION)?;
     m.add_class::<table::PyEmbeddingTable>()?;
     m.add_function(wrap_pyfunction!(drift::rowwise_cosine, m)?)?;
