@@ -173,3 +173,12 @@ def test_trajectories_start_at_the_initial_row(tiny_study):
         counts = mode["learning_peak"]["curve"]["counts"]
         assert not counts or counts[0] >= 1
         assert mode["maturity"]["n_items"] > 0
+
+
+def test_bench_refuses_unknown_names_and_unwritable_output_before_running(capsys) -> None:
+    from embcore import cli
+
+    assert cli.main(["bench", "--only", "training,foo"]) == 2
+    assert "unknown name(s) foo; choose from training" in capsys.readouterr().err
+    assert cli.main(["bench", "--only", "probe", "--out", "/nonexistent/dir/b.json"]) == 2
+    assert "does not exist or is not writable" in capsys.readouterr().err

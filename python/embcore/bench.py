@@ -571,8 +571,29 @@ def format_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The benchmark groups ``--only`` selects, in the order they run.
+GROUPS = ("training", "insert", "lifecycle", "snapshot", "numpy", "peers", "probe", "drift", "ffm")
+
+
 def run(args: argparse.Namespace) -> int:
-    only = set(args.only.split(",")) if args.only else None
+    only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
+    unknown = sorted(only - set(GROUPS)) if only else []
+    if unknown:
+        print(
+            f"embcore bench: --only has unknown name(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(GROUPS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.out:
+        parent = Path(args.out).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            print(
+                f"embcore bench: --out {args.out}: the folder {parent} does not exist or is "
+                "not writable; create it first or pass another path",
+                file=sys.stderr,
+            )
+            return 2
     try:
         doc = run_suite(quick=args.quick, only=only)
     except RuntimeError as e:

@@ -105,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--quick", action="store_true", help="a smaller version, under a minute")
     bench.add_argument("--out", default=None, help="write the JSON results to this file")
-    bench.add_argument("--only", default=None, help="comma-separated benchmark names to run")
+    bench.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated benchmark groups to run, from: training, insert, lifecycle, "
+        "snapshot, numpy, peers, probe, drift, ffm (default: all)",
+    )
     return parser
 
 
