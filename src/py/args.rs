@@ -215,8 +215,8 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 fn shown(obj: &Bound<'_, PyAny>) -> String {
     let r = obj.repr().map(|r| r.to_string()).unwrap_or_default();
-    let r = if r.len() > 60 {
-        format!("{}...", &r[..57])
+    let r = if r.chars().count() > 60 {
+        format!("{}...", r.chars().take(57).collect::<String>())
     } else {
         r
     };

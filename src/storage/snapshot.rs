@@ -79,15 +79,17 @@ fn put_words<W: Write, const N: usize, A>(
 /// Write `table` (and opaque model-level `extra` bytes) to `path` atomically.
 /// Rows updated concurrently with the save are captured as they are when read.
 pub fn save(table: &EmbeddingTable, path: &Path, extra: &[u8]) -> Result<u64> {
-    // Pinned before the compactness check: a row evicted during the save is
-    // not reused while the pin is held, so every id is written once, with
-    // its row as of the pin (or as last trained).
+    // A table that can evict is saved from a compacted copy of its live rows
+    // (an eviction starting during the save would otherwise leave rows
+    // marked dead in the file). A table without a lifecycle never evicts,
+    // so it is written straight from its memory.
+    let copy = if table.lifecycle().is_some() || !table.is_compact() {
+        Some(table.copy()?)
+    } else {
+        None
+    };
+    let table = copy.as_ref().unwrap_or(table);
     let pin = table.pin();
-    if !table.is_compact() {
-        // Evicted rows are not saved: write a compacted copy of the live rows.
-        drop(pin);
-        return save(&table.copy()?, path, extra);
-    }
     // Rows inserted during the save are not saved: the count is taken once.
     let n = table.len();
     crate::io::file::save(path, |file| {
@@ -278,7 +280,25 @@ pub fn read_sections<R: Read>(
             rows,
             |dst| read_into(&mut r.borrow_mut(), dst, &format!("{label}weights")),
             |dst| read_into(&mut r.borrow_mut(), dst, &format!("{label}optimizer state")),
-            |dst| read_into(&mut r.borrow_mut(), dst, &format!("{label}metadata")),
+            |dst| {
+                read_into(&mut r.borrow_mut(), dst, &format!("{label}metadata"))?;
+                // Saved tables hold live rows only: a row marked evicted
+                // would be indexed yet invisible to every reader.
+                let dead = dst
+                    .chunks_exact(crate::storage::table::meta::WORDS)
+                    .position(|m| {
+                        m[crate::storage::table::meta::VERSION]
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            & crate::storage::table::meta::DEAD
+                            != 0
+                    });
+                match dead {
+                    Some(k) => Err(crate::error::corrupt(format!(
+                        "{label}metadata: row {k} is marked evicted"
+                    ))),
+                    None => Ok(()),
+                }
+            },
             || Ok(()),
         )
         .map_err(|e| match e {

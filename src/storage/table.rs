@@ -475,7 +475,10 @@ impl EmbeddingTable {
 
     /// Rows currently live (not evicted).
     pub fn live_len(&self) -> usize {
-        self.len() - self.dead.load(Acquire)
+        // `dead` first: dead <= claimed at every instant, so a later `len()`
+        // cannot be below it.
+        let dead = self.dead.load(Acquire);
+        self.len().saturating_sub(dead)
     }
 
     /// Whether row `r` holds a live id (evicted rows keep their last values
@@ -627,10 +630,10 @@ impl EmbeddingTable {
                     let s = self
                         .state
                         .as_ptr()
-                        .wrapping_add(r as usize * d)
+                        .wrapping_add(r as usize * self.state_width)
                         .cast::<i8>();
                     let mut off = 0;
-                    while off < d * 4 {
+                    while off < self.state_width * 4 {
                         _mm_prefetch(s.wrapping_add(off), _MM_HINT_T0);
                         off += 64;
                     }
@@ -1034,7 +1037,13 @@ impl EmbeddingTable {
     /// and the version to pass next time. Fails when the removal log no
     /// longer reaches back to `version` (do a full sync instead).
     pub fn changed_since(&self, version: u64) -> Result<Delta> {
-        let current = self.version();
+        // Bump the version and return the one before: a writer in flight (its
+        // `begin_write` came earlier) tags the rows it changes from now on
+        // above `current`, so the next call sees them. (Returning the
+        // unbumped version lost every row such a writer changed after this
+        // scan.) What remains is the instant between a writer's load of the
+        // version and its store of the tag.
+        let current = self.version.fetch_add(1, AcqRel);
         let st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
         if version < st.log_floor {
             return Err(invalid(format!(
@@ -1523,5 +1532,21 @@ mod tests {
         let mut out = vec![0.0; 2];
         t.gather(&[1], &mut out, None).unwrap();
         assert_eq!(out, vec![0.0; 2]);
+    }
+
+    #[test]
+    fn changed_since_during_a_write_loses_nothing() {
+        let t = table(2);
+        let g = t.guard();
+        let (r, _) = t.get_or_insert(&g, 1, 0).unwrap();
+        let first = t.changed_since(0).unwrap();
+        // A writer that began before the next sync and touches the row after
+        // it: the touch must be in the sync after that.
+        let writer = t.begin_write();
+        let during = t.changed_since(first.version).unwrap();
+        t.touch(r, 5, true);
+        drop(writer);
+        let after = t.changed_since(during.version).unwrap();
+        assert_eq!(after.ids, vec![1], "the in-flight write was lost");
     }
 }

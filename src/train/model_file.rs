@@ -104,7 +104,11 @@ pub fn save(path: &Path, header: &ModelHeader, tables: &[&EmbeddingTable]) -> Re
     let pins: Vec<_> = tables.iter().map(|t| t.pin()).collect();
     let copies: Vec<Option<EmbeddingTable>> = tables
         .iter()
-        .map(|t| (!t.is_compact()).then(|| t.copy()).transpose())
+        .map(|t| {
+            (t.lifecycle().is_some() || !t.is_compact())
+                .then(|| t.copy())
+                .transpose()
+        })
         .collect::<Result<_>>()?;
     let copy_pins: Vec<_> = copies.iter().flatten().map(|c| c.pin()).collect();
     let tables: Vec<&EmbeddingTable> = tables
