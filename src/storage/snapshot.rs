@@ -242,6 +242,7 @@ pub fn read_sections<R: Read>(
     label: &str,
 ) -> Result<(EmbeddingTable, Vec<u8>)> {
     let head = r.section(&format!("{label}header"))?;
+    let capacity_given = capacity.is_some();
     let (cfg, rows) = parse_header(&mut head.fields(), capacity)?;
     let extra = r.section(&format!("{label}extra"))?.bytes;
     // The row sections must fit in what is left before the table (sized by
@@ -267,12 +268,18 @@ pub fn read_sections<R: Read>(
         None => EmbeddingTable::new(cfg),
     }
     .map_err(|e| {
-        r.error(
-            format!(
-                "{label}header: a table of capacity {capacity} and dim {dim} cannot be made: {e}"
-            ),
-            head.offset,
-        )
+        if capacity_given {
+            // The caller's capacity= is what cannot be made, not the file.
+            e
+        } else {
+            r.error(
+                format!(
+                    "{label}header: a table of capacity {capacity} and dim {dim} cannot be \
+                     made: {e}"
+                ),
+                head.offset,
+            )
+        }
     })?;
     let r = std::cell::RefCell::new(r);
     table

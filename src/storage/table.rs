@@ -549,6 +549,14 @@ impl EmbeddingTable {
         if ids.len() <= self.remaining() {
             return Ok(());
         }
+        // Before declaring the table full, reclaim with the lock taken
+        // (`remaining` only tries it, and an evict or changed_since holding
+        // it would leave reusable rows uncounted). No map handle is held
+        // here, so waiting cannot deadlock with an evict.
+        if self.limbo_len.load(Acquire) > 0 {
+            let mut st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
+            self.reclaim(&mut st);
+        }
         let g = self.guard();
         let mut missing: Vec<u64> = ids
             .iter()
