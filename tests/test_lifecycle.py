@@ -365,3 +365,23 @@ def test_eviction_after_a_sync_shows_in_changed_since() -> None:
     d = t.changed_since(v)
     assert d["removed"].tolist() == [1]
     assert d["version"] > v
+
+
+def test_admission_does_not_depend_on_thread_timing() -> None:
+    """Which sighting admits an id (min_count) is decided in event order, so 2 threads
+    admit the same ids at the same sightings as 1 thread."""
+    rng = np.random.default_rng(5)
+    n = 50_000
+    users = rng.integers(0, 500, n).astype(np.uint64)
+    items = (rng.zipf(1.5, n) % 20_000).astype(np.uint64)
+    labels = (rng.random(n) < 0.3).astype(np.float32)
+    out = {}
+    for threads in (1, 2):
+        m = MatrixFactorization(dim=4, item_lifecycle={"min_count": 3})
+        stats = m.train(users, items, labels, threads=threads)
+        meta = m.items.metadata()
+        order = np.argsort(meta["ids"])
+        out[threads] = (stats["unadmitted_events"], meta["ids"][order], meta["interactions"][order])
+    assert out[1][0] == out[2][0]
+    np.testing.assert_array_equal(out[1][1], out[2][1])
+    np.testing.assert_array_equal(out[1][2], out[2][2])

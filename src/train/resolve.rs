@@ -92,23 +92,39 @@ pub fn resolve(
             });
         }
     }
-    // Pass 2: create the missing rows (concurrently; duplicates resolve in the map).
+    // Admission (lifecycle `min_count`): count the sightings of unseen ids in
+    // event order, in one sequential pass, so which sighting admits an id
+    // does not depend on thread timing; a row is created at the sighting
+    // that reaches min_count, and later sightings in the call use it.
+    let to_create: Vec<Vec<usize>> = match table.admission() {
+        None => missing,
+        Some((filter, min_count)) => {
+            let g = table.guard();
+            let mut admitted = std::collections::HashSet::new();
+            missing
+                .iter()
+                .map(|list| {
+                    list.iter()
+                        .copied()
+                        .filter(|&e| {
+                            let id = ids[e];
+                            admitted.contains(&id)
+                                || table.lookup(&g, id).is_some()
+                                || (filter.add(id) >= min_count && admitted.insert(id))
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    };
+    // Pass 2: create the rows (concurrently; duplicates resolve in the map).
     let created: Vec<Result<Vec<(usize, u32, bool)>>> = fan_out(
         "row creation",
-        missing.iter().collect(),
+        to_create.iter().collect(),
         |list: &Vec<usize>| {
             let g = table.guard();
             let mut out = Vec::with_capacity(list.len());
-            let admission = table.admission();
             for &e in list {
-                if let Some((filter, min_count)) = admission {
-                    // Count this sighting; the row is created at the sighting
-                    // that reaches min_count.
-                    if table.lookup(&g, ids[e]).is_none() && filter.add(ids[e]) < min_count {
-                        out.push((e, MISSING, false));
-                        continue;
-                    }
-                }
                 let (r, new) = table.get_or_insert(&g, ids[e], time_of(e))?;
                 out.push((e, r, new));
             }
