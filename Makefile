@@ -10,11 +10,13 @@ dev:
 	$(PYTHON) -m pip install -e ".[test]"
 
 lint:
+	$(PYTHON) scripts/check_layers.py src
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	ruff check python tests
 	ruff format --check python tests
 	mypy python/embcore
+	$(PYTHON) -m mypy.stubtest embcore._core --allowlist scripts/stubtest_allowlist.txt
 
 test-rust:
 	cargo test --no-default-features
