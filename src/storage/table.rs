@@ -488,16 +488,6 @@ impl EmbeddingTable {
         self.meta(r)[meta::VERSION].load(Relaxed) & meta::DEAD == 0
     }
 
-    /// Row indices of live rows, in row order. Without a pin the list may be
-    /// stale at once; whole-table reads use `reader()` instead.
-    pub fn live_rows(&self) -> Vec<u32> {
-        let n = self.len() as u32;
-        if self.dead.load(Acquire) == 0 {
-            return (0..n).collect();
-        }
-        (0..n).filter(|&r| self.is_live(r)).collect()
-    }
-
     pub fn config(&self) -> &TableConfig {
         &self.cfg
     }
@@ -926,11 +916,6 @@ impl EmbeddingTable {
     /// One metadata word of every live row, in row order.
     pub fn meta_column(&self, word: usize) -> Vec<u64> {
         self.reader().meta_column(word)
-    }
-
-    /// Weights of live rows, row-major, in row order.
-    pub fn live_weights(&self) -> Vec<f32> {
-        self.reader().weights()
     }
 
     /// Evict at most what one call may: rows past the TTL at `now`, then,
