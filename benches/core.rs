@@ -56,6 +56,7 @@ fn training(c: &mut Criterion) {
             threads,
             count_interactions: true,
             observed: mf::OBSERVED,
+            scores: false,
         };
         m.train(&batch, &names, opts, &NoObserver).unwrap();
         g.bench_function(name, |b| {

@@ -73,6 +73,7 @@ fn main() {
         threads: 1,
         count_interactions: true,
         observed: obs,
+        scores: false,
     };
     m.train(&b, &m.cfg.fields, opts, &NoObserver)
         .expect("warm-up");

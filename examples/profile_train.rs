@@ -44,6 +44,7 @@ fn main() {
         threads: 1,
         count_interactions: true,
         observed: mf::OBSERVED,
+        scores: false,
     };
     m.train(&b, &names, opts, &NoObserver).expect("warm-up");
     let t0 = std::time::Instant::now();

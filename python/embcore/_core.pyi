@@ -161,6 +161,7 @@ class FieldModel:
         monitor: Monitor | None = None,
         monitor_field: str | None = None,
         monitor_against: str | None = None,
+        return_scores: bool = False,
     ) -> dict[str, Any]: ...
     def score_columns(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
     def predict_columns(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
@@ -175,6 +176,7 @@ class FieldModel:
         monitor: Monitor | None = None,
         monitor_field: str | None = None,
         monitor_against: str | None = None,
+        return_scores: bool = False,
     ) -> dict[str, Any]: ...
     def score(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
     def predict(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
@@ -228,6 +230,7 @@ class MatrixFactorization(FieldModel):
         threads: int = 1,
         count_interactions: bool = True,
         monitor: Monitor | None = None,
+        return_scores: bool = False,
     ) -> dict[str, Any]: ...
     def score(self, users: _IdArray, items: _IdArray) -> npt.NDArray[np.float32]: ...  # type: ignore[override]
     def predict(self, users: _IdArray, items: _IdArray) -> npt.NDArray[np.float32]: ...  # type: ignore[override]

@@ -350,8 +350,9 @@ impl PyFieldModel {
     /// `monitor_field`'s row feeds the monitor, which sees the block against
     /// `monitor_against` (FFM), or the whole row when it is None.
     #[pyo3(signature = (columns, labels, weights=None, timestamps=None, threads=None,
-        count_interactions=true, monitor=None, monitor_field=None, monitor_against=None),
-        text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None)")]
+        count_interactions=true, monitor=None, monitor_field=None, monitor_against=None,
+        return_scores=false),
+        text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None, return_scores=False)")]
     #[allow(clippy::too_many_arguments)]
     fn train_columns<'py>(
         &self,
@@ -365,6 +366,7 @@ impl PyFieldModel {
         monitor: Option<&Bound<'py, PyMonitor>>,
         #[pyo3(from_py_with = args::monitor_field_arg)] monitor_field: Option<String>,
         #[pyo3(from_py_with = args::monitor_against_arg)] monitor_against: Option<String>,
+        return_scores: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let (monitor_field, monitor_against) =
             (monitor_field.as_deref(), monitor_against.as_deref());
@@ -388,7 +390,7 @@ impl PyFieldModel {
         let observed = self.observed(field_name, monitor_against)?;
         let slices = cols.slices();
         let names = self.column_names();
-        let stats = shared::train(
+        let mut stats = shared::train(
             py,
             &self.inner,
             &TrainCall {
@@ -400,9 +402,10 @@ impl PyFieldModel {
                 count_interactions,
                 observed,
                 monitor,
+                return_scores,
             },
         )?;
-        let d = shared::stats_dict(py, &stats)?;
+        let d = shared::stats_dict(py, &mut stats, return_scores)?;
         let new = PyDict::new(py);
         for (f, c) in fields.iter().zip(&stats.new_rows) {
             new.set_item(f, c)?;

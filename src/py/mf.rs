@@ -172,8 +172,8 @@ impl PyMatrixFactorization {
     /// item-row update also feeds the monitor's statistics and tracked
     /// trajectories, in Rust.
     #[pyo3(signature = (users, items, labels, weights=None, timestamps=None, threads=None,
-        count_interactions=true, monitor=None),
-        text_signature = "($self, users, items, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None)")]
+        count_interactions=true, monitor=None, return_scores=false),
+        text_signature = "($self, users, items, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, return_scores=False)")]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
         slf: &Bound<'py, Self>,
@@ -186,6 +186,7 @@ impl PyMatrixFactorization {
         threads: Option<&Bound<'py, PyAny>>,
         count_interactions: bool,
         monitor: Option<&Bound<'py, PyMonitor>>,
+        return_scores: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let threads = args::threads(threads)?;
         let u = args::ids(users, "users")?;
@@ -193,7 +194,7 @@ impl PyMatrixFactorization {
         let arrays = EventArrays::convert(labels, weights, timestamps)?;
         let cols = [u.as_slice(), i.as_slice()];
         let names = Self::names();
-        let stats = shared::train(
+        let mut stats = shared::train(
             py,
             model(slf),
             &TrainCall {
@@ -205,9 +206,10 @@ impl PyMatrixFactorization {
                 count_interactions,
                 observed: mf::OBSERVED,
                 monitor,
+                return_scores,
             },
         )?;
-        let d = shared::stats_dict(py, &stats)?;
+        let d = shared::stats_dict(py, &mut stats, return_scores)?;
         d.set_item("new_users", stats.new_rows[0])?;
         d.set_item("new_items", stats.new_rows[1])?;
         d.set_item("unadmitted_events", stats.unadmitted_events)?;

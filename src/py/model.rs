@@ -67,6 +67,8 @@ pub struct TrainCall<'a, 'py> {
     pub count_interactions: bool,
     pub observed: Observed,
     pub monitor: Option<&'a Bound<'py, PyMonitor>>,
+    /// Return each event's score before its own update (`scores` in the dict).
+    pub return_scores: bool,
 }
 
 /// Train `model` (GIL released, panics turned into errors); the monitor, if
@@ -92,6 +94,7 @@ pub fn train(py: Python<'_>, model: &FieldModel, c: &TrainCall<'_, '_>) -> PyRes
         threads: c.threads,
         count_interactions: c.count_interactions,
         observed: c.observed,
+        scores: c.return_scores,
     };
     guard(c.call, || {
         Ok(py.detach(|| match &monitor {
@@ -101,11 +104,19 @@ pub fn train(py: Python<'_>, model: &FieldModel, c: &TrainCall<'_, '_>) -> PyRes
     })
 }
 
-/// The statistics every model reports.
-pub fn stats_dict<'py>(py: Python<'py>, s: &TrainStats) -> PyResult<Bound<'py, PyDict>> {
+/// The statistics every model reports; with `return_scores`, `scores`: a
+/// float32 array of each event's raw score before its own update.
+pub fn stats_dict<'py>(
+    py: Python<'py>,
+    s: &mut TrainStats,
+    return_scores: bool,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("events", s.events)?;
     d.set_item("mean_loss", s.mean_loss)?;
+    if return_scores {
+        d.set_item("scores", std::mem::take(&mut s.scores).into_pyarray(py))?;
+    }
     Ok(d)
 }
 

@@ -39,6 +39,16 @@ pub struct TrainOptions {
     pub count_interactions: bool,
     /// The vector the observer sees.
     pub observed: Observed,
+    /// Return each event's score computed before its own update
+    /// (`TrainStats::scores`): progressive validation in the training pass.
+    /// Exact per event with one worker. With more, the workers' shares run
+    /// side by side, so an event's score is the model's just before its step
+    /// in that interleaved order (event `k` of a share has seen about `k`
+    /// events of every other share, not the events before it in the call),
+    /// minus the Hogwild staleness: another worker's step on a shared row
+    /// still in flight, and the global-bias steps of other workers' last
+    /// `BIAS_SYNC` events.
+    pub scores: bool,
 }
 
 impl FieldModel {
@@ -100,6 +110,7 @@ impl FieldModel {
             observed_field: options.observed.field,
             observed_span: span,
             observer,
+            scores: options.scores,
         };
         let results: Vec<ShareTotals> = fan_out("train", parts.clone(), |range| {
             let mut shard = observer.new_shard();
@@ -108,10 +119,16 @@ impl FieldModel {
             totals
         })?;
         let (mut loss_sum, mut weight_sum, mut skipped) = (0.0, 0.0, 0);
+        let mut scores = Vec::new();
         for r in results {
             loss_sum += r.loss_sum;
             weight_sum += r.weight_sum;
             skipped += r.skipped;
+            if scores.is_empty() {
+                scores = r.scores;
+            } else {
+                scores.extend_from_slice(&r.scores);
+            }
         }
         Ok(TrainStats {
             events: n,
@@ -122,6 +139,7 @@ impl FieldModel {
             },
             new_rows,
             unadmitted_events: skipped,
+            scores,
         })
     }
 }

@@ -234,14 +234,47 @@ pub struct Share<'a, O: UpdateObserver> {
     pub observed_field: usize,
     pub observed_span: (usize, usize),
     pub observer: &'a O,
+    /// Keep each event's score computed before its own update (progressive
+    /// validation), in `ShareTotals::scores`.
+    pub scores: bool,
 }
 
 /// What a worker's share returns.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ShareTotals {
     pub loss_sum: f64,
     pub weight_sum: f64,
     pub skipped: usize,
+    /// With `Share::scores`: one score per event of the share, in order.
+    pub scores: Vec<f32>,
+}
+
+/// The score of an event skipped for a feature not admitted yet, as
+/// `FieldModel::score` gives it: a missing row is a zero vector with a zero
+/// bias (the same operations in the same order as the loops, so the same
+/// bits).
+#[cold]
+fn unadmitted_score<O: UpdateObserver>(s: &Share<'_, O>, e: usize, global_bias: f32) -> f32 {
+    let l = s.layout;
+    let w = l.row_dim;
+    let mut x = vec![0.0f32; l.n_fields * w];
+    let mut sum = vec![0.0f32; l.dim];
+    let mut linear = global_bias;
+    for (f, (t, r)) in s.tables.iter().zip(s.rows).enumerate() {
+        let r = r[e];
+        if r != MISSING {
+            t.load_row(r, &mut x[f * w..(f + 1) * w]);
+            if s.bias {
+                linear += t.bias(r);
+            }
+        }
+    }
+    let score = l.interactions(&x, &mut sum);
+    if s.bias {
+        score + linear
+    } else {
+        score
+    }
 }
 
 /// The worker's copy of the global bias and where it was last published.
@@ -367,6 +400,9 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
     let start = s.range.start;
+    if s.scores {
+        totals.scores.reserve_exact(end - start);
+    }
     // Blocks of `bias_sync` events (one block with a single worker): the
     // global bias is published between blocks, no check per event.
     let block = s.bias_sync.unwrap_or(end - start).max(1);
@@ -386,6 +422,9 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                 // A feature not admitted yet (lifecycle `min_count`): counted
                 // on its table, the event is not trained on.
                 totals.skipped += 1;
+                if s.scores {
+                    totals.scores.push(unadmitted_score(s, e, global.bias));
+                }
                 continue;
             }
             for (((t, &r), loaded_row), cell) in tables
@@ -404,6 +443,9 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                     linear += unpack_bias(c.meta[meta::BIAS].load(Relaxed)).0;
                 }
                 score += linear;
+            }
+            if s.scores {
+                totals.scores.push(score);
             }
             let wt = weights.map_or(1.0, |w| w[e]);
             let (loss, g) = s.loss.value_and_grad(score, labels[e]);
@@ -473,6 +515,9 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
     let (start, end) = (s.range.start, s.range.end);
+    if s.scores {
+        totals.scores.reserve_exact(end - start);
+    }
     // Blocks of `bias_sync` events (one block with a single worker): the
     // global bias is published between blocks, no check per event.
     let block = s.bias_sync.unwrap_or(end - start).max(1);
@@ -485,6 +530,9 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
             }
             if s.rows.iter().any(|r| r[e] == MISSING) {
                 totals.skipped += 1;
+                if s.scores {
+                    totals.scores.push(unadmitted_score(s, e, global.bias));
+                }
                 continue;
             }
             for ((t, r), loaded_row) in tables.iter().zip(s.rows).zip(x.chunks_exact_mut(w)) {
@@ -497,6 +545,9 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
                     linear += t.bias(r[e]);
                 }
                 score += linear;
+            }
+            if s.scores {
+                totals.scores.push(score);
             }
             let wt = s.events.weights.map_or(1.0, |w| w[e]);
             let (loss, g) = s.loss.value_and_grad(score, s.events.labels[e]);
@@ -606,6 +657,17 @@ mod tests {
     }
 
     fn train(m: &FieldModel, cols: &[Vec<u64>], labels: &[f32], weights: &[f32], threads: usize) {
+        train_scored(m, cols, labels, weights, threads, false);
+    }
+
+    fn train_scored(
+        m: &FieldModel,
+        cols: &[Vec<u64>],
+        labels: &[f32],
+        weights: &[f32],
+        threads: usize,
+        scores: bool,
+    ) -> Vec<f32> {
         let columns: Vec<&[u64]> = cols.iter().map(|c| c.as_slice()).collect();
         let events = Events {
             columns: &columns,
@@ -616,12 +678,62 @@ mod tests {
         let opts = TrainOptions {
             threads,
             count_interactions: true,
+            scores,
             observed: Observed {
                 field: 1,
                 against: None,
             },
         };
-        m.train(&events, &m.cfg.fields, opts, &NoObserver).unwrap();
+        m.train(&events, &m.cfg.fields, opts, &NoObserver)
+            .unwrap()
+            .scores
+    }
+
+    /// `scores` returns each event's score before its own update: one call
+    /// equals scoring then training the events one at a time (up to the
+    /// last bits of the global bias, which a one-event call publishes every
+    /// event), on the fused and the generic loops; asking for scores does not
+    /// change what is trained, bit for bit.
+    #[test]
+    fn scores_are_each_events_score_before_its_update() {
+        let n = 400usize;
+        let cols: Vec<Vec<u64>> = (0..3u64)
+            .map(|f| {
+                (0..n as u64)
+                    .map(|k| crate::kernels::rng::hash2(f + 11, k) % (4 + 5 * f))
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
+        let weights: Vec<f32> = (0..n).map(|k| 0.5 + (k % 4) as f32 * 0.25).collect();
+        let opt = optimizers()[3];
+        for interaction in [Interaction::FieldAware, Interaction::Plain] {
+            for (nf, dim) in [(2, 8), (3, 4), (2, 6), (3, 3)] {
+                let what = format!("{interaction:?} nf={nf} dim={dim}");
+                let (a, b, c) = (
+                    model(interaction, nf, dim, opt),
+                    model(interaction, nf, dim, opt),
+                    model(interaction, nf, dim, opt),
+                );
+                for m in [&a, &b, &c] {
+                    train(m, &cols[..nf], &labels, &weights, 1); // every id known
+                }
+                let got = train_scored(&a, &cols[..nf], &labels, &weights, 1, true);
+                assert!(train_scored(&c, &cols[..nf], &labels, &weights, 1, false).is_empty());
+                assert_eq!(table_bits(&a.tables[0]), table_bits(&c.tables[0]), "{what}");
+                assert_eq!(a.global_bias().to_bits(), c.global_bias().to_bits());
+                assert_eq!(got.len(), n, "{what}");
+                for e in 0..n {
+                    let one: Vec<Vec<u64>> = cols[..nf].iter().map(|c| vec![c[e]]).collect();
+                    let slices: Vec<&[u64]> = one.iter().map(|c| c.as_slice()).collect();
+                    let mut want = [0.0f32];
+                    b.score(&slices, &b.cfg.fields, &mut want).unwrap();
+                    let scored = train_scored(&b, &one, &labels[e..=e], &weights[e..=e], 1, true);
+                    assert_eq!(scored[0].to_bits(), want[0].to_bits(), "{what} e={e}");
+                    assert!((got[e] - want[0]).abs() < 1e-5, "{what} e={e}");
+                }
+            }
+        }
     }
 
     /// The fused loops equal the generic loop bit for bit (every table's

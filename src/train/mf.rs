@@ -114,6 +114,7 @@ mod tests {
         let opts = TrainOptions {
             threads: 1,
             count_interactions: true,
+            scores: false,
             observed: OBSERVED,
         };
         Ok(m.train(&events, &column_names(), opts, &NoObserver)?

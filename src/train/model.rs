@@ -42,6 +42,9 @@ pub struct TrainStats {
     pub new_rows: Vec<usize>,
     /// Events skipped because one of their ids is not admitted yet.
     pub unadmitted_events: usize,
+    /// With `TrainOptions::scores`: each event's raw score computed before
+    /// its own update, in event order (empty otherwise).
+    pub scores: Vec<f32>,
 }
 
 /// Which public class a model is: the kind byte of a model file, the class

@@ -372,6 +372,7 @@ mod tests {
         let opts = TrainOptions {
             threads: 1,
             count_interactions: true,
+            scores: false,
             observed: Observed {
                 field: 1,
                 against: None,
