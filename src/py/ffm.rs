@@ -440,7 +440,7 @@ impl PyFieldModel {
     /// `train_columns` (the field models' `train`; `MatrixFactorization.train`
     /// takes users and items instead).
     #[pyo3(signature = (*args, **kwargs),
-        text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None)")]
+        text_signature = "($self, columns, labels, weights=None, timestamps=None, threads=1, count_interactions=True, monitor=None, monitor_field=None, monitor_against=None, return_scores=False)")]
     fn train<'py>(
         slf: &Bound<'py, Self>,
         args: &Bound<'py, PyTuple>,
