@@ -489,12 +489,20 @@ class Trainer:
         weights: npt.ArrayLike | None = None,
         *,
         context: Mapping[str, npt.ArrayLike] | None = None,
-    ) -> None:
+        return_scores: bool = False,
+    ) -> npt.NDArray[np.float32] | None:
         """Feed events (in time order) to the mode.
 
         Real-time and hybrid train on them at once; batch buffers them. Batch and hybrid first
         publish every period boundary that the events cross (a boundary ``b`` sees the events
         with timestamps ``< b``).
+
+        With ``return_scores=True``, returns each event's raw score (logit) from the *serving*
+        model just before that event reaches it — progressive validation in the same pass:
+        real-time and hybrid take it from the training call (the live model before the event's
+        own step, exact per event at ``threads=1``; with more threads, in the workers'
+        interleaved order), batch from the last publish before the event (the frozen snapshot,
+        scored in one call per period). Otherwise returns None.
 
         Parameters
         ----------
@@ -526,17 +534,25 @@ class Trainer:
             (sort them first, e.g. with ``np.argsort(timestamps, kind="stable")``).
         TypeError
             An argument of the wrong dtype (float or text ids, float timestamps), as ``train``.
+
+        >>> import numpy as np
+        >>> rt = Trainer("realtime", dim=4, seed=0)
+        >>> one = np.array([1, 1], dtype=np.uint64)
+        >>> s = rt.consume(one, one, np.ones(2, np.float32), np.array([0, 1]), return_scores=True)
+        >>> bool(s[1] > s[0])  # the second event is scored after the first one's update
+        True
         """
         cols, y, t, w = self._events(users, items, labels, timestamps, weights, context)
         n = y.size
+        scores = np.empty(n, dtype=np.float32) if return_scores else None
         if n == 0:
-            return
+            return scores
         if self.mode == "realtime":
             # Counted once trained: a failed train (e.g. a full table) changes nothing.
-            self._train(cols, y, t, w, count=True, observe=True)
+            got = self._train(cols, y, t, w, count=True, observe=True, scores=return_scores)
             self.events_consumed += n
             self._clock = int(t.max()) if self._clock is None else max(self._clock, int(t.max()))
-            return
+            return got
         self.events_consumed += n
         start = 0
         while start < n:
@@ -546,9 +562,14 @@ class Trainer:
             stop = start + int(np.searchsorted(t[start:], self._next_boundary, side="left"))
             part = {name: col[start:stop] for name, col in cols.items()}
             part_w = None if w is None else w[start:stop]
-            self._take(part, y[start:stop], t[start:stop], part_w)
+            if scores is not None and self.mode == "batch":
+                scores[start:stop] = self.serving_model.score_columns(part)
+            got = self._take(part, y[start:stop], t[start:stop], part_w, scores=return_scores)
+            if scores is not None and got is not None:
+                scores[start:stop] = got
             start = stop
         self._clock = int(t[-1])
+        return scores
 
     def advance(self, t: int) -> int:
         """Move event time to ``t`` (seconds): batch/hybrid publish every boundary ``<= t`` now
@@ -750,14 +771,20 @@ class Trainer:
         y: npt.NDArray[np.float32],
         t: npt.NDArray[np.int64],
         w: npt.NDArray[np.float32] | None,
-    ) -> None:
-        """Events inside one period: train now (hybrid) and buffer them for the boundary."""
+        *,
+        scores: bool = False,
+    ) -> npt.NDArray[np.float32] | None:
+        """Events inside one period: train now (hybrid) and buffer them for the boundary.
+
+        Hybrid with ``scores``: returns the live model's scores before each event's step."""
+        got = None
         if y.size == 0:
-            return
+            return got
         if self.mode == "hybrid":
-            self._train(cols, y, t, w, count=True, observe=True)
+            got = self._train(cols, y, t, w, count=True, observe=True, scores=scores)
         self._window.append((cols, y, t, w))
         self._window_events += int(y.size)
+        return got
 
     def _publish(self, t: int) -> None:
         if self._window:
@@ -800,7 +827,9 @@ class Trainer:
         *,
         count: bool,
         observe: bool,
-    ) -> None:
+        scores: bool = False,
+    ) -> npt.NDArray[np.float32] | None:
+        """One training call; with ``scores``, returns each event's score before its step."""
         began = time.perf_counter()
         options: dict[str, Any] = {}
         if observe and _observes_updates(self.monitor):
@@ -808,7 +837,9 @@ class Trainer:
         if options:
             options["monitor_field"] = self.item_field
             options["monitor_against"] = self._against
-        self.model.train_columns(
+        if scores:
+            options["return_scores"] = True
+        out = self.model.train_columns(
             cols,
             y,
             weights=w,
@@ -822,6 +853,7 @@ class Trainer:
         self.train_seconds += time.perf_counter() - began
         if self.mode != "batch":
             self._expire(int(t.max()))
+        return out["scores"] if scores else None
 
     def _expire(self, now: int, sweep: int = 1) -> None:
         """Evict expired item rows (when the model has an item lifecycle), handing their
