@@ -604,3 +604,21 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(doc, indent=2))
         print(f"wrote {args.out}")
     return 0
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Declare ``embcore bench`` and its arguments on the CLI's subparsers."""
+    bench = sub.add_parser(
+        "bench",
+        help="measure training, insert, snapshot and scan throughput against baselines",
+        description="Run the mf-1m benchmark suite of BENCHMARKS.md and write JSON.",
+    )
+    bench.add_argument("--quick", action="store_true", help="a smaller version, under a minute")
+    bench.add_argument("--out", default=None, help="write the JSON results to this file")
+    bench.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated benchmark groups to run, from: training, insert, lifecycle, "
+        "snapshot, numpy, peers, probe, drift, ffm (default: all)",
+    )
+    return bench

@@ -56,6 +56,7 @@ import numpy.typing as npt
 
 import embcore
 from embcore import datasets, reporting, runs
+from embcore.cli_args import mode_list, positive_int
 from embcore.modes import Trainer, parse_duration
 from embcore.replay_report import FIGURES, render_html, write_report
 from embcore.runs import AGE_EDGES_HOURS, DEFAULT_ALPHA
@@ -559,3 +560,38 @@ def summary_text(metrics: Mapping[str, Any], out: Path | None = None) -> str:
     if out is not None:
         head += f"; {reporting.wrote_text(out)}"
     return "\n".join([head, *reporting.summary_lines(metrics, _SUMMARY_COLUMNS)])
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Declare ``embcore replay`` and its arguments on the CLI's subparsers."""
+    replay = sub.add_parser(
+        "replay",
+        help="replay a real interaction log through each training mode",
+        description="Replay a logged event stream (MovieLens, KuaiRand, KuaiRec, CSV, "
+        "Parquet) through each mode with progressive validation.",
+    )
+    replay.add_argument("log", help="path of the log file")
+    replay.add_argument("--format", default="auto")
+    replay.add_argument("--out", default="embcore-replay")
+    replay.add_argument("--modes", type=mode_list, default=["realtime", "batch"])
+    replay.add_argument("--period", default="6h")
+    replay.add_argument("--seed", type=int, default=0)
+    replay.add_argument("--limit", type=positive_int, default=None)
+    replay.add_argument("--threads", type=positive_int, default=1)
+    replay.add_argument("--epochs", type=positive_int, default=None)
+    replay.add_argument("--learning-rate", type=float, default=None)
+    replay.add_argument(
+        "--fresh-interactions",
+        type=positive_int,
+        default=None,
+        help="an item is fresh for its first N interactions",
+    )
+    replay.add_argument(
+        "--fresh-seconds",
+        type=positive_int,
+        default=None,
+        help="an item is fresh for this long after its first event",
+    )
+    replay.add_argument("--no-progress", action="store_true")
+
+    return replay

@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 
 import embcore
 from embcore import reporting, runs
+from embcore.cli_args import mode_list, positive_int
 from embcore.modes import Model, Trainer, parse_duration
 from embcore.runs import AGE_EDGES_HOURS, DEFAULT_ALPHA, finite, learning_curve
 from embcore.sim import FIELDS, Events, SimConfig, Step, World
@@ -523,3 +524,39 @@ def _summary_text(metrics: Mapping[str, Any], out: Path) -> str:
 
 def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4g}"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Declare ``embcore study`` and its arguments on the CLI's subparsers."""
+    study = sub.add_parser(
+        "study",
+        help="simulate a short-video platform and compare training modes end to end",
+        description="Run the batch vs real-time study on the simulator and write "
+        "metrics.json, report.html and one PNG per figure.",
+    )
+    study.add_argument("--out", default="embcore-study", help="output directory")
+    study.add_argument("--scale", default="default", choices=["tiny", "small", "default", "large"])
+    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--threads", type=positive_int, default=1)
+    study.add_argument("--modes", type=mode_list, default=["realtime", "batch"])
+    study.add_argument(
+        "--model",
+        default="mf",
+        choices=["mf", "ffm", "fm"],
+        help="mf: matrix factorization; ffm: field-aware FM over user, item, creator, tag, hour "
+        "(the paper's model); fm: factorisation machine over the same fields",
+    )
+    study.add_argument("--period", default="6h", help="batch retraining period, e.g. 6h, 90m")
+    study.add_argument("--epochs", type=positive_int, default=1)
+    study.add_argument("--learning-rate", type=float, default=None)
+    study.add_argument("--dim", type=positive_int, default=None, help="embedding width")
+    study.add_argument(
+        "--init-scale", type=float, default=None, help="initial rows uniform in [-s, s]"
+    )
+    study.add_argument("--alpha", type=float, default=None, help="maturity threshold on d_cos")
+    study.add_argument(
+        "--track-rate", type=float, default=None, help="share of items whose trajectories are kept"
+    )
+    study.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    return study
