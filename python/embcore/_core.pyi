@@ -255,6 +255,8 @@ class Monitor:
         per_doubling: int = 8,
         age_per_doubling: int = 2,
         max_records: int = 1000000,
+        max_tracked: int = 200000,
+        retire_after: int | None = None,
         seed: int = 0,
     ) -> Self: ...
     @property
@@ -281,6 +283,7 @@ class Monitor:
         counts: npt.NDArray[np.uint64] | npt.NDArray[np.int64],
         first_seen: npt.NDArray[np.int64] | npt.NDArray[np.uint64],
         timestamp: int = 0,
+        final: bool = True,
     ) -> int: ...
     def trajectories(self) -> dict[str, npt.NDArray[Any]]: ...
     def path_efficiency(self) -> dict[str, npt.NDArray[Any]]: ...

@@ -165,6 +165,9 @@ impl PyMonitor {
         d.set_item("skipped_updates", s.skipped_updates)?;
         d.set_item("items_seen", s.items_seen)?;
         d.set_item("tracked_items", s.tracked_items)?;
+        d.set_item("retired_items", s.retired_items)?;
+        d.set_item("dropped_items", s.dropped_items)?;
+        d.set_item("untracked_items", s.untracked_items)?;
         d.set_item("records", s.records)?;
         d.set_item("dropped_records", s.dropped_records)?;
         d.set_item("memory_bytes", s.memory_bytes)?;
@@ -178,7 +181,7 @@ impl PyMonitor {
 impl PyMonitor {
     #[new]
     #[pyo3(signature = (*args, **kwargs),
-        text_signature = "(*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None, count_limit=64, per_doubling=8, age_per_doubling=2, max_records=1000000, seed=0)")]
+        text_signature = "(*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None, count_limit=64, per_doubling=8, age_per_doubling=2, max_records=1000000, max_tracked=200000, retire_after=None, seed=0)")]
     fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let p = super::args::Params::parse(
             "Monitor",
@@ -191,6 +194,8 @@ impl PyMonitor {
                 "per_doubling",
                 "age_per_doubling",
                 "max_records",
+                "max_tracked",
+                "retire_after",
                 "seed",
             ],
             0,
@@ -233,6 +238,18 @@ impl PyMonitor {
             per_doubling: max("per_doubling", 8, i64::from(u32::MAX))? as u32,
             age_per_doubling: max("age_per_doubling", 2, i64::from(u32::MAX))? as u32,
             max_records: max("max_records", 1_000_000, i64::MAX)? as usize,
+            max_tracked: p.int(
+                "max_tracked",
+                crate::monitor::DEFAULT_MAX_TRACKED as i64,
+                1,
+                i64::MAX,
+            )? as usize,
+            retire_after: match p.get("retire_after") {
+                Some(v) if !v.is_none() => {
+                    Some(super::args::int_value(v, "retire_after", 1, i64::MAX)?)
+                }
+                _ => None,
+            },
             seed: p.seed("seed")?,
         };
         Ok(PyMonitor {
@@ -253,6 +270,8 @@ impl PyMonitor {
         d.set_item("per_doubling", c.per_doubling)?;
         d.set_item("age_per_doubling", c.age_per_doubling)?;
         d.set_item("max_records", c.max_records)?;
+        d.set_item("max_tracked", c.max_tracked)?;
+        d.set_item("retire_after", c.retire_after)?;
         d.set_item("seed", c.seed)?;
         Ok(d)
     }
@@ -344,9 +363,14 @@ impl PyMonitor {
     /// Record given rows of tracked items at `timestamp` — typically the
     /// final rows an eviction returned: ``monitor.record_rows(out["ids"],
     /// out["rows"], out["interactions"], out["first_seen"], now)``. Returns
-    /// the records kept.
-    #[pyo3(signature = (ids, rows, counts, first_seen, timestamp=None),
-        text_signature = "($self, ids, rows, counts, first_seen, timestamp=0)")]
+    /// the records kept. With `final=True` (the default: rows that left the
+    /// model) every id is retired: a tracked item's trajectory is complete
+    /// (kept while there is room, the first to go when there is not) and an
+    /// observed id's previous row is forgotten. Pass `final=False` for rows
+    /// still in the model.
+    #[pyo3(signature = (ids, rows, counts, first_seen, timestamp=None, r#final=true),
+        text_signature = "($self, ids, rows, counts, first_seen, timestamp=0, final=True)")]
+    #[allow(clippy::too_many_arguments)]
     fn record_rows(
         &self,
         py: Python<'_>,
@@ -355,6 +379,7 @@ impl PyMonitor {
         counts: &Bound<'_, PyAny>,
         first_seen: &Bound<'_, PyAny>,
         timestamp: Option<&Bound<'_, PyAny>>,
+        r#final: bool,
     ) -> PyResult<usize> {
         let ids = super::args::ids(ids, "ids")?;
         let s = ids.as_slice();
@@ -397,7 +422,7 @@ impl PyMonitor {
             _ => 0,
         };
         let mon = &self.inner;
-        Ok(py.detach(|| mon.record_rows(s, &v, &counts, &first_seen, timestamp))?)
+        Ok(py.detach(|| mon.record_rows(s, &v, &counts, &first_seen, timestamp, r#final))?)
     }
 
     /// Recorded rows of tracked items: {"ids": uint64[n], "counts": int64[n],
