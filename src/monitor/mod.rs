@@ -696,8 +696,6 @@ impl State {
         retired: bool,
     ) -> bool {
         let d = self.dim;
-        let free = self.track_free.last().copied();
-        let len = self.track_rows.len();
         let Some(t) = self.track_entry(id, last, true) else {
             return false;
         };
@@ -705,19 +703,13 @@ impl State {
         t.updates = t.updates.saturating_add(updates);
         t.retired = retired;
         if t.slot == NO_SLOT {
-            match free {
-                Some(s) => {
-                    t.slot = s;
-                    let at = 2 * s as usize * d;
-                    self.track_free.pop();
-                    self.track_rows[at..at + d].copy_from_slice(first);
-                    self.track_rows[at + d..at + 2 * d].copy_from_slice(last_row);
-                }
-                None => {
-                    t.slot = (len / (2 * d)) as u32;
-                    self.track_rows.extend_from_slice(first);
-                    self.track_rows.extend_from_slice(last_row);
-                }
+            let slot = store_row(
+                &mut self.track_free,
+                &mut self.track_rows,
+                &[first, last_row],
+            );
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.slot = slot;
             }
         } else {
             let s = t.slot as usize;
@@ -883,6 +875,29 @@ impl State {
                 + self.track_free.capacity()
                 + self.prev_free.capacity())
             + self.pool.iter().map(|s| s.bytes()).sum::<usize>()
+    }
+}
+
+/// Store `parts` (rows laid side by side) in a free slot of `rows`, or a new
+/// one at its end; returns the slot.
+fn store_row(free: &mut Vec<u32>, rows: &mut Vec<f32>, parts: &[&[f32]]) -> u32 {
+    let width: usize = parts.iter().map(|p| p.len()).sum();
+    match free.pop() {
+        Some(s) => {
+            let mut at = s as usize * width;
+            for p in parts {
+                rows[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            s
+        }
+        None => {
+            let s = (rows.len() / width.max(1)) as u32;
+            for p in parts {
+                rows.extend_from_slice(p);
+            }
+            s
+        }
     }
 }
 
@@ -1296,17 +1311,7 @@ impl Monitor {
                     before.copy_from_slice(row);
                 }
                 Entry::Vacant(e) => {
-                    let slot = match st.prev_free.pop() {
-                        Some(s) => {
-                            let at = s as usize * d;
-                            st.prev_rows[at..at + d].copy_from_slice(row);
-                            s
-                        }
-                        None => {
-                            st.prev_rows.extend_from_slice(row);
-                            (st.prev_rows.len() / d - 1) as u32
-                        }
-                    };
+                    let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
                     sh.latest = sh.latest.max(ts);
                     e.insert(Prev {
                         slot,
@@ -1560,12 +1565,13 @@ impl Monitor {
         let bytes = other.to_bytes();
         let o = Monitor::from_bytes(&bytes)?;
         let o = o.lock();
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         // Every sum is checked before anything changes: an error leaves
         // `self` as it was. Bucket and sketch counts are bounded by
         // `updates` (decoding checks they add up to it), so checking
         // `updates` covers them.
-        check_merge(&st, &o)?;
+        check_merge(st, &o)?;
         if o.dim != 0 {
             st.bind_dim(o.dim)?;
         }
@@ -1627,17 +1633,7 @@ impl Monitor {
                     st.prev_rows[s * d..(s + 1) * d].copy_from_slice(row);
                 }
                 None => {
-                    let slot = match st.prev_free.pop() {
-                        Some(s) => {
-                            let at = s as usize * d;
-                            st.prev_rows[at..at + d].copy_from_slice(row);
-                            s
-                        }
-                        None => {
-                            st.prev_rows.extend_from_slice(row);
-                            (st.prev_rows.len() / d - 1) as u32
-                        }
-                    };
+                    let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
                     st.prev.insert(
                         id,
                         Prev {
