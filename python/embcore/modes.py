@@ -740,6 +740,8 @@ class Trainer:
                 last = first + (run - 1) * self.period
                 if run > 1:
                     self._expire(last - self.period, sweep=run - 1)
+                if self.first_publish_time is None:
+                    self.first_publish_time = first
                 self._publish(last)
                 self.publishes += run - 1
                 crossed += run
@@ -966,7 +968,9 @@ class Trainer:
             self._window = [new]  # the same events, joined once
         old = self._kept
         if old is not None and self.window is not None:
-            old = _since(old, t - self.window)
+            # The window of a retrain at t is [b - window, t] for b the first boundary >= t:
+            # t itself at a boundary, and flush(t) runs the next boundary's retrain early.
+            old = _since(old, self._boundary_after(t - 1) - self.window)
         rebuilding = self._ledger is not None
         model = self._new_model() if rebuilding else self.model
         for epoch in range(self.epochs):
