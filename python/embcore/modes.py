@@ -63,10 +63,11 @@ Design notes
   buffers an event that would fail at the boundary (which would lose the whole window).
 * The batch window is shuffled (seeded) before each pass, as a batch job reading a day
   partition would; ``shuffle=False`` keeps time order, which makes a one-epoch batch pass the
-  very same SGD sequence as real-time training on those events. A pass over a trailing window
-  reads its older part (events already trained at an earlier retrain, uncounted) before its
-  new part (counted on the first pass), each shuffled on its own: partitions in time order,
-  as a job reading day partitions in turn; with ``shuffle=False`` the pass is in time order.
+  very same SGD sequence as real-time training on those events. The first pass of a warm
+  batch retrain over a trailing window reads its older part (events trained at an earlier
+  retrain: uncounted) before its new part (counted), each shuffled on its own, as a job
+  reading partitions in turn; every other pass (later epochs, scratch, hybrid) is one shuffle
+  of the whole window. With ``shuffle=False`` every pass is in time order.
 * Memory of the window is bounded by the window: after a retrain at ``b`` only the events
   with timestamps ``>= b' - window`` are kept, ``b'`` being the next boundary (the events a
   later retrain can still read), once each; ``window=None`` keeps none. A failed retrain
@@ -973,17 +974,24 @@ class Trainer:
             old = _since(old, self._boundary_after(t - 1) - self.window)
         rebuilding = self._ledger is not None
         model = self._new_model() if rebuilding else self.model
+        whole: _Block | None = None  # old and new joined, for passes that count them alike
         for epoch in range(self.epochs):
-            for part, is_new in ((old, False), (new, True)):
+            passes: list[tuple[_Block | None, bool]]
+            if self.init == "scratch":
+                # A new model learns the whole window for the first time.
+                passes = [(whole, epoch == 0)]
+            elif self.mode == "batch" and epoch == 0:
+                # Batch counts an event the first time it is trained, never again.
+                passes = [(old, False), (new, True)]
+            else:
+                # Later passes; hybrid's real-time updates already counted every event.
+                passes = [(whole, False)]
+            if passes[0][0] is None and len(passes) == 1:
+                whole = _concat([b for b in (old, new) if b is not None])
+                passes = [(whole, passes[0][1])]
+            for part, counted in passes:
                 if part is None or part[1].size == 0:
                     continue
-                if self.init == "scratch":
-                    # A new model learns the whole window for the first time.
-                    counted = epoch == 0
-                else:
-                    # Batch counts an event the first time it is trained; hybrid's real-time
-                    # updates already counted every event.
-                    counted = self.mode == "batch" and epoch == 0 and is_new
                 cols, y, ts, w = self._shuffled(part) if self.shuffle else part
                 self._train(cols, y, ts, w, count=counted, observe=False, model=model)
         if rebuilding:
