@@ -419,3 +419,19 @@ def test_burn_in_by_consume_and_flush():
         tr.flush()
         assert int(tr.item_interactions()[1].sum()) == 300
     assert out["batch"].stats()["first_trained_publish_time"] == 6 * PERIOD
+
+
+def test_weighted_and_unweighted_chunks_keep_their_weights():
+    """A window mixing chunks with and without weights trains the unweighted ones at weight 1
+    (it used to drop every weight of the window)."""
+    u, i, y, t = _stream(80, 12, span=PERIOD - 1)
+    w = np.linspace(0.5, 3.0, 40).astype(np.float32)
+    tr = Trainer("batch", _factory(), period=PERIOD, shuffle=False)
+    tr.consume(u[:40], i[:40], y[:40], t[:40], weights=w)
+    tr.consume(u[40:], i[40:], y[40:], t[40:])
+    tr.advance(PERIOD)
+    want = _factory()()
+    want.train(u, i, y, weights=np.concatenate([w, np.ones(40, np.float32)]), timestamps=t)
+    _assert_same_model(tr.serving_model, want)
+    assert "window" not in repr(tr)
+    assert "window=86400, init='scratch'" in repr(Trainer("batch", window="1d", init="scratch"))

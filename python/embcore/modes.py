@@ -816,9 +816,11 @@ class Trainer:
         }
 
     def __repr__(self) -> str:
+        window = "" if self.window is None else f", window={self.window}"
+        init = "" if self.init == "warm" else f", init={self.init!r}"
         return (
-            f"Trainer(mode={self.mode!r}, period={self.period}, epochs={self.epochs}, "
-            f"events={self.events_consumed}, publishes={self.publishes})"
+            f"Trainer(mode={self.mode!r}, period={self.period}{window}{init}, "
+            f"epochs={self.epochs}, events={self.events_consumed}, publishes={self.publishes})"
         )
 
     # -- internals -----------------------------------------------------------------------------
