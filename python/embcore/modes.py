@@ -226,10 +226,8 @@ class Trainer:
         real-time mode, as ``period``, ``epochs`` and ``window`` are.
     reset_optimizer : bool
         Batch with ``init="warm"``: continue from the current weights with a fresh optimizer
-        state (Adagrad accumulators back to their initial value), by copying the rows into a
-        new model from the factory. Needs a model without biases and without a lifecycle
-        (the core has no way to carry biases, counts and last-update times into a new
-        model; docs/batch-protocol.md).
+        state: ``model.reset_optimizer()`` before each retrain (every Adagrad accumulator back
+        to its initial value; weights, biases, counts and times kept).
     monitor : embcore.Monitor, optional
         Receives the counted real-time updates (``model.train(..., monitor=...)``) and every
         batch/hybrid publish (``monitor.record_publish(items, t)``). Any other object with a
@@ -332,7 +330,7 @@ class Trainer:
             )
         if not isinstance(reset_optimizer, bool | np.bool_):
             raise ConfigError(f"reset_optimizer must be True or False, got {reset_optimizer!r}")
-        rebuild = mode == "batch" and (init == "scratch" or bool(reset_optimizer))
+        rebuild = mode == "batch" and init == "scratch"
         if mode == "hybrid" and (init != "warm" or reset_optimizer):
             raise ConfigError(
                 "hybrid mode consolidates the live model, which real-time updates keep "
@@ -361,7 +359,7 @@ class Trainer:
                     "embcore.MatrixFactorization, FieldAwareFM or FactorizationMachine"
                 )
         if rebuild:
-            _check_rebuild(model, factory, init, bool(reset_optimizer))
+            _check_rebuild(factory)
         self.user_field, self.item_field = user_field, item_field
         # Columns of an item row that are "the item's embedding" (None: the whole row).
         self._span: tuple[int, int] | None = None
@@ -405,7 +403,7 @@ class Trainer:
         # publish of an unchanged model keeps the snapshot instead of copying it again.
         self._changed = False
         self._factory = factory
-        # Batch init="scratch" or reset_optimizer: each retrain trains a new model, whose
+        # Batch init="scratch": each retrain trains a new model, whose
         # tables count only what it was trained on; the ledger keeps every item's count of
         # first-time interactions and its first event time (what a warm table keeps).
         self._ledger: _Ledger | None = _Ledger() if rebuild else None
@@ -482,7 +480,7 @@ class Trainer:
         """``(ids, counts)``: each item of ``model`` (default: the serving one) with the number
         of its interactions trained so far, each event counted once (the first time it was
         trained). Warm modes read the item table's counts; a batch trainer that rebuilds its
-        model (``init="scratch"``, ``reset_optimizer``) keeps them itself, because a new
+        model (``init="scratch"``) keeps them itself, because a new
         model's table counts only what that model was trained on.
 
         >>> import numpy as np
@@ -976,6 +974,9 @@ class Trainer:
             old = _since(old, self._boundary_after(t - 1) - self.window)
         rebuilding = self._ledger is not None
         model = self._new_model() if rebuilding else self.model
+        if self.reset_optimizer:
+            # A warm start with a fresh optimizer (weights, biases and counts kept).
+            model.reset_optimizer()
         whole: _Block | None = None  # old and new joined, for passes that count them alike
         for epoch in range(self.epochs):
             passes: list[tuple[_Block | None, bool]]
@@ -1020,20 +1021,14 @@ class Trainer:
         )
 
     def _new_model(self) -> Model:
-        """A new model from the factory (``init="scratch"``), or a copy of the current rows in
-        one (``reset_optimizer``: the weights carried over, the optimizer state fresh)."""
+        """A new model from the factory (``init="scratch"``)."""
         assert self._factory is not None
         model = self._factory()
         if not isinstance(model, FieldModel) or model is self.model or model is self._snapshot:
             raise ConfigError(
-                "init='scratch' and reset_optimizer need a factory that builds a new model at "
+                "init='scratch' needs a factory that builds a new model at "
                 f"each call, got {type(model).__name__}"
             )
-        if self.reset_optimizer:
-            for field in self.fields:
-                ids, rows = self.model.table(field).view()
-                if ids.size:
-                    model.table(field).set(ids, rows)
         return model
 
     def _hand_over_dropped(self, model: Model, t: int) -> None:
@@ -1235,26 +1230,13 @@ class _Ledger:
         return counts, first
 
 
-def _check_rebuild(
-    model: Model, factory: ModelFactory | None, init: str, reset_optimizer: bool
-) -> None:
+def _check_rebuild(factory: ModelFactory | None) -> None:
     """Refuse, before any state exists, a rebuilding batch trainer that cannot work."""
-    what = "init='scratch'" if init == "scratch" else "reset_optimizer=True"
     if factory is None:
         raise ConfigError(
-            f"{what} builds a new model at every retrain, so it needs a factory, not a model "
-            "instance: pass model=lambda: embcore.MatrixFactorization(...) or model options"
+            "init='scratch' builds a new model at every retrain, so it needs a factory, not a "
+            "model instance: pass model=lambda: embcore.MatrixFactorization(...) or model options"
         )
-    if reset_optimizer:
-        tables = {f: model.table(f) for f in model.fields}
-        with_lifecycle = sorted(f for f, table in tables.items() if table.lifecycle is not None)
-        if model.bias or with_lifecycle:
-            raise ConfigError(
-                "reset_optimizer=True copies the rows into a new model, and the core cannot "
-                "carry biases, interaction counts or last-update times over (it has no "
-                "optimizer reset); it needs a model with bias=False and no lifecycle, got "
-                f"bias={model.bias}, lifecycle on {with_lifecycle or 'no table'}"
-            )
 
 
 def _id_columns(
