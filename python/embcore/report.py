@@ -177,7 +177,7 @@ def readings(metrics: Mapping[str, Any]) -> dict[str, str]:
     out["update_curve"] = (
         "Peak of I(n) (bins with at least 10 items): "
         + ", ".join(
-            f"{mode} views {num(m['update_curve']['peak_views'])}" for mode, m in proto.items()
+            f"{mode} views {m['update_curve']['peak_views'] or 'n/a'}" for mode, m in proto.items()
         )
         + f" on {num(get(metrics, 'protocol', 'population', 'settled'))} settled items common to "
         "every mode."
