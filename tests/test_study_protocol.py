@@ -140,9 +140,11 @@ def test_relative_maturity_cannot_be_decided_by_the_initial_row():
 
 
 def test_settled_and_common_ids():
-    assert protocol.settled(
-        [1, 2, 3], [0, 500, 501], horizon=1000, window=300, period=200
-    ).tolist() == [True, True, False]
+    assert protocol.settled([0, 500, 501], horizon=1000, window=300, period=200).tolist() == [
+        True,
+        True,
+        False,
+    ]
     assert protocol.common_ids([5, 1, 3], [3, 5], [5, 3, 9]).tolist() == [3, 5]
     assert protocol.serving_milestones()[: protocol.DENSE_VIEWS] == list(
         range(1, protocol.DENSE_VIEWS + 1)

@@ -185,7 +185,6 @@ def common_ids(*id_sets: npt.ArrayLike) -> U64:
 
 
 def settled(
-    ids: npt.ArrayLike,
     life_end: npt.ArrayLike,
     *,
     horizon: int,
@@ -196,10 +195,9 @@ def settled(
     ``window + period`` seconds before ``horizon``: every view has then been through a full
     training window and a publish, so the serving row at the horizon is settled.
 
-    >>> settled([1, 2], [100, 900], horizon=1000, window=300, period=300).tolist()
+    >>> settled([100, 900], horizon=1000, window=300, period=300).tolist()
     [True, False]
     """
-    del ids
     end = np.asarray(life_end, dtype=np.int64)
     return end <= int(horizon) - int(window) - int(period)
 

@@ -921,7 +921,8 @@ def _measure(
     life_end = np.maximum(
         last_view[tracked.astype(np.int64)], arrival + world.config.max_item_age_seconds
     )
-    is_settled = protocol.settled(tracked, life_end, horizon=horizon, window=settle, period=0)
+    # settle = window + period (the caller's); settled() adds the two.
+    is_settled = protocol.settled(life_end, horizon=horizon, window=settle, period=0)
     population = tracked[is_settled]
     alphas = tuple(sorted({*ALPHAS, alpha}))
     per_mode: dict[str, Any] = {}
