@@ -176,7 +176,7 @@ def test_mature_by_n_keeps_never_matured_items_in_the_denominator():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("protocol") / "study"
-    metrics = run_study(out, scale="tiny", period="1h", progress=False, n_boot=50)
+    metrics = run_study(out, scale="tiny", period="1h", window="2h", progress=False, n_boot=50)
     return metrics, out
 
 
@@ -193,7 +193,7 @@ def test_protocol_uses_items_common_to_every_mode(tiny):
         assert len(m["update_curve"]["update"]) == protocol.N_BINS
     norms = metrics["protocol"]["norms"]
     assert norms["common_items"] <= min(norms["items_per_mode"].values())
-    assert metrics["config"]["settle_seconds"] == 2 * 3600
+    assert metrics["config"]["settle_seconds"] == 3 * 3600  # window 2 h + period 1 h
 
 
 def test_claims_and_learning_are_reported(tiny):
@@ -259,13 +259,6 @@ def test_study_api_refuses_when_asked(tmp_path):
     with pytest.raises(StudyConfigError, match="at least 4 are needed"):
         run_study(tmp_path / "x", scale="tiny", progress=False, allow_degenerate=False)
     assert not (tmp_path / "x").exists()
-
-
-@pytest.mark.skipif("window" in trainer_accepts(), reason="this Trainer has a batch window")
-def test_batch_options_the_trainer_lacks_are_refused(capsys):
-    argv = ["study", "--scale", "tiny", "--period", "1h", "--window", "1d", "--no-progress"]
-    assert cli.main([*argv, "--out", "/nonexistent-never-written"]) == 2
-    assert "--window: this embcore's Trainer has no window option" in capsys.readouterr().err
 
 
 def test_grid_smoke_on_the_tiny_world(tmp_path):

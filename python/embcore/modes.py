@@ -545,6 +545,7 @@ class Trainer:
         *,
         request_fields: Mapping[str, npt.ArrayLike] | None = None,
         candidate_fields: Mapping[str, npt.ArrayLike] | None = None,
+        unknown_items: str = "cold",
     ) -> npt.NDArray[np.float32]:
         """Scores of every ``pool`` item for every request user, as serving sees them.
 
@@ -563,6 +564,11 @@ class Trainer:
             Field models: the other candidate-side fields (e.g. ``{"creator": ..., "tag":
             ...}``). Every model field must be on exactly one side; fields the model does not
             have are ignored.
+        unknown_items : {"cold", "exclude"}
+            Pool items the serving model has no row for: ``"cold"`` scores them as above (a
+            zero vector and bias: the cold-start score); ``"exclude"`` gives them ``-inf``, as
+            a retrieval index built from the published embeddings would not hold them (they
+            reach users only through exploration).
 
         Returns
         -------
@@ -580,7 +586,12 @@ class Trainer:
         >>> t = Trainer("realtime", dim=2, seed=0)
         >>> t.serving_scores(np.array([9], dtype=np.uint64), np.array([3, 4], dtype=np.uint64))
         array([[0., 0.]], dtype=float32)
+        >>> nine, three = np.array([9], np.uint64), np.array([3], np.uint64)
+        >>> t.serving_scores(nine, three, unknown_items="exclude")
+        array([[-inf]], dtype=float32)
         """
+        if unknown_items not in ("cold", "exclude"):
+            raise ConfigError(f"unknown_items must be 'cold' or 'exclude', got {unknown_items!r}")
         model = self.serving_model
         user_ids = _ids(users, "users")
         item_ids = _ids(pool, "pool")
@@ -589,7 +600,11 @@ class Trainer:
             self.item_field: item_ids,
             **_id_columns(candidate_fields, "candidate_fields"),
         }
-        return _field_serving_scores(model, request, candidate)
+        scores = _field_serving_scores(model, request, candidate)
+        if unknown_items == "exclude" and item_ids.size:
+            known = ~np.isnan(model.table(self.item_field).get(item_ids, default=np.nan)[:, 0])
+            scores[:, ~known] = -np.inf
+        return scores
 
     def score(
         self,

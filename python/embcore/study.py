@@ -75,6 +75,8 @@ __all__ = [
 ]
 
 SCALES = ("tiny", "small", "default", "large")
+#: The default batch training window: one day (or the period, when longer).
+DEFAULT_WINDOW_SECONDS = 86_400
 MODELS = ("mf", "ffm", "fm")
 """Models the study trains: matrix factorization, field-aware FM, FM."""
 
@@ -452,17 +454,13 @@ def _model_factory(
 
 
 def _reference_scorers(world: World) -> dict[str, Callable[[Step], np.ndarray] | None]:
-    """The reference policies' scorers: ``world.reference_scores(step, name)`` when the World
-    has it (issue 13 part A); otherwise only the full oracle (``world.oracle_scores``)."""
+    """The reference policies' scorers, ``world.reference_scores(step, policy)`` (the study's
+    name ``non_personalised_oracle`` is the world's ``non_personalised``)."""
+    world_name = {"non_personalised_oracle": "non_personalised"}
     scorer: dict[str, Callable[[Step], np.ndarray] | None] = {}
-    reference = getattr(world, "reference_scores", None)
     for name in REFERENCE_POLICIES:
-        if reference is not None:
-            scorer[name] = lambda step, name=name: reference(step, name)  # type: ignore[misc]
-        elif name == "oracle":
-            scorer[name] = world.oracle_scores
-        else:
-            scorer[name] = None
+        policy = world_name.get(name, name)
+        scorer[name] = lambda step, policy=policy: world.reference_scores(step, policy)  # type: ignore[misc]
     return scorer
 
 
@@ -508,6 +506,7 @@ def run_study(
     sim_overrides: Mapping[str, Any] | None = None,
     *,
     window: str | int | float | None = None,
+    serving_unknown: str = "exclude",
     init: str | None = None,
     reset_optimizer: bool | None = None,
     allow_degenerate: bool = True,
@@ -558,7 +557,15 @@ def run_study(
     sim_overrides : mapping, optional
         :class:`~embcore.sim.SimConfig` fields to override (recorded in the config).
     window : str or int, optional
-        Batch training window (Trainers that have one; default: the period).
+        Batch/hybrid training window: each retrain trains on the events of this trailing window
+        of event time. Default (None): one day or the period, whichever is longer
+        (docs/batch-protocol.md: the shortest window of documented practice, a daily log
+        partition). ``"period"``: the events since the last retrain only.
+    serving_unknown : {"exclude", "cold"}
+        How serving ranks pool items its model has no row for: ``"exclude"`` (default) leaves
+        them out of the ranking, as a retrieval index built from the served embeddings would
+        (they reach users through exploration only); ``"cold"`` ranks them at the cold-start
+        score (global bias), which outranks every learned item scored below it.
     init : {"warm", "scratch"}, optional
         Batch retrain start (Trainers that have it).
     reset_optimizer : bool, optional
@@ -608,6 +615,14 @@ def run_study(
     )
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
         raise StudyConfigError(f"n_boot must be an integer >= 10, got {n_boot!r}")
+    if serving_unknown not in ("exclude", "cold"):
+        raise StudyConfigError(
+            f"--serving-unknown must be 'exclude' or 'cold', got {serving_unknown!r}"
+        )
+    if window is None:
+        window = max(DEFAULT_WINDOW_SECONDS, period_seconds)
+    elif window == "period":
+        window = period_seconds
     trainer_options, window_seconds = _trainer_options(window, init, reset_optimizer)
     try:
         sim_config = SimConfig.for_scale(scale, **dict(sim_overrides or {}))
@@ -640,6 +655,7 @@ def run_study(
                 parallel=parallel,
                 trainer_options=trainer_options,
                 window_seconds=window_seconds,
+                serving_unknown=serving_unknown,
                 reference_policies=reference_policies,
                 measure=measure,
                 n_boot=n_boot,
@@ -676,6 +692,7 @@ def _simulate(
     parallel: bool,
     trainer_options: Mapping[str, Any],
     window_seconds: int | None,
+    serving_unknown: str,
     reference_policies: bool,
     measure: bool,
     n_boot: int,
@@ -730,6 +747,7 @@ def _simulate(
             candidate.pop("item"),
             request_fields=request,
             candidate_fields=candidate,
+            unknown_items=serving_unknown,
         )
         events = world.serve(step, scores)
         serve_seconds[mode] += time.perf_counter() - began
@@ -781,6 +799,7 @@ def _simulate(
             "period_seconds": period_seconds,
             "window_seconds": window_seconds if window_seconds is not None else window_used,
             "init": trainer_options.get("init", "warm"),
+            "serving_unknown": serving_unknown,
             "reset_optimizer": trainer_options.get("reset_optimizer", False),
             "epochs": epochs,
             "learning_rate": float(first.model.optimizer["learning_rate"]),
@@ -1336,6 +1355,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             model=args.model,
             window=args.window,
+            serving_unknown=args.serving_unknown,
             init=args.init,
             reset_optimizer=True if args.reset_optimizer else None,
             allow_degenerate=args.allow_degenerate,
@@ -1425,7 +1445,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     study.add_argument("--period", default="6h", help="batch retraining period, e.g. 6h, 90m")
     study.add_argument("--epochs", type=positive_int, default=1)
     study.add_argument(
-        "--window", default=None, help="batch training window, e.g. 1d (Trainers that have one)"
+        "--window",
+        default=None,
+        help="batch/hybrid training window, e.g. 1d or 3d, or 'period' for the events since the "
+        "last retrain (default: 1d or the period, whichever is longer)",
+    )
+    study.add_argument(
+        "--serving-unknown",
+        default="exclude",
+        choices=["exclude", "cold"],
+        help="pool items the serving model has no row for: left out of the ranking (reached "
+        "through exploration only) or ranked at the cold-start score",
     )
     study.add_argument(
         "--init", default=None, choices=["warm", "scratch"], help="batch retrain start"
