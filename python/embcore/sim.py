@@ -216,7 +216,7 @@ class SimConfig:
     ValueError: SimConfig.k must be an integer >= 1, got 0
     """
 
-    horizon_seconds: int = 3 * DAY_SECONDS
+    horizon_seconds: int = 5 * DAY_SECONDS
     step_seconds: int = 300
     n_users: int = 20_000
     requests_per_day: float = 75_000.0
@@ -251,7 +251,7 @@ class SimConfig:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> SimConfig:
-        """Return a preset: ``"tiny"`` (~20k events), ``"small"`` (~300k), ``"default"`` (~2.2M)
+        """Return a preset: ``"tiny"`` (~20k events), ``"small"`` (~300k), ``"default"`` (~3.8M)
         or ``"large"`` (~54M), with any field overridden by keyword.
 
         >>> SimConfig.for_scale("tiny").horizon_seconds

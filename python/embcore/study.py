@@ -936,10 +936,7 @@ def _measure(
     impressions = np.stack([ledgers[m].impressions for m in modes])
     last_view = np.max(np.stack([ledgers[m].last_view for m in modes]), axis=0)
     exposure = impressions.sum(axis=0).astype(np.int64)
-    arrival = world.item_info(tracked.astype(np.int64)).arrival_time
-    life_end = np.maximum(
-        last_view[tracked.astype(np.int64)], arrival + world.config.max_item_age_seconds
-    )
+    life_end = np.maximum(last_view[tracked.astype(np.int64)], world.item_end_times(tracked))
     # settle = window + period (the caller's); settled() adds the two.
     is_settled = protocol.settled(life_end, horizon=horizon, window=settle, period=0)
     population = tracked[is_settled]
