@@ -434,13 +434,18 @@ mod tests {
         }
         for n in [0usize, 1, 5, 16, 17, 40, 5_000] {
             let ids: Vec<u64> = (0..n as u64)
-                .map(|k| crate::kernels::rng::hash2(n as u64, k) % 25_000)
+                // Multiples of 7 below 3,000 × 7 are present (but every third
+                // of the first 900 removed), the rest absent.
+                .map(|k| crate::kernels::rng::hash2(n as u64, k) % 4_000 * 7)
                 .collect();
             let mut rows = vec![0u32; n];
             let missing = g.get_batch(&ids, &mut rows);
             let want: Vec<u32> = ids.iter().map(|&id| g.get(id).unwrap_or(EMPTY)).collect();
             assert_eq!(rows, want, "n={n}");
             assert_eq!(missing, want.iter().filter(|&&r| r == EMPTY).count());
+            if n >= 40 {
+                assert!(missing > 0 && missing < n / 2, "n={n}: {missing} missing");
+            }
         }
     }
 

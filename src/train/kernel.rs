@@ -430,7 +430,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
         for e in block_start..(block_start + block).min(end) {
             if e + PREFETCH < end {
                 for (t, r) in tables.iter().zip(rows) {
-                    t.prefetch(r[e + PREFETCH]);
+                    t.prefetch_width(r[e + PREFETCH], row_width);
                 }
             }
             let mut missing = false;
@@ -453,7 +453,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                 .zip(x.chunks_exact_mut(w))
                 .zip(cells.iter_mut())
             {
-                *cell = t.row_cells(r);
+                *cell = t.row_cells_width(r, row_width);
                 simd::load_row(row_width, cell.weights, loaded_row);
             }
             let mut score = interactions_f4(s.layout.interaction, n_fields, block_width, x, sum);
