@@ -54,6 +54,7 @@ __all__ = [
     "Version",
     "VersionError",
     "as_numpy",
+    "id_hash",
     "open_version",
 ]
 
@@ -76,6 +77,23 @@ class Chunk:
     ids: npt.NDArray[np.uint64]
     rows: npt.NDArray[np.float32]
     counts: npt.NDArray[np.int64] | None
+
+
+def id_hash(ids: npt.NDArray[np.uint64], seed: int = 0) -> npt.NDArray[np.uint64]:
+    """splitmix64 of ``id ^ mix(seed)``: uniform over 64 bits and the same for an id wherever
+    it appears, so ``id_hash(ids) < rate * 2**64`` picks the same ids in every version.
+
+    >>> int(id_hash(np.array([1], dtype=np.uint64))[0]) == int(id_hash(np.array([1], np.uint64))[0])
+    True
+    """
+    with np.errstate(over="ignore"):
+        z = ids.astype(np.uint64, copy=False) ^ np.uint64(
+            (seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64
+        )
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def as_numpy(value: Any, name: str = "array") -> npt.NDArray[Any]:

@@ -87,7 +87,7 @@ import numpy.typing as npt
 import embcore
 from embcore import analysis, reporting, runs
 from embcore.errors import DatasetError, EmbcoreError
-from embcore.tables_io import Version, VersionError, open_version
+from embcore.tables_io import Version, VersionError, id_hash, open_version
 
 __all__ = [
     "NORM_RELATIVE_ERROR",
@@ -310,16 +310,6 @@ class TrackConfig:
             raise TrackError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
 
-def _hash(ids: npt.NDArray[np.uint64], seed: int) -> npt.NDArray[np.uint64]:
-    """splitmix64 of id ^ mix(seed): uniform, the same for an id in every version."""
-    with np.errstate(over="ignore"):
-        z = ids ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
 def _natural_key(name: str) -> list[Any]:
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t]
 
@@ -526,7 +516,7 @@ class Tracker:
         counts = np.concatenate(read.counts) if read.counts else None
         while ids.size > 2 * self.config.sample_size:
             threshold //= 2
-            keep = _hash(ids, self.config.seed) < np.uint64(threshold)
+            keep = id_hash(ids, self.config.seed) < np.uint64(threshold)
             ids, rows = ids[keep], rows[keep]
             counts = None if counts is None else counts[keep]
         order = np.argsort(ids, kind="stable")
@@ -566,7 +556,7 @@ class Tracker:
                 norm_max = max(norm_max, float(norms.max()))
             if max_norm is not None:
                 r.over_norm_rows += int(np.count_nonzero(norms > max_norm))
-            sampled = _hash(chunk.ids, self.config.seed) < np.uint64(threshold)
+            sampled = id_hash(chunk.ids, self.config.seed) < np.uint64(threshold)
             if bad:
                 r.nan_sample += int(np.count_nonzero(sampled & ~finite))
                 sampled &= finite
@@ -617,7 +607,7 @@ class Tracker:
         prev = self._sample
         previous = self._state["versions"][-1] if self._state["versions"] else None
         # Rows matched by id between the two samples (the sample threshold may have shrunk).
-        keep_prev = _hash(prev.ids, self.config.seed) < np.uint64(threshold)
+        keep_prev = id_hash(prev.ids, self.config.seed) < np.uint64(threshold)
         prev_ids, prev_rows = prev.ids[keep_prev], prev.rows[keep_prev]
         prev_changed = prev.last_changed[keep_prev]
         scale = 1.0 / rate
