@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     )
     print(f"rows observed {handle.rows_observed}, updates compared {summary['updates']}")
     print("median drift (1 - cos) per update by interaction count:")
-    for lower, n, p50 in zip(by_count["lower"], by_count["n"], by_count["drift"]["p50"], strict=True):
+    for lower, n, p50 in zip(
+        by_count["lower"], by_count["n"], by_count["drift"]["p50"], strict=True
+    ):
         if n and lower in (1, 2, 4, 8, 16, 32, 64):
             print(f"  count >= {int(lower):3d}: {p50:.5f}  ({int(n)} updates)")
     try:
