@@ -502,7 +502,8 @@ def _open_npz(
     count_column: str | None,
     time_column: str | None,
 ) -> Version:
-    with np.load(path, allow_pickle=False) as data:
+    # The file is opened here so that a corrupt archive does not leak its handle.
+    with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
         keys = list(data.files)
         id_name = _pick(keys, id_column, _ID_NAMES, "id array")
         weight_name = _pick(keys, weight_column, _WEIGHT_NAMES, "weight array")
