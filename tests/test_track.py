@@ -447,3 +447,16 @@ def test_cli_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     r = cli(str(tmp_path / "v1.npz"), "--out", str(tmp_path / "o"), "--sample-size", "7")
     assert r.returncode == 2 and "other settings (sample_size=100000)" in r.stderr
+
+
+def test_maturity_by_interaction_count_where_counts_exist(tmp_path: Path) -> None:
+    settle, rows = known_series(seed=6)
+    per_version = 1 + np.arange(60) % 5  # item i gains 1..5 interactions per version
+    counts = [v * per_version for v in range(1, 7)]
+    paths = write_npz(tmp_path, rows, counts=counts)
+    last = track(paths, tmp_path / "s", out=None, config=EXACT, progress=False)["versions"][-1]
+    assert last["maturity_versions_0.05_median"] == km_median(settle)
+    assert last["maturity_interactions_0.05_median"] == km_median(settle * per_version)
+    # Norm 1 + i/60 against counts (1..5 per version): the rank correlation the table has.
+    expect = analysis.norm_popularity((np.arange(60), rows[-1]), (np.arange(60), counts[-1]))
+    assert last["norm_popularity_spearman"] == pytest.approx(expect.spearman)

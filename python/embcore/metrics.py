@@ -218,9 +218,9 @@ def serve(
     prefix: str = "embcore",
 ) -> Any:
     """Serve ``/metrics`` on ``host:port`` in a background thread (port 0: any free port;
-    ``server.server_address`` says which) and return the server (``server.shutdown()`` stops
-    it). ``source`` is a monitor or a callable as for :class:`Collector`; Prometheus text or
-    OpenMetrics by the scraper's ``Accept`` header."""
+    ``server.server_address`` says which) and return the server (``server.shutdown()`` then
+    ``server.server_close()`` stop it). ``source`` is a monitor or a callable as for
+    :class:`Collector`; Prometheus text or OpenMetrics by the scraper's ``Accept`` header."""
     client = _client()
     registry = client.CollectorRegistry()
     call = source if callable(source) else (lambda: (source, [], []))

@@ -1243,4 +1243,5 @@ def _serve_loop(
         pass
     finally:
         server.shutdown()
+        server.server_close()
     return code
