@@ -460,3 +460,11 @@ def test_maturity_by_interaction_count_where_counts_exist(tmp_path: Path) -> Non
     # Norm 1 + i/60 against counts (1..5 per version): the rank correlation the table has.
     expect = analysis.norm_popularity((np.arange(60), rows[-1]), (np.arange(60), counts[-1]))
     assert last["norm_popularity_spearman"] == pytest.approx(expect.spearman)
+
+
+def test_metrics_carry_the_monitor_summary(tmp_path: Path) -> None:
+    _, rows = known_series(seed=8)
+    m = track(write_npz(tmp_path, rows[:3]), tmp_path / "s", out=None, config=EXACT, progress=False)
+    assert m["monitor"]["updates"] == 120 and m["monitor"]["memory_bytes"] > 0
+    assert m["monitor"]["overall"]["drift"]["n"] == 120
+    json.dumps(m, allow_nan=False)

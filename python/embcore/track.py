@@ -817,11 +817,13 @@ class Tracker:
 
 
 def _monitor_summary(monitor: embcore.Monitor) -> dict[str, Any]:
-    s = monitor.to_dict() if hasattr(monitor, "to_dict") else monitor.summary()
+    """The monitor's counters and its overall per-update statistics, for metrics.json."""
+    s = monitor.to_dict()["summary"]  # plain lists and numbers
     keep = ("updates", "items_seen", "tracked_items", "records", "dropped_records", "memory_bytes")
-    out = {k: s.get(k) for k in keep}
-    out["overall"] = runs.finite(s.get("overall"))
-    return json.loads(json.dumps(out, default=runs.finite, allow_nan=True).replace("NaN", "null"))
+    out: dict[str, Any] = {k: s.get(k) for k in keep}
+    out["overall"] = s.get("overall")
+    text = json.dumps(out, default=runs.finite, allow_nan=True)
+    return dict(json.loads(text, parse_constant=lambda _: None))
 
 
 def _sort_key(path: Path, version: Version | None, order: str) -> Any:
