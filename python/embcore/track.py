@@ -864,13 +864,13 @@ def expand_sources(sources: Iterable[str | os.PathLike[str]]) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 # The report
 
-FIGURES: dict[str, str] = {
+FIGURES: dict[str, str] = {  # names apart from reporting.SHARED_FIGURES (drawn there)
     "drift": "Drift against the previous version (1 − cos, rows matched by id)",
     "similarity": "Geometry kept: CKA and k-NN neighbourhood overlap with the previous version",
     "norms": "Row norms per version",
     "rows": "Rows per version: new, removed, unchanged, stale",
     "health": "Health: NaN rows, rows over the norm limit, drift jump",
-    "maturity": "Maturity of the tracked items as known at each version",
+    "maturity_by_version": "Maturity of the tracked items as known at each version",
     "norm_popularity": "Norm and popularity: Spearman ρ(norm, interaction count) per version",
 }
 
@@ -883,6 +883,7 @@ def _figure(
     metrics: Mapping[str, Any], keys: Sequence[tuple[str, str]], ylabel: str, log: bool = False
 ) -> Any:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7, 3.6))
     ax = fig.subplots()
@@ -890,6 +891,7 @@ def _figure(
     for key, label in keys:
         ax.plot(x, _series(metrics, key), marker="o", label=label)
     ax.set_xlabel("version")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("symlog", linthresh=1e-3)
@@ -945,7 +947,7 @@ _DRAW: dict[str, Callable[[Mapping[str, Any]], Any]] = {
         "",
         log=True,
     ),
-    "maturity": _draw_maturity,
+    "maturity_by_version": _draw_maturity,
     "norm_popularity": lambda m: _figure(
         m, [("norm_popularity_spearman", "Spearman ρ")], "ρ(norm, interactions)"
     ),
@@ -969,7 +971,7 @@ def _readings(metrics: Mapping[str, Any]) -> dict[str, str]:
         f"{num(last.get('rows_removed'))} removed, {num(last.get('stale_rows'))} stale.",
         "health": f"Last version: {last['nan_rows']} NaN rows, drift jump "
         f"{num(last.get('drift_jump'))}.",
-        "maturity": f"{num(last.get('maturity_versions_0.05_matured_share'))} of "
+        "maturity_by_version": f"{num(last.get('maturity_versions_0.05_matured_share'))} of "
         f"{last.get('tracked_items')} tracked items have matured (α=0.05), median "
         f"{num(last.get('maturity_versions_0.05_median'))} versions.",
         "norm_popularity": f"Last version: ρ {num(last.get('norm_popularity_spearman'))}.",
