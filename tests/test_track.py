@@ -468,3 +468,8 @@ def test_metrics_carry_the_monitor_summary(tmp_path: Path) -> None:
     assert m["monitor"]["updates"] == 120 and m["monitor"]["memory_bytes"] > 0
     assert m["monitor"]["overall"]["drift"]["n"] == 120
     json.dumps(m, allow_nan=False)
+
+
+def test_cli_no_version_found_is_an_error(tmp_path: Path) -> None:
+    r = cli(str(tmp_path / "nothing-*.npz"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "no version found" in r.stderr and "Traceback" not in r.stderr

@@ -1050,6 +1050,10 @@ def track(
     if order == "time" and time_column is None:
         raise TrackError("order='time' needs time_column (--time-column NAME)")
     rules = parse_rules(fail_on) if isinstance(fail_on, str) or fail_on is None else list(fail_on)
+    sources = list(sources)
+    if not any(p.exists() for p in expand_sources(sources)):
+        shown = ", ".join(os.fspath(s) for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
+        raise TrackError(f"no version found at {shown}; give version files or folders (or a glob)")
     started = time.perf_counter()
     output = runs.OutputDirectory(out, TrackError, replaces="an earlier embcore track report")
     tracker = Tracker(state, config)
@@ -1212,7 +1216,8 @@ def _summary(metrics: Mapping[str, Any], out: str) -> str:
             f"{num(last.get('norm_p99'))}, drift p50 {num(last.get('drift_p50'))}, CKA "
             f"{num(last.get('cka'))}, Jaccard@k {num(last.get('knn_overlap'))}"
         )
-    lines.append(f"  wrote {out}/metrics.json and {out}/report.html")
+    report = " and report.html" if versions and metrics.get("figures") is not None else ""
+    lines.append(f"  wrote {out}/metrics.json{report}")
     return "\n".join(lines)
 
 
