@@ -171,15 +171,15 @@ class Watch:
                 looked_up = looked_up[looked_up != self._padding]
             if self._in_sample is not None:
                 looked_up = looked_up[self._in_sample[looked_up]]
+        if looked_up is not None:
+            rows, times = np.unique(looked_up, return_counts=True)
+            self._counts[rows] += times
         if self.rows == "grad" or looked_up is None:
             touched = self._grad_rows()
             if self._in_sample is not None:
                 touched = touched[self._in_sample[touched]]
         else:
-            touched = np.unique(looked_up)
-        if looked_up is not None and looked_up.size:
-            rows, times = np.unique(looked_up, return_counts=True)
-            self._counts[rows] += times
+            touched = rows
         fresh = touched[~self._seen[touched]]
         if fresh.size:
             self._observe(fresh, self._now())
