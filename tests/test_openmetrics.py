@@ -149,3 +149,12 @@ def test_version_rows_for_openmetrics_come_from_a_tracker(tmp_path: Path) -> Non
     t.add(Version.from_arrays("v1", np.arange(3), np.eye(3)))
     got = samples(parse_openmetrics(openmetrics(t.monitor, versions=t.versions)))
     assert got[("embcore_track_rows", ())] == 3
+
+
+def test_collector_in_a_registry_of_ones_own() -> None:
+    from embcore.metrics import Collector
+
+    registry = prometheus_client.CollectorRegistry()
+    registry.register(Collector(lambda: (embcore.Monitor(), [], [])))
+    assert registry.get_sample_value("embcore_monitor_updates_total") == 0.0
+    assert openmetrics(embcore.Monitor()).endswith("# EOF\n")

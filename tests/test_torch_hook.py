@@ -199,3 +199,12 @@ def test_bench_torch_measures_the_hook() -> None:
     out = bench_torch(quick=True, repeats=1)
     assert out["step_seconds"] > 0 and out["hook_seconds_per_step"] > 0
     assert out["watched_step_seconds"] > 0
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import embcore.integrations.torch as module
+
+    failures, _ = doctest.testmod(module, report=False)
+    assert failures == 0

@@ -30,10 +30,11 @@ Metric names (every one a gauge unless said; labels in braces):
 ``embcore_track_alerts``                   ``--fail-on`` rules breached by the last read
 =========================================  ===================================================
 
->>> import embcore
->>> text = openmetrics(embcore.Monitor())
->>> "embcore_monitor_updates_total 0.0" in text and text.endswith("# EOF\\n")
-True
+Example (the examples here need prometheus-client, so they are tested in
+``tests/test_openmetrics.py`` rather than as doctests)::
+
+    text = openmetrics(monitor, health=embcore.Monitor.health(table, max_norm=10.0))
+    server = serve(monitor, port=9464)      # GET http://HOST:9464/metrics
 """
 
 from __future__ import annotations
@@ -75,12 +76,10 @@ class Collector:
     (:attr:`embcore.track.Tracker.versions`), ``alerts`` the rules breached. ``health`` is a
     :meth:`embcore.Monitor.health` dict, or a callable returning one.
 
-    >>> import embcore
-    >>> from prometheus_client import CollectorRegistry
-    >>> registry = CollectorRegistry()
-    >>> registry.register(Collector(lambda: (embcore.Monitor(), [], [])))
-    >>> registry.get_sample_value("embcore_monitor_updates_total")
-    0.0
+    Example::
+
+        registry = prometheus_client.CollectorRegistry()
+        registry.register(Collector(lambda: (monitor, [], [])))
     """
 
     def __init__(self, source: Source, health: Any = None, prefix: str = "embcore") -> None:
