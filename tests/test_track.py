@@ -476,3 +476,11 @@ def test_metrics_carry_the_monitor_summary(tmp_path: Path) -> None:
 def test_cli_no_version_found_is_an_error(tmp_path: Path) -> None:
     r = cli(str(tmp_path / "nothing-*.npz"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "no version found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_duplicate_ids_are_an_error_and_small_tables_track_their_items(tmp_path: Path) -> None:
+    t = Tracker(tmp_path / "s", TrackConfig(track_items=50))
+    with pytest.raises(VersionError, match="id 1 appears more than once"):
+        t.add(Version.from_arrays("v1", [0, 1, 1], np.eye(3)))
+    m = t.add(Version.from_arrays("v1", np.arange(200), np.ones((200, 4))))
+    assert 25 <= m["tracked_items"] <= 75  # about track_items of the 200 rows, not 200/100 000

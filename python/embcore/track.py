@@ -448,8 +448,10 @@ class Tracker:
             self.monitor = self._new_monitor()
             self._sample = _Sample.empty(1)
 
-    def _new_monitor(self) -> embcore.Monitor:
-        rate = min(1.0, self.config.track_items / self.config.sample_size)
+    def _new_monitor(self, sample_rows: int | None = None) -> embcore.Monitor:
+        """The series' monitor; its tracked share is ``track_items`` over the rows sampled."""
+        rows = self.config.sample_size if sample_rows is None else max(sample_rows, 1)
+        rate = min(1.0, self.config.track_items / min(rows, self.config.sample_size))
         return embcore.Monitor(
             sample_rate=rate,
             milestones=[2**62],  # trajectories come from record_rows, once per version
@@ -527,6 +529,8 @@ class Tracker:
             raise VersionError(f"{version.name}: id {dup} appears more than once")
 
         number = len(self._state["versions"]) + 1
+        if number == 1:  # the tracked share is set from the first version's sample
+            self.monitor = self._new_monitor(int(ids.size))
         metrics = self._compare(version, number, read, threshold, ids, rows, counts)
         self._record(version, number, ids, rows, counts, threshold)
         metrics["key"] = key
