@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: Subcommand name -> module (``embcore.<module>`` has ``add_parser`` and ``run``).
-COMMANDS = {"study": "study", "replay": "replay", "bench": "bench"}
+COMMANDS = {"study": "study", "replay": "replay", "bench": "bench", "track": "track"}
 
 
 def build_parser() -> argparse.ArgumentParser:

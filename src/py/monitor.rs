@@ -36,6 +36,44 @@ pub struct PyMonitor {
     pub inner: Arc<Monitor>,
 }
 
+/// Any array-like as a numpy array, without importing its framework: ndarrays as
+/// they are, objects with `__dlpack__` through `numpy.from_dlpack` (zero-copy for
+/// CPU memory: PyTorch, JAX), others with the array interface (`__array_interface__`,
+/// `__array_struct__`, `__array__`) through `numpy.asarray` (zero-copy when their
+/// buffer allows). Anything else is returned unchanged for the usual type error.
+fn as_ndarray<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    if obj.is_none() || obj.is_instance_of::<numpy::PyUntypedArray>() {
+        return Ok(obj.clone());
+    }
+    let np = obj.py().import("numpy")?;
+    if obj.hasattr("__dlpack__")? {
+        if let Ok(a) = np.call_method1("from_dlpack", (obj,)) {
+            return Ok(a);
+        }
+    }
+    let interface = [
+        "__array_interface__",
+        "__array_struct__",
+        "__array__",
+        "__dlpack__",
+    ];
+    for attr in interface {
+        if obj.hasattr(attr)? {
+            return np.call_method1("asarray", (obj,)).map_err(|err| {
+                crate::py::errors::type_error_msg(format!(
+                    "{name}: cannot read a {} as an array ({err}); pass a CPU array \
+                     (e.g. tensor.detach().cpu())",
+                    obj.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            });
+        }
+    }
+    Ok(obj.clone())
+}
+
 fn non_negative(x: i64, name: &str) -> PyResult<u64> {
     u64::try_from(x).map_err(|_| invalid(format!("{name} must be >= 0, got {x}")).into())
 }
@@ -310,7 +348,10 @@ impl PyMonitor {
     /// (float32, n × dim). Each row is compared with the previous row the
     /// monitor saw for its id. `counts` (int64) default to the times the
     /// monitor has seen the id, `timestamps` (int64) to a running clock.
-    /// Everything is validated before anything is recorded.
+    /// Everything is validated before anything is recorded. Each argument
+    /// may be a numpy array or any object with `__dlpack__` or the array
+    /// interface (PyTorch or JAX CPU tensors), read without a copy where its
+    /// memory allows; no framework is imported.
     #[pyo3(signature = (ids, rows, counts=None, timestamps=None))]
     fn observe(
         &self,
@@ -320,10 +361,15 @@ impl PyMonitor {
         counts: Option<&Bound<'_, PyAny>>,
         timestamps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let ids = args::ids(ids, "ids")?;
-        let (rows, n, d) = rows_matrix(rows)?;
-        let counts = opt_ints(counts, "counts")?;
-        let timestamps = opt_ints(timestamps, "timestamps")?;
+        let (ids, rows) = (as_ndarray(ids, "ids")?, as_ndarray(rows, "rows")?);
+        let counts = counts.map(|c| as_ndarray(c, "counts")).transpose()?;
+        let timestamps = timestamps
+            .map(|t| as_ndarray(t, "timestamps"))
+            .transpose()?;
+        let ids = args::ids(&ids, "ids")?;
+        let (rows, n, d) = rows_matrix(&rows)?;
+        let counts = opt_ints(counts.as_ref(), "counts")?;
+        let timestamps = opt_ints(timestamps.as_ref(), "timestamps")?;
         let ids = ids.as_slice();
         if ids.len() != n {
             return Err(invalid(format!(
@@ -381,9 +427,15 @@ impl PyMonitor {
         timestamp: Option<&Bound<'_, PyAny>>,
         r#final: bool,
     ) -> PyResult<usize> {
-        let ids = super::args::ids(ids, "ids")?;
+        let (ids, rows) = (as_ndarray(ids, "ids")?, as_ndarray(rows, "rows")?);
+        let (counts, first_seen) = (
+            as_ndarray(counts, "counts")?,
+            as_ndarray(first_seen, "first_seen")?,
+        );
+        let (counts, first_seen) = (&counts, &first_seen);
+        let ids = super::args::ids(&ids, "ids")?;
         let s = ids.as_slice();
-        let (v, n, _) = rows_matrix(rows)?;
+        let (v, n, _) = rows_matrix(&rows)?;
         let required = |o: &Bound<'_, PyAny>, name: &str| -> PyResult<Vec<i64>> {
             opt_ints(Some(o), name)?.ok_or_else(|| {
                 crate::py::errors::type_error_msg(format!(
