@@ -574,7 +574,19 @@ GROUP_RUNNERS: dict[str, Callable[[Run], None]] = {
     "probe": lambda r: bench_probe(r.workload, r.results, r.tmp),
     "drift": lambda r: bench_drift(r.workload, r.results),
     "ffm": lambda r: bench_ffm(r.workload, r.results),
+    "torch": lambda r: bench_torch_group(r.workload, r.results),
 }
+
+
+def bench_torch_group(w: Workload, results: list[Result]) -> None:
+    """The PyTorch hook's cost (``embcore.integrations.torch.bench_torch``), when torch is
+    installed (``pip install "embcore[torch]"``); skipped with a note otherwise."""
+    from embcore.integrations import torch as torch_hook
+
+    try:
+        torch_hook.bench_torch(results, quick=w == Workload.quick())
+    except embcore.ConfigError as err:
+        print(f"[bench] torch skipped: {err}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

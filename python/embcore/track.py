@@ -688,7 +688,7 @@ class Tracker:
         self.monitor.observe(ids, rows, counts=np.maximum(observed, 0), timestamps=times)
         first_seen = np.zeros(ids.size, dtype=np.int64)
         self.monitor.record_rows(
-            ids, rows, np.maximum(observed, 0).astype(np.uint64), first_seen, number
+            ids, rows, np.maximum(observed, 0).astype(np.uint64), first_seen, number, final=False
         )
         self._sample = _Sample(ids, rows, counts, self._next_last_changed)
 
