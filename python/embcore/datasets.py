@@ -1491,8 +1491,17 @@ class _Deduplicator:
         tied = np.zeros(n, bool)
         tied[1:] = rows.time_ns[1:] == rows.time_ns[:-1]
         tied[:-1] |= tied[1:]
-        if tied.any():
-            candidates = np.flatnonzero(tied)
+        candidates = np.flatnonzero(tied) if tied.any() else np.zeros(0, np.intp)
+        if candidates.size:
+            # Only rows whose (time, user, item) hash repeats can be duplicates: one sort of
+            # the hashes (vectorised) leaves few rows, often none, for the exact lexsort.
+            hashes = _triple_hash(
+                rows.time_ns[candidates], rows.users[candidates], rows.items[candidates]
+            )
+            ordered = np.sort(hashes)
+            repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+            candidates = candidates[np.isin(hashes, repeated)] if repeated.size else repeated
+        if candidates.size:
             order = candidates[
                 np.lexsort(
                     (
@@ -1541,6 +1550,18 @@ class _Deduplicator:
         else:
             self.last_time, self.last_pairs = latest, pairs
         return rows
+
+
+def _triple_hash(
+    time_ns: npt.NDArray[np.int64], users: npt.NDArray[np.uint64], items: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.uint64]:
+    """A 64-bit mix of (time, user, item); equal triples hash equal."""
+    h = time_ns.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= users * np.uint64(0xC2B2AE3D27D4EB4F)
+    h ^= h >> np.uint64(29)
+    h ^= items * np.uint64(0x165667B19E3779F9)
+    h ^= h >> np.uint64(32)
+    return h * np.uint64(0xD6E8FEB86659FD93)
 
 
 def _out_of_order(

@@ -112,7 +112,7 @@ def grouped_auc(
         return result
     keys = _score_keys(s) if n_groups < 2**31 else None
     if keys is not None:
-        return _grouped_auc_sorted(np.sort(_packed(keys, pos, g)), n_groups)
+        return _grouped_auc_sorted(np.sort(_packed(keys, pos, g)), n_groups)[0]
     # Scores that float32 cannot hold exactly: sort by (group, score) with lexsort.
     s64 = s.astype(np.float64) + 0.0  # -0.0 ties with 0.0
     order = np.lexsort((s64, g))
@@ -135,46 +135,53 @@ def _score_keys(s: npt.NDArray[Any]) -> npt.NDArray[np.uint64] | None:
 
 
 def _packed(
-    keys: npt.NDArray[np.uint64], pos: npt.NDArray[np.bool_], g: npt.NDArray[np.int64]
+    keys: npt.NDArray[np.uint64], pos: npt.NDArray[np.bool_], g: npt.NDArray[Any]
 ) -> npt.NDArray[np.uint64]:
     """One uint64 per event: group (high 31 bits), score key (32 bits), positive (lowest bit);
     sorting it sorts by (group, score) with the negatives of a tie first."""
-    packed = keys << np.uint64(1)
-    packed |= pos.astype(np.uint64)
-    packed |= g.astype(np.uint64) << np.uint64(33)
+    return _with_group((keys << np.uint64(1)) | pos.astype(np.uint64), g)
+
+
+def _with_group(base: npt.NDArray[np.uint64], g: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    packed = g.astype(np.uint64)
+    packed <<= np.uint64(33)
+    packed |= base
     return packed
 
 
-def _grouped_auc_sorted(packed: npt.NDArray[np.uint64], n_groups: int) -> npt.NDArray[np.float64]:
-    """AUC per group from the sorted :func:`_packed` keys, in a few passes over the events.
+def _grouped_auc_sorted(
+    packed: npt.NDArray[np.uint64], n_groups: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """AUC per group from the sorted :func:`_packed` keys, in two passes over the events.
 
-    A positive's Mann–Whitney count is the negatives below it plus half the negatives tied
-    with it. Within a tie the negatives sort first, so with ``neg[k]`` the negatives among the
-    first ``k + 1`` sorted events and ``b`` the first position of a positive's tie block, the
-    count is ``(neg[p] + neg[b - 1]) / 2 - neg[group start - 1]``; ``b < p`` only for tied
-    positives (found by a binary search each).
+    A positive's Mann–Whitney count is the negatives below it in its group plus half the
+    negatives tied with it. Within a tie the negatives sort first, so with ``b`` the first
+    position of a positive's tie block, ``neg(x)`` the negatives before position ``x`` and
+    ``f`` the group's first position, the count is ``(neg(p) + neg(b)) / 2 - neg(f)``. The k-th
+    positive (0-based) at position ``p`` has ``neg(p) = p - k``; ``b < p`` only for tied
+    positives (a binary search each). Returns ``(auc, positives, events)`` per group.
     """
-    n = packed.size
-    label = (packed & np.uint64(1)).astype(bool)
-    negatives_upto = np.empty(n + 1, dtype=np.int64)  # negatives_upto[k + 1] = neg[k]
-    negatives_upto[0] = 0
-    np.cumsum(~label, out=negatives_upto[1:])
-    positions = np.flatnonzero(label)
-    del label
+    positions = np.flatnonzero(packed & np.uint64(1))
     keys = packed[positions]
     group_first = np.searchsorted(
         packed, np.arange(n_groups + 1, dtype=np.uint64) << np.uint64(33), side="left"
     )
-    block_start = positions.copy()
+
+    def negatives_before(x: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
+        return (x - np.searchsorted(positions, x, side="left")).astype(np.int64)
+
+    below = positions - np.arange(positions.size)  # neg(p) for each positive
+    block_start_negatives = below.astype(np.float64)
     if positions.size:
         # A positive is tied with an earlier event when that event has its key bar the label.
         previous = np.maximum(positions - 1, 0)
-        tied = (positions > 0) & ((packed[previous] >> np.uint64(1)) == (keys >> np.uint64(1)))
+        tied = (positions > 0) & ((packed[previous] | np.uint64(1)) == keys)
         if tied.any():
-            block_start[tied] = np.searchsorted(packed, keys[tied] & ~np.uint64(1), side="left")
-    group = (keys >> np.uint64(33)).astype(np.int64)
-    count = 0.5 * (negatives_upto[positions + 1] + negatives_upto[block_start])
-    count -= negatives_upto[group_first[group]]
+            starts = np.searchsorted(packed, keys[tied] & ~np.uint64(1), side="left")
+            block_start_negatives[tied] = negatives_before(starts)
+    group = (keys >> np.uint64(33)).astype(np.intp)
+    count = 0.5 * (below + block_start_negatives)
+    count -= negatives_before(group_first[:-1])[group]
     u = np.bincount(group, weights=count, minlength=n_groups)[:n_groups]
     n_pos = np.bincount(group, minlength=n_groups)[:n_groups].astype(np.float64)
     n_all = np.diff(group_first).astype(np.float64)
@@ -182,7 +189,7 @@ def _grouped_auc_sorted(packed: npt.NDArray[np.uint64], n_groups: int) -> npt.ND
     result = np.full(n_groups, np.nan)
     defined = (n_pos > 0) & (n_neg > 0)
     result[defined] = u[defined] / (n_pos[defined] * n_neg[defined])
-    return result
+    return result, n_pos, n_all
 
 
 def _grouped_auc_blocks(
@@ -288,10 +295,16 @@ assert len(INTERACTION_EDGES) < 8 and len(AGE_EDGES_HOURS) < 8  # each fits in 3
 
 
 class _ItemHistory:
-    """Per item in the log: interactions so far and first event time (sorted id arrays)."""
+    """Per item in the log: interactions so far and first event time.
+
+    Items get dense slots in order of first sighting (``counts[slot]``, ``first_seen[slot]``);
+    ``sorted_ids``/``slot_of`` find an id's slot by binary search. A chunk's events are grouped
+    by item with one ``np.sort`` of ``slot << 32 | position`` (vectorised; no argsort).
+    """
 
     def __init__(self) -> None:
-        self.ids = np.zeros(0, dtype=np.uint64)
+        self.sorted_ids = np.zeros(0, dtype=np.uint64)
+        self.slot_of = np.zeros(0, dtype=np.int64)
         self.counts = np.zeros(0, dtype=np.int64)
         self.first_seen = np.zeros(0, dtype=np.int64)
 
@@ -303,36 +316,53 @@ class _ItemHistory:
         n = items.size
         if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        # One stable sort groups the chunk's events by item, in time order within an item.
-        order = np.argsort(items, kind="stable")
-        sorted_items = items[order]
+        slots = self._slots(items, timestamps)
+        # Group the chunk's events by slot, in chunk (= time) order within a slot.
+        if n < 2**32:
+            keyed = slots.astype(np.uint64) << np.uint64(32)
+            keyed |= np.arange(n, dtype=np.uint64)
+            keyed.sort()
+            order = (keyed & np.uint64(0xFFFFFFFF)).astype(np.intp)
+            sorted_slots = (keyed >> np.uint64(32)).astype(np.int64)
+            del keyed
+        else:
+            order = np.argsort(slots, kind="stable")
+            sorted_slots = slots[order]
         head = np.empty(n, dtype=bool)
         head[0] = True
-        np.not_equal(sorted_items[1:], sorted_items[:-1], out=head[1:])
+        np.not_equal(sorted_slots[1:], sorted_slots[:-1], out=head[1:])
         starts = np.flatnonzero(head)
-        uniq = sorted_items[starts]
-        counts = np.diff(np.append(starts, n))
-        group = np.cumsum(head) - 1  # item of each sorted event
-        where = np.searchsorted(self.ids, uniq)
-        found = np.zeros(uniq.size, dtype=bool)
-        if self.ids.size:
-            clipped = np.minimum(where, self.ids.size - 1)
-            found = (where < self.ids.size) & (self.ids[clipped] == uniq)
-        prior = np.zeros(uniq.size, dtype=np.int64)
-        prior[found] = self.counts[where[found]]
-        first = timestamps[order[starts]].astype(np.int64)  # the chunk is in time order
-        first[found] = self.first_seen[where[found]]
+        run = np.repeat(starts, np.diff(np.append(starts, n)))
         index = np.empty(n, dtype=np.int64)
-        index[order] = prior[group] + (np.arange(n) - starts[group]) + 1
-        age = np.empty(n, dtype=np.int64)
-        age[order] = timestamps[order] - first[group]
-        self.counts[where[found]] += counts[found]
-        new = ~found
-        if new.any():
-            self.ids = np.insert(self.ids, where[new], uniq[new])
-            self.counts = np.insert(self.counts, where[new], counts[new])
-            self.first_seen = np.insert(self.first_seen, where[new], first[new])
+        index[order] = self.counts[sorted_slots] + (np.arange(n) - run) + 1
+        age = timestamps - self.first_seen[slots]
+        self.counts += np.bincount(slots, minlength=self.counts.size)
         return index, age
+
+    def _slots(
+        self, items: npt.NDArray[np.uint64], timestamps: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Each event's item slot; items seen for the first time get new slots (first seen at
+        their first event in the chunk)."""
+        where = np.searchsorted(self.sorted_ids, items)
+        known = np.zeros(items.size, dtype=bool)
+        if self.sorted_ids.size:
+            clipped = np.minimum(where, self.sorted_ids.size - 1)
+            known = self.sorted_ids[clipped] == items
+        if known.all():
+            return self.slot_of[where]
+        slots = np.empty(items.size, dtype=np.int64)
+        slots[known] = self.slot_of[where[known]]
+        new_ids, first_at = np.unique(items[~known], return_index=True)
+        first_time = timestamps[~known][first_at].astype(np.int64)
+        new_slots = self.counts.size + np.arange(new_ids.size, dtype=np.int64)
+        at = np.searchsorted(self.sorted_ids, new_ids)
+        self.sorted_ids = np.insert(self.sorted_ids, at, new_ids)
+        self.slot_of = np.insert(self.slot_of, at, new_slots)
+        self.counts = np.concatenate([self.counts, np.zeros(new_ids.size, np.int64)])
+        self.first_seen = np.concatenate([self.first_seen, first_time])
+        slots[~known] = new_slots[np.searchsorted(new_ids, items[~known])]
+        return slots
 
 
 class ProgressiveValidation:
@@ -464,21 +494,31 @@ class ProgressiveValidation:
             is_pos = positive if everything else positive[finite]
             keys = _score_keys(s)
             terms = _logloss_terms32(s, y)
+            base = None
+            if keys is not None:
+                base = keys << np.uint64(1)
+                base |= is_pos.astype(np.uint64)
+                del keys
             results: dict[str, tuple[Any, Any, Any]] = {}
+            aucs: Any
+            positives: Any
+            counts: Any
             for name, (groups, n) in groupings.items():
                 g = groups if everything else groups[finite]
-                counts = np.bincount(g, minlength=n)[:n]
-                positives = np.bincount(g, weights=is_pos, minlength=n)[:n]
                 total = np.bincount(g, weights=terms, minlength=n)[:n]
+                if base is not None and n < 2**31:
+                    packed = _with_group(base, g)
+                    packed.sort()
+                    aucs, positives, counts = _grouped_auc_sorted(packed, n)
+                    del packed
+                else:
+                    counts = np.bincount(g, minlength=n)[:n].astype(np.float64)
+                    positives = np.bincount(g, weights=is_pos, minlength=n)[:n]
+                    aucs = grouped_auc(s, y, g, n)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     loss = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
-                if keys is not None and n < 2**31:
-                    aucs = _grouped_auc_sorted(
-                        np.sort(_packed(keys, is_pos, g.astype(np.int64))), n
-                    )
-                else:
-                    aucs = grouped_auc(s, y, g, n)
                 results[name] = (aucs, loss, np.stack([counts, positives]))
+            del base, terms
             overall_auc, overall_loss, overall_n = results["overall"]
             fresh_auc, fresh_loss, fresh_n = results["fresh"]
             age_auc, age_loss, age_n = results["fresh_age"]
