@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 import embcore
+from embcore import bench_replay
 
 DIM = 32
 # The physical-limit probe of BENCHMARKS.md, shipped with the package.
@@ -545,6 +546,7 @@ def run_suite(quick: bool = False, only: set[str] | None = None) -> dict[str, An
             ("probe", lambda: bench_probe(w, results, tmp)),
             ("drift", lambda: bench_drift(w, results)),
             ("ffm", lambda: bench_ffm(w, results)),
+            ("replay", lambda: bench_replay.bench(quick, results)),
         ]
         for name, step in steps:
             if only and name not in only:
@@ -572,7 +574,18 @@ def format_table(doc: dict[str, Any]) -> str:
 
 
 #: The benchmark groups ``--only`` selects, in the order they run.
-GROUPS = ("training", "insert", "lifecycle", "snapshot", "numpy", "peers", "probe", "drift", "ffm")
+GROUPS = (
+    "training",
+    "insert",
+    "lifecycle",
+    "snapshot",
+    "numpy",
+    "peers",
+    "probe",
+    "drift",
+    "ffm",
+    "replay",
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -619,6 +632,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--only",
         default=None,
         help="comma-separated benchmark groups to run, from: training, insert, lifecycle, "
-        "snapshot, numpy, peers, probe, drift, ffm (default: all)",
+        "snapshot, numpy, peers, probe, drift, ffm, replay (default: all)",
     )
     return bench

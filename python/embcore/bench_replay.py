@@ -109,6 +109,7 @@ def _child(log: str, mode: str) -> dict[str, Any]:
         "total_seconds": total,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "model_bytes": int(per_mode.get("model_bytes", 0)),
+        "publishes": int(per_mode.get("publishes", 0)),
         "auc": per_mode["engagement"]["auc"],
     }
 
@@ -144,6 +145,7 @@ def _standalone_child() -> str:
     source = inspect.getsource(_child)
     return (
         "import json, resource, sys, time\n"
+        "from typing import Any\n"
         f"{source}\n"
         "print(json.dumps(_child(sys.argv[1], sys.argv[2])))\n"
     )
@@ -182,8 +184,14 @@ def measure(events: int, baseline: str | None = None, seed: int = 0) -> dict[str
         for mode in MODES:
             entry: dict[str, Any] = {}
             if baseline is not None:
-                entry["before"] = _with_ratios(_run_child(log, mode, baseline), train_rate)
-            entry["after"] = _with_ratios(_run_child(log, mode), train_rate)
+                before = _run_child(log, mode, baseline)
+            after = _run_child(log, mode)
+            entry["after"] = _with_ratios(after, train_rate)
+            if baseline is not None:
+                # The same model on the same events: the same tables (older code does not
+                # report their size).
+                before["model_bytes"] = before.get("model_bytes") or after["model_bytes"]
+                entry["before"] = _with_ratios(before, train_rate)
             out["modes"][mode] = entry
     return out
 

@@ -249,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _command = f"embcore {args.command}"
     module = importlib.import_module(f"embcore.{COMMANDS[args.command]}")
     with warnings.catch_warnings():
+        # An application shows its warnings, one line each, whatever the filters say.
+        warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _show_warning
         _warn_threads(args)
         try:

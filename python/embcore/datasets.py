@@ -758,6 +758,10 @@ def _resolve_parquet(path: Path, format: str, columns: ColumnMap | None) -> _Sou
     )
 
 
+def _delimiter_name(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
 def _guess_delimiter(line: str) -> str:
     counts = {d: line.count(d) for d in (",", "\t", ";", "|")}
     best = max(counts, key=lambda d: counts[d])
@@ -795,9 +799,10 @@ def _resolve_text(
             seen = _guess_delimiter(first)
             raise _fail(
                 path,
-                f"line 1 ({first[:80]!r}) does not have 4 {delimiter!r}-separated fields, "
-                f"but movielens-100k (u.data) is user, item, rating, time separated by "
-                f"{delimiter!r}; the line looks {seen!r}-separated: pass --sep {seen!r}, or "
+                f"line 1 ({first[:80]!r}) does not have 4 fields separated by "
+                f"{_delimiter_name(delimiter)}, but movielens-100k (u.data) is tab-separated "
+                f"(user, item, rating, time); the line looks {seen!r}-separated: pass --sep "
+                f"{seen!r}, or "
                 "--format movielens for ratings.csv",
             )
     else:
