@@ -130,9 +130,11 @@ def test_validation_groups_match_a_per_event_reference(
     count: dict[int, int] = {}
     first: dict[int, int] = {}
     expected: list[tuple[int, int]] = []
-    clock = 0
+    clock = 1_600_000_000
+    all_times: list[np.ndarray] = []
     for chunk in chunks:
         times = clock + np.arange(len(chunk), dtype=np.int64) * 3
+        all_times.append(times)
         clock = int(times[-1]) + 5 if len(chunk) else clock
         for item, t in zip(chunk, times.tolist(), strict=True):
             count[item] = count.get(item, 0) + 1
@@ -150,6 +152,11 @@ def test_validation_groups_match_a_per_event_reference(
     assert m["by_item_interactions"]["events"] == np.bincount(buckets, minlength=6).tolist()
     hours = np.searchsorted(np.array(rp.AGE_EDGES_HOURS) * 3600, age, side="right")
     assert m["by_item_age"]["events"] == np.bincount(hours, minlength=7).tolist()
+    times = np.concatenate(all_times) if all_times else np.zeros(0, np.int64)
+    if times.size:
+        first = int(times.min()) // 7
+        assert m["over_time"]["events"] == np.bincount(times // 7 - first).tolist()
+        assert m["over_time"]["start"][0] == first * 7
 
 
 # --------------------------------------------------------------------------------------------

@@ -501,6 +501,16 @@ def _settle_period(log: datasets.EventLog, config: dict[str, Any]) -> None:
         )
 
 
+def _peak_rss() -> int | None:
+    """The process's peak resident memory so far, in bytes (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
 def _model_bytes(trainer: Trainer) -> int:
     """Bytes of the mode's tables: the trained model and, batch, its serving snapshot."""
     models = {id(m): m for m in (trainer.model, trainer.serving_model)}
@@ -570,17 +580,22 @@ def _replay_stream(
     for state in states.values():
         state.trainer.flush(last_time)
     timings = {"replay_seconds": round(time.perf_counter() - began, 3)}
+    memory = {"peak_rss_stream_bytes": _peak_rss()}
     if progress:
         print("embcore replay: computing metrics and analysing each mode", file=sys.stderr)
     clock = time.perf_counter()
     engagement = validation.metrics()
     timings["validation_seconds"] = round(time.perf_counter() - clock, 3)
+    memory["peak_rss_validation_bytes"] = _peak_rss()
     clock = time.perf_counter()
     per_mode, results = runs.analyse_modes(trainers, alpha, seed, fresh_model)
     timings["analysis_seconds"] = round(time.perf_counter() - clock, 3)
+    memory["peak_rss_analysis_bytes"] = _peak_rss()
     for mode, state in states.items():
         per_mode[mode]["engagement"] = engagement[mode]
         per_mode[mode]["model_bytes"] = _model_bytes(state.trainer)
+        monitor = state.trainer.monitor
+        per_mode[mode]["monitor_bytes"] = int(monitor.memory_bytes) if monitor is not None else 0
     any_trainer = next(iter(states.values())).trainer
     metrics: dict[str, Any] = {
         "config": {
@@ -609,6 +624,7 @@ def _replay_stream(
         },
         "log_report": log.report.to_dict(),
         "timings": timings,
+        "memory": memory,
         "modes": per_mode,
         "comparison": _comparison(per_mode),
     }

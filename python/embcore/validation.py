@@ -460,10 +460,6 @@ class ProgressiveValidation:
         ``over_time`` (see docs/replay.md)."""
         labels = _concat(self._labels, np.float32)
         codes = _concat(self._codes, np.uint8)
-        times = (
-            np.concatenate(self._times).astype(np.int64) if self._times else np.zeros(0, np.int64)
-        )
-        times += self._first_time or 0
         groupings: dict[str, tuple[npt.NDArray[Any], int]] = {
             "overall": (np.zeros(labels.size, dtype=np.uint8), 1),
             "fresh": ((codes & _FRESH_COUNT_BIT) >> np.uint8(3), 2),
@@ -472,14 +468,18 @@ class ProgressiveValidation:
             "age": ((codes >> _AGE_SHIFT) & np.uint8(0b111), len(AGE_EDGES_HOURS) + 1),
         }
         del codes
-        width = self.window_seconds or _window_width(times)
-        first_window = 0
-        window = np.zeros(0, dtype=np.int64)
-        if times.size:
-            first_window = int(times.min()) // width
-            window = times // width - first_window
-        del times
-        n_windows = int(window.max()) + 1 if window.size else 0
+        # Windows from the stored time offsets, part by part (no int64 copy of every time).
+        base_time = self._first_time or 0
+        low = min((int(t.min()) for t in self._times if t.size), default=0) + base_time
+        high = max((int(t.max()) for t in self._times if t.size), default=0) + base_time
+        width = self.window_seconds or _window_width(np.array([low, high], dtype=np.int64))
+        first_window = low // width
+        n_windows = high // width - first_window + 1 if labels.size else 0
+        dtype = np.min_scalar_type(max(n_windows - 1, 0))
+        window = np.concatenate(
+            [((t.astype(np.int64) + base_time) // width - first_window).astype(dtype)
+             for t in self._times]
+        ) if self._times else np.zeros(0, dtype=np.uint8)  # fmt: skip
         groupings["window"] = (window, n_windows)
         positive = _positives(labels)
         out: dict[str, dict[str, Any]] = {}
