@@ -55,7 +55,8 @@ def test_every_flag_has_help_and_shows_its_default(
 def test_allowed_values_are_listed(capsys: pytest.CaptureFixture) -> None:
     cli.main(["replay", "--help"])
     replay_help = " ".join(capsys.readouterr().out.split())
-    assert "{auto,movielens,movielens-100k,movielens-dat,kuairand,kuairec,csv,parquet}" in replay_help
+    formats = "{auto,movielens,movielens-100k,movielens-dat,kuairand,kuairec,csv,parquet}"
+    assert formats in replay_help
     assert "from realtime, batch, hybrid" in replay_help
     cli.main(["study", "--help"])
     study_help = " ".join(capsys.readouterr().out.split())
@@ -73,9 +74,7 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:
     assert capsys.readouterr().err.startswith("embcore: error: argument COMMAND")
 
 
-def test_library_errors_exit_2_in_flag_names(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_library_errors_exit_2_in_flag_names(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "study"
     assert cli.main(["study", "--scale", "tiny", "--init-scale", "-1", "--out", str(out)]) == 2
     err = capsys.readouterr().err

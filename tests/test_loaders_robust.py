@@ -174,7 +174,8 @@ def test_generic_log_from_the_shell(tmp_path: Path, capsys: pytest.CaptureFixtur
         rng.integers(1, 50, n), rng.integers(1, 300, n), ms, grade, strict=True)]  # fmt: skip
     path = tmp_path / "events.txt"
     path.write_text("uid;vid;when;grade\n" + "\n".join(rows) + "\n")
-    assert "cannot detect" in _cli_error(["replay", str(path), "--out", str(tmp_path / "x")], capsys)
+    err = _cli_error(["replay", str(path), "--out", str(tmp_path / "x")], capsys)
+    assert "cannot detect" in err and "--columns user=COL" in err
     out = tmp_path / "out"
     code = cli.main(
         ["replay", str(path), "--columns", "user=uid,item=vid,time=when,label=grade",
