@@ -31,6 +31,7 @@ Design notes
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,7 +132,8 @@ def _score_keys(s: npt.NDArray[Any]) -> npt.NDArray[np.uint64] | None:
     bits = s32.view(np.uint32)
     # Negative floats: flip every bit; others: flip the sign bit (IEEE order as unsigned).
     flip = (bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000)
-    return (bits ^ flip).astype(np.uint64)
+    flip ^= bits
+    return flip.astype(np.uint64)
 
 
 def _packed(
@@ -161,7 +163,10 @@ def _grouped_auc_sorted(
     positive (0-based) at position ``p`` has ``neg(p) = p - k``; ``b < p`` only for tied
     positives (a binary search each). Returns ``(auc, positives, events)`` per group.
     """
-    positions = np.flatnonzero(packed & np.uint64(1))
+    if sys.byteorder == "little":  # the label bit is in each key's first byte: 1 byte a key
+        positions = np.flatnonzero(packed.view(np.uint8)[::8] & np.uint8(1))
+    else:
+        positions = np.flatnonzero(packed & np.uint64(1))
     keys = packed[positions]
     group_first = np.searchsorted(
         packed, np.arange(n_groups + 1, dtype=np.uint64) << np.uint64(33), side="left"
@@ -496,8 +501,9 @@ class ProgressiveValidation:
             terms = _logloss_terms32(s, y)
             base = None
             if keys is not None:
-                base = keys << np.uint64(1)
-                base |= is_pos.astype(np.uint64)
+                base = keys  # in place: one 8-byte array per event
+                base <<= np.uint64(1)
+                base |= is_pos
                 del keys
             results: dict[str, tuple[Any, Any, Any]] = {}
             aucs: Any
