@@ -727,7 +727,7 @@ def summary_text(metrics: Mapping[str, Any], out: Path | None = None) -> str:
     if replay_seconds and events:
         head += (
             f" (replay {replay_seconds} s, {events / replay_seconds:,.0f} log events/s "
-            f"through {len(metrics['modes'])} modes)"
+            f"through {len(metrics['modes'])} mode{'s' if len(metrics['modes']) != 1 else ''})"
         )
     if out is not None:
         head += f"; {reporting.wrote_text(out)}"
