@@ -71,7 +71,7 @@ class HelpFormatter(argparse.HelpFormatter):
         if shown:
             if isinstance(default, list | tuple):
                 default = ",".join(map(str, default))
-            shown_default = "the library's" if default is None else str(default).replace("%", "%%")
+            shown_default = "not set" if default is None else str(default).replace("%", "%%")
             text += f" (default: {shown_default})"
         return text
 
