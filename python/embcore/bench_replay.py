@@ -10,9 +10,10 @@ average) is written to Parquet once. Then, in the same run:
   threads=1)`` in a fresh subprocess — reading the file, scoring every event before its
   update, training, the validation bookkeeping and the final AUC/log-loss (the per-mode
   analysis that follows is reported apart, as ``analysis_seconds``: it depends on the items
-  tracked, not on the log's length) — with the subprocess's peak resident memory against the
-  events' own arrays (28 bytes per event) plus the mode's models (``nbytes`` of its tables;
-  batch keeps a serving snapshot too).
+  tracked, not on the log's length) — with the subprocess's peak resident memory (through the
+  validation metrics, and for the whole run) against the events' own arrays (28 bytes per
+  event) plus the mode's models (``nbytes`` of its tables; batch keeps a serving snapshot too)
+  and its monitor (``memory_bytes``).
 
 The ratios ``replay / train`` (target >= 0.3) and ``peak RSS / (events + models)`` (target
 <= 1.5) are judged within one run. ``python -m embcore.bench_replay --baseline DIR`` also runs
