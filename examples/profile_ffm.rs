@@ -79,9 +79,16 @@ fn main() {
         .expect("warm-up");
     for _ in 0..reps {
         let t0 = std::time::Instant::now();
-        m.train(&b, &m.cfg.fields, opts, &NoObserver)
-            .expect("train");
+        timed_pass(&m, &b, opts);
         let dt = t0.elapsed().as_secs_f64();
         println!("{} events/s", n as f64 / dt);
     }
+}
+
+/// The measured pass, a function of its own so that callgrind can count it
+/// alone: `valgrind --tool=callgrind --toggle-collect=profile_ffm::timed_pass`
+/// (see benches/callgrind.sh).
+#[inline(never)]
+fn timed_pass(m: &FieldModel, b: &Events<'_>, opts: TrainOptions) {
+    m.train(b, &m.cfg.fields, opts, &NoObserver).expect("train");
 }

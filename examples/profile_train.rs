@@ -1,6 +1,7 @@
 //! Train MF on synthetic events once, for profilers (callgrind, perf):
 //! `cargo run --release --no-default-features --example profile_train -- sgd 2000000`
-//! (`MONITOR=1`: the timed pass feeds an `embcore` Monitor, 1% cohort).
+//! (optional third argument: threads; `MONITOR=1`: the timed pass feeds an
+//! `embcore` Monitor, 1% cohort).
 
 use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::monitor::{Monitor, MonitorConfig};
@@ -8,6 +9,7 @@ use _core::storage::table::TableConfig;
 use _core::train::batch::Events;
 use _core::train::driver::TrainOptions;
 use _core::train::mf::{self, MfConfig};
+use _core::train::model::FieldModel;
 use _core::train::observer::NoObserver;
 
 fn main() {
@@ -17,6 +19,7 @@ fn main() {
         .get(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    let threads: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let ids = 100_000u64;
     let users: Vec<u64> = (0..n as u64)
         .map(|k| _core::kernels::rng::hash2(1, k) % ids)
@@ -41,19 +44,34 @@ fn main() {
     };
     let names = mf::column_names();
     let opts = TrainOptions {
-        threads: 1,
+        threads,
         count_interactions: true,
         observed: mf::OBSERVED,
         scores: false,
     };
     m.train(&b, &names, opts, &NoObserver).expect("warm-up");
+    let monitor = std::env::var_os("MONITOR")
+        .is_some()
+        .then(|| Monitor::new(MonitorConfig::default()).expect("monitor"));
     let t0 = std::time::Instant::now();
-    if std::env::var_os("MONITOR").is_some() {
-        let monitor = Monitor::new(MonitorConfig::default()).expect("monitor");
-        m.train(&b, &names, opts, &monitor).expect("train");
-    } else {
-        m.train(&b, &names, opts, &NoObserver).expect("train");
-    }
+    timed_pass(&m, &b, &names, opts, monitor.as_ref());
     let dt = t0.elapsed().as_secs_f64();
     println!("{} events/s", n as f64 / dt);
+}
+
+/// The measured pass, a function of its own so that callgrind can count it
+/// alone: `valgrind --tool=callgrind --toggle-collect=profile_train::timed_pass`
+/// (see benches/callgrind.sh).
+#[inline(never)]
+fn timed_pass(
+    m: &FieldModel,
+    b: &Events<'_>,
+    names: &[String],
+    opts: TrainOptions,
+    monitor: Option<&Monitor>,
+) {
+    match monitor {
+        Some(monitor) => m.train(b, names, opts, monitor).expect("train"),
+        None => m.train(b, names, opts, &NoObserver).expect("train"),
+    };
 }

@@ -395,6 +395,16 @@ def test_threads_match_one_thread_in_counts_and_calibration(cls) -> None:
         m.train(cols, labels, threads=threads)
         runs[threads] = m
     one = runs[1]
+    # Hogwild runs the events in an interleaved order, and the global bias's end point
+    # depends on the order: its spread over one-thread runs of shuffled events is the
+    # natural tolerance (a bias summed over workers, the defect this guards, is off by ~2x).
+    shuffled = []
+    for seed in range(3):
+        order = np.random.default_rng(100 + seed).permutation(n)
+        m = cls(list(cols), dim=8, seed=2)
+        m.train({f: np.ascontiguousarray(c[order]) for f, c in cols.items()}, labels[order])
+        shuffled.append(m.global_bias)
+    tolerance = 0.1 * abs(one.global_bias) + 4 * float(np.std(shuffled + [one.global_bias]))
     for threads in (2, 4):
         m = runs[threads]
         for f in cols:
@@ -402,5 +412,5 @@ def test_threads_match_one_thread_in_counts_and_calibration(cls) -> None:
             order_a, order_b = np.argsort(a["ids"]), np.argsort(b["ids"])
             np.testing.assert_array_equal(a["ids"][order_a], b["ids"][order_b])
             np.testing.assert_array_equal(a["interactions"][order_a], b["interactions"][order_b])
-        assert abs(m.global_bias - one.global_bias) <= 0.1 * abs(one.global_bias)
+        assert abs(m.global_bias - one.global_bias) <= tolerance, (threads, shuffled)
         assert abs(float(m.predict(cols).mean()) - float(labels.mean())) < 0.01

@@ -183,3 +183,84 @@ def test_plot_drift_histogram(tmp_path: Path) -> None:
     check_saves(plot_drift_histogram(empty), tmp_path, "empty.png")
     with pytest.raises(TypeError):
         plot_drift_histogram({"x": empty})  # type: ignore[arg-type]
+
+
+# -- the study protocol's figures (drawn from metrics.json content) ----------------------------
+
+
+def test_update_curve_marks_each_peak_and_hollows_thin_bins(tmp_path):
+    from embcore.plots import plot_update_curve
+
+    curves = {
+        "realtime": {
+            "bins": ["2", "3-4", "5-8"],
+            "update": [0.02, 0.03, 0.01],
+            "competing": [True, True, False],
+            "peak_bin": 1,
+        },
+        "batch": {
+            "bins": ["2", "3-4", "5-8"],
+            "update": [None, 0.001, 0.004],
+            "competing": [True, True, True],
+            "peak_bin": 2,
+        },
+    }
+    fig = plot_update_curve(curves)
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert "realtime: peak at views 3-4" in labels and "batch: peak at views 5-8" in labels
+    stars = [line for line in ax.lines if line.get_marker() == "*"]
+    assert [float(s.get_xdata()[0]) for s in stars] == [1.0, 2.0]
+    hollow = [line for line in ax.lines if line.get_fillstyle() == "none" and len(line.get_xdata())]
+    assert [float(x) for x in hollow[0].get_xdata()] == [2.0]
+    check_saves(fig, tmp_path)
+
+
+def test_mature_by_n_draws_raw_and_km(tmp_path):
+    from embcore.plots import plot_mature_by_n
+
+    summary = {
+        "curve": {"n": [0, 1, 5, 10], "share": [0.0, 0.1, 0.3, 0.4]},
+        "km": [[1, 0.9], [5, 0.6], [10, 0.2]],
+        "criterion": "relative",
+        "alpha": 0.05,
+    }
+    fig = plot_mature_by_n({"realtime": summary, "batch": summary})
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4
+    km = [line for line in ax.lines if line.get_linestyle() == "--"][0]
+    np.testing.assert_allclose(km.get_ydata(), [0.0, 0.1, 0.4, 0.8])
+    assert "relative criterion" in ax.get_title()
+    check_saves(fig, tmp_path)
+
+
+def test_decile_ratio_has_error_bars_and_handles_no_data(tmp_path):
+    from embcore.plots import plot_decile_ratio
+
+    fig = plot_decile_ratio(
+        {"ratio": [1.0, 2.0, 3.0], "low": [0.5, 1.5, 2.0], "high": [1.5, 2.5, 4.0]}
+    )
+    ax = fig.axes[0]
+    assert len(ax.containers) == 1  # one errorbar container
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [1.0, 2.0, 3.0])
+    check_saves(fig, tmp_path)
+    empty = plot_decile_ratio(None)
+    assert any(t.get_text() == "no data" for t in empty.axes[0].texts)
+
+
+def test_engagement_references_label_missing_policies(tmp_path):
+    from embcore.plots import plot_engagement_references
+
+    learning = {
+        "modes": {"realtime": {"ctr": 0.2}, "batch": {"ctr": 0.13}},
+        "reference_policies": {
+            "random": {"available": False},
+            "oracle": {"available": True, "ctr": 0.46},
+        },
+    }
+    fig = plot_engagement_references(learning)
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    np.testing.assert_allclose(heights, [0.2, 0.13, 0.0, 0.46])
+    assert [t.get_text() for t in ax.get_xticklabels()][2] == "random\n(n/a)"
+    check_saves(fig, tmp_path)

@@ -35,7 +35,7 @@ class _Page(HTMLParser):
 def tiny_study(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study") / "out"
     code = cli.main(
-        ["study", "--scale", "tiny", "--out", str(out), "--no-progress", "--period", "2h"]
+        ["study", "--scale", "tiny", "--out", str(out), "--no-progress", "--period", "1h"]
     )
     assert code == 0
     return out
@@ -72,7 +72,7 @@ def test_metrics_json_has_every_key(tiny_study):
     config = metrics["config"]
     for key in ("scale", "seed", "period_seconds", "epochs", "learning_rate", "versions"):
         assert key in config
-    assert config["period_seconds"] == 7200 and config["scale"] == "tiny"
+    assert config["period_seconds"] == 3600 and config["scale"] == "tiny"
     assert metrics["runtime_seconds"] > 0
 
 
@@ -126,18 +126,21 @@ def test_cli_bad_configuration_exits_2(tmp_path, capsys, argv, message):
 def test_cli_unwritable_out_exits_2(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    code = cli.main(["study", "--scale", "tiny", "--out", str(blocker / "out"), "--no-progress"])
+    tiny = ["study", "--scale", "tiny", "--period", "1h", "--no-progress"]
+    code = cli.main([*tiny, "--out", str(blocker / "out")])
     assert code == 2
     assert "cannot be written" in capsys.readouterr().err
-    code = cli.main(["study", "--scale", "tiny", "--out", str(blocker), "--no-progress"])
+    code = cli.main([*tiny, "--out", str(blocker)])
     assert code == 2
     assert "not a directory" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_replace_a_foreign_directory(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("precious")
-    code = cli.main(["study", "--scale", "tiny", "--out", str(tmp_path), "--no-progress"])
+    argv = ["study", "--scale", "tiny", "--period", "1h", "--out", str(tmp_path), "--no-progress"]
+    code = cli.main(argv)
     assert code == 2
+    assert "non-empty directory" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
 

@@ -69,3 +69,62 @@ def test_field_model_trainer_scores() -> None:
     s = tr.consume(u, i, y, t, context={"tag": tags}, return_scores=True)
     assert s.shape == (200,) and np.isfinite(s).all()
     assert (s[t < 2 * 3600] == 0).all()  # the empty first snapshot serves zeros
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("batch", {"window": "7h"}),
+        ("batch", {"window": "6h", "init": "scratch", "epochs": 2}),
+        ("batch", {"init": "scratch"}),
+        ("hybrid", {"window": "9h", "epochs": 2}),
+    ],
+)
+def test_scores_with_a_trailing_window_or_a_scratch_retrain(mode, options):
+    """Batch scores are exactly the last publish's; hybrid's come from the live model."""
+    u, i, y, t = _stream(600, 4)
+
+    def factory():
+        return embcore.MatrixFactorization(dim=8, seed=4)
+
+    fast = Trainer(mode, factory, period="3h", shuffle=False, **options)
+    slow = Trainer(mode, factory, period="3h", shuffle=False, **options)
+    got = np.concatenate(
+        [
+            fast.consume(u[a:b], i[a:b], y[a:b], t[a:b], return_scores=True)
+            for a, b in ((0, 100), (100, 420), (420, 600))
+        ]
+    )
+    want = np.empty_like(got)
+    snapshots = []
+    for e in range(len(y)):
+        s = slice(e, e + 1)
+        slow.advance(int(t[e]))
+        want[e] = slow.score(u[s], i[s])[0]
+        snapshots.append(slow.serving_model)
+        slow.consume(u[s], i[s], y[s], t[s])
+    if mode == "batch":
+        np.testing.assert_array_equal(got, want)
+        # Exactly the serving snapshot of the period, scored directly.
+        direct = np.array(
+            [m.score(u[e : e + 1], i[e : e + 1])[0] for e, m in enumerate(snapshots)],
+            dtype=np.float32,
+        )
+        np.testing.assert_array_equal(got, direct)
+        assert fast.publishes_with_training >= 5
+    else:
+        first = _first_sightings(u, i)
+        np.testing.assert_allclose(got[~first], want[~first], rtol=0, atol=2e-3)
+        assert np.abs(got[first] - want[first]).max() < 0.05
+    assert fast.stats() == {**slow.stats(), "train_seconds": fast.train_seconds}
+
+
+def _first_sightings(u: np.ndarray, i: np.ndarray) -> np.ndarray:
+    """Events whose user or item had not been seen before (scored cold by the reference)."""
+    first = np.zeros(len(u), bool)
+    seen: set[tuple[str, int]] = set()
+    for e in range(len(u)):
+        key_u, key_i = ("u", int(u[e])), ("i", int(i[e]))
+        first[e] = key_u not in seen or key_i not in seen
+        seen |= {key_u, key_i}
+    return first

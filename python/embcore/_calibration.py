@@ -68,6 +68,10 @@ USER_ACTIVITY_CLASSES: tuple[tuple[str, float, float], ...] = (
     ("UNKNOWN", 0.00022, 0.25),
 )
 
+# Item lifetime (how long an item keeps receiving views) is NOT calibrated: the side tables hold
+# no exposure or view counts and every upload_dt falls in 2022-04-09..11, so SimConfig keeps
+# item_lifetime_seconds = None (every item lives max_item_age_seconds; docs/simulator.md).
+
 __all__ = [
     "AUTHOR_LOG10_FANS_LEVELS",
     "AUTHOR_LOG10_FANS_QUANTILES",

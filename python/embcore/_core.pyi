@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import Any, ClassVar, Self, TypeAlias, TypeVar, final
+from typing import Any, ClassVar, Protocol, Self, TypeAlias, TypeVar, final
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,18 @@ MAX_WEIGHT: float
 # non-negative int64 arrays; float inputs are float32 (borrowed) or float64 (converted).
 _IdArray: TypeAlias = npt.NDArray[np.uint64] | npt.NDArray[np.int64]
 _FloatArray: TypeAlias = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+# Monitor.observe / record_rows also take any framework's array: an object with
+# __dlpack__ (PyTorch, JAX CPU tensors) or the array interface (read through numpy).
+class _SupportsDLPack(Protocol):
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+class _SupportsArrayInterface(Protocol):
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+
+_Foreign: TypeAlias = _SupportsDLPack | _SupportsArrayInterface
+_IntArray: TypeAlias = npt.NDArray[np.int64] | npt.NDArray[np.uint64] | _Foreign
 # The float dtype shared by both inputs of rowwise_cosine / cross_product.
 _F = TypeVar("_F", np.float32, np.float64)
 # A lifecycle: a dict of EmbeddingTable's lifecycle keywords (ttl, max_rows, max_bytes,
@@ -164,6 +176,7 @@ class FieldModel:
         return_scores: bool = False,
     ) -> dict[str, Any]: ...
     def score_columns(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
+    def reset_optimizer(self) -> None: ...
     def predict_columns(self, columns: _Columns) -> npt.NDArray[np.float32]: ...
     def train(
         self,
@@ -255,6 +268,8 @@ class Monitor:
         per_doubling: int = 8,
         age_per_doubling: int = 2,
         max_records: int = 1000000,
+        max_tracked: int = 200000,
+        retire_after: int | None = None,
         seed: int = 0,
     ) -> Self: ...
     @property
@@ -266,21 +281,22 @@ class Monitor:
     quantile_relative_error: ClassVar[float]
     def observe(
         self,
-        ids: _IdArray,
-        rows: _FloatArray,
-        counts: npt.NDArray[np.int64] | npt.NDArray[np.uint64] | None = None,
-        timestamps: npt.NDArray[np.int64] | npt.NDArray[np.uint64] | None = None,
+        ids: _IdArray | _Foreign,
+        rows: _FloatArray | _Foreign,
+        counts: _IntArray | None = None,
+        timestamps: _IntArray | None = None,
     ) -> None: ...
     def record_publish(
         self, table: EmbeddingTable, timestamp: int = 0, columns: tuple[int, int] | None = None
     ) -> int: ...
     def record_rows(
         self,
-        ids: _IdArray,
-        rows: _FloatArray,
-        counts: npt.NDArray[np.uint64] | npt.NDArray[np.int64],
-        first_seen: npt.NDArray[np.int64] | npt.NDArray[np.uint64],
+        ids: _IdArray | _Foreign,
+        rows: _FloatArray | _Foreign,
+        counts: _IntArray,
+        first_seen: _IntArray,
         timestamp: int = 0,
+        final: bool = True,
     ) -> int: ...
     def trajectories(self) -> dict[str, npt.NDArray[Any]]: ...
     def path_efficiency(self) -> dict[str, npt.NDArray[Any]]: ...

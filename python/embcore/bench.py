@@ -41,6 +41,7 @@ from embcore import bench_replay
 DIM = 32
 # The physical-limit probe of BENCHMARKS.md, shipped with the package.
 PROBE_SOURCE = Path(__file__).resolve().parent / "limit_probe.c"
+PROBE_ADAGRAD_SOURCE = Path(__file__).resolve().parent / "limit_probe_adagrad.c"
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,22 @@ def bench_numpy(w: Workload, results: list[Result]) -> None:
     )
 
 
+#: The peers ``bench_peers`` measures when importable, and how to install them in a throw-away
+#: environment (never into embcore's): see docs/performance.md.
+PEERS = ("river", "lightfm", "implicit")
+PEERS_INSTALL = (
+    "python -m venv /tmp/peers && /tmp/peers/bin/pip install numpy scipy implicit river "
+    "setuptools wheel cython && /tmp/peers/bin/pip install --no-build-isolation lightfm"
+)
+
+
+def missing_peers() -> list[str]:
+    """The peers of ``PEERS`` that cannot be imported here."""
+    import importlib.util
+
+    return [p for p in PEERS if importlib.util.find_spec(p) is None]
+
+
 def bench_peers(w: Workload, results: list[Result]) -> None:
     """river / LightFM / implicit, when importable (never installed by embcore)."""
     users, items, labels = mf_events(w, w.events, seed=3)
@@ -383,27 +400,80 @@ def _probe_number(pattern: str, text: str) -> float:
 
 
 def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
+    """The two C limit probes of BENCHMARKS.md (SGD + scan, Adagrad + per-row counter), 1 and 2
+    threads, built with the flags BENCHMARKS.md gives, on uniform 1M x 1M ids."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None or not PROBE_SOURCE.exists():
-        print("limit probe skipped: no C compiler found", file=sys.stderr)
+        print("limit probes skipped: no C compiler found", file=sys.stderr)
         return
-    exe = tmp / "limit_probe"
     flags = ["-O3", "-march=native", "-ffast-math"]
-    subprocess.run([cc, *flags, str(PROBE_SOURCE), "-o", str(exe), "-lpthread", "-lm"], check=True)
-    for threads in (1, 2):
-        rates, scans = [], []
-        for _ in range(w.repeats):
-            out = subprocess.run(
-                [str(exe), str(w.users), str(w.items), str(w.events * 2), str(threads)],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            rates.append(_probe_number(r"events/s ([0-9.e+]+)", out))
-            scans.append(_probe_number(r"GB/s ([0-9.]+)", out))
-        results.append(Result(f"limit_probe_{threads}t", statistics.median(rates), "events/s"))
-        if threads == 1:
-            results.append(Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s"))
+    for source, prefix, pattern in [
+        (PROBE_SOURCE, "limit_probe", r"events/s ([0-9.e+]+)"),
+        (PROBE_ADAGRAD_SOURCE, "limit_probe_adagrad", r"adagrad events/s ([0-9.e+]+)"),
+    ]:
+        exe = tmp / prefix
+        cmd = [cc, *flags, str(source), "-o", str(exe), "-lpthread", "-lm"]
+        subprocess.run(cmd, check=True)
+        for threads in (1, 2):
+            rates, scans = [], []
+            for _ in range(w.repeats):
+                out = subprocess.run(
+                    [str(exe), str(w.users), str(w.items), str(w.events * 2), str(threads)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                rates.append(_probe_number(pattern, out))
+                if "GB/s" in out:
+                    scans.append(_probe_number(r"GB/s ([0-9.]+)", out))
+            note = "C, uniform ids, prefetch, no id map / statistics"
+            results.append(
+                Result(f"{prefix}_{threads}t", statistics.median(rates), "events/s", note)
+            )
+            if scans and threads == 1:
+                results.append(
+                    Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s", "row norms")
+                )
+
+
+def bench_memory(w: Workload, results: list[Result]) -> None:
+    """Resident memory of a trained MF model (Adagrad) against the bytes of its weights,
+    optimizer state and per-row metadata; and the rate at which this machine commits fresh
+    memory (a numpy fill of new pages), the floor under first-sight inserts."""
+    before = _rss_bytes()
+    model = embcore.MatrixFactorization(dim=DIM, optimizer="adagrad", seed=1)
+    model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
+    model.items.insert(sparse_ids(np.arange(w.items)), threads=2)
+    users, items, labels = mf_events(w, w.events, seed=7)
+    model.train(sparse_ids(users), sparse_ids(items), labels, threads=2)
+    del users, items, labels
+    resident = _rss_bytes() - before
+    # Per row: weights and Adagrad accumulators (4 bytes per coordinate each) and the 64-byte
+    # metadata record (id, counters, times, bias, version).
+    payload = (w.users + w.items) * (4 * DIM * 2 + 64)
+    results.append(
+        Result(
+            "model_resident_bytes",
+            float(resident),
+            "bytes",
+            f"RSS growth for {w.users}+{w.items} rows; weights+state+metadata = {payload:,} bytes",
+            {"payload": payload},
+        )
+    )
+    del model
+    size = 1 << 30
+    commit = statistics.median(size / timed(lambda: np.ones(size, np.uint8)) for _ in range(3))
+    results.append(
+        Result("memory_commit_gbps", commit / 1e9, "GB/s", "numpy fill of fresh pages (1 GiB)")
+    )
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def bench_drift(w: Workload, results: list[Result]) -> None:
@@ -483,81 +553,143 @@ def bench_ffm(w: Workload, results: list[Result]) -> None:
         del model
 
 
-SUITES: dict[str, Callable[..., None]] = {
-    "training": bench_training,
-    "insert": bench_insert,
-    "numpy": bench_numpy,
-    "peers": bench_peers,
-    "drift": bench_drift,
+@dataclass
+class Run:
+    """What every benchmark group gets: the sizes, the list it appends to, a scratch folder."""
+
+    workload: Workload
+    results: list[Result]
+    tmp: Path
+
+
+#: The benchmark groups, in the order they run; ``--only`` selects among them. A new group is
+#: one line here: ``"name": lambda r: bench_name(r.workload, r.results)``.
+GROUP_RUNNERS: dict[str, Callable[[Run], None]] = {
+    "training": lambda r: bench_training(r.workload, r.results),
+    "insert": lambda r: bench_insert(r.workload, r.results),
+    "lifecycle": lambda r: bench_lifecycle(r.workload, r.results),
+    "snapshot": lambda r: bench_snapshot(r.workload, r.results, r.tmp),
+    "memory": lambda r: bench_memory(r.workload, r.results),
+    "numpy": lambda r: bench_numpy(r.workload, r.results),
+    "peers": lambda r: bench_peers(r.workload, r.results),
+    "probe": lambda r: bench_probe(r.workload, r.results, r.tmp),
+    "drift": lambda r: bench_drift(r.workload, r.results),
+    "ffm": lambda r: bench_ffm(r.workload, r.results),
+    "replay": lambda r: bench_replay.bench(r.workload, r.results),
 }
 
 
-def ratios(results: list[Result]) -> dict[str, float]:
+@dataclass(frozen=True)
+class Target:
+    """A ratio judged in one run: ``numerator / denominator >= at_least`` (``denominator`` may
+    be a number: an absolute target)."""
+
+    label: str
+    numerator: str
+    denominator: str | float
+    at_least: float | None = None
+
+
+#: The targets of issue 15 / BENCHMARKS.md. Derived figures: ``lifecycle_off``,
+#: ``train_adagrad_off_1t`` (monitor off, same run), ``drift_snapshot_gbps`` (bytes of the two
+#: tables compared per second), ``model_payload_bytes``, ``ffm_4fields_1t`` per core.
+TARGETS: list[Target] = [
+    Target("SGD 1t / limit_probe_1t", "train_sgd_1t", "limit_probe_1t", 0.6),
+    Target(
+        "Adagrad 1t / limit_probe_adagrad_1t", "train_adagrad_1t", "limit_probe_adagrad_1t", 0.6
+    ),
+    Target(
+        "Adagrad 2t / limit_probe_adagrad_2t", "train_adagrad_2t", "limit_probe_adagrad_2t", 0.6
+    ),
+    Target("Adagrad 2t / Adagrad 1t", "train_adagrad_2t", "train_adagrad_1t", 1.8),
+    Target(
+        "limit_probe_adagrad_2t / _1t (the probe's scaling)",
+        "limit_probe_adagrad_2t",
+        "limit_probe_adagrad_1t",
+    ),
+    Target("Adagrad 2t / implicit BPR 2t", "train_adagrad_2t", "implicit_bpr_2t", 3.0),
+    Target("Adagrad 2t / LightFM 2t", "train_adagrad_2t", "lightfm_logistic_2t", 8.0),
+    Target("Adagrad 2t / river", "train_adagrad_2t", "river_funkmf_1t", 100.0),
+    Target("Adagrad 2t / numpy minibatch", "train_adagrad_2t", "numpy_minibatch"),
+    Target("FFM 4 fields d=8 1t / 2M events/s", "ffm_4fields_1t", 2e6, 1.0),
+    Target("FFM 4 fields 1t / MF Adagrad 1t", "ffm_4fields_1t", "train_adagrad_1t", 0.6),
+    Target("inserts 1t / 3M ids/s", "insert_1t", 3e6, 1.0),
+    Target("inserts 2t / inserts 1t", "insert_2t", "insert_1t"),
+    Target(
+        "inserts 1t bytes/s / memory commit", "insert_1t_bytes_per_s", "memory_commit_bytes_per_s"
+    ),
+    Target("monitor on / off", "train_adagrad_monitor_1t", "train_adagrad_1t", 0.85),
+    Target("lifecycle on / off", "train_adagrad_lifecycle_1t", "lifecycle_off", 0.85),
+    Target("save / plain write + fsync", "save_gbps", "file_write_fsync_gbps", 0.9),
+    Target("load / plain read", "load_gbps", "file_read_gbps", 0.9),
+    Target("drift cosine / numpy", "drift_cosine", "drift_cosine_numpy", 3.0),
+    Target(
+        "snapshot drift GB/s / probe scan GB/s", "drift_snapshot_gbps", "limit_probe_scan_gbps", 0.5
+    ),
+    Target(
+        "payload / resident bytes (>= 1/1.3)",
+        "model_payload_bytes",
+        "model_resident_bytes",
+        1 / 1.3,
+    ),
+]
+
+
+def ratios(results: list[Result]) -> dict[str, dict[str, Any]]:
+    """Every target whose figures were measured in this run: value, target, met."""
     v = {r.name: r.value for r in results}
     for r in results:
         if "off" in r.extra:
             v["lifecycle_off"] = r.extra["off"]
-    pairs = {
-        "train_sgd_1t / limit_probe_1t (target >= 0.5)": ("train_sgd_1t", "limit_probe_1t"),
-        "train_adagrad_2t / implicit_bpr_2t (target >= 4)": ("train_adagrad_2t", "implicit_bpr_2t"),
-        "train_adagrad_2t / lightfm_logistic_2t (target >= 10)": (
-            "train_adagrad_2t",
-            "lightfm_logistic_2t",
-        ),
-        "train_adagrad_2t / river_funkmf_1t (target >= 100)": (
-            "train_adagrad_2t",
-            "river_funkmf_1t",
-        ),
-        "train_adagrad_2t / numpy_minibatch": ("train_adagrad_2t", "numpy_minibatch"),
-        "train_adagrad_1t / numpy_per_event": ("train_adagrad_1t", "numpy_per_event"),
-        "train_adagrad_monitor_1t / train_adagrad_1t (target >= 0.7)": (
-            "train_adagrad_monitor_1t",
-            "train_adagrad_1t",
-        ),
-        "drift_cosine / drift_cosine_numpy (target >= 3)": ("drift_cosine", "drift_cosine_numpy"),
-        "load_gbps / file_read_gbps": ("load_gbps", "file_read_gbps"),
-        "save_gbps / file_write_fsync_gbps": ("save_gbps", "file_write_fsync_gbps"),
-        "train_adagrad_lifecycle_1t / lifecycle off (target >= 0.8)": (
-            "train_adagrad_lifecycle_1t",
-            "lifecycle_off",
-        ),
-    }
-    return {k: v[a] / v[b] for k, (a, b) in pairs.items() if a in v and b in v and v[b] > 0}
+        if "payload" in r.extra:
+            v["model_payload_bytes"] = float(r.extra["payload"])
+    if "drift_cosine" in v:
+        # Two float32 tables of DIM columns read per row compared.
+        v["drift_snapshot_gbps"] = v["drift_cosine"] * 2 * DIM * 4 / 1e9
+    if "insert_1t" in v and "memory_commit_gbps" in v:
+        # Fresh bytes committed per inserted row (default Adagrad table): weights, accumulators,
+        # the 64-byte metadata record and a 16-byte id-map slot.
+        v["insert_1t_bytes_per_s"] = v["insert_1t"] * (4 * DIM * 2 + 64 + 16)
+        v["memory_commit_bytes_per_s"] = v["memory_commit_gbps"] * 1e9
+    out: dict[str, dict[str, Any]] = {}
+    for t in TARGETS:
+        den = t.denominator if isinstance(t.denominator, float) else v.get(t.denominator)
+        if t.numerator not in v or den is None or den <= 0:
+            continue
+        value = v[t.numerator] / den
+        met = None if t.at_least is None else value >= t.at_least
+        out[t.label] = {"value": value, "target": t.at_least, "met": met}
+    return out
 
 
-def run_suite(quick: bool = False, only: set[str] | None = None) -> dict[str, Any]:
-    """Run the benchmarks and return the JSON document."""
+def run_suite(
+    quick: bool = False, only: set[str] | None = None, peers: bool = False
+) -> dict[str, Any]:
+    """Run the benchmarks and return the JSON document (``peers``: add the peers group to an
+    ``only`` selection)."""
     if embcore._core.build_profile != "release":
         raise RuntimeError(
             "embcore was built in debug mode; benchmarks refuse to report its numbers. "
             "Reinstall with `pip install .` (release build)."
         )
+    if only is not None and peers:
+        only = only | {"peers"}
     w = Workload.quick() if quick else Workload()
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="embcore-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        steps: list[tuple[str, Callable[[], None]]] = [
-            ("training", lambda: bench_training(w, results)),
-            ("insert", lambda: bench_insert(w, results)),
-            ("lifecycle", lambda: bench_lifecycle(w, results)),
-            ("snapshot", lambda: bench_snapshot(w, results, tmp)),
-            ("numpy", lambda: bench_numpy(w, results)),
-            ("peers", lambda: bench_peers(w, results)),
-            ("probe", lambda: bench_probe(w, results, tmp)),
-            ("drift", lambda: bench_drift(w, results)),
-            ("ffm", lambda: bench_ffm(w, results)),
-            ("replay", lambda: bench_replay.bench(quick, results)),
-        ]
-        for name, step in steps:
+        run = Run(w, results, Path(tmp_name))
+        for name, step in GROUP_RUNNERS.items():
             if only and name not in only:
                 continue
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-            step()
+            step(run)
+    ran_peers = not only or "peers" in only
     return {
         "machine": machine(),
         "workload": asdict(w) | {"dim": DIM, "item_distribution": "zipf(1.2)", "quick": quick},
         "results": [asdict(r) for r in results],
         "ratios": ratios(results),
+        "missing_peers": missing_peers() if ran_peers else [],
     }
 
 
@@ -566,26 +698,24 @@ def format_table(doc: dict[str, Any]) -> str:
     for r in doc["results"]:
         lines.append(f"{r['name']:32s} {r['value']:14.4g}  {r['unit']}  {r['note']}")
     if doc["ratios"]:
-        lines += ["", "ratios measured in this run:"]
-        lines += [f"  {k:60s} {v:8.2f}" for k, v in doc["ratios"].items()]
+        lines += ["", f"ratios measured in this run:{'target':>50s} {'value':>8s}"]
+        for k, r in doc["ratios"].items():
+            target = "" if r["target"] is None else f">= {r['target']:.3g}"
+            verdict = {None: "", True: "met", False: "NOT met"}[r["met"]]
+            lines.append(f"  {k:66s} {target:>10s} {r['value']:8.2f}  {verdict}")
+    if doc.get("missing_peers"):
+        lines += [
+            "",
+            f"peers not importable here (not measured): {', '.join(doc['missing_peers'])}; "
+            f"install them in a throw-away venv: {PEERS_INSTALL}",
+        ]
     m = doc["machine"]
     lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, {m['platform']}"]
     return "\n".join(lines)
 
 
 #: The benchmark groups ``--only`` selects, in the order they run.
-GROUPS = (
-    "training",
-    "insert",
-    "lifecycle",
-    "snapshot",
-    "numpy",
-    "peers",
-    "probe",
-    "drift",
-    "ffm",
-    "replay",
-)
+GROUPS = tuple(GROUP_RUNNERS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -608,7 +738,7 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
     try:
-        doc = run_suite(quick=args.quick, only=only)
+        doc = run_suite(quick=args.quick, only=only, peers=args.peers)
     except RuntimeError as e:
         print(f"embcore bench: {e}", file=sys.stderr)
         return 2
@@ -631,7 +761,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     bench.add_argument(
         "--only",
         default=None,
-        help="comma-separated benchmark groups to run, from: training, insert, lifecycle, "
-        "snapshot, numpy, peers, probe, drift, ffm, replay (default: all)",
+        help=f"comma-separated benchmark groups to run, from: {', '.join(GROUPS)} (default: all)",
+    )
+    bench.add_argument(
+        "--peers",
+        action="store_true",
+        help="also measure the peer libraries that are importable (river, LightFM, implicit) "
+        "and name those that are not (with --only; without it every group runs)",
     )
     return bench

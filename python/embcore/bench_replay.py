@@ -219,12 +219,13 @@ def _with_ratios(child: dict[str, Any], train_rate: float) -> dict[str, Any]:
     }
 
 
-def bench(quick: bool, results: list[Any]) -> None:
-    """The ``replay`` group of ``embcore bench``: appends :class:`embcore.bench.Result` rows."""
-    from embcore.bench import Result
+def bench(workload: Any, results: list[Any]) -> None:
+    """The ``replay`` group of ``embcore bench``: appends :class:`embcore.bench.Result` rows
+    (the full log, or the ``--quick`` one when ``workload`` is the quick workload)."""
+    from embcore.bench import Result, Workload
 
     nan = float("nan")
-    events = QUICK_EVENTS if quick else EVENTS
+    events = EVENTS if workload.events >= Workload().events else QUICK_EVENTS
     numbers = measure(events)
     note = f"{events:,} events, Zipf({_ZIPF}) items, new items arriving, d=32, 1 thread"
     results.append(Result("train_replay_model_1t", numbers["train_events_per_s"], "events/s", note))

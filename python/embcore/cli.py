@@ -37,7 +37,7 @@ from typing import Any
 from embcore import cli_args
 
 #: Subcommand name -> module (``embcore.<module>`` has ``add_parser`` and ``run``).
-COMMANDS = {"study": "study", "replay": "replay", "bench": "bench"}
+COMMANDS = {"study": "study", "replay": "replay", "bench": "bench", "track": "track"}
 
 EXIT_USAGE = 2
 EXIT_INTERRUPT = 130

@@ -8,17 +8,22 @@ reads:
     serving reads the live tables.
 ``"batch"``
     Serving reads a frozen snapshot (a deep ``model.copy()``). Events are buffered; whenever
-    event time crosses a period boundary (multiples of ``period`` seconds from t = 0) the model
-    retrains on the buffered window, warm-started from its last state, for ``epochs`` passes
-    (the first counts interactions, later ones use ``count_interactions=False``), then publishes
-    a new snapshot and calls ``monitor.record_publish(snapshot.items, boundary)``. A boundary
+    event time crosses a period boundary ``b`` (multiples of ``period`` seconds from t = 0)
+    the model retrains on its *window* for ``epochs`` passes, then publishes a new snapshot
+    and calls ``monitor.record_publish(snapshot.items, b)``. The window is the trailing
+    ``window`` seconds of event time, ``[b - window, b)``, or with ``window=None`` (the
+    default) the events since the last retrain. ``init="warm"`` continues from the current
+    model (optionally with a fresh optimizer: ``reset_optimizer=True``); ``init="scratch"``
+    trains a new model from the factory on the window. An event counts as an interaction of
+    its rows the first time it is trained, never again (docs/batch-protocol.md). A boundary
     with an empty window publishes the previous snapshot again, without copying; a run of
     empty boundaries is published once, at its last boundary (design notes).
 ``"hybrid"``
     Real-time updates on every event (counted, serving reads the live tables) *plus* a
-    consolidation at every period boundary: ``epochs`` further passes over the window just
-    ended, uncounted, applied to the live model; then ``monitor.record_publish``. Each event is
-    thus learned from once on arrival and ``epochs`` more times at the next boundary.
+    consolidation at every period boundary: ``epochs`` further passes over the window
+    (``window=None``: the period just ended; else the trailing ``window``), uncounted,
+    applied to the live model; then ``monitor.record_publish``. With ``window=None`` each
+    event is learned from once on arrival and ``epochs`` more times at the next boundary.
 
 Several trainers can consume the same stream side by side; each has its own model, tables and
 monitor. :meth:`Trainer.consume` takes plain arrays (users, items, labels, timestamps), so the
@@ -58,7 +63,16 @@ Design notes
   buffers an event that would fail at the boundary (which would lose the whole window).
 * The batch window is shuffled (seeded) before each pass, as a batch job reading a day
   partition would; ``shuffle=False`` keeps time order, which makes a one-epoch batch pass the
-  very same SGD sequence as real-time training on those events.
+  very same SGD sequence as real-time training on those events. The first pass of a warm
+  batch retrain over a trailing window reads its older part (events trained at an earlier
+  retrain: uncounted) before its new part (counted), each shuffled on its own, as a job
+  reading partitions in turn; every other pass (later epochs, scratch, hybrid) is one shuffle
+  of the whole window. With ``shuffle=False`` every pass is in time order.
+* Memory of the window is bounded by the window: after a retrain at ``b`` only the events
+  with timestamps ``>= b' - window`` are kept, ``b'`` being the next boundary (the events a
+  later retrain can still read), once each; ``window=None`` keeps none. A failed retrain
+  (e.g. a ``CapacityError``) leaves the window, the snapshot and the clock as they were and
+  the boundary is retried by the next ``consume``/``advance``/``flush``.
 * Serving scores are computed with numpy: one gather per side (``EmbeddingTable.get`` with a
   zero default, never inserting) and one float32 matmul. The item bias is read through
   ``model.score`` with a user id the model has never seen (zero vector, zero bias), which costs
@@ -108,6 +122,9 @@ MODES: tuple[str, ...] = ("realtime", "batch", "hybrid")
 
 DEFAULT_PERIOD_SECONDS = 6 * 3600
 
+INITS: tuple[str, ...] = ("warm", "scratch")
+"""How a batch retrain starts: from the current model, or from a new one."""
+
 # A user id the serving model is (checked to be) unaware of: scoring (unknown user, item) gives
 # the global bias plus the item bias.
 _NO_USER = 2**64 - 1
@@ -134,13 +151,15 @@ ModelFactory = Callable[[], Model]
 _DEFAULT_AGAINST = "__user_field__"
 
 
-def parse_duration(value: str | int | float) -> int:
+def parse_duration(value: str | int | float, name: str = "period") -> int:
     """Seconds in a duration given as seconds or as text with a unit (s, m, h, d).
 
     Parameters
     ----------
     value : str, int or float
         ``21600``, ``"6h"``, ``"90m"``, ``"1.5d"``, ``"45s"``.
+    name : str
+        The argument's name in the error message (``"period"``, ``"window"``, ...).
 
     Returns
     -------
@@ -162,7 +181,7 @@ def parse_duration(value: str | int | float) -> int:
     embcore.ConfigError: period must be a positive duration such as 6h, 90m, ..., got '-1h'
     """
     problem = (
-        f"period must be a positive duration such as 6h, 90m, 1d or 3600 (seconds), got {value!r}"
+        f"{name} must be a positive duration such as 6h, 90m, 1d or 3600 (seconds), got {value!r}"
     )
     if isinstance(value, bool):
         raise ConfigError(problem)
@@ -193,8 +212,22 @@ class Trainer:
     period : int, float or str
         Batch/hybrid period in seconds of event time, or text such as ``"6h"``.
     epochs : int
-        Passes over each window at a boundary (batch: the first counts interactions, the rest
-        do not; hybrid: all are uncounted extra passes). Must be >= 1.
+        Passes over each window at a boundary (batch: the first counts the interactions of
+        the events trained for the first time, the rest count nothing; hybrid: all are
+        uncounted extra passes). Must be >= 1.
+    window : int, float, str or None
+        Batch/hybrid: the training set of each retrain, as a trailing duration of event time
+        (``"1d"``: the events in ``[b - 1 day, b)``); at least ``period``. None (default):
+        the events since the last retrain. Ignored in real-time mode.
+    init : {"warm", "scratch"}
+        Batch: ``"warm"`` (default) continues training the current model at each retrain;
+        ``"scratch"`` trains a new model from the factory on the window (needs a factory or
+        model options, not a model instance). Hybrid takes ``"warm"`` only; ignored in
+        real-time mode, as ``period``, ``epochs`` and ``window`` are.
+    reset_optimizer : bool
+        Batch with ``init="warm"``: continue from the current weights with a fresh optimizer
+        state: ``model.reset_optimizer()`` before each retrain (every Adagrad accumulator back
+        to its initial value; weights, biases, counts and times kept).
     monitor : embcore.Monitor, optional
         Receives the counted real-time updates (``model.train(..., monitor=...)``) and every
         batch/hybrid publish (``monitor.record_publish(items, t)``). Any other object with a
@@ -221,8 +254,9 @@ class Trainer:
     Raises
     ------
     embcore.errors.ConfigError
-        Unknown mode, period <= 0, epochs < 1, threads < 1, bad model options, or a field
-        model without the user/item field (a ``ValueError``).
+        Unknown mode, period <= 0, window < period, an unknown ``init``, ``init="scratch"`` or
+        ``reset_optimizer`` where they do not apply, epochs < 1, threads < 1, bad model
+        options, or a field model without the user/item field (a ``ValueError``).
 
     Examples
     --------
@@ -258,6 +292,9 @@ class Trainer:
         *,
         period: str | int | float = DEFAULT_PERIOD_SECONDS,
         epochs: int = 1,
+        window: str | int | float | None = None,
+        init: str = "warm",
+        reset_optimizer: bool = False,
         monitor: Any = None,
         threads: int = 1,
         shuffle: bool = True,
@@ -279,15 +316,50 @@ class Trainer:
             raise ConfigError(
                 f"pass either a model or model options, not both (got {sorted(model_options)})"
             )
+        period_seconds = parse_duration(period)
+        window_seconds = None if window is None else parse_duration(window, "window")
+        if window_seconds is not None and window_seconds < period_seconds:
+            raise ConfigError(
+                f"window must be at least the period ({period_seconds} s) so that every event "
+                f"is trained at least once, got {window_seconds} s; pass window=None for the "
+                "events since the last retrain"
+            )
+        if init not in INITS:
+            raise ConfigError(
+                f"init must be one of {', '.join(repr(i) for i in INITS)}, got {init!r}"
+            )
+        if not isinstance(reset_optimizer, bool | np.bool_):
+            raise ConfigError(f"reset_optimizer must be True or False, got {reset_optimizer!r}")
+        rebuild = mode == "batch" and init == "scratch"
+        if mode == "hybrid" and (init != "warm" or reset_optimizer):
+            raise ConfigError(
+                "hybrid mode consolidates the live model, which real-time updates keep "
+                "training: it takes init='warm' and reset_optimizer=False only, got "
+                f"init={init!r}, reset_optimizer={bool(reset_optimizer)}"
+            )
+        if init == "scratch" and reset_optimizer:
+            raise ConfigError(
+                "reset_optimizer applies to init='warm'; a scratch retrain always starts "
+                "with a fresh optimizer: drop reset_optimizer=True"
+            )
+        factory: ModelFactory | None = None
         if model is None:
-            model = MatrixFactorization(**{"seed": seed, **model_options})
+            options = {"seed": seed, **model_options}
+            model = MatrixFactorization(**options)
+
+            def factory() -> Model:
+                return MatrixFactorization(**options)
+
         elif not isinstance(model, FieldModel):
+            factory = model
             model = model()
             if not isinstance(model, FieldModel):
                 raise ConfigError(
                     f"the model factory returned {type(model).__name__}, expected "
                     "embcore.MatrixFactorization, FieldAwareFM or FactorizationMachine"
                 )
+        if rebuild:
+            _check_rebuild(factory)
         self.user_field, self.item_field = user_field, item_field
         # Columns of an item row that are "the item's embedding" (None: the whole row).
         self._span: tuple[int, int] | None = None
@@ -315,7 +387,10 @@ class Trainer:
                     "embedding_against=None (record whole rows)"
                 )
         self.mode = mode
-        self.period = parse_duration(period)
+        self.period = period_seconds
+        self.window = window_seconds
+        self.init = init
+        self.reset_optimizer = bool(reset_optimizer)
         self.epochs = int(epochs)
         self.threads = int(threads)
         self.shuffle = bool(shuffle)
@@ -327,14 +402,27 @@ class Trainer:
         # Whether the live model changed since the last snapshot (training or eviction): a
         # publish of an unchanged model keeps the snapshot instead of copying it again.
         self._changed = False
-        self._window: list[tuple[dict[str, Any], Any, Any, Any]] = []
+        self._factory = factory
+        # Batch init="scratch": each retrain trains a new model, whose
+        # tables count only what it was trained on; the ledger keeps every item's count of
+        # first-time interactions and its first event time (what a warm table keeps).
+        self._ledger: _Ledger | None = _Ledger() if rebuild else None
+        # New events (not trained at a boundary yet), in arrival chunks, and the events
+        # trained at least once that a later window can still read (one block, time order).
+        self._window: list[_Block] = []
         self._window_events = 0
+        self._kept: _Block | None = None
         self._next_boundary: int | None = None
         self._clock: int | None = None
         self.publishes = 0
+        self.publishes_with_training = 0
+        self.trained_publish_times: list[int] = []
+        """Event times of the publishes that followed a retrain (non-empty windows)."""
+        self.first_publish_time: int | None = None
         self.events_consumed = 0
         self.updates = 0
         self.evicted = 0
+        self.dropped = 0
         self.train_seconds = 0.0
 
     # -- the model's view ----------------------------------------------------------------------
@@ -364,8 +452,52 @@ class Trainer:
 
     @property
     def window_events(self) -> int:
-        """Events buffered for the next batch/hybrid boundary."""
+        """Events buffered for the next batch/hybrid boundary and not trained at one yet."""
         return self._window_events
+
+    @property
+    def buffered_events(self) -> int:
+        """Every event the trainer holds for a later retrain: the new ones
+        (:attr:`window_events`) plus those already trained that a trailing window will read
+        again. Bounded by the events of one ``window`` of event time (module design notes).
+
+        >>> import numpy as np
+        >>> t = Trainer("batch", period="1h", window="2h", dim=2)
+        >>> one = np.zeros(3, dtype=np.uint64)
+        >>> t.consume(one, one, np.ones(3, np.float32), np.array([0, 1800, 4000]))
+        >>> t.buffered_events  # the retrain at 1 h read 0 and 1800; [0, 2 h) keeps them
+        3
+        >>> t.advance(7200); t.window_events, t.buffered_events  # [1 h, 3 h) keeps t = 4000
+        1
+        (0, 1)
+        """
+        kept = 0 if self._kept is None else int(self._kept[1].size)
+        return self._window_events + kept
+
+    def item_interactions(
+        self, model: Model | None = None
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+        """``(ids, counts)``: each item of ``model`` (default: the serving one) with the number
+        of its interactions trained so far, each event counted once (the first time it was
+        trained). Warm modes read the item table's counts; a batch trainer that rebuilds its
+        model (``init="scratch"``) keeps them itself, because a new
+        model's table counts only what that model was trained on.
+
+        >>> import numpy as np
+        >>> t = Trainer("batch", period="1h", window="2h", dim=2)
+        >>> one = np.zeros(2, dtype=np.uint64)
+        >>> t.consume(one, one, np.ones(2, np.float32), np.array([0, 1]))
+        >>> t.advance(3 * 3600)  # two retrains read both events; each counts once
+        3
+        >>> t.item_interactions()[1].tolist()
+        [2]
+        """
+        model = self.serving_model if model is None else model
+        meta = self.item_table(model).metadata()
+        ids = meta["ids"]
+        if self._ledger is None:
+            return ids, meta["interactions"]
+        return ids, self._ledger.lookup(ids, meta["first_seen"])[0]
 
     def item_table(self, model: Model | None = None) -> EmbeddingTable:
         """The item table of ``model`` (default: the live model). Field models: the item
@@ -413,6 +545,7 @@ class Trainer:
         *,
         request_fields: Mapping[str, npt.ArrayLike] | None = None,
         candidate_fields: Mapping[str, npt.ArrayLike] | None = None,
+        unknown_items: str = "cold",
     ) -> npt.NDArray[np.float32]:
         """Scores of every ``pool`` item for every request user, as serving sees them.
 
@@ -431,6 +564,11 @@ class Trainer:
             Field models: the other candidate-side fields (e.g. ``{"creator": ..., "tag":
             ...}``). Every model field must be on exactly one side; fields the model does not
             have are ignored.
+        unknown_items : {"cold", "exclude"}
+            Pool items the serving model has no row for: ``"cold"`` scores them as above (a
+            zero vector and bias: the cold-start score); ``"exclude"`` gives them ``-inf``, as
+            a retrieval index built from the published embeddings would not hold them (they
+            reach users only through exploration).
 
         Returns
         -------
@@ -448,7 +586,12 @@ class Trainer:
         >>> t = Trainer("realtime", dim=2, seed=0)
         >>> t.serving_scores(np.array([9], dtype=np.uint64), np.array([3, 4], dtype=np.uint64))
         array([[0., 0.]], dtype=float32)
+        >>> nine, three = np.array([9], np.uint64), np.array([3], np.uint64)
+        >>> t.serving_scores(nine, three, unknown_items="exclude")
+        array([[-inf]], dtype=float32)
         """
+        if unknown_items not in ("cold", "exclude"):
+            raise ConfigError(f"unknown_items must be 'cold' or 'exclude', got {unknown_items!r}")
         model = self.serving_model
         user_ids = _ids(users, "users")
         item_ids = _ids(pool, "pool")
@@ -457,7 +600,11 @@ class Trainer:
             self.item_field: item_ids,
             **_id_columns(candidate_fields, "candidate_fields"),
         }
-        return _field_serving_scores(model, request, candidate)
+        scores = _field_serving_scores(model, request, candidate)
+        if unknown_items == "exclude" and item_ids.size:
+            known = ~np.isnan(model.table(self.item_field).get(item_ids, default=np.nan)[:, 0])
+            scores[:, ~known] = -np.inf
+        return scores
 
     def score(
         self,
@@ -553,10 +700,11 @@ class Trainer:
             self.events_consumed += n
             self._clock = int(t.max()) if self._clock is None else max(self._clock, int(t.max()))
             return got
-        self.events_consumed += n
         start = 0
         while start < n:
             # Publish every boundary up to this event, then take the events before the next.
+            # A failed retrain raises here: the events before it stay taken (and counted),
+            # the rest are not consumed, and the boundary is retried by the next call.
             self.advance(int(t[start]))
             assert self._next_boundary is not None
             stop = start + int(np.searchsorted(t[start:], self._next_boundary, side="left"))
@@ -567,8 +715,9 @@ class Trainer:
             got = self._take(part, y[start:stop], t[start:stop], part_w, scores=return_scores)
             if scores is not None and got is not None:
                 scores[start:stop] = got
+            self.events_consumed += stop - start
+            self._clock = int(t[stop - 1])
             start = stop
-        self._clock = int(t[-1])
         return scores
 
     def advance(self, t: int) -> int:
@@ -592,22 +741,24 @@ class Trainer:
                 self._next_boundary = self._boundary_after(
                     t if self._clock is None else self._clock
                 )
+            # Boundaries whose window holds events retrain one by one: at most
+            # window / period + 1 of them in a row once no new events arrive.
+            while self._next_boundary <= t and self.buffered_events:
+                self._publish(self._next_boundary)
+                self._next_boundary += self.period
+                crossed += 1
             first = self._next_boundary
             if first <= t:
-                crossed = (t - first) // self.period + 1
-                last = first + (crossed - 1) * self.period
-                published = 0
-                if self._window:
-                    self._publish(first)
-                    published, first = 1, first + self.period
-                if first <= last:
-                    # first..last: boundaries with empty windows, published once at `last`.
-                    inner = (last - first) // self.period
-                    if inner:
-                        self._expire(last - self.period, sweep=inner)
-                    self._publish(last)
-                    published += 1
-                self.publishes += crossed - published
+                # first..last: boundaries with empty windows, published once at `last`.
+                run = (t - first) // self.period + 1
+                last = first + (run - 1) * self.period
+                if run > 1:
+                    self._expire(last - self.period, sweep=run - 1)
+                if self.first_publish_time is None:
+                    self.first_publish_time = first
+                self._publish(last)
+                self.publishes += run - 1
+                crossed += run
                 self._next_boundary = last + self.period
         self._clock = t if self._clock is None else max(self._clock, t)
         return crossed
@@ -616,7 +767,11 @@ class Trainer:
         """End of stream: publish every boundary up to ``t``, then retrain on what is still
         buffered and publish it at ``t`` (batch/hybrid; no-op in real-time mode).
 
-        ``t`` (seconds) defaults to the trainer's clock (the last event time seen).
+        ``t`` (seconds) defaults to the trainer's clock (the last event time seen). The stream
+        may go on afterwards: a burn-in is ``consume`` of its events then ``flush(t0)`` (or
+        ``advance(t0)`` when ``t0`` is a boundary), after which every mode serves a model
+        trained on all of them; the flushed events are then the older part of the next
+        trailing windows (trained again, not counted again).
 
         >>> import numpy as np
         >>> b = Trainer("batch", dim=2)
@@ -641,7 +796,13 @@ class Trainer:
 
         ``publishes`` counts every period boundary crossed (a run of empty boundaries is
         published, and shown to the monitor, once, at its last boundary, but counted in full),
-        plus the end-of-stream publish of :meth:`flush`.
+        plus the end-of-stream publish of :meth:`flush`. ``publishes_with_training`` counts
+        those that followed a retrain on a non-empty window (a batch model that changed; a
+        batch run with fewer than a few is degenerate), ``first_publish_time`` and
+        ``first_trained_publish_time`` are event times (None before any).
+        ``buffered_events`` is the window memory (:attr:`buffered_events`),
+        ``dropped_items`` the item rows a scratch retrain left behind (handed to the
+        monitor's ``record_rows``).
 
         >>> Trainer("hybrid", epochs=2).stats()["epochs"]
         2
@@ -650,17 +811,29 @@ class Trainer:
             "mode": self.mode,
             "period_seconds": self.period,
             "epochs": self.epochs,
+            "window_seconds": self.window,
+            "init": self.init,
+            "reset_optimizer": self.reset_optimizer,
             "events": self.events_consumed,
             "updates": self.updates,
             "publishes": self.publishes,
+            "publishes_with_training": self.publishes_with_training,
+            "first_publish_time": self.first_publish_time,
+            "first_trained_publish_time": (
+                self.trained_publish_times[0] if self.trained_publish_times else None
+            ),
+            "buffered_events": self.buffered_events,
             "train_seconds": self.train_seconds,
             "evicted_items": self.evicted,
+            "dropped_items": self.dropped,
         }
 
     def __repr__(self) -> str:
+        window = "" if self.window is None else f", window={self.window}"
+        init = "" if self.init == "warm" else f", init={self.init!r}"
         return (
-            f"Trainer(mode={self.mode!r}, period={self.period}, epochs={self.epochs}, "
-            f"events={self.events_consumed}, publishes={self.publishes})"
+            f"Trainer(mode={self.mode!r}, period={self.period}{window}{init}, "
+            f"epochs={self.epochs}, events={self.events_consumed}, publishes={self.publishes})"
         )
 
     # -- internals -----------------------------------------------------------------------------
@@ -787,36 +960,123 @@ class Trainer:
         return got
 
     def _publish(self, t: int) -> None:
-        if self._window:
-            parts = self._window
-            cols = {f: np.concatenate([p[0][f] for p in parts]) for f in parts[0][0]}
-            y = np.concatenate([p[1] for p in parts])
-            ts = np.concatenate([p[2] for p in parts])
-            w = None if any(p[3] is None for p in parts) else np.concatenate([p[3] for p in parts])
-            self._window, self._window_events = [], 0
-            for epoch in range(self.epochs):
-                if self.shuffle:
-                    order = self._rng.permutation(y.size)
-                    pass_cols = {f: c[order] for f, c in cols.items()}
-                    pass_y, pass_t = y[order], ts[order]
-                    pass_w = None if w is None else w[order]
-                else:
-                    pass_cols, pass_y, pass_t, pass_w = cols, y, ts, w
-                # Batch: the first pass counts the window's interactions. Hybrid: real-time
-                # updates already counted them, so every consolidation pass is uncounted.
-                counted = self.mode == "batch" and epoch == 0
-                self._train(pass_cols, pass_y, pass_t, pass_w, count=counted, observe=False)
+        """Retrain on the window (if it holds events), publish at ``t``, then evict."""
+        if self.buffered_events:
+            self._retrain(t)
+            self.publishes_with_training += 1
+            self.trained_publish_times.append(int(t))
         if self.mode == "batch" and self._changed:
             self._snapshot = self.model.copy()
             self._changed = False
+        if self.first_publish_time is None:
+            self.first_publish_time = int(t)
         self.publishes += 1
         if self.monitor is not None:
-            table = self.item_table(self.serving_model)
-            if self._span is None:
-                self.monitor.record_publish(table, int(t))
-            else:
-                self.monitor.record_publish(table, int(t), columns=self._span)
+            self._record_publish(int(t))
         self._expire(t)
+
+    def _retrain(self, t: int) -> None:
+        """``epochs`` passes over the window of a retrain at ``t``; on success the window
+        slides. Any failure leaves the window, the snapshot and the trainer's model as they
+        were (a warm live model keeps the passes that succeeded: docs/batch-protocol.md)."""
+        new = _concat(self._window)
+        if new is not None:
+            self._window = [new]  # the same events, joined once
+        old = self._kept
+        if old is not None and self.window is not None:
+            # The window of a retrain at t is [b - window, t] for b the first boundary >= t:
+            # t itself at a boundary, and flush(t) runs the next boundary's retrain early.
+            old = _since(old, self._boundary_after(t - 1) - self.window)
+        rebuilding = self._ledger is not None
+        model = self._new_model() if rebuilding else self.model
+        if self.reset_optimizer:
+            # A warm start with a fresh optimizer (weights, biases and counts kept).
+            model.reset_optimizer()
+        whole: _Block | None = None  # old and new joined, for passes that count them alike
+        for epoch in range(self.epochs):
+            passes: list[tuple[_Block | None, bool]]
+            if self.init == "scratch":
+                # A new model learns the whole window for the first time.
+                passes = [(whole, epoch == 0)]
+            elif self.mode == "batch" and epoch == 0:
+                # Batch counts an event the first time it is trained, never again.
+                passes = [(old, False), (new, True)]
+            else:
+                # Later passes; hybrid's real-time updates already counted every event.
+                passes = [(whole, False)]
+            if passes[0][0] is None and len(passes) == 1:
+                whole = _concat([b for b in (old, new) if b is not None])
+                passes = [(whole, passes[0][1])]
+            for part, counted in passes:
+                if part is None or part[1].size == 0:
+                    continue
+                cols, y, ts, w = self._shuffled(part) if self.shuffle else part
+                self._train(cols, y, ts, w, count=counted, observe=False, model=model)
+        if rebuilding:
+            assert self._ledger is not None
+            if new is not None:
+                self._ledger.add(new[0][self.item_field], new[2])
+            self._hand_over_dropped(model, t)
+            self.model = model
+            self._changed = True
+        # The next retrain reads events >= its boundary - window; keep those, once each.
+        keep_from = None if self.window is None else self._boundary_after(t) - self.window
+        parts = [] if keep_from is None else [_since(b, keep_from) for b in (old, new) if b]
+        self._kept = _concat(parts)
+        self._window, self._window_events = [], 0
+
+    def _shuffled(self, block: _Block) -> _Block:
+        cols, y, ts, w = block
+        order = self._rng.permutation(y.size)
+        return (
+            {f: c[order] for f, c in cols.items()},
+            y[order],
+            ts[order],
+            (None if w is None else w[order]),
+        )
+
+    def _new_model(self) -> Model:
+        """A new model from the factory (``init="scratch"``)."""
+        assert self._factory is not None
+        model = self._factory()
+        if not isinstance(model, FieldModel) or model is self.model or model is self._snapshot:
+            raise ConfigError(
+                "init='scratch' needs a factory that builds a new model at "
+                f"each call, got {type(model).__name__}"
+            )
+        return model
+
+    def _hand_over_dropped(self, model: Model, t: int) -> None:
+        """Scratch: the items of the current model that the new one lacks leave the model; hand
+        their last rows to the monitor (as evictions are), so a reference row exists."""
+        old_ids = self.item_table().ids()
+        gone = old_ids[~np.isin(old_ids, self.item_table(model).ids())]
+        self.dropped += int(gone.size)
+        if gone.size and self.monitor is not None and hasattr(self.monitor, "record_rows"):
+            assert self._ledger is not None
+            rows = self.item_table().get(gone)
+            if self._span is not None:
+                rows = np.ascontiguousarray(rows[:, self._span[0] : self._span[1]])
+            counts, first = self._ledger.lookup(gone, np.zeros(gone.size, dtype=np.int64))
+            self.monitor.record_rows(gone, rows, counts, first, int(t))
+
+    def _record_publish(self, t: int) -> None:
+        assert self.monitor is not None
+        table = self.item_table(self.serving_model)
+        if self._ledger is not None and hasattr(self.monitor, "record_rows"):
+            # A rebuilt table counts only its own window: record the ledger's counts.
+            meta = table.metadata()
+            ids = meta["ids"]
+            if ids.size:
+                rows = table.get(ids)
+                if self._span is not None:
+                    rows = np.ascontiguousarray(rows[:, self._span[0] : self._span[1]])
+                counts, first = self._ledger.lookup(ids, meta["first_seen"])
+                self.monitor.record_rows(ids, rows, counts, first, t)
+        elif self._span is None:
+            self.monitor.record_publish(table, t)
+        else:
+            self.monitor.record_publish(table, t, columns=self._span)
 
     def _train(
         self,
@@ -828,8 +1088,11 @@ class Trainer:
         count: bool,
         observe: bool,
         scores: bool = False,
+        model: Model | None = None,
     ) -> npt.NDArray[np.float32] | None:
-        """One training call; with ``scores``, returns each event's score before its step."""
+        """One training call (of ``model``, default the live one); with ``scores``, returns
+        each event's score before its step."""
+        model = self.model if model is None else model
         began = time.perf_counter()
         options: dict[str, Any] = {}
         if observe and _observes_updates(self.monitor):
@@ -839,7 +1102,7 @@ class Trainer:
             options["monitor_against"] = self._against
         if scores:
             options["return_scores"] = True
-        out = self.model.train_columns(
+        out = model.train_columns(
             cols,
             y,
             weights=w,
@@ -882,9 +1145,10 @@ class Trainer:
                 rows = out["rows"]
                 if self._span is not None:
                     rows = np.ascontiguousarray(rows[:, self._span[0] : self._span[1]])
-                self.monitor.record_rows(
-                    out["ids"], rows, out["interactions"], out["first_seen"], now
-                )
+                counts, first = out["interactions"], out["first_seen"]
+                if self._ledger is not None:
+                    counts, first = self._ledger.lookup(out["ids"], first)
+                self.monitor.record_rows(out["ids"], rows, counts, first, now)
             inspected += budget
             if inspected >= size:
                 break
@@ -895,6 +1159,99 @@ def _observes_updates(monitor: Any) -> bool:
     object with ``record_publish`` still receives the publishes)."""
     monitor_class = getattr(_core, "Monitor", None)
     return monitor_class is not None and isinstance(monitor, monitor_class)
+
+
+#: Events of a window: ``({field: ids}, labels, timestamps, weights or None)``, time order.
+_Block = tuple[
+    dict[str, npt.NDArray[np.uint64]],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32] | None,
+]
+
+
+def _concat(blocks: list[_Block]) -> _Block | None:
+    """One block holding ``blocks`` in order (None if they hold no event). Blocks without
+    weights take weight 1 when another block has weights."""
+    blocks = [b for b in blocks if b[1].size]
+    if not blocks:
+        return None
+    if len(blocks) == 1:
+        return blocks[0]
+    cols = {f: np.concatenate([b[0][f] for b in blocks]) for f in blocks[0][0]}
+    y = np.concatenate([b[1] for b in blocks])
+    ts = np.concatenate([b[2] for b in blocks])
+    w = None
+    if any(b[3] is not None for b in blocks):
+        w = np.concatenate(
+            [b[3] if b[3] is not None else np.ones(b[1].size, np.float32) for b in blocks]
+        )
+    return cols, y, ts, w
+
+
+def _since(block: _Block, start: int) -> _Block:
+    """The events of ``block`` (time order) with timestamps ``>= start``, as a copy when
+    some are dropped (so the dropped ones are freed)."""
+    cols, y, ts, w = block
+    k = int(np.searchsorted(ts, start, side="left"))
+    if k == 0:
+        return block
+    return (
+        {f: c[k:].copy() for f, c in cols.items()},
+        y[k:].copy(),
+        ts[k:].copy(),
+        None if w is None else w[k:].copy(),
+    )
+
+
+class _Ledger:
+    """Per item: interactions counted so far (each event once) and first event time, for a
+    batch trainer whose model is rebuilt at every retrain. Sorted ids, O(items) memory."""
+
+    def __init__(self) -> None:
+        self.ids = np.empty(0, dtype=np.uint64)
+        self.counts = np.empty(0, dtype=np.uint64)
+        self.first = np.empty(0, dtype=np.int64)
+
+    def add(self, items: npt.NDArray[np.uint64], times: npt.NDArray[np.int64]) -> None:
+        """Count the events ``(items, times)`` (time order) once each."""
+        if items.size == 0:
+            return
+        ids, index, counts = np.unique(items, return_index=True, return_counts=True)
+        first = times[index]
+        pos = np.searchsorted(self.ids, ids)
+        known = pos < self.ids.size
+        known[known] = self.ids[pos[known]] == ids[known]
+        self.counts[pos[known]] += counts[known].astype(np.uint64)
+        if not known.all():
+            merged_ids = np.concatenate([self.ids, ids[~known]])
+            order = np.argsort(merged_ids, kind="stable")
+            self.ids = merged_ids[order]
+            self.counts = np.concatenate([self.counts, counts[~known].astype(np.uint64)])[order]
+            self.first = np.concatenate([self.first, first[~known]])[order]
+
+    def lookup(
+        self, ids: npt.NDArray[np.uint64], default_first: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
+        """``(counts, first_seen)`` of ``ids``; unknown ids: 0 and ``default_first``."""
+        ids = np.asarray(ids, dtype=np.uint64)
+        counts = np.zeros(ids.size, dtype=np.uint64)
+        first = np.array(default_first, dtype=np.int64, copy=True)
+        if self.ids.size and ids.size:
+            pos = np.minimum(np.searchsorted(self.ids, ids), self.ids.size - 1)
+            hit = self.ids[pos] == ids
+            counts[hit] = self.counts[pos[hit]]
+            first[hit] = self.first[pos[hit]]
+        return counts, first
+
+
+def _check_rebuild(factory: ModelFactory | None) -> None:
+    """Refuse, before any state exists, a rebuilding batch trainer that cannot work."""
+    if factory is None:
+        raise ConfigError(
+            "init='scratch' builds a new model at every retrain, so it needs a factory, not a "
+            "model instance: pass model=lambda: embcore.MatrixFactorization(...) or model options"
+        )
 
 
 def _id_columns(

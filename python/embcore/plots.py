@@ -28,7 +28,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "plot_decile_ratio",
     "plot_drift_histogram",
+    "plot_engagement_references",
+    "plot_mature_by_n",
+    "plot_update_curve",
     "plot_learning_curve",
     "plot_maturity",
     "plot_norm_distribution",
@@ -452,4 +456,158 @@ def plot_drift_histogram(
         f"(disparity {result.disparity:.3g}, CKA {result.cka:.3f})"
     )
     ax.grid(True, alpha=0.3)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# The cross-mode protocol (embcore.protocol), drawn from metrics.json content
+
+
+def plot_update_curve(curves: Mapping[str, Mapping[str, Any]], ax: Axes | None = None) -> Figure:
+    """I(n), the mean change of the serving embedding per view, per log2 bin of views, one line
+    per mode, the peak bin marked; bins with fewer than ``min_items`` items are drawn hollow.
+
+    ``curves`` maps a mode to :func:`embcore.protocol.curve_summary` output (``bins``,
+    ``update``, ``competing``, ``peak_bin``).
+
+    >>> c = {"bins": ["2", "3-4"], "update": [0.2, 0.1], "competing": [True, True], "peak_bin": 0}
+    >>> fig = plot_update_curve({"realtime": c})
+    >>> fig.axes[0].get_yscale()
+    'log'
+    """
+    fig, ax = _new_axes(ax)
+    drawn = False
+    labels: list[str] = []
+    for i, (mode, curve) in enumerate(curves.items()):
+        values = np.array([np.nan if v is None else v for v in curve["update"]], dtype=np.float64)
+        labels = list(curve["bins"])
+        x = np.arange(values.size)
+        competing = np.asarray(curve["competing"], dtype=bool)
+        positive = np.isfinite(values) & (values > 0)
+        if not positive.any():
+            continue
+        drawn = True
+        peak = curve.get("peak_bin")
+        name = f"{mode}: peak at views {labels[peak]}" if peak is not None else f"{mode}: no peak"
+        ax.plot(x[positive], values[positive], color=f"C{i}", label=name)
+        solid = positive & competing
+        ax.plot(x[solid], values[solid], "o", color=f"C{i}")
+        hollow = positive & ~competing
+        ax.plot(x[hollow], values[hollow], "o", color=f"C{i}", fillstyle="none")
+        if peak is not None and positive[peak]:
+            ax.plot([peak], [values[peak]], marker="*", markersize=16, color=f"C{i}")
+    if drawn:
+        ax.set_yscale("log")
+        ax.legend(fontsize="small")
+    else:
+        _no_data(ax)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel("view n of the item (log2 bins)")
+    ax.set_ylabel("I(n) = mean 1 − cos(S(n), S(n−1))")
+    ax.set_title("Update-based learning curve: change of the serving embedding per view")
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_mature_by_n(summaries: Mapping[str, Mapping[str, Any]], ax: Axes | None = None) -> Figure:
+    """The raw mature-by-n curve (share of items mature after at most n interactions, the
+    never-matured in the denominator; solid) beside Kaplan–Meier 1 − S(n) (never-matured
+    treated as censored; dashed), per mode.
+
+    ``summaries`` maps a mode to :func:`embcore.protocol.maturity_summary` output.
+
+    >>> s = {"curve": {"n": [0, 1, 2], "share": [0.0, 0.2, 0.5]}, "km": [[2, 0.4]],
+    ...      "criterion": "relative", "alpha": 0.05}
+    >>> len(plot_mature_by_n({"batch": s}).axes[0].lines)
+    2
+    """
+    fig, ax = _new_axes(ax)
+    title = "Maturity on the same settled items"
+    for i, (mode, summary) in enumerate(summaries.items()):
+        curve = summary["curve"]
+        if curve["n"]:
+            ax.step(curve["n"], curve["share"], where="post", color=f"C{i}", label=f"{mode}: raw")
+        km = np.asarray(summary["km"], dtype=np.float64).reshape(-1, 2)
+        if km.size:
+            n = np.concatenate([[0.0], km[:, 0]])
+            done = np.concatenate([[0.0], 1.0 - km[:, 1]])
+            ax.step(n, done, where="post", color=f"C{i}", linestyle="--", label=f"{mode}: KM")
+        title = (
+            f"Mature by n ({summary.get('criterion', '')} criterion, "
+            f"α = {summary.get('alpha', 0):g})"
+        )
+    if not ax.lines:
+        _no_data(ax)
+    else:
+        ax.legend(fontsize="small")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("interactions n")
+    ax.set_ylabel("share of items mature")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_decile_ratio(by_decile: Mapping[str, Any] | None, ax: Axes | None = None) -> Figure:
+    """Batch/real-time median-norm ratio per popularity decile with its bootstrap interval.
+
+    >>> d = {"ratio": [1.0, 2.0], "low": [0.9, 1.5], "high": [1.1, 2.5], "n_items": [5, 5]}
+    >>> fig = plot_decile_ratio(d)
+    >>> fig.axes[0].get_xlabel()
+    'popularity decile (exposure; 0 = least exposed)'
+    """
+    fig, ax = _new_axes(ax)
+    if not by_decile or not by_decile.get("ratio"):
+        _no_data(ax)
+    else:
+        ratio = np.array([np.nan if v is None else v for v in by_decile["ratio"]], dtype=float)
+        low = np.array([np.nan if v is None else v for v in by_decile["low"]], dtype=float)
+        high = np.array([np.nan if v is None else v for v in by_decile["high"]], dtype=float)
+        x = np.arange(ratio.size)
+        err = np.vstack([np.clip(ratio - low, 0, None), np.clip(high - ratio, 0, None)])
+        ax.errorbar(x, ratio, yerr=err, fmt="o-", capsize=3, color="C1", label="batch / realtime")
+        ax.axhline(1.0, color="0.5", linewidth=0.8)
+        ax.set_xticks(x, [str(k) for k in x])
+        ax.legend(fontsize="small")
+    ax.set_xlabel("popularity decile (exposure; 0 = least exposed)")
+    ax.set_ylabel("median norm ratio (95% interval)")
+    ax.set_title("Batch vs real-time item norms by popularity, on the same items")
+    ax.grid(True, alpha=0.3)
+    return fig
+
+
+def plot_engagement_references(learning: Mapping[str, Any], ax: Axes | None = None) -> Figure:
+    """Scored CTR of every mode beside the reference policies run on the same world (random,
+    non-personalised oracle, oracle; a missing one is labelled n/a).
+
+    >>> fig = plot_engagement_references({"modes": {"realtime": {"ctr": 0.2}},
+    ...     "reference_policies": {"oracle": {"available": True, "ctr": 0.4}}})
+    >>> len(fig.axes[0].patches)
+    2
+    """
+    fig, ax = _new_axes(ax)
+    names, values, colours = [], [], []
+    for i, (mode, m) in enumerate(learning.get("modes", {}).items()):
+        names.append(mode)
+        values.append(np.nan if m.get("ctr") is None else float(m["ctr"]))
+        colours.append(f"C{i}")
+    for name, ref in learning.get("reference_policies", {}).items():
+        available = ref.get("available") and ref.get("ctr") is not None
+        names.append(name.replace("_", " ") + ("" if available else "\n(n/a)"))
+        values.append(float(ref["ctr"]) if available else 0.0)
+        colours.append("0.6")
+    if not names:
+        _no_data(ax)
+    else:
+        x = np.arange(len(names))
+        ax.bar(x, values, color=colours)
+        for k, v in enumerate(values):
+            if np.isfinite(v) and v > 0:
+                ax.text(k, v, f"{100 * v:.1f}%", ha="center", va="bottom", fontsize="small")
+        ax.set_xticks(x, names, fontsize="small")
+    ax.set_ylabel("click-through rate after the burn-in")
+    ax.set_title("Do the models learn? CTR beside reference policies on the same world")
+    ax.grid(True, axis="y", alpha=0.3)
     return fig

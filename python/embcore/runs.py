@@ -74,6 +74,7 @@ __all__ = [
     "run_options",
     "start_modes",
     "versions",
+    "with_initial_rows",
 ]
 
 ALPHAS = (0.01, 0.05, 0.1)
@@ -143,12 +144,25 @@ def age_labels() -> list[str]:
 # Modes and driving them
 
 
-def make_monitor(track_rate: float, seed: int) -> embcore.Monitor:
+def make_monitor(
+    track_rate: float,
+    seed: int,
+    *,
+    milestones: Sequence[int] | None = None,
+    max_records: int | None = None,
+) -> embcore.Monitor:
     """The trajectory monitor of one mode.
 
-    Every mode gets the same ``seed``, so every mode tracks the same item ids.
+    Every mode gets the same ``seed``, so every mode tracks the same item ids. ``milestones``
+    (default: the monitor's log-spaced grid) are the counts at which tracked rows are recorded;
+    the study records every count up to :data:`embcore.protocol.DENSE_VIEWS`.
     """
-    return embcore.Monitor(sample_rate=track_rate, seed=seed)
+    options: dict[str, Any] = {"sample_rate": track_rate, "seed": seed}
+    if milestones is not None:
+        options["milestones"] = list(milestones)
+    if max_records is not None:
+        options["max_records"] = int(max_records)
+    return embcore.Monitor(**options)
 
 
 def start_modes(
@@ -160,10 +174,17 @@ def start_modes(
     threads: int,
     seed: int,
     track_rate: float,
+    milestones: Sequence[int] | None = None,
+    max_records: int | None = None,
+    trainer_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Trainer]:
     """One :class:`~embcore.modes.Trainer` per mode, each with its own monitor
     (``trainer.monitor``) and its own model from the factory ``model`` (so every mode starts
     from the same initial rows).
+
+    ``milestones`` and ``max_records`` configure the monitors (:func:`make_monitor`);
+    ``trainer_options`` are further :class:`~embcore.modes.Trainer` keyword arguments given to
+    every mode (e.g. a batch ``window``, when the Trainer has one).
 
     >>> import embcore
     >>> trainers = start_modes(["realtime", "batch"], lambda: embcore.MatrixFactorization(dim=4),
@@ -177,9 +198,10 @@ def start_modes(
             model,
             period=period,
             epochs=epochs,
-            monitor=make_monitor(track_rate, seed),
+            monitor=make_monitor(track_rate, seed, milestones=milestones, max_records=max_records),
             threads=threads,
             seed=seed,
+            **dict(trainer_options or {}),
         )
         for mode in modes
     }
@@ -431,7 +453,7 @@ def _downsample_curve(counts: Any, *columns: Any, weights: Any) -> dict[str, Any
     return {"counts": centre.round().astype(np.int64).tolist(), "values": values}
 
 
-def _with_initial_rows(
+def with_initial_rows(
     traj: analysis.Trajectories, trainer: Trainer, fresh_model: Callable[[], Model]
 ) -> analysis.Trajectories:
     """Add e_i(0), each tracked item's initial row, as a record at count 0.
@@ -458,6 +480,9 @@ def _with_initial_rows(
         np.concatenate([traj.timestamps[first], traj.timestamps]),
         np.concatenate([initial, traj.rows]),
     )
+
+
+_with_initial_rows = with_initial_rows  # the former private name
 
 
 def learning_curve(traj: analysis.Trajectories, min_items: int | None = None) -> dict[str, Any]:
@@ -547,7 +572,7 @@ def analyse_mode(
     item_table = trainer.item_table(model)
     meta = item_table.metadata()
     popularity = (meta["ids"], meta["interactions"].astype(np.int64))
-    traj = _with_initial_rows(analysis.Trajectories.from_monitor(monitor), trainer, fresh_model)
+    traj = with_initial_rows(analysis.Trajectories.from_monitor(monitor), trainer, fresh_model)
     alphas = tuple(sorted({*ALPHAS, alpha}))
     mat = analysis.maturity(traj, alpha=alphas, popularity=popularity)
     peak = analysis.learning_peak(traj)

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -53,6 +53,7 @@ from embcore import _calibration
 
 __all__ = [
     "FIELDS",
+    "REFERENCE_POLICIES",
     "Events",
     "ItemInfo",
     "ItemTruth",
@@ -68,6 +69,11 @@ FIELDS: tuple[str, ...] = ("user", "item", "creator", "tag", "hour")
 """The categorical fields the simulator emits per event (for FFM/FM; MF uses user and item).
 ``user`` and ``hour`` belong to the request, ``item``, ``creator`` and ``tag`` to the candidate."""
 
+REFERENCE_POLICIES: tuple[str, ...] = ("random", "non_personalised", "oracle")
+"""The reference policies of :meth:`World.reference_scores`: uniformly random scores, a
+non-personalised oracle (true item quality and age, not the user) and the full oracle (true
+click log-odds of every request and item)."""
+
 REQUEST_FIELDS: tuple[str, ...] = ("user", "hour")
 CANDIDATE_FIELDS: tuple[str, ...] = ("item", "creator", "tag")
 
@@ -79,12 +85,14 @@ _DIURNAL_PEAK_SECONDS = 20 * HOUR_SECONDS
 # Stream / purpose tags: distinct constants keep the hashed and seeded streams independent.
 _STREAM_WORLD = 1
 _STREAM_STEP = 2
+_STREAM_LIFETIME = 3
 _PURPOSE_ITEM = 0x4954454D
 _PURPOSE_N_EXPLORE = 0x4E455850
 _PURPOSE_EXPLORE_PICK = 0x50494B58
 _PURPOSE_EXPLORE_SLOT = 0x534C4F54
 _PURPOSE_CLICK = 0x434C4943
 _PURPOSE_PLAY = 0x504C4159
+_PURPOSE_RANDOM_POLICY = 0x52414E44
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
@@ -187,6 +195,15 @@ class SimConfig:
         complete more often.
     activity_sigma : float
         Log-normal spread of user activity within an activity class.
+    item_lifetime_seconds : int or None
+        Median item lifetime: how long after its arrival an item stays in the candidate pool,
+        i.e. keeps receiving views. None (default): ``max_item_age_seconds`` for every item
+        (the world before this knob). Each item's lifetime is
+        ``min(item_lifetime_seconds * exp(item_lifetime_sigma * z), max_item_age_seconds)``
+        with z standard normal, drawn from its own stream (the rest of the world is the same
+        whatever the lifetimes).
+    item_lifetime_sigma : float
+        Log-normal spread of item lifetimes around the median (0: every item the same).
 
     Examples
     --------
@@ -199,7 +216,7 @@ class SimConfig:
     ValueError: SimConfig.k must be an integer >= 1, got 0
     """
 
-    horizon_seconds: int = 3 * DAY_SECONDS
+    horizon_seconds: int = 5 * DAY_SECONDS
     step_seconds: int = 300
     n_users: int = 20_000
     requests_per_day: float = 75_000.0
@@ -225,6 +242,8 @@ class SimConfig:
     play_quality_weight: float = 0.5
     play_duration_weight: float = 0.8
     activity_sigma: float = 1.0
+    item_lifetime_seconds: int | None = None
+    item_lifetime_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         for name, (kind, low, low_open, high, high_open) in _RANGES.items():
@@ -232,7 +251,7 @@ class SimConfig:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> SimConfig:
-        """Return a preset: ``"tiny"`` (~20k events), ``"small"`` (~300k), ``"default"`` (~2.2M)
+        """Return a preset: ``"tiny"`` (~20k events), ``"small"`` (~300k), ``"default"`` (~3.8M)
         or ``"large"`` (~54M), with any field overridden by keyword.
 
         >>> SimConfig.for_scale("tiny").horizon_seconds
@@ -249,6 +268,14 @@ class SimConfig:
     def n_steps(self) -> int:
         """Number of steps covering the horizon."""
         return -(-self.horizon_seconds // self.step_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, by name (JSON-ready): the world's configuration as reported.
+
+        >>> SimConfig.for_scale("tiny").to_dict()["item_lifetime_seconds"] is None
+        True
+        """
+        return asdict(self)
 
     @property
     def expected_events(self) -> float:
@@ -284,6 +311,8 @@ _RANGES: dict[str, tuple[str, float, bool, float, bool]] = {
     "play_quality_weight": ("float", -math.inf, True, math.inf, True),
     "play_duration_weight": ("float", 0.0, False, math.inf, True),
     "activity_sigma": ("float", 0.0, False, math.inf, True),
+    "item_lifetime_seconds": ("int?", 1, False, math.inf, False),
+    "item_lifetime_sigma": ("float", 0.0, False, math.inf, True),
 }
 
 _SCALES: dict[str, dict[str, Any]] = {
@@ -328,7 +357,13 @@ def _range_text(kind: str, low: float, low_open: bool, high: float, high_open: b
 def _check_field(
     name: str, value: Any, kind: str, low: float, low_open: bool, high: float, high_open: bool
 ) -> None:
+    if kind == "int?":
+        if value is None:
+            return
+        kind = "int"
     allowed = _range_text(kind, low, low_open, high, high_open)
+    if name == "item_lifetime_seconds":
+        allowed += " or None"
     problem = f"SimConfig.{name} must be {allowed}, got {value!r}"
     if isinstance(value, bool):
         raise ValueError(problem)
@@ -370,8 +405,10 @@ class Step:
     request_ids : numpy.ndarray of uint64, shape (R,)
         Global, world-unique request numbers (the counters of the click and play coins).
     pool : numpy.ndarray of uint64, shape (P,)
-        Live candidates: items that arrived in ``[t_start - max_item_age_seconds, t_start)``,
-        in a random order (the tie-break order of the step; sort it if you need id order).
+        Live candidates: items that arrived in ``[t_start - max_item_age_seconds, t_start)``
+        and whose lifetime has not ended (``arrival + lifetime >= t_start``:
+        :meth:`World.item_end_times`), in a random order (the tie-break order of the step;
+        sort it if you need id order).
     """
 
     index: int
@@ -648,6 +685,10 @@ class World:
             + cfg.taste_noise / math.sqrt(d) * rng.standard_normal((cfg.n_users, d))
         ).astype(np.float32)
 
+        # Lifetimes: from their own stream, so every other draw above is the same whatever
+        # the lifetime knobs (and the default world is the one before them).
+        self._item_lifetime: _I64 = _lifetimes(cfg, self.seed, n_items)
+
         # Requests: Poisson counts per step under the diurnal cycle.
         starts = np.arange(cfg.n_steps, dtype=np.int64) * cfg.step_seconds
         self._expected_requests: _F64 = _expected_requests(cfg, starts, starts + cfg.step_seconds)
@@ -708,6 +749,10 @@ class World:
         new_hi = int(np.searchsorted(arrival, t_end, side="left"))
         pool_lo = int(np.searchsorted(arrival, t_start - cfg.max_item_age_seconds, side="left"))
         pool_hi = int(np.searchsorted(arrival, t_start, side="left"))
+        pool = pool_lo + rng.permutation(pool_hi - pool_lo)
+        if cfg.item_lifetime_seconds is not None:
+            # Items whose lifetime ended leave the pool (the order of the rest is kept).
+            pool = pool[arrival[pool] + self._item_lifetime[pool] >= t_start]
         return Step(
             index=index,
             t_start=t_start,
@@ -716,7 +761,7 @@ class World:
             users=users,
             request_times=request_times.astype(np.int64),
             request_ids=np.arange(first_request, end_request, dtype=np.uint64),
-            pool=(pool_lo + rng.permutation(pool_hi - pool_lo)).astype(np.uint64),
+            pool=pool.astype(np.uint64),
         )
 
     # -- serving -------------------------------------------------------------------------------
@@ -923,6 +968,100 @@ class World:
         scores = cfg.taste_weight * (taste @ self._item_topic[pool].T) + item_term[None, :]
         return np.asarray(scores, dtype=np.float32)
 
+    def reference_scores(self, step: Step, policy: str) -> _F32:
+        """The scores a reference policy ranks ``step``'s pool with, a drop-in for a model's
+        serving scores in :meth:`serve` (float32, shape ``(len(step.users), len(step.pool))``).
+
+        ``"random"``: uniform in [0, 1), a hash of (seed, request, item), so the same for
+        every caller. ``"non_personalised"``: the true item term of the click log-odds,
+        ``quality - ln 2 * age / age_half_life_seconds`` at the step start, the same row for
+        every request (an oracle of item quality and age that does not know the user).
+        ``"oracle"``: :meth:`oracle_scores`, the true click log-odds without the position
+        term. :meth:`serve` adds the same exploration to each.
+
+        >>> world = World(SimConfig.for_scale("tiny"), seed=0)
+        >>> step = world.step(5)
+        >>> s = world.reference_scores(step, "non_personalised")
+        >>> s.shape == (len(step.users), len(step.pool)), bool((s == s[:1]).all())
+        (True, True)
+        """
+        if policy not in REFERENCE_POLICIES:
+            raise ValueError(
+                f"policy must be one of {', '.join(repr(p) for p in REFERENCE_POLICIES)}, "
+                f"got {policy!r}"
+            )
+        pool = step.pool.astype(np.int64)
+        shape = (len(step.users), len(step.pool))
+        if policy == "oracle":
+            return self.oracle_scores(step)
+        if policy == "random":
+            keys = _keyed(self.seed, _PURPOSE_RANDOM_POLICY, step.request_ids)
+            hashes = _splitmix64(keys[:, None] ^ self._item_hash[pool][None, :])
+            return _to_unit(hashes).astype(np.float32).reshape(shape)
+        row = self._item_term(pool, step.t_start)
+        return np.ascontiguousarray(np.broadcast_to(row, shape), dtype=np.float32)
+
+    def true_affinity(self, users: npt.ArrayLike, items: npt.ArrayLike) -> _F32:
+        """Ground-truth taste . topic of each (user, item) pair (float32, in [-1, 1]): the
+        personal part of the click log-odds (times ``taste_weight``), to correlate learned
+        scores with.
+
+        >>> world = World(SimConfig.for_scale("tiny"), seed=0)
+        >>> a = world.true_affinity([0, 0, 1], [3, 4, 3])
+        >>> a.shape, bool((abs(a) <= 1.0001).all())
+        ((3,), True)
+        """
+        u = _index_of(users, self.n_users, "user")
+        i = self._item_index(items)
+        if u.size != i.size:
+            raise ValueError(
+                f"users has {u.size} elements but items has {i.size}: pass one item per user"
+            )
+        return np.einsum("nd,nd->n", self._user_taste[u], self._item_topic[i], dtype=np.float32)
+
+    def true_click_logit(
+        self, users: npt.ArrayLike, items: npt.ArrayLike, timestamps: npt.ArrayLike
+    ) -> _F32:
+        """Ground-truth click log-odds of (user, item) pairs at ``timestamps``, without the
+        position term (what :meth:`oracle_scores` ranks by; float32).
+
+        >>> world = World(SimConfig.for_scale("tiny"), seed=0)
+        >>> step = world.step(2)
+        >>> users = step.users[:1].repeat(3)
+        >>> got = world.true_click_logit(users, step.pool[:3], [step.t_start] * 3)
+        >>> bool(np.allclose(got, world.oracle_scores(step)[0, :3], atol=1e-5))
+        True
+        """
+        affinity = self.true_affinity(users, items)
+        t = np.asarray(timestamps, dtype=np.int64).reshape(-1)
+        if t.size != affinity.size:
+            raise ValueError(
+                f"timestamps has {t.size} elements but there are {affinity.size} pairs"
+            )
+        item_term = self._item_term(self._item_index(items), t)
+        return np.asarray(self.config.taste_weight * affinity + item_term, dtype=np.float32)
+
+    def _item_term(self, index: _I64, t: int | _I64) -> _F64:
+        """quality - ln 2 * age / age half-life of items ``index`` at time(s) ``t``."""
+        cfg = self.config
+        age = np.asarray(t) - self._item_arrival[index]
+        decay = math.log(2.0) / cfg.age_half_life_seconds
+        return np.asarray(self._item_quality[index] - decay * age, dtype=np.float64)
+
+    def item_end_times(self, ids: npt.ArrayLike) -> _I64:
+        """Event time at which each item's life ends: arrival plus its lifetime
+        (``item_lifetime_seconds``, ``item_lifetime_sigma``, at most
+        ``max_item_age_seconds``). Steps starting after it no longer list the item in their
+        pool, so it gets no further views.
+
+        >>> world = World(SimConfig.for_scale("tiny", item_lifetime_seconds=3600), seed=0)
+        >>> ends = world.item_end_times([0, 1])
+        >>> bool((ends - world.item_info([0, 1]).arrival_time == 3600).all())
+        True
+        """
+        index = self._item_index(ids)
+        return self._item_arrival[index] + self._item_lifetime[index]
+
     # -- analysis ------------------------------------------------------------------------------
 
     def ground_truth_items(self, ids: npt.ArrayLike) -> ItemTruth:
@@ -998,6 +1137,20 @@ def _index_of(ids: npt.ArrayLike, size: int, what: str) -> _I64:
         bad = index[(index < 0) | (index >= size)][0]
         raise KeyError(f"{what} id {bad} is not in this world (ids are 0..{size - 1})")
     return index
+
+
+def _lifetimes(cfg: SimConfig, seed: int, n_items: int) -> _I64:
+    """Each item's lifetime in whole seconds (SimConfig.item_lifetime_seconds)."""
+    cap = cfg.max_item_age_seconds
+    if cfg.item_lifetime_seconds is None:
+        return np.full(n_items, cap, dtype=np.int64)
+    median = float(cfg.item_lifetime_seconds)
+    if cfg.item_lifetime_sigma == 0.0:
+        life = np.full(n_items, median)
+    else:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM_LIFETIME]))
+        life = median * np.exp(cfg.item_lifetime_sigma * rng.standard_normal(n_items))
+    return np.clip(np.round(life), 1, cap).astype(np.int64)
 
 
 def _unit_rows(matrix: _F64) -> _F64:

@@ -303,6 +303,23 @@ pub fn load_row<W: Width>(n: W, src: &[AtomicU32], dst: &mut [F4]) {
     }
 }
 
+/// The little-endian bytes of `src` (Relaxed loads) into `dst`
+/// (`4 × src.len()` bytes), four cells per `F4::load`.
+pub fn load_quads(src: &[AtomicU32], dst: &mut [u8]) {
+    let dst = &mut dst[..4 * src.len()];
+    let (quads, tail) = src.split_at(src.len() / 4 * 4);
+    let (dst_quads, dst_tail) = dst.split_at_mut(quads.len() * 4);
+    for (q, d) in quads.chunks_exact(4).zip(dst_quads.chunks_exact_mut(16)) {
+        let v = F4::load(q.try_into().unwrap()).to_array();
+        for (k, f) in v.iter().enumerate() {
+            d[4 * k..4 * k + 4].copy_from_slice(&f.to_bits().to_le_bytes());
+        }
+    }
+    for (a, d) in tail.iter().zip(dst_tail.chunks_exact_mut(4)) {
+        d.copy_from_slice(&a.load(Relaxed).to_le_bytes());
+    }
+}
+
 /// Stores `n.get()` vectors (Relaxed) at the start of `dst`.
 #[inline(always)]
 pub fn store_row<W: Width>(n: W, dst: &[AtomicU32], src: &[F4]) {
@@ -609,6 +626,22 @@ mod tests {
                 dot(&a, &b).to_bits(),
                 "q={q}"
             );
+        }
+    }
+
+    #[test]
+    fn quads_copy_every_cell_as_bytes() {
+        for n in [0usize, 1, 3, 4, 5, 8, 13, 64] {
+            let cells: Vec<AtomicU32> = (0..n as u32)
+                .map(|k| AtomicU32::new(k.wrapping_mul(0x9e37_79b9)))
+                .collect();
+            let mut got = vec![0xAAu8; 4 * n];
+            load_quads(&cells, &mut got);
+            let want: Vec<u8> = cells
+                .iter()
+                .flat_map(|c| c.load(Relaxed).to_le_bytes())
+                .collect();
+            assert_eq!(got, want, "n={n}");
         }
     }
 

@@ -1,10 +1,16 @@
 //! Monitor bytes: a whole monitor (configuration and state) in one `io`
-//! container (`EMBCMONI`, version 2).
+//! container (`EMBCMONI`, version 3; version 2 is still read).
 //!
 //! Sections (little-endian fields): config, counters (dim, updates,
 //! skipped, clock, dropped), hll (2^14 registers), by_count, by_age (live
 //! buckets: index, moments and four sketches each), tracked, records,
-//! previous rows. Decoding validates every invariant the monitor relies on
+//! previous rows, and since version 3 retirement (latest event time, last
+//! sweep, dropped and untracked item counts, each tracked item's latest
+//! time and retired flag, each previous row's latest time, in the id order
+//! of their sections). Version 3 also ends the config with `max_tracked`
+//! and `retire_after`. Version 2 bytes decode with the defaults of
+//! version 3: nothing retired, `retire_after` None, `max_tracked` the
+//! default or the tracked items held, whichever is larger. Decoding validates every invariant the monitor relies on
 //! (min <= max, bucket and sketch counts that add up to `updates`, sketch
 //! key ranges, sorted distinct ids, sizes), so bytes with a valid checksum
 //! but crafted contents fail with `Error::Corrupt` naming the field instead
@@ -16,14 +22,19 @@ use crate::error::Result;
 use crate::io::{FieldWriter, Fields, Format, Reader, Writer};
 
 /// Version of the `to_bytes` format.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const FORMAT: Format = Format {
     magic: *b"EMBCMONI",
     version: FORMAT_VERSION,
     what: "embcore monitor byte string",
     mistaken_for: &[],
 };
-const SECTIONS: u32 = 8;
+/// The previous version, still read.
+const FORMAT_V2: Format = Format {
+    version: 2,
+    ..FORMAT
+};
+const SECTIONS: u32 = 9;
 const NAME: &str = "monitor bytes";
 /// Widest row a monitor accepts from bytes.
 const MAX_DIM: u64 = 65536;
@@ -54,6 +65,9 @@ impl Monitor {
         config.u64s(&c.track_ids);
         config.u64(c.milestones.len() as u64);
         config.u64s(&c.milestones);
+        config.u64(c.max_tracked as u64);
+        config.u8(u8::from(c.retire_after.is_some()));
+        config.i64(c.retire_after.unwrap_or(0));
 
         let st = self.lock();
         let d = st.dim;
@@ -92,6 +106,16 @@ impl Monitor {
 
         let mut tracked: Vec<(&u64, &Track)> = st.tracked.iter().collect();
         tracked.sort_by_key(|(id, _)| **id);
+        let mut retire = FieldWriter::default();
+        retire.i64(st.latest);
+        retire.i64(st.last_sweep);
+        retire.u64(st.dropped_items);
+        retire.u64(st.untracked);
+        retire.u64(tracked.len() as u64);
+        for (_, t) in &tracked {
+            retire.i64(t.last);
+            retire.u8(u8::from(t.retired));
+        }
         let mut tw = FieldWriter::default();
         tw.u64(tracked.len() as u64);
         for (&id, t) in tracked {
@@ -119,6 +143,10 @@ impl Monitor {
         prev.sort_by_key(|(id, _)| **id);
         let mut pw = FieldWriter::default();
         pw.u64(prev.len() as u64);
+        retire.u64(prev.len() as u64);
+        for (_, p) in &prev {
+            retire.i64(p.last);
+        }
         for (&id, p) in prev {
             pw.u64(id);
             pw.u64(p.seen);
@@ -140,6 +168,7 @@ impl Monitor {
             &tw.0,
             &rw.0,
             &pw.0,
+            &retire.0,
         ] {
             w.section(payload).expect("writing to memory");
         }
@@ -150,9 +179,16 @@ impl Monitor {
     /// foreign or inconsistent bytes fail with `Error::Corrupt` naming the
     /// field and its byte offset.
     pub fn from_bytes(bytes: &[u8]) -> Result<Monitor> {
-        let mut r = Reader::open(bytes, bytes.len() as u64, NAME, &FORMAT)?;
+        let v2 =
+            bytes.len() >= 12 && bytes[..8] == FORMAT.magic && bytes[8..12] == 2u32.to_le_bytes();
+        let format = if v2 { &FORMAT_V2 } else { &FORMAT };
+        let mut r = Reader::open(bytes, bytes.len() as u64, NAME, format)?;
         let config = r.section("config")?;
-        let m = Monitor::new(read_config(&mut config.fields())?)
+        let mut cfg = read_config(&mut config.fields(), v2)?;
+        if v2 {
+            cfg.max_tracked = cfg.max_tracked.max(v2_tracked_items(bytes)?);
+        }
+        let m = Monitor::new(cfg)
             .map_err(|e| config.fields().error_at(config.offset, "configuration", e))?;
         {
             let mut guard = m.lock();
@@ -194,9 +230,18 @@ impl Monitor {
 
             let s = r.section("tracked")?;
             let mut f = s.fields();
+            let at = f.offset();
             let n = f.count("tracked items", 25)?;
             no_rows_without_dim(&f, d, n, "tracked items")?;
+            if n > m.plan.cfg.max_tracked {
+                return Err(f.error_at(
+                    at,
+                    "tracked items",
+                    format!("{n} exceeds max_tracked {}", m.plan.cfg.max_tracked),
+                ));
+            }
             let mut last = None;
+            let mut tracked_order = Vec::with_capacity(n);
             for _ in 0..n {
                 let id = ascending(&mut f, "id", &mut last)?;
                 let at = f.offset();
@@ -205,19 +250,18 @@ impl Monitor {
                     return Err(f.error_at(at, "path length", format!("{path} is not >= 0")));
                 }
                 let updates = f.u64("updates")?;
+                let mut t = Track {
+                    path,
+                    updates,
+                    ..Track::new(i64::MIN)
+                };
                 if f.flag("has rows")? {
                     let rows = f.f32s(2 * d, "rows")?;
-                    st.merge_track(id, path, updates, &rows[..d], &rows[d..]);
-                } else {
-                    st.tracked.insert(
-                        id,
-                        Track {
-                            slot: NO_SLOT,
-                            path,
-                            updates,
-                        },
-                    );
+                    t.slot = (st.track_rows.len() / (2 * d)) as u32;
+                    st.track_rows.extend_from_slice(&rows);
                 }
+                st.tracked.insert(id, t);
+                tracked_order.push(id);
             }
             f.finish()?;
 
@@ -256,6 +300,9 @@ impl Monitor {
                         format!("milestone ({}, {}) appears twice", rec.id, rec.count),
                     ));
                 }
+                if let Some(t) = st.tracked.get_mut(&rec.id) {
+                    t.last = t.last.max(rec.timestamp);
+                }
                 st.records.push(rec);
                 st.record_rows.extend_from_slice(&row);
             }
@@ -266,6 +313,7 @@ impl Monitor {
             let n = f.count("previous rows", 24)?;
             no_rows_without_dim(&f, d, n, "previous rows")?;
             let mut last = None;
+            let mut prev_order = Vec::with_capacity(n);
             for _ in 0..n {
                 let id = ascending(&mut f, "id", &mut last)?;
                 let seen = f.u64("times seen")?;
@@ -278,18 +326,71 @@ impl Monitor {
                         slot,
                         seen,
                         first_seen,
+                        last: first_seen,
                     },
                 );
                 st.prev_rows.extend_from_slice(&row);
+                prev_order.push(id);
             }
             f.finish()?;
+
+            if !v2 {
+                let s = r.section("retirement")?;
+                let mut f = s.fields();
+                st.latest = f.i64("latest event time")?;
+                st.last_sweep = f.i64("last sweep")?;
+                st.dropped_items = f.u64("dropped items")?;
+                st.untracked = f.u64("untracked items")?;
+                let at = f.offset();
+                let n = f.count("tracked items", 9)?;
+                if n != tracked_order.len() {
+                    return Err(f.error_at(
+                        at,
+                        "tracked items",
+                        format!("{n}, but the tracked section has {}", tracked_order.len()),
+                    ));
+                }
+                for id in &tracked_order {
+                    let t = st.tracked.get_mut(id).expect("decoded above");
+                    t.last = f.i64("latest time")?;
+                    t.retired = f.flag("retired flag")?;
+                }
+                let at = f.offset();
+                let n = f.count("previous rows", 8)?;
+                if n != prev_order.len() {
+                    return Err(f.error_at(
+                        at,
+                        "previous rows",
+                        format!(
+                            "{n}, but the previous rows section has {}",
+                            prev_order.len()
+                        ),
+                    ));
+                }
+                for id in &prev_order {
+                    st.prev.get_mut(id).expect("decoded above").last = f.i64("latest time")?;
+                }
+                f.finish()?;
+            }
         }
         r.finish()?;
         Ok(m)
     }
 }
 
-fn read_config(f: &mut Fields<'_>) -> Result<MonitorConfig> {
+/// The tracked items held by version-2 bytes (their config has no
+/// `max_tracked`, which must then hold them all).
+fn v2_tracked_items(bytes: &[u8]) -> Result<usize> {
+    let mut r = Reader::open(bytes, bytes.len() as u64, NAME, &FORMAT_V2)?;
+    for what in ["config", "counters", "hll", "by_count", "by_age"] {
+        r.section(what)?;
+    }
+    let s = r.section("tracked")?;
+    let n = s.fields().count("tracked items", 25)?;
+    Ok(n)
+}
+
+fn read_config(f: &mut Fields<'_>, v2: bool) -> Result<MonitorConfig> {
     let count_limit = f.u64("count_limit")?;
     let per_doubling = f.u32("per_doubling")?;
     let age_per_doubling = f.u32("age_per_doubling")?;
@@ -313,8 +414,20 @@ fn read_config(f: &mut Fields<'_>) -> Result<MonitorConfig> {
     }
     let n = f.count("milestones", 8)?;
     let milestones = f.u64s(n, "milestones")?;
+    let (mut max_tracked, mut retire_after) = (super::DEFAULT_MAX_TRACKED, None);
+    if !v2 {
+        let at = f.offset();
+        let m = f.u64("max_tracked")?;
+        max_tracked = usize::try_from(m)
+            .map_err(|_| f.error_at(at, "max_tracked", format!("{m} is too large")))?;
+        let has = f.flag("retire_after flag")?;
+        let a = f.i64("retire_after")?;
+        retire_after = has.then_some(a);
+    }
     f.finish()?;
     Ok(MonitorConfig {
+        max_tracked,
+        retire_after,
         count_limit,
         per_doubling,
         age_per_doubling,
@@ -473,6 +586,33 @@ mod tests {
                 .unwrap();
         }
         m
+    }
+
+    /// Version-2 bytes (no retirement section, no bounds in the config)
+    /// still decode, with nothing retired and the default bounds.
+    #[test]
+    fn version_2_bytes_decode() {
+        let m = sample();
+        let b = m.to_bytes();
+        let spans = section_spans(&b);
+        let mut w = Writer::new(Vec::new(), &FORMAT_V2, 8).unwrap();
+        for (k, &(start, n)) in spans.iter().take(8).enumerate() {
+            // Version 3 appends max_tracked (8), a flag (1) and retire_after (8).
+            let n = if k == 0 { n - 17 } else { n };
+            w.section(&b[start..start + n]).unwrap();
+        }
+        let v2 = w.finish().unwrap().0;
+        assert_eq!(&v2[8..12], &2u32.to_le_bytes());
+        let back = Monitor::from_bytes(&v2).unwrap();
+        assert_eq!(back.config(), m.config());
+        assert_eq!(back.trajectories(), m.trajectories());
+        let (mut s1, mut s2) = (back.summary(), m.summary());
+        (s1.memory_bytes, s2.memory_bytes) = (0, 0);
+        assert_eq!(s1, s2);
+        // Re-encoded as version 3, equal to the original but for the latest
+        // times, which version 2 did not keep.
+        let again = Monitor::from_bytes(&back.to_bytes()).unwrap();
+        assert_eq!(again.trajectories(), m.trajectories());
     }
 
     #[test]

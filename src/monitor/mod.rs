@@ -54,6 +54,8 @@ const HLL_SIZE: usize = 1 << HLL_BITS;
 const NO_SLOT: u32 = u32::MAX;
 const POOL: usize = 8;
 const MAX_COUNT_LIMIT: u64 = 1 << 20;
+/// Default `MonitorConfig::max_tracked`.
+pub const DEFAULT_MAX_TRACKED: usize = 200_000;
 
 /// The default milestone grid: every count up to 10, then about ten steps
 /// per decade (12, 15, 20, 25, 30, 40, 50, 65, 80, 100, 130, 160, 200, ...).
@@ -87,8 +89,19 @@ pub struct MonitorConfig {
     pub track_window: Option<(i64, i64)>,
     /// Interaction counts at which a tracked item's row is recorded.
     pub milestones: Vec<u64>,
-    /// Records kept at most; later ones are counted as dropped.
+    /// Records kept at most. When full, the records of retired items are
+    /// dropped (oldest retirement first) to make room; with none retired,
+    /// new records are counted as dropped.
     pub max_records: usize,
+    /// Tracked items kept at most (active and retired), enforced the same
+    /// way: retired items go first; with none retired, items seen for the
+    /// first time are not tracked (counted in `untracked_items`).
+    pub max_tracked: usize,
+    /// Retire a tracked item (and forget an `observe`d id's previous row)
+    /// once this many seconds of event time pass without an update or a
+    /// record of it; None: only when its row leaves the model
+    /// (`record_rows(..., final=true)`).
+    pub retire_after: Option<i64>,
     pub seed: u64,
 }
 
@@ -103,6 +116,8 @@ impl Default for MonitorConfig {
             track_window: None,
             milestones: default_milestones(),
             max_records: 1_000_000,
+            max_tracked: DEFAULT_MAX_TRACKED,
+            retire_after: None,
             seed: 0,
         }
     }
@@ -152,6 +167,18 @@ impl MonitorConfig {
                 self.milestones[k + 1],
                 self.milestones[k]
             )));
+        }
+        if self.max_tracked == 0 {
+            return Err(config(
+                "max_tracked must be an integer >= 1, got 0".to_string(),
+            ));
+        }
+        if let Some(a) = self.retire_after {
+            if a < 1 {
+                return Err(config(format!(
+                    "retire_after must be a number of seconds >= 1 (or None), got {a}"
+                )));
+            }
         }
         self.track_ids.sort_unstable();
         self.track_ids.dedup();
@@ -395,6 +422,8 @@ struct ShardTrack {
     path: f64,
     updates: u64,
     last_milestone: u64,
+    /// Latest event time of the item in this shard.
+    last: i64,
 }
 
 /// One update, waiting to be turned into statistics and bucketed:
@@ -427,6 +456,8 @@ pub struct Shard {
     /// Statistics not yet added to the groups (see `Monitor::flush`).
     pending: Vec<Pending>,
     dropped: u64,
+    /// Latest event time of any update in this shard.
+    latest: i64,
 }
 
 impl Shard {
@@ -447,6 +478,7 @@ impl Shard {
             room: 0,
             pending: Vec::with_capacity(PENDING),
             dropped: 0,
+            latest: i64::MIN,
         }
     }
 
@@ -462,6 +494,7 @@ impl Shard {
         self.records.clear();
         self.record_rows.clear();
         self.dropped = 0;
+        self.latest = i64::MIN;
     }
 
     fn bytes(&self) -> usize {
@@ -539,6 +572,23 @@ struct Track {
     slot: u32,
     path: f64,
     updates: u64,
+    /// Latest event time of an update or a record of the item.
+    last: i64,
+    /// Its row left the model, or it went `retire_after` without news: its
+    /// trajectory is complete, and first to go when room is needed.
+    retired: bool,
+}
+
+impl Track {
+    fn new(last: i64) -> Track {
+        Track {
+            slot: NO_SLOT,
+            path: 0.0,
+            updates: 0,
+            last,
+            retired: false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -546,6 +596,8 @@ struct Prev {
     slot: u32,
     seen: u64,
     first_seen: i64,
+    /// Latest event time the id was observed.
+    last: i64,
 }
 
 #[derive(Default)]
@@ -559,12 +611,26 @@ struct State {
     clock: i64,
     tracked: HashMap<u64, Track, IdHashBuilder>,
     track_rows: Vec<f32>,
+    /// Slots of `track_rows` freed by dropped items.
+    track_free: Vec<u32>,
     records: Vec<Record>,
     record_rows: Vec<f32>,
     dropped: u64,
     milestones_recorded: HashSet<(u64, u64)>,
     prev: HashMap<u64, Prev, IdHashBuilder>,
     prev_rows: Vec<f32>,
+    /// Slots of `prev_rows` freed by forgotten ids.
+    prev_free: Vec<u32>,
+    /// Latest event time seen (an update, a record, an observed row).
+    latest: i64,
+    /// `latest` at the last retirement sweep.
+    last_sweep: i64,
+    /// Tracked items dropped (with their records) to make room.
+    dropped_items: u64,
+    /// Items that qualified for tracking but found no room.
+    untracked: u64,
+    /// `max_records`, `max_tracked`.
+    limits: (usize, usize),
     /// Cleared shards kept for the next call (boxed: they move between
     /// threads and this pool as `UpdateObserver::Shard`).
     #[allow(clippy::vec_box)]
@@ -576,6 +642,9 @@ impl State {
         State {
             groups: plan.sizes.map(|n| (0..n).map(|_| Group::new()).collect()),
             hll: vec![0; HLL_SIZE],
+            latest: i64::MIN,
+            last_sweep: i64::MIN,
+            limits: (plan.cfg.max_records, plan.cfg.max_tracked),
             ..Default::default()
         }
     }
@@ -592,43 +661,200 @@ impl State {
         Ok(())
     }
 
-    /// Add a tracked item's path segment (first row, latest row).
-    fn merge_track(&mut self, id: u64, path: f64, updates: u64, first: &[f32], last: &[f32]) {
-        let d = self.dim;
-        let t = self.tracked.entry(id).or_insert(Track {
-            slot: NO_SLOT,
-            path: 0.0,
-            updates: 0,
-        });
-        t.path += path;
-        t.updates = t.updates.saturating_add(updates);
-        if t.slot == NO_SLOT {
-            t.slot = (self.track_rows.len() / (2 * d)) as u32;
-            self.track_rows.extend_from_slice(first);
-            self.track_rows.extend_from_slice(last);
-        } else {
-            let s = t.slot as usize;
-            self.track_rows[(2 * s + 1) * d..(2 * s + 2) * d].copy_from_slice(last);
+    /// The tracked entry of `id`, created (with room made if needed) when
+    /// it has none; None when there is no room for a new one (counted in
+    /// `untracked` when `count`: once per item, not per record).
+    fn track_entry(&mut self, id: u64, last: i64, count: bool) -> Option<&mut Track> {
+        if !self.tracked.contains_key(&id) {
+            if self.tracked.len() >= self.limits.1 {
+                self.make_room();
+            }
+            if self.tracked.len() >= self.limits.1 {
+                if count {
+                    self.untracked = self.untracked.saturating_add(1);
+                }
+                return None;
+            }
+            self.tracked.insert(id, Track::new(last));
         }
+        let t = self.tracked.get_mut(&id)?;
+        t.last = t.last.max(last);
+        Some(t)
     }
 
-    /// Keep a record unless it repeats a milestone; true when kept.
-    fn push_record(&mut self, max_records: usize, r: Record, row: &[f32]) -> bool {
-        if !r.publish && !self.milestones_recorded.insert((r.id, r.count)) {
+    /// Add a tracked item's path segment (first row, latest row). An item
+    /// with news is active again (`retired`: whether this news retires it).
+    #[allow(clippy::too_many_arguments)]
+    fn merge_track(
+        &mut self,
+        id: u64,
+        path: f64,
+        updates: u64,
+        first: &[f32],
+        last_row: &[f32],
+        last: i64,
+        retired: bool,
+    ) -> bool {
+        let d = self.dim;
+        let Some(t) = self.track_entry(id, last, true) else {
+            return false;
+        };
+        t.path += path;
+        t.updates = t.updates.saturating_add(updates);
+        t.retired = retired;
+        if t.slot == NO_SLOT {
+            let slot = store_row(
+                &mut self.track_free,
+                &mut self.track_rows,
+                &[first, last_row],
+            );
+            if let Some(t) = self.tracked.get_mut(&id) {
+                t.slot = slot;
+            }
+        } else {
+            let s = t.slot as usize;
+            self.track_rows[(2 * s + 1) * d..(2 * s + 2) * d].copy_from_slice(last_row);
+        }
+        true
+    }
+
+    /// Keep a record unless it repeats a milestone or finds no room; true
+    /// when kept. A record is news of its item: it is active again.
+    fn push_record(&mut self, r: Record, row: &[f32]) -> bool {
+        if !r.publish && self.milestones_recorded.contains(&(r.id, r.count)) {
             return false;
         }
-        if self.records.len() >= max_records {
-            self.dropped += 1;
+        if self.records.len() >= self.limits.0 {
+            self.make_room();
+        }
+        if self.records.len() >= self.limits.0 {
+            self.dropped = self.dropped.saturating_add(1);
             return false;
+        }
+        // A record of an item without a track (a publish, a final row) is
+        // the item's first sight: counted once; a milestone record of an
+        // item whose track found no room is not.
+        let Some(t) = self.track_entry(r.id, r.timestamp, r.publish) else {
+            self.dropped = self.dropped.saturating_add(1);
+            return false;
+        };
+        t.retired = false;
+        if !r.publish {
+            self.milestones_recorded.insert((r.id, r.count));
         }
         self.records.push(r);
         self.record_rows.extend_from_slice(row);
-        self.tracked.entry(r.id).or_insert(Track {
-            slot: NO_SLOT,
-            path: 0.0,
-            updates: 0,
-        });
         true
+    }
+
+    fn see(&mut self, t: i64) {
+        self.latest = self.latest.max(t);
+    }
+
+    /// Retire `id`'s trajectory (its row left the model) and forget its
+    /// previous observed row.
+    fn retire(&mut self, id: u64) {
+        if let Some(t) = self.tracked.get_mut(&id) {
+            t.retired = true;
+        }
+        if let Some(p) = self.prev.remove(&id) {
+            self.prev_free.push(p.slot);
+        }
+    }
+
+    /// With `retire_after`: retire tracked items and forget observed ids
+    /// without news for that long. Runs when event time has moved by a
+    /// quarter of it since the last sweep, so its cost is amortised.
+    fn sweep(&mut self, retire_after: Option<i64>) {
+        let Some(a) = retire_after else { return };
+        if self.latest == i64::MIN || self.latest.saturating_sub(self.last_sweep) < (a / 4).max(1) {
+            return;
+        }
+        self.last_sweep = self.latest;
+        let cutoff = self.latest.saturating_sub(a);
+        for t in self.tracked.values_mut() {
+            if t.last < cutoff {
+                t.retired = true;
+            }
+        }
+        let free = &mut self.prev_free;
+        self.prev.retain(|_, p| {
+            let keep = p.last >= cutoff;
+            if !keep {
+                free.push(p.slot);
+            }
+            keep
+        });
+    }
+
+    /// Drop retired items, those retired longest ago first (ties by id),
+    /// until records and tracked items are at most 90% of their limits:
+    /// their trajectories go, their updates stay in the aggregates. Items
+    /// still active are never dropped.
+    fn make_room(&mut self) {
+        let (max_records, max_tracked) = self.limits;
+        let (want_records, want_tracked) = (
+            max_records - max_records / 10,
+            max_tracked - max_tracked / 10,
+        );
+        let mut retired: Vec<(i64, u64)> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.retired)
+            .map(|(&id, t)| (t.last, id))
+            .collect();
+        if retired.is_empty() {
+            return;
+        }
+        retired.sort_unstable();
+        let mut per_item: HashMap<u64, usize, IdHashBuilder> = HashMap::default();
+        for r in &self.records {
+            *per_item.entry(r.id).or_default() += 1;
+        }
+        let (mut records, mut tracked) = (self.records.len(), self.tracked.len());
+        let mut gone: HashSet<u64, IdHashBuilder> = HashSet::default();
+        for (_, id) in retired {
+            if records <= want_records && tracked <= want_tracked {
+                break;
+            }
+            records -= per_item.get(&id).copied().unwrap_or(0);
+            tracked -= 1;
+            gone.insert(id);
+        }
+        self.drop_items(&gone);
+    }
+
+    fn drop_items(&mut self, gone: &HashSet<u64, IdHashBuilder>) {
+        if gone.is_empty() {
+            return;
+        }
+        let d = self.dim;
+        for id in gone {
+            if let Some(t) = self.tracked.remove(id) {
+                if t.slot != NO_SLOT {
+                    self.track_free.push(t.slot);
+                }
+            }
+        }
+        let before = self.records.len();
+        let (mut w, mut kept) = (0usize, Vec::with_capacity(before));
+        for k in 0..before {
+            let r = self.records[k];
+            if gone.contains(&r.id) {
+                continue;
+            }
+            if w != k {
+                self.record_rows.copy_within(k * d..(k + 1) * d, w * d);
+            }
+            kept.push(r);
+            w += 1;
+        }
+        self.record_rows.truncate(w * d);
+        self.records = kept;
+        self.milestones_recorded
+            .retain(|(id, _)| !gone.contains(id));
+        self.dropped = self.dropped.saturating_add((before - w) as u64);
+        self.dropped_items = self.dropped_items.saturating_add(gone.len() as u64);
     }
 
     fn memory_bytes(&self) -> usize {
@@ -645,8 +871,33 @@ impl State {
             + self.prev.capacity() * (9 + std::mem::size_of::<Prev>())
             + 4 * (self.track_rows.capacity()
                 + self.record_rows.capacity()
-                + self.prev_rows.capacity())
+                + self.prev_rows.capacity()
+                + self.track_free.capacity()
+                + self.prev_free.capacity())
             + self.pool.iter().map(|s| s.bytes()).sum::<usize>()
+    }
+}
+
+/// Store `parts` (rows laid side by side) in a free slot of `rows`, or a new
+/// one at its end; returns the slot.
+fn store_row(free: &mut Vec<u32>, rows: &mut Vec<f32>, parts: &[&[f32]]) -> u32 {
+    let width: usize = parts.iter().map(|p| p.len()).sum();
+    match free.pop() {
+        Some(s) => {
+            let mut at = s as usize * width;
+            for p in parts {
+                rows[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+            s
+        }
+        None => {
+            let s = (rows.len() / width.max(1)) as u32;
+            for p in parts {
+                rows.extend_from_slice(p);
+            }
+            s
+        }
     }
 }
 
@@ -733,6 +984,13 @@ pub struct Summary {
     pub skipped_updates: u64,
     pub items_seen: u64,
     pub tracked_items: usize,
+    /// Tracked items whose trajectory is complete (their row left the model
+    /// or went `retire_after` without news), still kept.
+    pub retired_items: usize,
+    /// Tracked items dropped with their records to make room.
+    pub dropped_items: u64,
+    /// Items that qualified for tracking but found no room.
+    pub untracked_items: u64,
     pub records: usize,
     pub dropped_records: u64,
     pub memory_bytes: usize,
@@ -801,6 +1059,7 @@ impl Monitor {
         let (dd, na, nb) = moments(u.before, u.after);
         let h = p.hash(u.id);
         hll_add(&mut sh.hll, h);
+        sh.latest = sh.latest.max(u.timestamp);
         sh.pending.push(Pending {
             squares: [dd, na, nb],
             count: u.interactions,
@@ -878,6 +1137,7 @@ impl Monitor {
                     path: 0.0,
                     updates: 0,
                     last_milestone: 0,
+                    last: timestamp,
                 });
                 sh.track_rows.extend_from_slice(before.unwrap_or(after));
                 sh.track_rows.extend_from_slice(after);
@@ -885,6 +1145,7 @@ impl Monitor {
             }
         };
         let t = &mut sh.tracks[slot];
+        t.last = t.last.max(timestamp);
         if before.is_some() {
             t.updates += 1;
             if magnitude.is_finite() {
@@ -913,7 +1174,8 @@ impl Monitor {
             .pool
             .pop()
             .unwrap_or_else(|| Box::new(Shard::new(&self.plan)));
-        sh.room = self.plan.cfg.max_records.saturating_sub(st.records.len());
+        // Room is made at `absorb` (retired items' records go first).
+        sh.room = self.plan.cfg.max_records;
         sh
     }
 
@@ -932,19 +1194,29 @@ impl Monitor {
         st.updates = st.updates.saturating_add(sh.updates);
         st.skipped = st.skipped.saturating_add(sh.skipped);
         st.dropped = st.dropped.saturating_add(sh.dropped);
+        st.see(sh.latest);
         let d = sh.dim;
         if d != 0 && st.bind_dim(d).is_ok() {
             for (k, t) in sh.tracks.iter().enumerate() {
                 let rows = &sh.track_rows[2 * k * d..2 * (k + 1) * d];
-                st.merge_track(t.id, t.path, t.updates, &rows[..d], &rows[d..]);
+                st.merge_track(
+                    t.id,
+                    t.path,
+                    t.updates,
+                    &rows[..d],
+                    &rows[d..],
+                    t.last,
+                    false,
+                );
             }
             for (k, r) in sh.records.iter().enumerate() {
                 let row = &sh.record_rows[k * d..(k + 1) * d];
-                st.push_record(self.plan.cfg.max_records, *r, row);
+                st.push_record(*r, row);
             }
         } else {
             st.dropped = st.dropped.saturating_add(sh.records.len() as u64);
         }
+        st.sweep(self.plan.cfg.retire_after);
         sh.clear();
         if st.pool.len() < POOL {
             st.pool.push(sh);
@@ -1021,6 +1293,7 @@ impl Monitor {
                 Entry::Occupied(mut e) => {
                     let p = e.get_mut();
                     p.seen += 1;
+                    p.last = p.last.max(ts);
                     let s = p.slot as usize * d;
                     let before = &mut st.prev_rows[s..s + d];
                     self.update(
@@ -1038,12 +1311,14 @@ impl Monitor {
                     before.copy_from_slice(row);
                 }
                 Entry::Vacant(e) => {
+                    let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
+                    sh.latest = sh.latest.max(ts);
                     e.insert(Prev {
-                        slot: (st.prev_rows.len() / d) as u32,
+                        slot,
                         seen: 1,
                         first_seen: ts,
+                        last: ts,
                     });
-                    st.prev_rows.extend_from_slice(row);
                     let h = self.plan.hash(id);
                     hll_add(&mut sh.hll, h);
                     if self.plan.is_tracked(h, id, ts) {
@@ -1086,7 +1361,7 @@ impl Monitor {
         let d = width;
         let mut st = self.lock();
         st.bind_dim(d)?;
-        let max = self.plan.cfg.max_records;
+        st.see(timestamp);
         let mut row = vec![0.0f32; d];
         let mut kept = 0;
         // One consistent pass under a pin: each id with its own row.
@@ -1108,14 +1383,18 @@ impl Monitor {
                 timestamp,
                 publish: true,
             };
-            kept += usize::from(st.push_record(max, rec, &row));
+            kept += usize::from(st.push_record(rec, &row));
         }
+        st.sweep(self.plan.cfg.retire_after);
         Ok(kept)
     }
 
     /// Record the given rows of tracked items (e.g. the final rows returned by
     /// `EmbeddingTable::evict`, so maturity sees the embeddings of evicted
-    /// items) at `timestamp`. Returns the records kept.
+    /// items) at `timestamp`. Returns the records kept. With `final_rows`
+    /// (rows that left the model) every id is retired: a tracked item's
+    /// trajectory is complete (kept while there is room, the first to go
+    /// when there is not), an observed id's previous row is forgotten.
     pub fn record_rows(
         &self,
         ids: &[u64],
@@ -1123,6 +1402,7 @@ impl Monitor {
         counts: &[u64],
         first_seen: &[i64],
         timestamp: i64,
+        final_rows: bool,
     ) -> Result<usize> {
         let n = ids.len();
         if counts.len() != n || first_seen.len() != n || (n > 0 && rows.len() % n != 0) {
@@ -1145,23 +1425,26 @@ impl Monitor {
         }
         let mut st = self.lock();
         st.bind_dim(d)?;
-        let max = self.plan.cfg.max_records;
+        st.see(timestamp);
         let mut kept = 0;
         for k in 0..n {
-            if !self
+            if self
                 .plan
                 .is_tracked(self.plan.hash(ids[k]), ids[k], first_seen[k])
             {
-                continue;
+                let rec = Record {
+                    id: ids[k],
+                    count: counts[k],
+                    timestamp,
+                    publish: true,
+                };
+                kept += usize::from(st.push_record(rec, &rows[k * d..(k + 1) * d]));
             }
-            let rec = Record {
-                id: ids[k],
-                count: counts[k],
-                timestamp,
-                publish: true,
-            };
-            kept += usize::from(st.push_record(max, rec, &rows[k * d..(k + 1) * d]));
+            if final_rows {
+                st.retire(ids[k]);
+            }
         }
+        st.sweep(self.plan.cfg.retire_after);
         Ok(kept)
     }
 
@@ -1230,6 +1513,9 @@ impl Monitor {
             skipped_updates: st.skipped,
             items_seen: hll_estimate(&st.hll),
             tracked_items: st.tracked.len(),
+            retired_items: st.tracked.values().filter(|t| t.retired).count(),
+            dropped_items: st.dropped_items,
+            untracked_items: st.untracked,
             records: st.records.len(),
             dropped_records: st.dropped,
             memory_bytes: std::mem::size_of::<Monitor>() + st.memory_bytes(),
@@ -1262,6 +1548,10 @@ impl Monitor {
                 "milestones"
             } else if a.max_records != b.max_records {
                 "max_records"
+            } else if a.max_tracked != b.max_tracked {
+                "max_tracked"
+            } else if a.retire_after != b.retire_after {
+                "retire_after"
             } else {
                 "seed"
             };
@@ -1275,12 +1565,13 @@ impl Monitor {
         let bytes = other.to_bytes();
         let o = Monitor::from_bytes(&bytes)?;
         let o = o.lock();
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         // Every sum is checked before anything changes: an error leaves
         // `self` as it was. Bucket and sketch counts are bounded by
         // `updates` (decoding checks they add up to it), so checking
         // `updates` covers them.
-        check_merge(&st, &o)?;
+        check_merge(st, &o)?;
         if o.dim != 0 {
             st.bind_dim(o.dim)?;
         }
@@ -1297,39 +1588,65 @@ impl Monitor {
         st.skipped += o.skipped;
         st.dropped += o.dropped;
         st.clock = st.clock.saturating_add(o.clock);
+        st.dropped_items = st.dropped_items.saturating_add(o.dropped_items);
+        st.untracked = st.untracked.saturating_add(o.untracked);
+        st.see(o.latest);
         let mut tracked: Vec<(&u64, &Track)> = o.tracked.iter().collect();
         tracked.sort_by_key(|(id, _)| **id);
-        for (&id, t) in tracked {
+        // Retired in the merge when retired (or absent) on both sides.
+        let retired: Vec<bool> = tracked
+            .iter()
+            .map(|(id, t)| t.retired && st.tracked.get(id).is_none_or(|x| x.retired))
+            .collect();
+        for (k, r) in o.records.iter().enumerate() {
+            st.push_record(*r, &o.record_rows[k * d..(k + 1) * d]);
+        }
+        for ((&id, t), retired) in tracked.into_iter().zip(retired) {
             if t.slot == NO_SLOT {
-                st.tracked.entry(id).or_insert(*t);
+                if let Some(e) = st.track_entry(id, t.last, true) {
+                    e.retired = retired;
+                }
             } else {
                 let s = t.slot as usize;
                 let rows = &o.track_rows[2 * s * d..2 * (s + 1) * d];
-                st.merge_track(id, t.path, t.updates, &rows[..d], &rows[d..]);
+                st.merge_track(
+                    id,
+                    t.path,
+                    t.updates,
+                    &rows[..d],
+                    &rows[d..],
+                    t.last,
+                    retired,
+                );
             }
-        }
-        for (k, r) in o.records.iter().enumerate() {
-            st.push_record(a.max_records, *r, &o.record_rows[k * d..(k + 1) * d]);
         }
         let mut prev: Vec<(&u64, &Prev)> = o.prev.iter().collect();
         prev.sort_by_key(|(id, _)| **id);
         for (&id, p) in prev {
             let row = &o.prev_rows[p.slot as usize * d..(p.slot as usize + 1) * d];
-            let slot = (st.prev_rows.len() / d.max(1)) as u32;
-            let e = st.prev.entry(id).or_insert(Prev {
-                slot,
-                seen: 0,
-                first_seen: p.first_seen,
-            });
-            e.seen += p.seen;
-            e.first_seen = e.first_seen.min(p.first_seen);
-            let s = e.slot as usize;
-            if s == slot as usize {
-                st.prev_rows.extend_from_slice(row);
-            } else {
-                st.prev_rows[s * d..(s + 1) * d].copy_from_slice(row);
+            match st.prev.get_mut(&id) {
+                Some(e) => {
+                    e.seen += p.seen;
+                    e.first_seen = e.first_seen.min(p.first_seen);
+                    e.last = e.last.max(p.last);
+                    let s = e.slot as usize;
+                    st.prev_rows[s * d..(s + 1) * d].copy_from_slice(row);
+                }
+                None => {
+                    let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
+                    st.prev.insert(
+                        id,
+                        Prev {
+                            slot,
+                            seen: p.seen,
+                            first_seen: p.first_seen,
+                            last: p.last,
+                        },
+                    );
+                }
             }
         }
+        st.sweep(a.retire_after);
         Ok(())
     }
 }

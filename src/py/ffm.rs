@@ -467,6 +467,15 @@ impl PyFieldModel {
         self.predict_columns(py, columns)
     }
 
+    /// Reset the optimizer: every Adagrad accumulator (rows, row-wise,
+    /// biases, the global bias) back to `initial_accumulator`; weights,
+    /// biases, interaction counts and times are kept — a warm start with a
+    /// fresh optimizer (SGD keeps no state: nothing changes).
+    fn reset_optimizer(&self, py: Python<'_>) {
+        let m = &self.inner;
+        py.detach(|| m.reset_optimizer());
+    }
+
     /// 'field_aware' (FFM, and MF, its two-field case) or 'plain' (FM).
     #[getter]
     fn interaction(&self) -> &'static str {

@@ -36,6 +36,44 @@ pub struct PyMonitor {
     pub inner: Arc<Monitor>,
 }
 
+/// Any array-like as a numpy array, without importing its framework: ndarrays as
+/// they are, objects with `__dlpack__` through `numpy.from_dlpack` (zero-copy for
+/// CPU memory: PyTorch, JAX), others with the array interface (`__array_interface__`,
+/// `__array_struct__`, `__array__`) through `numpy.asarray` (zero-copy when their
+/// buffer allows). Anything else is returned unchanged for the usual type error.
+fn as_ndarray<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    if obj.is_none() || obj.is_instance_of::<numpy::PyUntypedArray>() {
+        return Ok(obj.clone());
+    }
+    let np = obj.py().import("numpy")?;
+    if obj.hasattr("__dlpack__")? {
+        if let Ok(a) = np.call_method1("from_dlpack", (obj,)) {
+            return Ok(a);
+        }
+    }
+    let interface = [
+        "__array_interface__",
+        "__array_struct__",
+        "__array__",
+        "__dlpack__",
+    ];
+    for attr in interface {
+        if obj.hasattr(attr)? {
+            return np.call_method1("asarray", (obj,)).map_err(|err| {
+                crate::py::errors::type_error_msg(format!(
+                    "{name}: cannot read a {} as an array ({err}); pass a CPU array \
+                     (e.g. tensor.detach().cpu())",
+                    obj.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            });
+        }
+    }
+    Ok(obj.clone())
+}
+
 fn non_negative(x: i64, name: &str) -> PyResult<u64> {
     u64::try_from(x).map_err(|_| invalid(format!("{name} must be >= 0, got {x}")).into())
 }
@@ -165,6 +203,9 @@ impl PyMonitor {
         d.set_item("skipped_updates", s.skipped_updates)?;
         d.set_item("items_seen", s.items_seen)?;
         d.set_item("tracked_items", s.tracked_items)?;
+        d.set_item("retired_items", s.retired_items)?;
+        d.set_item("dropped_items", s.dropped_items)?;
+        d.set_item("untracked_items", s.untracked_items)?;
         d.set_item("records", s.records)?;
         d.set_item("dropped_records", s.dropped_records)?;
         d.set_item("memory_bytes", s.memory_bytes)?;
@@ -178,7 +219,7 @@ impl PyMonitor {
 impl PyMonitor {
     #[new]
     #[pyo3(signature = (*args, **kwargs),
-        text_signature = "(*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None, count_limit=64, per_doubling=8, age_per_doubling=2, max_records=1000000, seed=0)")]
+        text_signature = "(*, sample_rate=0.01, track_ids=None, track_window=None, milestones=None, count_limit=64, per_doubling=8, age_per_doubling=2, max_records=1000000, max_tracked=200000, retire_after=None, seed=0)")]
     fn new(args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let p = super::args::Params::parse(
             "Monitor",
@@ -191,6 +232,8 @@ impl PyMonitor {
                 "per_doubling",
                 "age_per_doubling",
                 "max_records",
+                "max_tracked",
+                "retire_after",
                 "seed",
             ],
             0,
@@ -233,6 +276,18 @@ impl PyMonitor {
             per_doubling: max("per_doubling", 8, i64::from(u32::MAX))? as u32,
             age_per_doubling: max("age_per_doubling", 2, i64::from(u32::MAX))? as u32,
             max_records: max("max_records", 1_000_000, i64::MAX)? as usize,
+            max_tracked: p.int(
+                "max_tracked",
+                crate::monitor::DEFAULT_MAX_TRACKED as i64,
+                1,
+                i64::MAX,
+            )? as usize,
+            retire_after: match p.get("retire_after") {
+                Some(v) if !v.is_none() => {
+                    Some(super::args::int_value(v, "retire_after", 1, i64::MAX)?)
+                }
+                _ => None,
+            },
             seed: p.seed("seed")?,
         };
         Ok(PyMonitor {
@@ -253,6 +308,8 @@ impl PyMonitor {
         d.set_item("per_doubling", c.per_doubling)?;
         d.set_item("age_per_doubling", c.age_per_doubling)?;
         d.set_item("max_records", c.max_records)?;
+        d.set_item("max_tracked", c.max_tracked)?;
+        d.set_item("retire_after", c.retire_after)?;
         d.set_item("seed", c.seed)?;
         Ok(d)
     }
@@ -291,7 +348,10 @@ impl PyMonitor {
     /// (float32, n × dim). Each row is compared with the previous row the
     /// monitor saw for its id. `counts` (int64) default to the times the
     /// monitor has seen the id, `timestamps` (int64) to a running clock.
-    /// Everything is validated before anything is recorded.
+    /// Everything is validated before anything is recorded. Each argument
+    /// may be a numpy array or any object with `__dlpack__` or the array
+    /// interface (PyTorch or JAX CPU tensors), read without a copy where its
+    /// memory allows; no framework is imported.
     #[pyo3(signature = (ids, rows, counts=None, timestamps=None))]
     fn observe(
         &self,
@@ -301,10 +361,15 @@ impl PyMonitor {
         counts: Option<&Bound<'_, PyAny>>,
         timestamps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let ids = args::ids(ids, "ids")?;
-        let (rows, n, d) = rows_matrix(rows)?;
-        let counts = opt_ints(counts, "counts")?;
-        let timestamps = opt_ints(timestamps, "timestamps")?;
+        let (ids, rows) = (as_ndarray(ids, "ids")?, as_ndarray(rows, "rows")?);
+        let counts = counts.map(|c| as_ndarray(c, "counts")).transpose()?;
+        let timestamps = timestamps
+            .map(|t| as_ndarray(t, "timestamps"))
+            .transpose()?;
+        let ids = args::ids(&ids, "ids")?;
+        let (rows, n, d) = rows_matrix(&rows)?;
+        let counts = opt_ints(counts.as_ref(), "counts")?;
+        let timestamps = opt_ints(timestamps.as_ref(), "timestamps")?;
         let ids = ids.as_slice();
         if ids.len() != n {
             return Err(invalid(format!(
@@ -344,9 +409,14 @@ impl PyMonitor {
     /// Record given rows of tracked items at `timestamp` — typically the
     /// final rows an eviction returned: ``monitor.record_rows(out["ids"],
     /// out["rows"], out["interactions"], out["first_seen"], now)``. Returns
-    /// the records kept.
-    #[pyo3(signature = (ids, rows, counts, first_seen, timestamp=None),
-        text_signature = "($self, ids, rows, counts, first_seen, timestamp=0)")]
+    /// the records kept. With `final=True` (the default: rows that left the
+    /// model) every id is retired: a tracked item's trajectory is complete
+    /// (kept while there is room, the first to go when there is not) and an
+    /// observed id's previous row is forgotten. Pass `final=False` for rows
+    /// still in the model.
+    #[pyo3(signature = (ids, rows, counts, first_seen, timestamp=None, r#final=true),
+        text_signature = "($self, ids, rows, counts, first_seen, timestamp=0, final=True)")]
+    #[allow(clippy::too_many_arguments)]
     fn record_rows(
         &self,
         py: Python<'_>,
@@ -355,10 +425,17 @@ impl PyMonitor {
         counts: &Bound<'_, PyAny>,
         first_seen: &Bound<'_, PyAny>,
         timestamp: Option<&Bound<'_, PyAny>>,
+        r#final: bool,
     ) -> PyResult<usize> {
-        let ids = super::args::ids(ids, "ids")?;
+        let (ids, rows) = (as_ndarray(ids, "ids")?, as_ndarray(rows, "rows")?);
+        let (counts, first_seen) = (
+            as_ndarray(counts, "counts")?,
+            as_ndarray(first_seen, "first_seen")?,
+        );
+        let (counts, first_seen) = (&counts, &first_seen);
+        let ids = super::args::ids(&ids, "ids")?;
         let s = ids.as_slice();
-        let (v, n, _) = rows_matrix(rows)?;
+        let (v, n, _) = rows_matrix(&rows)?;
         let required = |o: &Bound<'_, PyAny>, name: &str| -> PyResult<Vec<i64>> {
             opt_ints(Some(o), name)?.ok_or_else(|| {
                 crate::py::errors::type_error_msg(format!(
@@ -397,7 +474,7 @@ impl PyMonitor {
             _ => 0,
         };
         let mon = &self.inner;
-        Ok(py.detach(|| mon.record_rows(s, &v, &counts, &first_seen, timestamp))?)
+        Ok(py.detach(|| mon.record_rows(s, &v, &counts, &first_seen, timestamp, r#final))?)
     }
 
     /// Recorded rows of tracked items: {"ids": uint64[n], "counts": int64[n],

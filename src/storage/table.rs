@@ -642,6 +642,52 @@ impl EmbeddingTable {
         let _ = r;
     }
 
+    /// `prefetch` with the row width known to the caller (`n` vectors of
+    /// four floats, `4 × n = dim`): a compile-time width unrolls the line
+    /// loops (the per-event loops prefetch every field's row each event).
+    #[inline(always)]
+    pub fn prefetch_width<W: crate::kernels::simd::Width>(&self, r: u32, n: W) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            debug_assert_eq!(4 * n.get(), self.cfg.dim);
+            let d = 4 * n.get();
+            let w = self
+                .weights
+                .as_ptr()
+                .wrapping_add(r as usize * d)
+                .cast::<i8>();
+            let m = self
+                .meta
+                .as_ptr()
+                .wrapping_add(r as usize * meta::WORDS)
+                .cast::<i8>();
+            // SAFETY: prefetch never faults, whatever the address.
+            unsafe {
+                for line in 0..(d * 4).div_ceil(64) {
+                    _mm_prefetch(w.wrapping_add(64 * line), _MM_HINT_T0);
+                }
+                _mm_prefetch(m, _MM_HINT_T0);
+            }
+            if self.state_width > 0 {
+                // Per-coordinate state (Adagrad): as wide as the row.
+                let st = self
+                    .state
+                    .as_ptr()
+                    .wrapping_add(r as usize * d)
+                    .cast::<i8>();
+                // SAFETY: as above.
+                unsafe {
+                    for line in 0..(d * 4).div_ceil(64) {
+                        _mm_prefetch(st.wrapping_add(64 * line), _MM_HINT_T0);
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (r, n);
+    }
+
     /// Row index of `id`, or `None`. Never inserts.
     #[inline]
     pub fn lookup(&self, guard: &MapGuard<'_>, id: u64) -> Option<u32> {
@@ -850,6 +896,26 @@ impl EmbeddingTable {
             weights: self.row(r),
             state: self.row_state(r),
             meta: self.meta(r).try_into().expect("8 metadata words"),
+        }
+    }
+
+    /// `row_cells` with the row width known to the caller (`n` vectors of
+    /// four floats, `4 × n = dim`; see `prefetch_width`).
+    #[inline(always)]
+    pub fn row_cells_width<W: crate::kernels::simd::Width>(&self, r: u32, n: W) -> RowCells<'_> {
+        debug_assert_eq!(4 * n.get(), self.cfg.dim);
+        let d = 4 * n.get();
+        let r = r as usize;
+        let state: &[AtomicU32] = if self.state_width > 0 {
+            &self.state.as_slice()[r * d..(r + 1) * d]
+        } else {
+            &[]
+        };
+        let m = &self.meta.as_slice()[r * meta::WORDS..(r + 1) * meta::WORDS];
+        RowCells {
+            weights: &self.weights.as_slice()[r * d..(r + 1) * d],
+            state,
+            meta: m.try_into().expect("8 metadata words"),
         }
     }
 

@@ -33,6 +33,11 @@ impl GlobalBias {
         (f32_load(&self.bias), f32_load(&self.acc))
     }
 
+    /// Set the accumulator (an optimizer reset), keeping the bias.
+    pub fn set_acc(&self, acc: f32) {
+        self.acc.store(acc.to_bits(), Relaxed);
+    }
+
     /// Add `delta` to both cells atomically (one compare-exchange loop per
     /// cell); returns the new (bias, accumulator).
     pub fn add(&self, delta_bias: f32, delta_acc: f32) -> (f32, f32) {

@@ -20,7 +20,7 @@ use crate::error::{out_of_range, Result};
 use crate::kernels::parallel::{chunks, fan_out, workers};
 use crate::storage::table::EmbeddingTable;
 use crate::train::batch::Events;
-use crate::train::kernel::{run_share, Layout, Share, ShareTotals};
+use crate::train::kernel::{run_share, EventTimes, Layout, Share, ShareTotals};
 use crate::train::model::{FieldModel, Observed, TrainStats};
 use crate::train::observer::UpdateObserver;
 use crate::train::resolve::{check_room, resolve, MISSING};
@@ -73,10 +73,11 @@ impl FieldModel {
         // and tag the rows it changes with a new version.
         let _pins: Vec<_> = tables.iter().map(|t| t.begin_write()).collect();
         let base = self.events_seen.load(Relaxed) as i64;
-        let time_of = |e: usize| match events.timestamps {
-            Some(t) => t[e],
-            None => base + e as i64,
+        let times = match events.timestamps {
+            Some(t) => EventTimes::Given(t),
+            None => EventTimes::Counted { base },
         };
+        let time_of = |e: usize| times.at(e);
         let mut rows = Vec::with_capacity(tables.len());
         let mut new_rows = Vec::with_capacity(tables.len());
         for (t, col) in tables.iter().zip(events.columns) {
@@ -103,7 +104,7 @@ impl FieldModel {
             events,
             range,
             rows: &rows,
-            time_of: &time_of,
+            times,
             count_interactions: options.count_interactions,
             global: &self.global,
             bias_sync: (parts.len() > 1).then_some(BIAS_SYNC),

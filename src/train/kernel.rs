@@ -225,7 +225,7 @@ pub struct Share<'a, O: UpdateObserver> {
     pub range: std::ops::Range<usize>,
     /// Resolved rows, one vector per field.
     pub rows: &'a [Vec<u32>],
-    pub time_of: &'a (dyn Fn(usize) -> i64 + Sync),
+    pub times: EventTimes<'a>,
     pub count_interactions: bool,
     pub global: &'a GlobalBias,
     /// Publish the global bias every this many events (None: only at the end).
@@ -237,6 +237,26 @@ pub struct Share<'a, O: UpdateObserver> {
     /// Keep each event's score computed before its own update (progressive
     /// validation), in `ShareTotals::scores`.
     pub scores: bool,
+}
+
+/// The time of each event of a call: given per event, or counted from the
+/// model's event count before the call (an enum rather than a closure: the
+/// per-event loop reads it without an indirect call).
+#[derive(Clone, Copy, Debug)]
+pub enum EventTimes<'a> {
+    Given(&'a [i64]),
+    Counted { base: i64 },
+}
+
+impl EventTimes<'_> {
+    /// The time of event `e`.
+    #[inline(always)]
+    pub fn at(&self, e: usize) -> i64 {
+        match *self {
+            EventTimes::Given(t) => t[e],
+            EventTimes::Counted { base } => base + e as i64,
+        }
+    }
 }
 
 /// What a worker's share returns.
@@ -410,7 +430,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
         for e in block_start..(block_start + block).min(end) {
             if e + PREFETCH < end {
                 for (t, r) in tables.iter().zip(rows) {
-                    t.prefetch(r[e + PREFETCH]);
+                    t.prefetch_width(r[e + PREFETCH], row_width);
                 }
             }
             let mut missing = false;
@@ -433,7 +453,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                 .zip(x.chunks_exact_mut(w))
                 .zip(cells.iter_mut())
             {
-                *cell = t.row_cells(r);
+                *cell = t.row_cells_width(r, row_width);
                 simd::load_row(row_width, cell.weights, loaded_row);
             }
             let mut score = interactions_f4(s.layout.interaction, n_fields, block_width, x, sum);
@@ -453,7 +473,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
             totals.weight_sum += f64::from(wt);
             let g = g * wt;
             gradients_f4(s.layout.interaction, n_fields, block_width, x, sum, g, grad);
-            let t_e = (s.time_of)(e);
+            let t_e = s.times.at(e);
             for ((n, t), c) in counts.iter_mut().zip(tables).zip(cells.iter()) {
                 *n = t.touch_meta(c.meta, t_e, s.count_interactions);
             }
@@ -555,7 +575,7 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
             totals.weight_sum += f64::from(wt);
             let g = g * wt;
             l.gradients(&x, &sum, g, &mut grad);
-            let t_e = (s.time_of)(e);
+            let t_e = s.times.at(e);
             for (f, ((t, r), (loaded_row, row_grad))) in tables
                 .iter()
                 .zip(s.rows)

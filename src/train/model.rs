@@ -19,7 +19,9 @@
 //!   order in training and in `score` alike.
 
 use crate::error::{invalid, Result};
-use crate::storage::table::{f32_load, EmbeddingTable, TableConfig};
+use crate::storage::table::{
+    f32_load, f32_store, meta, pack_bias, unpack_bias, EmbeddingTable, TableConfig,
+};
 pub use crate::train::bias::GlobalBias;
 pub use crate::train::config::{block_index, field_list, FieldConfig, Interaction};
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -178,6 +180,28 @@ impl FieldModel {
             self.global_state(),
             self.events_seen(),
         ))
+    }
+
+    /// Reset the optimizer: every Adagrad accumulator (of the rows' weights,
+    /// row-wise, of the biases and of the global bias) back to its initial
+    /// value; weights, biases, counts and times are kept (a warm start with
+    /// a fresh optimizer). SGD keeps no state: a no-op. Rows are reached
+    /// through a pinned reader, so a concurrent eviction cannot hand one over.
+    pub fn reset_optimizer(&self) {
+        let acc0 = self.cfg.table.optimizer.initial_accumulator;
+        for t in &self.tables {
+            let reader = t.reader();
+            for &r in reader.rows() {
+                for cell in t.row_state(r) {
+                    f32_store(cell, acc0);
+                }
+                let m = t.meta(r);
+                let (bias, _) = unpack_bias(m[meta::BIAS].load(Relaxed));
+                m[meta::BIAS].store(pack_bias(bias, acc0), Relaxed);
+                m[meta::ROW_ACC].store(u64::from(acc0.to_bits()), Relaxed);
+            }
+        }
+        self.global.set_acc(acc0);
     }
 
     pub fn n_fields(&self) -> usize {

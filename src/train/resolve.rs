@@ -10,8 +10,10 @@ use crate::kernels::parallel::{chunks, fan_out, workers};
 use crate::storage::table::EmbeddingTable;
 
 /// Row of an event whose id has no row: not admitted yet (see `lifecycle`).
-pub const MISSING: u32 = u32::MAX;
-const LOOKAHEAD: usize = 16;
+/// (The id map's `EMPTY`, which `MapGuard::get_batch` writes for them.)
+pub const MISSING: u32 = crate::storage::idmap::EMPTY;
+/// New ids whose map slot is prefetched ahead of their insert.
+const INSERT_AHEAD: usize = 16;
 
 /// Fails, naming the table, when some table cannot hold the new ids of its
 /// column. Cheap unless a column is longer than the room left.
@@ -57,20 +59,18 @@ pub fn resolve(
         rest = tail;
         slices.push((p.clone(), mine));
     }
+    // One batched pass per worker (`MapGuard::get_batch`: each id hashed
+    // once, its slot prefetched ahead); the misses are listed only when
+    // there are some.
     let missing: Vec<Vec<usize>> = fan_out("id lookup", slices, |(p, mine)| {
         let g = table.guard();
-        let mut miss = Vec::new();
-        let end = p.end;
-        for (k, e) in p.enumerate() {
-            if e + LOOKAHEAD < end {
-                g.prefetch(ids[e + LOOKAHEAD]);
-            }
-            match table.lookup(&g, ids[e]) {
-                Some(r) => mine[k] = r,
-                None => miss.push(e),
-            }
+        if g.get_batch(&ids[p.clone()], mine) == 0 {
+            return Vec::new();
         }
-        miss
+        p.zip(mine.iter())
+            .filter(|&(_, &r)| r == MISSING)
+            .map(|(e, _)| e)
+            .collect()
     })?;
     let n_missing: usize = missing.iter().map(Vec::len).sum();
     if n_missing == 0 {
@@ -124,7 +124,10 @@ pub fn resolve(
         |list: &Vec<usize>| {
             let g = table.guard();
             let mut out = Vec::with_capacity(list.len());
-            for &e in list {
+            for (k, &e) in list.iter().enumerate() {
+                if let Some(&ahead) = list.get(k + INSERT_AHEAD) {
+                    g.prefetch(ids[ahead]);
+                }
                 let (r, new) = table.get_or_insert(&g, ids[e], time_of(e))?;
                 out.push((e, r, new));
             }

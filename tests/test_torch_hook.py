@@ -1,0 +1,210 @@
+"""embcore.integrations.torch.watch observes exactly the rows each optimizer step changed, with
+the values after the step, under the team's ids — the same as a hand-written observe loop."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import embcore
+
+torch = pytest.importorskip("torch")
+from embcore.integrations.torch import bench_torch, watch  # noqa: E402
+
+torch.sparse.check_sparse_tensor_invariants.disable()  # torch warns unless told
+
+
+class Recorder:
+    """A stand-in monitor that keeps every observe call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, np.ndarray]] = []
+
+    def observe(self, ids, rows, counts=None, timestamps=None) -> None:
+        self.calls.append(
+            {
+                "ids": np.asarray(ids).copy(),
+                "rows": np.from_dlpack(rows).copy() if hasattr(rows, "__dlpack__") else rows,
+                "counts": np.asarray(counts).copy(),
+                "timestamps": np.asarray(timestamps).copy(),
+            }
+        )
+
+
+def batches(n_rows: int, steps: int, size: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [torch.from_numpy((rng.zipf(1.5, size) - 1) % n_rows) for _ in range(steps)]
+
+
+def step(emb, opt, index) -> None:
+    opt.zero_grad()
+    (emb(index) ** 2).sum().backward()
+    opt.step()
+
+
+def test_observes_exactly_the_rows_each_step_changed() -> None:
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 4, sparse=True)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.01)  # small: no row is driven to exactly 0
+    team_ids = np.arange(50, dtype=np.uint64) * 7 + 1000
+    rec = Recorder()
+    watch(emb, rec, ids=team_ids, optimizer=opt)
+    for k, index in enumerate(batches(50, 20, 16)):
+        before = emb.weight.detach().clone().numpy()
+        n = len(rec.calls)
+        step(emb, opt, index)
+        after = emb.weight.detach().numpy()
+        changed = np.flatnonzero((before != after).any(axis=1))
+        post = rec.calls[-1]
+        np.testing.assert_array_equal(np.sort(post["ids"]), team_ids[changed])
+        np.testing.assert_array_equal(post["rows"], after[(post["ids"] - 1000) // 7])
+        assert (post["timestamps"] == k + 1).all()
+        if len(rec.calls) - n == 2:  # rows never seen before: their row before the step
+            pre = rec.calls[-2]
+            np.testing.assert_array_equal(pre["rows"], before[(pre["ids"] - 1000) // 7])
+        # counts: lookups so far of each observed row
+        seen = torch.cat(batches(50, 20, 16)[: k + 1]).numpy()
+        rows = (post["ids"] - 1000) // 7
+        np.testing.assert_array_equal(post["counts"], np.bincount(seen, minlength=50)[rows])
+
+
+def reference_loop(emb, opt, monitor, index_batches, ids) -> None:
+    """The hand-written observe: before each step the rows never seen, after it the touched."""
+    seen = np.zeros(emb.weight.shape[0], bool)
+    counts = np.zeros(emb.weight.shape[0], np.int64)
+    for k, index in enumerate(index_batches):
+        opt.zero_grad()
+        (emb(index) ** 2).sum().backward()
+        rows = np.unique(index.numpy())
+        np.add.at(counts, index.numpy(), 1)
+        fresh = rows[~seen[rows]]
+        w = emb.weight.detach().numpy()
+        if fresh.size:
+            monitor.observe(
+                ids[fresh],
+                w[fresh].copy(),
+                counts=counts[fresh],
+                timestamps=np.full(fresh.size, k, np.int64),
+            )
+            seen[fresh] = True
+        opt.step()
+        w = emb.weight.detach().numpy()
+        monitor.observe(
+            ids[rows],
+            w[rows].copy(),
+            counts=counts[rows],
+            timestamps=np.full(rows.size, k + 1, np.int64),
+        )
+
+
+@pytest.mark.parametrize("mode", ["auto", "grad", "batch"])
+def test_same_monitor_as_the_hand_written_observe(mode: str) -> None:
+    ids = np.arange(200, dtype=np.uint64)[::-1].copy()
+    index_batches = batches(200, 30, 64, seed=2)
+    results = []
+    for hooked in (True, False):
+        torch.manual_seed(1)
+        emb = torch.nn.Embedding(200, 8, sparse=True)
+        opt = torch.optim.Adagrad(emb.parameters(), lr=0.1)
+        monitor = embcore.Monitor(sample_rate=0.2)
+        if hooked:
+            handle = watch(emb, monitor, ids=ids, optimizer=opt, rows=mode)
+            for index in index_batches:
+                step(emb, opt, index)
+            handle.remove()
+        else:
+            reference_loop(emb, opt, monitor, index_batches, ids)
+        results.append(monitor)
+    assert results[0].summary()["updates"] > 0
+    assert results[0].to_bytes() == results[1].to_bytes()
+
+
+def test_global_hooks_dense_gradient_padding_and_callable_ids() -> None:
+    torch.manual_seed(3)
+    emb = torch.nn.Embedding(30, 4, padding_idx=0)  # dense gradient
+    other = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    opt_other = torch.optim.SGD(other.parameters(), lr=0.1)
+    rec = Recorder()
+    with watch(emb, rec, ids=lambda rows: rows + 10, rows="grad") as handle:
+        index = torch.tensor([0, 3, 3, 7])
+        step(emb, opt, index)
+        opt_other.zero_grad()
+        other(torch.ones(1, 2)).sum().backward()
+        opt_other.step()  # another optimizer: not the watched weight
+    assert handle.steps == 1
+    assert np.sort(rec.calls[-1]["ids"]).tolist() == [13, 17]  # padding row 0 excluded
+    step(emb, opt, index)  # removed: nothing more
+    assert handle.steps == 1
+
+
+def test_sample_observes_a_fixed_hashed_share_of_rows() -> None:
+    emb = torch.nn.Embedding(1000, 4, sparse=True)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    rec = Recorder()
+    watch(emb, rec, optimizer=opt, sample=0.25)
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        step(emb, opt, torch.from_numpy(rng.integers(0, 1000, 400)))
+    observed = np.unique(np.concatenate([c["ids"] for c in rec.calls]))
+    assert 0.15 < observed.size / 1000 < 0.35
+    from embcore.tables_io import id_hash
+
+    assert (id_hash(observed) < np.uint64(int(0.25 * 2.0**64))).all()
+
+
+def test_bad_arguments_are_clear_errors() -> None:
+    emb = torch.nn.Embedding(10, 4)
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(embcore.ConfigError, match="optimizer does not hold"):
+        watch(emb, embcore.Monitor(), optimizer=opt)
+    with pytest.raises(embcore.ConfigError, match="one id per row of the embedding \\(10\\)"):
+        watch(emb, embcore.Monitor(), ids=np.arange(5))
+    with pytest.raises(embcore.ConfigError, match="rows must be"):
+        watch(emb, embcore.Monitor(), rows="all")
+    with pytest.raises(embcore.ConfigError, match="2-D weight"):
+        watch(torch.nn.ReLU(), embcore.Monitor())
+
+
+def test_monitor_observe_takes_tensors_zero_copy() -> None:
+    a, b = embcore.Monitor(sample_rate=1.0), embcore.Monitor(sample_rate=1.0)
+    w = torch.randn(20, 4)
+    for k in range(3):
+        a.observe(torch.arange(20), w * (k + 1), counts=torch.full((20,), k + 1))
+        b.observe(np.arange(20, dtype=np.uint64), (w * (k + 1)).numpy(), counts=np.full(20, k + 1))
+    assert a.to_bytes() == b.to_bytes()
+    with pytest.raises(TypeError, match="rows: cannot read a Tensor"):
+        a.observe(torch.arange(20), torch.randn(20, 4, requires_grad=True))
+
+
+def test_example_runs_and_learns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).parent.parent / "examples" / "torch_two_tower.py"
+    argv = sys.argv
+    sys.argv = [str(path), "--steps", "200", "--publish-every", "100", "--out", str(tmp_path)]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    first, last = (float(x) for x in out.split("loss ")[1].split()[0:3:2])
+    assert last < first
+    assert len(list(tmp_path.glob("items-*.parquet"))) == 2
+
+
+def test_bench_torch_measures_the_hook() -> None:
+    out = bench_torch(quick=True, repeats=1)
+    assert out["step_seconds"] > 0 and out["hook_seconds_per_step"] > 0
+    assert out["watched_step_seconds"] > 0
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import embcore.integrations.torch as module
+
+    failures, _ = doctest.testmod(module, report=False)
+    assert failures == 0
