@@ -29,25 +29,27 @@ def test_version(capsys: pytest.CaptureFixture) -> None:
     assert capsys.readouterr().out.strip() == f"embcore {embcore.__version__}"
 
 
-@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
-def test_every_flag_has_help_and_shows_its_default(
-    command: str, capsys: pytest.CaptureFixture
-) -> None:
+@pytest.mark.parametrize("command", ["study", "replay", "bench"])
+def test_every_flag_has_help_and_shows_its_default(command: str) -> None:
     parser = _subparsers()[command]
+    formatter = parser._get_formatter()
+    assert isinstance(formatter, cli.HelpFormatter)
     for action in parser._actions:
         if not action.option_strings or isinstance(action, argparse._HelpAction):
             continue
-        assert action.help, f"{command} {action.option_strings[0]} has no help"
-        assert "\n" not in action.help
+        flag = action.option_strings[0]
+        assert action.help and "\n" not in action.help, f"{command} {flag} has no one-line help"
+        if not isinstance(action, argparse._StoreTrueAction):
+            shown = formatter._get_help_string(action) or ""
+            assert "default" in shown, f"{command} {flag}: no default in {shown!r}"
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_help_renders_with_choices(command: str, capsys: pytest.CaptureFixture) -> None:
+    parser = _subparsers()[command]
     assert cli.main([command, "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for action in parser._actions:
-        if action.option_strings and not isinstance(
-            action, argparse._HelpAction | argparse._StoreTrueAction
-        ):
-            flag = action.option_strings[0]
-            shown = text.split(flag, 2)[-1].split(" --", 1)[0]
-            assert "default" in shown, f"{command} {flag}: no default in {shown!r}"
         if action.choices and action.option_strings:
             assert "{" + ",".join(map(str, action.choices)) + "}" in text
 
@@ -132,10 +134,14 @@ def test_interrupt_exits_130_and_leaves_nothing(
 def test_sigterm_exits_143_and_cleans_the_staging_directory(tmp_path: Path) -> None:
     log = synthetic_log(tmp_path / "ratings.csv", "movielens", 300, seed=0)
     out = tmp_path / "interrupted"
+    ready = tmp_path / "analysing"
     script = (
-        "import sys, time\n"
+        "import pathlib, sys, time\n"
         "from embcore import cli, runs\n"
-        "runs.analyse_modes = lambda *a, **k: time.sleep(60)\n"
+        "def analyse(*a, **k):\n"
+        f"    pathlib.Path({str(ready)!r}).touch()\n"
+        "    time.sleep(120)\n"
+        "runs.analyse_modes = analyse\n"
         "sys.exit(cli.main(sys.argv[1:]))\n"
     )
     child = subprocess.Popen(
@@ -143,12 +149,13 @@ def test_sigterm_exits_143_and_cleans_the_staging_directory(tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".interrupted.partial-*")):
+    deadline = time.monotonic() + 120
+    while not ready.exists():  # the run is under way, its staging directory written
         assert child.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
+    assert list(tmp_path.glob(".interrupted.partial-*"))
     child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=60)
+    _, err = child.communicate(timeout=120)
     assert child.returncode == 143
     assert err.strip() == "embcore replay: terminated; no output was written"
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
