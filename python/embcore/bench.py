@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 import embcore
+from embcore import bench_replay
 
 DIM = 32
 # The physical-limit probe of BENCHMARKS.md, shipped with the package.
@@ -574,6 +575,7 @@ GROUP_RUNNERS: dict[str, Callable[[Run], None]] = {
     "probe": lambda r: bench_probe(r.workload, r.results, r.tmp),
     "drift": lambda r: bench_drift(r.workload, r.results),
     "ffm": lambda r: bench_ffm(r.workload, r.results),
+    "replay": lambda r: bench_replay.bench(r.workload, r.results),
     "torch": lambda r: bench_torch_group(r.workload, r.results),
 }
 

@@ -1,8 +1,42 @@
-"""Argument types shared by the ``embcore`` subcommands (each declares its own flags)."""
+"""Argument types and help shared by the ``embcore`` subcommands (each declares its own flags).
+
+A type returns the value the API takes, or raises ``argparse.ArgumentTypeError`` with what
+was given and what is allowed (argparse prints it as ``argument --flag: ...`` and exits 2).
+
+>>> duration("1d"), duration_or_auto("auto"), separator("tab"), bad_rows("2%")
+('1d', 'auto', '\\t', '2%')
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+THREADS_HELP = (
+    "training threads per mode (default 1). Modes already run side by side, one thread "
+    "each, so modes x threads above the machine's cores only queues work: slower, and with "
+    "more than one thread the lock-free (Hogwild) updates interleave by the schedule, so "
+    "results change from run to run. 1 is exact and reproducible"
+)
+"""Help of every ``--threads`` flag."""
+
+COMMON_HELP = {
+    "--seed": "random seed of the models (every mode starts from the same rows)",
+    "--threads": THREADS_HELP,
+    "--modes": "comma-separated training modes, from realtime, batch, hybrid",
+    "--period": "batch/hybrid retraining period, e.g. 6h, 90m, 1d or seconds",
+    "--epochs": "passes over each batch window at a boundary",
+    "--learning-rate": "optimizer step size",
+    "--dim": "embedding width",
+    "--init-scale": "initial rows uniform in [-s, s]",
+    "--alpha": "maturity threshold on the cosine distance, in (0, 2)",
+    "--track-rate": "share of items whose trajectories are recorded, in (0, 1]",
+    "--out": "output path",
+    "--no-progress": "hide the progress bar",
+    "--quick": "a smaller version, under a minute",
+    "--scale": "size of the simulated world",
+}
+"""One-line help of the flags several subcommands share, for those declared without one."""
 
 
 def mode_list(text: str) -> list[str]:
@@ -22,3 +56,65 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def duration(text: str) -> str:
+    """A positive duration (``6h``, ``90m``, ``1d``, ``45s`` or seconds), checked and returned
+    as given (the API parses it)."""
+    from embcore.modes import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive duration such as 6h, 90m, 1d or 3600 (seconds), got {text!r}"
+        ) from None
+    return text
+
+
+def duration_or_auto(text: str) -> str:
+    """``auto`` or a :func:`duration`."""
+    return "auto" if text.strip().lower() == "auto" else duration(text)
+
+
+def column_map(text: str) -> Any:
+    """``user=COL,item=COL,time=COL[,label=COL][,weight=COL]`` as a
+    :class:`embcore.datasets.ColumnMap`."""
+    from embcore.datasets import ColumnMap
+
+    try:
+        return ColumnMap.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+_SEPARATORS = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "space": " ", "pipe": "|"}
+
+
+def separator(text: str) -> str:
+    """One character, or ``tab``, ``comma``, ``semicolon``, ``space``, ``pipe``, ``\\t``."""
+    value = _SEPARATORS.get(text.lower(), text)
+    if len(value) != 1 or value in '\r\n"':
+        raise argparse.ArgumentTypeError(
+            f"expected one character or one of {', '.join(_SEPARATORS)}, got {text!r}"
+        )
+    return value
+
+
+def bad_rows(text: str) -> int | str:
+    """A count (``100``) or a share of the rows read (``1%``) of malformed rows allowed."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            share = float(value[:-1])
+            if not 0 <= share <= 100:
+                raise ValueError
+            return value
+        count = int(value)
+        if count < 0:
+            raise ValueError
+        return count
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count >= 0 or a share such as 1%, got {text!r}"
+        ) from None

@@ -17,6 +17,7 @@ counts every row that was read, dropped as malformed or duplicate, or found out 
 from __future__ import annotations
 
 import math
+import os
 import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,8 +31,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from embcore import errors
+
 __all__ = [
     "FORMATS",
+    "DEFAULT_MAX_BAD_ROWS",
     "SYNTHETIC_COLUMNS",
     "ColumnMap",
     "DatasetError",
@@ -39,6 +43,7 @@ __all__ = [
     "EventLog",
     "LoadReport",
     "RowIssue",
+    "TimeProfile",
     "open_log",
     "read_events",
     "synthetic_log",
@@ -68,6 +73,12 @@ FORMATS: tuple[str, ...] = (
     "parquet",
 )
 MAX_EXAMPLES = 5
+DEFAULT_MAX_BAD_ROWS = "1%"
+"""Malformed rows a log may have before reading fails: 1% of the rows read (at least 10)."""
+_MIN_BAD_ROWS = 10
+_MAX_LINE_BYTES = 1 << 30  # the longest line the text reader grows its blocks to hold
+_SAMPLE_TIMES = 1 << 21  # event times the first pass keeps for --period auto
+_SORT_BYTES_PER_ROW = 64  # memory of one row sorted in memory (all columns, lines, order)
 """How many example rows (line number and reason) a :class:`LoadReport` keeps per kind."""
 
 _NS_PER_UNIT: dict[str, int] = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
@@ -99,10 +110,12 @@ _REASONS = {
 }
 
 
-class DatasetError(ValueError):
-    """A log cannot be read: missing file or column, wrong column kind, unsorted, or empty.
+class DatasetError(errors.DatasetError):
+    """A log cannot be read: missing file or column, wrong column kind, unsorted, damaged,
+    too many malformed rows, or empty (an :class:`embcore.errors.DatasetError`).
 
-    The message names the file and the column or line at fault, and the remedy.
+    The message is one line naming the file, the column, line or byte at fault, and the remedy
+    (in command-line flags; the keyword of :func:`open_log` has the same name).
 
     >>> raise DatasetError("ratings.csv: column 'rating' is missing")
     Traceback (most recent call last):
@@ -158,6 +171,69 @@ class ColumnMap:
             raise ValueError("label_rule needs a label column: pass label='column name'")
         if isinstance(self.keep, str):
             raise ValueError(f"keep must be a tuple of column names, got the string {self.keep!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> ColumnMap:
+        """The map of ``--columns``: ``user=COL,item=COL,time=COL[,label=COL][,weight=COL]``.
+
+        >>> ColumnMap.parse("user=uid,item=vid,time=ts,label=click")
+        ... # doctest: +ELLIPSIS
+        ColumnMap(user='uid', item='vid', time='ts', label='click', ...)
+        >>> ColumnMap.parse("user=uid,item=vid")
+        Traceback (most recent call last):
+        ...
+        ValueError: --columns needs user=, item= and time= (missing time), got 'user=uid,item=vid'
+        """
+        roles: dict[str, str] = {}
+        allowed = ("user", "item", "time", "label", "weight")
+        for part in (p.strip() for p in str(text).split(",")):
+            if not part:
+                continue
+            role, eq, column = (x.strip() for x in part.partition("="))
+            if not eq or not column or role not in allowed:
+                raise ValueError(
+                    f"--columns takes ROLE=COLUMN pairs with ROLE one of {', '.join(allowed)}, "
+                    f"got {part!r} in {text!r}"
+                )
+            if role in roles:
+                raise ValueError(f"--columns names {role}= twice in {text!r}")
+            roles[role] = column
+        missing = [r for r in ("user", "item", "time") if r not in roles]
+        if missing:
+            raise ValueError(
+                f"--columns needs user=, item= and time= (missing {', '.join(missing)}), "
+                f"got {text!r}"
+            )
+        return cls(
+            user=roles["user"],
+            item=roles["item"],
+            time=roles["time"],
+            label=roles.get("label"),
+            weight=roles.get("weight"),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The map as plain values (``metrics.json``): roles, time unit, label rule.
+
+        >>> ColumnMap("u", "i", "t", label="y", label_rule=0.5).describe()["label_rule"]
+        'label >= 0.5'
+        """
+        rule = self.label_rule
+        return {
+            "user": self.user,
+            "item": self.item,
+            "time": self.time,
+            "label": self.label,
+            "weight": self.weight,
+            "time_unit": self.time_unit,
+            "label_rule": (
+                None
+                if rule is None
+                else "callable"
+                if callable(rule)
+                else f"label >= {float(rule):g}"
+            ),
+        }
 
     def required_columns(self) -> list[str]:
         """Names of the columns that every row must have, in a stable order.
@@ -406,6 +482,84 @@ class LoadReport:
         examples.extend(issues[: MAX_EXAMPLES - len(examples)])
 
 
+@dataclass
+class TimeProfile:
+    """The event times of a log, as the loader's first pass over the time column saw them
+    (``embcore replay --period auto`` chooses its period from it).
+
+    Attributes
+    ----------
+    events : int
+        Rows with a usable time (the first ``limit`` in time order, with a limit).
+    first, last : int
+        Earliest and latest event time, whole seconds.
+    sample : numpy.ndarray of int64
+        Sorted event times (seconds) of an even subsample of the rows (all of them up to
+        about two million rows), so ``sample.size / events`` is the sampling rate.
+
+    Examples
+    --------
+    >>> TimeProfile(events=3, first=0, last=9, sample=np.array([0, 5, 9])).sample.size
+    3
+    """
+
+    events: int
+    first: int
+    last: int
+    sample: npt.NDArray[np.int64]
+
+
+def _bad_rows_allowed(spec: int | str, rows_read: int) -> int:
+    """Malformed rows allowed among ``rows_read``: a count, or ``"P%"`` of the rows read (at
+    least :data:`_MIN_BAD_ROWS`)."""
+    if isinstance(spec, str):
+        share = float(spec.strip().rstrip("%")) / 100.0
+        return max(_MIN_BAD_ROWS, math.ceil(share * rows_read))
+    return int(spec)
+
+
+def _check_bad_rows_spec(spec: Any) -> int | str:
+    problem = f"max_bad_rows must be a count >= 0 or a share such as '1%', got {spec!r}"
+    if isinstance(spec, bool):
+        raise ValueError(problem)
+    if isinstance(spec, int | np.integer):
+        if spec < 0:
+            raise ValueError(problem)
+        return int(spec)
+    if isinstance(spec, str) and spec.strip().endswith("%"):
+        try:
+            share = float(spec.strip()[:-1])
+        except ValueError:
+            raise ValueError(problem) from None
+        if 0 <= share <= 100:
+            return spec.strip()
+    raise ValueError(problem)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _default_max_sort_rows() -> int:
+    """The largest log ``sort="auto"`` sorts in memory: 50 M rows, or fewer when half the
+    available memory cannot hold them."""
+    available = _available_memory()
+    if available is None:
+        return 50_000_000
+    return max(1_000_000, min(50_000_000, available // 2 // _SORT_BYTES_PER_ROW))
+
+
 # ----------------------------------------------------------------------------------------------
 # Resolving a path and a format into a source description
 # ----------------------------------------------------------------------------------------------
@@ -445,14 +599,26 @@ def _is_parquet(path: Path) -> bool:
 
 
 def _sniff_lines(path: Path) -> list[str]:
-    """The first complete lines of a (possibly compressed) text file."""
-    with pa.input_stream(str(path)) as stream:  # detects .gz/.bz2/.zst from the name
-        head = stream.read(_SNIFF_BYTES)
-    text = head.decode("utf-8", errors="replace")
+    """The first complete lines of a (possibly compressed) text file, without a UTF-8
+    byte-order mark."""
+    try:
+        with pa.input_stream(str(path)) as stream:  # detects .gz/.bz2/.zst from the name
+            head = stream.read(_SNIFF_BYTES)
+    except (OSError, pa.ArrowException) as exc:
+        raise _fail(path, f"cannot be read: {_damaged(exc)}") from None
+    text = head.decode("utf-8-sig", errors="replace")
     lines = text.split("\n")
     if len(head) == _SNIFF_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last one may be cut
     return [line.rstrip("\r") for line in lines]
+
+
+def _damaged(exc: BaseException) -> str:
+    """The reader's complaint about damaged bytes, with the fix."""
+    return (
+        f"the file is truncated or damaged ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+        "download or export it again (for .gz: gzip -t FILE checks it)"
+    )
 
 
 def _looks_numeric(fields_: list[str]) -> bool:
@@ -461,6 +627,18 @@ def _looks_numeric(fields_: list[str]) -> bool:
 
 def _split_header(line: str, delimiter: str) -> list[str]:
     return [name.strip().strip('"') for name in line.split(delimiter)]
+
+
+_GENERIC_NAMES = {
+    "user": ("user", "user_id", "userid", "uid"),
+    "item": ("item", "item_id", "itemid", "iid"),
+    "time": ("time", "timestamp", "ts"),
+    "label": ("label",),
+    "weight": ("weight",),
+}
+_COLUMNS_HINT = (
+    "pass --columns user=COL,item=COL,time=COL[,label=COL] (Python: columns=ColumnMap(...))"
+)
 
 
 def _preset_from_names(names: Sequence[str]) -> str | None:
@@ -474,11 +652,42 @@ def _preset_from_names(names: Sequence[str]) -> str | None:
     return None
 
 
+def _generic_from_names(names: Sequence[str]) -> ColumnMap | None:
+    """The map of a generic log whose header names its columns plainly (``user``, ``item``,
+    ``time`` and optionally ``label``, ``weight``; ``user_id``, ``timestamp``... too)."""
+    lowered = {name.lower(): name for name in names}
+    found: dict[str, str] = {}
+    for role, candidates in _GENERIC_NAMES.items():
+        hits = [lowered[c] for c in candidates if c in lowered]
+        if len(hits) == 1:
+            found[role] = hits[0]
+        elif len(hits) > 1:
+            return None
+    if not {"user", "item", "time"} <= set(found):
+        return None
+    return ColumnMap(
+        user=found["user"],
+        item=found["item"],
+        time=found["time"],
+        label=found.get("label"),
+        weight=found.get("weight"),
+    )
+
+
 def _resolve(
-    path: Path, format: str, columns: ColumnMap | None, label_threshold: float | None
+    path: Path,
+    format: str,
+    columns: ColumnMap | None,
+    label_threshold: float | None,
+    time_unit: str | None = None,
+    separator: str | None = None,
 ) -> _Source:
     if format != "auto" and format not in FORMATS:
-        raise ValueError(f"format must be 'auto' or one of {list(FORMATS)}, got {format!r}")
+        raise ValueError(f"--format must be 'auto' or one of {', '.join(FORMATS)}, got {format!r}")
+    if time_unit is not None and time_unit not in _NS_PER_UNIT:
+        raise ValueError(f"--time-unit must be one of s, ms, us, ns, got {time_unit!r}")
+    if separator is not None and (not isinstance(separator, str) or len(separator) != 1):
+        raise ValueError(f"--sep must be one character, got {separator!r}")
     if not path.exists():
         raise _fail(path, "no such file")
     if not path.is_file():
@@ -489,19 +698,19 @@ def _resolve(
     if parquet:
         source = _resolve_parquet(path, format, columns)
     else:
-        source = _resolve_text(path, format, columns)
+        source = _resolve_text(path, format, columns, separator)
     mapping = source.mapping
-    if label_threshold is not None:
-        if mapping.label is None:
-            raise ValueError("label_threshold needs a label column; this mapping has none")
+    if label_threshold is not None and mapping.label is None:
+        raise ValueError("--label-threshold needs a label column; this log's mapping has none")
+    if label_threshold is not None or time_unit is not None:
         mapping = ColumnMap(
             user=mapping.user,
             item=mapping.item,
             time=mapping.time,
             label=mapping.label,
-            label_rule=float(label_threshold),
+            label_rule=mapping.label_rule if label_threshold is None else float(label_threshold),
             weight=mapping.weight,
-            time_unit=mapping.time_unit,
+            time_unit=mapping.time_unit if time_unit is None else time_unit,  # type: ignore[arg-type]
             keep=mapping.keep,
         )
         source.mapping = mapping
@@ -522,20 +731,23 @@ def _resolve_parquet(path: Path, format: str, columns: ColumnMap | None) -> _Sou
     try:
         parquet = pq.ParquetFile(str(path))
     except (pa.ArrowException, OSError) as exc:
-        raise _fail(path, f"cannot be read as Parquet ({exc})") from exc
+        raise _fail(path, f"cannot be read as Parquet: {_damaged(exc)}") from None
     names = list(parquet.schema_arrow.names)
     if parquet.metadata.num_rows == 0:
         raise _fail(path, "has no rows")
     preset = False
     if columns is None:
         detected = format if format in _PRESETS else _preset_from_names(names)
-        if detected is None:
-            raise _fail(
-                path,
-                f"cannot tell which columns hold user, item and time (columns {names}); "
-                "pass columns=ColumnMap(user=..., item=..., time=..., label=...)",
-            )
-        columns, preset, format = _PRESETS[detected], True, detected
+        if detected is not None:
+            columns, preset, format = _PRESETS[detected], True, detected
+        else:
+            columns = _generic_from_names(names)
+            if columns is None:
+                raise _fail(
+                    path,
+                    f"cannot tell which columns hold user, item and time (columns {names}); "
+                    + _COLUMNS_HINT,
+                )
     return _Source(
         path=path,
         format="parquet" if format == "auto" else format,
@@ -546,7 +758,19 @@ def _resolve_parquet(path: Path, format: str, columns: ColumnMap | None) -> _Sou
     )
 
 
-def _resolve_text(path: Path, format: str, columns: ColumnMap | None) -> _Source:
+def _delimiter_name(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def _guess_delimiter(line: str) -> str:
+    counts = {d: line.count(d) for d in (",", "\t", ";", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _resolve_text(
+    path: Path, format: str, columns: ColumnMap | None, separator: str | None = None
+) -> _Source:
     lines = _sniff_lines(path)
     first = lines[0] if lines else ""
     rest = [line for line in lines[1:] if line.strip()]
@@ -554,9 +778,9 @@ def _resolve_text(path: Path, format: str, columns: ColumnMap | None) -> _Source
         raise _fail(path, "is empty (no lines)")
     longest = max(len(line.encode()) + 1 for line in lines)
     if format == "auto":
-        format = _detect_text_format(path, first, columns)
+        format = _detect_text_format(path, first, columns, separator)
     if format == "parquet":
-        raise _fail(path, "is not a Parquet file")
+        raise _fail(path, "is not a Parquet file (it does not start with PAR1)")
     if format == "movielens-dat":
         return _Source(
             path=path,
@@ -569,9 +793,20 @@ def _resolve_text(path: Path, format: str, columns: ColumnMap | None) -> _Source
             longest_line=longest,
         )
     if format == "movielens-100k":
-        delimiter, names, header = "\t", _MOVIELENS_NAMES, False
+        delimiter, names, header = separator or "\t", _MOVIELENS_NAMES, False
+        fields_ = first.split(delimiter)
+        if len(fields_) != len(_MOVIELENS_NAMES):
+            seen = _guess_delimiter(first)
+            raise _fail(
+                path,
+                f"line 1 ({first[:80]!r}) does not have 4 fields separated by "
+                f"{_delimiter_name(delimiter)}, but movielens-100k (u.data) is tab-separated "
+                f"(user, item, rating, time); the line looks {seen!r}-separated: pass --sep "
+                f"{seen!r}, or "
+                "--format movielens for ratings.csv",
+            )
     else:
-        delimiter = "\t" if ("\t" in first and "," not in first) else ","
+        delimiter = separator or _guess_delimiter(first)
         fields_ = first.split(delimiter)
         header = not _looks_numeric(fields_)
         if header:
@@ -588,19 +823,27 @@ def _resolve_text(path: Path, format: str, columns: ColumnMap | None) -> _Source
                 f"line 1 is not a header line ({first[:80]!r}); a {format!r} log needs a header "
                 "naming its columns",
             )
-    if header and not rest:
-        raise _fail(path, "has a header line but no data rows")
-    if columns is None:
-        if format not in _PRESETS:
+        if len(names) == 1:
+            seen = _guess_delimiter(first)
             raise _fail(
                 path,
-                "a generic CSV log needs columns=ColumnMap(user=..., item=..., time=..., "
-                f"label=...); the header has {names}",
+                f"line 1 has one field with separator {delimiter!r} ({first[:80]!r}); pass "
+                f"--sep with the log's separator (it may be {seen!r})",
             )
-        columns = _PRESETS[format]
-        preset = True
-    else:
-        preset = False
+    if header and not rest:
+        raise _fail(path, "has a header line but no data rows")
+    preset = False
+    if columns is None:
+        if format in _PRESETS:
+            columns, preset = _PRESETS[format], True
+        else:
+            columns = _generic_from_names(names)
+            if columns is None:
+                raise _fail(
+                    path,
+                    f"cannot tell which columns hold user, item and time (the header has "
+                    f"{names}); " + _COLUMNS_HINT,
+                )
     return _Source(
         path=path,
         format=format,
@@ -614,26 +857,33 @@ def _resolve_text(path: Path, format: str, columns: ColumnMap | None) -> _Source
     )
 
 
-def _detect_text_format(path: Path, first: str, columns: ColumnMap | None) -> str:
+def _detect_text_format(
+    path: Path, first: str, columns: ColumnMap | None, separator: str | None = None
+) -> str:
     name = path.name.lower()
-    if _DAT_SEPARATOR in first:
+    if _DAT_SEPARATOR in first and separator is None:
         return "movielens-dat"
     if columns is not None:
         return "csv"
-    if name.startswith("u.data") or (
-        "\t" in first and len(first.split("\t")) == 4 and _looks_numeric(first.split("\t"))
+    if separator is None and (
+        name.startswith("u.data")
+        or ("\t" in first and len(first.split("\t")) == 4 and _looks_numeric(first.split("\t")))
     ):
         return "movielens-100k"
-    delimiter = "\t" if ("\t" in first and "," not in first) else ","
-    preset = _preset_from_names(_split_header(first, delimiter))
+    delimiter = separator or _guess_delimiter(first)
+    names = _split_header(first, delimiter)
+    preset = _preset_from_names(names)
     if preset is not None:
         return preset
+    if _generic_from_names(names) is not None:
+        return "csv"
     if len(first.split(",")) == 4 and _looks_numeric(first.split(",")):
         return "movielens"  # ratings.csv written without its header line
     raise _fail(
         path,
         f"cannot detect the log format from the name and line 1 ({first[:80]!r}); pass "
-        f"format= (one of {list(FORMATS)}) and, for a generic log, columns=ColumnMap(...)",
+        f"--format (one of {', '.join(FORMATS)}) and, for a generic log, --columns "
+        "user=COL,item=COL,time=COL[,label=COL]",
     )
 
 
@@ -657,107 +907,183 @@ def _iter_raw_batches(source: _Source, names: list[str], chunk_rows: int) -> Ite
 
 
 def _iter_parquet(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_RawBatch]:
-    parquet = pq.ParquetFile(str(source.path))
     start = 0
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
-        n = batch.num_rows
-        columns = {name: batch.column(name) for name in names}
-        yield _RawBatch(columns, np.arange(start + 1, start + n + 1, dtype=np.int64), [])
-        start += n
+    try:
+        parquet = pq.ParquetFile(str(source.path))
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
+            n = batch.num_rows
+            columns = {name: batch.column(name) for name in names}
+            yield _RawBatch(columns, np.arange(start + 1, start + n + 1, dtype=np.int64), [])
+            start += n
+    except (OSError, pa.ArrowException) as exc:
+        raise _fail(source.path, f"after row {start:,}: {_damaged(exc)}") from None
 
 
 def _iter_text(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_RawBatch]:
-    rejected: list[tuple[int, str]] = []
-
-    def on_invalid_row(row: Any) -> str:
-        number = -1 if row.number is None else int(row.number)
-        reason = (
-            f"expected {row.expected_columns} fields, found {row.actual_columns}: {row.text[:80]!r}"
-        )
-        rejected.append((number, reason))
-        return "skip"
-
+    """Raw batches of a text log; a line longer than the block size restarts the read with
+    larger blocks (up to 1 GiB), skipping what was already delivered."""
     block = min(max(chunk_rows * _BYTES_PER_ROW_GUESS, _MIN_BLOCK_BYTES), _MAX_BLOCK_BYTES)
     block = max(block, 4 * source.longest_line)
-    # use_threads=False keeps InvalidRow.number, the physical line number, which the report needs.
-    if source.kind == "dat":
-        read_options = pa_csv.ReadOptions(
-            block_size=block, use_threads=False, column_names=[_DAT_FIELD]
-        )
-        parse_options = pa_csv.ParseOptions(
-            delimiter=_DAT_READ_DELIMITER,
-            quote_char=False,
-            ignore_empty_lines=False,
-            invalid_row_handler=on_invalid_row,
-        )
-        convert_options = pa_csv.ConvertOptions(
-            column_types={_DAT_FIELD: pa.string()}, strings_can_be_null=False
-        )
-    else:
-        read_options = pa_csv.ReadOptions(
-            block_size=block,
-            use_threads=False,
-            column_names=None if source.header else source.file_columns,
-        )
-        parse_options = pa_csv.ParseOptions(
-            delimiter=source.delimiter,
-            ignore_empty_lines=False,
-            invalid_row_handler=on_invalid_row,
-        )
-        convert_options = pa_csv.ConvertOptions(
-            include_columns=names,
-            column_types={name: pa.string() for name in names},
-            strings_can_be_null=False,
-        )
-    try:
-        reader = pa_csv.open_csv(
-            str(source.path),
-            read_options=read_options,
-            parse_options=parse_options,
-            convert_options=convert_options,
-        )
-    except pa.ArrowInvalid as exc:
-        raise _fail(source.path, f"cannot be read as {source.format} ({exc})") from exc
-    next_line = source.first_data_line
-    pending: list[tuple[int, str]] = []
+    delivered = source.first_data_line  # the first line not yet delivered
     while True:
+        reader = _TextReader(source, names, block, delivered)
         try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except pa.ArrowInvalid as exc:
-            raise _fail(source.path, f"near line {next_line}: {exc}") from exc
+            for batch in reader:
+                yield batch
+                delivered = reader.next_line
+            return
+        except _LongLine:
+            if block >= _MAX_LINE_BYTES:
+                raise _fail(
+                    source.path,
+                    f"near line {reader.next_line:,}: a line is longer than "
+                    f"{_MAX_LINE_BYTES >> 20:,} MiB; a log has one event per line: check the "
+                    "file's line endings (\\n) or split that line",
+                ) from None
+            block = min(block * 4, _MAX_LINE_BYTES)
+
+
+class _LongLine(Exception):
+    """A line does not fit in the reader's block."""
+
+
+class _TextReader:
+    """One pass of pyarrow's streaming CSV reader over a text log, from the start; batches
+    are numbered by physical line, and lines before ``skip_to`` are dropped (a restart)."""
+
+    def __init__(self, source: _Source, names: list[str], block: int, skip_to: int) -> None:
+        self.source, self.names, self.block, self.skip_to = source, names, block, skip_to
+        self.next_line = source.first_data_line
+
+    def __iter__(self) -> Iterator[_RawBatch]:
+        source, names = self.source, self.names
+        rejected: list[tuple[int, str]] = []
+        quote_trouble: list[tuple[int, int]] = []
+
+        def on_invalid_row(row: Any) -> str:
+            number = -1 if row.number is None else int(row.number)
+            text = row.text or ""
+            if "\n" in text:  # a quoted field ran on past the end of its line
+                quote_trouble.append((number, text.count("\n")))
+            reason = (
+                f"expected {row.expected_columns} fields, found {row.actual_columns}: {text[:80]!r}"
+            )
+            rejected.append((number, reason))
+            return "skip"
+
+        reader = self._open(on_invalid_row)
+        pending: list[tuple[int, str]] = []
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                if "straddl" in str(exc):
+                    raise _LongLine() from None
+                raise _fail(source.path, f"near line {self.next_line:,}: {exc}") from None
+            except (OSError, pa.ArrowException) as exc:
+                raise _fail(source.path, f"near line {self.next_line:,}: {_damaged(exc)}") from None
+            if quote_trouble:
+                self._raise_quote(*quote_trouble[0])
+            pending.extend(rejected)
+            rejected.clear()
+            pending.sort()
+            n = batch.num_rows
+            start = self.next_line
+            end = start + n
+            skipped: list[RowIssue] = []
+            while pending and 0 <= pending[0][0] < end:
+                number, reason = pending.pop(0)
+                skipped.append(RowIssue(number, reason))
+                end += 1
+            lines = np.arange(start, end, dtype=np.int64)
+            if skipped:
+                parsed = np.ones(end - start, bool)
+                parsed[[issue.line - start for issue in skipped]] = False
+                lines = lines[parsed]
+            self.next_line = end
+            if source.kind == "dat":
+                columns, lines, wrong = _split_dat(batch.column(0), lines)
+                skipped = sorted(skipped + wrong, key=lambda issue: issue.line)
+            else:
+                columns = {name: batch.column(name) for name in names}
+            if end <= self.skip_to:
+                continue  # delivered before a restart
+            if start < self.skip_to:
+                keep = lines >= self.skip_to
+                columns = {k: v.filter(pa.array(keep)) for k, v in columns.items()}
+                lines = lines[keep]
+                skipped = [issue for issue in skipped if issue.line >= self.skip_to]
+            yield _RawBatch(columns, lines, skipped)
+        if quote_trouble:
+            self._raise_quote(*quote_trouble[0])
         pending.extend(rejected)
-        rejected.clear()
-        pending.sort()
-        n = batch.num_rows
-        end = next_line + n
-        skipped: list[RowIssue] = []
-        while pending and 0 <= pending[0][0] < end:
-            number, reason = pending.pop(0)
-            skipped.append(RowIssue(number, reason))
-            end += 1
-        lines = np.arange(next_line, end, dtype=np.int64)
-        if skipped:
-            parsed = np.ones(end - next_line, bool)
-            parsed[[issue.line - next_line for issue in skipped]] = False
-            lines = lines[parsed]
-        next_line = end
+        pending = [item for item in pending if item[0] >= self.skip_to or item[0] < 0]
+        if pending:
+            no_rows = np.empty(0, np.int64)
+            if source.kind == "dat":
+                columns = _split_dat(pa.array([], pa.string()), no_rows)[0]
+            else:
+                columns = {name: pa.array([], pa.string()) for name in names}
+            issues = [RowIssue(number, reason) for number, reason in sorted(pending)]
+            yield _RawBatch(columns, no_rows, issues)
+
+    def _raise_quote(self, line: int, breaks: int) -> None:
+        where = f"line {line:,}" if line >= 0 else "a line"
+        raise _fail(
+            self.source.path,
+            f'{where}: a quote (") opens a field that does not end on that line, so the next '
+            f"{breaks:,} line(s) were read as one field; remove or close the quote "
+            "(numeric logs need no quotes)",
+        )
+
+    def _open(self, on_invalid_row: Callable[[Any], str]) -> Any:
+        source, names = self.source, self.names
+        # use_threads=False keeps InvalidRow.number, the physical line number, which the
+        # report needs.
         if source.kind == "dat":
-            columns, lines, wrong = _split_dat(batch.column(0), lines)
-            skipped = sorted(skipped + wrong, key=lambda issue: issue.line)
+            read_options = pa_csv.ReadOptions(
+                block_size=self.block, use_threads=False, column_names=[_DAT_FIELD]
+            )
+            parse_options = pa_csv.ParseOptions(
+                delimiter=_DAT_READ_DELIMITER,
+                quote_char=False,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid_row,
+            )
+            convert_options = pa_csv.ConvertOptions(
+                column_types={_DAT_FIELD: pa.string()}, strings_can_be_null=False
+            )
         else:
-            columns = {name: batch.column(name) for name in names}
-        yield _RawBatch(columns, lines, skipped)
-    pending.extend(rejected)
-    if pending:
-        no_rows = np.empty(0, np.int64)
-        if source.kind == "dat":
-            columns = _split_dat(pa.array([], pa.string()), no_rows)[0]
-        else:
-            columns = {name: pa.array([], pa.string()) for name in names}
-        issues = [RowIssue(number, reason) for number, reason in sorted(pending)]
-        yield _RawBatch(columns, no_rows, issues)
+            read_options = pa_csv.ReadOptions(
+                block_size=self.block,
+                use_threads=False,
+                column_names=None if source.header else source.file_columns,
+            )
+            parse_options = pa_csv.ParseOptions(
+                delimiter=source.delimiter,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid_row,
+            )
+            convert_options = pa_csv.ConvertOptions(
+                include_columns=names,
+                column_types={name: pa.string() for name in names},
+                strings_can_be_null=False,
+            )
+        try:
+            return pa_csv.open_csv(
+                str(source.path),
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert_options,
+            )
+        except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc):
+                raise _LongLine() from None
+            raise _fail(source.path, f"cannot be read as {source.format} ({exc})") from None
+        except (OSError, pa.ArrowException) as exc:
+            raise _fail(source.path, f"cannot be read: {_damaged(exc)}") from None
 
 
 def _split_dat(
@@ -1011,9 +1337,12 @@ _HINTS = {
 class _Validator:
     """Turns raw batches into validated rows, recording malformed rows in the report."""
 
-    def __init__(self, source: _Source, report: LoadReport) -> None:
+    def __init__(
+        self, source: _Source, report: LoadReport, max_bad_rows: int | str = DEFAULT_MAX_BAD_ROWS
+    ) -> None:
         self.source = source
         self.report = report
+        self.max_bad_rows = max_bad_rows
         self.valid_seen = 0
         self.lost: dict[str, int] = {}
         self.raw_missing: dict[str, int] = {}
@@ -1069,8 +1398,9 @@ class _Validator:
         weights = None
         if mapping.weight is not None:
             values, codes = _parse_floats(batch.columns[mapping.weight])
+            codes[(codes == _OK) & (np.abs(values) > np.finfo(np.float32).max)] = _OUT_OF_RANGE
             self._check_codes(mapping.weight, "weight", codes, bad, issues, batch)
-            weights = values.astype(np.float32)
+            weights = np.where(codes == _OK, values, 0.0).astype(np.float32)
         for name in self.source.keep:
             values, codes = _parse_floats(batch.columns[name])
             self.raw_missing[name] = self.raw_missing.get(name, 0) + int((codes != _OK).sum())
@@ -1078,10 +1408,26 @@ class _Validator:
         examples = batch.invalid + [RowIssue(line, reason) for line, _, reason in issues]
         examples.sort(key=lambda issue: issue.line)
         report._add("malformed", examples, len(batch.invalid) + int(bad.sum()))
+        self.check_bad_rows()
         keep = ~bad
         self.valid_seen += int(keep.sum())
         rows = _Rows(users, items, labels, time_ns, weights, raw, batch.lines)
         return rows if keep.all() else rows.take(keep)
+
+    def check_bad_rows(self) -> None:
+        """Fail once the malformed rows exceed ``max_bad_rows`` (never drop them silently)."""
+        report = self.report
+        allowed = _bad_rows_allowed(self.max_bad_rows, report.rows_read)
+        if report.malformed_rows <= allowed:
+            return
+        example = report.malformed_examples[0] if report.malformed_examples else None
+        first = f" (first: line {example.line}: {example.reason})" if example else ""
+        raise _fail(
+            self.source.path,
+            f"{report.malformed_rows:,} of the first {report.rows_read:,} rows are malformed"
+            f"{first}, more than --max-bad-rows {self.max_bad_rows} allows ({allowed:,}); fix "
+            "the file, check --format/--sep/--columns, or raise --max-bad-rows",
+        )
 
     def _apply_rule(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
         rule = self.source.mapping.label_rule
@@ -1150,8 +1496,17 @@ class _Deduplicator:
         tied = np.zeros(n, bool)
         tied[1:] = rows.time_ns[1:] == rows.time_ns[:-1]
         tied[:-1] |= tied[1:]
-        if tied.any():
-            candidates = np.flatnonzero(tied)
+        candidates = np.flatnonzero(tied) if tied.any() else np.zeros(0, np.intp)
+        if candidates.size:
+            # Only rows whose (time, user, item) hash repeats can be duplicates: one sort of
+            # the hashes (vectorised) leaves few rows, often none, for the exact lexsort.
+            hashes = _triple_hash(
+                rows.time_ns[candidates], rows.users[candidates], rows.items[candidates]
+            )
+            ordered = np.sort(hashes)
+            repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+            candidates = candidates[np.isin(hashes, repeated)] if repeated.size else repeated
+        if candidates.size:
             order = candidates[
                 np.lexsort(
                     (
@@ -1200,6 +1555,18 @@ class _Deduplicator:
         else:
             self.last_time, self.last_pairs = latest, pairs
         return rows
+
+
+def _triple_hash(
+    time_ns: npt.NDArray[np.int64], users: npt.NDArray[np.uint64], items: npt.NDArray[np.uint64]
+) -> npt.NDArray[np.uint64]:
+    """A 64-bit mix of (time, user, item); equal triples hash equal."""
+    h = time_ns.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= users * np.uint64(0xC2B2AE3D27D4EB4F)
+    h ^= h >> np.uint64(29)
+    h ^= items * np.uint64(0x165667B19E3779F9)
+    h ^= h >> np.uint64(32)
+    return h * np.uint64(0xD6E8FEB86659FD93)
 
 
 def _out_of_order(
@@ -1305,6 +1672,7 @@ class EventLog:
         limit: int | None,
         sort: SortPolicy,
         max_sort_rows: int,
+        max_bad_rows: int | str = DEFAULT_MAX_BAD_ROWS,
     ) -> None:
         self._source = source
         self.path: Path = source.path
@@ -1314,25 +1682,28 @@ class EventLog:
         self.limit = limit
         self.sort: SortPolicy = sort
         self.max_sort_rows = max_sort_rows
+        self.max_bad_rows = max_bad_rows
         self.report = LoadReport(path=str(source.path), format=source.format)
         self._needs_sort: bool | None = None
+        self._profile: TimeProfile | None = None
 
     def __repr__(self) -> str:
         return f"EventLog({str(self.path)!r}, format={self.format!r}, sort={self.sort!r})"
 
     def __iter__(self) -> Iterator[EventChunk]:
         self.report._reset()
-        validator = _Validator(self._source, self.report)
+        validator = _Validator(self._source, self.report, self.max_bad_rows)
         if self.sort == "memory":
             in_memory = True
         elif self.sort == "require":
             in_memory = False
         else:
             if self._needs_sort is None:
-                self._needs_sort = self._first_pass()
+                self._needs_sort = self._first_pass(check_size=True)
             in_memory = self._needs_sort
         rows = self._sorted_rows(validator) if in_memory else self._streamed_rows(validator)
         yield from self._chunks(rows)
+        validator.check_bad_rows()
         self.report.column_notes = validator.column_notes()
         self.report.complete = True
 
@@ -1346,13 +1717,38 @@ class EventLog:
         """
         return EventChunk.concat(list(self))
 
-    def _first_pass(self) -> bool:
-        """Whether the log is out of time order, reading only its time column."""
+    def time_profile(self) -> TimeProfile:
+        """The log's event times (span, count, an even sample), from one pass over the time
+        column (the pass ``sort="auto"`` makes anyway; with a ``limit``, the first ``limit``
+        events in time order).
+
+        >>> import tempfile, pathlib
+        >>> path = synthetic_log(pathlib.Path(tempfile.mkdtemp()) / "log.csv", "kuairec", 20)
+        >>> profile = open_log(path).time_profile()
+        >>> profile.events, profile.first <= profile.last
+        (20, True)
+        """
+        if self._profile is None:
+            self._needs_sort = self._first_pass(check_size=self.sort == "auto")
+        profile = self._profile
+        assert profile is not None
+        if self.limit is None or self.limit >= profile.events or profile.sample.size == 0:
+            return profile
+        keep = max(1, math.ceil(profile.sample.size * self.limit / profile.events))
+        sample = profile.sample[:keep]
+        return TimeProfile(self.limit, int(sample[0]), int(sample[-1]), sample)
+
+    def _first_pass(self, check_size: bool) -> bool:
+        """Whether the log is out of time order, reading only its time column (and the
+        :meth:`time_profile` on the way)."""
         source = self._source
         names = [_DAT_FIELD] if source.kind == "dat" else [source.mapping.time]
         previous_max: int | None = None
         rows = late_rows = 0
         first_late: RowIssue | None = None
+        kept: list[npt.NDArray[np.int64]] = []
+        kept_size, stride = 0, 1
+        lowest: int | None = None
         for batch in _iter_raw_batches(source, names, self.chunk_rows):
             time_ns, codes = _parse_time_ns(
                 batch.columns[source.mapping.time], source.mapping.time_unit
@@ -1367,18 +1763,30 @@ class EventLog:
             previous_max = new_max
             rows += len(times)
             late_rows += int(late.sum())
-            if late_rows and rows > self.max_sort_rows:
+            if len(times):
+                seconds = np.floor_divide(times[::stride], _NS_PER_SECOND)
+                low = int(times.min()) // _NS_PER_SECOND
+                lowest = low if lowest is None else min(lowest, low)
+                kept.append(seconds)
+                kept_size += seconds.size
+                while kept_size > _SAMPLE_TIMES:
+                    kept = [np.concatenate(kept)[::2]]
+                    kept_size, stride = kept[0].size, stride * 2
+            if check_size and late_rows and rows > self.max_sort_rows:
                 self._raise_unsorted(first_late, f"more than {rows:,} rows")
+        sample = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+        last = (previous_max // _NS_PER_SECOND) if previous_max is not None else 0
+        self._profile = TimeProfile(rows, lowest if lowest is not None else 0, last, sample)
         return late_rows > 0
 
     def _raise_unsorted(self, first_late: RowIssue | None, size: str) -> None:
         where = f" (line {first_late.line}: {first_late.reason})" if first_late else ""
         raise _fail(
             self.path,
-            f"the log is not in time order{where} and has {size}, more than "
-            f"max_sort_rows={self.max_sort_rows:,} that embcore sorts in memory. Sort the file "
-            f"by column {self.columns.time!r} first, e.g.\n    {_sort_command(self._source)}\n"
-            "or pass sort='memory' (about 50 bytes per row) or a larger max_sort_rows.",
+            f"the log is not in time order{where} and has {size}, more than the "
+            f"{self.max_sort_rows:,} rows embcore sorts in memory on this machine (about "
+            f"{_SORT_BYTES_PER_ROW} bytes per row, half the available memory); sort the file "
+            f"by column {self.columns.time!r} first: {_sort_command(self._source)}",
         )
 
     def _validated(self, validator: _Validator, names: list[str]) -> Iterator[_Rows]:
@@ -1401,9 +1809,9 @@ class EventLog:
                     raise _fail(
                         self.path,
                         f"the log is not in time order (line {issues[0].line}: "
-                        f"{issues[0].reason}) and sort='require'. Sort the file by column "
-                        f"{self.columns.time!r} first, e.g.\n    {_sort_command(self._source)}\n"
-                        "or pass sort='memory' or sort='auto' to sort it in memory.",
+                        f"{issues[0].reason}) and --sort require was given; sort the file by "
+                        f"column {self.columns.time!r} first ({_sort_command(self._source)}) "
+                        "or pass --sort auto to sort it in memory",
                     )
                 raise _fail(
                     self.path,
@@ -1416,7 +1824,15 @@ class EventLog:
     def _sorted_rows(self, validator: _Validator) -> Iterator[_Rows]:
         report = self.report
         report.sorted_in_memory = True
-        parts = [rows for rows in self._validated(validator, self._needed()) if len(rows)]
+        parts: list[_Rows] = []
+        held = 0
+        for rows in self._validated(validator, self._needed()):
+            if len(rows):
+                parts.append(rows)
+                held += len(rows)
+                if held > self.max_sort_rows:
+                    # Sorting would not fit: stop before memory runs out.
+                    self._raise_unsorted(None, f"more than {held:,} rows")
         if not parts:
             return
         rows = _Rows.concat(parts)
@@ -1464,10 +1880,13 @@ def open_log(
     *,
     columns: ColumnMap | None = None,
     label_threshold: float | None = None,
+    time_unit: TimeUnit | None = None,
+    separator: str | None = None,
+    max_bad_rows: int | str = DEFAULT_MAX_BAD_ROWS,
     chunk_rows: int = 1_000_000,
     limit: int | None = None,
     sort: SortPolicy = "auto",
-    max_sort_rows: int = 50_000_000,
+    max_sort_rows: int | None = None,
 ) -> EventLog:
     """Open an interaction log for replay as time-ordered :class:`EventChunk` objects.
 
@@ -1484,6 +1903,14 @@ def open_log(
     label_threshold
         Overrides the threshold of the label rule: ``label = value >= threshold`` (MovieLens
         rating, default 4; KuaiRec watch_ratio, default 2.0).
+    time_unit
+        Overrides the unit of a numeric time column: ``"s"``, ``"ms"``, ``"us"``, ``"ns"``.
+    separator
+        Field separator of a text log (one character); default: detected from line 1.
+    max_bad_rows
+        Reading fails (:class:`DatasetError`) once more malformed rows than this were dropped:
+        a count, or a share of the rows read such as ``"1%"`` (default; at least 10 rows).
+        Dropped rows are always counted in :attr:`EventLog.report`.
     chunk_rows
         Events per chunk (the last chunk may be shorter); it also bounds the rows read at once.
     limit
@@ -1495,7 +1922,10 @@ def open_log(
         pass and raise at the first row out of time order. ``"memory"``: always load the needed
         columns and sort them (stable) in memory.
     max_sort_rows
-        The largest log ``sort="auto"`` sorts in memory.
+        The largest log sorted in memory (``sort="auto"`` or ``"memory"``); default 50 M rows,
+        or fewer when half the available memory cannot hold them (about 64 bytes per row). A
+        larger unsorted log raises :class:`DatasetError` with a ``sort`` command that sorts
+        the file on disk, before memory runs out.
 
     Returns
     -------
@@ -1505,7 +1935,8 @@ def open_log(
     ------
     DatasetError
         Missing or empty file, missing column, undetectable format; while iterating, a column with
-        no usable values or an unsorted log that cannot be sorted.
+        no usable values, damaged or truncated bytes, an unterminated quote, more malformed rows
+        than ``max_bad_rows``, or an unsorted log too large to sort in memory.
 
     Examples
     --------
@@ -1522,9 +1953,17 @@ def open_log(
         raise ValueError(f"limit must be non-negative, got {limit}")
     if sort not in ("auto", "require", "memory"):
         raise ValueError(f"sort must be 'auto', 'require' or 'memory', got {sort!r}")
-    source = _resolve(Path(path), format, columns, label_threshold)
+    bad_rows = _check_bad_rows_spec(max_bad_rows)
+    if max_sort_rows is None:
+        max_sort_rows = _default_max_sort_rows()
+    source = _resolve(Path(path), format, columns, label_threshold, time_unit, separator)
     return EventLog(
-        source, chunk_rows=chunk_rows, limit=limit, sort=sort, max_sort_rows=max_sort_rows
+        source,
+        chunk_rows=chunk_rows,
+        limit=limit,
+        sort=sort,
+        max_sort_rows=max_sort_rows,
+        max_bad_rows=bad_rows,
     )
 
 

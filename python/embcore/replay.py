@@ -11,19 +11,23 @@ written to ``DIR/metrics.json``, a self-contained ``DIR/report.html`` and one PN
 
 Design notes
 ------------
-* **Granularity of progressive validation.** Scoring event k with a model that has seen events
-  0..k-1 and nothing else would take one FFI call per event. Instead each chunk is cut into
-  *score-then-train* segments: score the whole segment with the serving model, then consume it.
-  Batch and hybrid segments never straddle a period boundary (``k * period``), so a batch
-  segment is scored with exactly the snapshot per-event scoring would use (no approximation).
-  Real-time and hybrid segments also hold at most ``realtime_events`` events (default 256) and,
-  if ``realtime_seconds`` is set, span less than that much event time: an event is scored with a
-  model that lacks at most the segment's earlier events — a bounded update latency, as in a
-  production real-time pipeline — and never with one that has seen the event itself.
+* **Exact progressive validation in the training pass.** Each chunk goes to each mode in one
+  :meth:`~embcore.modes.Trainer.consume` call with ``return_scores=True``: real-time and
+  hybrid take every event's score from the training call itself — the live model just before
+  that event's own update, having seen every earlier event — and batch scores each period's
+  events against its frozen publish in one vectorised call. With ``threads=1`` this is exactly
+  per-event progressive validation (tested against an event-at-a-time reference). With more
+  threads the workers' shares of a chunk run side by side (Hogwild): an event's score misses
+  the updates of events the other threads are training at the same moment, a staleness of at
+  most the chunk's other shares, and results depend on the thread schedule.
 * **Exact AUC** and **fresh items** are the evaluator's (:mod:`embcore.validation`): scores
   are kept, so the AUC is the exact Mann–Whitney statistic; an event is fresh by its item's
   interaction index or age *in the log*, the same for every mode. Items already present when
   the log starts look fresh too; on long logs that is a small share of the events.
+* **The batch period** defaults to ``"auto"`` (:func:`choose_period`): chosen from the log's
+  span and density, read by the loader's first pass over the time column, so that a typical
+  window holds enough events to retrain on; an explicit period whose windows are mostly
+  nearly empty gets a :class:`ReplayWarning` with the suggested value.
 * Ids never seen by a serving model get its cold-start score (global bias plus the known side's
   bias, :meth:`embcore.MatrixFactorization.score`); training creates their rows on first sight.
 * The run itself (modes, monitors, the output directory written beside ``DIR`` and renamed
@@ -47,6 +51,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,45 +60,128 @@ import numpy as np
 import numpy.typing as npt
 
 import embcore
-from embcore import datasets, reporting, runs
-from embcore.cli_args import mode_list, positive_int
+from embcore import cli_args, datasets, reporting, runs
 from embcore.modes import Trainer, parse_duration
 from embcore.replay_report import FIGURES, render_html, write_report
 from embcore.runs import AGE_EDGES_HOURS, DEFAULT_ALPHA
 from embcore.validation import (
     DEFAULT_FRESH_INTERACTIONS,
     DEFAULT_FRESH_SECONDS,
-    DEFAULT_REALTIME_EVENTS,
     INTERACTION_EDGES,
     ProgressiveValidation,
     auc,
     grouped_auc,
     logloss,
-    segments,
 )
 
 __all__ = [
     "AGE_EDGES_HOURS",
     "FIGURES",
     "INTERACTION_EDGES",
+    "PERIOD_LADDER",
     "ProgressiveValidation",
     "ReplayConfigError",
+    "ReplayWarning",
     "auc",
+    "choose_period",
+    "empty_window_share",
     "grouped_auc",
     "logloss",
     "render_html",
     "replay",
     "run",
-    "segments",
     "summary_text",
     "write_report",
 ]
 
-DEFAULT_CHUNK_ROWS = 200_000
+DEFAULT_CHUNK_ROWS = 500_000
+PERIOD_LADDER = (
+    60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400, 2 * 86_400, 7 * 86_400,
+    14 * 86_400, 30 * 86_400, 91 * 86_400, 182 * 86_400, 365 * 86_400,
+)  # fmt: skip
+"""The periods ``--period auto`` chooses from (seconds)."""
+TARGET_WINDOWS = 100
+"""``--period auto`` aims at about this many batch windows over the log's span..."""
+MIN_WINDOW_EVENTS = 1000
+"""...while the median window (over the span, empty ones included) holds this many events..."""
+MIN_WINDOWS = 10
+"""...and the log still spans this many windows."""
+NEARLY_EMPTY_EVENTS = 10
+"""A window with fewer events is nearly empty (an explicit period with mostly such windows
+gets a :class:`ReplayWarning`)."""
+_REMOVED_OPTIONS = {
+    "realtime_events": "real-time and hybrid scores now come from the training call itself, "
+    "exact per event at threads=1",
+    "realtime_seconds": "real-time and hybrid scores now come from the training call itself, "
+    "exact per event at threads=1",
+}
 
 
-class ReplayConfigError(ValueError):
+class ReplayConfigError(embcore.errors.ConfigError):
     """A replay option or the log is invalid (the CLI exits with code 2)."""
+
+
+class ReplayWarning(UserWarning):
+    """A replay setting that works but is probably not what was meant (the CLI prints it)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The batch period
+
+
+def empty_window_share(profile: datasets.TimeProfile, period: int) -> float:
+    """Estimated share of the period windows between the first and last event that hold
+    fewer than :data:`NEARLY_EMPTY_EVENTS` events.
+
+    >>> p = datasets.TimeProfile(events=4, first=0, last=3599, sample=np.array([0, 1, 2, 3]))
+    >>> empty_window_share(p, 60)  # 60 one-minute windows, one holds all four events
+    1.0
+    """
+    counts = _window_counts(profile, period)
+    return float((counts < NEARLY_EMPTY_EVENTS).mean()) if counts.size else 0.0
+
+
+def _window_counts(profile: datasets.TimeProfile, period: int) -> npt.NDArray[np.float64]:
+    first_window = profile.first // period
+    n_windows = profile.last // period - first_window + 1
+    if profile.sample.size == 0 or n_windows <= 0:
+        return np.zeros(0)
+    if n_windows > 50_000_000:  # far too small a period: every window is (nearly) empty
+        return np.zeros(50_000_000)
+    index = profile.sample // period - first_window
+    counts = np.bincount(index, minlength=n_windows).astype(np.float64)
+    return counts * (profile.events / profile.sample.size)
+
+
+def choose_period(profile: datasets.TimeProfile) -> int:
+    """``--period auto``: a batch period from the log's span and density.
+
+    The smallest :data:`PERIOD_LADDER` value giving at most :data:`TARGET_WINDOWS` windows
+    over the span, enlarged while the median window holds fewer than
+    :data:`MIN_WINDOW_EVENTS` events, but never past the last value that keeps
+    :data:`MIN_WINDOWS` windows (logs shorter than ten minutes get one minute).
+
+    >>> day = 86_400
+    >>> even = datasets.TimeProfile(10**6, 0, 30 * day, np.linspace(0, 30 * day, 10**5).astype(int))
+    >>> choose_period(even) // 3600  # 30 days, one event every 2.6 s: 100 windows of ~7 h
+    12
+    """
+    span = max(profile.last - profile.first + 1, 1)
+    allowed = [p for p in PERIOD_LADDER if span / p >= MIN_WINDOWS] or [PERIOD_LADDER[0]]
+    start = next((k for k, p in enumerate(allowed) if span / p <= TARGET_WINDOWS), None)
+    if start is None:
+        start = len(allowed) - 1
+    for period in allowed[start:]:
+        if float(np.median(_window_counts(profile, period))) >= MIN_WINDOW_EVENTS:
+            return period
+    return allowed[-1]
+
+
+def _period_text(seconds: int) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,8 +198,6 @@ def _check_config(
     epochs: int,
     fresh_interactions: int,
     fresh_seconds: str | int | float,
-    realtime_events: int,
-    realtime_seconds: str | int | float | None,
     window: str | int | float | None,
     alpha: float,
     track_rate: float,
@@ -139,20 +225,51 @@ def _check_config(
     runs.check_seed(seed, ReplayConfigError)
     if limit is not None:
         positive_int("--limit", limit)
-    runs.check_levels(alpha, track_rate, ReplayConfigError)
+    if not (isinstance(alpha, int | float) and 0 < alpha < 2):
+        raise ReplayConfigError(f"--alpha must be in (0, 2), got {alpha!r}")
+    if not (isinstance(track_rate, int | float) and 0 < track_rate <= 1):
+        raise ReplayConfigError(f"--track-rate must be in (0, 1], got {track_rate!r}")
+    auto = isinstance(period, str) and period.strip().lower() == "auto"
     return {
         "modes": mode_list,
-        "period": duration("--period", period),
+        "period": None if auto else duration("--period", period),
         "threads": positive_int("--threads", threads),
-        "epochs": positive_int("epochs", epochs),
-        "fresh_interactions": positive_int("fresh_interactions", fresh_interactions),
-        "fresh_seconds": duration("fresh_seconds", fresh_seconds),
-        "realtime_events": positive_int("realtime_events", realtime_events),
-        "realtime_seconds": (
-            None if realtime_seconds is None else duration("realtime_seconds", realtime_seconds)
-        ),
-        "window": None if window is None else duration("window", window),
+        "epochs": positive_int("--epochs", epochs),
+        "fresh_interactions": positive_int("--fresh-interactions", fresh_interactions),
+        "fresh_seconds": duration("--fresh-seconds", fresh_seconds),
+        "window": None if window is None else duration("--window", window),
     }
+
+
+def _model_options(seed: int, model_options: Mapping[str, Any]) -> dict[str, Any]:
+    removed = [name for name in model_options if name in _REMOVED_OPTIONS]
+    if removed:
+        raise ReplayConfigError(f"{removed[0]} was removed: {_REMOVED_OPTIONS[removed[0]]}")
+    options: dict[str, Any] = {"dim": 32, "init_scale": 0.01, **model_options}
+    try:
+        probe = embcore.MatrixFactorization(**{"seed": seed, **options})
+    except TypeError as err:
+        raise ReplayConfigError(f"unknown model option: {err}") from None
+    except ValueError as err:
+        raise ReplayConfigError(_flag_message(str(err))) from None
+    if probe.loss != "logistic":
+        raise ReplayConfigError(
+            "progressive validation needs the logistic loss (scores are logits), "
+            f"got loss={probe.loss!r}"
+        )
+    return options
+
+
+def _flag_message(message: str) -> str:
+    """A model option's message in flag names: ``learning_rate must ...`` -> ``--learning-rate
+    must ...`` (options without a flag keep their Python name)."""
+    name, _, rest = message.partition(" ")
+    if name in _MODEL_FLAGS:
+        return f"--{name.replace('_', '-')} {rest}"
+    return message
+
+
+_MODEL_FLAGS = ("dim", "learning_rate", "init_scale")
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,47 +277,31 @@ def _check_config(
 
 
 class _ModeState:
-    """One mode's trainer, how its chunks are cut into segments, and its scoring time.
+    """One mode's trainer; each chunk is scored and consumed in one call.
 
     Parameters
     ----------
     mode : str
     trainer : Trainer
         The mode's trainer (with its monitor).
-    config : mapping
-        The checked replay options (``period``, ``realtime_events``, ``realtime_seconds``).
     """
 
-    def __init__(self, mode: str, trainer: Trainer, config: Mapping[str, Any]):
+    def __init__(self, mode: str, trainer: Trainer):
         self.mode = mode
         self.trainer = trainer
-        self.live = mode != "batch"
-        self.period = None if mode == "realtime" else int(config["period"])
-        self.max_events = int(config["realtime_events"])
-        self.max_seconds = config["realtime_seconds"]
-        self.score_seconds = 0.0
-        self.segments = 0
 
     def replay_chunk(self, chunk: datasets.EventChunk) -> npt.NDArray[np.float32]:
-        """Score then train, segment by segment; returns the chunk's pre-training scores."""
-        u, i, y, t, w = chunk.users, chunk.items, chunk.labels, chunk.timestamps, chunk.weights
-        scores = np.empty(len(chunk), dtype=np.float32)
-        trainer = self.trainer
-        parts = segments(
-            t,
-            period=self.period,
-            live=self.live,
-            max_events=self.max_events,
-            max_seconds=self.max_seconds,
+        """Each event's serving score before the mode takes it; then the mode has taken the
+        chunk (one :meth:`Trainer.consume` call)."""
+        scores = self.trainer.consume(
+            chunk.users,
+            chunk.items,
+            chunk.labels,
+            chunk.timestamps,
+            chunk.weights,
+            return_scores=True,
         )
-        for a, b in parts:
-            # Publish every boundary <= the segment's first event before serving it.
-            trainer.advance(int(t[a]))
-            began = time.perf_counter()
-            scores[a:b] = trainer.score(u[a:b], i[a:b])
-            self.score_seconds += time.perf_counter() - began
-            trainer.consume(u[a:b], i[a:b], y[a:b], t[a:b], None if w is None else w[a:b])
-        self.segments += len(parts)
+        assert scores is not None
         return scores
 
 
@@ -209,7 +310,7 @@ def replay(
     out: str | os.PathLike[str] | None,
     format: str = "auto",
     modes: Sequence[str] = ("realtime", "batch"),
-    period: str | int | float = "6h",
+    period: str | int | float = "auto",
     seed: int = 0,
     limit: int | None = None,
     threads: int = 1,
@@ -218,13 +319,14 @@ def replay(
     fresh_seconds: str | int | float = DEFAULT_FRESH_SECONDS,
     *,
     epochs: int = 1,
-    realtime_events: int = DEFAULT_REALTIME_EVENTS,
-    realtime_seconds: str | int | float | None = None,
     window: str | int | float | None = None,
     alpha: float = DEFAULT_ALPHA,
     track_rate: float = 0.25,
-    columns: datasets.ColumnMap | None = None,
+    columns: datasets.ColumnMap | str | None = None,
     label_threshold: float | None = None,
+    time_unit: datasets.TimeUnit | None = None,
+    separator: str | None = None,
+    max_bad_rows: int | str = datasets.DEFAULT_MAX_BAD_ROWS,
     sort: datasets.SortPolicy = "auto",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     parallel: bool = True,
@@ -244,25 +346,26 @@ def replay(
     modes : sequence of str
         Any of ``"realtime"``, ``"batch"``, ``"hybrid"``; all see the same events.
     period : str or int
-        Batch/hybrid period (``"6h"``, ``"90m"`` or seconds), boundaries at multiples of it.
+        Batch/hybrid period (``"6h"``, ``"90m"`` or seconds), boundaries at multiples of it;
+        ``"auto"`` (default) chooses it from the log's span and density
+        (:func:`choose_period`). A period whose windows are mostly nearly empty warns
+        (:class:`ReplayWarning`).
     seed : int
         Model seed (every mode starts from the same initial rows) and batch shuffles.
     limit : int, optional
         Replay only the first ``limit`` events (in time order).
     threads : int
-        Training threads per mode.
+        Training threads per mode. 1 (default) makes progressive validation exact per event
+        and the run reproducible; more threads train each chunk Hogwild (module notes).
     progress : bool
         Show a tqdm progress bar (log events/s) on stderr.
     fresh_interactions : int
         Fresh by count: an item's first this-many interactions in the log.
     fresh_seconds : str or int
-        Fresh by age: events less than this long after the item's first event (default 1 day).
+        Fresh by age: events less than this long after the item's first event (default 1 day;
+        a duration such as ``"12h"`` or seconds).
     epochs : int
         Passes over each window at a boundary (:class:`embcore.Trainer`).
-    realtime_events : int
-        Most events per score-then-train segment of a real-time/hybrid mode.
-    realtime_seconds : str or int, optional
-        Longest event-time span of such a segment (no limit by default).
     window : str or int, optional
         Width of the ``over_time`` windows (default: hour, 6 h, day, week, 30 d or 365 d, the
         first giving at most 60 windows).
@@ -270,7 +373,11 @@ def replay(
         Headline maturity level.
     track_rate : float
         Share of items whose trajectories are recorded.
-    columns, label_threshold, sort, chunk_rows
+    columns : ColumnMap or str, optional
+        Which columns hold user, item, time, label (and weight) in a generic CSV/Parquet log;
+        the CLI's text form ``"user=COL,item=COL,time=COL,label=COL[,weight=COL]"`` is
+        accepted (:meth:`embcore.datasets.ColumnMap.parse`).
+    label_threshold, time_unit, separator, max_bad_rows, sort, chunk_rows
         Passed to :func:`embcore.datasets.open_log`.
     parallel : bool
         Replay each chunk through the modes in parallel threads (same results either way).
@@ -288,7 +395,8 @@ def replay(
     Raises
     ------
     ReplayConfigError
-        A bad option, or a log that cannot be read (a ``ValueError``; nothing is left behind).
+        A bad option, or a log that cannot be read (a ``ConfigError``, so a ``ValueError``;
+        nothing is left behind).
 
     Examples
     --------
@@ -315,40 +423,31 @@ def replay(
         epochs,
         fresh_interactions,
         fresh_seconds,
-        realtime_events,
-        realtime_seconds,
         window,
         alpha,
         track_rate,
     )
-    options: dict[str, Any] = {"dim": 32, "init_scale": 0.01, **model_options}
-    try:
-        probe = embcore.MatrixFactorization(**{"seed": seed, **options})
-    except (TypeError, ValueError) as err:
-        raise ReplayConfigError(f"bad model option: {err}") from None
-    if probe.loss != "logistic":
-        raise ReplayConfigError(
-            "progressive validation needs the logistic loss (scores are logits), "
-            f"got {probe.loss!r}"
-        )
+    options = _model_options(seed, model_options)
     output = runs.OutputDirectory(out, ReplayConfigError, replaces="an earlier replay or study")
     try:
+        column_map = datasets.ColumnMap.parse(columns) if isinstance(columns, str) else columns
         log = datasets.open_log(
             Path(log_path),
             format,  # type: ignore[arg-type]
-            columns=columns,
+            columns=column_map,
             label_threshold=label_threshold,
+            time_unit=time_unit,
+            separator=separator,
+            max_bad_rows=max_bad_rows,
             chunk_rows=chunk_rows,
             limit=limit,
             sort=sort,
         )
-    except ValueError as err:  # DatasetError and bad loader options
-        raise ReplayConfigError(str(err)) from None
-    chunks = iter(log)
-    try:
+        _settle_period(log, config)
+        chunks = iter(log)
         # The first chunk is where an unreadable log fails: before anything is written.
         first = next(chunks, None)
-    except ValueError as err:
+    except ValueError as err:  # DatasetError and bad loader options
         raise ReplayConfigError(str(err)) from None
     if first is None:
         raise ReplayConfigError(f"{log_path}: the log has no events")
@@ -360,10 +459,12 @@ def replay(
             {
                 "log": str(log_path),
                 "format": log.format,
+                "columns": log.columns.describe(),
                 "limit": limit,
                 "label_threshold": label_threshold,
                 "sort": sort,
                 "chunk_rows": chunk_rows,
+                "max_bad_rows": max_bad_rows,
             }
         )
 
@@ -375,6 +476,48 @@ def replay(
 
         output.finish(metrics, started, report if figures else None)
     return metrics
+
+
+def _settle_period(log: datasets.EventLog, config: dict[str, Any]) -> None:
+    """Choose ``--period auto`` from the log, or warn about an explicit period whose windows
+    are mostly nearly empty (batch and hybrid only: real-time has no period)."""
+    batched = any(mode != "realtime" for mode in config["modes"])
+    if config["period"] is not None and not batched:
+        return
+    profile = log.time_profile()
+    suggested = choose_period(profile)
+    config["period_auto"] = config["period"] is None
+    if config["period"] is None:
+        config["period"] = suggested
+        return
+    share = empty_window_share(profile, config["period"])
+    if share > 0.5 and suggested > config["period"]:
+        warnings.warn(
+            f"--period {_period_text(config['period'])} gives mostly empty batch windows "
+            f"({share:.0%} of the windows over the log hold fewer than {NEARLY_EMPTY_EVENTS} "
+            f"events); --period auto would choose {_period_text(suggested)}",
+            ReplayWarning,
+            stacklevel=3,
+        )
+
+
+def _peak_rss() -> int | None:
+    """The process's peak resident memory so far, in bytes (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _model_bytes(trainer: Trainer) -> int:
+    """Bytes of the mode's tables: the trained model and, batch, its serving snapshot."""
+    models = {id(m): m for m in (trainer.model, trainer.serving_model)}
+    return sum(
+        int(trainer.user_table(m).nbytes) + int(trainer.item_table(m).nbytes)
+        for m in models.values()
+    )
 
 
 def _replay_stream(
@@ -391,6 +534,7 @@ def _replay_stream(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     began = time.perf_counter()
     mode_list: list[str] = config["modes"]
+    period = int(config["period"] or 86_400)  # real-time alone: unused
 
     def fresh_model() -> embcore.MatrixFactorization:
         return embcore.MatrixFactorization(**{"seed": seed, **options})
@@ -398,30 +542,35 @@ def _replay_stream(
     trainers = runs.start_modes(
         mode_list,
         fresh_model,
-        period=config["period"],
+        period=period,
         epochs=config["epochs"],
         threads=config["threads"],
         seed=seed,
         track_rate=track_rate,
     )
-    states = {mode: _ModeState(mode, trainer, config) for mode, trainer in trainers.items()}
+    states = {mode: _ModeState(mode, trainer) for mode, trainer in trainers.items()}
     validation = ProgressiveValidation(
         mode_list, config["fresh_interactions"], config["fresh_seconds"], config["window"]
     )
     bar = runs.progress_bar(log.limit, f"replay {log.path.name} ({', '.join(mode_list)})", progress)
     last_time = int(first.timestamps[-1])
     first_time = int(first.timestamps[0])
+    jobs = ["validation", *mode_list]
 
-    def one_mode(mode: str, chunk: datasets.EventChunk) -> npt.NDArray[np.float32]:
-        return states[mode].replay_chunk(chunk)
+    def one_job(job: str, chunk: datasets.EventChunk) -> npt.NDArray[np.float32] | None:
+        if job == "validation":
+            validation.add_events(chunk.items, chunk.labels, chunk.timestamps)
+            return None
+        return states[job].replay_chunk(chunk)
 
     try:
-        with bar, runs.ModePool(mode_list, parallel) as pool:
+        # The log-side bookkeeping runs beside the modes (it only reads the chunk).
+        with bar, runs.ModePool(jobs, parallel) as pool:
             chunk: datasets.EventChunk | None = first
             while chunk is not None:
-                validation.add_events(chunk.items, chunk.labels, chunk.timestamps)
-                all_scores = pool.map(one_mode, chunk)
+                _, *all_scores = pool.map(one_job, chunk)
                 for mode, scores in zip(mode_list, all_scores, strict=True):
+                    assert scores is not None
                     validation.add_scores(mode, scores)
                 last_time = int(chunk.timestamps[-1])
                 bar.update(len(chunk))
@@ -430,25 +579,30 @@ def _replay_stream(
         raise ReplayConfigError(str(err)) from None
     for state in states.values():
         state.trainer.flush(last_time)
-    timings = {"replay_seconds": round(time.perf_counter() - began, 2)}
+    timings = {"replay_seconds": round(time.perf_counter() - began, 3)}
+    memory = {"peak_rss_stream_bytes": _peak_rss()}
     if progress:
         print("embcore replay: computing metrics and analysing each mode", file=sys.stderr)
     clock = time.perf_counter()
     engagement = validation.metrics()
-    timings["validation_seconds"] = round(time.perf_counter() - clock, 2)
+    timings["validation_seconds"] = round(time.perf_counter() - clock, 3)
+    memory["peak_rss_validation_bytes"] = _peak_rss()
     clock = time.perf_counter()
     per_mode, results = runs.analyse_modes(trainers, alpha, seed, fresh_model)
-    timings["analysis_seconds"] = round(time.perf_counter() - clock, 2)
+    timings["analysis_seconds"] = round(time.perf_counter() - clock, 3)
+    memory["peak_rss_analysis_bytes"] = _peak_rss()
     for mode, state in states.items():
         per_mode[mode]["engagement"] = engagement[mode]
-        per_mode[mode]["score_seconds"] = round(state.score_seconds, 3)
-        per_mode[mode]["segments"] = state.segments
+        per_mode[mode]["model_bytes"] = _model_bytes(state.trainer)
+        monitor = state.trainer.monitor
+        per_mode[mode]["monitor_bytes"] = int(monitor.memory_bytes) if monitor is not None else 0
     any_trainer = next(iter(states.values())).trainer
     metrics: dict[str, Any] = {
         "config": {
             "seed": seed,
             "modes": mode_list,
             "period_seconds": config["period"],
+            "period_auto": bool(config.get("period_auto", False)),
             "epochs": config["epochs"],
             "learning_rate": float(any_trainer.model.optimizer["learning_rate"]),
             "optimizer": str(any_trainer.model.optimizer.get("name", "adagrad")),
@@ -462,14 +616,15 @@ def _replay_stream(
             "monitor": "embcore.Monitor",
             "fresh_interactions": config["fresh_interactions"],
             "fresh_seconds": config["fresh_seconds"],
-            "realtime_events": config["realtime_events"],
-            "realtime_seconds": config["realtime_seconds"],
+            "scoring": "each event scored by the serving model in the training call, before "
+            "its own update (exact per event at threads=1)",
             "first_event_time": first_time,
             "last_event_time": last_time,
             "versions": runs.versions(),
         },
         "log_report": log.report.to_dict(),
         "timings": timings,
+        "memory": memory,
         "modes": per_mode,
         "comparison": _comparison(per_mode),
     }
@@ -509,7 +664,7 @@ def _comparison(modes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``embcore replay`` (arguments declared in :mod:`embcore.cli`).
+    """Entry point of ``embcore replay`` (arguments declared in :func:`add_parser`).
 
     Returns 0 on success and 2 for an invalid option or an unreadable log (message on stderr,
     no output directory left behind).
@@ -521,9 +676,26 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             format=args.format,
             limit=args.limit,
+            columns=args.columns,
+            label_threshold=args.label_threshold,
+            time_unit=args.time_unit,
+            separator=args.sep,
+            max_bad_rows=args.max_bad_rows,
+            sort=args.sort,
+            figures=not args.no_figures,
             **runs.run_options(args),
             **runs.given_options(
-                args, ("fresh_interactions", "fresh_seconds", "epochs", "learning_rate")
+                args,
+                (
+                    "fresh_interactions",
+                    "fresh_seconds",
+                    "epochs",
+                    "learning_rate",
+                    "dim",
+                    "alpha",
+                    "track_rate",
+                    "window",
+                ),
             ),
         )
 
@@ -555,7 +727,7 @@ def summary_text(metrics: Mapping[str, Any], out: Path | None = None) -> str:
     if replay_seconds and events:
         head += (
             f" (replay {replay_seconds} s, {events / replay_seconds:,.0f} log events/s "
-            f"through {len(metrics['modes'])} modes)"
+            f"through {len(metrics['modes'])} mode{'s' if len(metrics['modes']) != 1 else ''})"
         )
     if out is not None:
         head += f"; {reporting.wrote_text(out)}"
@@ -564,34 +736,141 @@ def summary_text(metrics: Mapping[str, Any], out: Path | None = None) -> str:
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Declare ``embcore replay`` and its arguments on the CLI's subparsers."""
-    replay = sub.add_parser(
+    parser = sub.add_parser(
         "replay",
         help="replay a real interaction log through each training mode",
-        description="Replay a logged event stream (MovieLens, KuaiRand, KuaiRec, CSV, "
-        "Parquet) through each mode with progressive validation.",
+        description="Replay a logged event stream (MovieLens, KuaiRand, KuaiRec, or any "
+        "CSV/Parquet log) through each training mode with progressive validation: every "
+        "event is scored by the mode's serving model before the mode trains on it.",
+        epilog="Examples:\n"
+        "  embcore replay ml-latest-small/ratings.csv\n"
+        "  embcore replay events.csv --columns user=uid,item=video,time=ts,label=click "
+        "--time-unit ms\n"
+        "  embcore replay u.data --modes realtime,batch,hybrid --period 1d --out ml-100k",
     )
-    replay.add_argument("log", help="path of the log file")
-    replay.add_argument("--format", default="auto")
-    replay.add_argument("--out", default="embcore-replay")
-    replay.add_argument("--modes", type=mode_list, default=["realtime", "batch"])
-    replay.add_argument("--period", default="6h")
-    replay.add_argument("--seed", type=int, default=0)
-    replay.add_argument("--limit", type=positive_int, default=None)
-    replay.add_argument("--threads", type=positive_int, default=1)
-    replay.add_argument("--epochs", type=positive_int, default=None)
-    replay.add_argument("--learning-rate", type=float, default=None)
-    replay.add_argument(
+    parser.add_argument("log", help="path of the log file (.csv/.tsv, optionally .gz, or .parquet)")
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", *datasets.FORMATS],
+        help="log format; auto detects it from the name and header",
+    )
+    parser.add_argument("--out", default="embcore-replay", help="output directory")
+    parser.add_argument(
+        "--modes",
+        type=cli_args.mode_list,
+        default=["realtime", "batch"],
+        metavar="MODE[,MODE...]",
+        help="comma-separated training modes, from realtime, batch, hybrid",
+    )
+    parser.add_argument(
+        "--period",
+        type=cli_args.duration_or_auto,
+        default="auto",
+        help="batch/hybrid retraining period (6h, 90m, 1d, seconds) or auto: chosen from the "
+        "log's span and density",
+    )
+    parser.add_argument(
+        "--columns",
+        type=cli_args.column_map,
+        default=None,
+        metavar="user=COL,item=COL,time=COL[,label=COL][,weight=COL]",
+        help="which columns of a generic CSV/Parquet log hold the event fields; no label: "
+        "every row is a positive (default: the format's, or plain user/item/time/label names)",
+    )
+    parser.add_argument(
+        "--label-threshold",
+        type=float,
+        default=None,
+        metavar="X",
+        help="label = (label column >= X); default: the format's rule (MovieLens rating >= 4, "
+        "KuaiRec watch ratio >= 2), or the value as is",
+    )
+    parser.add_argument(
+        "--time-unit",
+        choices=["s", "ms", "us", "ns"],
+        default=None,
+        help="unit of a numeric time column; default: the format's (s for generic logs)",
+    )
+    parser.add_argument(
+        "--sep",
+        type=cli_args.separator,
+        default=None,
+        metavar="CHAR",
+        help="field separator of a text log (',', 'tab' or any one character); default: "
+        "detected from line 1",
+    )
+    parser.add_argument(
+        "--max-bad-rows",
+        type=cli_args.bad_rows,
+        default=datasets.DEFAULT_MAX_BAD_ROWS,
+        metavar="N|P%",
+        help="fail when more malformed rows than this are dropped: a count, or a share of the "
+        "rows read (at least 10 rows)",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=["auto", "require", "memory"],
+        default="auto",
+        help="auto: sort an unsorted log in memory when it fits, else say how to sort it; "
+        "require: fail on the first row out of time order; memory: always sort in memory",
+    )
+    parser.add_argument(
+        "--limit",
+        type=cli_args.positive_int,
+        default=None,
+        help="replay only the first N events (default: the whole log)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="model seed and batch shuffles")
+    parser.add_argument(
+        "--threads", type=cli_args.positive_int, default=1, help=cli_args.THREADS_HELP
+    )
+    parser.add_argument(
+        "--epochs",
+        type=cli_args.positive_int,
+        default=None,
+        help="passes over each batch window at a boundary (default 1)",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="optimizer step size (default 0.05)"
+    )
+    parser.add_argument(
+        "--dim", type=cli_args.positive_int, default=None, help="embedding width (default 32)"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"maturity threshold on the cosine distance (default {DEFAULT_ALPHA})",
+    )
+    parser.add_argument(
+        "--track-rate",
+        type=float,
+        default=None,
+        help="share of items whose trajectories are recorded (default 0.25)",
+    )
+    parser.add_argument(
         "--fresh-interactions",
-        type=positive_int,
+        type=cli_args.positive_int,
         default=None,
-        help="an item is fresh for its first N interactions",
+        help="an item is fresh for its first N interactions "
+        f"(default {DEFAULT_FRESH_INTERACTIONS})",
     )
-    replay.add_argument(
+    parser.add_argument(
         "--fresh-seconds",
-        type=positive_int,
+        type=cli_args.duration,
         default=None,
-        help="an item is fresh for this long after its first event",
+        metavar="DURATION",
+        help="an item is fresh for this long after its first event (default 1d; 12h, 90m, seconds)",
     )
-    replay.add_argument("--no-progress", action="store_true")
-
-    return replay
+    parser.add_argument(
+        "--window",
+        type=cli_args.duration,
+        default=None,
+        metavar="DURATION",
+        help="width of the over-time AUC windows (default: the smallest of 1h, 6h, 1d, 7d, 30d, "
+        "365d giving at most 60 windows)",
+    )
+    parser.add_argument("--no-figures", action="store_true", help="write metrics.json only")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser

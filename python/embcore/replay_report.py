@@ -165,9 +165,18 @@ def _intro(config: Mapping[str, Any]) -> str:
         "<p>A logged event stream replayed through each training mode side by side (the same "
         "events in the same order). Engagement is measured by <b>progressive validation</b>: "
         "every event is scored by the mode's serving model before the mode trains on it "
-        "(real-time: the live tables, at most "
-        f"{html.escape(str(config.get('realtime_events')))} events behind; batch: the last "
-        "published snapshot).</p>"
+        "(real-time and hybrid: the live tables just before the event's own update, "
+        f"{html.escape(_staleness(config))}; batch: the last published snapshot).</p>"
+    )
+
+
+def _staleness(config: Mapping[str, Any]) -> str:
+    threads = config.get("threads")
+    if threads == 1:
+        return "exact per event with one training thread"
+    return (
+        f"with {threads} training threads the shares of a chunk run side by side, so an event "
+        "may miss the updates of events the other threads are training at the same time"
     )
 
 
