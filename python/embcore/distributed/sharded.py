@@ -493,6 +493,15 @@ class ShardedModel:
 
     def score_columns(self, columns: dict[str, Any] | npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Raw scores of events from the current rows; unknown ids score as zero vectors."""
+        return self._scores(columns, False)
+
+    def predict_columns(
+        self, columns: dict[str, Any] | npt.NDArray[Any]
+    ) -> npt.NDArray[np.float32]:
+        """sigmoid(score) for the logistic loss, raw scores otherwise (as one process)."""
+        return self._scores(columns, True)
+
+    def _scores(self, columns: Any, probabilities: bool) -> npt.NDArray[np.float32]:
         self._check_usable()
         n_shards = self.num_shards
         cols = self._id_columns(columns)
@@ -507,19 +516,11 @@ class ShardedModel:
             part = {f: np.ascontiguousarray(c[idx]) for f, c in cols.items()}
             requests = self._pull_requests(part, zero_t[idx])
             pulls = [self._workers[o].pull.remote(requests[o], False) for o in range(n_shards)]
-            refs.append((idx, self._workers[s].score.remote(part, *pulls)))
+            refs.append((idx, self._workers[s].score.remote(part, probabilities, *pulls)))
         out = np.zeros(n, dtype=np.float32)
         for (idx, _), got in zip(refs, self._get([r for _, r in refs], "score"), strict=True):
             out[idx] = got
         return out
-
-    def predict_columns(
-        self, columns: dict[str, Any] | npt.NDArray[Any]
-    ) -> npt.NDArray[np.float32]:
-        s = self.score_columns(columns)
-        if self.loss == "logistic":
-            return (1.0 / (1.0 + np.exp(-s.astype(np.float64)))).astype(np.float32)
-        return s
 
     # -- reads -------------------------------------------------------------------------------
 

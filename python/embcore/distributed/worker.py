@@ -185,9 +185,12 @@ class ShardWorker:
             self.global_state = (merge_scalar(bias, b0, b1), merge_scalar(acc, a0, a1))
         return merged
 
-    def score(self, columns: dict[str, Any], *pulls: Any) -> npt.NDArray[np.float32]:
-        """Raw scores of events whose items are owned here, against pulled rows (unknown ids
-        score as zero vectors, as in one process)."""
+    def score(
+        self, columns: dict[str, Any], probabilities: bool, *pulls: Any
+    ) -> npt.NDArray[np.float32]:
+        """Raw scores (or, with ``probabilities``, the model's predictions) of events whose items
+        are owned here, against pulled rows (unknown ids score as zero vectors, as in one
+        process)."""
         item_field = self.spec["item_field"]
         rows = {
             f: concat_blocks([p["rows"][f] for p in pulls])
@@ -195,6 +198,8 @@ class ShardWorker:
             if f != item_field
         }
         working = _core.working_model(self.model, rows, pulls[0]["global"], 0)
+        if probabilities:
+            return working.predict_columns(columns)
         return working.score_columns(columns)
 
     # -- reads -------------------------------------------------------------------------------
