@@ -329,6 +329,9 @@ def test_worker_merge_rule_matches_the_core() -> None:
     assert merge_scalar(1.0, 1.0, 1.5) == 1.5  # nobody else changed it: the trainer's value
     assert merge_scalar(2.0, 1.0, 1.5) == 2.5  # changed meanwhile: the delta is added
     assert merge_scalar(2.0, 1.0, 1.0) == 2.0  # the trainer changed nothing
+    # Exact where cur + (after - before) would round: 0.1 + (1e-9 - 0.1) is 0 in float32.
+    tiny = float(np.float32(1e-9))
+    assert merge_scalar(0.1, 0.1, tiny) == tiny
     m = embcore.MatrixFactorization(dim=4)
     before, _ = _core.export_rows(m, "user", np.array([1], np.uint64), create=True)
     after = {k: v.copy() for k, v in before.items()}

@@ -28,9 +28,9 @@
 //!   (one trainer, one shard: bit for bit the in-process step); a value that
 //!   changed meanwhile (another shard trained the same user in the same
 //!   chunk) gets the trainer's delta added, the Hogwild sum. Counters add
-//!   their deltas exactly; first/last seen take min/max. Every merge is a
-//!   compare-exchange loop on the `AtomicU32` / `AtomicU64` cell (Relaxed),
-//!   like the rest of the table: no lock.
+//!   their deltas exactly (`fetch_add`); first/last seen take min/max
+//!   (`fetch_min` / `fetch_max`); values are Relaxed loads and stores of
+//!   the `AtomicU32` / `AtomicU64` cells, like the kernel's: no lock.
 //! * Staleness: a trainer sees the other fields' rows as they were at the
 //!   pull, i.e. at the start of its chunk: updates made by other shards to
 //!   the same rows during that chunk reach it at the next chunk. Staleness is
@@ -214,19 +214,22 @@ pub fn working_model(
 }
 
 /// Merge one f32 cell: `after` if the cell still holds `before`, else the
-/// cell plus `after - before`.
+/// cell plus `after - before`. A Relaxed load and store, as the kernel's
+/// Hogwild stores: a writer racing on the same cell may lose one merge (the
+/// table's accepted staleness); a ShardedModel applies the pushes to a shard
+/// one at a time in that shard's actor, so there nothing races.
 #[inline]
 fn merge_f32(cell: &AtomicU32, before: f32, after: f32) {
     if before.to_bits() == after.to_bits() {
         return;
     }
-    let _ = cell.fetch_update(Relaxed, Relaxed, |cur| {
-        Some(if cur == before.to_bits() {
-            after.to_bits()
-        } else {
-            (f32::from_bits(cur) + (after - before)).to_bits()
-        })
-    });
+    let cur = cell.load(Relaxed);
+    let new = if cur == before.to_bits() {
+        after.to_bits()
+    } else {
+        (f32::from_bits(cur) + (after - before)).to_bits()
+    };
+    cell.store(new, Relaxed);
 }
 
 /// `merge_f32` on the two f32 halves of a packed 64-bit word.
@@ -242,11 +245,10 @@ fn merge_pair(cell: &AtomicU64, before: u64, after: u64) {
             (f32::from_bits(cur) + (f32::from_bits(a) - f32::from_bits(b))).to_bits()
         }
     };
-    let _ = cell.fetch_update(Relaxed, Relaxed, |cur| {
-        let lo = half(cur as u32, before as u32, after as u32);
-        let hi = half((cur >> 32) as u32, (before >> 32) as u32, (after >> 32) as u32);
-        Some(u64::from(lo) | (u64::from(hi) << 32))
-    });
+    let cur = cell.load(Relaxed);
+    let lo = half(cur as u32, before as u32, after as u32);
+    let hi = half((cur >> 32) as u32, (before >> 32) as u32, (after >> 32) as u32);
+    cell.store(u64::from(lo) | (u64::from(hi) << 32), Relaxed);
 }
 
 /// The owner's side of a push: merge a trainer's copy of rows, as pulled
@@ -444,6 +446,25 @@ mod tests {
         assert_eq!(all_rows(&a.tables[0]), all_rows(&b.tables[0]));
         assert_eq!(all_rows(&a.tables[1]), all_rows(&b.tables[1]));
         assert_eq!(a.global_state(), w.global_state());
+    }
+
+    /// One pusher on an unchanged value stores its value exactly, even where
+    /// adding the delta would round (0.1 + (1e-9 - 0.1) is 0 in f32); on a
+    /// changed value it adds the delta.
+    #[test]
+    fn merge_is_exact_for_a_single_writer() {
+        let cell = AtomicU32::new(0.1f32.to_bits());
+        merge_f32(&cell, 0.1, 1e-9);
+        assert_eq!(f32::from_bits(cell.load(Relaxed)), 1e-9);
+        merge_f32(&cell, 0.5, 0.75);
+        assert_eq!(f32::from_bits(cell.load(Relaxed)), 1e-9 + 0.25);
+        let word = AtomicU64::new(crate::storage::table::pack_bias(0.1, 2.0));
+        let (b, a) = (
+            crate::storage::table::pack_bias(0.1, 2.0),
+            crate::storage::table::pack_bias(1e-9, 3.0),
+        );
+        merge_pair(&word, b, a);
+        assert_eq!(word.load(Relaxed), a);
     }
 
     /// Two trainers pushing changes to the same rows: counters add exactly,

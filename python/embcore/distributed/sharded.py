@@ -51,6 +51,7 @@ import numpy.typing as npt
 
 import embcore
 from embcore import _core
+from embcore._core import FieldModel
 from embcore.distributed._ray import connect, require_ray
 from embcore.distributed.worker import ShardWorker, build_model
 from embcore.errors import ConfigError, EmbcoreError, SnapshotError
@@ -406,14 +407,18 @@ class ShardedModel:
         for s, idx in enumerate(positions):
             if not idx.size:
                 continue
-            events = {
-                "columns": {f: np.ascontiguousarray(c[idx]) for f, c in cols.items()},
-                "labels": np.ascontiguousarray(y[idx]),
-                "weights": None if w is None else np.ascontiguousarray(w[idx]),
-                "timestamps": np.ascontiguousarray(ts[idx]),
+            part = {f: np.ascontiguousarray(c[idx]) for f, c in cols.items()}
+            labels, times = np.ascontiguousarray(y[idx]), np.ascontiguousarray(ts[idx])
+            weights = None if w is None else np.ascontiguousarray(w[idx])
+            events: dict[str, Any] = {
+                "columns": part,
+                "labels": labels,
+                "weights": weights,
+                "timestamps": times,
             }
-            event_bytes += sum(int(a.nbytes) for a in events["columns"].values())
-            event_bytes += int(events["labels"].nbytes + events["timestamps"].nbytes)
+            event_bytes += sum(int(a.nbytes) for a in part.values())
+            event_bytes += int(labels.nbytes + times.nbytes)
+            event_bytes += 0 if weights is None else int(weights.nbytes)
             refs = (
                 self._workers[s]
                 .train.options(num_returns=n_shards + 1)
@@ -560,7 +565,7 @@ class ShardedModel:
         """Rows per field on each shard."""
         return list(self._get([w.sizes.remote() for w in self._workers], "read"))
 
-    def gather(self) -> embcore.FieldModel:
+    def gather(self) -> FieldModel:
         """An in-process model holding every shard's rows (weights, optimizer state, metadata),
         the global bias and the event count: what one process would hold. O(rows) memory in
         this process; for tests, small models and published snapshots."""
@@ -572,7 +577,7 @@ class ShardedModel:
         state = self._get(self._workers[0].state.remote(), "state")
         return _core.working_model(whole, {}, tuple(state["global"]), self._events_seen)
 
-    def copy(self) -> embcore.FieldModel:
+    def copy(self) -> FieldModel:
         """A frozen in-process copy (:meth:`gather`): what batch serving reads."""
         return self.gather()
 

@@ -28,28 +28,29 @@ import numpy.typing as npt
 
 import embcore
 from embcore import _core
+from embcore._core import FieldModel
 
 Block = dict[str, npt.NDArray[Any]]
 _BLOCK_KEYS = ("ids", "weights", "state", "meta")
-_CLASSES = {
+_CLASSES: dict[str, type[FieldModel]] = {
     "mf": embcore.MatrixFactorization,
     "ffm": embcore.FieldAwareFM,
     "fm": embcore.FactorizationMachine,
 }
 
 
-def build_model(spec: dict[str, Any], capacity: int | None = None) -> embcore.FieldModel:
+def build_model(spec: dict[str, Any], capacity: int | None = None) -> FieldModel:
     """A new in-process model of ``spec`` (``kind``, ``fields``, ``model_options``)."""
     options = dict(spec["model_options"])
     if capacity is not None:
         options["capacity"] = capacity
-    cls = _CLASSES[spec["kind"]]
     if spec["kind"] == "mf":
-        return cls(**options)
+        return embcore.MatrixFactorization(**options)
+    cls = embcore.FieldAwareFM if spec["kind"] == "ffm" else embcore.FactorizationMachine
     return cls(spec["fields"], **options)
 
 
-def load_model(spec: dict[str, Any], path: str) -> embcore.FieldModel:
+def load_model(spec: dict[str, Any], path: str) -> FieldModel:
     model = _CLASSES[spec["kind"]].load(path)
     return model
 
