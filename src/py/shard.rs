@@ -29,9 +29,8 @@ fn block_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<RowBlock> {
         ))
     })?;
     let item = |key: &str| -> PyResult<Bound<'_, PyAny>> {
-        d.get_item(key)?.ok_or_else(|| {
-            crate::py::errors::value_error(format!("{name} has no '{key}' array"))
-        })
+        d.get_item(key)?
+            .ok_or_else(|| crate::py::errors::value_error(format!("{name} has no '{key}' array")))
     };
     let f32s = |key: &str| -> PyResult<Vec<f32>> {
         let a: PyReadonlyArray1<'_, f32> = item(key)?.extract().map_err(|_| {
@@ -91,7 +90,10 @@ pub fn export_rows<'py>(
     let f = field_of(m, field)?;
     let ids = args::ids(ids, "ids")?;
     let times = args::opt_times(first_seen, "first_seen")?;
-    let (ids, times) = (ids.as_slice(), times.as_ref().map(|t| t.as_slice()).transpose()?);
+    let (ids, times) = (
+        ids.as_slice(),
+        times.as_ref().map(|t| t.as_slice()).transpose()?,
+    );
     let (block, created) = guard("export_rows", || {
         Ok(py.detach(|| shard::export_rows(&m.tables[f], ids, times, create))?)
     })?;

@@ -95,8 +95,11 @@ impl RowBlock {
         self.ids.push(t.meta(r)[meta::ID].load(Relaxed));
         self.weights
             .extend(t.row(r).iter().map(|a| f32::from_bits(a.load(Relaxed))));
-        self.state
-            .extend(t.row_state(r).iter().map(|a| f32::from_bits(a.load(Relaxed))));
+        self.state.extend(
+            t.row_state(r)
+                .iter()
+                .map(|a| f32::from_bits(a.load(Relaxed))),
+        );
         self.meta.extend(t.meta(r).iter().map(|a| a.load(Relaxed)));
     }
 }
@@ -247,7 +250,11 @@ fn merge_pair(cell: &AtomicU64, before: u64, after: u64) {
     };
     let cur = cell.load(Relaxed);
     let lo = half(cur as u32, before as u32, after as u32);
-    let hi = half((cur >> 32) as u32, (before >> 32) as u32, (after >> 32) as u32);
+    let hi = half(
+        (cur >> 32) as u32,
+        (before >> 32) as u32,
+        (after >> 32) as u32,
+    );
     cell.store(u64::from(lo) | (u64::from(hi) << 32), Relaxed);
 }
 
@@ -332,7 +339,11 @@ pub fn import_rows(table: &EmbeddingTable, block: &RowBlock) -> Result<usize> {
         for (c, v) in table.row(r).iter().zip(&block.weights[k * d..(k + 1) * d]) {
             c.store(v.to_bits(), Relaxed);
         }
-        for (c, v) in table.row_state(r).iter().zip(&block.state[k * sw..(k + 1) * sw]) {
+        for (c, v) in table
+            .row_state(r)
+            .iter()
+            .zip(&block.state[k * sw..(k + 1) * sw])
+        {
             c.store(v.to_bits(), Relaxed);
         }
         let m = table.meta(r);
@@ -418,7 +429,10 @@ mod tests {
             assert_eq!(s, shard_of(id, 3));
             counts[s as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
         assert!((0..100u64).all(|id| shard_of(id, 1) == 0));
     }
 
@@ -442,7 +456,10 @@ mod tests {
         let w = working_model(&b, &[Some(pulled.clone()), None], b.global_state(), 0).unwrap();
         train(&w, &u, &i, &y, &t);
         let after = export_rows(&w.tables[0], &users, None, false).unwrap().0;
-        assert_eq!(apply_rows(&b.tables[0], &pulled, &after).unwrap(), users.len());
+        assert_eq!(
+            apply_rows(&b.tables[0], &pulled, &after).unwrap(),
+            users.len()
+        );
         assert_eq!(all_rows(&a.tables[0]), all_rows(&b.tables[0]));
         assert_eq!(all_rows(&a.tables[1]), all_rows(&b.tables[1]));
         assert_eq!(a.global_state(), w.global_state());
