@@ -120,6 +120,15 @@ def test_one_shard_reproduces_the_in_process_model_bit_for_bit(log: sim.Events) 
         assert m.monitor().to_bytes() == ref_monitor.to_bytes()
         np.testing.assert_array_equal(m.score(u[:500], i[:500]), ref.score(u[:500], i[:500]))
         np.testing.assert_array_equal(m.predict(u[:500], i[:500]), ref.predict(u[:500], i[:500]))
+        items = m.table("item")
+        assert len(items) == len(ref.items) and items.lifecycle is None
+        assert int(i[0]) in items and 10**15 not in items
+        probe = np.concatenate([i[:50], np.array([10**15], np.uint64)])
+        np.testing.assert_array_equal(
+            items.get(probe, default=0.0), ref.items.get(probe, default=0.0)
+        )
+        with pytest.raises(embcore.UnknownIdError):
+            items.get(np.array([10**15], np.uint64))
         unknown = np.array([10**15, 10**15 + 1], dtype=np.uint64)
         np.testing.assert_array_equal(m.score(unknown, unknown), ref.score(unknown, unknown))
 

@@ -53,7 +53,7 @@ def bench_distributed(w: Workload, results: list[Result]) -> None:
     n = min(w.events, 1_000_000)
     users, items, labels = mf_events(w, n, seed=7)
     uid, iid = sparse_ids(users), sparse_ids(items)
-    options = {"dim": DIM, "seed": 1}
+    options: dict[str, Any] = {"dim": DIM, "seed": 1}
     note = f"{n} events, {w.users}x{w.items}, d={DIM}, chunk={CHUNK}"
 
     def in_process() -> float:
@@ -132,7 +132,7 @@ def staleness_sweep(
     log = sim.Events.concat(parts)
     u, i, y, t = log.users, log.items, log.click, log.timestamps
     active = int(np.unique(u).size)
-    options = {"dim": 8, "seed": 3, "learning_rate": 0.1}
+    options: dict[str, Any] = {"dim": 8, "seed": 3, "learning_rate": 0.1}
     ref = embcore.MatrixFactorization(**options)
     one = auc(ref.train(u, i, y, timestamps=t, return_scores=True)["scores"], y)
     rows = []

@@ -581,9 +581,12 @@ class ShardedModel:
         """A frozen in-process copy (:meth:`gather`): what batch serving reads."""
         return self.gather()
 
-    def table(self, field: str) -> embcore.EmbeddingTable:
-        """A materialised copy of ``field``'s whole table (all shards), in this process."""
-        return self.gather().table(field)
+    def table(self, field: str) -> ShardedTable:
+        """A read view of ``field``'s rows on every shard (``len``, ``in``, ``ids``,
+        ``weights``, ``get``; ``copy()`` materialises an in-process EmbeddingTable)."""
+        if field not in self.fields:
+            raise EmbcoreError(f"unknown field {field!r}; the fields are {self.fields}")
+        return ShardedTable(self, field)
 
     # -- checkpoints and faults --------------------------------------------------------------
 
@@ -706,9 +709,13 @@ class ShardedModel:
         ray = self._ray
         remote = ray.remote(ShardWorker)
         workers = [
-            remote.options(num_cpus=self.cpus_per_shard, max_restarts=0, max_task_retries=0).remote(
-                s, self.num_shards, self._spec
-            )
+            remote.options(
+                num_cpus=self.cpus_per_shard,
+                max_restarts=0,
+                max_task_retries=0,
+                # One shard per node where the cluster has room: shards' tables spread memory.
+                scheduling_strategy="SPREAD",
+            ).remote(s, self.num_shards, self._spec)
             for s in range(self.num_shards)
         ]
         self._workers = workers
@@ -818,6 +825,58 @@ class ShardedModel:
             if ts.shape != (n,):
                 raise EmbcoreError(f"timestamps has shape {ts.shape}, expected ({n},)")
         return cols, y, w, ts
+
+
+class ShardedTable:
+    """The rows of one field of a :class:`ShardedModel`, read where they live: what
+    ``Trainer`` and serving read from ``model.table(field)``. Lookups go to the owning shards
+    (one call per shard); ``ids()`` and ``weights()`` list the shards' rows shard after shard
+    (the same order in both)."""
+
+    #: Shards keep every row (no lifecycle yet).
+    lifecycle: None = None
+
+    def __init__(self, model: ShardedModel, field: str) -> None:
+        self.model, self.field = model, field
+
+    @property
+    def dim(self) -> int:
+        return self.model.row_dim
+
+    def __len__(self) -> int:
+        return sum(s[self.field] for s in self.model.shard_sizes())
+
+    def __contains__(self, key: int) -> bool:
+        s = int(shard_of(np.array([key], dtype=np.uint64), self.model.num_shards)[0])
+        worker = self.model._workers[s]
+        return bool(self.model._get(worker.contains.remote(self.field, [key]), "read")[0])
+
+    def ids(self) -> npt.NDArray[np.uint64]:
+        parts = self.model._get([w.rows.remote(self.field) for w in self.model._workers], "read")
+        return np.concatenate([p["ids"] for p in parts])
+
+    def weights(self) -> npt.NDArray[np.float32]:
+        parts = self.model._get([w.rows.remote(self.field) for w in self.model._workers], "read")
+        return np.concatenate([p["weights"] for p in parts]).reshape(-1, self.dim)
+
+    def get(self, ids: npt.ArrayLike, default: Any = None) -> npt.NDArray[np.float32]:
+        """Rows of ``ids`` (``EmbeddingTable.get``: an unknown id raises UnknownIdError
+        unless ``default`` is given), fetched from their owners."""
+        keys = _ids(ids, "ids")
+        owners = shard_of(keys, self.model.num_shards)
+        out = np.zeros((keys.size, self.dim), dtype=np.float32)
+        refs = []
+        for s, worker in enumerate(self.model._workers):
+            idx = np.flatnonzero(owners == s)
+            if idx.size:
+                refs.append((idx, worker.get.remote(self.field, keys[idx], default)))
+        for (idx, _), rows in zip(refs, self.model._get([r for _, r in refs], "read"), strict=True):
+            out[idx] = rows
+        return out
+
+    def copy(self) -> embcore.EmbeddingTable:
+        """An in-process EmbeddingTable with every row (weights, optimizer state, metadata)."""
+        return self.model.gather().table(self.field)
 
 
 def snapshot_drift(a: list[Any], b: list[Any], **options: Any) -> Any:

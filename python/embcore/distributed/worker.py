@@ -213,6 +213,14 @@ class ShardWorker:
         ids = self.model.table(field).ids()
         return _core.export_rows(self.model, field, ids)[0]
 
+    def get(self, field: str, ids: Any, default: Any) -> Any:
+        """``EmbeddingTable.get`` on the owned rows of ``field``."""
+        return self.model.table(field).get(ids, default=default)
+
+    def contains(self, field: str, ids: Any) -> list[bool]:
+        table = self.model.table(field)
+        return [int(i) in table for i in ids]
+
     def sizes(self) -> dict[str, int]:
         return {f: len(self.model.table(f)) for f in self.spec["fields"]}
 
