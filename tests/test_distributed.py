@@ -323,6 +323,8 @@ def test_bad_arguments_are_refused_before_any_actor_starts() -> None:
         ed.ShardedModel(2, checkpoint_every=10)
     with pytest.raises(embcore.ConfigError, match="learning_rate"):
         ed.ShardedModel(2, learning_rate=-1.0)
+    with pytest.raises(embcore.ConfigError, match="need 6 CPUs but the Ray cluster has 2"):
+        ed.ShardedModel(3, cpus_per_shard=2.0)
     with sharded(1) as m:
         with pytest.raises(embcore.ConfigError, match="one Monitor per shard"):
             m.train_columns({"user": [1], "item": [2]}, [1.0], monitor=embcore.Monitor())

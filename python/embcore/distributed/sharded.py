@@ -64,6 +64,8 @@ _KINDS = ("mf", "ffm", "fm")
 _LIFECYCLE_OPTIONS = ("item_lifecycle", "user_lifecycle", "lifecycles")
 _DEFAULT_AGAINST = "__default__"
 _IN_FLIGHT = 2
+#: Seconds the shard actors may take to start (placement, process start, imports).
+START_TIMEOUT = 120.0
 
 
 @dataclass
@@ -707,6 +709,14 @@ class ShardedModel:
 
     def _start_workers(self) -> list[Any]:
         ray = self._ray
+        need = self.num_shards * self.cpus_per_shard
+        have = float(ray.cluster_resources().get("CPU", 0.0))
+        if need > have:
+            raise ConfigError(
+                f"{self.num_shards} shards x cpus_per_shard={self.cpus_per_shard:g} need {need:g} "
+                f"CPUs but the Ray cluster has {have:g}; lower cpus_per_shard (e.g. "
+                f"{have / self.num_shards:g}) or add nodes"
+            )
         remote = ray.remote(ShardWorker)
         workers = [
             remote.options(
@@ -719,7 +729,18 @@ class ShardedModel:
             for s in range(self.num_shards)
         ]
         self._workers = workers
-        self._get([w.ping.remote() for w in workers], "start")
+        ready, waiting = ray.wait(
+            [w.ping.remote() for w in workers], num_returns=len(workers), timeout=START_TIMEOUT
+        )
+        if waiting:
+            for w in workers:
+                ray.kill(w)
+            raise ShardFailedError(
+                f"{len(waiting)} of {self.num_shards} shard actors did not start within "
+                f"{START_TIMEOUT:g} s (not enough free resources on the cluster?)",
+                None,
+            )
+        self._get(ready, "start")
         return workers
 
     def _directory(self, directory: str | os.PathLike[str] | None) -> Path:
