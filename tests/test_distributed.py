@@ -24,8 +24,10 @@ CHUNK = 2048
 OPTIONS: dict[str, Any] = {"dim": 8, "seed": 3, "learning_rate": 0.1}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Any:
+    """One local cluster for this module (the only one using Ray), shut down after it so its
+    idle processes do not share the CPUs with the timing-sensitive tests of other modules."""
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
