@@ -352,3 +352,33 @@ def test_worker_merge_rule_matches_the_core() -> None:
     _core.apply_rows(m, "user", before, after)
     _core.apply_rows(m, "user", before, after)
     np.testing.assert_allclose(m.users.weights()[0], before["weights"] + 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["realtime", "hybrid", "batch"])
+def test_trainer_modes_run_a_sharded_model_once_it_is_accepted(
+    log: sim.Events, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the one change modes.Trainer needs (accept a ShardedModel where it checks
+    ``isinstance(model, FieldModel)``, applied here by monkeypatch), every mode runs a
+    one-shard model exactly as the in-process one: the same pre-event scores and serving
+    scores."""
+    from embcore import modes
+
+    monkeypatch.setattr(modes, "FieldModel", (_core.FieldModel, ed.ShardedModel))
+    n = 6000
+    u, i, y, t = log.users[:n], log.items[:n], log.click[:n], log.timestamps[:n]
+    ref = modes.Trainer(mode, model=embcore.MatrixFactorization(**OPTIONS), period="1h")
+    with sharded(1) as m:
+        got = modes.Trainer(mode, model=m, period="1h")
+        for s in range(0, n, 1500):
+            cut = slice(s, s + 1500)
+            a = ref.consume(u[cut], i[cut], y[cut], t[cut], return_scores=True)
+            b = got.consume(u[cut], i[cut], y[cut], t[cut], return_scores=True)
+            np.testing.assert_array_equal(a, b)
+        ref.flush()
+        got.flush()
+        assert got.publishes == ref.publishes and got.events_consumed == n
+        pool = np.unique(i)[:40]
+        np.testing.assert_array_equal(
+            got.serving_scores(u[:5], pool), ref.serving_scores(u[:5], pool)
+        )
