@@ -312,17 +312,20 @@ class ShardedModel:
 
         ``columns``, ``labels``, ``weights``, ``timestamps``, ``threads`` (per shard),
         ``count_interactions`` and ``return_scores`` are those of ``FieldModel.train_columns``.
-        The shards' own Monitors observe the item updates when ``observe``; a ``monitor=``
-        object is refused (read the merged monitor with :meth:`monitor`). Returns ``events``,
+        With ``monitor=`` (an :class:`embcore.Monitor`, as in one process) the call's item
+        updates go to it: every shard observes its part of each chunk in a fresh monitor of
+        the same configuration, merged into ``monitor`` chunk after chunk. Without one, the
+        shards' own Monitors observe when ``observe`` (read them merged with
+        :meth:`monitor`). Returns ``events``,
         ``mean_loss``, ``new_features`` (rows created per field), ``bytes_moved`` (row bytes
         between different shards plus the events sent), ``shard_events`` and, with
         ``return_scores``, ``scores`` (each event's raw score before its own update).
         """
         self._check_usable()
-        if monitor is not None:
+        if monitor is not None and not isinstance(monitor, embcore.Monitor):
             raise ConfigError(
-                "a ShardedModel keeps one Monitor per shard (observe=True feeds them); read "
-                "the merged one with sharded.monitor() instead of passing monitor="
+                f"monitor= must be an embcore.Monitor or None, got {type(monitor).__name__}; "
+                "without one the shards' own Monitors observe (read them with monitor())"
             )
         if monitor_field not in (None, self.item_field) or monitor_against not in (
             None,
@@ -339,8 +342,10 @@ class ShardedModel:
             "count_interactions": bool(count_interactions),
             "return_scores": bool(return_scores),
             "observe": bool(observe),
+            "call_monitor": None if monitor is None else monitor.config,
         }
         totals: dict[str, Any] = {
+            "monitor": monitor,
             "loss_sum": 0.0,
             "weight_sum": 0.0,
             "bytes": 0,
@@ -472,6 +477,8 @@ class ShardedModel:
                 totals["new"][f] += c
             if scores is not None:
                 scores[idx] = st["scores"]
+            if st["monitor"] is not None:
+                totals["monitor"].merge(embcore.Monitor.from_bytes(st["monitor"]))
 
     def _checkpoint_due(self) -> bool:
         return (

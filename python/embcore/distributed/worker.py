@@ -129,9 +129,14 @@ class ShardWorker:
         rows = {f: concat_blocks([p["rows"][f] for p in pulls]) for f in pulled_fields}
         working = _core.working_model(self.model, rows, global_before, 0)
         train_options: dict[str, Any] = {}
-        if options["observe"]:
+        # A caller's monitor (its config): this call's updates go to a fresh one, returned for
+        # the driver to merge into the caller's; else the shard's own monitor observes.
+        call_monitor = None
+        if options.get("call_monitor") is not None:
+            call_monitor = embcore.Monitor(**options["call_monitor"])
+        if call_monitor is not None or options["observe"]:
             train_options = {
-                "monitor": self.monitor,
+                "monitor": self.monitor if call_monitor is None else call_monitor,
                 "monitor_field": item_field,
                 "monitor_against": self.spec["against"],
             }
@@ -172,6 +177,7 @@ class ShardWorker:
             "scores": out.get("scores"),
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,
+            "monitor": None if call_monitor is None else call_monitor.to_bytes(),
         }
         return (stats, *trained)
 
