@@ -29,6 +29,12 @@ __all__ = [
     "SnapshotError",
     "ConfigError",
     "DatasetError",
+    "shard_of",
+    "export_rows",
+    "working_model",
+    "apply_rows",
+    "import_rows",
+    "model_state",
 ]
 
 __version__: str
@@ -364,3 +370,26 @@ def rowwise_cosine(
 def cross_product(
     a: npt.NDArray[_F], b: npt.NDArray[_F], threads: int = 2
 ) -> npt.NDArray[np.float64]: ...
+
+# Sharded training (embcore.distributed). A row block is a dict of flat arrays: "ids" (uint64),
+# "weights" and "state" (float32, row after row), "meta" (uint64, 8 words a row).
+_RowBlock: TypeAlias = dict[str, npt.NDArray[Any]]
+_FieldModelT = TypeVar("_FieldModelT", bound=FieldModel)
+
+def shard_of(ids: _IdArray, num_shards: int) -> npt.NDArray[np.uint32]: ...
+def export_rows(
+    model: FieldModel,
+    field: str,
+    ids: _IdArray,
+    first_seen: npt.NDArray[np.int64] | None = None,
+    create: bool = False,
+) -> tuple[_RowBlock, int]: ...
+def working_model(
+    model: _FieldModelT,
+    rows: dict[str, _RowBlock],
+    global_state: tuple[float, float],
+    events_seen: int,
+) -> _FieldModelT: ...
+def apply_rows(model: FieldModel, field: str, before: _RowBlock, after: _RowBlock) -> int: ...
+def import_rows(model: FieldModel, field: str, rows: _RowBlock) -> int: ...
+def model_state(model: FieldModel) -> tuple[float, float, int]: ...

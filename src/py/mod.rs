@@ -7,6 +7,7 @@ mod ffm;
 mod mf;
 mod model;
 mod monitor;
+mod shard;
 mod table;
 
 use pyo3::prelude::*;
@@ -35,6 +36,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ffm::PyFieldModel>()?;
     m.add_class::<ffm::PyFieldAwareFM>()?;
     m.add_class::<ffm::PyFactorizationMachine>()?;
+    shard::register(m)?;
     m.add("EmbcoreError", py.get_type::<errors::EmbcoreError>())?;
     m.add("UnknownIdError", errors::unknown_id_error(py)?)?;
     m.add("CapacityError", py.get_type::<errors::CapacityError>())?;

@@ -16,3 +16,4 @@ pub mod model;
 pub mod model_file;
 pub mod observer;
 pub mod resolve;
+pub mod shard;

@@ -1,0 +1,33 @@
+"""Ray, imported lazily: ``embcore.distributed`` imports without it and names the extra when a
+call needs it."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from embcore.errors import ConfigError
+
+_INSTALL_HINT = 'embcore.distributed needs Ray; install it with: pip install "embcore[ray]"'
+
+
+def require_ray() -> ModuleType:
+    """The ``ray`` module, or an ImportError that names the ``ray`` extra."""
+    try:
+        import ray
+    except ImportError as err:  # pragma: no cover - exercised only without ray
+        raise ImportError(_INSTALL_HINT) from err
+    return ray
+
+
+def connect(address: str | None, **init_options: Any) -> ModuleType:
+    """Ray, initialised: a local cluster when ``address`` is None and Ray is not running yet,
+    else a connection to the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, ...).
+    A process already connected keeps its connection (Ray allows one per process)."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    if address is not None and not isinstance(address, str):
+        raise ConfigError(f"address must be a Ray address string or None, got {address!r}")
+    ray.init(address=address, **init_options)
+    return ray
