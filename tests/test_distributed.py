@@ -355,21 +355,15 @@ def test_worker_merge_rule_matches_the_core() -> None:
 
 
 @pytest.mark.parametrize("mode", ["realtime", "hybrid", "batch"])
-def test_trainer_modes_run_a_sharded_model_once_it_is_accepted(
-    log: sim.Events, mode: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the one change modes.Trainer needs (accept a ShardedModel where it checks
-    ``isinstance(model, FieldModel)``, applied here by monkeypatch), every mode runs a
-    one-shard model exactly as the in-process one: the same pre-event scores and serving
-    scores."""
+def test_trainer_modes_run_a_sharded_model(log: sim.Events, mode: str) -> None:
+    """Every Trainer mode runs a one-shard model exactly as the in-process one: the same
+    pre-event scores and serving scores, and the same monitor (hybrid publishes the sharded
+    item table gathered into one process)."""
     from embcore import modes
 
-    monkeypatch.setattr(modes, "FieldModel", (_core.FieldModel, ed.ShardedModel))
     n = 6000
     u, i, y, t = log.users[:n], log.items[:n], log.click[:n], log.timestamps[:n]
-    # Hybrid publishes the live model's item table to the monitor, which needs a Rust
-    # EmbeddingTable (see docs/distributed.md, "What the Trainer needs"): no monitor there.
-    monitors = (None, None) if mode == "hybrid" else (embcore.Monitor(), embcore.Monitor())
+    monitors = (embcore.Monitor(), embcore.Monitor())
     ref = modes.Trainer(
         mode, model=embcore.MatrixFactorization(**OPTIONS), period="1h", monitor=monitors[0]
     )
@@ -399,3 +393,43 @@ def test_trainer_modes_run_a_sharded_model_once_it_is_accepted(
                 sb = b["overall"][stat]
                 assert (sa["n"], sa["min"], sa["max"]) == (sb["n"], sb["min"], sb["max"])
                 assert sa["mean"] == pytest.approx(sb["mean"], rel=1e-9)
+
+
+def test_replay_with_one_shard_scores_as_in_process(tmp_path: Path) -> None:
+    """``embcore replay --ray 1``: every mode's model is a one-shard ShardedModel, and the
+    progressive validation equals the in-process replay's (one shard is bit for bit)."""
+    from embcore import cli
+    from embcore.datasets import synthetic_log
+
+    path = synthetic_log(tmp_path / "ratings.csv", "movielens", 3000, seed=1)
+    common = [
+        "replay",
+        str(path),
+        "--period",
+        "1h",
+        "--no-progress",
+        "--no-figures",
+        "--modes",
+        "realtime,batch",
+    ]
+    assert cli.main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert cli.main([*common, "--out", str(tmp_path / "ray"), "--ray", "1"]) == 0
+    local = json.loads((tmp_path / "local" / "metrics.json").read_text())
+    remote = json.loads((tmp_path / "ray" / "metrics.json").read_text())
+    assert remote["config"]["ray_shards"] == 1 and local["config"]["ray_shards"] is None
+    for mode in ("realtime", "batch"):
+        a, b = local["modes"][mode]["engagement"], remote["modes"][mode]["engagement"]
+        assert a["auc"] == b["auc"] and a["logloss"] == b["logloss"]
+
+
+def test_study_runs_with_ray_shards(tmp_path: Path) -> None:
+    """``embcore study --ray 1`` on the tiny world: every mode sharded, the study completes
+    and records the shards; one shard trains as in process, so the engagement is the same as
+    the in-process study without item lifecycles."""
+    from embcore.study import run_study
+
+    kw: dict[str, Any] = {"scale": "tiny", "period": "1h", "window": "2h", "progress": False}
+    remote = run_study(tmp_path / "ray", ray=1, figures=False, n_boot=20, **kw)
+    assert remote["config"]["ray_shards"] == 1
+    for mode in ("realtime", "batch"):
+        assert remote["modes"][mode]["events"] > 0

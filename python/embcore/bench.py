@@ -577,7 +577,21 @@ GROUP_RUNNERS: dict[str, Callable[[Run], None]] = {
     "ffm": lambda r: bench_ffm(r.workload, r.results),
     "replay": lambda r: bench_replay.bench(r.workload, r.results),
     "torch": lambda r: bench_torch_group(r.workload, r.results),
+    "distributed": lambda r: bench_distributed_group(r.workload, r.results),
 }
+
+
+def bench_distributed_group(w: Workload, results: list[Result]) -> None:
+    """Sharded training on a local Ray cluster (``embcore.bench_distributed``), when Ray is
+    installed (``pip install "embcore[ray]"``); skipped with a note otherwise."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print('[bench] distributed skipped: pip install "embcore[ray]"', file=sys.stderr)
+        return
+    from embcore.bench_distributed import bench_distributed
+
+    bench_distributed(w, results)
 
 
 def bench_torch_group(w: Workload, results: list[Result]) -> None:

@@ -106,7 +106,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -350,14 +350,16 @@ class Trainer:
             def factory() -> Model:
                 return MatrixFactorization(**options)
 
-        elif not isinstance(model, FieldModel):
-            factory = model
-            model = model()
-            if not isinstance(model, FieldModel):
+        elif not _is_model(model):
+            factory = model  # type: ignore[assignment]  # not a model: a factory
+            built: Any = model()  # type: ignore[operator]
+            if not _is_model(built):
                 raise ConfigError(
-                    f"the model factory returned {type(model).__name__}, expected "
-                    "embcore.MatrixFactorization, FieldAwareFM or FactorizationMachine"
+                    f"the model factory returned {type(built).__name__}, expected "
+                    "embcore.MatrixFactorization, FieldAwareFM, FactorizationMachine or "
+                    "embcore.distributed.ShardedModel"
                 )
+            model = built
         if rebuild:
             _check_rebuild(factory)
         self.user_field, self.item_field = user_field, item_field
@@ -1039,7 +1041,7 @@ class Trainer:
         """A new model from the factory (``init="scratch"``)."""
         assert self._factory is not None
         model = self._factory()
-        if not isinstance(model, FieldModel) or model is self.model or model is self._snapshot:
+        if not _is_model(model) or model is self.model or model is self._snapshot:
             raise ConfigError(
                 "init='scratch' needs a factory that builds a new model at "
                 f"each call, got {type(model).__name__}"
@@ -1074,9 +1076,9 @@ class Trainer:
                 counts, first = self._ledger.lookup(ids, meta["first_seen"])
                 self.monitor.record_rows(ids, rows, counts, first, t)
         elif self._span is None:
-            self.monitor.record_publish(table, t)
+            self.monitor.record_publish(_local(table), t)
         else:
-            self.monitor.record_publish(table, t, columns=self._span)
+            self.monitor.record_publish(_local(table), t, columns=self._span)
 
     def _train(
         self,
@@ -1243,6 +1245,21 @@ class _Ledger:
             counts[hit] = self.counts[pos[hit]]
             first[hit] = self.first[pos[hit]]
         return counts, first
+
+
+def _local(table: Any) -> EmbeddingTable:
+    """``table`` as one in-process EmbeddingTable (a ShardedModel's table is gathered)."""
+    return table if isinstance(table, EmbeddingTable) else table.copy()
+
+
+def _is_model(obj: Any) -> TypeGuard[FieldModel]:
+    """A model the Trainer trains: a FieldModel, or an ``embcore.distributed.ShardedModel``
+    (imported here: the distributed package imports this module)."""
+    if isinstance(obj, FieldModel):
+        return True
+    from embcore.distributed import ShardedModel
+
+    return isinstance(obj, ShardedModel)
 
 
 def _check_rebuild(factory: ModelFactory | None) -> None:

@@ -331,6 +331,8 @@ def replay(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     parallel: bool = True,
     figures: bool = True,
+    ray: int | None = None,
+    ray_address: str | None = None,
     **model_options: Any,
 ) -> dict[str, Any]:
     """Replay a log through each mode with progressive validation; write and return metrics.
@@ -428,6 +430,9 @@ def replay(
         track_rate,
     )
     options = _model_options(seed, model_options)
+    if ray is not None and (isinstance(ray, bool) or not isinstance(ray, int) or ray < 1):
+        raise ReplayConfigError(f"--ray must be an integer >= 1 (shards per mode), got {ray!r}")
+    config["ray"], config["ray_address"] = ray, ray_address
     output = runs.OutputDirectory(out, ReplayConfigError, replaces="an earlier replay or study")
     try:
         column_map = datasets.ColumnMap.parse(columns) if isinstance(columns, str) else columns
@@ -512,10 +517,12 @@ def _peak_rss() -> int | None:
 
 
 def _model_bytes(trainer: Trainer) -> int:
-    """Bytes of the mode's tables: the trained model and, batch, its serving snapshot."""
+    """Bytes of the mode's tables in this process: the trained model and, batch, its serving
+    snapshot (a ShardedModel's rows live in its actors: 0 here)."""
     models = {id(m): m for m in (trainer.model, trainer.serving_model)}
     return sum(
-        int(trainer.user_table(m).nbytes) + int(trainer.item_table(m).nbytes)
+        int(getattr(trainer.user_table(m), "nbytes", 0))
+        + int(getattr(trainer.item_table(m), "nbytes", 0))
         for m in models.values()
     )
 
@@ -536,7 +543,23 @@ def _replay_stream(
     mode_list: list[str] = config["modes"]
     period = int(config["period"] or 86_400)  # real-time alone: unused
 
-    def fresh_model() -> embcore.MatrixFactorization:
+    def fresh_model() -> Any:
+        if config.get("ray") is not None:
+            # Each mode's model sharded over Ray actors, the cluster's CPUs shared by the modes.
+            from embcore.distributed import ShardedModel
+
+            cpus = min(1.0, (os.cpu_count() or 1) / (config["ray"] * len(mode_list)))
+            return ShardedModel(
+                config["ray"],
+                address=config["ray_address"],
+                cpus_per_shard=cpus,
+                **{"seed": seed, **options},
+            )
+        return local_model()
+
+    def local_model() -> embcore.MatrixFactorization:
+        # In process; also the analyses' initial rows (a row's initial value is a hash of
+        # (seed, id), the same on any shard).
         return embcore.MatrixFactorization(**{"seed": seed, **options})
 
     trainers = runs.start_modes(
@@ -588,7 +611,7 @@ def _replay_stream(
     timings["validation_seconds"] = round(time.perf_counter() - clock, 3)
     memory["peak_rss_validation_bytes"] = _peak_rss()
     clock = time.perf_counter()
-    per_mode, results = runs.analyse_modes(trainers, alpha, seed, fresh_model)
+    per_mode, results = runs.analyse_modes(trainers, alpha, seed, local_model)
     timings["analysis_seconds"] = round(time.perf_counter() - clock, 3)
     memory["peak_rss_analysis_bytes"] = _peak_rss()
     for mode, state in states.items():
@@ -612,6 +635,7 @@ def _replay_stream(
             "alpha": alpha,
             "track_rate": track_rate,
             "threads": config["threads"],
+            "ray_shards": config.get("ray"),
             "model": "mf",
             "monitor": "embcore.Monitor",
             "fresh_interactions": config["fresh_interactions"],
@@ -683,6 +707,8 @@ def run(args: argparse.Namespace) -> int:
             max_bad_rows=args.max_bad_rows,
             sort=args.sort,
             figures=not args.no_figures,
+            ray=args.ray,
+            ray_address=args.ray_address,
             **runs.run_options(args),
             **runs.given_options(
                 args,
@@ -824,6 +850,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="model seed and batch shuffles")
     parser.add_argument(
         "--threads", type=cli_args.positive_int, default=1, help=cli_args.THREADS_HELP
+    )
+    parser.add_argument(
+        "--ray",
+        type=cli_args.positive_int,
+        default=None,
+        metavar="N",
+        help="train each mode's model sharded over N Ray actors (pip install 'embcore[ray]'); "
+        "a local cluster unless --ray-address is given",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="address of an existing Ray cluster (with --ray)"
     )
     parser.add_argument(
         "--epochs",

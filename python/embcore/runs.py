@@ -568,7 +568,9 @@ def analyse_mode(
     """``(metrics, results)`` for one mode: metrics are JSON-safe, results feed the figures.
 
     ``fresh_model()`` builds an untrained model with the trainer's options (initial rows)."""
-    model = trainer.serving_model
+    model: Any = trainer.serving_model
+    if not isinstance(model, embcore._core.FieldModel):
+        model = model.gather()  # a ShardedModel: its rows in one process, for the analyses
     item_table = trainer.item_table(model)
     meta = item_table.metadata()
     popularity = (meta["ids"], meta["interactions"].astype(np.int64))

@@ -437,12 +437,30 @@ def _model_factory(
     init_scale: float,
     learning_rate: float | None,
     item_lifecycle: Mapping[str, Any] | None,
-) -> Callable[[], Model]:
+    ray: int | None = None,
+    ray_address: str | None = None,
+    n_modes: int = 1,
+) -> Callable[[], Any]:
     """A zero-argument factory of the study's untrained model (every mode calls it once, so
-    every mode starts from the same initial rows). Field models get the simulator's fields."""
+    every mode starts from the same initial rows). Field models get the simulator's fields.
+    With ``ray``: an ``embcore.distributed.ShardedModel`` of that many shards per mode (no item
+    lifecycle: shards refuse them), sharing the cluster's CPUs between the modes."""
     options: dict[str, Any] = {"dim": dim, "init_scale": init_scale, "seed": seed}
     if learning_rate is not None:
         options["learning_rate"] = float(learning_rate)
+    if ray is not None:
+        from embcore.distributed import sharded_factory
+
+        fields = None if model == "mf" else list(FIELDS)
+        extra = {} if fields is None else {"fields": fields}
+        return sharded_factory(
+            ray,
+            ray_address,
+            model=model,
+            cpus_per_shard=min(1.0, (os.cpu_count() or 1) / (ray * n_modes)),
+            **extra,
+            **options,
+        )
     if model == "mf":
         if item_lifecycle is not None:
             options["item_lifecycle"] = dict(item_lifecycle)
@@ -507,6 +525,8 @@ def run_study(
     *,
     window: str | int | float | None = None,
     serving_unknown: str = "exclude",
+    ray: int | None = None,
+    ray_address: str | None = None,
     init: str | None = None,
     reset_optimizer: bool | None = None,
     allow_degenerate: bool = True,
@@ -561,6 +581,10 @@ def run_study(
         of event time. Default (None): one day or the period, whichever is longer
         (docs/batch-protocol.md: the shortest window of documented practice, a daily log
         partition). ``"period"``: the events since the last retrain only.
+    ray, ray_address : int and str, optional
+        Train every mode's model as an ``embcore.distributed.ShardedModel`` of ``ray`` shards
+        on a Ray cluster (a local one, or the one at ``ray_address``); needs
+        ``pip install "embcore[ray]"``. Items then have no lifecycle (shards refuse one).
     serving_unknown : {"exclude", "cold"}
         How serving ranks pool items its model has no row for: ``"exclude"`` (default) leaves
         them out of the ranking, as a retrieval index built from the served embeddings would
@@ -615,6 +639,8 @@ def run_study(
     )
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 10:
         raise StudyConfigError(f"n_boot must be an integer >= 10, got {n_boot!r}")
+    if ray is not None and (isinstance(ray, bool) or not isinstance(ray, int) or ray < 1):
+        raise StudyConfigError(f"--ray must be an integer >= 1 (shards per mode), got {ray!r}")
     if serving_unknown not in ("exclude", "cold"):
         raise StudyConfigError(
             f"--serving-unknown must be 'exclude' or 'cold', got {serving_unknown!r}"
@@ -656,6 +682,7 @@ def run_study(
                 trainer_options=trainer_options,
                 window_seconds=window_seconds,
                 serving_unknown=serving_unknown,
+                ray=(ray, ray_address),
                 reference_policies=reference_policies,
                 measure=measure,
                 n_boot=n_boot,
@@ -693,6 +720,7 @@ def _simulate(
     trainer_options: Mapping[str, Any],
     window_seconds: int | None,
     serving_unknown: str,
+    ray: tuple[int | None, str | None],
     reference_policies: bool,
     measure: bool,
     n_boot: int,
@@ -704,7 +732,24 @@ def _simulate(
         dim=dim,
         init_scale=init_scale,
         learning_rate=learning_rate,
-        item_lifecycle=item_expiry(sim_config),
+        item_lifecycle=None if ray[0] is not None else item_expiry(sim_config),
+        ray=ray[0],
+        ray_address=ray[1],
+        n_modes=len(modes),
+    )
+    # The analyses' in-process model (a row's initial value is a hash of (seed, id), the
+    # same on any shard).
+    local_model = (
+        fresh_model
+        if ray[0] is None
+        else _model_factory(
+            model,
+            seed=seed,
+            dim=dim,
+            init_scale=init_scale,
+            learning_rate=learning_rate,
+            item_lifecycle=None,
+        )
     )
     trainers = runs.start_modes(
         modes,
@@ -773,7 +818,7 @@ def _simulate(
             bar.update(sum(pool.map(one_mode, step)))
         for trainer in trainers.values():
             trainer.flush(horizon)
-    per_mode, results = runs.analyse_modes(trainers, alpha, seed, fresh_model)
+    per_mode, results = runs.analyse_modes(trainers, alpha, seed, local_model)
     for mode in modes:
         per_mode[mode]["engagement"] = engagement[mode].to_dict()
         per_mode[mode]["engagement"]["scored"] = ledgers[mode].engagement()
@@ -800,6 +845,7 @@ def _simulate(
             "window_seconds": window_seconds if window_seconds is not None else window_used,
             "init": trainer_options.get("init", "warm"),
             "serving_unknown": serving_unknown,
+            "ray_shards": ray[0],
             "reset_optimizer": trainer_options.get("reset_optimizer", False),
             "epochs": epochs,
             "learning_rate": float(first.model.optimizer["learning_rate"]),
@@ -855,7 +901,7 @@ def _simulate(
         settle = window_used + period_seconds
         metrics["config"]["settle_seconds"] = settle
         proto, proto_results, proto_flags = _measure(
-            world, trainers, ledgers, fresh_model, horizon, settle, alpha, seed, n_boot
+            world, trainers, ledgers, local_model, horizon, settle, alpha, seed, n_boot
         )
         metrics["protocol"] = proto
         metrics["claims"] = _claims(metrics, proto_results, ledgers, seed, n_boot)
@@ -929,9 +975,12 @@ def _measure(
         traj = runs.with_initial_rows(
             analysis.Trajectories.from_monitor(trainer.monitor), trainer, fresh_model
         )
-        meta = trainer.item_table().metadata()
+        served: Any = trainer.serving_model
+        if not isinstance(served, embcore._core.FieldModel):
+            served = served.gather()  # a ShardedModel's rows in one process
+        meta = trainer.item_table(served).metadata()
         grids[mode] = protocol.ServingGrid.build(traj, (meta["ids"], meta["interactions"]))
-        references[mode] = trainer.item_embeddings()
+        references[mode] = trainer.item_embeddings(served)
     tracked = protocol.common_ids(*(g.item_ids for g in grids.values()))
     impressions = np.stack([ledgers[m].impressions for m in modes])
     last_view = np.max(np.stack([ledgers[m].last_view for m in modes]), axis=0)
@@ -1353,6 +1402,8 @@ def run(args: argparse.Namespace) -> int:
             model=args.model,
             window=args.window,
             serving_unknown=args.serving_unknown,
+            ray=args.ray,
+            ray_address=args.ray_address,
             init=args.init,
             reset_optimizer=True if args.reset_optimizer else None,
             allow_degenerate=args.allow_degenerate,
@@ -1446,6 +1497,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="batch/hybrid training window, e.g. 1d or 3d, or 'period' for the events since the "
         "last retrain (default: 1d or the period, whichever is longer)",
+    )
+    study.add_argument(
+        "--ray",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train each mode's model sharded over N Ray actors (pip install 'embcore[ray]'); "
+        "a local cluster unless --ray-address is given",
+    )
+    study.add_argument(
+        "--ray-address", default=None, help="address of an existing Ray cluster (with --ray)"
     )
     study.add_argument(
         "--serving-unknown",
