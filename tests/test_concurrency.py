@@ -146,3 +146,39 @@ def test_saves_racing_the_first_eviction_always_load(tmp_path) -> None:
         loaded = embcore.EmbeddingTable.load(path)
         ids = loaded.ids()
         assert len(np.unique(ids)) == len(ids)
+
+
+def _race_for_room(seed: int) -> None:
+    m = embcore.MatrixFactorization(dim=4, seed=seed, capacity=1_000)
+    start = threading.Barrier(4)
+    outcome: dict[int, bool] = {}
+    batches = {k: np.arange(k * 10_000, k * 10_000 + 400, dtype=np.uint64) for k in range(4)}
+
+    def call(k: int) -> None:
+        ids = batches[k]
+        start.wait()
+        try:
+            if k % 2:
+                m.items.insert(ids)
+            else:
+                m.train(np.zeros(ids.size, np.uint64), ids, np.ones(ids.size, np.float32))
+            outcome[k] = True
+        except embcore.CapacityError:
+            outcome[k] = False
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= sum(outcome.values()) <= 2, outcome
+    want = np.sort(np.concatenate([batches[k] for k, ok in outcome.items() if ok]))
+    np.testing.assert_array_equal(np.sort(m.items.ids()), want)
+
+
+def test_concurrent_calls_that_fit_alone_but_not_together_change_nothing_when_refused() -> None:
+    """Capacity is reserved, not just checked: of concurrent train/insert calls that each fit
+    the table alone but not together, each either succeeds whole or fails with CapacityError
+    having created nothing, so the table holds exactly the successful calls' new ids."""
+    for seed in range(20):
+        _race_for_room(seed)

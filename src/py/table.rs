@@ -510,6 +510,7 @@ impl PyEmbeddingTable {
             Ok(py.detach(|| {
                 // Checked before `begin_write`: a rejected insert changes
                 // nothing, not even the version.
+                let _creating = t.creation();
                 t.check_room(s)?;
                 let _pin = t.begin_write();
                 crate::train::resolve::resolve(t, s, &|_| timestamp, threads, true)

@@ -140,6 +140,11 @@ pub struct EmbeddingTable {
     version: AtomicU64,
     unadmitted: AtomicU64,
     evict_state: Mutex<EvictState>,
+    /// Held from a call's capacity check to the end of its row creation
+    /// (`creation`), so two concurrent calls that each fit but not together
+    /// cannot both pass the check: one fails before creating anything.
+    /// Taken once per call, never per event.
+    creating: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -349,6 +354,7 @@ impl EmbeddingTable {
             version: AtomicU64::new(0),
             unadmitted: AtomicU64::new(0),
             evict_state: Mutex::new(EvictState::default()),
+            creating: Mutex::new(()),
         })
     }
 
@@ -533,8 +539,16 @@ impl EmbeddingTable {
         self.cfg.capacity - self.claimed.load(Relaxed).min(self.cfg.capacity) + self.free.len()
     }
 
+    /// The right to create rows: hold it from `check_room` to the end of the
+    /// creation (a capacity check is then a reservation). Calls on several
+    /// tables take them in field order.
+    pub fn creation(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.creating.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Fails with `Capacity` when the new ids among `ids` do not fit.
-    /// Cheap unless `ids` is longer than the room left.
+    /// Cheap unless `ids` is longer than the room left. Concurrent callers
+    /// that create rows hold `creation` across the check and the creation.
     pub fn check_room(&self, ids: &[u64]) -> Result<()> {
         if ids.len() <= self.remaining() {
             return Ok(());
@@ -1179,6 +1193,7 @@ impl EmbeddingTable {
         }
         // Checked before `begin_write`: a rejected call changes nothing, not
         // even the version.
+        let _creating = self.creation();
         self.check_room(ids)?;
         let _pin = self.begin_write();
         let g = self.guard();

@@ -68,6 +68,10 @@ impl FieldModel {
         }
         let span = self.observed_span(options.observed)?;
         let tables: Vec<&EmbeddingTable> = self.tables.iter().map(|t| &**t).collect();
+        // The right to create rows in every table, held from the capacity
+        // check to the end of the resolution: a concurrent call cannot take
+        // the room this one checked (fields in order: no deadlock).
+        let creating: Vec<_> = tables.iter().map(|t| t.creation()).collect();
         check_room(&tables, events.columns, &self.cfg.fields)?;
         // Pin every table for the call (evicted rows are not reused under us)
         // and tag the rows it changes with a new version.
@@ -88,6 +92,7 @@ impl FieldModel {
             rows.push(r);
             new_rows.push(created);
         }
+        drop(creating);
         self.events_seen.fetch_add(n as u64, Relaxed);
         if n == 0 {
             return Ok(TrainStats {

@@ -126,6 +126,7 @@ pub fn export_rows(
     let mut block = RowBlock::default();
     let mut created = 0;
     if create {
+        let _creating = table.creation();
         table.check_room(ids)?;
         let _pin = table.begin_write();
         let g = table.guard();
@@ -326,6 +327,7 @@ pub fn apply_rows(table: &EmbeddingTable, before: &RowBlock, after: &RowBlock) -
 /// the table's). Capacity is checked first. Returns the rows created.
 pub fn import_rows(table: &EmbeddingTable, block: &RowBlock) -> Result<usize> {
     block.check("rows", table.dim(), table.state_width())?;
+    let _creating = table.creation();
     table.check_room(&block.ids)?;
     let (d, sw) = (table.dim(), table.state_width());
     let _pin = table.begin_write();
