@@ -1126,21 +1126,59 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default="name",
         help="version order: file name (numbers as numbers), mtime, or --time-column",
     )
-    p.add_argument("--time-column", default=None)
-    p.add_argument("--id-column", default=None)
-    p.add_argument("--weight-column", default=None)
-    p.add_argument("--count-column", default=None)
+    p.add_argument(
+        "--time-column",
+        default=None,
+        help="with --order time: the column giving each version's time",
+    )
+    p.add_argument(
+        "--id-column",
+        default=None,
+        help="id column (default: id, ids, item_id or the first integer one)",
+    )
+    p.add_argument(
+        "--weight-column",
+        default=None,
+        help="embedding column (default: weights, embedding, vector, the only list column, else "
+        "every remaining float column)",
+    )
+    p.add_argument(
+        "--count-column",
+        default=None,
+        help="per-row interaction counts (default: count, counts or interactions when present)",
+    )
     p.add_argument(
         "--fail-on",
         default=None,
         metavar="RULES",
         help='e.g. "nan_rows>0,norm_p99>10,drift_p50>0.3"',
     )
-    p.add_argument("--sample-size", type=positive_int, default=TrackConfig.sample_size)
-    p.add_argument("--track-items", type=positive_int, default=TrackConfig.track_items)
-    p.add_argument("--max-norm", type=float, default=None)
-    p.add_argument("--stale-versions", type=positive_int, default=TrackConfig.stale_versions)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sample-size",
+        type=positive_int,
+        default=TrackConfig.sample_size,
+        help="rows of each version kept, by hash of id, for drift, CKA, k-NN and stale rows "
+        "(memory grows with it, not with the table)",
+    )
+    p.add_argument(
+        "--track-items",
+        type=positive_int,
+        default=TrackConfig.track_items,
+        help="items of the sample whose trajectories are recorded for maturity",
+    )
+    p.add_argument(
+        "--max-norm",
+        type=float,
+        default=None,
+        help="count rows with a larger norm (over_norm_rows)",
+    )
+    p.add_argument(
+        "--stale-versions",
+        type=positive_int,
+        default=TrackConfig.stale_versions,
+        help="a row unchanged for this many versions or more is stale",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the id hash that picks the sample")
     p.add_argument(
         "--serve",
         type=_address,
@@ -1160,8 +1198,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="with --serve: stop after this many seconds (default: until Ctrl-C)",
     )
-    p.add_argument("--no-figures", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-figures", action="store_true", help="write metrics.json only, no report")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
