@@ -569,8 +569,10 @@ class Trainer:
         unknown_items : {"cold", "exclude"}
             Pool items the serving model has no row for: ``"cold"`` scores them as above (a
             zero vector and bias: the cold-start score); ``"exclude"`` gives them ``-inf``, as
-            a retrieval index built from the published embeddings would not hold them (they
-            reach users only through exploration).
+            a retrieval index built from the published embeddings would not hold them: they
+            rank below every item the model knows. A caller that must fill more slots than the
+            model knows items (``World.serve`` does, e.g. in batch's empty first period) still
+            shows them, in its own tie order.
 
         Returns
         -------

@@ -586,10 +586,11 @@ def run_study(
         on a Ray cluster (a local one, or the one at ``ray_address``); needs
         ``pip install "embcore[ray]"``. Items then have no lifecycle (shards refuse one).
     serving_unknown : {"exclude", "cold"}
-        How serving ranks pool items its model has no row for: ``"exclude"`` (default) leaves
-        them out of the ranking, as a retrieval index built from the served embeddings would
-        (they reach users through exploration only); ``"cold"`` ranks them at the cold-start
-        score (global bias), which outranks every learned item scored below it.
+        How serving ranks pool items its model has no row for: ``"exclude"`` (default) ranks
+        them below every item it knows, as a retrieval index built from the served embeddings
+        would (``World.serve`` still fills slots the known items cannot, e.g. while a model is
+        empty); ``"cold"`` ranks them at the cold-start score (global bias), which outranks
+        every learned item scored below it. docs/study.md measures both.
     init : {"warm", "scratch"}, optional
         Batch retrain start (Trainers that have it).
     reset_optimizer : bool, optional
@@ -1513,8 +1514,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--serving-unknown",
         default="exclude",
         choices=["exclude", "cold"],
-        help="pool items the serving model has no row for: left out of the ranking (reached "
-        "through exploration only) or ranked at the cold-start score",
+        help="pool items the serving model has no row for: ranked below every known item "
+        "(exclude) or at the cold-start score (cold)",
     )
     study.add_argument(
         "--init", default=None, choices=["warm", "scratch"], help="batch retrain start"
