@@ -73,6 +73,8 @@ F64 = npt.NDArray[np.float64]
 DEFAULT_BOOTSTRAP = 500
 """Bootstrap resamples per interval."""
 DEFAULT_LEVEL = 0.95
+#: Items a claim needs for a verdict (as the learning peak needs per bin).
+MIN_ITEMS = 10
 """Coverage of the intervals."""
 MIN_PEAK_ITEMS = 10
 """A bin of the update curve competes for the peak only with at least this many items."""
@@ -253,7 +255,8 @@ def check(
     """The verdict on ``spec`` given the estimate and its bootstrap ``samples``.
 
     NaN samples (a resample in which the statistic is undefined) are dropped; if more than
-    half are NaN the claim is n/a.
+    half are NaN the claim is n/a. Fewer than ``MIN_ITEMS`` items make it n/a too: a bootstrap
+    over a handful of items says nothing about the population.
 
     >>> spec = CLAIMS["norms"]
     >>> check(spec, 3.6, [3.0, 3.5, 4.0], 100).verdict
@@ -264,10 +267,15 @@ def check(
     'inconclusive'
     >>> check(spec, 0.8, [0.7, 0.8, 0.9], 100).verdict
     'contradicted'
+    >>> check(spec, 3.6, [3.0, 3.5, 4.0], 2).verdict
+    'n/a'
     """
     n_boot = 0 if samples is None else int(np.asarray(samples).size)
     if estimate is None or math.isnan(estimate):
         return ClaimCheck(spec, None, None, None, level, n_items, n_boot, "n/a", note)
+    if n_items < MIN_ITEMS:
+        why = f"{n_items} items, fewer than {MIN_ITEMS}" + (f"; {note}" if note else "")
+        return ClaimCheck(spec, float(estimate), None, None, level, n_items, n_boot, "n/a", why)
     low = high = None
     if samples is not None:
         s = np.asarray(samples, dtype=np.float64).ravel()
