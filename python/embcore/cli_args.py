@@ -118,3 +118,18 @@ def bad_rows(text: str) -> int | str:
         raise argparse.ArgumentTypeError(
             f"expected a count >= 0 or a share such as 1%, got {text!r}"
         ) from None
+
+
+def add_ray_flags(parser: argparse.ArgumentParser) -> None:
+    """``--ray N`` and ``--ray-address``, for the commands that can train sharded on Ray."""
+    parser.add_argument(
+        "--ray",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train each mode's model sharded over N Ray actors (pip install 'embcore[ray]'); "
+        "a local cluster unless --ray-address is given",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, help="address of an existing Ray cluster (with --ray)"
+    )

@@ -545,16 +545,10 @@ def _replay_stream(
 
     def fresh_model() -> Any:
         if config.get("ray") is not None:
-            # Each mode's model sharded over Ray actors, the cluster's CPUs shared by the modes.
-            from embcore.distributed import ShardedModel
-
-            cpus = min(1.0, (os.cpu_count() or 1) / (config["ray"] * len(mode_list)))
-            return ShardedModel(
-                config["ray"],
-                address=config["ray_address"],
-                cpus_per_shard=cpus,
-                **{"seed": seed, **options},
+            make = runs.sharded_factory(
+                config["ray"], config["ray_address"], len(mode_list), seed=seed, **options
             )
+            return make()
         return local_model()
 
     def local_model() -> embcore.MatrixFactorization:
@@ -851,17 +845,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=cli_args.positive_int, default=1, help=cli_args.THREADS_HELP
     )
-    parser.add_argument(
-        "--ray",
-        type=cli_args.positive_int,
-        default=None,
-        metavar="N",
-        help="train each mode's model sharded over N Ray actors (pip install 'embcore[ray]'); "
-        "a local cluster unless --ray-address is given",
-    )
-    parser.add_argument(
-        "--ray-address", default=None, help="address of an existing Ray cluster (with --ray)"
-    )
+    cli_args.add_ray_flags(parser)
     parser.add_argument(
         "--epochs",
         type=cli_args.positive_int,

@@ -242,6 +242,18 @@ class ModePool:
         return [function(mode, piece) for mode in self.modes]
 
 
+def sharded_factory(
+    num_shards: int, address: str | None, n_modes: int, **model_options: Any
+) -> Callable[[], Any]:
+    """A factory of each mode's model as an ``embcore.distributed.ShardedModel`` of
+    ``num_shards`` shards (``--ray N``): every mode builds its own actors, so each asks for
+    ``min(1, cores / (shards x modes))`` CPUs of a local cluster."""
+    from embcore.distributed import sharded_factory as make
+
+    cpus = min(1.0, (os.cpu_count() or 1) / (num_shards * n_modes))
+    return make(num_shards, address, cpus_per_shard=cpus, **model_options)
+
+
 def progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
     """A tqdm bar counting events on stderr (disabled: a no-op bar)."""
     from tqdm import tqdm

@@ -54,7 +54,7 @@ from threadpoolctl import threadpool_limits
 
 import embcore
 from embcore import analysis, claims, protocol, reporting, runs, validation
-from embcore.cli_args import mode_list, positive_int
+from embcore.cli_args import add_ray_flags, mode_list, positive_int
 from embcore.modes import Model, Trainer, parse_duration
 from embcore.runs import AGE_EDGES_HOURS, ALPHAS, DEFAULT_ALPHA, finite, learning_curve
 from embcore.sim import FIELDS, Events, SimConfig, Step, World
@@ -449,18 +449,8 @@ def _model_factory(
     if learning_rate is not None:
         options["learning_rate"] = float(learning_rate)
     if ray is not None:
-        from embcore.distributed import sharded_factory
-
-        fields = None if model == "mf" else list(FIELDS)
-        extra = {} if fields is None else {"fields": fields}
-        return sharded_factory(
-            ray,
-            ray_address,
-            model=model,
-            cpus_per_shard=min(1.0, (os.cpu_count() or 1) / (ray * n_modes)),
-            **extra,
-            **options,
-        )
+        extra = {} if model == "mf" else {"fields": list(FIELDS)}
+        return runs.sharded_factory(ray, ray_address, n_modes, model=model, **extra, **options)
     if model == "mf":
         if item_lifecycle is not None:
             options["item_lifecycle"] = dict(item_lifecycle)
@@ -1499,17 +1489,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="batch/hybrid training window, e.g. 1d or 3d, or 'period' for the events since the "
         "last retrain (default: 1d or the period, whichever is longer)",
     )
-    study.add_argument(
-        "--ray",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="train each mode's model sharded over N Ray actors (pip install 'embcore[ray]'); "
-        "a local cluster unless --ray-address is given",
-    )
-    study.add_argument(
-        "--ray-address", default=None, help="address of an existing Ray cluster (with --ray)"
-    )
+    add_ray_flags(study)
     study.add_argument(
         "--serving-unknown",
         default="exclude",
