@@ -41,7 +41,6 @@ Design notes
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import time
@@ -343,17 +342,10 @@ def _check_config(
     return mode_list, period_seconds
 
 
-def trainer_accepts() -> set[str]:
-    """The keyword arguments :class:`~embcore.modes.Trainer` takes (``window``, ``init`` and
-    ``reset_optimizer`` exist only in newer Trainers)."""
-    return set(inspect.signature(Trainer).parameters)
-
-
 def _trainer_options(
     window: str | int | float | None, init: str | None, reset_optimizer: bool | None
 ) -> tuple[dict[str, Any], int | None]:
     """Trainer keyword arguments for the batch options given, and the window in seconds."""
-    accepted = trainer_accepts()
     options: dict[str, Any] = {}
     window_seconds = None
     if window is not None:
@@ -366,13 +358,6 @@ def _trainer_options(
         options["init"] = init
     if reset_optimizer is not None:
         options["reset_optimizer"] = bool(reset_optimizer)
-    missing = sorted(set(options) - accepted)
-    if missing:
-        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
-        raise StudyConfigError(
-            f"{flags}: this embcore's Trainer has no {', '.join(missing)} option (batch "
-            "windows arrive with issue 13 part A); leave it out to retrain on each period"
-        )
     return options, window_seconds
 
 
@@ -1285,14 +1270,11 @@ def run_grid(
     """Run the fixed grid :data:`GRID` (every cell a study in ``out/<cell>/``, flagged rather
     than refused when degenerate) and write ``out/metrics.json`` with one row per cell.
 
-    Cells whose window differs from the period need a Trainer with a ``window`` option
-    (issue 13 part A); without it they are listed with ``status = "needs Trainer window"``.
     ``cells`` picks cells by index (default: all 24).
     """
     started = time.perf_counter()
     all_cells = _grid_cells()
     chosen = list(range(len(all_cells))) if cells is None else list(cells)
-    has_window = "window" in trainer_accepts()
     output = runs.OutputDirectory(out, StudyConfigError, replaces="an earlier grid")
     rows = []
     with output:
@@ -1301,13 +1283,7 @@ def run_grid(
             cell = all_cells[index]
             name = f"{cell['model']}-p{cell['period']}-w{cell['window']}-e{cell['epochs']}"
             row: dict[str, Any] = {"cell": name, **cell}
-            if cell["window"] != "period" and not has_window:
-                row["status"] = "needs Trainer window (issue 13 part A)"
-                rows.append(row)
-                continue
-            window = None if cell["window"] == "period" or not has_window else cell["window"]
-            if has_window and cell["window"] == "period":
-                window = cell["period"]
+            window = cell["period"] if cell["window"] == "period" else cell["window"]
             m = run_study(
                 output.staging / name,
                 scale=scale,
