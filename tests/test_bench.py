@@ -54,3 +54,29 @@ def test_table_names_missing_peers_and_verdicts() -> None:
 def test_every_group_is_selectable() -> None:
     assert bench.GROUPS == tuple(bench.GROUP_RUNNERS)
     assert {"training", "probe", "peers", "memory", "snapshot", "ffm"} <= set(bench.GROUPS)
+
+
+def test_ieee_probe_ratios_are_context_without_a_target() -> None:
+    results = [
+        Result("train_adagrad_1t", 6.0, "events/s"),
+        Result("limit_probe_adagrad_1t", 20.0, "events/s"),
+        Result("limit_probe_adagrad_ieee_1t", 5.0, "events/s"),
+    ]
+    r = bench.ratios(results)
+    ieee = r["Adagrad 1t / limit_probe_adagrad_ieee_1t (no -ffast-math)"]
+    assert ieee["value"] == pytest.approx(1.2)
+    assert ieee["target"] is None
+    assert r["Adagrad 1t / limit_probe_adagrad_1t"]["met"] is False
+
+
+@pytest.mark.skipif(bench.shutil.which("gcc") is None, reason="no C compiler")
+def test_probe_group_builds_both_arithmetics(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    w = bench.Workload(users=2_000, items=2_000, events=20_000, repeats=1)
+    results: list[Result] = []
+    bench.bench_probe(w, results, tmp_path)
+    names = {r.name for r in results}
+    assert {"limit_probe_1t", "limit_probe_adagrad_2t", "limit_probe_adagrad_ieee_1t"} <= names
+    assert "limit_probe_ieee_2t" not in names
+    assert all(r.value > 0 for r in results)
+    # One scan figure, from the probe built as BENCHMARKS.md says.
+    assert [r.name for r in results].count("limit_probe_scan_gbps") == 1
