@@ -16,6 +16,7 @@
 //!   first gives up its own read guard, so growth waits only for other
 //!   threads to finish their current batch share. Growth is rare (doubling).
 
+use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{RwLock, RwLockReadGuard};
@@ -96,10 +97,13 @@ impl Slots {
 
 pub struct IdMap {
     inner: RwLock<Slots>,
-    /// Slots claimed (live or dead); drives growth.
-    used: AtomicUsize,
+    /// Slots claimed (live or dead); drives growth. Each counter on a cache
+    /// line of its own: every new id writes both, while every lookup reads
+    /// `inner` (the slot array's address), so sharing a line with it would
+    /// move that line between cores on every insert.
+    used: CachePadded<AtomicUsize>,
     /// Live keys.
-    live: AtomicUsize,
+    live: CachePadded<AtomicUsize>,
 }
 
 /// Outcome of `MapGuard::insert`.
@@ -122,8 +126,8 @@ impl IdMap {
     pub fn with_capacity(n: usize) -> Self {
         IdMap {
             inner: RwLock::new(Slots::with_len(n * 10 / 7 + 1)),
-            used: AtomicUsize::new(0),
-            live: AtomicUsize::new(0),
+            used: CachePadded::new(AtomicUsize::new(0)),
+            live: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
