@@ -46,6 +46,12 @@ def step(emb, opt, index) -> None:
     opt.step()
 
 
+def at(call: dict[str, np.ndarray], timestamp: int) -> dict[str, np.ndarray]:
+    """The entries of one observe call with this timestamp."""
+    keep = call["timestamps"] == timestamp
+    return {k: v[keep] for k, v in call.items()}
+
+
 def test_observes_exactly_the_rows_each_step_changed() -> None:
     torch.manual_seed(0)
     emb = torch.nn.Embedding(50, 4, sparse=True)
@@ -53,23 +59,31 @@ def test_observes_exactly_the_rows_each_step_changed() -> None:
     team_ids = np.arange(50, dtype=np.uint64) * 7 + 1000
     rec = Recorder()
     watch(emb, rec, ids=team_ids, optimizer=opt)
-    for k, index in enumerate(batches(50, 20, 16)):
+    index_batches = batches(50, 20, 16)
+    for k, index in enumerate(index_batches):
         before = emb.weight.detach().clone().numpy()
         n = len(rec.calls)
         step(emb, opt, index)
         after = emb.weight.detach().numpy()
         changed = np.flatnonzero((before != after).any(axis=1))
-        post = rec.calls[-1]
+        assert len(rec.calls) == n + 1  # one observe call per step
+        call = rec.calls[-1]
+        assert np.isin(call["timestamps"], [k, k + 1]).all()
+        # After the step (timestamp k + 1): every changed row as it is now.
+        post = at(call, k + 1)
         np.testing.assert_array_equal(np.sort(post["ids"]), team_ids[changed])
         np.testing.assert_array_equal(post["rows"], after[(post["ids"] - 1000) // 7])
-        assert (post["timestamps"] == k + 1).all()
-        if len(rec.calls) - n == 2:  # rows never seen before: their row before the step
-            pre = rec.calls[-2]
-            np.testing.assert_array_equal(pre["rows"], before[(pre["ids"] - 1000) // 7])
+        # Before it (timestamp k), first: the rows never seen before, as they were.
+        pre = at(call, k)
+        earlier = torch.cat(index_batches[:k]).numpy() if k else np.zeros(0, np.int64)
+        never_seen = np.setdiff1d(changed, earlier)
+        np.testing.assert_array_equal(np.sort(pre["ids"]), team_ids[never_seen])
+        np.testing.assert_array_equal(pre["rows"], before[(pre["ids"] - 1000) // 7])
+        assert (call["timestamps"][: pre["ids"].size] == k).all()  # the references come first
         # counts: lookups so far of each observed row
-        seen = torch.cat(batches(50, 20, 16)[: k + 1]).numpy()
-        rows = (post["ids"] - 1000) // 7
-        np.testing.assert_array_equal(post["counts"], np.bincount(seen, minlength=50)[rows])
+        seen = torch.cat(index_batches[: k + 1]).numpy()
+        rows = (call["ids"] - 1000) // 7
+        np.testing.assert_array_equal(call["counts"], np.bincount(seen, minlength=50)[rows])
 
 
 def reference_loop(emb, opt, monitor, index_batches, ids) -> None:
@@ -137,7 +151,9 @@ def test_global_hooks_dense_gradient_padding_and_callable_ids() -> None:
         other(torch.ones(1, 2)).sum().backward()
         opt_other.step()  # another optimizer: not the watched weight
     assert handle.steps == 1
-    assert np.sort(rec.calls[-1]["ids"]).tolist() == [13, 17]  # padding row 0 excluded
+    after = at(rec.calls[-1], 1)
+    assert np.sort(after["ids"]).tolist() == [13, 17]  # padding row 0 excluded
+    assert handle.counts[[0, 3, 7]].tolist() == [0, 2, 1]
     step(emb, opt, index)  # removed: nothing more
     assert handle.steps == 1
 
