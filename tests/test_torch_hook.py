@@ -211,10 +211,25 @@ def test_example_runs_and_learns(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(list(tmp_path.glob("items-*.parquet"))) == 2
 
 
-def test_bench_torch_measures_the_hook() -> None:
-    out = bench_torch(quick=True, repeats=1)
+def test_bench_torch_measures_the_hook_and_its_share_of_the_step() -> None:
+    from embcore.bench import format_table, ratios
+
+    results: list = []
+    out = bench_torch(results, quick=True, repeats=1)
     assert out["step_seconds"] > 0 and out["hook_seconds_per_step"] > 0
     assert out["watched_step_seconds"] > 0
+    assert out["hook_share_of_step"] == out["hook_seconds_per_step"] / out["step_seconds"]
+    # Both tables' touched rows, a batch of 1024 each: the users' ~1000 and the Zipf items'.
+    assert 500 < out["rows_per_step"] <= 2048
+    names = [r.name for r in results]
+    assert names == ["torch_step", "torch_step_watched", "torch_hook"]
+    row = ratios(results)["torch plain step / hook per step (hook < 10 % of step)"]
+    assert row["target"] == 10.0
+    assert row["value"] == pytest.approx(1.0 / out["hook_share_of_step"])
+    assert row["met"] == (out["hook_share_of_step"] <= 0.1)
+    doc = {"results": [r.__dict__ for r in results], "ratios": ratios(results)}
+    doc["machine"] = {"cpu": "test", "cores": 1, "platform": "test"}
+    assert "hook < 10 % of step" in format_table(doc)
 
 
 def test_docstring_examples() -> None:

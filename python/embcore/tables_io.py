@@ -512,7 +512,9 @@ def _open_npz(
 ) -> Version:
     with zipfile.ZipFile(path) as archive:
         members = {
-            info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")
+            info.filename[:-4]: info
+            for info in archive.infolist()
+            if info.filename.endswith(".npy")
         }
         keys = list(members)
         id_name = _pick(keys, id_column, _ID_NAMES, "id array")
