@@ -629,11 +629,13 @@ class _NpzArray:
             try:
                 for lo in range(0, n, chunk_rows):
                     if not self.fortran:  # the CRC follows the rows in file order
-                        crc = zlib.crc32(raw[lo * self.row_bytes : lo * self.row_bytes + step], crc)
+                        crc = zlib.crc32(
+                            raw[lo * self.row_bytes : lo * self.row_bytes + step].data, crc
+                        )
                     yield np.array(typed[lo : lo + chunk_rows])
                 if self.fortran:
                     for lo in range(0, nbytes, step):
-                        crc = zlib.crc32(raw[lo : lo + step], crc)
+                        crc = zlib.crc32(raw[lo : lo + step].data, crc)
             finally:
                 del raw, typed
         if crc != self.info.CRC:

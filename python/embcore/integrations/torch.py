@@ -186,7 +186,10 @@ class Watch:
         batches = [b.numpy() if b.is_cpu else b.cpu().numpy() for b in self._batch]
         self._batch = []
         if len(batches) == 1:
-            return np.asarray(batches[0], dtype=np.int64).reshape(-1)
+            out: npt.NDArray[np.int64] = batches[0]
+            if out.dtype != np.int64:
+                out = out.astype(np.int64)
+            return out if out.ndim == 1 else out.reshape(-1)
         return np.concatenate([np.asarray(b, dtype=np.int64).reshape(-1) for b in batches])
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -201,7 +204,10 @@ class Watch:
             if self._padding is not None:
                 self._counts[self._padding] = 0
         from_grad = self.rows == "grad" or looked_up is None
-        touched = self._grad_rows() if from_grad else _distinct_of_sorted(looked_up)
+        if looked_up is None or from_grad:
+            touched = self._grad_rows()
+        else:
+            touched = _distinct_of_sorted(looked_up, self._buffers.scratch(looked_up.size))
         if self._padding is not None:
             touched = touched[touched != self._padding]
         if self._in_sample is not None:
@@ -291,7 +297,14 @@ class _Buffers:
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self.size = 0
+        self.keep = np.empty(1024, dtype=bool)
         self.reserve(1024)
+
+    def scratch(self, n: int) -> npt.NDArray[np.bool_]:
+        """A boolean buffer of at least ``n`` entries."""
+        if self.keep.size < n:
+            self.keep = np.empty(max(n, 2 * self.keep.size), dtype=bool)
+        return self.keep
 
     def reserve(self, n: int) -> _Buffers:
         if self.size < n:
@@ -303,14 +316,17 @@ class _Buffers:
         return self
 
 
-def _distinct_of_sorted(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """The distinct values of a sorted array, in order (``np.unique`` without its sort)."""
+def _distinct_of_sorted(
+    values: npt.NDArray[np.int64], keep: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.int64]:
+    """The distinct values of a sorted array, in order (``np.unique`` without its sort);
+    ``keep`` is a scratch buffer of at least ``values.size``."""
     if values.size == 0:
         return values
-    keep = np.empty(values.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
+    mask = keep[: values.size]
+    mask[0] = True
+    np.not_equal(values[1:], values[:-1], out=mask[1:])
+    return values[mask]
 
 
 def _id_map(ids: Any, n: int) -> Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint64]]:
