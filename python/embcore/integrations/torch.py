@@ -135,7 +135,8 @@ class Watch:
     # ---------------------------------------------------------------------------------------
     @property
     def counts(self) -> npt.NDArray[np.int64]:
-        """Each row's lookups in training batches so far (a copy; ``padding_idx`` stays 0)."""
+        """Each row's lookups in training batches so far (a copy; with ``sample < 1`` only the
+        sampled rows are counted; ``padding_idx`` stays 0)."""
         return self._counts.copy()
 
     def remove(self) -> None:
@@ -197,6 +198,8 @@ class Watch:
         self._flush_pending()
         looked_up = self._looked_up()
         if looked_up is not None:
+            if self._in_sample is not None:  # the rest of the step's work scales with sample
+                looked_up = looked_up[self._in_sample[looked_up]]
             # Sorted first: the counts' scatter then walks memory in order, and the touched rows
             # are its distinct values (np.unique costs several times more on a thousand).
             looked_up = np.sort(looked_up)
@@ -210,7 +213,7 @@ class Watch:
             touched = _distinct_of_sorted(looked_up, self._buffers.scratch(looked_up.size))
         if self._padding is not None:
             touched = touched[touched != self._padding]
-        if self._in_sample is not None:
+        if self._in_sample is not None and from_grad:
             touched = touched[self._in_sample[touched]]
         fresh = touched[~self._seen[touched]]
         self._seen[fresh] = True
@@ -503,13 +506,15 @@ def bench_torch(
     sample: float = 1.0,
 ) -> dict[str, float]:
     """Step time of the example two-tower model with and without :func:`watch` on both towers
-    (same batches, same initial weights, interleaved repeats; medians). Appends
+    (same batches, same initial weights; medians over ``repeats``). Appends
     ``embcore.bench.Result`` rows to ``results`` when given; returns the numbers.
 
     Model: :func:`two_tower` with 100 000 users × 50 000 items × d = 32 (``quick``: 10 000 ×
     5 000) and ``hidden``-wide towers, batches of 1024, Adagrad (sparse gradients for the tables),
     one torch thread; 5 warm-up steps, then ``n_batches`` timed steps, in which rows are still
-    being seen for the first time (each costs one more observation).
+    being seen for the first time (each costs one more observation). The plain and the watched
+    model train side by side in blocks of 20 steps (which goes first alternates), so that a
+    change in the machine's load during a repeat weighs on both alike.
 
     Returns ``step_seconds`` (the plain step), ``watched_step_seconds``,
     ``hook_seconds_per_step`` (time inside the hooks, :attr:`Watch.seconds`, over the timed
@@ -521,7 +526,7 @@ def bench_torch(
     import embcore
 
     n_users, n_items = (10_000, 5_000) if quick else (100_000, 50_000)
-    dim, batch, n_batches = 32, 1024, 50 if quick else 200
+    dim, batch, n_batches, block = 32, 1024, 50 if quick else 200, 20
     batches = synthetic_batches(n_users, n_items, n_batches, batch, seed=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -532,6 +537,7 @@ def bench_torch(
     rows: list[float] = []
     try:
         for _ in range(repeats):
+            runs = []
             for with_hook in (False, True):
                 model = two_tower(n_users, n_items, dim, hidden=hidden, seed=0)
                 optimizer = torch.optim.Adagrad(model.parameters(), lr=0.05)
@@ -549,15 +555,21 @@ def bench_torch(
                 train_steps(model, optimizer, batches[:5])  # warm-up
                 for h in handles:
                     h.seconds, h.rows_observed = 0.0, 0
-                started = time.perf_counter()
-                train_steps(model, optimizer, batches)
-                step = (time.perf_counter() - started) / len(batches)
-                (watched if with_hook else plain).append(step)
-                if with_hook:
-                    hook.append(sum(h.seconds for h in handles) / len(batches))
-                    rows.append(sum(h.rows_observed for h in handles) / len(batches))
-                for h in handles:
-                    h.remove()
+                runs.append((model, optimizer, handles))
+            seconds = [0.0, 0.0]
+            for k, start in enumerate(range(0, n_batches, block)):
+                for which in (0, 1) if k % 2 == 0 else (1, 0):
+                    model, optimizer, _ = runs[which]
+                    started = time.perf_counter()
+                    train_steps(model, optimizer, batches[start : start + block])
+                    seconds[which] += time.perf_counter() - started
+            handles = runs[1][2]
+            plain.append(seconds[0] / n_batches)
+            watched.append(seconds[1] / n_batches)
+            hook.append(sum(h.seconds for h in handles) / n_batches)
+            rows.append(sum(h.rows_observed for h in handles) / n_batches)
+            for h in handles:
+                h.remove()
     finally:
         torch.set_num_threads(threads)
     out = {
