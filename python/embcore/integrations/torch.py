@@ -29,11 +29,13 @@ Design notes
 * **Counts and time.** ``counts`` passed to the monitor are each row's lookups in training
   batches so far (its interaction count); ``timestamps`` the step number (or ``clock()``).
 * **Cost.** Per step: the batch indices as a zero-copy numpy view, one sort for the touched
-  rows, one ``np.add.at`` for the counts, one ``index_select`` into a reused buffer before the
-  step (first sightings only) and one after it, one id map and one ``Monitor.observe`` (one FFI
-  call, in Rust); no Python loop over rows and no per-step allocation of a row matrix. The
-  arrays passed to ``observe`` are reused at the next step (``embcore.Monitor`` copies what it
-  keeps). ``bench_torch`` measures the hook against the plain step.
+  rows, one ``np.add.at`` for the counts, one row gather (``np.take`` on the weight's zero-copy
+  view) into a reused buffer before the step (first sightings only) and one after it, one id
+  map and one ``Monitor.observe`` (one FFI call, in Rust); no Python loop over rows and no
+  per-step allocation of a row matrix. With ``sample < 1`` the lookups are filtered first, so
+  all of it scales with ``sample``. The arrays passed to ``observe`` are reused at the next step
+  (``embcore.Monitor`` copies what it keeps). ``bench_torch`` measures the hook against the
+  plain step; ``benches/torch_hook_split.py`` splits it into ``observe`` and the rest.
 
 Only ``torch`` itself is needed (imported when :func:`watch` is called).
 """
