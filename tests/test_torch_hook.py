@@ -146,6 +146,34 @@ def test_same_monitor_as_the_hand_written_observe(mode: str, sample: float) -> N
     assert results[0].to_bytes() == results[1].to_bytes()
 
 
+def test_a_step_that_raises_still_sends_its_first_sightings() -> None:
+    emb = torch.nn.Embedding(20, 4, sparse=True)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    rec = Recorder()
+    handle = watch(emb, rec, optimizer=opt)
+    before = emb.weight.detach().clone().numpy()
+    (emb(torch.tensor([3, 5, 5])) ** 2).sum().backward()
+
+    def closure() -> None:
+        raise RuntimeError("the step failed")
+
+    with pytest.raises(RuntimeError, match="the step failed"):
+        opt.step(closure)  # the pre-hook ran, the post-hook never will
+    assert rec.calls == []
+    step(emb, opt, torch.tensor([5, 7]))  # the next step sends them first, on their own
+    assert rec.calls[0]["ids"].tolist() == [3, 5]
+    np.testing.assert_array_equal(rec.calls[0]["rows"], before[[3, 5]])
+    assert rec.calls[0]["timestamps"].tolist() == [0, 0]
+    assert at(rec.calls[1], 1)["ids"].tolist() == [5, 7] and at(rec.calls[1], 0)[
+        "ids"
+    ].tolist() == [7]
+    (emb(torch.tensor([9])) ** 2).sum().backward()
+    with pytest.raises(RuntimeError):
+        opt.step(closure)
+    handle.remove()  # and so does remove()
+    assert rec.calls[-1]["ids"].tolist() == [9] and handle.steps == 1
+
+
 def test_global_hooks_dense_gradient_padding_and_callable_ids() -> None:
     torch.manual_seed(3)
     emb = torch.nn.Embedding(30, 4, padding_idx=0)  # dense gradient
