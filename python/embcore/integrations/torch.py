@@ -202,8 +202,9 @@ class Watch:
         if looked_up is not None:
             if self._in_sample is not None:  # the rest of the step's work scales with sample
                 looked_up = looked_up[self._in_sample[looked_up]]
-            # Sorted first: the counts' scatter then walks memory in order, and the touched rows
-            # are its distinct values (np.unique costs several times more on a thousand).
+            # One sort; the touched rows are its distinct values, in order (measured in place,
+            # between training steps: np.unique(return_counts=True) ~10 % slower, torch.unique
+            # several times slower).
             looked_up = np.sort(looked_up)
             np.add.at(self._counts, looked_up, 1)
             if self._padding is not None:
