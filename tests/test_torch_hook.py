@@ -46,6 +46,12 @@ def step(emb, opt, index) -> None:
     opt.step()
 
 
+def at(call: dict[str, np.ndarray], timestamp: int) -> dict[str, np.ndarray]:
+    """The entries of one observe call with this timestamp."""
+    keep = call["timestamps"] == timestamp
+    return {k: v[keep] for k, v in call.items()}
+
+
 def test_observes_exactly_the_rows_each_step_changed() -> None:
     torch.manual_seed(0)
     emb = torch.nn.Embedding(50, 4, sparse=True)
@@ -53,33 +59,48 @@ def test_observes_exactly_the_rows_each_step_changed() -> None:
     team_ids = np.arange(50, dtype=np.uint64) * 7 + 1000
     rec = Recorder()
     watch(emb, rec, ids=team_ids, optimizer=opt)
-    for k, index in enumerate(batches(50, 20, 16)):
+    index_batches = batches(50, 20, 16)
+    for k, index in enumerate(index_batches):
         before = emb.weight.detach().clone().numpy()
         n = len(rec.calls)
         step(emb, opt, index)
         after = emb.weight.detach().numpy()
         changed = np.flatnonzero((before != after).any(axis=1))
-        post = rec.calls[-1]
+        assert len(rec.calls) == n + 1  # one observe call per step
+        call = rec.calls[-1]
+        assert np.isin(call["timestamps"], [k, k + 1]).all()
+        # After the step (timestamp k + 1): every changed row as it is now.
+        post = at(call, k + 1)
         np.testing.assert_array_equal(np.sort(post["ids"]), team_ids[changed])
         np.testing.assert_array_equal(post["rows"], after[(post["ids"] - 1000) // 7])
-        assert (post["timestamps"] == k + 1).all()
-        if len(rec.calls) - n == 2:  # rows never seen before: their row before the step
-            pre = rec.calls[-2]
-            np.testing.assert_array_equal(pre["rows"], before[(pre["ids"] - 1000) // 7])
+        # Before it (timestamp k), first: the rows never seen before, as they were.
+        pre = at(call, k)
+        earlier = torch.cat(index_batches[:k]).numpy() if k else np.zeros(0, np.int64)
+        never_seen = np.setdiff1d(changed, earlier)
+        np.testing.assert_array_equal(np.sort(pre["ids"]), team_ids[never_seen])
+        np.testing.assert_array_equal(pre["rows"], before[(pre["ids"] - 1000) // 7])
+        assert (call["timestamps"][: pre["ids"].size] == k).all()  # the references come first
         # counts: lookups so far of each observed row
-        seen = torch.cat(batches(50, 20, 16)[: k + 1]).numpy()
-        rows = (post["ids"] - 1000) // 7
-        np.testing.assert_array_equal(post["counts"], np.bincount(seen, minlength=50)[rows])
+        seen = torch.cat(index_batches[: k + 1]).numpy()
+        rows = (call["ids"] - 1000) // 7
+        np.testing.assert_array_equal(call["counts"], np.bincount(seen, minlength=50)[rows])
 
 
-def reference_loop(emb, opt, monitor, index_batches, ids) -> None:
-    """The hand-written observe: before each step the rows never seen, after it the touched."""
+def reference_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -> None:
+    """The hand-written observe: before each step the rows never seen, after it the touched
+    (with ``sample < 1``: only the rows whose id hashes below ``sample * 2**64``)."""
+    from embcore.tables_io import id_hash
+
+    if sample < 1.0:
+        kept = id_hash(ids.astype(np.uint64)) < np.uint64(int(sample * 2.0**64))
     seen = np.zeros(emb.weight.shape[0], bool)
     counts = np.zeros(emb.weight.shape[0], np.int64)
     for k, index in enumerate(index_batches):
         opt.zero_grad()
         (emb(index) ** 2).sum().backward()
         rows = np.unique(index.numpy())
+        if sample < 1.0:
+            rows = rows[kept[rows]]
         np.add.at(counts, index.numpy(), 1)
         fresh = rows[~seen[rows]]
         w = emb.weight.detach().numpy()
@@ -101,8 +122,10 @@ def reference_loop(emb, opt, monitor, index_batches, ids) -> None:
         )
 
 
-@pytest.mark.parametrize("mode", ["auto", "grad", "batch"])
-def test_same_monitor_as_the_hand_written_observe(mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "sample"), [("auto", 1.0), ("grad", 1.0), ("batch", 1.0), ("auto", 0.5), ("grad", 0.5)]
+)
+def test_same_monitor_as_the_hand_written_observe(mode: str, sample: float) -> None:
     ids = np.arange(200, dtype=np.uint64)[::-1].copy()
     index_batches = batches(200, 30, 64, seed=2)
     results = []
@@ -112,15 +135,43 @@ def test_same_monitor_as_the_hand_written_observe(mode: str) -> None:
         opt = torch.optim.Adagrad(emb.parameters(), lr=0.1)
         monitor = embcore.Monitor(sample_rate=0.2)
         if hooked:
-            handle = watch(emb, monitor, ids=ids, optimizer=opt, rows=mode)
+            handle = watch(emb, monitor, ids=ids, optimizer=opt, rows=mode, sample=sample)
             for index in index_batches:
                 step(emb, opt, index)
             handle.remove()
         else:
-            reference_loop(emb, opt, monitor, index_batches, ids)
+            reference_loop(emb, opt, monitor, index_batches, ids, sample)
         results.append(monitor)
-    assert results[0].summary()["updates"] > 0
+    assert 0 < results[0].summary()["updates"]
     assert results[0].to_bytes() == results[1].to_bytes()
+
+
+def test_a_step_that_raises_still_sends_its_first_sightings() -> None:
+    emb = torch.nn.Embedding(20, 4, sparse=True)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    rec = Recorder()
+    handle = watch(emb, rec, optimizer=opt)
+    before = emb.weight.detach().clone().numpy()
+    (emb(torch.tensor([3, 5, 5])) ** 2).sum().backward()
+
+    def closure() -> None:
+        raise RuntimeError("the step failed")
+
+    with pytest.raises(RuntimeError, match="the step failed"):
+        opt.step(closure)  # the pre-hook ran, the post-hook never will
+    assert rec.calls == []
+    step(emb, opt, torch.tensor([5, 7]))  # the next step sends them first, on their own
+    assert rec.calls[0]["ids"].tolist() == [3, 5]
+    np.testing.assert_array_equal(rec.calls[0]["rows"], before[[3, 5]])
+    assert rec.calls[0]["timestamps"].tolist() == [0, 0]
+    assert at(rec.calls[1], 1)["ids"].tolist() == [5, 7] and at(rec.calls[1], 0)[
+        "ids"
+    ].tolist() == [7]
+    (emb(torch.tensor([9])) ** 2).sum().backward()
+    with pytest.raises(RuntimeError):
+        opt.step(closure)
+    handle.remove()  # and so does remove()
+    assert rec.calls[-1]["ids"].tolist() == [9] and handle.steps == 1
 
 
 def test_global_hooks_dense_gradient_padding_and_callable_ids() -> None:
@@ -137,7 +188,9 @@ def test_global_hooks_dense_gradient_padding_and_callable_ids() -> None:
         other(torch.ones(1, 2)).sum().backward()
         opt_other.step()  # another optimizer: not the watched weight
     assert handle.steps == 1
-    assert np.sort(rec.calls[-1]["ids"]).tolist() == [13, 17]  # padding row 0 excluded
+    after = at(rec.calls[-1], 1)
+    assert np.sort(after["ids"]).tolist() == [13, 17]  # padding row 0 excluded
+    assert handle.counts[[0, 3, 7]].tolist() == [0, 2, 1]
     step(emb, opt, index)  # removed: nothing more
     assert handle.steps == 1
 
@@ -195,10 +248,25 @@ def test_example_runs_and_learns(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(list(tmp_path.glob("items-*.parquet"))) == 2
 
 
-def test_bench_torch_measures_the_hook() -> None:
-    out = bench_torch(quick=True, repeats=1)
+def test_bench_torch_measures_the_hook_and_its_share_of_the_step() -> None:
+    from embcore.bench import format_table, ratios
+
+    results: list = []
+    out = bench_torch(results, quick=True, repeats=1)
     assert out["step_seconds"] > 0 and out["hook_seconds_per_step"] > 0
     assert out["watched_step_seconds"] > 0
+    assert out["hook_share_of_step"] == out["hook_seconds_per_step"] / out["step_seconds"]
+    # Both tables' touched rows, a batch of 1024 each: the users' ~1000 and the Zipf items'.
+    assert 500 < out["rows_per_step"] <= 2048
+    names = [r.name for r in results]
+    assert names == ["torch_step", "torch_step_watched", "torch_hook"]
+    row = ratios(results)["torch plain step / hook per step (hook < 10 % of step)"]
+    assert row["target"] == 10.0
+    assert row["value"] == pytest.approx(1.0 / out["hook_share_of_step"])
+    assert row["met"] == (out["hook_share_of_step"] <= 0.1)
+    doc = {"results": [r.__dict__ for r in results], "ratios": ratios(results)}
+    doc["machine"] = {"cpu": "test", "cores": 1, "platform": "test"}
+    assert "hook < 10 % of step" in format_table(doc)
 
 
 def test_docstring_examples() -> None:

@@ -484,3 +484,13 @@ def test_duplicate_ids_are_an_error_and_small_tables_track_their_items(tmp_path:
         t.add(Version.from_arrays("v1", [0, 1, 1], np.eye(3)))
     m = t.add(Version.from_arrays("v1", np.arange(200), np.ones((200, 4))))
     assert 25 <= m["tracked_items"] <= 75  # about track_items of the 200 rows, not 200/100 000
+
+
+def test_report_summary_rows_are_versions(tmp_path: Path) -> None:
+    _, rows = known_series(n=20, versions=2, seed=5)
+    track(write_npz(tmp_path, rows), tmp_path / "s", out=tmp_path / "out", progress=False)
+    page = (tmp_path / "out" / "report.html").read_text()
+    summary = page.split("<h2>Summary</h2>", 1)[1].split("</table>", 1)[0]
+    assert summary.startswith("<table><tr><th>version</th>")
+    assert "<td>v1.npz</td>" in summary and "<td>v2.npz</td>" in summary
+    assert "<th>mode</th>" not in page

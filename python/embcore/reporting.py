@@ -310,7 +310,10 @@ class ReportLayout:
     details : callable, optional
         ``details(metrics)``: further HTML lines after the configuration.
     summary : sequence of Column
-        Columns of the summary table (one row per mode).
+        Columns of the summary table (one row per entry of ``metrics["modes"]``).
+    row_label : str
+        The title of the summary table's first column: what a row is (``"mode"``;
+        ``"version"`` for track).
     claims : callable, optional
         ``claims(metrics)``: the paper's claims checked, as :data:`Claim` rows.
     scope : str
@@ -333,6 +336,7 @@ class ReportLayout:
     settings: tuple[str, ...] = ()
     details: Callable[[Mapping[str, Any]], list[str]] = _no_lines
     summary: Sequence[Column] = ()
+    row_label: str = "mode"
     claims: Callable[[Mapping[str, Any]], list[Claim]] = _no_claims
     scope: str = "run"
     claims_note: str = ""
@@ -413,7 +417,7 @@ class ReportLayout:
             lines.append("</p>")
         lines += self.details(metrics)
 
-        lines.append("<h2>Summary</h2><table><tr><th>mode</th>")
+        lines.append(f"<h2>Summary</h2><table><tr><th>{esc(self.row_label)}</th>")
         lines += [f"<th>{esc(title)}</th>" for title, _, _ in self.summary]
         lines.append("</tr>")
         for mode, m in modes.items():

@@ -9,9 +9,10 @@ Formats (chosen by :func:`open_version` from the path):
 * **Parquet** — a ``.parquet`` file, or a folder of them (read in name order): an id column and
   either one ``list<float>`` / ``fixed_size_list<float>`` column or ``d`` float columns; row
   groups are streamed with :meth:`pyarrow.parquet.ParquetFile.iter_batches`.
-* **NumPy** — ``.npz`` with ``ids`` and ``weights`` (read whole: a zip member cannot be
-  memory-mapped), or a folder holding ``ids.npy`` and ``weights.npy`` (memory-mapped, so
-  streamed); optional ``counts``.
+* **NumPy** — ``.npz`` with ``ids`` and ``weights`` (streamed in row blocks: a stored member,
+  as ``np.savez`` writes, is memory-mapped at its offset inside the zip; a compressed one, as
+  ``np.savez_compressed`` writes, is decompressed block by block; CRC-32 checked), or a folder
+  holding ``ids.npy`` and ``weights.npy`` (memory-mapped, so streamed); optional ``counts``.
 * **safetensors** — a ``.safetensors`` file with an id tensor and a weight tensor, read in row
   slices through the ``safetensors`` numpy API (optional dependency: ``pip install
   safetensors``; it is the format's reference reader, with no framework import).
@@ -38,7 +39,9 @@ are converted by :func:`as_numpy` without importing the framework.
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,8 @@ _WEIGHT_NAMES = ("weights", "weight", "embedding", "embeddings", "vector", "emb"
 _COUNT_NAMES = ("count", "counts", "interactions", "interaction_count")
 _SNAPSHOT_MAGIC = b"EMBCSNAP"
 DEFAULT_CHUNK_ROWS = 65536
+#: What reading a damaged file raises (zlib.error: a corrupt deflate stream inside an .npz).
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class VersionError(DatasetError):
@@ -145,7 +150,8 @@ def _rows(value: Any, name: str) -> npt.NDArray[np.float32]:
         raise VersionError(f"{name} must be 2-D (rows, dim), got shape {array.shape}")
     if array.dtype.kind not in "fiu":
         raise VersionError(f"{name} must hold floats, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, a non-finite row counted
+        return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _counts(value: Any, name: str) -> npt.NDArray[np.int64] | None:
@@ -209,7 +215,7 @@ class Version:
                 yield Chunk(ids, rows, counts)
         except VersionError as err:
             raise VersionError(f"{self.name}: {err}") from None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        except _READ_ERRORS as err:
             raise VersionError(
                 f"{self.name}: cannot be read ({type(err).__name__}: {err})"
             ) from None
@@ -298,7 +304,7 @@ def open_version(
         )
     except VersionError as err:
         raise VersionError(f"{p}: {err}") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+    except _READ_ERRORS as err:
         raise VersionError(f"{p}: cannot be read ({type(err).__name__}: {err})") from None
 
 
@@ -504,42 +510,178 @@ def _open_npz(
     count_column: str | None,
     time_column: str | None,
 ) -> Version:
-    # The file is opened here so that a corrupt archive does not leak its handle.
-    with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-        keys = list(data.files)
+    with zipfile.ZipFile(path) as archive:
+        members = {
+            info.filename[:-4]: info
+            for info in archive.infolist()
+            if info.filename.endswith(".npy")
+        }
+        keys = list(members)
         id_name = _pick(keys, id_column, _ID_NAMES, "id array")
         weight_name = _pick(keys, weight_column, _WEIGHT_NAMES, "weight array")
         if id_name is None or weight_name is None:
             raise VersionError(f"needs arrays 'ids' and 'weights'; it has {keys}")
         count_name = _pick(keys, count_column, _COUNT_NAMES, "count array")
-        ids = data[id_name]
-        weights = data[weight_name]
-        counts = None if count_name is None else data[count_name]
+        ids = _NpzArray(path, archive, members[id_name])
+        weights = _NpzArray(path, archive, members[weight_name])
+        counts = None if count_name is None else _NpzArray(path, archive, members[count_name])
         time = None
         if time_column is not None:
-            time = _as_time(data[_pick(keys, time_column, (), "time array")].item(), time_column)
+            name = _pick(keys, time_column, (), "time array")
+            with archive.open(members[str(name)]) as member:
+                value = np.lib.format.read_array(member, allow_pickle=False)
+            time = _as_time(value.item(), time_column)
     if weights.ndim != 2:
         raise VersionError(f"weights must be 2-D, got shape {weights.shape}")
+    for array, what in ((ids, "ids"), (counts, "counts")):
+        if array is not None and array.ndim != 1:
+            raise VersionError(f"{what} must be 1-D, got shape {array.shape}")
+    n = ids.shape[0]
+    if weights.shape[0] != n or (counts is not None and counts.shape[0] != n):
+        raise VersionError(
+            f"ids has {n} elements but weights has {weights.shape[0]} rows"
+            + ("" if counts is None else f" and counts {counts.shape[0]}")
+        )
 
     def read(chunk_rows: int) -> Iterator[tuple[Any, Any, Any]]:
-        for start in range(0, ids.shape[0], chunk_rows):
-            stop = start + chunk_rows
-            yield (
-                ids[start:stop],
-                weights[start:stop],
-                None if counts is None else counts[start:stop],
-            )
+        with zipfile.ZipFile(path) as archive:
+            streams = [a.blocks(archive, chunk_rows) for a in (ids, weights, counts) if a]
+            for blocks in zip(*streams, strict=True):
+                yield blocks[0], blocks[1], blocks[2] if counts is not None else None
 
     return Version(
         path.name,
         "npz",
         int(weights.shape[1]),
-        int(ids.shape[0]),
+        int(n),
         counts is not None,
         read,
         path,
         time if time is not None else _mtime(path),
     )
+
+
+class _NpzArray:
+    """One array of an ``.npz`` read in row blocks, never whole.
+
+    A stored member (``np.savez``) is memory-mapped at its offset inside the zip file (the local
+    file header gives where its bytes start, the ``.npy`` header where the array does); a
+    compressed one (``np.savez_compressed``) is decompressed as it is read. Either way the
+    member's CRC-32 is checked once its last row is read, so a corrupt archive is an error
+    (the caller records nothing of a version that fails). Only a compressed Fortran-ordered
+    array, whose rows are not contiguous in the stream, is decompressed whole.
+    """
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self.path = path
+        self.info = info
+        if info.flag_bits & 0x1:
+            raise VersionError(f"{info.filename} is encrypted")
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise VersionError(f"{info.filename} has .npy format version {version}")
+            self.header_size = member.tell()
+        self.shape, self.fortran, self.dtype = header
+        if self.dtype.hasobject:
+            raise VersionError(f"{info.filename} holds Python objects; store numbers")
+        self.ndim = len(self.shape)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(self.shape[1:], dtype=np.int64))
+        nbytes = self.row_bytes * (self.shape[0] if self.shape else 1)
+        if info.file_size != self.header_size + nbytes:
+            raise VersionError(
+                f"{info.filename} holds {info.file_size - self.header_size} bytes of data but "
+                f"its header says shape {self.shape} of {self.dtype} ({nbytes} bytes)"
+            )
+
+    def blocks(self, archive: zipfile.ZipFile, chunk_rows: int) -> Iterator[npt.NDArray[Any]]:
+        """Consecutive blocks of ``chunk_rows`` rows (copies: nothing refers to the file)."""
+        if self.ndim == 0:
+            raise VersionError(f"{self.info.filename} is a scalar, not an array of rows")
+        if self.info.compress_type == zipfile.ZIP_STORED:
+            yield from self._mapped_blocks(chunk_rows)
+        else:
+            yield from self._streamed_blocks(archive, chunk_rows)
+
+    def _mapped_blocks(self, chunk_rows: int) -> Iterator[npt.NDArray[Any]]:
+        with open(self.path, "rb") as handle:
+            handle.seek(self.info.header_offset)
+            local = handle.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise VersionError(f"{self.info.filename}: its local zip header is damaged")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            start = self.info.header_offset + 30 + name_length + extra_length
+            handle.seek(start)
+            crc = zlib.crc32(handle.read(self.header_size))
+        n = self.shape[0]
+        nbytes = n * self.row_bytes
+        if nbytes:
+            # np.memmap checks that the file holds the whole array (a truncated one raises).
+            raw = np.memmap(
+                self.path, dtype=np.uint8, mode="r", offset=start + self.header_size, shape=nbytes
+            )
+            typed = raw.view(self.dtype).reshape(self.shape, order="F" if self.fortran else "C")
+            step = chunk_rows * self.row_bytes
+            try:
+                for lo in range(0, n, chunk_rows):
+                    if not self.fortran:  # the CRC follows the rows in file order
+                        crc = zlib.crc32(
+                            raw[lo * self.row_bytes : lo * self.row_bytes + step].data, crc
+                        )
+                    yield np.array(typed[lo : lo + chunk_rows])
+                if self.fortran:
+                    for lo in range(0, nbytes, step):
+                        crc = zlib.crc32(raw[lo : lo + step].data, crc)
+            finally:
+                del raw, typed
+        if crc != self.info.CRC:
+            raise VersionError(f"{self.info.filename}: bad CRC-32, the file is corrupt")
+
+    def _streamed_blocks(
+        self, archive: zipfile.ZipFile, chunk_rows: int
+    ) -> Iterator[npt.NDArray[Any]]:
+        # zipfile checks the CRC-32 when the member's last byte is read.
+        with archive.open(self.info) as member:
+            member.read(self.header_size)
+            n = self.shape[0]
+            if self.fortran:
+                whole = np.frombuffer(_read_exactly(member, n * self.row_bytes), self.dtype)
+                array = whole.reshape(self.shape, order="F")
+                _at_end(member, self.info.filename)
+                for lo in range(0, n, chunk_rows):
+                    yield np.array(array[lo : lo + chunk_rows])
+                return
+            for lo in range(0, n, chunk_rows):
+                rows = min(chunk_rows, n - lo)
+                data = _read_exactly(member, rows * self.row_bytes)
+                block = np.frombuffer(data, self.dtype).reshape((rows, *self.shape[1:]))
+                if lo + rows >= n:
+                    _at_end(member, self.info.filename)
+                yield block
+            if not n:
+                _at_end(member, self.info.filename)
+
+
+def _read_exactly(member: Any, size: int) -> bytearray:
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        k = member.readinto(view[got:])
+        if not k:
+            raise VersionError(f"ends after {got} of {size} bytes")
+        got += k
+    return data
+
+
+def _at_end(member: Any, name: str) -> None:
+    """Read past the last byte: zipfile checks the CRC-32 there."""
+    if member.read(1):
+        raise VersionError(f"{name} has bytes after its array")
 
 
 def _open_npy_folder(

@@ -1003,6 +1003,7 @@ _LAYOUT = reporting.ReportLayout(
         ("Jaccard@k", ("knn_overlap",), reporting.num),
         ("norm p99", ("norm_p99",), reporting.num),
     ),
+    row_label="version",
     scope="series",
     readings=_readings,
     notes=(

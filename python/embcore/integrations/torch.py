@@ -22,14 +22,20 @@ Design notes
   rows. ``padding_idx`` is never counted. With a dense
   gradient and an optimizer that has momentum or weight decay, rows outside the batch move too:
   those moves are not observed (monitor whole tables with ``embcore track``).
-* **The first update counts.** Before a step, rows never observed are observed as they are
-  (the monitor's reference for the update that follows); after the step, the touched rows are
-  observed again, so every update, the first included, is compared with the row before it.
+* **The first update counts.** Rows never observed are copied before the step (the monitor's
+  reference for the update that follows); after the step one ``observe`` call sends them, then
+  every touched row as it is now, so every update, the first included, is compared with the row
+  before it (the monitor takes a call's rows in order: the same as two calls).
 * **Counts and time.** ``counts`` passed to the monitor are each row's lookups in training
   batches so far (its interaction count); ``timestamps`` the step number (or ``clock()``).
-* **Cost.** Per step: one ``torch.unique`` of the batch indices, one ``index_select`` of the
-  touched rows, one DLPack view and one ``Monitor.observe`` call (one FFI call, in Rust); no
-  Python loop over rows. ``bench_torch`` measures it against the plain step.
+* **Cost.** Per step: the batch indices as a zero-copy numpy view, one sort for the touched
+  rows, one ``np.add.at`` for the counts, one row gather (``np.take`` on the weight's zero-copy
+  view) into a reused buffer before the step (first sightings only) and one after it, one id
+  map and one ``Monitor.observe`` (one FFI call, in Rust); no Python loop over rows and no
+  per-step allocation of a row matrix. With ``sample < 1`` the lookups are filtered first, so
+  all of it scales with ``sample``. The arrays passed to ``observe`` are reused at the next step
+  (``embcore.Monitor`` copies what it keeps). ``bench_torch`` measures the hook against the
+  plain step; ``benches/torch_hook_split.py`` splits it into ``observe`` and the rest.
 
 Only ``torch`` itself is needed (imported when :func:`watch` is called).
 """
@@ -68,7 +74,7 @@ class Watch:
     rows_observed : int
         Rows observed after steps (summed over steps).
     seconds : float
-        Time spent in the hooks.
+        Time spent in the hooks (the forward pre-hook and the optimizer step hooks).
     """
 
     def __init__(
@@ -92,26 +98,27 @@ class Watch:
         n = int(self.weight.shape[0])
         self._ids = _id_map(ids, n)
         # Rows observed: all, or those whose id hashes below sample * 2**64 (same every step).
-        self._in_sample: Any = None
+        self._in_sample: npt.NDArray[np.bool_] | None = None
         if sample < 1.0:
             from embcore.tables_io import id_hash
 
             every = self._ids(np.arange(n, dtype=np.int64))
-            keep = id_hash(every, seed) < np.uint64(int(sample * 2.0**64))
-            self._in_sample = keep
+            self._in_sample = id_hash(every, seed) < np.uint64(int(sample * 2.0**64))
         self._padding = getattr(embedding, "padding_idx", None)
         # Host-side bookkeeping in numpy: a few microseconds per step where torch's CPU
-        # dispatch costs tens (torch.unique on 1024 indices measured ~0.3 ms here).
+        # dispatch costs tens.
         self._counts = np.zeros(n, dtype=np.int64)
         self._seen = np.zeros(n, dtype=bool)
         self._batch: list[Any] = []
-        self._touched: Any = None
+        self._buffers = _Buffers(int(self.weight.shape[1]))
+        self._pending: tuple[int, int] | None = None  # (fresh rows, rows) in the buffers
+        self._holders: dict[int, bool] = {}
         self.steps = 0
         self.rows_observed = 0
         self.seconds = 0.0
         self._handles = [embedding.register_forward_pre_hook(self._on_forward)]
         if optimizer is not None:
-            if not any(p is self.weight for g in optimizer.param_groups for p in g["params"]):
+            if not self._holds_weight(optimizer):
                 raise ConfigError(
                     "optimizer does not hold the embedding's weight; pass the optimizer that "
                     "updates it"
@@ -131,14 +138,16 @@ class Watch:
     @property
     def counts(self) -> npt.NDArray[np.int64]:
         """Each row's lookups in training batches so far (a copy; with ``sample < 1`` only the
-        sampled rows are counted)."""
+        sampled rows are counted; ``padding_idx`` stays 0)."""
         return self._counts.copy()
 
     def remove(self) -> None:
-        """Remove every hook (idempotent)."""
+        """Remove every hook (idempotent); rows seen before a step that never completed are
+        observed as they were."""
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._flush_pending()
 
     def __enter__(self) -> Watch:
         return self
@@ -149,46 +158,88 @@ class Watch:
     def _holds_weight(self, optimizer: Any) -> bool:
         return any(p is self.weight for g in optimizer.param_groups for p in g["params"])
 
+    def _holds(self, optimizer: Any) -> bool:
+        # Global hooks fire for every optimizer: remember the answer per optimizer (its
+        # param_groups rarely change; add_param_group of the weight later needs a new watch).
+        key = id(optimizer)
+        held = self._holders.get(key)
+        if held is None:
+            held = self._holders[key] = self._holds_weight(optimizer)
+        return held
+
     def _before_any(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._holds_weight(optimizer):
+        if self._holds(optimizer):
             self._before_step(optimizer, args, kwargs)
 
     def _after_any(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._holds_weight(optimizer):
+        if self._holds(optimizer):
             self._after_step(optimizer, args, kwargs)
 
     def _on_forward(self, module: Any, inputs: Any) -> None:
-        if self._torch.is_grad_enabled() and inputs:
-            self._batch.append(inputs[0].detach().reshape(-1))
+        started = time.perf_counter()
+        if inputs and self._torch.is_grad_enabled():
+            self._batch.append(inputs[0])  # integer indices: nothing to detach
+        self.seconds += time.perf_counter() - started
+
+    def _looked_up(self) -> npt.NDArray[np.int64] | None:
+        """The row indices looked up since the last step, as one int64 array (a zero-copy view
+        of a single contiguous CPU batch)."""
+        if not self._batch:
+            return None
+        batches = [b.numpy() if b.is_cpu else b.cpu().numpy() for b in self._batch]
+        self._batch = []
+        if len(batches) == 1:
+            out: npt.NDArray[np.int64] = batches[0]
+            if out.dtype != np.int64:
+                out = out.astype(np.int64)
+            return out if out.ndim == 1 else out.reshape(-1)
+        return np.concatenate([np.asarray(b, dtype=np.int64).reshape(-1) for b in batches])
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         started = time.perf_counter()
-        looked_up = None
-        if self._batch:
-            looked_up = np.concatenate([b.cpu().numpy() for b in self._batch])
-            self._batch = []
-            if self._padding is not None:
-                looked_up = looked_up[looked_up != self._padding]
-            if self._in_sample is not None:
-                looked_up = looked_up[self._in_sample[looked_up]]
+        self._flush_pending()
+        looked_up = self._looked_up()
         if looked_up is not None:
-            rows, times = np.unique(looked_up, return_counts=True)
-            self._counts[rows] += times
-        if self.rows == "grad" or looked_up is None:
+            if self._in_sample is not None:  # the rest of the step's work scales with sample
+                looked_up = looked_up[self._in_sample[looked_up]]
+            # One sort; the touched rows are its distinct values, in order (measured in place,
+            # between training steps: np.unique(return_counts=True) ~10 % slower, torch.unique
+            # several times slower).
+            looked_up = np.sort(looked_up)
+            np.add.at(self._counts, looked_up, 1)
+            if self._padding is not None:
+                self._counts[self._padding] = 0
+        from_grad = self.rows == "grad" or looked_up is None
+        if looked_up is None or from_grad:
             touched = self._grad_rows()
-            if self._in_sample is not None:
-                touched = touched[self._in_sample[touched]]
         else:
-            touched = rows
+            touched = _distinct_of_sorted(looked_up, self._buffers.scratch(looked_up.size))
+        if self._padding is not None:
+            touched = touched[touched != self._padding]
+        if self._in_sample is not None and from_grad:
+            touched = touched[self._in_sample[touched]]
         fresh = touched[~self._seen[touched]]
-        if fresh.size:
-            self._observe(fresh, self._now())
-            self._seen[fresh] = True
-        self._touched = touched
+        self._seen[fresh] = True
+        # One observe call after the step sends the fresh rows as they are now (copied here,
+        # first), then every touched row as it will be: the monitor takes a call's rows in
+        # order, so the first update counts as with two calls, for one FFI call and one id
+        # map per step. Everything but the rows after the step is filled in here.
+        nf, k = fresh.size, fresh.size + touched.size
+        b = self._buffers.reserve(k)
+        index = b.index[:k]
+        index[:nf] = fresh
+        index[nf:] = touched
+        self._gather(fresh, b.rows[:nf])
+        counts = np.take(self._counts, index, out=b.counts[:k])
+        if from_grad:  # a row moved by its gradient alone has no lookup yet: count it once
+            np.maximum(counts, 1, out=counts)
+        b.timestamps[:nf] = self._now()
+        self._pending = (nf, k)
         self.seconds += time.perf_counter() - started
 
     def _grad_rows(self) -> npt.NDArray[np.int64]:
-        """Rows of the weight's gradient: a sparse one's indices, a dense one's non-zero rows."""
+        """Rows of the weight's gradient, sorted: a sparse one's indices, a dense one's
+        non-zero rows."""
         grad = self.weight.grad
         if grad is None:
             return np.zeros(0, dtype=np.int64)
@@ -197,37 +248,98 @@ class Watch:
         else:
             rows = self._torch.nonzero(grad.detach().abs().sum(dim=1)).reshape(-1)
         out: npt.NDArray[np.int64] = rows.cpu().numpy().astype(np.int64, copy=False)
-        if self._padding is not None:
-            out = out[out != self._padding]
         return out
+
+    def _gather(self, index: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        """``out[:] = weight[index]`` as float32 on the host, with no allocation on CPU."""
+        if not index.size:
+            return
+        torch = self._torch
+        weight = self.weight.detach()
+        if weight.is_cpu and weight.dtype == torch.float32:
+            # np.take on the zero-copy view: as fast as index_select when the rows are in
+            # cache, 2-3x faster when they are not (measured on 1 000 rows of 32 floats).
+            np.take(weight.numpy(), index, axis=0, out=out)
+        else:
+            values = weight.index_select(0, torch.from_numpy(index).to(weight.device))
+            out[:] = values.to(device="cpu", dtype=torch.float32).numpy()
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         started = time.perf_counter()
         self.steps += 1
-        touched, self._touched = self._touched, None
-        if touched is not None and touched.size:
-            self._observe(touched, self._now())
-            self.rows_observed += int(touched.size)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            nf, k = pending
+            b = self._buffers
+            self._gather(b.index[nf:k], b.rows[nf:k])
+            b.timestamps[nf:k] = self._now()
+            self._send(k)
+            self.rows_observed += k - nf
         self.seconds += time.perf_counter() - started
 
     def _now(self) -> int:
         return int(self.clock()) if self.clock is not None else self.steps
 
-    def _observe(self, index: npt.NDArray[np.int64], timestamp: int) -> None:
-        rows = self._torch.from_numpy(index).to(self.weight.device)
-        values = self.weight.detach().index_select(0, rows).cpu().float()
+    def _flush_pending(self) -> None:
+        """Observe the fresh rows of a step whose post-hook never ran (its ``step`` raised, or
+        the hooks were removed in between), so the monitor keeps their reference rows."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._send(pending[0])
+
+    def _send(self, k: int) -> None:
+        """``observe`` the buffers' first ``k`` entries."""
+        if not k:
+            return
+        b = self._buffers
         self.monitor.observe(
-            self._ids(index),
-            values,
-            counts=np.maximum(self._counts[index], 1),
-            timestamps=np.full(index.size, timestamp, np.int64),
+            self._ids(b.index[:k]), b.rows[:k], counts=b.counts[:k], timestamps=b.timestamps[:k]
         )
+
+
+class _Buffers:
+    """The arrays handed to ``observe``, reused across steps (grown by doubling): the monitor
+    copies what it keeps, so a step allocates no row matrix."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.size = 0
+        self.keep = np.empty(1024, dtype=bool)
+        self.reserve(1024)
+
+    def scratch(self, n: int) -> npt.NDArray[np.bool_]:
+        """A boolean buffer of at least ``n`` entries."""
+        if self.keep.size < n:
+            self.keep = np.empty(max(n, 2 * self.keep.size), dtype=bool)
+        return self.keep
+
+    def reserve(self, n: int) -> _Buffers:
+        if self.size < n:
+            self.size = max(n, 2 * self.size)
+            self.index = np.empty(self.size, dtype=np.int64)
+            self.counts = np.empty(self.size, dtype=np.int64)
+            self.timestamps = np.empty(self.size, dtype=np.int64)
+            self.rows = np.empty((self.size, self.dim), dtype=np.float32)
+        return self
+
+
+def _distinct_of_sorted(
+    values: npt.NDArray[np.int64], keep: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.int64]:
+    """The distinct values of a sorted array, in order (``np.unique`` without its sort);
+    ``keep`` is a scratch buffer of at least ``values.size``."""
+    if values.size == 0:
+        return values
+    mask = keep[: values.size]
+    mask[0] = True
+    np.not_equal(values[1:], values[:-1], out=mask[1:])
+    return values[mask]
 
 
 def _id_map(ids: Any, n: int) -> Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint64]]:
     """Row index → the team's id: None (the index), a callable, or an array of n ids."""
     if ids is None:
-        return lambda index: index.astype(np.uint64)
+        return lambda index: index.view(np.uint64)  # row indices are >= 0: a zero-copy view
     if callable(ids):
 
         def call(index: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
@@ -398,19 +510,27 @@ def bench_torch(
     sample: float = 1.0,
 ) -> dict[str, float]:
     """Step time of the example two-tower model with and without :func:`watch` on both towers
-    (same batches, same initial weights, interleaved repeats; medians). Appends
+    (same batches, same initial weights; medians over ``repeats``). Appends
     ``embcore.bench.Result`` rows to ``results`` when given; returns the numbers.
 
     Model: :func:`two_tower` with 100 000 users × 50 000 items × d = 32 (``quick``: 10 000 ×
     5 000) and ``hidden``-wide towers, batches of 1024, Adagrad (sparse gradients for the tables),
     one torch thread; 5 warm-up steps, then ``n_batches`` timed steps, in which rows are still
-    being seen for the first time (each costs one more observation).
+    being seen for the first time (each costs one more observation). The plain and the watched
+    model train side by side in blocks of 20 steps (which goes first alternates), so that a
+    change in the machine's load during a repeat weighs on both alike.
+
+    Returns ``step_seconds`` (the plain step), ``watched_step_seconds``,
+    ``hook_seconds_per_step`` (time inside the hooks, :attr:`Watch.seconds`, over the timed
+    steps), ``hook_share_of_step`` = hook / plain step (the issue's target: below 0.1),
+    ``overhead`` = watched / plain − 1, and ``rows_per_step`` (rows observed after each step,
+    both tables).
     """
     torch = _torch()
     import embcore
 
     n_users, n_items = (10_000, 5_000) if quick else (100_000, 50_000)
-    dim, batch, n_batches = 32, 1024, 50 if quick else 200
+    dim, batch, n_batches, block = 32, 1024, 50 if quick else 200, 20
     batches = synthetic_batches(n_users, n_items, n_batches, batch, seed=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -418,8 +538,10 @@ def bench_torch(
     plain: list[float] = []
     watched: list[float] = []
     hook: list[float] = []
+    rows: list[float] = []
     try:
         for _ in range(repeats):
+            runs = []
             for with_hook in (False, True):
                 model = two_tower(n_users, n_items, dim, hidden=hidden, seed=0)
                 optimizer = torch.optim.Adagrad(model.parameters(), lr=0.05)
@@ -435,20 +557,30 @@ def bench_torch(
                             )
                         )
                 train_steps(model, optimizer, batches[:5])  # warm-up
-                started = time.perf_counter()
-                train_steps(model, optimizer, batches)
-                step = (time.perf_counter() - started) / len(batches)
-                (watched if with_hook else plain).append(step)
-                if with_hook:
-                    hook.append(sum(h.seconds for h in handles) / (len(batches) + 5))
                 for h in handles:
-                    h.remove()
+                    h.seconds, h.rows_observed = 0.0, 0
+                runs.append((model, optimizer, handles))
+            seconds = [0.0, 0.0]
+            for k, start in enumerate(range(0, n_batches, block)):
+                for which in (0, 1) if k % 2 == 0 else (1, 0):
+                    model, optimizer, _ = runs[which]
+                    started = time.perf_counter()
+                    train_steps(model, optimizer, batches[start : start + block])
+                    seconds[which] += time.perf_counter() - started
+            handles = runs[1][2]
+            plain.append(seconds[0] / n_batches)
+            watched.append(seconds[1] / n_batches)
+            hook.append(sum(h.seconds for h in handles) / n_batches)
+            rows.append(sum(h.rows_observed for h in handles) / n_batches)
+            for h in handles:
+                h.remove()
     finally:
         torch.set_num_threads(threads)
     out = {
         "step_seconds": float(np.median(plain)),
         "watched_step_seconds": float(np.median(watched)),
         "hook_seconds_per_step": float(np.median(hook)),
+        "rows_per_step": float(np.median(rows)),
     }
     out["overhead"] = out["watched_step_seconds"] / out["step_seconds"] - 1.0
     out["hook_share_of_step"] = out["hook_seconds_per_step"] / out["step_seconds"]
@@ -464,6 +596,17 @@ def bench_torch(
                 "s",
                 "the same step with watch() on both towers",
                 extra={"overhead": out["overhead"], "hook_share": out["hook_share_of_step"]},
+            )
+        )
+        results.append(
+            Result(
+                "torch_hook",
+                out["hook_seconds_per_step"],
+                "s",
+                f"time in watch()'s hooks per step ({out['rows_per_step']:.0f} rows observed "
+                f"after each step; share of the plain step {out['hook_share_of_step']:.1%}, "
+                "target < 10 %)",
+                extra={"share_of_step": out["hook_share_of_step"], "rows": out["rows_per_step"]},
             )
         )
     return out
