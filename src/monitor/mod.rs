@@ -323,8 +323,10 @@ impl Moments {
             let x = f64::from(y);
             self.sum[j] += x;
             self.sumsq[j] += x * x;
-            self.min[j] = self.min[j].min(y);
-            self.max[j] = self.max[j].max(y);
+            // Selects rather than f32::min/max: the values are finite, and
+            // these compile to one minps/maxps without NaN fix-ups.
+            self.min[j] = if y < self.min[j] { y } else { self.min[j] };
+            self.max[j] = if y > self.max[j] { y } else { self.max[j] };
         }
     }
 
@@ -397,10 +399,12 @@ impl ShardGroup {
     }
 
     #[inline(always)]
-    fn add(&mut self, v: &[f32; 4], keys: &[Option<i32>; 4]) {
+    /// Add one update: its statistics and their sketch keys (negative:
+    /// the value is counted as a zero, see `sketch::key_or_negative`).
+    fn add(&mut self, v: &[f32; 4], keys: &[i32; 4]) {
         self.m.add(v);
-        for (s, k) in self.sketch.iter_mut().zip(keys) {
-            if let Some(k) = *k {
+        for (s, &k) in self.sketch.iter_mut().zip(keys) {
+            if k >= 0 {
                 s.add_key(k);
             }
         }
@@ -426,17 +430,54 @@ struct ShardTrack {
     last: i64,
 }
 
-/// One update, waiting to be turned into statistics and bucketed:
-/// ‖after − before‖², ‖before‖², ‖after‖².
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    squares: [f32; 3],
-    count: u64,
-    age: i64,
-}
-
 /// Updates buffered per shard before they are bucketed.
 const PENDING: usize = 256;
+
+/// Updates waiting to be turned into statistics and bucketed, one array
+/// per field (so that `Monitor::flush` computes the statistics of many
+/// updates per vector instruction): ‖after − before‖², ‖before‖², ‖after‖²,
+/// the interaction count and the item age.
+struct Pending {
+    len: usize,
+    dd: [f32; PENDING],
+    na: [f32; PENDING],
+    nb: [f32; PENDING],
+    count: [u64; PENDING],
+    age: [i64; PENDING],
+    /// Scratch of `flush`: the four statistics, then their sketch keys.
+    stats: [[f32; PENDING]; 4],
+    keys: [[i32; PENDING]; 4],
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            len: 0,
+            dd: [0.0; PENDING],
+            na: [0.0; PENDING],
+            nb: [0.0; PENDING],
+            count: [0; PENDING],
+            age: [0; PENDING],
+            stats: [[0.0; PENDING]; 4],
+            keys: [[0; PENDING]; 4],
+        }
+    }
+
+    /// Buffer one update; true when the buffer is full.
+    #[inline(always)]
+    fn push(&mut self, dd: f32, na: f32, nb: f32, count: u64, age: i64) -> bool {
+        // `len < PENDING` always holds here (a full buffer is flushed at
+        // once); the mask only spares the bounds checks.
+        let k = self.len & (PENDING - 1);
+        self.dd[k] = dd;
+        self.na[k] = na;
+        self.nb[k] = nb;
+        self.count[k] = count;
+        self.age[k] = age;
+        self.len = k + 1;
+        self.len == PENDING
+    }
+}
 
 /// A worker thread's private accumulators.
 pub struct Shard {
@@ -454,7 +495,7 @@ pub struct Shard {
     record_rows: Vec<f32>,
     room: usize,
     /// Statistics not yet added to the groups (see `Monitor::flush`).
-    pending: Vec<Pending>,
+    pending: Pending,
     dropped: u64,
     /// Latest event time of any update in this shard.
     latest: i64,
@@ -476,7 +517,7 @@ impl Shard {
             records: Vec::new(),
             record_rows: Vec::new(),
             room: 0,
-            pending: Vec::with_capacity(PENDING),
+            pending: Pending::new(),
             dropped: 0,
             latest: i64::MIN,
         }
@@ -552,8 +593,9 @@ fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
 }
 
 /// Drift, magnitude, relative magnitude, norm of one update from
-/// ‖b − a‖², ‖a‖², ‖b‖².
-#[inline(always)]
+/// ‖b − a‖², ‖a‖², ‖b‖²: the obvious form of `statistics_batch` (its
+/// reference in the tests).
+#[cfg(test)]
 fn statistics(dd: f32, na: f32, nb: f32) -> [f32; 4] {
     let (norm_before, norm, magnitude) = (na.sqrt(), nb.sqrt(), dd.sqrt());
     let drift = if na > 0.0 && nb > 0.0 {
@@ -565,6 +607,32 @@ fn statistics(dd: f32, na: f32, nb: f32) -> [f32; 4] {
         1.0
     };
     [drift, magnitude, magnitude / norm_before, norm]
+}
+
+/// `statistics` of every update of a pending buffer, into one array per
+/// statistic. Written as selects rather than branches so that the compiler
+/// computes several updates per vector instruction; each lane does the
+/// operations of `statistics` in the same order (square roots and divisions
+/// are correctly rounded in vector form too), so the bits are the same.
+#[inline(always)]
+fn statistics_batch(
+    dd: &[f32; PENDING],
+    na: &[f32; PENDING],
+    nb: &[f32; PENDING],
+    out: &mut [[f32; PENDING]; 4],
+) {
+    let [drift, magnitude, relative, norm] = out;
+    for k in 0..PENDING {
+        let (dd, na, nb) = (dd[k], na[k], nb[k]);
+        let (norm_before, norm_after, m) = (na.sqrt(), nb.sqrt(), dd.sqrt());
+        let r = norm_after - norm_before;
+        let cos = ((dd - r * r) / (2.0 * norm_before * norm_after)).clamp(0.0, 2.0);
+        let edge = if na == nb { 0.0 } else { 1.0 };
+        drift[k] = if na > 0.0 && nb > 0.0 { cos } else { edge };
+        magnitude[k] = m;
+        relative[k] = m / norm_before;
+        norm[k] = norm_after;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -1060,12 +1128,8 @@ impl Monitor {
         let h = p.hash(u.id);
         hll_add(&mut sh.hll, h);
         sh.latest = sh.latest.max(u.timestamp);
-        sh.pending.push(Pending {
-            squares: [dd, na, nb],
-            count: u.interactions,
-            age: u.timestamp.saturating_sub(u.first_seen),
-        });
-        if sh.pending.len() >= PENDING {
+        let age = u.timestamp.saturating_sub(u.first_seen);
+        if sh.pending.push(dd, na, nb, u.interactions, age) {
             self.flush(sh);
         }
         if p.is_tracked(h, u.id, u.first_seen) && nb.is_finite() {
@@ -1084,28 +1148,43 @@ impl Monitor {
     /// Turn the pending updates into statistics and add them to the shard's
     /// groups. Run in batches, away from the training loop, the square roots
     /// and divisions leave the loop's dependency chains (which retire in
-    /// order) and the hot sketch lines stay in cache.
+    /// order) and the hot sketch lines stay in cache. The statistics and
+    /// sketch keys of the whole buffer are computed first, in loops without
+    /// branches that the compiler vectorises (the same IEEE operations in
+    /// the same order as `statistics`, so the same bits); only the bucket
+    /// updates are per update.
     #[inline(never)]
     fn flush(&self, sh: &mut Shard) {
         let p = &self.plan;
+        let q = &mut sh.pending;
+        let n = q.len.min(PENDING);
+        if n == 0 {
+            return;
+        }
+        statistics_batch(&q.dd, &q.na, &q.nb, &mut q.stats);
+        for (keys, values) in q.keys.iter_mut().zip(&q.stats) {
+            for (k, &v) in keys.iter_mut().zip(values) {
+                *k = sketch::key_or_negative(v);
+            }
+        }
         let [count_groups, age_groups] = &mut sh.groups;
-        for u in &sh.pending {
-            let [dd, na, nb] = u.squares;
-            let v = statistics(dd, na, nb);
+        let [drift, magnitude, relative, norm] = &q.stats;
+        for k in 0..n {
+            let v = [drift[k], magnitude[k], relative[k], norm[k]];
             if !(v[0] + v[1] + v[2] + v[3]).is_finite() {
                 sh.skipped += 1;
                 continue;
             }
             sh.updates += 1;
-            let keys = v.map(sketch::key);
-            if let Some(g) = count_groups.get_mut(p.count_bucket(u.count)) {
+            let keys = [q.keys[0][k], q.keys[1][k], q.keys[2][k], q.keys[3][k]];
+            if let Some(g) = count_groups.get_mut(p.count_bucket(q.count[k])) {
                 g.add(&v, &keys);
             }
-            if let Some(g) = age_groups.get_mut(p.age_bucket(u.age, 0)) {
+            if let Some(g) = age_groups.get_mut(p.age_bucket(q.age[k], 0)) {
                 g.add(&v, &keys);
             }
         }
-        sh.pending.clear();
+        q.len = 0;
     }
 
     /// A tracked item's update (or first sight, `before` = None).
@@ -1785,6 +1864,33 @@ mod tests {
                 }
                 assert_eq!(p.age_bucket(-5, 10), 0);
                 assert!(p.age_bucket(i64::MAX, i64::MIN) < p.sizes[1]);
+            }
+        }
+    }
+
+    #[test]
+    fn batched_statistics_are_bitwise_those_of_one_update() {
+        let mut dd = [0.0f32; PENDING];
+        let (mut na, mut nb) = (dd, dd);
+        let special = [0.0f32, 1e-30, 1e-20, 1.0, 3.5, 1e30, f32::MAX, f32::INFINITY, f32::NAN];
+        for k in 0..PENDING {
+            let h = mix64(k as u64);
+            let pick = |s: u32| {
+                let r = (h >> s) as u32;
+                if r % 4 == 0 {
+                    special[(r as usize / 4) % special.len()]
+                } else {
+                    crate::kernels::rng::unit_f32(mix64(h ^ u64::from(s))) * 4.0
+                }
+            };
+            (dd[k], na[k], nb[k]) = (pick(0), pick(16), pick(32));
+        }
+        let mut out = [[0.0f32; PENDING]; 4];
+        statistics_batch(&dd, &na, &nb, &mut out);
+        for k in 0..PENDING {
+            let v = statistics(dd[k], na[k], nb[k]);
+            for j in 0..4 {
+                assert_eq!(out[j][k].to_bits(), v[j].to_bits(), "{k} {j}");
             }
         }
     }
