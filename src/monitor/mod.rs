@@ -668,6 +668,38 @@ struct Prev {
     last: i64,
 }
 
+/// What `observe`'s first pass found for one row.
+#[derive(Clone, Copy, Debug, Default)]
+struct Resolved {
+    /// The id's slot in `prev_rows`.
+    slot: u32,
+    /// First sight of the id (its row is stored, nothing to compare with).
+    first: bool,
+    interactions: u64,
+    first_seen: i64,
+    timestamp: i64,
+}
+
+/// Hint the CPU to fetch `v[at..at + len]` (no-op elsewhere than x86-64).
+#[inline(always)]
+fn prefetch_floats(v: &[f32], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = v.as_ptr().wrapping_add(at).cast::<i8>();
+        for line in 0..(4 * len).div_ceil(64) {
+            // SAFETY: prefetch never faults, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    p.wrapping_add(64 * line),
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, at, len);
+}
+
 #[derive(Default)]
 struct State {
     dim: usize,
@@ -689,6 +721,8 @@ struct State {
     prev_rows: Vec<f32>,
     /// Slots of `prev_rows` freed by forgotten ids.
     prev_free: Vec<u32>,
+    /// Scratch of `observe` (kept for the next call).
+    resolved: Vec<Resolved>,
     /// Latest event time seen (an update, a record, an observed row).
     latest: i64,
     /// `latest` at the last retirement sweep.
@@ -937,6 +971,7 @@ impl State {
             + self.records.capacity() * std::mem::size_of::<Record>()
             + self.milestones_recorded.capacity() * 17
             + self.prev.capacity() * (9 + std::mem::size_of::<Prev>())
+            + self.resolved.capacity() * std::mem::size_of::<Resolved>()
             + 4 * (self.track_rows.capacity()
                 + self.record_rows.capacity()
                 + self.prev_rows.capacity()
@@ -1365,47 +1400,83 @@ impl Monitor {
         let d = cols;
         let mut sh = self.take_shard(st);
         let base = st.clock;
+        // Two passes. The first resolves every row's previous row in order
+        // (a repeat of an id within the batch finds the slot its earlier
+        // occurrence stored or will update first): hash lookups only, so
+        // that the CPU keeps several of their cache misses in flight. The
+        // second compares the rows with the previous ones, fetching those a
+        // few rows ahead, in the order of the rows (so the shard sees the
+        // same updates in the same order as one pass would).
+        let mut resolved = std::mem::take(&mut st.resolved);
+        resolved.clear();
+        resolved.reserve(n);
         for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
             let ts = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
             let given = counts.map(|c| c[k] as u64);
-            match st.prev.entry(id) {
+            resolved.push(match st.prev.entry(id) {
                 Entry::Occupied(mut e) => {
                     let p = e.get_mut();
                     p.seen += 1;
                     p.last = p.last.max(ts);
-                    let s = p.slot as usize * d;
-                    let before = &mut st.prev_rows[s..s + d];
-                    self.update(
-                        &mut sh,
-                        &RowUpdate {
-                            id,
-                            row: 0,
-                            interactions: given.unwrap_or(p.seen),
-                            first_seen: p.first_seen,
-                            timestamp: ts,
-                            before,
-                            after: row,
-                        },
-                    );
-                    before.copy_from_slice(row);
+                    Resolved {
+                        slot: p.slot,
+                        first: false,
+                        interactions: given.unwrap_or(p.seen),
+                        first_seen: p.first_seen,
+                        timestamp: ts,
+                    }
                 }
                 Entry::Vacant(e) => {
                     let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
-                    sh.latest = sh.latest.max(ts);
                     e.insert(Prev {
                         slot,
                         seen: 1,
                         first_seen: ts,
                         last: ts,
                     });
-                    let h = self.plan.hash(id);
-                    hll_add(&mut sh.hll, h);
-                    if self.plan.is_tracked(h, id, ts) {
-                        self.track(&mut sh, id, given.unwrap_or(1), ts, None, row, 0.0);
+                    Resolved {
+                        slot,
+                        first: true,
+                        interactions: given.unwrap_or(1),
+                        first_seen: ts,
+                        timestamp: ts,
                     }
                 }
-            }
+            });
         }
+        const AHEAD: usize = 8;
+        for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
+            if let Some(r) = resolved.get(k + AHEAD) {
+                prefetch_floats(&st.prev_rows, r.slot as usize * d, d);
+            }
+            let r = resolved[k];
+            let ts = r.timestamp;
+            if r.first {
+                sh.latest = sh.latest.max(ts);
+                let h = self.plan.hash(id);
+                hll_add(&mut sh.hll, h);
+                if self.plan.is_tracked(h, id, ts) {
+                    self.track(&mut sh, id, r.interactions, ts, None, row, 0.0);
+                }
+                continue;
+            }
+            let s = r.slot as usize * d;
+            let before = &mut st.prev_rows[s..s + d];
+            self.update(
+                &mut sh,
+                &RowUpdate {
+                    id,
+                    row: 0,
+                    interactions: r.interactions,
+                    first_seen: r.first_seen,
+                    timestamp: ts,
+                    before,
+                    after: row,
+                },
+            );
+            before.copy_from_slice(row);
+        }
+        st.resolved = resolved;
         st.clock = base.saturating_add(n as i64);
         self.absorb_into(st, sh);
         Ok(())
