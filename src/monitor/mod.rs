@@ -30,12 +30,14 @@
 //!   sums, within the sketch's bound for quantiles.
 
 mod codec;
+mod prev_map;
 pub mod sketch;
 
 use crate::error::{config, invalid, Result};
 use crate::kernels::rng::mix64;
 use crate::storage::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
 use crate::train::observer::{RowUpdate, UpdateObserver};
+use prev_map::PrevMap;
 use sketch::{CompactSketch, Sketch};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -717,7 +719,7 @@ struct State {
     record_rows: Vec<f32>,
     dropped: u64,
     milestones_recorded: HashSet<(u64, u64)>,
-    prev: HashMap<u64, Prev, IdHashBuilder>,
+    prev: PrevMap,
     prev_rows: Vec<f32>,
     /// Slots of `prev_rows` freed by forgotten ids.
     prev_free: Vec<u32>,
@@ -970,7 +972,7 @@ impl State {
             + self.tracked.capacity() * (9 + std::mem::size_of::<Track>())
             + self.records.capacity() * std::mem::size_of::<Record>()
             + self.milestones_recorded.capacity() * 17
-            + self.prev.capacity() * (9 + std::mem::size_of::<Prev>())
+            + self.prev.capacity() * std::mem::size_of::<(u64, Prev)>()
             + self.resolved.capacity() * std::mem::size_of::<Resolved>()
             + 4 * (self.track_rows.capacity()
                 + self.record_rows.capacity()
@@ -1410,12 +1412,18 @@ impl Monitor {
         let mut resolved = std::mem::take(&mut st.resolved);
         resolved.clear();
         resolved.reserve(n);
+        const LOOKAHEAD: usize = 48;
+        for &id in ids.iter().take(LOOKAHEAD) {
+            st.prev.prefetch(id);
+        }
         for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
+            if let Some(&ahead) = ids.get(k + LOOKAHEAD) {
+                st.prev.prefetch(ahead);
+            }
             let ts = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
             let given = counts.map(|c| c[k] as u64);
-            resolved.push(match st.prev.entry(id) {
-                Entry::Occupied(mut e) => {
-                    let p = e.get_mut();
+            resolved.push(match st.prev.get_mut(&id) {
+                Some(p) => {
                     p.seen += 1;
                     p.last = p.last.max(ts);
                     Resolved {
@@ -1426,14 +1434,17 @@ impl Monitor {
                         timestamp: ts,
                     }
                 }
-                Entry::Vacant(e) => {
+                None => {
                     let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
-                    e.insert(Prev {
-                        slot,
-                        seen: 1,
-                        first_seen: ts,
-                        last: ts,
-                    });
+                    st.prev.insert(
+                        id,
+                        Prev {
+                            slot,
+                            seen: 1,
+                            first_seen: ts,
+                            last: ts,
+                        },
+                    );
                     Resolved {
                         slot,
                         first: true,
@@ -1444,7 +1455,7 @@ impl Monitor {
                 }
             });
         }
-        const AHEAD: usize = 8;
+        const AHEAD: usize = 32;
         for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
             if let Some(r) = resolved.get(k + AHEAD) {
                 prefetch_floats(&st.prev_rows, r.slot as usize * d, d);
@@ -1828,7 +1839,7 @@ fn check_merge(st: &State, o: &State) -> Result<()> {
             )?;
         }
     }
-    for (id, p) in &o.prev {
+    for (id, p) in o.prev.iter() {
         if let Some(s) = st.prev.get(id) {
             sum(&format!("item {id}'s times seen"), s.seen, p.seen)?;
         }
