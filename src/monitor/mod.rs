@@ -723,8 +723,6 @@ struct State {
     prev_rows: Vec<f32>,
     /// Slots of `prev_rows` freed by forgotten ids.
     prev_free: Vec<u32>,
-    /// Scratch of `observe` (kept for the next call).
-    resolved: Vec<Resolved>,
     /// Latest event time seen (an update, a record, an observed row).
     latest: i64,
     /// `latest` at the last retirement sweep.
@@ -973,7 +971,6 @@ impl State {
             + self.records.capacity() * std::mem::size_of::<Record>()
             + self.milestones_recorded.capacity() * 17
             + self.prev.capacity() * std::mem::size_of::<(u64, Prev)>()
-            + self.resolved.capacity() * std::mem::size_of::<Resolved>()
             + 4 * (self.track_rows.capacity()
                 + self.record_rows.capacity()
                 + self.prev_rows.capacity()
@@ -1402,92 +1399,92 @@ impl Monitor {
         let d = cols;
         let mut sh = self.take_shard(st);
         let base = st.clock;
-        // Two passes. The first resolves every row's previous row in order
-        // (a repeat of an id within the batch finds the slot its earlier
-        // occurrence stored or will update first): hash lookups only, so
-        // that the CPU keeps several of their cache misses in flight. The
-        // second compares the rows with the previous ones, fetching those a
-        // few rows ahead, in the order of the rows (so the shard sees the
-        // same updates in the same order as one pass would).
-        let mut resolved = std::mem::take(&mut st.resolved);
-        resolved.clear();
-        resolved.reserve(n);
-        const LOOKAHEAD: usize = 48;
+        // Blocks of rows, two passes each. The first resolves each row's
+        // previous row in order (a repeat of an id finds the slot its
+        // earlier occurrence stored or will update first): hash lookups
+        // whose entries are fetched `LOOKAHEAD` rows ahead, then a fetch of
+        // the previous row. The second, over rows now in cache, compares
+        // them with the previous ones in the order of the rows (the shard
+        // sees the same updates in the same order as one pass would). A
+        // block's rows and previous rows stay in the L2 cache in between.
+        const BLOCK: usize = 128;
+        const LOOKAHEAD: usize = 32;
         for &id in ids.iter().take(LOOKAHEAD) {
             st.prev.prefetch(id);
         }
-        for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
-            if let Some(&ahead) = ids.get(k + LOOKAHEAD) {
-                st.prev.prefetch(ahead);
-            }
-            let ts = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
-            let given = counts.map(|c| c[k] as u64);
-            resolved.push(match st.prev.get_mut(&id) {
-                Some(p) => {
-                    p.seen += 1;
-                    p.last = p.last.max(ts);
-                    Resolved {
-                        slot: p.slot,
-                        first: false,
-                        interactions: given.unwrap_or(p.seen),
-                        first_seen: p.first_seen,
-                        timestamp: ts,
-                    }
+        let mut resolved = [Resolved::default(); BLOCK];
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            for (k, r) in (start..end).zip(resolved.iter_mut()) {
+                let id = ids[k];
+                if let Some(&ahead) = ids.get(k + LOOKAHEAD) {
+                    st.prev.prefetch(ahead);
                 }
-                None => {
-                    let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
-                    st.prev.insert(
-                        id,
-                        Prev {
+                let ts = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
+                let given = counts.map(|c| c[k] as u64);
+                *r = match st.prev.get_mut(&id) {
+                    Some(p) => {
+                        p.seen += 1;
+                        p.last = p.last.max(ts);
+                        prefetch_floats(&st.prev_rows, p.slot as usize * d, d);
+                        Resolved {
+                            slot: p.slot,
+                            first: false,
+                            interactions: given.unwrap_or(p.seen),
+                            first_seen: p.first_seen,
+                            timestamp: ts,
+                        }
+                    }
+                    None => {
+                        let row = &rows[k * d..(k + 1) * d];
+                        let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
+                        st.prev.insert(
+                            id,
+                            Prev {
+                                slot,
+                                seen: 1,
+                                first_seen: ts,
+                                last: ts,
+                            },
+                        );
+                        Resolved {
                             slot,
-                            seen: 1,
+                            first: true,
+                            interactions: given.unwrap_or(1),
                             first_seen: ts,
-                            last: ts,
-                        },
-                    );
-                    Resolved {
-                        slot,
-                        first: true,
-                        interactions: given.unwrap_or(1),
-                        first_seen: ts,
-                        timestamp: ts,
+                            timestamp: ts,
+                        }
                     }
-                }
-            });
-        }
-        const AHEAD: usize = 32;
-        for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
-            if let Some(r) = resolved.get(k + AHEAD) {
-                prefetch_floats(&st.prev_rows, r.slot as usize * d, d);
+                };
             }
-            let r = resolved[k];
-            let ts = r.timestamp;
-            if r.first {
-                sh.latest = sh.latest.max(ts);
-                let h = self.plan.hash(id);
-                hll_add(&mut sh.hll, h);
-                if self.plan.is_tracked(h, id, ts) {
-                    self.track(&mut sh, id, r.interactions, ts, None, row, 0.0);
+            for (k, r) in (start..end).zip(resolved) {
+                let (id, row, ts) = (ids[k], &rows[k * d..(k + 1) * d], r.timestamp);
+                if r.first {
+                    sh.latest = sh.latest.max(ts);
+                    let h = self.plan.hash(id);
+                    hll_add(&mut sh.hll, h);
+                    if self.plan.is_tracked(h, id, ts) {
+                        self.track(&mut sh, id, r.interactions, ts, None, row, 0.0);
+                    }
+                    continue;
                 }
-                continue;
+                let s = r.slot as usize * d;
+                let before = &mut st.prev_rows[s..s + d];
+                self.update(
+                    &mut sh,
+                    &RowUpdate {
+                        id,
+                        row: 0,
+                        interactions: r.interactions,
+                        first_seen: r.first_seen,
+                        timestamp: ts,
+                        before,
+                        after: row,
+                    },
+                );
+                before.copy_from_slice(row);
             }
-            let s = r.slot as usize * d;
-            let before = &mut st.prev_rows[s..s + d];
-            self.update(
-                &mut sh,
-                &RowUpdate {
-                    id,
-                    row: 0,
-                    interactions: r.interactions,
-                    first_seen: r.first_seen,
-                    timestamp: ts,
-                    before,
-                    after: row,
-                },
-            );
-            before.copy_from_slice(row);
         }
-        st.resolved = resolved;
         st.clock = base.saturating_add(n as i64);
         self.absorb_into(st, sh);
         Ok(())

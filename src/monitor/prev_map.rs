@@ -121,7 +121,10 @@ impl PrevMap {
     #[cold]
     fn grow(&mut self) {
         let cap = (2 * self.entries.len()).max(16);
-        let old = std::mem::replace(&mut self.entries, vec![EMPTY; cap]);
+        let mut fresh = Vec::with_capacity(cap);
+        advise_huge_pages(&fresh);
+        fresh.resize(cap, EMPTY);
+        let old = std::mem::replace(&mut self.entries, fresh);
         for (id, p) in old.into_iter().filter(|e| e.1.slot != NO_SLOT) {
             let (i, _) = self.probe(id);
             self.entries[i] = (id, p);
@@ -173,6 +176,24 @@ impl PrevMap {
             .filter(|e| e.1.slot != NO_SLOT)
             .map(|(id, p)| (id, p))
     }
+}
+
+/// Ask for transparent huge pages over the 2 MiB-aligned part of `v`'s
+/// allocation (before its pages are touched), where the kernel allows it:
+/// lookups at random over tens of megabytes otherwise miss the TLB too.
+pub(super) fn advise_huge_pages<T>(v: &Vec<T>) {
+    const HUGE: usize = 2 << 20;
+    let bytes = v.capacity() * std::mem::size_of::<T>();
+    let start = v.as_ptr() as usize;
+    let (lo, hi) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
+    #[cfg(target_os = "linux")]
+    if hi > lo {
+        // SAFETY: advice on a range of our own allocation; it changes how
+        // the kernel backs the pages, never their contents.
+        unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (lo, hi);
 }
 
 #[cfg(test)]
