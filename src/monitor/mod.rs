@@ -485,7 +485,7 @@ impl Pending {
 pub struct Shard {
     /// by_count, by_age.
     groups: [Vec<ShardGroup>; 2],
-    hll: Vec<u8>,
+    hll: Box<[u8; HLL_SIZE]>,
     updates: u64,
     skipped: u64,
     dim: usize,
@@ -509,7 +509,7 @@ impl Shard {
             groups: plan
                 .sizes
                 .map(|n| (0..n).map(|_| ShardGroup::new()).collect()),
-            hll: vec![0; HLL_SIZE],
+            hll: Box::new([0; HLL_SIZE]),
             updates: 0,
             skipped: 0,
             dim: 0,
@@ -553,7 +553,7 @@ impl Shard {
                         .sum::<usize>()
             })
             .sum();
-        g + self.hll.capacity()
+        g + HLL_SIZE
             + self.index.capacity() * 16
             + self.tracks.capacity() * std::mem::size_of::<ShardTrack>()
             + 4 * (self.track_rows.capacity() + self.record_rows.capacity())
@@ -562,12 +562,10 @@ impl Shard {
 }
 
 #[inline(always)]
-fn hll_add(reg: &mut [u8], h: u64) {
+fn hll_add(reg: &mut [u8; HLL_SIZE], h: u64) {
     let i = (h & (HLL_SIZE as u64 - 1)) as usize;
     let rank = ((h >> HLL_BITS).leading_zeros() + 1 - HLL_BITS) as u8;
-    if let Some(r) = reg.get_mut(i) {
-        *r = (*r).max(rank);
-    }
+    reg[i] = reg[i].max(rank);
 }
 
 fn hll_estimate(reg: &[u8]) -> u64 {
@@ -591,7 +589,40 @@ fn hll_estimate(reg: &[u8]) -> u64 {
 /// unrolled known-width loop came out scalar, with every lane spilled).
 #[inline(always)]
 fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
-    crate::kernels::simd::moments(a, b)
+    // The common widths without the loop counter and the remainder loop.
+    match (a.len(), b.len()) {
+        (16, 16) => moments_quads::<4>(a, b),
+        (32, 32) => moments_quads::<8>(a, b),
+        (64, 64) => moments_quads::<16>(a, b),
+        _ => crate::kernels::simd::moments(a, b),
+    }
+}
+
+/// `kernels::simd::moments` of rows of exactly `4 × Q` values, with the
+/// same operations in the same order (so the same bits), unrolled.
+#[inline(always)]
+fn moments_quads<const Q: usize>(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    use crate::kernels::simd::F4;
+    let (qa, qb) = (a.as_chunks::<4>().0, b.as_chunks::<4>().0);
+    let (Ok(qa), Ok(qb)) = (
+        <&[[f32; 4]; Q]>::try_from(qa),
+        <&[[f32; 4]; Q]>::try_from(qb),
+    ) else {
+        return crate::kernels::simd::moments(a, b);
+    };
+    let (mut dd, mut na, mut nb) = (F4::zero(), F4::zero(), F4::zero());
+    for (x, y) in qa.iter().zip(qb) {
+        let (x, y) = (F4::from_array(*x), F4::from_array(*y));
+        let d = y - x;
+        dd = dd + d * d;
+        na = na + x * x;
+        nb = nb + y * y;
+    }
+    let sum = |v: F4| {
+        let l = v.to_array();
+        (l[0] + l[2]) + (l[1] + l[3])
+    };
+    (sum(dd), sum(na), sum(nb))
 }
 
 /// Drift, magnitude, relative magnitude, norm of one update from
@@ -1299,7 +1330,7 @@ impl Monitor {
                 a.drain(b);
             }
         }
-        for (a, b) in st.hll.iter_mut().zip(&sh.hll) {
+        for (a, b) in st.hll.iter_mut().zip(sh.hll.iter()) {
             *a = (*a).max(*b);
         }
         // The training path cannot fail, so its counters saturate (merge,
@@ -1948,10 +1979,34 @@ mod tests {
     }
 
     #[test]
+    fn fixed_width_moments_are_bitwise_the_kernel_ones() {
+        for d in [3usize, 16, 32, 64, 67] {
+            let a: Vec<f32> = (0..d).map(|k| (k as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..d).map(|k| (k as f32 * 0.11).cos() * 3.0).collect();
+            let (x, y) = (moments(&a, &b), crate::kernels::simd::moments(&a, &b));
+            assert_eq!(
+                [x.0.to_bits(), x.1.to_bits(), x.2.to_bits()],
+                [y.0.to_bits(), y.1.to_bits(), y.2.to_bits()],
+                "{d}"
+            );
+        }
+    }
+
+    #[test]
     fn batched_statistics_are_bitwise_those_of_one_update() {
         let mut dd = [0.0f32; PENDING];
         let (mut na, mut nb) = (dd, dd);
-        let special = [0.0f32, 1e-30, 1e-20, 1.0, 3.5, 1e30, f32::MAX, f32::INFINITY, f32::NAN];
+        let special = [
+            0.0f32,
+            1e-30,
+            1e-20,
+            1.0,
+            3.5,
+            1e30,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NAN,
+        ];
         for k in 0..PENDING {
             let h = mix64(k as u64);
             let pick = |s: u32| {
@@ -2124,7 +2179,7 @@ mod tests {
     #[test]
     fn hll_is_close() {
         for n in [0u64, 10, 1000, 100_000] {
-            let mut reg = vec![0u8; HLL_SIZE];
+            let mut reg = [0u8; HLL_SIZE];
             for id in 0..n {
                 hll_add(&mut reg, mix64(id));
             }

@@ -70,7 +70,11 @@ impl PrevMap {
     pub fn prefetch(&self, id: u64) {
         #[cfg(target_arch = "x86_64")]
         if !self.entries.is_empty() {
-            let p = self.entries.as_ptr().wrapping_add(self.home(id)).cast::<i8>();
+            let p = self
+                .entries
+                .as_ptr()
+                .wrapping_add(self.home(id))
+                .cast::<i8>();
             // SAFETY: prefetch never faults, whatever the address. An entry
             // may straddle two cache lines: fetch both.
             unsafe {

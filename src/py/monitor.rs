@@ -110,10 +110,7 @@ type Ints<'py> = Values<'py, i64, numpy::Ix1>;
 type Matrix<'py> = Values<'py, f32, numpy::Ix2>;
 
 /// A 1-D int64 (or uint64, clamped to i64) array.
-fn opt_ints<'py>(
-    obj: Option<&Bound<'py, PyAny>>,
-    name: &str,
-) -> PyResult<Option<Ints<'py>>> {
+fn opt_ints<'py>(obj: Option<&Bound<'py, PyAny>>, name: &str) -> PyResult<Option<Ints<'py>>> {
     let Some(o) = obj.filter(|o| !o.is_none()) else {
         return Ok(None);
     };
@@ -475,13 +472,14 @@ impl PyMonitor {
         let (v, n, _) = rows_matrix(&rows)?;
         let v = v.as_slice();
         let required = |o: &Bound<'_, PyAny>, name: &str| -> PyResult<Vec<i64>> {
-            Ok(opt_ints(Some(o), name)?.ok_or_else(|| {
-                crate::py::errors::type_error_msg(format!(
-                    "{name} must be a 1-D numpy array of int64 (one per id), got None"
-                ))
-            })?
-            .as_slice()
-            .to_vec())
+            Ok(opt_ints(Some(o), name)?
+                .ok_or_else(|| {
+                    crate::py::errors::type_error_msg(format!(
+                        "{name} must be a 1-D numpy array of int64 (one per id), got None"
+                    ))
+                })?
+                .as_slice()
+                .to_vec())
         };
         let counts = required(counts, "counts")?;
         let first_seen = required(first_seen, "first_seen")?;
