@@ -10,14 +10,25 @@
 //!   `train` call (`absorb`) and then kept in a small pool, cleared, for the
 //!   next call, so the sketches' allocations are reused.
 //! * Per update, inside the training loop: one pass over before/after
-//!   computes ‖a−b‖², ‖a‖², ‖b‖² in 8-lane accumulators, pushed to a small
-//!   per-shard buffer. Every `PENDING` updates the buffer is flushed: square
-//!   roots, divisions, bucket indices (a few shifts: leading_zeros plus
-//!   mantissa bits) and sketch keys (one shift of the f32 bits) are computed
-//!   there, away from the loop whose dependency chains retire in order.
+//!   computes ‖a−b‖², ‖a‖², ‖b‖² in 4-lane accumulators (unrolled for rows
+//!   of 16, 32, 64), pushed with the count, age and id hash to a small
+//!   per-shard buffer, one array per field. Every `PENDING` updates the
+//!   buffer is flushed: the HyperLogLog registers, then square roots,
+//!   divisions and sketch keys (one shift of the f32 bits) over the whole
+//!   buffer in branch-free loops the compiler vectorises (bit-identical to
+//!   the one-update form, which the tests keep as the reference), then the
+//!   bucket indices (a few shifts: leading_zeros plus mantissa bits) and the
+//!   bucket updates, away from the loop whose dependency chains retire in
+//!   order.
 //!   Drift is 1 − cos computed as (‖a−b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖), which
 //!   keeps its precision when the change is small (1 − a·b/(‖a‖‖b‖) cancels
 //!   catastrophically in f32).
+//! * `observe` (rows from another trainer) is bound by memory latency: each
+//!   row's previous row is found through an index of every observed id and
+//!   read from a table of them, both far larger than the caches for a large
+//!   model. It resolves a block of rows first (index entries fetched ahead,
+//!   then the previous rows), then compares the block's rows, now in cache,
+//!   in their order (`PrevMap`, `Monitor::observe`).
 //! * Tracking is a hash compare (deterministic: hash(id) < rate), a time
 //!   window compare and, only when explicit ids were given, a set lookup.
 //!   Only tracked items touch the per-shard hash map.
@@ -438,7 +449,7 @@ const PENDING: usize = 256;
 /// Updates waiting to be turned into statistics and bucketed, one array
 /// per field (so that `Monitor::flush` computes the statistics of many
 /// updates per vector instruction): ‖after − before‖², ‖before‖², ‖after‖²,
-/// the interaction count and the item age.
+/// the interaction count, the item age and the id's hash.
 struct Pending {
     len: usize,
     dd: [f32; PENDING],
@@ -446,6 +457,8 @@ struct Pending {
     nb: [f32; PENDING],
     count: [u64; PENDING],
     age: [i64; PENDING],
+    /// The id's hash, for the distinct-items estimate.
+    hash: [u64; PENDING],
     /// Scratch of `flush`: the four statistics, then their sketch keys.
     stats: [[f32; PENDING]; 4],
     keys: [[i32; PENDING]; 4],
@@ -460,6 +473,7 @@ impl Pending {
             nb: [0.0; PENDING],
             count: [0; PENDING],
             age: [0; PENDING],
+            hash: [0; PENDING],
             stats: [[0.0; PENDING]; 4],
             keys: [[0; PENDING]; 4],
         }
@@ -467,7 +481,7 @@ impl Pending {
 
     /// Buffer one update; true when the buffer is full.
     #[inline(always)]
-    fn push(&mut self, dd: f32, na: f32, nb: f32, count: u64, age: i64) -> bool {
+    fn push(&mut self, dd: f32, na: f32, nb: f32, count: u64, age: i64, hash: u64) -> bool {
         // `len < PENDING` always holds here (a full buffer is flushed at
         // once); the mask only spares the bounds checks.
         let k = self.len & (PENDING - 1);
@@ -476,6 +490,7 @@ impl Pending {
         self.nb[k] = nb;
         self.count[k] = count;
         self.age[k] = age;
+        self.hash[k] = hash;
         self.len = k + 1;
         self.len == PENDING
     }
@@ -603,16 +618,14 @@ fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
 #[inline(always)]
 fn moments_quads<const Q: usize>(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
     use crate::kernels::simd::F4;
-    let (qa, qb) = (a.as_chunks::<4>().0, b.as_chunks::<4>().0);
-    let (Ok(qa), Ok(qb)) = (
-        <&[[f32; 4]; Q]>::try_from(qa),
-        <&[[f32; 4]; Q]>::try_from(qb),
-    ) else {
+    // Slices of a length known at compile time: the loop is unrolled.
+    let (Some(a), Some(b)) = (a.get(..4 * Q), b.get(..4 * Q)) else {
         return crate::kernels::simd::moments(a, b);
     };
     let (mut dd, mut na, mut nb) = (F4::zero(), F4::zero(), F4::zero());
-    for (x, y) in qa.iter().zip(qb) {
-        let (x, y) = (F4::from_array(*x), F4::from_array(*y));
+    for (x, y) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        let x = F4::from_array([x[0], x[1], x[2], x[3]]);
+        let y = F4::from_array([y[0], y[1], y[2], y[3]]);
         let d = y - x;
         dd = dd + d * d;
         na = na + x * x;
@@ -1191,10 +1204,9 @@ impl Monitor {
         let p = &self.plan;
         let (dd, na, nb) = moments(u.before, u.after);
         let h = p.hash(u.id);
-        hll_add(&mut sh.hll, h);
         sh.latest = sh.latest.max(u.timestamp);
         let age = u.timestamp.saturating_sub(u.first_seen);
-        if sh.pending.push(dd, na, nb, u.interactions, age) {
+        if sh.pending.push(dd, na, nb, u.interactions, age, h) {
             self.flush(sh);
         }
         if p.is_tracked(h, u.id, u.first_seen) && nb.is_finite() {
@@ -1225,6 +1237,13 @@ impl Monitor {
         let n = q.len.min(PENDING);
         if n == 0 {
             return;
+        }
+        // The HyperLogLog registers, a random byte of 16 KiB per update: in
+        // the training loop each was a cache miss the loop waited for; here
+        // the updates are independent and overlap (max is order-free: the
+        // same registers).
+        for &h in &q.hash[..n] {
+            hll_add(&mut sh.hll, h);
         }
         statistics_batch(&q.dd, &q.na, &q.nb, &mut q.stats);
         for (keys, values) in q.keys.iter_mut().zip(&q.stats) {
