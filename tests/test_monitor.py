@@ -578,3 +578,78 @@ def test_merge_overflow_is_an_error_and_changes_nothing():
         a.merge(b)
         b.merge(a)
     assert (a.to_bytes(), b.to_bytes()) == before
+
+
+def _observe_row_by_row(mon: Monitor, ids, rows, counts=None, timestamps=None) -> None:
+    """The slow, obvious order of `observe`: one call per row."""
+    for k in range(len(ids)):
+        kw = {}
+        if counts is not None:
+            kw["counts"] = counts[k : k + 1]
+        if timestamps is not None:
+            kw["timestamps"] = timestamps[k : k + 1]
+        mon.observe(ids[k : k + 1], rows[k : k + 1], **kw)
+
+
+def _assert_same_monitor(a: Monitor, b: Monitor) -> None:
+    """Equal up to the order in which f64 sums were added (one shard per call)."""
+    sa, sb = a.summary(), b.summary()
+    for key in ("updates", "skipped_updates", "items_seen", "tracked_items", "records"):
+        assert sa[key] == sb[key], key
+    for grouping in ("by_count", "by_popularity", "by_age"):
+        ga, gb = sa[grouping], sb[grouping]
+        np.testing.assert_array_equal(ga["lower"], gb["lower"])
+        np.testing.assert_array_equal(ga["n"], gb["n"])
+        for stat in STATS:
+            for field in ("min", "max", "p50", "p90", "p99"):
+                np.testing.assert_array_equal(ga[stat][field], gb[stat][field])
+            np.testing.assert_allclose(ga[stat]["mean"], gb[stat]["mean"], rtol=1e-12)
+    ta, tb = a.trajectories(), b.trajectories()
+    for key in ("ids", "counts", "timestamps", "rows"):
+        np.testing.assert_array_equal(ta[key], tb[key])
+    pa, pb = a.path_efficiency(), b.path_efficiency()
+    np.testing.assert_array_equal(pa["ids"], pb["ids"])
+    np.testing.assert_allclose(pa["path_length"], pb["path_length"], rtol=1e-12)
+
+
+@given(
+    st.integers(1, 40),
+    st.integers(1, 700),
+    st.sampled_from([1, 3, 8, 32]),
+    st.booleans(),
+    st.integers(0, 2**32),
+)
+def test_observe_in_one_call_equals_one_call_per_row(universe, n, dim, given_times, seed) -> None:
+    """observe() resolves a batch in blocks of rows, two passes each: repeats of an id
+    within a block, across blocks and ids new in the batch must see the row observed
+    just before, as when each row comes in a call of its own."""
+    rng = np.random.default_rng(seed)
+    warm = u64(rng.integers(0, universe, max(1, universe // 2)))
+    ids = u64(rng.integers(0, universe, n))
+    rows = rng.normal(size=(n, dim)).astype(np.float32)
+    times = np.sort(rng.integers(0, 1000, n)) if given_times else None
+    counts = rng.integers(0, 300, n) if given_times else None
+    one, many = (Monitor(sample_rate=0.3, milestones=[1, 2, 3, 5, 8, 13], seed=2) for _ in "ab")
+    for mon in (one, many):
+        mon.observe(warm, rng.normal(size=(len(warm), dim)).astype(np.float32) * 0 + 1)
+    one.observe(ids, rows, counts=counts, timestamps=times)
+    _observe_row_by_row(many, ids, rows, counts, times)
+    _assert_same_monitor(one, many)
+
+
+def test_observe_reads_strided_and_float64_inputs_like_contiguous_ones() -> None:
+    """Contiguous float32/int64 inputs are borrowed, the others converted: same result."""
+    rng = np.random.default_rng(4)
+    ids = u64(rng.integers(0, 50, 300))
+    rows = rng.normal(size=(300, 6)).astype(np.float32)
+    times = np.arange(600, dtype=np.int64)
+    a, b = Monitor(sample_rate=0.5), Monitor(sample_rate=0.5)
+    for k in range(2):
+        a.observe(ids, rows + k, counts=np.arange(300) + k, timestamps=times[:300] + k)
+        b.observe(
+            ids,
+            np.asfortranarray((rows + k).astype(np.float64)),
+            counts=(np.arange(600) + 2 * k)[::2] // 2,
+            timestamps=times[::2] // 2 + k,
+        )
+    assert a.to_bytes() == b.to_bytes()

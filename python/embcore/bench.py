@@ -209,6 +209,35 @@ def bench_monitor(
     results.append(Result("train_adagrad_monitor_1t", rate, "events/s", "monitor on, 1% cohort"))
 
 
+def bench_monitor_observe(w: Workload, results: list[Result]) -> None:
+    """``Monitor.observe`` as a training hook calls it (e.g. ``embcore.integrations.torch``):
+    3,000 rows of d=32 per call, gathered just before the call, of ids drawn from
+    ``w.items`` ids all observed once before (so every row is compared with its previous
+    one). Only the ``observe`` calls are timed."""
+    rng = np.random.default_rng(11)
+    pool, per, calls = w.items, 3000, 20
+    mon = embcore.Monitor(sample_rate=0.01)
+    table = rng.normal(size=(pool, DIM)).astype(np.float32)
+    ids = sparse_ids(np.arange(pool))
+    for s in range(0, pool, 50_000):
+        mon.observe(ids[s : s + 50_000], table[s : s + 50_000])
+    batches = [rng.choice(pool, per, replace=False) for _ in range(calls)]
+
+    def run() -> float:
+        elapsed = 0.0
+        for b in batches:
+            table[b] += np.float32(1e-3)
+            rows, batch_ids = table[b], ids[b]
+            t0 = time.perf_counter()
+            mon.observe(batch_ids, rows)
+            elapsed += time.perf_counter() - t0
+        return elapsed
+
+    rate = median_rate(run, per * calls, w.repeats)
+    note = f"d={DIM}, {per} rows/call, {pool} ids seen before: {1e9 / rate:.0f} ns/row"
+    results.append(Result("monitor_observe_rows_per_s", rate, "rows/s", note))
+
+
 def bench_lifecycle(w: Workload, results: list[Result]) -> None:
     """Training with the item lifecycle on (TTL + size limit, evicting every batch) vs off."""
     users, items, labels = mf_events(w, w.events, seed=5)
@@ -594,6 +623,7 @@ GROUP_RUNNERS: dict[str, Callable[[Run], None]] = {
     "peers": lambda r: bench_peers(r.workload, r.results),
     "probe": lambda r: bench_probe(r.workload, r.results, r.tmp),
     "drift": lambda r: bench_drift(r.workload, r.results),
+    "monitor": lambda r: bench_monitor_observe(r.workload, r.results),
     "ffm": lambda r: bench_ffm(r.workload, r.results),
     "replay": lambda r: bench_replay.bench(r.workload, r.results),
     "torch": lambda r: bench_torch_group(r.workload, r.results),

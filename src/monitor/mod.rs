@@ -10,14 +10,25 @@
 //!   `train` call (`absorb`) and then kept in a small pool, cleared, for the
 //!   next call, so the sketches' allocations are reused.
 //! * Per update, inside the training loop: one pass over before/after
-//!   computes ‖a−b‖², ‖a‖², ‖b‖² in 8-lane accumulators, pushed to a small
-//!   per-shard buffer. Every `PENDING` updates the buffer is flushed: square
-//!   roots, divisions, bucket indices (a few shifts: leading_zeros plus
-//!   mantissa bits) and sketch keys (one shift of the f32 bits) are computed
-//!   there, away from the loop whose dependency chains retire in order.
+//!   computes ‖a−b‖², ‖a‖², ‖b‖² in 4-lane accumulators (unrolled for rows
+//!   of 16, 32, 64), pushed with the count, age and id hash to a small
+//!   per-shard buffer, one array per field. Every `PENDING` updates the
+//!   buffer is flushed: the HyperLogLog registers, then square roots,
+//!   divisions and sketch keys (one shift of the f32 bits) over the whole
+//!   buffer in branch-free loops the compiler vectorises (bit-identical to
+//!   the one-update form, which the tests keep as the reference), then the
+//!   bucket indices (a few shifts: leading_zeros plus mantissa bits) and the
+//!   bucket updates, away from the loop whose dependency chains retire in
+//!   order.
 //!   Drift is 1 − cos computed as (‖a−b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖), which
 //!   keeps its precision when the change is small (1 − a·b/(‖a‖‖b‖) cancels
 //!   catastrophically in f32).
+//! * `observe` (rows from another trainer) is bound by memory latency: each
+//!   row's previous row is found through an index of every observed id and
+//!   read from a table of them, both far larger than the caches for a large
+//!   model. It resolves a block of rows first (index entries fetched ahead,
+//!   then the previous rows), then compares the block's rows, now in cache,
+//!   in their order (`PrevMap`, `Monitor::observe`).
 //! * Tracking is a hash compare (deterministic: hash(id) < rate), a time
 //!   window compare and, only when explicit ids were given, a set lookup.
 //!   Only tracked items touch the per-shard hash map.
@@ -30,12 +41,14 @@
 //!   sums, within the sketch's bound for quantiles.
 
 mod codec;
+mod prev_map;
 pub mod sketch;
 
 use crate::error::{config, invalid, Result};
 use crate::kernels::rng::mix64;
 use crate::storage::table::{dec_time, f32_load, meta, EmbeddingTable, IdHashBuilder};
 use crate::train::observer::{RowUpdate, UpdateObserver};
+use prev_map::PrevMap;
 use sketch::{CompactSketch, Sketch};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -323,8 +336,10 @@ impl Moments {
             let x = f64::from(y);
             self.sum[j] += x;
             self.sumsq[j] += x * x;
-            self.min[j] = self.min[j].min(y);
-            self.max[j] = self.max[j].max(y);
+            // Selects rather than f32::min/max: the values are finite, and
+            // these compile to one minps/maxps without NaN fix-ups.
+            self.min[j] = if y < self.min[j] { y } else { self.min[j] };
+            self.max[j] = if y > self.max[j] { y } else { self.max[j] };
         }
     }
 
@@ -397,10 +412,12 @@ impl ShardGroup {
     }
 
     #[inline(always)]
-    fn add(&mut self, v: &[f32; 4], keys: &[Option<i32>; 4]) {
+    /// Add one update: its statistics and their sketch keys (negative:
+    /// the value is counted as a zero, see `sketch::key_or_negative`).
+    fn add(&mut self, v: &[f32; 4], keys: &[i32; 4]) {
         self.m.add(v);
-        for (s, k) in self.sketch.iter_mut().zip(keys) {
-            if let Some(k) = *k {
+        for (s, &k) in self.sketch.iter_mut().zip(keys) {
+            if k >= 0 {
                 s.add_key(k);
             }
         }
@@ -426,23 +443,64 @@ struct ShardTrack {
     last: i64,
 }
 
-/// One update, waiting to be turned into statistics and bucketed:
-/// ‖after − before‖², ‖before‖², ‖after‖².
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    squares: [f32; 3],
-    count: u64,
-    age: i64,
-}
-
 /// Updates buffered per shard before they are bucketed.
 const PENDING: usize = 256;
+
+/// Updates waiting to be turned into statistics and bucketed, one array
+/// per field (so that `Monitor::flush` computes the statistics of many
+/// updates per vector instruction): ‖after − before‖², ‖before‖², ‖after‖²,
+/// the interaction count, the item age and the id's hash.
+struct Pending {
+    len: usize,
+    dd: [f32; PENDING],
+    na: [f32; PENDING],
+    nb: [f32; PENDING],
+    count: [u64; PENDING],
+    age: [i64; PENDING],
+    /// The id's hash, for the distinct-items estimate.
+    hash: [u64; PENDING],
+    /// Scratch of `flush`: the four statistics, then their sketch keys.
+    stats: [[f32; PENDING]; 4],
+    keys: [[i32; PENDING]; 4],
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            len: 0,
+            dd: [0.0; PENDING],
+            na: [0.0; PENDING],
+            nb: [0.0; PENDING],
+            count: [0; PENDING],
+            age: [0; PENDING],
+            hash: [0; PENDING],
+            stats: [[0.0; PENDING]; 4],
+            keys: [[0; PENDING]; 4],
+        }
+    }
+
+    /// Buffer one update; true when the buffer is full.
+    #[inline(always)]
+    fn push(&mut self, dd: f32, na: f32, nb: f32, count: u64, age: i64, hash: u64) -> bool {
+        // `len < PENDING` always holds here (a full buffer is flushed at
+        // once); the mask only spares the bounds checks.
+        let k = self.len & (PENDING - 1);
+        self.dd[k] = dd;
+        self.na[k] = na;
+        self.nb[k] = nb;
+        self.count[k] = count;
+        self.age[k] = age;
+        self.hash[k] = hash;
+        self.len = k + 1;
+        self.len == PENDING
+    }
+}
 
 /// A worker thread's private accumulators.
 pub struct Shard {
     /// by_count, by_age.
     groups: [Vec<ShardGroup>; 2],
-    hll: Vec<u8>,
+    hll: Box<[u8; HLL_SIZE]>,
     updates: u64,
     skipped: u64,
     dim: usize,
@@ -454,7 +512,7 @@ pub struct Shard {
     record_rows: Vec<f32>,
     room: usize,
     /// Statistics not yet added to the groups (see `Monitor::flush`).
-    pending: Vec<Pending>,
+    pending: Pending,
     dropped: u64,
     /// Latest event time of any update in this shard.
     latest: i64,
@@ -466,7 +524,7 @@ impl Shard {
             groups: plan
                 .sizes
                 .map(|n| (0..n).map(|_| ShardGroup::new()).collect()),
-            hll: vec![0; HLL_SIZE],
+            hll: Box::new([0; HLL_SIZE]),
             updates: 0,
             skipped: 0,
             dim: 0,
@@ -476,7 +534,7 @@ impl Shard {
             records: Vec::new(),
             record_rows: Vec::new(),
             room: 0,
-            pending: Vec::with_capacity(PENDING),
+            pending: Pending::new(),
             dropped: 0,
             latest: i64::MIN,
         }
@@ -510,7 +568,7 @@ impl Shard {
                         .sum::<usize>()
             })
             .sum();
-        g + self.hll.capacity()
+        g + HLL_SIZE
             + self.index.capacity() * 16
             + self.tracks.capacity() * std::mem::size_of::<ShardTrack>()
             + 4 * (self.track_rows.capacity() + self.record_rows.capacity())
@@ -519,12 +577,10 @@ impl Shard {
 }
 
 #[inline(always)]
-fn hll_add(reg: &mut [u8], h: u64) {
+fn hll_add(reg: &mut [u8; HLL_SIZE], h: u64) {
     let i = (h & (HLL_SIZE as u64 - 1)) as usize;
     let rank = ((h >> HLL_BITS).leading_zeros() + 1 - HLL_BITS) as u8;
-    if let Some(r) = reg.get_mut(i) {
-        *r = (*r).max(rank);
-    }
+    reg[i] = reg[i].max(rank);
 }
 
 fn hll_estimate(reg: &[u8]) -> u64 {
@@ -548,12 +604,44 @@ fn hll_estimate(reg: &[u8]) -> u64 {
 /// unrolled known-width loop came out scalar, with every lane spilled).
 #[inline(always)]
 fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
-    crate::kernels::simd::moments(a, b)
+    // The common widths without the loop counter and the remainder loop.
+    match (a.len(), b.len()) {
+        (16, 16) => moments_quads::<4>(a, b),
+        (32, 32) => moments_quads::<8>(a, b),
+        (64, 64) => moments_quads::<16>(a, b),
+        _ => crate::kernels::simd::moments(a, b),
+    }
+}
+
+/// `kernels::simd::moments` of rows of exactly `4 × Q` values, with the
+/// same operations in the same order (so the same bits), unrolled.
+#[inline(always)]
+fn moments_quads<const Q: usize>(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    use crate::kernels::simd::F4;
+    // Slices of a length known at compile time: the loop is unrolled.
+    let (Some(a), Some(b)) = (a.get(..4 * Q), b.get(..4 * Q)) else {
+        return crate::kernels::simd::moments(a, b);
+    };
+    let (mut dd, mut na, mut nb) = (F4::zero(), F4::zero(), F4::zero());
+    for (x, y) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        let x = F4::from_array([x[0], x[1], x[2], x[3]]);
+        let y = F4::from_array([y[0], y[1], y[2], y[3]]);
+        let d = y - x;
+        dd = dd + d * d;
+        na = na + x * x;
+        nb = nb + y * y;
+    }
+    let sum = |v: F4| {
+        let l = v.to_array();
+        (l[0] + l[2]) + (l[1] + l[3])
+    };
+    (sum(dd), sum(na), sum(nb))
 }
 
 /// Drift, magnitude, relative magnitude, norm of one update from
-/// ‖b − a‖², ‖a‖², ‖b‖².
-#[inline(always)]
+/// ‖b − a‖², ‖a‖², ‖b‖²: the obvious form of `statistics_batch` (its
+/// reference in the tests).
+#[cfg(test)]
 fn statistics(dd: f32, na: f32, nb: f32) -> [f32; 4] {
     let (norm_before, norm, magnitude) = (na.sqrt(), nb.sqrt(), dd.sqrt());
     let drift = if na > 0.0 && nb > 0.0 {
@@ -565,6 +653,32 @@ fn statistics(dd: f32, na: f32, nb: f32) -> [f32; 4] {
         1.0
     };
     [drift, magnitude, magnitude / norm_before, norm]
+}
+
+/// `statistics` of every update of a pending buffer, into one array per
+/// statistic. Written as selects rather than branches so that the compiler
+/// computes several updates per vector instruction; each lane does the
+/// operations of `statistics` in the same order (square roots and divisions
+/// are correctly rounded in vector form too), so the bits are the same.
+#[inline(always)]
+fn statistics_batch(
+    dd: &[f32; PENDING],
+    na: &[f32; PENDING],
+    nb: &[f32; PENDING],
+    out: &mut [[f32; PENDING]; 4],
+) {
+    let [drift, magnitude, relative, norm] = out;
+    for k in 0..PENDING {
+        let (dd, na, nb) = (dd[k], na[k], nb[k]);
+        let (norm_before, norm_after, m) = (na.sqrt(), nb.sqrt(), dd.sqrt());
+        let r = norm_after - norm_before;
+        let cos = ((dd - r * r) / (2.0 * norm_before * norm_after)).clamp(0.0, 2.0);
+        let edge = if na == nb { 0.0 } else { 1.0 };
+        drift[k] = if na > 0.0 && nb > 0.0 { cos } else { edge };
+        magnitude[k] = m;
+        relative[k] = m / norm_before;
+        norm[k] = norm_after;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -600,6 +714,38 @@ struct Prev {
     last: i64,
 }
 
+/// What `observe`'s first pass found for one row.
+#[derive(Clone, Copy, Debug, Default)]
+struct Resolved {
+    /// The id's slot in `prev_rows`.
+    slot: u32,
+    /// First sight of the id (its row is stored, nothing to compare with).
+    first: bool,
+    interactions: u64,
+    first_seen: i64,
+    timestamp: i64,
+}
+
+/// Hint the CPU to fetch `v[at..at + len]` (no-op elsewhere than x86-64).
+#[inline(always)]
+fn prefetch_floats(v: &[f32], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = v.as_ptr().wrapping_add(at).cast::<i8>();
+        for line in 0..(4 * len).div_ceil(64) {
+            // SAFETY: prefetch never faults, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    p.wrapping_add(64 * line),
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, at, len);
+}
+
 #[derive(Default)]
 struct State {
     dim: usize,
@@ -617,7 +763,7 @@ struct State {
     record_rows: Vec<f32>,
     dropped: u64,
     milestones_recorded: HashSet<(u64, u64)>,
-    prev: HashMap<u64, Prev, IdHashBuilder>,
+    prev: PrevMap,
     prev_rows: Vec<f32>,
     /// Slots of `prev_rows` freed by forgotten ids.
     prev_free: Vec<u32>,
@@ -868,7 +1014,7 @@ impl State {
             + self.tracked.capacity() * (9 + std::mem::size_of::<Track>())
             + self.records.capacity() * std::mem::size_of::<Record>()
             + self.milestones_recorded.capacity() * 17
-            + self.prev.capacity() * (9 + std::mem::size_of::<Prev>())
+            + self.prev.capacity() * std::mem::size_of::<(u64, Prev)>()
             + 4 * (self.track_rows.capacity()
                 + self.record_rows.capacity()
                 + self.prev_rows.capacity()
@@ -1058,14 +1204,9 @@ impl Monitor {
         let p = &self.plan;
         let (dd, na, nb) = moments(u.before, u.after);
         let h = p.hash(u.id);
-        hll_add(&mut sh.hll, h);
         sh.latest = sh.latest.max(u.timestamp);
-        sh.pending.push(Pending {
-            squares: [dd, na, nb],
-            count: u.interactions,
-            age: u.timestamp.saturating_sub(u.first_seen),
-        });
-        if sh.pending.len() >= PENDING {
+        let age = u.timestamp.saturating_sub(u.first_seen);
+        if sh.pending.push(dd, na, nb, u.interactions, age, h) {
             self.flush(sh);
         }
         if p.is_tracked(h, u.id, u.first_seen) && nb.is_finite() {
@@ -1084,28 +1225,50 @@ impl Monitor {
     /// Turn the pending updates into statistics and add them to the shard's
     /// groups. Run in batches, away from the training loop, the square roots
     /// and divisions leave the loop's dependency chains (which retire in
-    /// order) and the hot sketch lines stay in cache.
+    /// order) and the hot sketch lines stay in cache. The statistics and
+    /// sketch keys of the whole buffer are computed first, in loops without
+    /// branches that the compiler vectorises (the same IEEE operations in
+    /// the same order as `statistics`, so the same bits); only the bucket
+    /// updates are per update.
     #[inline(never)]
     fn flush(&self, sh: &mut Shard) {
         let p = &self.plan;
+        let q = &mut sh.pending;
+        let n = q.len.min(PENDING);
+        if n == 0 {
+            return;
+        }
+        // The HyperLogLog registers, a random byte of 16 KiB per update: in
+        // the training loop each was a cache miss the loop waited for; here
+        // the updates are independent and overlap (max is order-free: the
+        // same registers).
+        for &h in &q.hash[..n] {
+            hll_add(&mut sh.hll, h);
+        }
+        statistics_batch(&q.dd, &q.na, &q.nb, &mut q.stats);
+        for (keys, values) in q.keys.iter_mut().zip(&q.stats) {
+            for (k, &v) in keys.iter_mut().zip(values) {
+                *k = sketch::key_or_negative(v);
+            }
+        }
         let [count_groups, age_groups] = &mut sh.groups;
-        for u in &sh.pending {
-            let [dd, na, nb] = u.squares;
-            let v = statistics(dd, na, nb);
+        let [drift, magnitude, relative, norm] = &q.stats;
+        for k in 0..n {
+            let v = [drift[k], magnitude[k], relative[k], norm[k]];
             if !(v[0] + v[1] + v[2] + v[3]).is_finite() {
                 sh.skipped += 1;
                 continue;
             }
             sh.updates += 1;
-            let keys = v.map(sketch::key);
-            if let Some(g) = count_groups.get_mut(p.count_bucket(u.count)) {
+            let keys = [q.keys[0][k], q.keys[1][k], q.keys[2][k], q.keys[3][k]];
+            if let Some(g) = count_groups.get_mut(p.count_bucket(q.count[k])) {
                 g.add(&v, &keys);
             }
-            if let Some(g) = age_groups.get_mut(p.age_bucket(u.age, 0)) {
+            if let Some(g) = age_groups.get_mut(p.age_bucket(q.age[k], 0)) {
                 g.add(&v, &keys);
             }
         }
-        sh.pending.clear();
+        q.len = 0;
     }
 
     /// A tracked item's update (or first sight, `before` = None).
@@ -1186,7 +1349,7 @@ impl Monitor {
                 a.drain(b);
             }
         }
-        for (a, b) in st.hll.iter_mut().zip(&sh.hll) {
+        for (a, b) in st.hll.iter_mut().zip(sh.hll.iter()) {
             *a = (*a).max(*b);
         }
         // The training path cannot fail, so its counters saturate (merge,
@@ -1286,45 +1449,90 @@ impl Monitor {
         let d = cols;
         let mut sh = self.take_shard(st);
         let base = st.clock;
-        for (k, (&id, row)) in ids.iter().zip(rows.chunks_exact(d)).enumerate() {
-            let ts = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
-            let given = counts.map(|c| c[k] as u64);
-            match st.prev.entry(id) {
-                Entry::Occupied(mut e) => {
-                    let p = e.get_mut();
-                    p.seen += 1;
-                    p.last = p.last.max(ts);
-                    let s = p.slot as usize * d;
-                    let before = &mut st.prev_rows[s..s + d];
-                    self.update(
-                        &mut sh,
-                        &RowUpdate {
-                            id,
-                            row: 0,
+        // Blocks of rows, two passes each. The first resolves each row's
+        // previous row in order (a repeat of an id finds the slot its
+        // earlier occurrence stored or will update first): hash lookups
+        // whose entries are fetched `LOOKAHEAD` rows ahead, then a fetch of
+        // the previous row. The second, over rows now in cache, compares
+        // them with the previous ones in the order of the rows (the shard
+        // sees the same updates in the same order as one pass would). A
+        // block's rows and previous rows stay in the L2 cache in between.
+        const BLOCK: usize = 128;
+        const LOOKAHEAD: usize = 32;
+        for &id in ids.iter().take(LOOKAHEAD) {
+            st.prev.prefetch(id);
+        }
+        let mut resolved = [Resolved::default(); BLOCK];
+        for start in (0..n).step_by(BLOCK) {
+            let end = (start + BLOCK).min(n);
+            for (k, r) in (start..end).zip(resolved.iter_mut()) {
+                let id = ids[k];
+                if let Some(&ahead) = ids.get(k + LOOKAHEAD) {
+                    st.prev.prefetch(ahead);
+                }
+                let ts = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
+                let given = counts.map(|c| c[k] as u64);
+                *r = match st.prev.get_mut(&id) {
+                    Some(p) => {
+                        p.seen += 1;
+                        p.last = p.last.max(ts);
+                        prefetch_floats(&st.prev_rows, p.slot as usize * d, d);
+                        Resolved {
+                            slot: p.slot,
+                            first: false,
                             interactions: given.unwrap_or(p.seen),
                             first_seen: p.first_seen,
                             timestamp: ts,
-                            before,
-                            after: row,
-                        },
-                    );
-                    before.copy_from_slice(row);
-                }
-                Entry::Vacant(e) => {
-                    let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
+                        }
+                    }
+                    None => {
+                        let row = &rows[k * d..(k + 1) * d];
+                        let slot = store_row(&mut st.prev_free, &mut st.prev_rows, &[row]);
+                        st.prev.insert(
+                            id,
+                            Prev {
+                                slot,
+                                seen: 1,
+                                first_seen: ts,
+                                last: ts,
+                            },
+                        );
+                        Resolved {
+                            slot,
+                            first: true,
+                            interactions: given.unwrap_or(1),
+                            first_seen: ts,
+                            timestamp: ts,
+                        }
+                    }
+                };
+            }
+            for (k, r) in (start..end).zip(resolved) {
+                let (id, row, ts) = (ids[k], &rows[k * d..(k + 1) * d], r.timestamp);
+                if r.first {
                     sh.latest = sh.latest.max(ts);
-                    e.insert(Prev {
-                        slot,
-                        seen: 1,
-                        first_seen: ts,
-                        last: ts,
-                    });
                     let h = self.plan.hash(id);
                     hll_add(&mut sh.hll, h);
                     if self.plan.is_tracked(h, id, ts) {
-                        self.track(&mut sh, id, given.unwrap_or(1), ts, None, row, 0.0);
+                        self.track(&mut sh, id, r.interactions, ts, None, row, 0.0);
                     }
+                    continue;
                 }
+                let s = r.slot as usize * d;
+                let before = &mut st.prev_rows[s..s + d];
+                self.update(
+                    &mut sh,
+                    &RowUpdate {
+                        id,
+                        row: 0,
+                        interactions: r.interactions,
+                        first_seen: r.first_seen,
+                        timestamp: ts,
+                        before,
+                        after: row,
+                    },
+                );
+                before.copy_from_slice(row);
             }
         }
         st.clock = base.saturating_add(n as i64);
@@ -1678,7 +1886,7 @@ fn check_merge(st: &State, o: &State) -> Result<()> {
             )?;
         }
     }
-    for (id, p) in &o.prev {
+    for (id, p) in o.prev.iter() {
         if let Some(s) = st.prev.get(id) {
             sum(&format!("item {id}'s times seen"), s.seen, p.seen)?;
         }
@@ -1785,6 +1993,57 @@ mod tests {
                 }
                 assert_eq!(p.age_bucket(-5, 10), 0);
                 assert!(p.age_bucket(i64::MAX, i64::MIN) < p.sizes[1]);
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_width_moments_are_bitwise_the_kernel_ones() {
+        for d in [3usize, 16, 32, 64, 67] {
+            let a: Vec<f32> = (0..d).map(|k| (k as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..d).map(|k| (k as f32 * 0.11).cos() * 3.0).collect();
+            let (x, y) = (moments(&a, &b), crate::kernels::simd::moments(&a, &b));
+            assert_eq!(
+                [x.0.to_bits(), x.1.to_bits(), x.2.to_bits()],
+                [y.0.to_bits(), y.1.to_bits(), y.2.to_bits()],
+                "{d}"
+            );
+        }
+    }
+
+    #[test]
+    fn batched_statistics_are_bitwise_those_of_one_update() {
+        let mut dd = [0.0f32; PENDING];
+        let (mut na, mut nb) = (dd, dd);
+        let special = [
+            0.0f32,
+            1e-30,
+            1e-20,
+            1.0,
+            3.5,
+            1e30,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        for k in 0..PENDING {
+            let h = mix64(k as u64);
+            let pick = |s: u32| {
+                let r = (h >> s) as u32;
+                if r % 4 == 0 {
+                    special[(r as usize / 4) % special.len()]
+                } else {
+                    crate::kernels::rng::unit_f32(mix64(h ^ u64::from(s))) * 4.0
+                }
+            };
+            (dd[k], na[k], nb[k]) = (pick(0), pick(16), pick(32));
+        }
+        let mut out = [[0.0f32; PENDING]; 4];
+        statistics_batch(&dd, &na, &nb, &mut out);
+        for k in 0..PENDING {
+            let v = statistics(dd[k], na[k], nb[k]);
+            for j in 0..4 {
+                assert_eq!(out[j][k].to_bits(), v[j].to_bits(), "{k} {j}");
             }
         }
     }
@@ -1939,7 +2198,7 @@ mod tests {
     #[test]
     fn hll_is_close() {
         for n in [0u64, 10, 1000, 100_000] {
-            let mut reg = vec![0u8; HLL_SIZE];
+            let mut reg = [0u8; HLL_SIZE];
             for id in 0..n {
                 hll_add(&mut reg, mix64(id));
             }

@@ -70,6 +70,19 @@ pub fn key(v: f32) -> Option<i32> {
     }
 }
 
+/// `key` without the `Option`: the key, or -1 when `key` is `None` (keys
+/// are never negative), so that a whole array of keys is computed without
+/// branches.
+#[inline(always)]
+pub fn key_or_negative(v: f32) -> i32 {
+    let b = v.to_bits();
+    if b.wrapping_sub(MIN_BITS) < INF_BITS - MIN_BITS {
+        (b >> SHIFT) as i32
+    } else {
+        -1
+    }
+}
+
 /// The value reported for a bucket: the harmonic mean of its bounds.
 pub fn bucket_value(key: i32) -> f64 {
     let lo = f64::from(f32::from_bits((key as u32) << SHIFT));

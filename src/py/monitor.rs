@@ -78,21 +78,52 @@ fn non_negative(x: i64, name: &str) -> PyResult<u64> {
     u64::try_from(x).map_err(|_| invalid(format!("{name} must be >= 0, got {x}")).into())
 }
 
-/// A 1-D int64 (or uint64) array, copied to i64.
-fn opt_ints(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Vec<i64>>> {
+/// Borrowed when the array is C-contiguous and of the wanted dtype, else
+/// converted (so that `observe` reads its inputs without a copy).
+enum Values<'py, T: numpy::Element, D: numpy::ndarray::Dimension> {
+    Borrowed(numpy::PyReadonlyArray<'py, T, D>),
+    Owned(Vec<T>),
+}
+
+impl<T: numpy::Element, D: numpy::ndarray::Dimension> Values<'_, T, D> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Values::Borrowed(a) => a.as_slice().expect("checked contiguous"),
+            Values::Owned(v) => v,
+        }
+    }
+
+    /// `a` borrowed when C-contiguous, else copied.
+    fn of(a: numpy::PyReadonlyArray<'_, T, D>) -> Values<'_, T, D>
+    where
+        T: Copy,
+    {
+        if a.as_slice().is_ok() {
+            Values::Borrowed(a)
+        } else {
+            Values::Owned(a.as_array().iter().copied().collect())
+        }
+    }
+}
+
+type Ints<'py> = Values<'py, i64, numpy::Ix1>;
+type Matrix<'py> = Values<'py, f32, numpy::Ix2>;
+
+/// A 1-D int64 (or uint64, clamped to i64) array.
+fn opt_ints<'py>(obj: Option<&Bound<'py, PyAny>>, name: &str) -> PyResult<Option<Ints<'py>>> {
     let Some(o) = obj.filter(|o| !o.is_none()) else {
         return Ok(None);
     };
-    if let Ok(a) = o.extract::<PyReadonlyArray1<'_, i64>>() {
-        return Ok(Some(a.as_array().to_vec()));
+    if let Ok(a) = o.extract::<PyReadonlyArray1<'py, i64>>() {
+        return Ok(Some(Values::of(a)));
     }
-    if let Ok(a) = o.extract::<PyReadonlyArray1<'_, u64>>() {
-        return Ok(Some(
+    if let Ok(a) = o.extract::<PyReadonlyArray1<'py, u64>>() {
+        return Ok(Some(Values::Owned(
             a.as_array()
                 .iter()
                 .map(|&x| x.min(i64::MAX as u64) as i64)
                 .collect(),
-        ));
+        )));
     }
     Err(crate::py::errors::type_error_msg(format!(
         "{name} must be a 1-D numpy array of int64; pass np.asarray({name}, dtype=np.int64)"
@@ -100,19 +131,20 @@ fn opt_ints(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Vec<i
 }
 
 /// A 2-D float array as row-major f32 plus its shape (no value checks: the
-/// core reports non-finite rows).
-fn rows_matrix(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, usize, usize)> {
-    if let Ok(a) = obj.extract::<PyReadonlyArray2<'_, f32>>() {
+/// core reports non-finite rows): float32 borrowed when C-contiguous, else
+/// copied (float64 converted).
+fn rows_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Matrix<'py>, usize, usize)> {
+    if let Ok(a) = obj.extract::<PyReadonlyArray2<'py, f32>>() {
         let (n, d) = (a.shape()[0], a.shape()[1]);
-        let v = match a.as_slice() {
-            Ok(s) => s.to_vec(),
-            Err(_) => a.as_array().iter().copied().collect(),
-        };
-        return Ok((v, n, d));
+        return Ok((Values::of(a), n, d));
     }
-    if let Ok(a) = obj.extract::<PyReadonlyArray2<'_, f64>>() {
+    if let Ok(a) = obj.extract::<PyReadonlyArray2<'py, f64>>() {
         let (n, d) = (a.shape()[0], a.shape()[1]);
-        return Ok((a.as_array().iter().map(|&x| x as f32).collect(), n, d));
+        return Ok((
+            Values::Owned(a.as_array().iter().map(|&x| x as f32).collect()),
+            n,
+            d,
+        ));
     }
     Err(crate::py::errors::type_error_msg(format!(
         "rows must be a 2-D numpy array of float32 (one row per id), got {}; \
@@ -378,8 +410,10 @@ impl PyMonitor {
             ))
             .into());
         }
-        let m = &self.inner;
-        py.detach(|| m.observe(ids, &rows, d, counts.as_deref(), timestamps.as_deref()))?;
+        let (m, rows) = (&self.inner, rows.as_slice());
+        let counts = counts.as_ref().map(Values::as_slice);
+        let timestamps = timestamps.as_ref().map(Values::as_slice);
+        py.detach(|| m.observe(ids, rows, d, counts, timestamps))?;
         Ok(())
     }
 
@@ -436,12 +470,16 @@ impl PyMonitor {
         let ids = super::args::ids(&ids, "ids")?;
         let s = ids.as_slice();
         let (v, n, _) = rows_matrix(&rows)?;
+        let v = v.as_slice();
         let required = |o: &Bound<'_, PyAny>, name: &str| -> PyResult<Vec<i64>> {
-            opt_ints(Some(o), name)?.ok_or_else(|| {
-                crate::py::errors::type_error_msg(format!(
-                    "{name} must be a 1-D numpy array of int64 (one per id), got None"
-                ))
-            })
+            Ok(opt_ints(Some(o), name)?
+                .ok_or_else(|| {
+                    crate::py::errors::type_error_msg(format!(
+                        "{name} must be a 1-D numpy array of int64 (one per id), got None"
+                    ))
+                })?
+                .as_slice()
+                .to_vec())
         };
         let counts = required(counts, "counts")?;
         let first_seen = required(first_seen, "first_seen")?;
@@ -474,7 +512,7 @@ impl PyMonitor {
             _ => 0,
         };
         let mon = &self.inner;
-        Ok(py.detach(|| mon.record_rows(s, &v, &counts, &first_seen, timestamp, r#final))?)
+        Ok(py.detach(|| mon.record_rows(s, v, &counts, &first_seen, timestamp, r#final))?)
     }
 
     /// Recorded rows of tracked items: {"ids": uint64[n], "counts": int64[n],

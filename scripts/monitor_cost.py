@@ -1,0 +1,91 @@
+"""What the monitor costs, in CPU time (steadier than wall clock on a shared machine).
+
+    python scripts/monitor_cost.py train     # training with the monitor on / off
+    python scripts/monitor_cost.py observe   # Monitor.observe, ns per row, three id counts
+
+``train``: the ``train_adagrad_1t`` / ``train_adagrad_monitor_1t`` workload of
+``embcore bench --only training`` (1M x 1M ids, Zipf(1.2) items, d=32, one thread) with
+2M events a pass, the two models alternated; best of ``--repeats`` process CPU times.
+``observe``: ``bench.bench_monitor_observe``'s workload (3,000 rows of d=32 per call,
+gathered just before the call, ids all observed once before) for 20k, 200k and 1M ids,
+best of ``--repeats`` thread CPU times of the calls, next to the numpy gather and scatter
+of the same rows. Runs against whichever embcore is installed (to compare two builds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import embcore
+from embcore import bench
+
+
+def train(repeats: int) -> None:
+    w = bench.Workload(events=2_000_000)
+    users, items, labels = bench.mf_events(w, w.events)
+    uid, iid = bench.sparse_ids(users), bench.sparse_ids(items)
+
+    def model() -> embcore.MatrixFactorization:
+        m = embcore.MatrixFactorization(dim=bench.DIM, optimizer="adagrad", seed=1)
+        m.users.insert(bench.sparse_ids(np.arange(w.users)), threads=2)
+        m.items.insert(bench.sparse_ids(np.arange(w.items)), threads=2)
+        return m
+
+    off, on, monitor = model(), model(), embcore.Monitor(sample_rate=0.01)
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(repeats):
+        for name, m, kw in (("off", off, {}), ("on", on, {"monitor": monitor})):
+            t0 = time.process_time()
+            m.train(uid, iid, labels, **kw)
+            times[name].append(time.process_time() - t0)
+    t_off, t_on = min(times["off"]), min(times["on"])
+    print(
+        f"train: off {w.events / t_off / 1e6:.2f} M events/s, on {w.events / t_on / 1e6:.2f} "
+        f"M events/s, on/off {t_off / t_on:.3f}, monitor {1e9 * (t_on - t_off) / w.events:.1f} "
+        f"ns/event (best of {repeats}, process CPU time)"
+    )
+
+
+def observe(repeats: int) -> None:
+    rng = np.random.default_rng(11)
+    per, calls, d = 3000, 20, bench.DIM
+    for pool in (20_000, 200_000, 1_000_000):
+        monitor = embcore.Monitor(sample_rate=0.01)
+        table = rng.normal(size=(pool, d)).astype(np.float32)
+        ids = bench.sparse_ids(np.arange(pool))
+        for s in range(0, pool, 50_000):
+            monitor.observe(ids[s : s + 50_000], table[s : s + 50_000])
+        batches = [rng.choice(pool, per, replace=False) for _ in range(calls)]
+        best, floor = float("inf"), float("inf")
+        for _ in range(repeats):
+            spent = numpy_spent = 0.0
+            for b in batches:
+                t0 = time.thread_time()
+                rows = table[b]
+                table[b] = rows + np.float32(1e-3)
+                numpy_spent += time.thread_time() - t0
+                rows, batch_ids = table[b], ids[b]
+                t0 = time.thread_time()
+                monitor.observe(batch_ids, rows)
+                spent += time.thread_time() - t0
+            best, floor = min(best, spent), min(floor, numpy_spent)
+        n = per * calls
+        print(
+            f"observe: {pool} ids, {1e9 * best / n:.1f} ns/row (numpy gather + scatter of the "
+            f"rows: {1e9 * floor / n:.1f} ns/row; best of {repeats}, thread CPU time)"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["train", "observe"])
+    p.add_argument("--repeats", type=int, default=5)
+    a = p.parse_args()
+    train(a.repeats) if a.what == "train" else observe(a.repeats)
+
+
+if __name__ == "__main__":
+    main()
