@@ -1826,4 +1826,148 @@ mod tests {
         let after = t.changed_since(during.version).unwrap();
         assert_eq!(after.ids, vec![1], "the in-flight write was lost");
     }
+
+    /// Everything a table holds, by id: (id, weights, state, metadata words
+    /// bar the version).
+    fn contents(t: &EmbeddingTable) -> Vec<(u64, Vec<f32>, Vec<f32>, Vec<u64>)> {
+        let r = t.reader();
+        let mut out: Vec<_> = r
+            .rows()
+            .iter()
+            .zip(r.ids())
+            .map(|(&row, &id)| {
+                let mut w = vec![0.0; t.dim()];
+                t.load_row(row, &mut w);
+                let mut s = vec![0.0; t.state_width()];
+                load_atomics(t.row_state(row), &mut s);
+                let m = t.meta(row)[..meta::VERSION]
+                    .iter()
+                    .map(|a| a.load(Relaxed))
+                    .collect();
+                (id, w, s, m)
+            })
+            .collect();
+        out.sort_by_key(|c| c.0);
+        out
+    }
+
+    fn ttl_table(removal_log: usize) -> EmbeddingTable {
+        EmbeddingTable::with_lifecycle(
+            TableConfig {
+                capacity: 64,
+                ..TableConfig::new(2)
+            },
+            Lifecycle {
+                ttl: Some(10),
+                removal_log,
+                ..Lifecycle::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sync_from_equals_a_copy_after_writes_and_evictions() {
+        let t = ttl_table(1 << 10);
+        let copy = t.copy().unwrap();
+        let mut stamp = 0;
+        for round in 0..6u64 {
+            // New ids every round, some old ones rewritten, the stale ones evicted.
+            let ids: Vec<u64> = (round * 5..round * 5 + 8).collect();
+            let values: Vec<f32> = ids.iter().flat_map(|&i| [i as f32, round as f32]).collect();
+            stamp += 6;
+            t.assign(&ids, &values, stamp).unwrap();
+            let g = t.guard();
+            let (r, _) = t.get_or_insert(&g, ids[0], stamp).unwrap();
+            drop(g);
+            {
+                let _w = t.begin_write();
+                t.touch(r, stamp, true);
+            }
+            t.evict(stamp, 64).unwrap();
+            let stats = copy.sync_from(&t).unwrap();
+            assert_eq!(contents(&copy), contents(&t.copy().unwrap()), "round {round}");
+            assert!(stats.rows <= 9, "copied {} rows", stats.rows);
+        }
+        assert!(copy.live_len() < copy.len(), "evictions reached the copy");
+        // Nothing changed: nothing copied.
+        assert_eq!(copy.sync_from(&t).unwrap().rows, 0);
+    }
+
+    #[test]
+    fn sync_from_refuses_an_outgrown_removal_log_and_a_stranger() {
+        let t = ttl_table(4);
+        let copy = t.copy().unwrap();
+        let ids: Vec<u64> = (0..20).collect();
+        t.assign(&ids, &[1.0; 40], 0).unwrap();
+        copy.sync_from(&t).unwrap();
+        t.evict(100, 64).unwrap();
+        let before = contents(&copy);
+        let err = copy.sync_from(&t).unwrap_err();
+        assert!(err.to_string().contains("removal log"), "{err}");
+        assert_eq!(contents(&copy), before);
+        let stranger = ttl_table(4);
+        assert!(stranger.sync_from(&t).is_err());
+        assert!(t.sync_from(&t).is_err());
+    }
+
+    #[test]
+    fn sync_from_during_a_write_copies_the_write_next_time() {
+        let t = table(2);
+        let g = t.guard();
+        let (r, _) = t.get_or_insert(&g, 1, 0).unwrap();
+        drop(g);
+        let copy = t.copy().unwrap();
+        // A writer that began before a sync and changes the row after it (the
+        // sync saw the old value): the next sync must copy it.
+        let writer = t.begin_write();
+        copy.sync_from(&t).unwrap();
+        t.store_row(r, &[5.0, 6.0]);
+        t.touch(r, 5, true);
+        drop(writer);
+        assert_eq!(copy.sync_from(&t).unwrap().rows, 1);
+        assert_eq!(contents(&copy), contents(&t));
+    }
+
+    #[test]
+    fn sync_from_while_writers_and_evictions_run_converges() {
+        let t = std::sync::Arc::new(ttl_table(1 << 16));
+        let copy = t.copy().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writers: Vec<_> = (0..2u64)
+                .map(|k| {
+                    let t = &t;
+                    s.spawn(move || {
+                        for step in 0..3000u64 {
+                            let ids = [step % 50 + 50 * k, (step * 7) % 40];
+                            let v = (step * 2 + k) as f32;
+                            // Capacity is small: a full table refuses, that is fine.
+                            let _ = t.assign(&ids, &[v, v, v, v], (step / 10) as i64);
+                        }
+                    })
+                })
+                .collect();
+            let (t2, stop2) = (&t, &stop);
+            s.spawn(move || {
+                let mut now = 0;
+                while !stop2.load(Relaxed) {
+                    now += 1;
+                    t2.evict(now / 20, 16).unwrap();
+                }
+            });
+            let (t3, stop3, copy3) = (&t, &stop, &copy);
+            s.spawn(move || {
+                while !stop3.load(Relaxed) {
+                    copy3.sync_from(t3).unwrap();
+                }
+            });
+            for w in writers {
+                w.join().unwrap();
+            }
+            stop.store(true, Relaxed);
+        });
+        copy.sync_from(&t).unwrap();
+        assert_eq!(contents(&copy), contents(&t.copy().unwrap()));
+    }
 }
