@@ -116,7 +116,9 @@ def test_sync_equals_a_deep_copy_after_any_sequence(kind, threads, ops, seed):
             reference = model.copy()
             assert_equal_models(snapshot, reference)
             cols = _columns(model, probe_u, probe_i[: probe_u.size])
-            np.testing.assert_array_equal(snapshot.score_columns(cols), reference.score_columns(cols))
+            np.testing.assert_array_equal(
+                snapshot.score_columns(cols), reference.score_columns(cols)
+            )
 
 
 def test_sync_copies_only_what_changed():

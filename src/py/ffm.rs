@@ -585,7 +585,9 @@ impl PyFieldModel {
         source: PyRef<'py, PyFieldModel>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let (dst, src) = (&self.inner, &source.inner);
-        let stats = guard("FieldModel.sync_from", || Ok(py.detach(|| dst.sync_from(src))?))?;
+        let stats = guard("FieldModel.sync_from", || {
+            Ok(py.detach(|| dst.sync_from(src))?)
+        })?;
         super::table::sync_dict(py, stats)
     }
 

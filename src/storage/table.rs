@@ -1827,9 +1827,12 @@ mod tests {
         assert_eq!(after.ids, vec![1], "the in-flight write was lost");
     }
 
-    /// Everything a table holds, by id: (id, weights, state, metadata words
-    /// bar the version).
-    fn contents(t: &EmbeddingTable) -> Vec<(u64, Vec<f32>, Vec<f32>, Vec<u64>)> {
+    /// One row as a table holds it: id, weights, state, metadata words bar
+    /// the version.
+    type RowContents = (u64, Vec<f32>, Vec<f32>, Vec<u64>);
+
+    /// Everything a table holds, by id.
+    fn contents(t: &EmbeddingTable) -> Vec<RowContents> {
         let r = t.reader();
         let mut out: Vec<_> = r
             .rows()
@@ -1886,7 +1889,11 @@ mod tests {
             }
             t.evict(stamp, 64).unwrap();
             let stats = copy.sync_from(&t).unwrap();
-            assert_eq!(contents(&copy), contents(&t.copy().unwrap()), "round {round}");
+            assert_eq!(
+                contents(&copy),
+                contents(&t.copy().unwrap()),
+                "round {round}"
+            );
             assert!(stats.rows <= 9, "copied {} rows", stats.rows);
         }
         assert!(copy.live_len() < copy.len(), "evictions reached the copy");
