@@ -524,6 +524,12 @@ class ProgressiveValidation:
             )
         self._scores[mode].append(s)
 
+    def discard(self) -> None:
+        """Free the stored columns and scores (after :meth:`metrics`): the object then holds
+        no events; the item history is kept."""
+        self._labels, self._times, self._codes = [], [], []
+        self._scores = {m: [] for m in self.modes}
+
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Per mode: ``events``, ``auc``, ``logloss``, ``fresh_auc``, ``fresh_logloss``,
         ``fresh_age_auc``, ``fresh_age_logloss``, ``by_item_interactions``, ``by_item_age``,
