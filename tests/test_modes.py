@@ -272,28 +272,30 @@ def test_modes_see_identical_events_until_their_scores_differ():
 
 
 def test_empty_windows_publish_without_copying():
-    """A boundary whose window is empty keeps the previous snapshot (no deep copy); training
-    or an eviction since the last publish makes the next one copy again."""
+    """A boundary whose window is empty keeps the previous snapshot (nothing copied); training
+    or an eviction since the last publish makes the next one sync the snapshot (in place:
+    only the changed rows are copied)."""
     trainer = Trainer("batch", period=100, dim=2)
     u, i, y, t = events(50, 0, 90)
     trainer.consume(u, i, y, t)
     trainer.advance(100)
     first = trainer.serving_model
+    copied = trainer.published_rows
+    assert copied == len(first.users) + len(first.items)
     trainer.advance(1000)  # nine empty windows
     assert trainer.publishes == 10
-    assert trainer.serving_model is first
+    assert trainer.serving_model is first and trainer.published_rows == copied
     u2, i2, y2, t2 = events(50, 1000, 1090, seed=1)
     trainer.consume(u2, i2, y2, t2)
     trainer.advance(1100)
-    assert trainer.serving_model is not first
+    assert trainer.serving_model is first and trainer.published_rows > copied
+    assert trainer.full_copies == 0
     np.testing.assert_array_equal(trainer.serving_model.score(u2, i2), trainer.model.score(u2, i2))
-    # An eviction alone changes the live model: the next publish copies it.
+    # An eviction alone changes the live model: the next publish removes the evicted rows.
     expiring = Trainer("batch", period=100, item_lifecycle={"ttl": 50}, dim=2)
     expiring.consume(u, i, y, t)
     expiring.advance(100)
-    kept = expiring.serving_model
-    assert len(kept.items) > 0
+    assert len(expiring.serving_model.items) > 0
     expiring.advance(1000)  # items expire at the 200 s publish
     assert expiring.evicted > 0
     assert len(expiring.serving_model.items) == 0
-    assert expiring.serving_model is not kept

@@ -159,6 +159,70 @@ def test_validation_groups_match_a_per_event_reference(
         assert m["over_time"]["start"][0] == first * 7
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),  # item
+            st.booleans(),  # label
+            st.one_of(st.sampled_from([-1.0, 0.0, 0.5]), st.floats(-3, 3, width=32)),
+            st.integers(0, 5),  # seconds after the previous event
+        ),
+        min_size=0,
+        max_size=80,
+    ),
+    st.integers(1, 5),
+    st.sampled_from([1, 3, 1 << 18]),
+    st.booleans(),
+)
+def test_validation_metrics_match_per_grouping_pairwise_references(
+    rows: list[tuple[int, bool, float, int]], block: int, chunk: int, nonfinite: bool
+) -> None:
+    """Exact AUC and log-loss of every grouping (overall, fresh by count, interaction bucket,
+    time window), computed in blocks of any size, against per-group pairwise references;
+    non-finite scores are left out."""
+    items = np.array([r[0] for r in rows], np.uint64)
+    labels = np.array([r[1] for r in rows], np.float32)
+    scores = np.array([r[2] for r in rows], np.float32)
+    if nonfinite and scores.size:
+        scores[:: max(1, scores.size // 3)] = np.inf
+    times = 1_600_000_000 + np.cumsum([r[3] for r in rows]).astype(np.int64)
+    pv = rp.ProgressiveValidation(["m"], fresh_interactions=2, fresh_seconds=10, window_seconds=6)
+    for a in range(0, len(rows), chunk):
+        pv.add_events(items[a : a + chunk], labels[a : a + chunk], times[a : a + chunk])
+        pv.add_scores("m", scores[a : a + chunk])
+    saved = validation._BLOCK
+    validation._BLOCK = block
+    try:
+        m = pv.metrics()["m"]
+    finally:
+        validation._BLOCK = saved
+    seen: dict[int, int] = {}
+    index = np.zeros(len(rows), np.int64)
+    for k, item in enumerate(items.tolist()):
+        seen[item] = seen.get(item, 0) + 1
+        index[k] = seen[item]
+    finite = np.isfinite(scores)
+
+    def check(got: Any, mask: np.ndarray) -> None:
+        mask = mask & finite
+        want = pairwise_auc(scores[mask], labels[mask])
+        assert got == (None if want is None else pytest.approx(want, abs=1e-12))
+
+    check(m["auc"], np.ones(len(rows), bool))
+    check(m["fresh_auc"], index <= 2)
+    check(m["mature_auc"], index > 2)
+    buckets = np.searchsorted(np.array(rp.INTERACTION_EDGES), index, side="left")
+    for b, got in enumerate(m["by_item_interactions"]["auc"]):
+        check(got, buckets == b)
+    if len(rows):
+        window = times // 6 - times.min() // 6
+        for w, got in enumerate(m["over_time"]["auc"]):
+            check(got, window == w)
+        if finite.any():
+            want = reference_logloss(scores[finite], labels[finite])
+            assert m["logloss"] == pytest.approx(want, rel=1e-5)
+
+
 # --------------------------------------------------------------------------------------------
 # Progressive validation: never score an event with a model that has seen it
 

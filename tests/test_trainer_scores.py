@@ -101,7 +101,7 @@ def test_scores_with_a_trailing_window_or_a_scratch_retrain(mode, options):
         s = slice(e, e + 1)
         slow.advance(int(t[e]))
         want[e] = slow.score(u[s], i[s])[0]
-        snapshots.append(slow.serving_model)
+        snapshots.append(slow.serving_model.copy())  # publishes sync in place
         slow.consume(u[s], i[s], y[s], t[s])
     if mode == "batch":
         np.testing.assert_array_equal(got, want)

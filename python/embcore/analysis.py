@@ -1165,8 +1165,10 @@ def _retrieval_bias(
     by_dot = _RunningTopK(n_sample, k_eff)
     by_cosine = _RunningTopK(n_sample, k_eff)
     if n_sample and k_eff:
-        for start in range(0, items.shape[0], _BLOCK_ROWS):
-            block = items[start : start + _BLOCK_ROWS].astype(np.float64)
+        # Item blocks of about 2M scores (16 MB a score matrix), whatever the query count.
+        rows = max(256, min(_BLOCK_ROWS, (1 << 21) // n_sample))
+        for start in range(0, items.shape[0], rows):
+            block = items[start : start + rows].astype(np.float64)
             scores = queries @ block.T
             by_dot.update(scores, start)
             by_cosine.update(scores * inverse_norm[start : start + block.shape[0]], start)

@@ -7,7 +7,8 @@ reads:
     Every consumed event updates the tables at once (one optimizer step per event, counted);
     serving reads the live tables.
 ``"batch"``
-    Serving reads a frozen snapshot (a deep ``model.copy()``). Events are buffered; whenever
+    Serving reads a frozen snapshot (a copy of the model, brought up to date at each publish:
+    design notes). Events are buffered; whenever
     event time crosses a period boundary ``b`` (multiples of ``period`` seconds from t = 0)
     the model retrains on its *window* for ``epochs`` passes, then publishes a new snapshot
     and calls ``monitor.record_publish(snapshot.items, b)``. The window is the trailing
@@ -53,6 +54,16 @@ Design notes
   most once). :attr:`Trainer.publishes` still counts every boundary crossed, skipped ones
   included: it is the number of boundaries at which serving was published, as before, and
   what ``advance`` returns.
+* Publishing is incremental. The snapshot is made once (``model.copy()``) and each publish
+  syncs it from the live model (``snapshot.sync_from(model)``): only the rows trained or created
+  since the previous publish are copied (weights, optimizer state, metadata), the rows evicted
+  since are removed, and the global bias is copied, so a publish costs the rows that changed,
+  not the whole model, and the snapshot equals the deep copy it replaces in every row and
+  score (tests/test_sync.py). The snapshot object is therefore updated in place:
+  :attr:`Trainer.serving_model` is the same object from publish to publish; keep
+  ``serving_model.copy()`` to hold one publish. A scratch retrain (a new model each time), a
+  sharded model, or evictions that outgrew the table's removal log since the last publish fall
+  back to a deep copy (counted in :attr:`Trainer.full_copies`).
 * Event time is seconds. Times beyond +-1e11 s (the year 5138) are milliseconds or
   nanoseconds by mistake and are rejected with the remedy; inside that range boundary
   arithmetic is exact Python integers and runs of empty boundaries are O(1), so no period and
@@ -401,6 +412,15 @@ class Trainer:
         self._rng = np.random.default_rng(seed)
         # Batch serves a frozen copy; the other modes serve the live model.
         self._snapshot: Model | None = model.copy() if mode == "batch" else None
+        # The model the snapshot was copied (and since synced) from; publishes sync it from
+        # that model (module design notes). False: a deep copy at every publish (the slow
+        # reference the tests compare the sync with).
+        self._snapshot_source: Model | None = model if mode == "batch" else None
+        self._sync_publish = True
+        self.published_rows = 0
+        """Batch: rows copied into the serving snapshot, over all publishes."""
+        self.full_copies = 0
+        """Batch: publishes that deep-copied the whole model instead of syncing it."""
         # Whether the live model changed since the last snapshot (training or eviction): a
         # publish of an unchanged model keeps the snapshot instead of copying it again.
         self._changed = False
@@ -806,7 +826,9 @@ class Trainer:
         ``first_trained_publish_time`` are event times (None before any).
         ``buffered_events`` is the window memory (:attr:`buffered_events`),
         ``dropped_items`` the item rows a scratch retrain left behind (handed to the
-        monitor's ``record_rows``).
+        monitor's ``record_rows``). Batch: ``published_rows`` counts the rows copied into the
+        serving snapshot over all publishes, ``full_copies`` the publishes that copied the
+        whole model (module design notes).
 
         >>> Trainer("hybrid", epochs=2).stats()["epochs"]
         2
@@ -830,6 +852,8 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "evicted_items": self.evicted,
             "dropped_items": self.dropped,
+            "published_rows": self.published_rows,
+            "full_copies": self.full_copies,
         }
 
     def __repr__(self) -> str:
@@ -970,7 +994,7 @@ class Trainer:
             self.publishes_with_training += 1
             self.trained_publish_times.append(int(t))
         if self.mode == "batch" and self._changed:
-            self._snapshot = self.model.copy()
+            self._refresh_snapshot()
             self._changed = False
         if self.first_publish_time is None:
             self.first_publish_time = int(t)
@@ -978,6 +1002,28 @@ class Trainer:
         if self.monitor is not None:
             self._record_publish(int(t))
         self._expire(t)
+
+    def _refresh_snapshot(self) -> None:
+        """Bring the serving snapshot up to the live model: sync the rows changed since the
+        last publish into it when it is a copy of this very model, else copy the model."""
+        snapshot = self._snapshot
+        if (
+            self._sync_publish
+            and snapshot is not None
+            and self._snapshot_source is self.model
+            and isinstance(snapshot, FieldModel)
+        ):
+            try:
+                synced = snapshot.sync_from(self.model)
+            except EmbcoreError:
+                pass  # evictions outgrew the removal log since the last publish: copy
+            else:
+                self.published_rows += int(synced["rows"])
+                return
+        self._snapshot = self.model.copy()
+        self._snapshot_source = self.model
+        self.full_copies += 1
+        self.published_rows += sum(len(self._snapshot.table(f)) for f in self.fields)
 
     def _retrain(self, t: int) -> None:
         """``epochs`` passes over the window of a retrain at ``t``; on success the window

@@ -604,6 +604,8 @@ def _replay_stream(
     engagement = validation.metrics()
     timings["validation_seconds"] = round(time.perf_counter() - clock, 3)
     memory["peak_rss_validation_bytes"] = _peak_rss()
+    # The analyses need none of the stored scores and log columns: free them first.
+    validation.discard()
     clock = time.perf_counter()
     per_mode, results = runs.analyse_modes(trainers, alpha, seed, local_model)
     timings["analysis_seconds"] = round(time.perf_counter() - clock, 3)

@@ -527,14 +527,22 @@ def learning_curve(traj: analysis.Trajectories, min_items: int | None = None) ->
     # Collapse duplicate (id, count) records to the last one (records are sorted).
     keep = np.ones(ids.size, dtype=bool)
     keep[:-1] = (ids[1:] != ids[:-1]) | (counts[1:] != counts[:-1])
-    ids, counts, rows = ids[keep], counts[keep], traj.rows[keep].astype(np.float64)
+    kept = np.flatnonzero(keep)
+    ids, counts = ids[kept], counts[kept]
     last = np.ones(ids.size, dtype=bool)
     last[:-1] = ids[1:] != ids[:-1]
     item_of_row = np.cumsum(np.concatenate([[True], ids[1:] != ids[:-1]])) - 1
-    reference = rows[last][item_of_row]
-    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(reference, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cosine = np.where(norms > 0, (rows * reference).sum(axis=1) / norms, 0.0)
+    final = kept[last]  # each item's last record, in traj.rows
+    # Row by row, in blocks of records (float64 copies of a block only): the same values as
+    # over all rows at once, in bounded memory.
+    cosine = np.empty(ids.size, dtype=np.float64)
+    block = 1 << 16
+    for a in range(0, ids.size, block):
+        rows = traj.rows[kept[a : a + block]].astype(np.float64)
+        reference = traj.rows[final[item_of_row[a : a + block]]].astype(np.float64)
+        norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(reference, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cosine[a : a + block] = np.where(norms > 0, (rows * reference).sum(axis=1) / norms, 0.0)
     step = np.flatnonzero(~last)  # record k -> k + 1 of the same item
     start, end = counts[step], counts[step + 1]
     per_interaction = (cosine[step + 1] - cosine[step]) / (end - start)

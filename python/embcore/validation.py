@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,8 @@ INTERACTION_EDGES = (1, 5, 20, 100, 1000)
 _WINDOW_WIDTHS = (3600, 6 * 3600, 86_400, 7 * 86_400, 30 * 86_400, 365 * 86_400)
 _MAX_WINDOWS = 60
 _INT32_MAX = 2**31 - 1
+# Events (or positives) per block of the metrics' passes: temporaries stay a few MB.
+_BLOCK = 1 << 18
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +69,23 @@ _INT32_MAX = 2**31 - 1
 
 
 def _positives(labels: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    array = np.asarray(labels)
+    if array.dtype == np.float32:  # float32 -> float64 is exact: the same test, no copy
+        return array >= np.float32(0.5)
     return np.asarray(labels, dtype=np.float64) >= 0.5
+
+
+def _bincount(
+    groups: npt.NDArray[Any], n: int, weights: npt.NDArray[Any] | None = None
+) -> npt.NDArray[Any]:
+    """``np.bincount(groups, weights, minlength=n)[:n]`` block by block (np.bincount casts a
+    whole uint8 array to int64, and float32 weights to float64). Exact for counts; weighted
+    sums are added block by block."""
+    total = np.zeros(n, dtype=np.int64 if weights is None else np.float64)
+    for a in range(0, groups.size, _BLOCK):
+        w = None if weights is None else weights[a : a + _BLOCK]
+        total += np.bincount(groups[a : a + _BLOCK], weights=w, minlength=n)[:n]
+    return total
 
 
 def grouped_auc(
@@ -123,6 +141,22 @@ def grouped_auc(
 def _score_keys(s: npt.NDArray[Any]) -> npt.NDArray[np.uint64] | None:
     """Order-preserving uint32 keys of float32 scores (as uint64), or None when the scores are
     not all exactly float32 (float64 scores that would round)."""
+    keys = _score_keys32(s)
+    return None if keys is None else keys.astype(np.uint64)
+
+
+def _score_keys32(s: npt.NDArray[Any]) -> npt.NDArray[np.uint32] | None:
+    """:func:`_score_keys` as uint32 (4 bytes per event), computed block by block."""
+    out = np.empty(s.size, dtype=np.uint32)
+    for a in range(0, s.size, _BLOCK):
+        keys = _score_keys_block(s[a : a + _BLOCK])
+        if keys is None:
+            return None
+        out[a : a + _BLOCK] = keys
+    return out
+
+
+def _score_keys_block(s: npt.NDArray[Any]) -> npt.NDArray[np.uint32] | None:
     if s.dtype == np.float32:
         s32 = s + np.float32(0.0)  # -0.0 ties with 0.0
     else:
@@ -133,7 +167,7 @@ def _score_keys(s: npt.NDArray[Any]) -> npt.NDArray[np.uint64] | None:
     # Negative floats: flip every bit; others: flip the sign bit (IEEE order as unsigned).
     flip = (bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF) | np.uint32(0x80000000)
     flip ^= bits
-    return flip.astype(np.uint64)
+    return flip
 
 
 def _packed(
@@ -142,6 +176,22 @@ def _packed(
     """One uint64 per event: group (high 31 bits), score key (32 bits), positive (lowest bit);
     sorting it sorts by (group, score) with the negatives of a tie first."""
     return _with_group((keys << np.uint64(1)) | pos.astype(np.uint64), g)
+
+
+def _fill_packed(
+    out: npt.NDArray[np.uint64],
+    keys: npt.NDArray[np.uint32],
+    pos: npt.NDArray[np.bool_],
+    g: npt.NDArray[Any],
+) -> None:
+    """``out[:] = _packed(keys, pos, g)``, block by block: no full-length temporaries."""
+    for a in range(0, out.size, _BLOCK):
+        o = out[a : a + _BLOCK]
+        np.copyto(o, g[a : a + _BLOCK], casting="unsafe")
+        o <<= np.uint64(32)
+        o |= keys[a : a + _BLOCK]
+        o <<= np.uint64(1)
+        o |= pos[a : a + _BLOCK]
 
 
 def _with_group(base: npt.NDArray[np.uint64], g: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
@@ -164,31 +214,38 @@ def _grouped_auc_sorted(
     positives (a binary search each). Returns ``(auc, positives, events)`` per group.
     """
     if sys.byteorder == "little":  # the label bit is in each key's first byte: 1 byte a key
-        positions = np.flatnonzero(packed.view(np.uint8)[::8] & np.uint8(1))
+        positions: npt.NDArray[Any] = np.flatnonzero(packed.view(np.uint8)[::8] & np.uint8(1))
     else:
         positions = np.flatnonzero(packed & np.uint64(1))
-    keys = packed[positions]
+    if packed.size < 2**31:
+        positions = positions.astype(np.int32)  # half the memory
     group_first = np.searchsorted(
         packed, np.arange(n_groups + 1, dtype=np.uint64) << np.uint64(33), side="left"
     )
 
-    def negatives_before(x: npt.NDArray[np.intp]) -> npt.NDArray[np.int64]:
+    def negatives_before(x: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
         return (x - np.searchsorted(positions, x, side="left")).astype(np.int64)
 
-    below = positions - np.arange(positions.size)  # neg(p) for each positive
-    block_start_negatives = below.astype(np.float64)
-    if positions.size:
+    first_negatives = negatives_before(group_first[:-1])
+    # The positives in blocks (bounded temporaries). Each count is a multiple of one half
+    # below n, so the float64 sums are exact in any order: blocks change no bit.
+    u = np.zeros(n_groups)
+    n_pos = np.zeros(n_groups)
+    for a in range(0, positions.size, _BLOCK):
+        p = positions[a : a + _BLOCK].astype(np.int64)
+        keys = packed[p]
+        below = p - np.arange(a, a + p.size)  # neg(p) for each positive
+        block_start_negatives = below.astype(np.float64)
         # A positive is tied with an earlier event when that event has its key bar the label.
-        previous = np.maximum(positions - 1, 0)
-        tied = (positions > 0) & ((packed[previous] | np.uint64(1)) == keys)
+        tied = (p > 0) & ((packed[np.maximum(p - 1, 0)] | np.uint64(1)) == keys)
         if tied.any():
             starts = np.searchsorted(packed, keys[tied] & ~np.uint64(1), side="left")
             block_start_negatives[tied] = negatives_before(starts)
-    group = (keys >> np.uint64(33)).astype(np.intp)
-    count = 0.5 * (below + block_start_negatives)
-    count -= negatives_before(group_first[:-1])[group]
-    u = np.bincount(group, weights=count, minlength=n_groups)[:n_groups]
-    n_pos = np.bincount(group, minlength=n_groups)[:n_groups].astype(np.float64)
+        group = (keys >> np.uint64(33)).astype(np.intp)
+        count = 0.5 * (below + block_start_negatives)
+        count -= first_negatives[group]
+        u += np.bincount(group, weights=count, minlength=n_groups)[:n_groups]
+        n_pos += np.bincount(group, minlength=n_groups)[:n_groups]
     n_all = np.diff(group_first).astype(np.float64)
     n_neg = n_all - n_pos
     result = np.full(n_groups, np.nan)
@@ -271,6 +328,14 @@ def _logloss_terms32(scores: npt.NDArray[Any], labels: npt.NDArray[Any]) -> npt.
     terms += np.maximum(s, 0.0)
     terms -= y * s
     return terms
+
+
+def _logloss_terms32_blocks(scores: npt.NDArray[Any], labels: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """:func:`_logloss_terms32` computed block by block into one float32 array."""
+    out = np.empty(scores.size, dtype=np.float32)
+    for a in range(0, scores.size, _BLOCK):
+        out[a : a + _BLOCK] = _logloss_terms32(scores[a : a + _BLOCK], labels[a : a + _BLOCK])
+    return out
 
 
 def logloss(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float | None:
@@ -459,20 +524,31 @@ class ProgressiveValidation:
             )
         self._scores[mode].append(s)
 
+    def discard(self) -> None:
+        """Free the stored columns and scores (after :meth:`metrics`): the object then holds
+        no events; the item history is kept."""
+        self._labels, self._times, self._codes = [], [], []
+        self._scores = {m: [] for m in self.modes}
+
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Per mode: ``events``, ``auc``, ``logloss``, ``fresh_auc``, ``fresh_logloss``,
         ``fresh_age_auc``, ``fresh_age_logloss``, ``by_item_interactions``, ``by_item_age``,
         ``over_time`` (see docs/replay.md)."""
-        labels = _concat(self._labels, np.float32)
-        codes = _concat(self._codes, np.uint8)
-        groupings: dict[str, tuple[npt.NDArray[Any], int]] = {
-            "overall": (np.zeros(labels.size, dtype=np.uint8), 1),
-            "fresh": ((codes & _FRESH_COUNT_BIT) >> np.uint8(3), 2),
-            "fresh_age": (codes >> np.uint8(7), 2),
-            "interactions": (codes & _INTERACTION_BITS, len(INTERACTION_EDGES) + 1),
-            "age": ((codes >> _AGE_SHIFT) & np.uint8(0b111), len(AGE_EDGES_HOURS) + 1),
+        # Each column joined once, in place of its parts (no second copy of the stream).
+        labels = self._labels[0] if len(self._labels) == 1 else _concat(self._labels, np.float32)
+        codes = self._codes[0] if len(self._codes) == 1 else _concat(self._codes, np.uint8)
+        self._labels, self._codes = [labels], [codes]
+        # Each grouping's array is made from the code byte when its turn comes (one at a time).
+        groupings: dict[str, tuple[Callable[[], npt.NDArray[Any]], int]] = {
+            "overall": (lambda: np.zeros(labels.size, dtype=np.uint8), 1),
+            "fresh": (lambda: (codes & _FRESH_COUNT_BIT) >> np.uint8(3), 2),
+            "fresh_age": (lambda: codes >> np.uint8(7), 2),
+            "interactions": (lambda: codes & _INTERACTION_BITS, len(INTERACTION_EDGES) + 1),
+            "age": (
+                lambda: (codes >> _AGE_SHIFT) & np.uint8(0b111),
+                len(AGE_EDGES_HOURS) + 1,
+            ),
         }
-        del codes
         # Windows from the stored time offsets, part by part (no int64 copy of every time).
         base_time = self._first_time or 0
         low = min((int(t.min()) for t in self._times if t.size), default=0) + base_time
@@ -485,11 +561,13 @@ class ProgressiveValidation:
             [((t.astype(np.int64) + base_time) // width - first_window).astype(dtype)
              for t in self._times]
         ) if self._times else np.zeros(0, dtype=np.uint8)  # fmt: skip
-        groupings["window"] = (window, n_windows)
+        groupings["window"] = (lambda: window, n_windows)
         positive = _positives(labels)
         out: dict[str, dict[str, Any]] = {}
         for mode in self.modes:
-            scores = _concat(self._scores[mode], np.float32)
+            parts = self._scores[mode]
+            scores = parts[0] if len(parts) == 1 else _concat(parts, np.float32)
+            self._scores[mode] = [scores]
             if scores.size != labels.size:
                 raise ValueError(f"{mode}: {scores.size} scores for {labels.size} events")
             finite = np.isfinite(scores)
@@ -497,48 +575,49 @@ class ProgressiveValidation:
             s = scores if everything else scores[finite]
             y = labels if everything else labels[finite]
             is_pos = positive if everything else positive[finite]
-            keys = _score_keys(s)
-            terms = _logloss_terms32(s, y)
-            base = None
-            if keys is not None:
-                base = keys  # in place: one 8-byte array per event
-                base <<= np.uint64(1)
-                base |= is_pos
-                del keys
+            # 4 bytes of score key per event, one 8-byte sort buffer shared by the groupings.
+            keys = _score_keys32(s)
+            terms = _logloss_terms32_blocks(s, y)
+            packed = None if keys is None else np.empty(s.size, dtype=np.uint64)
             results: dict[str, tuple[Any, Any, Any]] = {}
+            events: dict[str, npt.NDArray[np.int64]] = {}
             aucs: Any
             positives: Any
             counts: Any
-            for name, (groups, n) in groupings.items():
+            for name, (make_groups, n) in groupings.items():
+                groups = make_groups()
+                events[name] = _bincount(groups, n)
                 g = groups if everything else groups[finite]
-                total = np.bincount(g, weights=terms, minlength=n)[:n]
-                if base is not None and n < 2**31:
-                    packed = _with_group(base, g)
+                del groups
+                total = _bincount(g, n, terms)
+                if packed is not None and keys is not None and n < 2**31:
+                    _fill_packed(packed, keys, is_pos, g)
                     packed.sort()
                     aucs, positives, counts = _grouped_auc_sorted(packed, n)
-                    del packed
                 else:
-                    counts = np.bincount(g, minlength=n)[:n].astype(np.float64)
-                    positives = np.bincount(g, weights=is_pos, minlength=n)[:n]
+                    counts = _bincount(g, n).astype(np.float64)
+                    positives = _bincount(g, n, is_pos)
                     aucs = grouped_auc(s, y, g, n)
+                del g
                 with np.errstate(invalid="ignore", divide="ignore"):
                     loss = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
                 results[name] = (aucs, loss, np.stack([counts, positives]))
-            del base, terms
+            scored = int(finite.sum())
+            del packed, keys, terms, s, y, is_pos, finite
             overall_auc, overall_loss, overall_n = results["overall"]
             fresh_auc, fresh_loss, fresh_n = results["fresh"]
             age_auc, age_loss, age_n = results["fresh_age"]
             ib_auc, ib_loss, ib_n = results["interactions"]
             ab_auc, ab_loss, ab_n = results["age"]
             w_auc, w_loss, w_n = results["window"]
-            fresh_events = int(np.bincount(groupings["fresh"][0], minlength=2)[1])
-            fresh_age_events = int(np.bincount(groupings["fresh_age"][0], minlength=2)[1])
+            fresh_events = int(events["fresh"][1])
+            fresh_age_events = int(events["fresh_age"][1])
             out[mode] = {
                 "protocol": "progressive validation: each event scored by the serving model "
                 "before the mode trains on it",
                 "events": int(labels.size),
-                "scored_events": int(finite.sum()),
-                "nonfinite_scores": int((~finite).sum()),
+                "scored_events": scored,
+                "nonfinite_scores": int(labels.size) - scored,
                 "positive_rate": runs.finite(_rate(overall_n[1, 0], overall_n[0, 0])),
                 "auc": runs.finite(overall_auc[0]),
                 "logloss": runs.finite(overall_loss[0]),
@@ -558,26 +637,20 @@ class ProgressiveValidation:
                 },
                 "by_item_interactions": {
                     "buckets": _interaction_labels(),
-                    "events": np.bincount(
-                        groupings["interactions"][0], minlength=len(INTERACTION_EDGES) + 1
-                    )
-                    .astype(np.int64)
-                    .tolist(),
+                    "events": events["interactions"].tolist(),
                     "auc": runs.finite(ib_auc),
                     "logloss": runs.finite(ib_loss),
                 },
                 "by_item_age": {
                     "buckets": runs.age_labels(),
-                    "events": np.bincount(groupings["age"][0], minlength=len(AGE_EDGES_HOURS) + 1)
-                    .astype(np.int64)
-                    .tolist(),
+                    "events": events["age"].tolist(),
                     "auc": runs.finite(ab_auc),
                     "logloss": runs.finite(ab_loss),
                 },
                 "over_time": {
                     "window_seconds": int(width),
                     "start": [(first_window + k) * width for k in range(n_windows)],
-                    "events": np.bincount(window, minlength=n_windows).astype(np.int64).tolist(),
+                    "events": events["window"].tolist(),
                     "positive_rate": runs.finite(_rate(w_n[1], w_n[0])),
                     "auc": runs.finite(w_auc),
                     "logloss": runs.finite(w_loss),

@@ -570,6 +570,27 @@ impl PyFieldModel {
         wrap(py, c, self.kind)
     }
 
+    /// Bring this model, a ``copy()`` of ``source`` (possibly synced since),
+    /// up to date with it: afterwards it equals what ``source.copy()`` would
+    /// return now (serving scores, rows, optimizer state, metadata, global
+    /// bias), at the cost of the rows ``source`` changed since the last sync
+    /// (trained, assigned or created; evicted ids are removed) instead of
+    /// the whole model. Returns ``{"rows": copied, "removed": ids removed,
+    /// "scanned": source rows inspected}``. Raises ``EmbcoreError`` (nothing
+    /// changed) when this model is not a copy of ``source`` or ``source``
+    /// evicted more than its removal log holds since: copy again then.
+    fn sync_from<'py>(
+        &self,
+        py: Python<'py>,
+        source: PyRef<'py, PyFieldModel>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (dst, src) = (&self.inner, &source.inner);
+        let stats = guard("FieldModel.sync_from", || {
+            Ok(py.detach(|| dst.sync_from(src))?)
+        })?;
+        super::table::sync_dict(py, stats)
+    }
+
     /// `(start, stop)`: the columns of a row of `field` that
     /// `embedding_of(field, against)` returns (FFM: one block, or the whole
     /// row with against=None; FM: the whole row). For

@@ -532,6 +532,22 @@ impl PyEmbeddingTable {
         Ok(Self::wrap(Arc::new(py.detach(|| t.copy())?)))
     }
 
+    /// Bring this table, a ``copy()`` of ``source`` (possibly synced since),
+    /// up to date with it, copying only the rows ``source`` changed since
+    /// (evicted ids are removed): afterwards it equals ``source.copy()``.
+    /// Returns ``{"rows", "removed", "scanned"}``; see ``FieldModel.sync_from``.
+    fn sync_from<'py>(
+        &self,
+        py: Python<'py>,
+        source: PyRef<'py, PyEmbeddingTable>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (dst, src) = (&self.inner, &source.inner);
+        let stats = guard("EmbeddingTable.sync_from", || {
+            Ok(py.detach(|| dst.sync_from(src))?)
+        })?;
+        sync_dict(py, stats)
+    }
+
     /// Write the table (weights, optimizer state, metadata) to `path`
     /// atomically: temp file, fsync, rename. Returns the bytes written.
     fn save(
@@ -608,4 +624,16 @@ impl PyEmbeddingTable {
         arr.call_method1("setflags", (false,))?;
         Ok((ids.into_pyarray(py), arr))
     }
+}
+
+/// `{"rows", "removed", "scanned"}` of a sync.
+pub fn sync_dict(
+    py: Python<'_>,
+    s: crate::storage::table::SyncStats,
+) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("rows", s.rows)?;
+    d.set_item("removed", s.removed)?;
+    d.set_item("scanned", s.scanned)?;
+    Ok(d)
 }

@@ -142,6 +142,13 @@ pub struct EmbeddingTable {
     /// Set when the first `evict` call starts (see `is_compact`).
     evicted_ever: std::sync::atomic::AtomicBool,
     version: AtomicU64,
+    /// Writing calls in flight (`begin_write` pins held), for `sync_from`.
+    writers: AtomicUsize,
+    /// Process-unique identity, so a copy knows which table it was made from.
+    uid: u64,
+    /// `(uid, version)` of the table this one is a copy of, as of its copy
+    /// or last `sync_from` (see `sync_from`).
+    synced: Mutex<Option<(u64, u64)>>,
     unadmitted: AtomicU64,
     evict_state: Mutex<EvictState>,
     /// Held from a call's capacity check to the end of its row creation
@@ -163,6 +170,9 @@ struct EvictState {
     log_floor: u64,
 }
 
+/// Source of `EmbeddingTable::uid`.
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
 /// Pin slots per table; more concurrent pins fall back to `overflow_pins`.
 const PIN_SLOTS: usize = 64;
 const OVERFLOW: usize = usize::MAX;
@@ -172,11 +182,18 @@ const OVERFLOW: usize = usize::MAX;
 pub struct Pin<'a> {
     table: &'a EmbeddingTable,
     slot: usize,
+    /// Taken by `begin_write`: counted in `writers` while held.
+    writer: bool,
 }
 
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
         let t = self.table;
+        if self.writer {
+            // SeqCst (a release): a `sync_from` that reads zero writers sees
+            // every store this call made.
+            t.writers.fetch_sub(1, SeqCst);
+        }
         if self.slot == OVERFLOW {
             t.overflow_pins.fetch_sub(1, SeqCst);
         } else {
@@ -294,6 +311,25 @@ pub struct Delta {
     pub version: u64,
 }
 
+/// What one `sync_from` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Rows copied (changed or new since the last sync).
+    pub rows: usize,
+    /// Ids removed (evicted from the source since the last sync).
+    pub removed: usize,
+    /// Source rows inspected.
+    pub scanned: usize,
+}
+
+impl std::ops::AddAssign for SyncStats {
+    fn add_assign(&mut self, o: SyncStats) {
+        self.rows += o.rows;
+        self.removed += o.removed;
+        self.scanned += o.scanned;
+    }
+}
+
 /// The cells of one row (see `EmbeddingTable::row_cells`).
 #[derive(Clone, Copy)]
 pub struct RowCells<'a> {
@@ -356,6 +392,9 @@ impl EmbeddingTable {
             limbo_len: AtomicUsize::new(0),
             evicted_ever: std::sync::atomic::AtomicBool::new(false),
             version: AtomicU64::new(0),
+            writers: AtomicUsize::new(0),
+            uid: NEXT_UID.fetch_add(1, Relaxed),
+            synced: Mutex::new(None),
             unadmitted: AtomicU64::new(0),
             evict_state: Mutex::new(EvictState::default()),
             creating: Mutex::new(()),
@@ -400,8 +439,11 @@ impl EmbeddingTable {
     /// Start a writing call: pins the table (no row reuse while held) and
     /// bumps its version, so rows this call changes are tagged with it.
     pub fn begin_write(&self) -> Pin<'_> {
-        let pin = self.pin();
-        self.version.fetch_add(1, AcqRel);
+        let mut pin = self.pin();
+        // Counted before the version bump (see `sync_from`).
+        self.writers.fetch_add(1, SeqCst);
+        pin.writer = true;
+        self.version.fetch_add(1, SeqCst);
         pin
     }
 
@@ -421,7 +463,11 @@ impl EmbeddingTable {
                 loop {
                     let now = self.epoch.load(SeqCst);
                     if now == e {
-                        return Pin { table: self, slot };
+                        return Pin {
+                            table: self,
+                            slot,
+                            writer: false,
+                        };
                     }
                     e = now;
                     s.store(e + 1, SeqCst);
@@ -434,6 +480,7 @@ impl EmbeddingTable {
         Pin {
             table: self,
             slot: OVERFLOW,
+            writer: false,
         }
     }
 
@@ -975,6 +1022,13 @@ impl EmbeddingTable {
         }
     }
 
+    /// Mark row `r` changed (for `changed_since` and `sync_from`), by a
+    /// writer holding `begin_write` that changed it by other means than
+    /// `touch` (e.g. an optimizer reset).
+    pub fn mark_changed(&self, r: u32) {
+        self.tag_changed(self.meta(r));
+    }
+
     /// Tag row metadata `m` with the current version (the row changed).
     #[inline(always)]
     fn tag_changed(&self, m: &[AtomicU64]) {
@@ -1221,6 +1275,10 @@ impl EmbeddingTable {
             None => EmbeddingTable::new(self.cfg)?,
         };
         let (d, w) = (self.cfg.dim, self.state_width);
+        // The version the copy is complete up to, for a later `sync_from`
+        // (0 = none: a writer was in flight, so the next sync reads every row).
+        let mark = self.quiet_version().unwrap_or(0);
+        *t.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some((self.uid, mark));
         // One pinned pass: the listed rows are not reused during the copy,
         // and no id can appear twice (see `TableReader`).
         let reader = self.reader();
@@ -1257,6 +1315,151 @@ impl EmbeddingTable {
         )?;
         t.version.store(self.version(), Release);
         Ok(t)
+    }
+
+    /// The current version when no writing call is in flight, else `None`.
+    /// Every row a write changes after this call is tagged above the
+    /// returned version.
+    fn quiet_version(&self) -> Option<u64> {
+        // Version first, then writers (both SeqCst): a writer not counted
+        // yet bumps the version after this load, so it tags above it; a
+        // writer that ended before the load has all its stores visible.
+        let v = self.version.load(SeqCst);
+        (self.writers.load(SeqCst) == 0).then_some(v)
+    }
+
+    /// Fails unless this table can be synced from `src` (see `sync_from`).
+    pub fn check_sync_source(&self, src: &EmbeddingTable) -> Result<()> {
+        self.sync_base(src).map(|_| ())
+    }
+
+    /// The version of `src` this copy is complete up to.
+    fn sync_base(&self, src: &EmbeddingTable) -> Result<u64> {
+        if self.cfg != src.cfg || self.lifecycle != src.lifecycle {
+            return Err(invalid(
+                "sync_from needs a table with the source's configuration and lifecycle; \
+                 make one with source.copy()",
+            ));
+        }
+        let mark = *self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        let since = match mark {
+            Some((uid, v)) if uid == src.uid => v,
+            _ => {
+                return Err(invalid(
+                    "this table is not a copy of the source table; make one with \
+                     source.copy(), then sync_from(source) keeps it up to date",
+                ))
+            }
+        };
+        let st = src.evict_state.lock().unwrap_or_else(|e| e.into_inner());
+        if since < st.log_floor {
+            return Err(invalid(format!(
+                "the source evicted more rows since the last sync than its removal log \
+                 keeps ({}); copy() it again",
+                src.lifecycle.map_or(0, |lc| lc.removal_log)
+            )));
+        }
+        Ok(since)
+    }
+
+    /// Make this table, a `copy()` of `src` (possibly synced since), equal
+    /// to what `src.copy()` would return now, copying only the rows `src`
+    /// changed since then (weights, optimizer state, metadata) and removing
+    /// the ids `src` evicted.
+    ///
+    /// Design notes. Rows are found by their version tag, the removals in
+    /// `src`'s removal log; the version the next sync starts from is the
+    /// one read while no writer was in flight (`quiet_version`). A sync that
+    /// overlaps a writing call of `src` copies what it sees (rows may be
+    /// mid-update) and keeps its starting version, so the next sync copies
+    /// those rows again: once `src` is quiet, one sync makes the copy exact.
+    /// This table must not be written by anything else meanwhile.
+    pub fn sync_from(&self, src: &EmbeddingTable) -> Result<SyncStats> {
+        if std::ptr::eq(self, src) {
+            return Err(invalid("a table cannot be synced from itself"));
+        }
+        let since = self.sync_base(src)?;
+        let next = src.quiet_version().unwrap_or(since);
+        let removed: Vec<u64> = {
+            let st = src.evict_state.lock().unwrap_or_else(|e| e.into_inner());
+            st.removed
+                .iter()
+                .filter(|(v, _)| *v > since)
+                .map(|&(_, id)| id)
+                .collect()
+        };
+        let mut stats = SyncStats {
+            removed: self.remove_ids(&removed),
+            ..SyncStats::default()
+        };
+        let _creating = self.creation();
+        let _write = self.begin_write();
+        let _src_pin = src.pin();
+        let g = self.guard();
+        let n = src.len();
+        for r in 0..n as u32 {
+            let m = src.meta(r);
+            let v = m[meta::VERSION].load(Acquire);
+            if v & meta::DEAD != 0 || v <= since {
+                continue;
+            }
+            let id = m[meta::ID].load(Relaxed);
+            let dst = match self.lookup(&g, id) {
+                Some(dst) => dst,
+                None => self.get_or_insert(&g, id, 0)?.0,
+            };
+            copy_atomics(src.row(r), self.row(dst));
+            copy_atomics(src.row_state(r), self.row_state(dst));
+            let o = self.meta(dst);
+            for k in meta::INTERACTIONS..meta::VERSION {
+                o[k].store(m[k].load(Relaxed), Relaxed);
+            }
+            o[meta::VERSION].store(v, Release);
+            stats.rows += 1;
+        }
+        stats.scanned = n;
+        *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some((src.uid, next));
+        Ok(stats)
+    }
+
+    /// Remove the rows of `ids` (those present) as `evict` removes rows:
+    /// dead, out of the map, reusable once no older pin holds them, logged
+    /// for `changed_since`. Returns the rows removed.
+    fn remove_ids(&self, ids: &[u64]) -> usize {
+        if ids.is_empty() {
+            return 0;
+        }
+        let mut st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
+        self.evicted_ever.store(true, SeqCst);
+        let g = self.guard();
+        let (mut rows, mut gone) = (Vec::new(), Vec::new());
+        for &id in ids {
+            let Some(r) = g.get(id) else { continue };
+            let m = self.meta(r);
+            let before = m[meta::VERSION].fetch_or(meta::DEAD, AcqRel);
+            if !g.remove(id, r) {
+                m[meta::VERSION].store(before, Release);
+                continue;
+            }
+            self.dead.fetch_add(1, AcqRel);
+            rows.push(r);
+            gone.push(id);
+        }
+        drop(g);
+        if !rows.is_empty() {
+            let epoch = self.epoch.fetch_add(1, SeqCst) + 1;
+            st.limbo.extend(rows.iter().map(|&r| (r, epoch)));
+            let version = self.version.fetch_add(1, AcqRel) + 1;
+            st.removed.extend(gone.into_iter().map(|id| (version, id)));
+            let keep = self.lifecycle.map_or(0, |lc| lc.removal_log);
+            while st.removed.len() > keep {
+                if let Some((v, _)) = st.removed.pop_front() {
+                    st.log_floor = st.log_floor.max(v);
+                }
+            }
+        }
+        self.reclaim(&mut st);
+        rows.len()
     }
 
     /// True when every row below `len()` is live and stays so during a read
@@ -1626,5 +1829,156 @@ mod tests {
         drop(writer);
         let after = t.changed_since(during.version).unwrap();
         assert_eq!(after.ids, vec![1], "the in-flight write was lost");
+    }
+
+    /// One row as a table holds it: id, weights, state, metadata words bar
+    /// the version.
+    type RowContents = (u64, Vec<f32>, Vec<f32>, Vec<u64>);
+
+    /// Everything a table holds, by id.
+    fn contents(t: &EmbeddingTable) -> Vec<RowContents> {
+        let r = t.reader();
+        let mut out: Vec<_> = r
+            .rows()
+            .iter()
+            .zip(r.ids())
+            .map(|(&row, &id)| {
+                let mut w = vec![0.0; t.dim()];
+                t.load_row(row, &mut w);
+                let mut s = vec![0.0; t.state_width()];
+                load_atomics(t.row_state(row), &mut s);
+                let m = t.meta(row)[..meta::VERSION]
+                    .iter()
+                    .map(|a| a.load(Relaxed))
+                    .collect();
+                (id, w, s, m)
+            })
+            .collect();
+        out.sort_by_key(|c| c.0);
+        out
+    }
+
+    fn ttl_table(removal_log: usize) -> EmbeddingTable {
+        EmbeddingTable::with_lifecycle(
+            TableConfig {
+                capacity: 64,
+                ..TableConfig::new(2)
+            },
+            Lifecycle {
+                ttl: Some(10),
+                removal_log,
+                ..Lifecycle::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sync_from_equals_a_copy_after_writes_and_evictions() {
+        let t = ttl_table(1 << 10);
+        let copy = t.copy().unwrap();
+        let mut stamp = 0;
+        for round in 0..6u64 {
+            // New ids every round, some old ones rewritten, the stale ones evicted.
+            let ids: Vec<u64> = (round * 5..round * 5 + 8).collect();
+            let values: Vec<f32> = ids.iter().flat_map(|&i| [i as f32, round as f32]).collect();
+            stamp += 6;
+            t.assign(&ids, &values, stamp).unwrap();
+            let g = t.guard();
+            let (r, _) = t.get_or_insert(&g, ids[0], stamp).unwrap();
+            drop(g);
+            {
+                let _w = t.begin_write();
+                t.touch(r, stamp, true);
+            }
+            t.evict(stamp, 64).unwrap();
+            let stats = copy.sync_from(&t).unwrap();
+            assert_eq!(
+                contents(&copy),
+                contents(&t.copy().unwrap()),
+                "round {round}"
+            );
+            assert!(stats.rows <= 9, "copied {} rows", stats.rows);
+        }
+        assert!(copy.live_len() < copy.len(), "evictions reached the copy");
+        // Nothing changed: nothing copied.
+        assert_eq!(copy.sync_from(&t).unwrap().rows, 0);
+    }
+
+    #[test]
+    fn sync_from_refuses_an_outgrown_removal_log_and_a_stranger() {
+        let t = ttl_table(4);
+        let copy = t.copy().unwrap();
+        let ids: Vec<u64> = (0..20).collect();
+        t.assign(&ids, &[1.0; 40], 0).unwrap();
+        copy.sync_from(&t).unwrap();
+        t.evict(100, 64).unwrap();
+        let before = contents(&copy);
+        let err = copy.sync_from(&t).unwrap_err();
+        assert!(err.to_string().contains("removal log"), "{err}");
+        assert_eq!(contents(&copy), before);
+        let stranger = ttl_table(4);
+        assert!(stranger.sync_from(&t).is_err());
+        assert!(t.sync_from(&t).is_err());
+    }
+
+    #[test]
+    fn sync_from_during_a_write_copies_the_write_next_time() {
+        let t = table(2);
+        let g = t.guard();
+        let (r, _) = t.get_or_insert(&g, 1, 0).unwrap();
+        drop(g);
+        let copy = t.copy().unwrap();
+        // A writer that began before a sync and changes the row after it (the
+        // sync saw the old value): the next sync must copy it.
+        let writer = t.begin_write();
+        copy.sync_from(&t).unwrap();
+        t.store_row(r, &[5.0, 6.0]);
+        t.touch(r, 5, true);
+        drop(writer);
+        assert_eq!(copy.sync_from(&t).unwrap().rows, 1);
+        assert_eq!(contents(&copy), contents(&t));
+    }
+
+    #[test]
+    fn sync_from_while_writers_and_evictions_run_converges() {
+        let t = std::sync::Arc::new(ttl_table(1 << 16));
+        let copy = t.copy().unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writers: Vec<_> = (0..2u64)
+                .map(|k| {
+                    let t = &t;
+                    s.spawn(move || {
+                        for step in 0..3000u64 {
+                            let ids = [step % 50 + 50 * k, (step * 7) % 40];
+                            let v = (step * 2 + k) as f32;
+                            // Capacity is small: a full table refuses, that is fine.
+                            let _ = t.assign(&ids, &[v, v, v, v], (step / 10) as i64);
+                        }
+                    })
+                })
+                .collect();
+            let (t2, stop2) = (&t, &stop);
+            s.spawn(move || {
+                let mut now = 0;
+                while !stop2.load(Relaxed) {
+                    now += 1;
+                    t2.evict(now / 20, 16).unwrap();
+                }
+            });
+            let (t3, stop3, copy3) = (&t, &stop, &copy);
+            s.spawn(move || {
+                while !stop3.load(Relaxed) {
+                    copy3.sync_from(t3).unwrap();
+                }
+            });
+            for w in writers {
+                w.join().unwrap();
+            }
+            stop.store(true, Relaxed);
+        });
+        copy.sync_from(&t).unwrap();
+        assert_eq!(contents(&copy), contents(&t.copy().unwrap()));
     }
 }

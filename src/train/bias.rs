@@ -33,6 +33,12 @@ impl GlobalBias {
         (f32_load(&self.bias), f32_load(&self.acc))
     }
 
+    /// Set both cells (a serving copy catching up with its source).
+    pub fn set(&self, bias: f32, acc: f32) {
+        self.bias.store(bias.to_bits(), Relaxed);
+        self.acc.store(acc.to_bits(), Relaxed);
+    }
+
     /// Set the accumulator (an optimizer reset), keeping the bias.
     pub fn set_acc(&self, acc: f32) {
         self.acc.store(acc.to_bits(), Relaxed);

@@ -20,7 +20,7 @@
 
 use crate::error::{invalid, Result};
 use crate::storage::table::{
-    f32_load, f32_store, meta, pack_bias, unpack_bias, EmbeddingTable, TableConfig,
+    f32_load, f32_store, meta, pack_bias, unpack_bias, EmbeddingTable, SyncStats, TableConfig,
 };
 pub use crate::train::bias::GlobalBias;
 pub use crate::train::config::{block_index, field_list, FieldConfig, Interaction};
@@ -182,6 +182,37 @@ impl FieldModel {
         ))
     }
 
+    /// Make this model, a `copy()` of `src` (possibly synced since), equal
+    /// to what `src.copy()` would return now, copying only what changed:
+    /// per table the rows trained, assigned or created since the last sync
+    /// (weights, optimizer state, metadata), the ids `src` evicted removed;
+    /// then the global bias and the event count. Fails before changing
+    /// anything when this model is not a copy of `src` or a table's removal
+    /// log no longer reaches back to the last sync (copy again then). See
+    /// `EmbeddingTable::sync_from` for syncs that overlap training.
+    pub fn sync_from(&self, src: &FieldModel) -> Result<SyncStats> {
+        if std::ptr::eq(self, src) {
+            return Err(invalid("a model cannot be synced from itself"));
+        }
+        if self.cfg != src.cfg || self.tables.len() != src.tables.len() {
+            return Err(invalid(
+                "sync_from needs a copy of the source model (same fields and settings); \
+                 make one with source.copy()",
+            ));
+        }
+        for (d, s) in self.tables.iter().zip(&src.tables) {
+            d.check_sync_source(s)?;
+        }
+        let mut stats = SyncStats::default();
+        for (d, s) in self.tables.iter().zip(&src.tables) {
+            stats += d.sync_from(s)?;
+        }
+        let (bias, acc) = src.global_state();
+        self.global.set(bias, acc);
+        self.set_events_seen(src.events_seen());
+        Ok(stats)
+    }
+
     /// Reset the optimizer: every Adagrad accumulator (of the rows' weights,
     /// row-wise, of the biases and of the global bias) back to its initial
     /// value; weights, biases, counts and times are kept (a warm start with
@@ -190,8 +221,11 @@ impl FieldModel {
     pub fn reset_optimizer(&self) {
         let acc0 = self.cfg.table.optimizer.initial_accumulator;
         for t in &self.tables {
+            // A write: every row changes, so a serving copy syncs it.
+            let _write = t.begin_write();
             let reader = t.reader();
             for &r in reader.rows() {
+                t.mark_changed(r);
                 for cell in t.row_state(r) {
                     f32_store(cell, acc0);
                 }
