@@ -1012,6 +1012,7 @@ class Trainer:
             and snapshot is not None
             and self._snapshot_source is self.model
             and isinstance(snapshot, FieldModel)
+            and isinstance(self.model, FieldModel)
         ):
             try:
                 synced = snapshot.sync_from(self.model)

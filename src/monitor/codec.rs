@@ -354,6 +354,7 @@ impl Monitor {
                     let t = st.tracked.get_mut(id).expect("decoded above");
                     t.last = f.i64("latest time")?;
                     t.retired = f.flag("retired flag")?;
+                    st.retired_count += usize::from(t.retired);
                 }
                 let at = f.offset();
                 let n = f.count("previous rows", 8)?;

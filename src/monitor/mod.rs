@@ -443,6 +443,10 @@ struct ShardTrack {
     last: i64,
 }
 
+/// `make_room` runs once the retired items number at least
+/// 1/`ROOM_BATCH` of the tracked items (5%).
+const ROOM_BATCH: usize = 20;
+
 /// Updates buffered per shard before they are bucketed.
 const PENDING: usize = 256;
 
@@ -777,6 +781,15 @@ struct State {
     untracked: u64,
     /// `max_records`, `max_tracked`.
     limits: (usize, usize),
+    /// Retired tracked items, counted as they retire and return (made exact
+    /// again by every `make_room` scan). `make_room` scans and compacts only
+    /// when they are a batch worth it (see `ROOM_BATCH`): without that a
+    /// full monitor would scan every tracked item and every record for each
+    /// further record, which made a long replay quadratic.
+    retired_count: usize,
+    /// Tests only: scans of the tracked items by `make_room`.
+    #[cfg(test)]
+    room_scans: u64,
     /// Cleared shards kept for the next call (boxed: they move between
     /// threads and this pool as `UpdateObserver::Shard`).
     #[allow(clippy::vec_box)]
@@ -847,8 +860,14 @@ impl State {
         };
         t.path += path;
         t.updates = t.updates.saturating_add(updates);
-        t.retired = retired;
-        if t.slot == NO_SLOT {
+        let was = std::mem::replace(&mut t.retired, retired);
+        let slot = t.slot;
+        match (was, retired) {
+            (false, true) => self.retired_count += 1,
+            (true, false) => self.retired_count = self.retired_count.saturating_sub(1),
+            _ => {}
+        }
+        if slot == NO_SLOT {
             let slot = store_row(
                 &mut self.track_free,
                 &mut self.track_rows,
@@ -858,7 +877,7 @@ impl State {
                 t.slot = slot;
             }
         } else {
-            let s = t.slot as usize;
+            let s = slot as usize;
             self.track_rows[(2 * s + 1) * d..(2 * s + 2) * d].copy_from_slice(last_row);
         }
         true
@@ -884,7 +903,9 @@ impl State {
             self.dropped = self.dropped.saturating_add(1);
             return false;
         };
-        t.retired = false;
+        if std::mem::replace(&mut t.retired, false) {
+            self.retired_count = self.retired_count.saturating_sub(1);
+        }
         if !r.publish {
             self.milestones_recorded.insert((r.id, r.count));
         }
@@ -901,7 +922,9 @@ impl State {
     /// previous observed row.
     fn retire(&mut self, id: u64) {
         if let Some(t) = self.tracked.get_mut(&id) {
-            t.retired = true;
+            if !std::mem::replace(&mut t.retired, true) {
+                self.retired_count += 1;
+            }
         }
         if let Some(p) = self.prev.remove(&id) {
             self.prev_free.push(p.slot);
@@ -919,8 +942,8 @@ impl State {
         self.last_sweep = self.latest;
         let cutoff = self.latest.saturating_sub(a);
         for t in self.tracked.values_mut() {
-            if t.last < cutoff {
-                t.retired = true;
+            if t.last < cutoff && !std::mem::replace(&mut t.retired, true) {
+                self.retired_count += 1;
             }
         }
         let free = &mut self.prev_free;
@@ -943,16 +966,26 @@ impl State {
             max_records - max_records / 10,
             max_tracked - max_tracked / 10,
         );
+        // A scan and a compaction cost O(tracked + records): run them only
+        // when the retired items are a batch, so that each costs O(1) per
+        // retirement; until then a record or item that finds no room is
+        // dropped and counted.
+        let batch = (self.tracked.len() / ROOM_BATCH).max(1);
+        if self.retired_count < batch {
+            return;
+        }
+        #[cfg(test)]
+        {
+            self.room_scans += 1;
+        }
         let mut retired: Vec<(i64, u64)> = self
             .tracked
             .iter()
             .filter(|(_, t)| t.retired)
             .map(|(&id, t)| (t.last, id))
             .collect();
-        if retired.is_empty() {
-            return;
-        }
         retired.sort_unstable();
+        self.retired_count = retired.len();
         let mut per_item: HashMap<u64, usize, IdHashBuilder> = HashMap::default();
         for r in &self.records {
             *per_item.entry(r.id).or_default() += 1;
@@ -967,6 +1000,7 @@ impl State {
             tracked -= 1;
             gone.insert(id);
         }
+        self.retired_count -= gone.len();
         self.drop_items(&gone);
     }
 
@@ -2046,6 +2080,48 @@ mod tests {
                 assert_eq!(out[j][k].to_bits(), v[j].to_bits(), "{k} {j}");
             }
         }
+    }
+
+    #[test]
+    fn a_full_monitor_without_retired_items_does_not_rescan() {
+        // At max_records with every item active, each further record is
+        // dropped at once, not after a scan of every tracked item (which
+        // made a long replay quadratic).
+        let m = Monitor::new(MonitorConfig {
+            max_records: 100,
+            ..cfg()
+        })
+        .unwrap();
+        let d = 4;
+        let rec = |ids: &[u64], t: i64, fin: bool| {
+            let rows = vec![0.5f32; ids.len() * d];
+            let counts = vec![1u64; ids.len()];
+            let first = vec![0i64; ids.len()];
+            m.record_rows(ids, &rows, &counts, &first, t, fin).unwrap()
+        };
+        let ids: Vec<u64> = (0..100).collect();
+        assert_eq!(rec(&ids, 1, false), 100);
+        for k in 0..50u64 {
+            let more: Vec<u64> = (0..20).map(|j| 1000 + 20 * k + j).collect();
+            assert_eq!(rec(&more, 2, false), 0);
+        }
+        assert_eq!(m.lock().room_scans, 0);
+        assert_eq!(m.summary().dropped_records, 1000);
+        // Retiring items makes room again: one scan drops them.
+        let old: Vec<u64> = (0..30).collect();
+        rec(&old, 3, true);
+        let fresh: Vec<u64> = (5000..5010).collect();
+        assert!(rec(&fresh, 4, false) >= 5);
+        // 30 retirements at a bound make room in batches of 5% of the
+        // tracked items (5 here), not once per record.
+        let scans = m.lock().room_scans;
+        assert!((1..=7).contains(&scans), "{scans} scans");
+        let s = m.summary();
+        assert!(s.records <= 100, "{}", s.records);
+        assert_eq!(
+            (s.retired_items as u64 + s.dropped_items, s.tracked_items),
+            (30, 90)
+        );
     }
 
     #[test]
