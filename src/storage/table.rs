@@ -1397,16 +1397,39 @@ impl EmbeddingTable {
         let _src_pin = src.pin();
         let g = self.guard();
         let n = src.len();
+        // Three passes: the changed rows and their ids (a sequential scan of
+        // the metadata), their rows here in one batched, prefetched lookup,
+        // then the copies with both rows prefetched a few ahead (the rows
+        // are spread over the table: one cache miss each otherwise).
+        let mut changed: Vec<(u32, u64)> = Vec::new();
         for r in 0..n as u32 {
             let m = src.meta(r);
             let v = m[meta::VERSION].load(Acquire);
             if v & meta::DEAD != 0 || v <= since {
                 continue;
             }
-            let id = m[meta::ID].load(Relaxed);
-            let dst = match self.lookup(&g, id) {
-                Some(dst) => dst,
-                None => self.get_or_insert(&g, id, 0)?.0,
+            changed.push((r, m[meta::ID].load(Relaxed)));
+        }
+        let ids: Vec<u64> = changed.iter().map(|&(_, id)| id).collect();
+        let mut dst_rows = vec![crate::storage::idmap::EMPTY; ids.len()];
+        g.get_batch(&ids, &mut dst_rows);
+        const AHEAD: usize = 8;
+        for (k, &(r, id)) in changed.iter().enumerate() {
+            if let Some(&(ra, _)) = changed.get(k + AHEAD) {
+                src.prefetch(ra);
+                let da = dst_rows[k + AHEAD];
+                if da != crate::storage::idmap::EMPTY {
+                    self.prefetch(da);
+                }
+            }
+            let m = src.meta(r);
+            let v = m[meta::VERSION].load(Acquire);
+            if v & meta::DEAD != 0 {
+                continue; // evicted since the scan: its removal is logged for the next sync
+            }
+            let dst = match dst_rows[k] {
+                crate::storage::idmap::EMPTY => self.get_or_insert(&g, id, 0)?.0,
+                dst => dst,
             };
             copy_atomics(src.row(r), self.row(dst));
             copy_atomics(src.row_state(r), self.row_state(dst));
