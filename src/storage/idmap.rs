@@ -16,7 +16,6 @@
 //!   first gives up its own read guard, so growth waits only for other
 //!   threads to finish their current batch share. Growth is rare (doubling).
 
-use crossbeam_utils::CachePadded;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{RwLock, RwLockReadGuard};
@@ -97,13 +96,10 @@ impl Slots {
 
 pub struct IdMap {
     inner: RwLock<Slots>,
-    /// Slots claimed (live or dead); drives growth. Each counter on a cache
-    /// line of its own: every new id writes both, while every lookup reads
-    /// `inner` (the slot array's address), so sharing a line with it would
-    /// move that line between cores on every insert.
-    used: CachePadded<AtomicUsize>,
+    /// Slots claimed (live or dead); drives growth.
+    used: AtomicUsize,
     /// Live keys.
-    live: CachePadded<AtomicUsize>,
+    live: AtomicUsize,
 }
 
 /// Outcome of `MapGuard::insert`.
@@ -126,8 +122,8 @@ impl IdMap {
     pub fn with_capacity(n: usize) -> Self {
         IdMap {
             inner: RwLock::new(Slots::with_len(n * 10 / 7 + 1)),
-            used: CachePadded::new(AtomicUsize::new(0)),
-            live: CachePadded::new(AtomicUsize::new(0)),
+            used: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
         }
     }
 

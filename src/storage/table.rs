@@ -39,7 +39,6 @@ use crate::kernels::rng::{hash2, mix64, unit_f32};
 use crate::storage::idmap::{IdMap, Inserted, MapGuard};
 use crate::storage::lifecycle::{CountMin, Evicted, Lifecycle, Policy};
 use crate::storage::region::Region;
-use crossbeam_utils::CachePadded;
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 pub use crate::kernels::rng::{IdHashBuilder, IdHasher};
@@ -118,18 +117,15 @@ pub struct EmbeddingTable {
     cfg: TableConfig,
     state_width: usize,
     map: IdMap,
-    /// Rows handed out and rows initialised: written by every new row, each
-    /// on a cache line of its own, apart from the region addresses that
-    /// every row access reads (see `IdMap`).
-    claimed: CachePadded<AtomicUsize>,
-    ready: CachePadded<AtomicUsize>,
+    claimed: AtomicUsize,
+    ready: AtomicUsize,
     weights: Region<AtomicU32>,
     state: Region<AtomicU32>,
     meta: Region<AtomicU64>,
     lifecycle: Option<Lifecycle>,
     admission: Option<CountMin>,
     free: crossbeam_queue::SegQueue<u32>,
-    dead: CachePadded<AtomicUsize>,
+    dead: AtomicUsize,
     /// Start epoch + 1 of each live pin (0: slot free); see the design notes.
     pin_slots: Box<[AtomicU64]>,
     /// Pins that found every slot taken; while any is live nothing is reclaimed.
@@ -376,15 +372,15 @@ impl EmbeddingTable {
             cfg,
             state_width,
             map: IdMap::default(),
-            claimed: CachePadded::new(AtomicUsize::new(0)),
-            ready: CachePadded::new(AtomicUsize::new(0)),
+            claimed: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
             weights,
             state,
             meta,
             lifecycle: None,
             admission: None,
             free: crossbeam_queue::SegQueue::new(),
-            dead: CachePadded::new(AtomicUsize::new(0)),
+            dead: AtomicUsize::new(0),
             pin_slots: (0..PIN_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             overflow_pins: AtomicUsize::new(0),
             pin_hint: AtomicUsize::new(0),
