@@ -19,6 +19,7 @@
 //!   order in training and in `score` alike.
 
 use crate::error::{invalid, Result};
+use crate::storage::idmap::EMPTY;
 use crate::storage::table::{
     f32_load, f32_store, meta, pack_bias, unpack_bias, EmbeddingTable, SyncStats, TableConfig,
 };
@@ -336,18 +337,38 @@ impl FieldModel {
             0.0
         };
         let shape = crate::train::kernel::Layout::of(&self.cfg);
+        // Every field's ids resolved in one batched, prefetched pass, then the
+        // rows prefetched a few events ahead of their loads (rows of random
+        // ids are cache misses). The pins keep every resolved row in place.
+        let rows: Vec<Vec<u32>> = guards
+            .iter()
+            .zip(columns)
+            .map(|(g, c)| {
+                let mut r = vec![EMPTY; n];
+                g.get_batch(c, &mut r);
+                r
+            })
+            .collect();
+        const AHEAD: usize = 8;
         for (e, o) in out.iter_mut().enumerate() {
+            if e + AHEAD < n {
+                for (t, r) in self.tables.iter().zip(&rows) {
+                    if r[e + AHEAD] != EMPTY {
+                        t.prefetch(r[e + AHEAD]);
+                    }
+                }
+            }
             let mut linear = gb;
-            for (f, (t, g)) in self.tables.iter().zip(&guards).enumerate() {
+            for (f, (t, r)) in self.tables.iter().zip(&rows).enumerate() {
                 let xf = &mut x[f * w..(f + 1) * w];
-                match t.lookup(g, columns[f][e]) {
-                    Some(r) => {
+                match r[e] {
+                    EMPTY => xf.fill(0.0),
+                    r => {
                         t.load_row(r, xf);
                         if self.cfg.bias {
                             linear += t.bias(r);
                         }
                     }
-                    None => xf.fill(0.0),
                 }
             }
             *o = shape.interactions(&x, &mut sum) + linear;
