@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 import embcore
-from embcore.integrations.torch import synthetic_batches, train_steps, two_tower, watch
+from embcore.integrations.torch import (
+    synthetic_batches,
+    train_side_by_side,
+    train_steps,
+    two_tower,
+    watch,
+)
 
 
 class TimedMonitor:
@@ -67,13 +73,7 @@ def main() -> None:
             h.seconds = 0.0
         for m in monitors:
             m.seconds, m.rows = 0.0, 0
-        seconds = [0.0, 0.0]
-        for k, start in enumerate(range(0, n_batches, block)):
-            for which in (0, 1) if k % 2 == 0 else (1, 0):
-                model, optimizer, _ = runs[which]
-                started = time.perf_counter()
-                train_steps(model, optimizer, batches[start : start + block])
-                seconds[which] += time.perf_counter() - started
+        seconds = train_side_by_side(runs, batches[:n_batches], block)
         hook = sum(h.seconds for h in runs[1][2])
         observe = sum(m.seconds for m in monitors)
         sent = sum(m.rows for m in monitors)

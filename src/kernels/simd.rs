@@ -260,11 +260,24 @@ pub fn as_floats_mut(v: &mut [F4]) -> &mut [f32] {
 #[inline(always)]
 pub fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
+    let q = n / 4 * 4;
+    let (mut sdd, mut sna, mut snb) = moments_quads(&a[..q], &b[..q]);
+    for (x, y) in a[q..n].iter().zip(&b[q..n]) {
+        let d = y - x;
+        sdd += d * d;
+        sna += x * x;
+        snb += y * y;
+    }
+    (sdd, sna, snb)
+}
+
+/// `moments` of rows whose length is a multiple of four: the lane sums,
+/// then `(l0 + l2) + (l1 + l3)`. Inlined into a caller that passes slices
+/// of a compile-time length, the loop unrolls (the monitor's fixed widths).
+#[inline(always)]
+pub fn moments_quads(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
     let (mut dd, mut na, mut nb) = (F4::zero(), F4::zero(), F4::zero());
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
+    for (x, y) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
         let x = F4::from_array([x[0], x[1], x[2], x[3]]);
         let y = F4::from_array([y[0], y[1], y[2], y[3]]);
         let d = y - x;
@@ -276,14 +289,7 @@ pub fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
         let l = v.to_array();
         (l[0] + l[2]) + (l[1] + l[3])
     };
-    let (mut sdd, mut sna, mut snb) = (sum(dd), sum(na), sum(nb));
-    for (x, y) in ra.iter().zip(rb) {
-        let d = y - x;
-        sdd += d * d;
-        sna += x * x;
-        snb += y * y;
-    }
-    (sdd, sna, snb)
+    (sum(dd), sum(na), sum(nb))
 }
 
 /// Cells `4k..4k + 4` of `src`.

@@ -617,29 +617,14 @@ fn moments(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
     }
 }
 
-/// `kernels::simd::moments` of rows of exactly `4 × Q` values, with the
-/// same operations in the same order (so the same bits), unrolled.
+/// `kernels::simd::moments` of rows of exactly `4 × Q` values, unrolled
+/// (slices of a compile-time length; the same operations, so the same bits).
 #[inline(always)]
 fn moments_quads<const Q: usize>(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
-    use crate::kernels::simd::F4;
-    // Slices of a length known at compile time: the loop is unrolled.
-    let (Some(a), Some(b)) = (a.get(..4 * Q), b.get(..4 * Q)) else {
-        return crate::kernels::simd::moments(a, b);
-    };
-    let (mut dd, mut na, mut nb) = (F4::zero(), F4::zero(), F4::zero());
-    for (x, y) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
-        let x = F4::from_array([x[0], x[1], x[2], x[3]]);
-        let y = F4::from_array([y[0], y[1], y[2], y[3]]);
-        let d = y - x;
-        dd = dd + d * d;
-        na = na + x * x;
-        nb = nb + y * y;
+    match (a.get(..4 * Q), b.get(..4 * Q)) {
+        (Some(a), Some(b)) => crate::kernels::simd::moments_quads(a, b),
+        _ => crate::kernels::simd::moments(a, b),
     }
-    let sum = |v: F4| {
-        let l = v.to_array();
-        (l[0] + l[2]) + (l[1] + l[3])
-    };
-    (sum(dd), sum(na), sum(nb))
 }
 
 /// Drift, magnitude, relative magnitude, norm of one update from

@@ -502,6 +502,23 @@ def train_steps(model: Any, optimizer: Any, batches: list[tuple[Any, Any, Any]])
     return total / max(len(batches), 1)
 
 
+def train_side_by_side(
+    runs: list[tuple[Any, Any, Any]], batches: list[tuple[Any, Any, Any]], block: int
+) -> list[float]:
+    """Train the ``(model, optimizer, _)`` runs on the same batches, alternating blocks of
+    ``block`` steps (the order swapped every other block, so drifts in the machine's speed
+    fall on both alike); returns each run's seconds."""
+    seconds = [0.0] * len(runs)
+    order = list(range(len(runs)))
+    for k, start in enumerate(range(0, len(batches), block)):
+        for which in order if k % 2 == 0 else order[::-1]:
+            model, optimizer, _ = runs[which]
+            started = time.perf_counter()
+            train_steps(model, optimizer, batches[start : start + block])
+            seconds[which] += time.perf_counter() - started
+    return seconds
+
+
 def bench_torch(
     results: list[Any] | None = None,
     quick: bool = False,
@@ -560,13 +577,7 @@ def bench_torch(
                 for h in handles:
                     h.seconds, h.rows_observed = 0.0, 0
                 runs.append((model, optimizer, handles))
-            seconds = [0.0, 0.0]
-            for k, start in enumerate(range(0, n_batches, block)):
-                for which in (0, 1) if k % 2 == 0 else (1, 0):
-                    model, optimizer, _ = runs[which]
-                    started = time.perf_counter()
-                    train_steps(model, optimizer, batches[start : start + block])
-                    seconds[which] += time.perf_counter() - started
+            seconds = train_side_by_side(runs, batches, block)
             handles = runs[1][2]
             plain.append(seconds[0] / n_batches)
             watched.append(seconds[1] / n_batches)
