@@ -294,6 +294,15 @@ class Monitor:
         counts: _IntArray | None = None,
         timestamps: _IntArray | None = None,
     ) -> None: ...
+    def observe_pairs(
+        self,
+        ids: _IdArray | _Foreign,
+        before: _FloatArray | _Foreign,
+        after: _FloatArray | _Foreign,
+        counts: _IntArray | _Foreign,
+        first_seen: _IntArray | _Foreign | None = None,
+        timestamps: _IntArray | _Foreign | None = None,
+    ) -> None: ...
     def record_publish(
         self, table: EmbeddingTable, timestamp: int = 0, columns: tuple[int, int] | None = None
     ) -> int: ...

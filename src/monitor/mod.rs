@@ -1559,6 +1559,102 @@ impl Monitor {
         Ok(())
     }
 
+    /// Each row's update given as the pair (`before`, `after`), as a
+    /// trainer that holds both sees it: the same statistics, buckets and
+    /// trajectories as the training path (`UpdateObserver`), with no
+    /// previous rows kept or looked up (unlike `observe`, whose previous
+    /// rows this neither reads nor changes). `counts` are each row's
+    /// interactions so far (its count bucket), `first_seen` when each item
+    /// was first seen (its age bucket; default: `timestamps`, age 0), and
+    /// `timestamps` the update times (default: this monitor's clock, one
+    /// tick per row, as `observe`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe_pairs(
+        &self,
+        ids: &[u64],
+        before: &[f32],
+        after: &[f32],
+        cols: usize,
+        counts: &[i64],
+        first_seen: Option<&[i64]>,
+        timestamps: Option<&[i64]>,
+    ) -> Result<()> {
+        let n = ids.len();
+        if cols == 0 || cols > 65536 {
+            return Err(invalid(format!(
+                "rows must have between 1 and 65536 columns, got {cols}"
+            )));
+        }
+        for (name, rows) in [("before", before), ("after", after)] {
+            if rows.len() != n * cols {
+                return Err(invalid(format!(
+                    "ids has {n} elements but {name} has {} rows of {cols} values",
+                    rows.len() / cols
+                )));
+            }
+            if let Some(k) = rows.iter().position(|x| !x.is_finite()) {
+                return Err(invalid(format!(
+                    "{name}[{}] (id {}) has a non-finite value; nothing was recorded",
+                    k / cols,
+                    ids[k / cols]
+                )));
+            }
+        }
+        for (name, a) in [
+            ("counts", Some(counts)),
+            ("first_seen", first_seen),
+            ("timestamps", timestamps),
+        ] {
+            if let Some(a) = a {
+                if a.len() != n {
+                    return Err(invalid(format!(
+                        "ids has {n} elements but {name} has {}",
+                        a.len()
+                    )));
+                }
+            }
+        }
+        if let Some(k) = counts.iter().position(|&x| x < 0) {
+            return Err(invalid(format!(
+                "counts[{k}] = {} is negative; interaction counts are >= 0",
+                counts[k]
+            )));
+        }
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.dim != 0 && st.dim != cols {
+            return Err(invalid(format!(
+                "rows have dim {cols} but this monitor holds rows of dim {}",
+                st.dim
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        st.dim = cols;
+        let d = cols;
+        let mut sh = self.take_shard(st);
+        let base = st.clock;
+        for (k, &id) in ids.iter().enumerate() {
+            let timestamp = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
+            self.update(
+                &mut sh,
+                &RowUpdate {
+                    id,
+                    row: 0,
+                    interactions: counts[k] as u64,
+                    first_seen: first_seen.map_or(timestamp, |f| f[k]),
+                    timestamp,
+                    before: &before[k * d..(k + 1) * d],
+                    after: &after[k * d..(k + 1) * d],
+                },
+            );
+        }
+        st.clock = base.saturating_add(n as i64);
+        self.absorb_into(st, sh);
+        Ok(())
+    }
+
     /// Record every tracked item present in `table` (row and current
     /// interaction count) at `timestamp`. Returns the records kept.
     pub fn record_publish(&self, table: &EmbeddingTable, timestamp: i64) -> Result<usize> {

@@ -134,6 +134,11 @@ fn opt_ints<'py>(obj: Option<&Bound<'py, PyAny>>, name: &str) -> PyResult<Option
 /// core reports non-finite rows): float32 borrowed when C-contiguous, else
 /// copied (float64 converted).
 fn rows_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Matrix<'py>, usize, usize)> {
+    named_matrix(obj, "rows")
+}
+
+/// `rows_matrix` of the argument `name`.
+fn named_matrix<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<(Matrix<'py>, usize, usize)> {
     if let Ok(a) = obj.extract::<PyReadonlyArray2<'py, f32>>() {
         let (n, d) = (a.shape()[0], a.shape()[1]);
         return Ok((Values::of(a), n, d));
@@ -147,8 +152,8 @@ fn rows_matrix<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Matrix<'py>, usize, us
         ));
     }
     Err(crate::py::errors::type_error_msg(format!(
-        "rows must be a 2-D numpy array of float32 (one row per id), got {}; \
-         pass np.asarray(rows, dtype=np.float32)",
+        "{name} must be a 2-D numpy array of float32 (one row per id), got {}; \
+         pass np.asarray({name}, dtype=np.float32)",
         obj.repr().map(|r| r.to_string()).unwrap_or_default()
     )))
 }
@@ -414,6 +419,70 @@ impl PyMonitor {
         let counts = counts.as_ref().map(Values::as_slice);
         let timestamps = timestamps.as_ref().map(Values::as_slice);
         py.detach(|| m.observe(ids, rows, d, counts, timestamps))?;
+        Ok(())
+    }
+
+    /// Feed updates given as pairs of rows, as a trainer that holds both
+    /// sees them: `before` and `after` (float32, n × dim) are each id's row
+    /// before and after its update, `counts` (int64, n) its interactions so
+    /// far, `first_seen` (int64) when the item was first seen (default: the
+    /// update's time, age 0), `timestamps` (int64) the update times (default:
+    /// a running clock). The same statistics and trajectories as the
+    /// training path; no previous rows are kept or looked up (nor changed:
+    /// `observe`'s previous rows are left as they were), so it costs less
+    /// than `observe` when the caller has the rows before. Validated before
+    /// anything is recorded; arguments as in `observe`.
+    #[pyo3(signature = (ids, before, after, counts, first_seen=None, timestamps=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn observe_pairs(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        before: &Bound<'_, PyAny>,
+        after: &Bound<'_, PyAny>,
+        counts: &Bound<'_, PyAny>,
+        first_seen: Option<&Bound<'_, PyAny>>,
+        timestamps: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let ids = as_ndarray(ids, "ids")?;
+        let (before, after) = (as_ndarray(before, "before")?, as_ndarray(after, "after")?);
+        let counts = as_ndarray(counts, "counts")?;
+        let first_seen = first_seen
+            .map(|t| as_ndarray(t, "first_seen"))
+            .transpose()?;
+        let timestamps = timestamps
+            .map(|t| as_ndarray(t, "timestamps"))
+            .transpose()?;
+        let ids = args::ids(&ids, "ids")?;
+        let (before, n, d) = named_matrix(&before, "before")?;
+        let (after, n_after, d_after) = named_matrix(&after, "after")?;
+        if (n_after, d_after) != (n, d) {
+            return Err(invalid(format!(
+                "before has shape ({n}, {d}) but after has shape ({n_after}, {d_after}); \
+                 pass one row before and one after per id"
+            ))
+            .into());
+        }
+        let counts = opt_ints(Some(&counts), "counts")?.expect("given");
+        let first_seen = opt_ints(first_seen.as_ref(), "first_seen")?;
+        let timestamps = opt_ints(timestamps.as_ref(), "timestamps")?;
+        let ids = ids.as_slice();
+        if ids.len() != n {
+            return Err(invalid(format!(
+                "ids has {} elements but before has {n} rows",
+                ids.len()
+            ))
+            .into());
+        }
+        let (m, before, after, counts) = (
+            &self.inner,
+            before.as_slice(),
+            after.as_slice(),
+            counts.as_slice(),
+        );
+        let first_seen = first_seen.as_ref().map(Values::as_slice);
+        let timestamps = timestamps.as_ref().map(Values::as_slice);
+        py.detach(|| m.observe_pairs(ids, before, after, d, counts, first_seen, timestamps))?;
         Ok(())
     }
 
