@@ -65,10 +65,10 @@ def test_pairs_give_the_statistics_observe_gives(
     ta, tb = by_observe.trajectories(), by_pairs.trajectories()
     for key in ("ids", "counts", "timestamps"):
         np.testing.assert_array_equal(ta[key], tb[key])
-    # Records after the first update hold the same rows. At count 1, observe's record is the
+    # Records after the first hold the same rows. At its first milestone, observe's record is the
     # reference row it was given with that count; observe_pairs records the row after the
     # update, as training does.
-    later = ta["counts"] > 1
+    later = _after_first_record(ta["ids"], ta["counts"])
     np.testing.assert_array_equal(ta["rows"][later], tb["rows"][later])
 
 
@@ -133,3 +133,11 @@ def test_pairs_of_another_dimension_are_refused() -> None:
             np.ones((1, 3), dtype=np.float32),
             np.array([1]),
         )
+
+
+def _after_first_record(ids: np.ndarray, counts: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+    """Records other than each item's first (lowest count)."""
+    first = {}
+    for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+        first[i] = min(c, first.get(i, c))
+    return np.array([c > first[i] for i, c in zip(ids.tolist(), counts.tolist(), strict=True)])

@@ -122,6 +122,35 @@ def reference_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -
         )
 
 
+def reference_pairs_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -> None:
+    """The hand-written observe_pairs: each step's touched rows before and after it, their
+    lookups so far and the step of their first sight."""
+    from embcore.tables_io import id_hash
+
+    if sample < 1.0:
+        kept = id_hash(ids.astype(np.uint64)) < np.uint64(int(sample * 2.0**64))
+    first = np.full(emb.weight.shape[0], -1, np.int64)
+    counts = np.zeros(emb.weight.shape[0], np.int64)
+    for k, index in enumerate(index_batches):
+        opt.zero_grad()
+        (emb(index) ** 2).sum().backward()
+        rows = np.unique(index.numpy())
+        if sample < 1.0:
+            rows = rows[kept[rows]]
+        np.add.at(counts, index.numpy(), 1)
+        first[rows[first[rows] < 0]] = k
+        before = emb.weight.detach().numpy()[rows].copy()
+        opt.step()
+        monitor.observe_pairs(
+            ids[rows],
+            before,
+            emb.weight.detach().numpy()[rows].copy(),
+            counts[rows],
+            first_seen=first[rows],
+            timestamps=np.full(rows.size, k + 1, np.int64),
+        )
+
+
 @pytest.mark.parametrize(
     ("mode", "sample"), [("auto", 1.0), ("grad", 1.0), ("batch", 1.0), ("auto", 0.5), ("grad", 0.5)]
 )
@@ -129,21 +158,38 @@ def test_same_monitor_as_the_hand_written_observe(mode: str, sample: float) -> N
     ids = np.arange(200, dtype=np.uint64)[::-1].copy()
     index_batches = batches(200, 30, 64, seed=2)
     results = []
-    for hooked in (True, False):
+    for loop in ("hooked", reference_pairs_loop, reference_loop):
         torch.manual_seed(1)
         emb = torch.nn.Embedding(200, 8, sparse=True)
         opt = torch.optim.Adagrad(emb.parameters(), lr=0.1)
         monitor = embcore.Monitor(sample_rate=0.2)
-        if hooked:
+        if loop == "hooked":
             handle = watch(emb, monitor, ids=ids, optimizer=opt, rows=mode, sample=sample)
             for index in index_batches:
                 step(emb, opt, index)
             handle.remove()
         else:
-            reference_loop(emb, opt, monitor, index_batches, ids, sample)
+            loop(emb, opt, monitor, index_batches, ids, sample)
         results.append(monitor)
-    assert 0 < results[0].summary()["updates"]
-    assert results[0].to_bytes() == results[1].to_bytes()
+    hooked, pairs, observed = results
+    assert 0 < hooked.summary()["updates"]
+    # The hook hands an embcore.Monitor (before, after) pairs: the same state, byte for byte,
+    # as the hand-written pairs loop...
+    assert hooked.to_bytes() == pairs.to_bytes()
+    # ... and the same statistics and records as the hand-written observe loop, which makes
+    # the monitor keep and look up the previous rows itself (it also records, at an item's
+    # first milestone, the reference row and its time before the step, where the pairs
+    # record the row after that update and its time).
+    a, b = hooked.summary(), observed.summary()
+    a.pop("memory_bytes"), b.pop("memory_bytes")
+    np.testing.assert_equal(a, b)
+    ta, tb = hooked.trajectories(), observed.trajectories()
+    for key in ("ids", "counts"):
+        np.testing.assert_array_equal(ta[key], tb[key])
+    later = _after_first_record(ta["ids"], ta["counts"])
+    assert later.sum() > 10
+    for key in ("rows", "timestamps"):
+        np.testing.assert_array_equal(ta[key][later], tb[key][later])
 
 
 def test_a_step_that_raises_still_sends_its_first_sightings() -> None:
@@ -276,3 +322,11 @@ def test_docstring_examples() -> None:
 
     failures, _ = doctest.testmod(module, report=False)
     assert failures == 0
+
+
+def _after_first_record(ids: np.ndarray, counts: np.ndarray) -> np.ndarray:  # type: ignore[type-arg]
+    """Records other than each item's first (lowest count)."""
+    first = {}
+    for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+        first[i] = min(c, first.get(i, c))
+    return np.array([c > first[i] for i, c in zip(ids.tolist(), counts.tolist(), strict=True)])

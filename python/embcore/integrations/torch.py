@@ -22,16 +22,19 @@ Design notes
   rows. ``padding_idx`` is never counted. With a dense
   gradient and an optimizer that has momentum or weight decay, rows outside the batch move too:
   those moves are not observed (monitor whole tables with ``embcore track``).
-* **The first update counts.** Rows never observed are copied before the step (the monitor's
-  reference for the update that follows); after the step one ``observe`` call sends them, then
-  every touched row as it is now, so every update, the first included, is compared with the row
-  before it (the monitor takes a call's rows in order: the same as two calls).
+* **The first update counts.** With an ``embcore.Monitor`` every touched row is copied before
+  the step and one ``observe_pairs`` call after it hands over each row before and after its
+  update (the monitor keeps and looks up no previous rows). Any other monitor gets ``observe``:
+  rows never observed are copied before the step (the reference for the update that follows);
+  after the step one ``observe`` call sends them, then every touched row as it is now (the
+  monitor takes a call's rows in order: the same as two calls). Either way every update, the
+  first included, is compared with the row before it.
 * **Counts and time.** ``counts`` passed to the monitor are each row's lookups in training
   batches so far (its interaction count); ``timestamps`` the step number (or ``clock()``).
 * **Cost.** Per step: the batch indices as a zero-copy numpy view, one sort for the touched
   rows, one ``np.add.at`` for the counts, one row gather (``np.take`` on the weight's zero-copy
-  view) into a reused buffer before the step (first sightings only) and one after it, one id
-  map and one ``Monitor.observe`` (one FFI call, in Rust); no Python loop over rows and no
+  view) into a reused buffer before the step and one after it, one id map and one
+  ``Monitor.observe_pairs`` (one FFI call, in Rust); no Python loop over rows and no
   per-step allocation of a row matrix. With ``sample < 1`` the lookups are filtered first, so
   all of it scales with ``sample``. The arrays passed to ``observe`` are reused at the next step
   (``embcore.Monitor`` copies what it keeps). ``bench_torch`` measures the hook against the
@@ -109,6 +112,11 @@ class Watch:
         # dispatch costs tens.
         self._counts = np.zeros(n, dtype=np.int64)
         self._seen = np.zeros(n, dtype=bool)
+        # An embcore.Monitor takes each step's rows as (before, after) pairs: it then keeps
+        # and looks up no previous rows (about a third of observe's cost). Other monitors get
+        # observe calls.
+        self._pairs = callable(getattr(monitor, "observe_pairs", None))
+        self._first = np.zeros(n if self._pairs else 0, dtype=np.int64)
         self._batch: list[Any] = []
         self._buffers = _Buffers(int(self.weight.shape[1]))
         self._pending: tuple[int, int] | None = None  # (fresh rows, rows) in the buffers
@@ -220,6 +228,21 @@ class Watch:
             touched = touched[self._in_sample[touched]]
         fresh = touched[~self._seen[touched]]
         self._seen[fresh] = True
+        if self._pairs:
+            # Every touched row as it is now (its row before the update), its count and first
+            # sight; the rows after the step follow in the post-hook.
+            self._first[fresh] = self._now()
+            t = touched.size
+            b = self._buffers.reserve(t)
+            b.index[:t] = touched
+            self._gather(touched, b.before[:t])
+            counts = np.take(self._counts, touched, out=b.counts[:t])
+            if from_grad:
+                np.maximum(counts, 1, out=counts)
+            np.take(self._first, touched, out=b.first[:t])
+            self._pending = (0, t)
+            self.seconds += time.perf_counter() - started
+            return
         # One observe call after the step sends the fresh rows as they are now (copied here,
         # first), then every touched row as it will be: the monitor takes a call's rows in
         # order, so the first update counts as with two calls, for one FFI call and one id
@@ -268,7 +291,22 @@ class Watch:
         started = time.perf_counter()
         self.steps += 1
         pending, self._pending = self._pending, None
-        if pending is not None:
+        if pending is not None and self._pairs:
+            t = pending[1]
+            b = self._buffers
+            self._gather(b.index[:t], b.rows[:t])
+            b.timestamps[:t] = self._now()
+            if t:
+                self.monitor.observe_pairs(
+                    self._ids(b.index[:t]),
+                    b.before[:t],
+                    b.rows[:t],
+                    b.counts[:t],
+                    first_seen=b.first[:t],
+                    timestamps=b.timestamps[:t],
+                )
+            self.rows_observed += t
+        elif pending is not None:
             nf, k = pending
             b = self._buffers
             self._gather(b.index[nf:k], b.rows[nf:k])
@@ -284,7 +322,7 @@ class Watch:
         """Observe the fresh rows of a step whose post-hook never ran (its ``step`` raised, or
         the hooks were removed in between), so the monitor keeps their reference rows."""
         pending, self._pending = self._pending, None
-        if pending is not None:
+        if pending is not None and not self._pairs:  # pairs need no reference rows
             self._send(pending[0])
 
     def _send(self, k: int) -> None:
@@ -319,7 +357,9 @@ class _Buffers:
             self.index = np.empty(self.size, dtype=np.int64)
             self.counts = np.empty(self.size, dtype=np.int64)
             self.timestamps = np.empty(self.size, dtype=np.int64)
+            self.first = np.empty(self.size, dtype=np.int64)
             self.rows = np.empty((self.size, self.dim), dtype=np.float32)
+            self.before = np.empty((self.size, self.dim), dtype=np.float32)
         return self
 
 
@@ -382,7 +422,9 @@ def watch(
     embedding : torch.nn.Embedding or torch.nn.EmbeddingBag
         Any module with a 2-D ``weight`` whose first input holds row indices.
     monitor : embcore.Monitor
-        Receives ``observe(ids, rows, counts, timestamps)`` after each step.
+        Receives ``observe_pairs(ids, before, after, counts, first_seen, timestamps)`` after
+        each step when it has that method (an ``embcore.Monitor``), else
+        ``observe(ids, rows, counts, timestamps)``.
     ids : array of n ids, callable, or None
         Row index → the team's id (``ids[row]``, or ``ids(rows)`` for a numpy array of rows);
         None: the row index is the id.
