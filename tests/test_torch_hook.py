@@ -86,14 +86,14 @@ def test_observes_exactly_the_rows_each_step_changed() -> None:
         np.testing.assert_array_equal(call["counts"], np.bincount(seen, minlength=50)[rows])
 
 
-def reference_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -> None:
-    """The hand-written observe: before each step the rows never seen, after it the touched
-    (with ``sample < 1``: only the rows whose id hashes below ``sample * 2**64``)."""
+def reference_steps(emb, opt, index_batches, ids, sample: float = 1.0):
+    """Each step's gradient, then ``(k, rows, counts)``: its touched rows (with ``sample < 1``:
+    only those whose id hashes below ``sample * 2**64``) and every row's lookups so far; the
+    caller observes and steps."""
     from embcore.tables_io import id_hash
 
     if sample < 1.0:
         kept = id_hash(ids.astype(np.uint64)) < np.uint64(int(sample * 2.0**64))
-    seen = np.zeros(emb.weight.shape[0], bool)
     counts = np.zeros(emb.weight.shape[0], np.int64)
     for k, index in enumerate(index_batches):
         opt.zero_grad()
@@ -102,6 +102,13 @@ def reference_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -
         if sample < 1.0:
             rows = rows[kept[rows]]
         np.add.at(counts, index.numpy(), 1)
+        yield k, rows, counts
+
+
+def reference_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -> None:
+    """The hand-written observe: before each step the rows never seen, after it the touched."""
+    seen = np.zeros(emb.weight.shape[0], bool)
+    for k, rows, counts in reference_steps(emb, opt, index_batches, ids, sample):
         fresh = rows[~seen[rows]]
         w = emb.weight.detach().numpy()
         if fresh.size:
@@ -125,19 +132,8 @@ def reference_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -
 def reference_pairs_loop(emb, opt, monitor, index_batches, ids, sample: float = 1.0) -> None:
     """The hand-written observe_pairs: each step's touched rows before and after it, their
     lookups so far and the step of their first sight."""
-    from embcore.tables_io import id_hash
-
-    if sample < 1.0:
-        kept = id_hash(ids.astype(np.uint64)) < np.uint64(int(sample * 2.0**64))
     first = np.full(emb.weight.shape[0], -1, np.int64)
-    counts = np.zeros(emb.weight.shape[0], np.int64)
-    for k, index in enumerate(index_batches):
-        opt.zero_grad()
-        (emb(index) ** 2).sum().backward()
-        rows = np.unique(index.numpy())
-        if sample < 1.0:
-            rows = rows[kept[rows]]
-        np.add.at(counts, index.numpy(), 1)
+    for k, rows, counts in reference_steps(emb, opt, index_batches, ids, sample):
         first[rows[first[rows] < 0]] = k
         before = emb.weight.detach().numpy()[rows].copy()
         opt.step()

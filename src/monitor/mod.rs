@@ -443,6 +443,64 @@ struct ShardTrack {
     last: i64,
 }
 
+/// The checks of `observe` and `observe_pairs`, made before any state
+/// changes: a row width the monitor takes, ...
+fn check_columns(cols: usize) -> Result<()> {
+    if cols == 0 || cols > 65536 {
+        return Err(invalid(format!(
+            "rows must have between 1 and 65536 columns, got {cols}"
+        )));
+    }
+    Ok(())
+}
+
+/// ... `n` rows of `cols` values in `rows` (the argument `name`), ...
+fn check_shape(name: &str, n: usize, rows: &[f32], cols: usize) -> Result<()> {
+    if rows.len() != n * cols {
+        return Err(invalid(format!(
+            "ids has {n} elements but {name} has {} rows",
+            rows.len() / cols
+        )));
+    }
+    Ok(())
+}
+
+/// ... finite values only, ...
+fn check_finite(name: &str, ids: &[u64], rows: &[f32], cols: usize) -> Result<()> {
+    if let Some(k) = rows.iter().position(|x| !x.is_finite()) {
+        return Err(invalid(format!(
+            "{name}[{}] (id {}) has a non-finite value; nothing was recorded",
+            k / cols,
+            ids[k / cols]
+        )));
+    }
+    Ok(())
+}
+
+/// ... one value per id in each given array, ...
+fn check_lengths<const K: usize>(n: usize, arrays: [(&str, Option<&[i64]>); K]) -> Result<()> {
+    for (name, a) in arrays {
+        if let Some(a) = a.filter(|a| a.len() != n) {
+            return Err(invalid(format!(
+                "ids has {n} elements but {name} has {}",
+                a.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// ... and no negative interaction count.
+fn check_counts(counts: &[i64]) -> Result<()> {
+    if let Some(k) = counts.iter().position(|&x| x < 0) {
+        return Err(invalid(format!(
+            "counts[{k}] = {} is negative; interaction counts are >= 0",
+            counts[k]
+        )));
+    }
+    Ok(())
+}
+
 /// `make_room` runs once the retired items number at least
 /// 1/`ROOM_BATCH` of the tracked items (5%).
 const ROOM_BATCH: usize = 20;
@@ -1193,6 +1251,19 @@ impl Monitor {
         &self.plan.cfg
     }
 
+    /// The state, once rows of `cols` values fit it (any width before the
+    /// first rows).
+    fn lock_for_dim(&self, cols: usize) -> Result<MutexGuard<'_, State>> {
+        let st = self.lock();
+        if st.dim != 0 && st.dim != cols {
+            return Err(invalid(format!(
+                "rows have dim {cols} but this monitor holds rows of dim {}",
+                st.dim
+            )));
+        }
+        Ok(st)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-merged
         // in a way that matters more than losing the monitor: keep going.
@@ -1419,48 +1490,15 @@ impl Monitor {
         timestamps: Option<&[i64]>,
     ) -> Result<()> {
         let n = ids.len();
-        if cols == 0 || cols > 65536 {
-            return Err(invalid(format!(
-                "rows must have between 1 and 65536 columns, got {cols}"
-            )));
+        check_columns(cols)?;
+        check_shape("rows", n, rows, cols)?;
+        check_lengths(n, [("counts", counts), ("timestamps", timestamps)])?;
+        if let Some(c) = counts {
+            check_counts(c)?;
         }
-        if rows.len() != n * cols {
-            return Err(invalid(format!(
-                "ids has {n} elements but rows has {} rows",
-                rows.len() / cols
-            )));
-        }
-        for (name, a) in [("counts", counts), ("timestamps", timestamps)] {
-            if let Some(a) = a {
-                if a.len() != n {
-                    return Err(invalid(format!(
-                        "ids has {n} elements but {name} has {}",
-                        a.len()
-                    )));
-                }
-            }
-        }
-        if let Some(k) = counts.and_then(|c| c.iter().position(|&x| x < 0)) {
-            return Err(invalid(format!(
-                "counts[{k}] = {} is negative; interaction counts are >= 0",
-                counts.map_or(0, |c| c[k])
-            )));
-        }
-        if let Some(k) = rows.iter().position(|x| !x.is_finite()) {
-            return Err(invalid(format!(
-                "rows[{}] (id {}) has a non-finite value; nothing was recorded",
-                k / cols,
-                ids[k / cols]
-            )));
-        }
-        let mut guard = self.lock();
+        check_finite("rows", ids, rows, cols)?;
+        let mut guard = self.lock_for_dim(cols)?;
         let st = &mut *guard;
-        if st.dim != 0 && st.dim != cols {
-            return Err(invalid(format!(
-                "rows have dim {cols} but this monitor holds rows of dim {}",
-                st.dim
-            )));
-        }
         if n == 0 {
             return Ok(());
         }
@@ -1580,54 +1618,22 @@ impl Monitor {
         timestamps: Option<&[i64]>,
     ) -> Result<()> {
         let n = ids.len();
-        if cols == 0 || cols > 65536 {
-            return Err(invalid(format!(
-                "rows must have between 1 and 65536 columns, got {cols}"
-            )));
-        }
+        check_columns(cols)?;
         for (name, rows) in [("before", before), ("after", after)] {
-            if rows.len() != n * cols {
-                return Err(invalid(format!(
-                    "ids has {n} elements but {name} has {} rows of {cols} values",
-                    rows.len() / cols
-                )));
-            }
-            if let Some(k) = rows.iter().position(|x| !x.is_finite()) {
-                return Err(invalid(format!(
-                    "{name}[{}] (id {}) has a non-finite value; nothing was recorded",
-                    k / cols,
-                    ids[k / cols]
-                )));
-            }
+            check_shape(name, n, rows, cols)?;
+            check_finite(name, ids, rows, cols)?;
         }
-        for (name, a) in [
-            ("counts", Some(counts)),
-            ("first_seen", first_seen),
-            ("timestamps", timestamps),
-        ] {
-            if let Some(a) = a {
-                if a.len() != n {
-                    return Err(invalid(format!(
-                        "ids has {n} elements but {name} has {}",
-                        a.len()
-                    )));
-                }
-            }
-        }
-        if let Some(k) = counts.iter().position(|&x| x < 0) {
-            return Err(invalid(format!(
-                "counts[{k}] = {} is negative; interaction counts are >= 0",
-                counts[k]
-            )));
-        }
-        let mut guard = self.lock();
+        check_lengths(
+            n,
+            [
+                ("counts", Some(counts)),
+                ("first_seen", first_seen),
+                ("timestamps", timestamps),
+            ],
+        )?;
+        check_counts(counts)?;
+        let mut guard = self.lock_for_dim(cols)?;
         let st = &mut *guard;
-        if st.dim != 0 && st.dim != cols {
-            return Err(invalid(format!(
-                "rows have dim {cols} but this monitor holds rows of dim {}",
-                st.dim
-            )));
-        }
         if n == 0 {
             return Ok(());
         }

@@ -663,6 +663,17 @@ impl EmbeddingTable {
     /// Hint the CPU to fetch a row's weights, state and metadata.
     #[inline(always)]
     pub fn prefetch(&self, r: u32) {
+        self.prefetch_lines(r, true);
+    }
+
+    /// `prefetch` without the optimizer state, for readers (scoring).
+    #[inline(always)]
+    pub fn prefetch_for_read(&self, r: u32) {
+        self.prefetch_lines(r, false);
+    }
+
+    #[inline(always)]
+    fn prefetch_lines(&self, r: u32, with_state: bool) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -685,7 +696,7 @@ impl EmbeddingTable {
                     off += 64;
                 }
                 _mm_prefetch(m, _MM_HINT_T0);
-                if self.state_width > 0 {
+                if with_state && self.state_width > 0 {
                     let s = self
                         .state
                         .as_ptr()
@@ -700,7 +711,7 @@ impl EmbeddingTable {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = r;
+        let _ = (r, with_state);
     }
 
     /// `prefetch` with the row width known to the caller (`n` vectors of

@@ -354,7 +354,7 @@ impl FieldModel {
             if e + AHEAD < n {
                 for (t, r) in self.tables.iter().zip(&rows) {
                     if r[e + AHEAD] != EMPTY {
-                        t.prefetch(r[e + AHEAD]);
+                        t.prefetch_for_read(r[e + AHEAD]);
                     }
                 }
             }

@@ -228,35 +228,27 @@ class Watch:
             touched = touched[self._in_sample[touched]]
         fresh = touched[~self._seen[touched]]
         self._seen[fresh] = True
-        if self._pairs:
-            # Every touched row as it is now (its row before the update), its count and first
-            # sight; the rows after the step follow in the post-hook.
-            self._first[fresh] = self._now()
-            t = touched.size
-            b = self._buffers.reserve(t)
-            b.index[:t] = touched
-            self._gather(touched, b.before[:t])
-            counts = np.take(self._counts, touched, out=b.counts[:t])
-            if from_grad:
-                np.maximum(counts, 1, out=counts)
-            np.take(self._first, touched, out=b.first[:t])
-            self._pending = (0, t)
-            self.seconds += time.perf_counter() - started
-            return
-        # One observe call after the step sends the fresh rows as they are now (copied here,
-        # first), then every touched row as it will be: the monitor takes a call's rows in
-        # order, so the first update counts as with two calls, for one FFI call and one id
-        # map per step. Everything but the rows after the step is filled in here.
-        nf, k = fresh.size, fresh.size + touched.size
+        # Everything but the rows after the step is filled in here. With pairs: every touched
+        # row as it is now (its row before the update) and its first sight. With observe: the
+        # fresh rows as they are now (copied here, first), then every touched row as it will
+        # be: the monitor takes a call's rows in order, so the first update counts as with two
+        # calls, for one FFI call and one id map per step.
+        nf = 0 if self._pairs else fresh.size
+        k = nf + touched.size
         b = self._buffers.reserve(k)
         index = b.index[:k]
-        index[:nf] = fresh
+        index[:nf] = fresh[:nf]
         index[nf:] = touched
-        self._gather(fresh, b.rows[:nf])
+        if self._pairs:
+            self._first[fresh] = self._now()
+            self._gather(touched, b.before[:k])
+            np.take(self._first, touched, out=b.first[:k])
+        else:
+            self._gather(fresh, b.rows[:nf])
+            b.timestamps[:nf] = self._now()
         counts = np.take(self._counts, index, out=b.counts[:k])
         if from_grad:  # a row moved by its gradient alone has no lookup yet: count it once
             np.maximum(counts, 1, out=counts)
-        b.timestamps[:nf] = self._now()
         self._pending = (nf, k)
         self.seconds += time.perf_counter() - started
 
@@ -291,27 +283,22 @@ class Watch:
         started = time.perf_counter()
         self.steps += 1
         pending, self._pending = self._pending, None
-        if pending is not None and self._pairs:
-            t = pending[1]
-            b = self._buffers
-            self._gather(b.index[:t], b.rows[:t])
-            b.timestamps[:t] = self._now()
-            if t:
-                self.monitor.observe_pairs(
-                    self._ids(b.index[:t]),
-                    b.before[:t],
-                    b.rows[:t],
-                    b.counts[:t],
-                    first_seen=b.first[:t],
-                    timestamps=b.timestamps[:t],
-                )
-            self.rows_observed += t
-        elif pending is not None:
+        if pending is not None:
             nf, k = pending
             b = self._buffers
             self._gather(b.index[nf:k], b.rows[nf:k])
             b.timestamps[nf:k] = self._now()
-            self._send(k)
+            if not self._pairs:
+                self._send(k)
+            elif k:
+                self.monitor.observe_pairs(
+                    self._ids(b.index[:k]),
+                    b.before[:k],
+                    b.rows[:k],
+                    b.counts[:k],
+                    first_seen=b.first[:k],
+                    timestamps=b.timestamps[:k],
+                )
             self.rows_observed += k - nf
         self.seconds += time.perf_counter() - started
 
