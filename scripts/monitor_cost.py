@@ -2,6 +2,7 @@
 
     python scripts/monitor_cost.py train     # training with the monitor on / off
     python scripts/monitor_cost.py observe   # Monitor.observe, ns per row, three id counts
+    python scripts/monitor_cost.py pairs     # Monitor.observe_pairs on cache-cold state
 
 ``train``: the ``train_adagrad_1t`` / ``train_adagrad_monitor_1t`` workload of
 ``embcore bench --only training`` (1M x 1M ids, Zipf(1.2) items, d=32, one thread) with
@@ -9,7 +10,11 @@
 ``observe``: ``bench.bench_monitor_observe``'s workload (3,000 rows of d=32 per call,
 gathered just before the call, ids all observed once before) for 20k, 200k and 1M ids,
 best of ``--repeats`` thread CPU times of the calls, next to the numpy gather and scatter
-of the same rows. Runs against whichever embcore is installed (to compare two builds).
+of the same rows. ``pairs``: what the PyTorch hook's call meets, ``observe_pairs`` of 650
+(before, after) rows of d=32 from 50k ids after ``--evict-mib`` MiB (default 64) of other
+memory was written (the model's step in between evicts the monitor's state from the
+caches), two monitors alternated as the two towers are; best of ``--repeats`` thread CPU
+times. Runs against whichever embcore is installed (to compare two builds).
 """
 
 from __future__ import annotations
@@ -79,12 +84,46 @@ def observe(repeats: int) -> None:
         )
 
 
+def pairs(repeats: int, evict_mib: int = 64) -> None:
+    rng = np.random.default_rng(12)
+    pool, per, calls, d = 50_000, 650, 200, bench.DIM
+    monitors = [embcore.Monitor(sample_rate=0.01) for _ in range(2)]
+    table = rng.normal(size=(pool, d)).astype(np.float32)
+    ids = bench.sparse_ids(np.arange(pool))
+    counts = np.zeros(pool, dtype=np.int64)
+    other = np.zeros(max(evict_mib, 1) << 20, dtype=np.uint8)
+    batches = [np.sort(rng.choice(pool, per, replace=False)) for _ in range(calls)]
+    best = float("inf")
+    for _ in range(repeats):
+        spent = 0.0
+        for k, b in enumerate(batches):
+            before = table[b]  # gathered before the step
+            if evict_mib:
+                other += 1  # the step
+            after = before + np.float32(1e-3) * rng.standard_normal(before.shape, np.float32)
+            table[b] = after  # gathered after it
+            counts[b] += 1
+            t0 = time.thread_time()
+            monitors[k % 2].observe_pairs(ids[b], before, after, counts[b])
+            spent += time.thread_time() - t0
+        best = min(best, spent)
+    print(
+        f"pairs: {1e9 * best / (per * calls):.1f} ns/row after {evict_mib} MiB written between "
+        f"calls "
+        f"(best of {repeats}, thread CPU time)"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=["train", "observe"])
+    p.add_argument("what", choices=["train", "observe", "pairs"])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--evict-mib", type=int, default=64, help="pairs: MiB written between calls")
     a = p.parse_args()
-    train(a.repeats) if a.what == "train" else observe(a.repeats)
+    if a.what == "pairs":
+        pairs(a.repeats, a.evict_mib)
+    else:
+        {"train": train, "observe": observe}[a.what](a.repeats)
 
 
 if __name__ == "__main__":

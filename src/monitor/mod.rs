@@ -467,6 +467,22 @@ fn check_shape(name: &str, n: usize, rows: &[f32], cols: usize) -> Result<()> {
 
 /// ... finite values only, ...
 fn check_finite(name: &str, ids: &[u64], rows: &[f32], cols: usize) -> Result<()> {
+    // A pass of integer and/sub/or that the compiler vectorises with SSE2
+    // (`position` alone exits early and stays scalar: 2/5 of
+    // `observe_pairs`' instructions): a value is finite when its magnitude
+    // bits are at most f32::MAX's, i.e. when MAX − magnitude keeps the sign
+    // bit clear. The first bad value is looked for only when there is one.
+    let mut bad = [0u32; 8];
+    let mut chunks = rows.chunks_exact(8);
+    for c in &mut chunks {
+        for (b, x) in bad.iter_mut().zip(c) {
+            *b |= 0x7f7f_ffffu32.wrapping_sub(x.to_bits() & 0x7fff_ffff);
+        }
+    }
+    let all_finite = bad.iter().fold(0, |a, &b| a | b) >> 31 == 0;
+    if all_finite && chunks.remainder().iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
     if let Some(k) = rows.iter().position(|x| !x.is_finite()) {
         return Err(invalid(format!(
             "{name}[{}] (id {}) has a non-finite value; nothing was recorded",
@@ -492,6 +508,10 @@ fn check_lengths<const K: usize>(n: usize, arrays: [(&str, Option<&[i64]>); K]) 
 
 /// ... and no negative interaction count.
 fn check_counts(counts: &[i64]) -> Result<()> {
+    // As in `check_finite`: a vectorised minimum first.
+    if counts.iter().fold(0i64, |m, &x| m.min(x)) >= 0 {
+        return Ok(());
+    }
     if let Some(k) = counts.iter().position(|&x| x < 0) {
         return Err(invalid(format!(
             "counts[{k}] = {} is negative; interaction counts are >= 0",
@@ -2129,6 +2149,59 @@ mod tests {
                 [y.0.to_bits(), y.1.to_bits(), y.2.to_bits()],
                 "{d}"
             );
+        }
+    }
+
+    #[test]
+    fn the_vectorised_finite_check_finds_every_non_finite_value() {
+        let bad = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::from_bits(0x7f80_0001),
+            f32::from_bits(0xffff_ffff),
+        ];
+        let good = [
+            0.0f32,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            -1.5,
+        ];
+        for n in [1usize, 7, 8, 9, 16, 31, 64, 67] {
+            let cols = if n % 8 == 0 { 8 } else { 1 };
+            let ids: Vec<u64> = (0..(n / cols) as u64).map(|k| 100 + k).collect();
+            let rows: Vec<f32> = (0..n).map(|k| good[k % good.len()]).collect();
+            assert!(check_finite("rows", &ids, &rows, cols).is_ok(), "{n}");
+            for at in 0..n {
+                for &v in &bad {
+                    let mut r = rows.clone();
+                    r[at] = v;
+                    let msg = check_finite("rows", &ids, &r, cols)
+                        .unwrap_err()
+                        .to_string();
+                    let want = format!("rows[{}] (id {})", at / cols, ids[at / cols]);
+                    assert!(msg.contains(&want), "{n} {at} {v}: {msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_vectorised_count_check_finds_the_first_negative_count() {
+        assert!(check_counts(&[0, 1, i64::MAX]).is_ok());
+        assert!(check_counts(&[]).is_ok());
+        for n in 1..20 {
+            for at in 0..n {
+                let mut c = vec![3i64; n];
+                c[at] = -1;
+                c[n - 1] = if at == n - 1 { -1 } else { i64::MIN };
+                let msg = check_counts(&c).unwrap_err().to_string();
+                assert!(msg.contains(&format!("counts[{at}]")), "{n} {at}: {msg}");
+            }
         }
     }
 
