@@ -593,6 +593,9 @@ pub struct Shard {
     records: Vec<Record>,
     record_rows: Vec<f32>,
     room: usize,
+    /// The distinct-item sightings went straight into the monitor's own
+    /// registers (`Monitor::take_direct_shard`): `hll` is untouched zeros.
+    hll_direct: bool,
     /// Statistics not yet added to the groups (see `Monitor::flush`).
     pending: Pending,
     dropped: u64,
@@ -616,6 +619,7 @@ impl Shard {
             records: Vec::new(),
             record_rows: Vec::new(),
             room: 0,
+            hll_direct: false,
             pending: Pending::new(),
             dropped: 0,
             latest: i64::MIN,
@@ -624,7 +628,10 @@ impl Shard {
 
     /// Reset for reuse (the groups were emptied by `Group::drain`).
     fn clear(&mut self) {
-        self.hll.fill(0);
+        if !self.hll_direct {
+            self.hll.fill(0);
+        }
+        self.hll_direct = false;
         self.updates = 0;
         self.skipped = 0;
         self.dim = 0;
@@ -1352,8 +1359,10 @@ impl Monitor {
         // the training loop each was a cache miss the loop waited for; here
         // the updates are independent and overlap (max is order-free: the
         // same registers).
-        for &h in &q.hash[..n] {
-            hll_add(&mut sh.hll, h);
+        if !sh.hll_direct {
+            for &h in &q.hash[..n] {
+                hll_add(&mut sh.hll, h);
+            }
         }
         statistics_batch(&q.dd, &q.na, &q.nb, &mut q.stats);
         for (keys, values) in q.keys.iter_mut().zip(&q.stats) {
@@ -1452,6 +1461,23 @@ impl Monitor {
         sh
     }
 
+    /// A shard for a call that holds the state's lock from its checks to
+    /// its `absorb_into` (`observe`, `observe_pairs`), every one of whose
+    /// `ids` is an update or a first sighting: their distinct-item
+    /// sightings go straight into the monitor's registers here (max is
+    /// order-free: the same registers as through the shard), which spares
+    /// the shard's 16 KiB of registers, their merge and their clearing —
+    /// three passes over memory a training step in between has evicted.
+    fn take_direct_shard(&self, st: &mut State, ids: &[u64]) -> Box<Shard> {
+        let mut sh = self.take_shard(st);
+        let reg: &mut [u8; HLL_SIZE] = (&mut st.hll[..]).try_into().expect("HLL_SIZE registers");
+        for &id in ids {
+            hll_add(reg, self.plan.hash(id));
+        }
+        sh.hll_direct = true;
+        sh
+    }
+
     fn absorb_into(&self, st: &mut State, mut sh: Box<Shard>) {
         self.flush(&mut sh);
         for (dst, src) in st.groups.iter_mut().zip(sh.groups.iter_mut()) {
@@ -1459,8 +1485,10 @@ impl Monitor {
                 a.drain(b);
             }
         }
-        for (a, b) in st.hll.iter_mut().zip(sh.hll.iter()) {
-            *a = (*a).max(*b);
+        if !sh.hll_direct {
+            for (a, b) in st.hll.iter_mut().zip(sh.hll.iter()) {
+                *a = (*a).max(*b);
+            }
         }
         // The training path cannot fail, so its counters saturate (merge,
         // which can, refuses to overflow instead).
@@ -1524,7 +1552,7 @@ impl Monitor {
         }
         st.dim = cols;
         let d = cols;
-        let mut sh = self.take_shard(st);
+        let mut sh = self.take_direct_shard(st, ids);
         let base = st.clock;
         // Blocks of rows, two passes each. The first resolves each row's
         // previous row in order (a repeat of an id finds the slot its
@@ -1589,7 +1617,6 @@ impl Monitor {
                 if r.first {
                     sh.latest = sh.latest.max(ts);
                     let h = self.plan.hash(id);
-                    hll_add(&mut sh.hll, h);
                     if self.plan.is_tracked(h, id, ts) {
                         self.track(&mut sh, id, r.interactions, ts, None, row, 0.0);
                     }
@@ -1659,7 +1686,7 @@ impl Monitor {
         }
         st.dim = cols;
         let d = cols;
-        let mut sh = self.take_shard(st);
+        let mut sh = self.take_direct_shard(st, ids);
         let base = st.clock;
         for (k, &id) in ids.iter().enumerate() {
             let timestamp = timestamps.map_or(base.saturating_add(k as i64), |t| t[k]);
@@ -2150,6 +2177,62 @@ mod tests {
                 "{d}"
             );
         }
+    }
+
+    /// Feed `ids` (with rows derived from `seed`) through the training
+    /// path (`UpdateObserver`), or through `observe_pairs`.
+    fn feed(m: &Monitor, ids: &[u64], seed: f32, pairs: bool) {
+        let d = 4;
+        let before: Vec<f32> = (0..ids.len() * d)
+            .map(|k| (k as f32 * 0.1 + seed).sin())
+            .collect();
+        let after: Vec<f32> = before.iter().map(|x| x + 0.01).collect();
+        if pairs {
+            let counts = vec![1i64; ids.len()];
+            m.observe_pairs(ids, &before, &after, d, &counts, None, None)
+                .unwrap();
+            return;
+        }
+        let mut sh = m.new_shard();
+        for (k, &id) in ids.iter().enumerate() {
+            let u = RowUpdate {
+                id,
+                row: 0,
+                interactions: 1,
+                first_seen: 0,
+                timestamp: k as i64,
+                before: &before[k * d..(k + 1) * d],
+                after: &after[k * d..(k + 1) * d],
+            };
+            UpdateObserver::observe(m, &mut sh, &u);
+        }
+        m.absorb(sh);
+    }
+
+    #[test]
+    fn direct_distinct_sightings_are_the_registers_a_shard_gives() {
+        let ids: Vec<u64> = (0..3000u64).map(|k| k * 7 % 1000 + 1).collect();
+        let more: Vec<u64> = (0..500u64).map(|k| 5000 + k).collect();
+        // observe_pairs (direct) then training (its pooled shard, reused):
+        // the registers of training alone on both.
+        let (a, b) = (Monitor::new(cfg()).unwrap(), Monitor::new(cfg()).unwrap());
+        feed(&a, &ids, 0.0, true);
+        feed(&b, &ids, 0.0, false);
+        assert_eq!(a.lock().hll, b.lock().hll);
+        assert!(a.lock().hll.iter().filter(|&&r| r > 0).count() > 500);
+        feed(&a, &more, 1.0, false);
+        feed(&b, &more, 1.0, false);
+        assert_eq!(a.lock().hll, b.lock().hll);
+        // A training shard used before a direct call comes back cleared.
+        let c = Monitor::new(cfg()).unwrap();
+        feed(&c, &more, 1.0, false);
+        feed(&c, &ids, 0.0, true);
+        feed(&c, &[9_999_999], 2.0, false);
+        let e = Monitor::new(cfg()).unwrap();
+        feed(&e, &more, 1.0, false);
+        feed(&e, &ids, 0.0, false);
+        feed(&e, &[9_999_999], 2.0, false);
+        assert_eq!(c.lock().hll, e.lock().hll);
     }
 
     #[test]
