@@ -18,6 +18,12 @@
 //!   caller gets by doing each of these steps with numpy arrays and
 //!   calling `observe_pairs` itself (the Python hook's reference path,
 //!   which the tests compare it with, byte for byte).
+//! * Bound by memory latency for a large table: a step's rows are spread
+//!   over the weight and the per-row state. Each row's count and first
+//!   sighting share one 16-byte entry (one cache line fetched, not two;
+//!   whether it was seen is a bit in a small bitmap), the rows are walked
+//!   once, in order, and the entry and weight row `AHEAD` rows on are
+//!   prefetched meanwhile.
 //! * The tracker keeps no reference to the monitor or the weight between
 //!   calls: a step whose after-call never comes (its `step` raised) is
 //!   dropped by the next before-call; pairs need no reference rows.
@@ -52,6 +58,43 @@ pub struct StepRows<'a> {
     pub gradient: Option<&'a [i64]>,
 }
 
+/// Rows ahead whose state and weight are prefetched (enough to cover a
+/// memory latency at tens of nanoseconds per row).
+const AHEAD: usize = 8;
+
+/// Hint the CPU to fetch the bytes of `v[at..at + len]` (no-op elsewhere
+/// than x86-64, or past the end).
+#[inline(always)]
+fn prefetch<T>(v: &[T], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if at >= v.len() {
+            return;
+        }
+        let p = v.as_ptr().wrapping_add(at).cast::<i8>();
+        let bytes = std::mem::size_of::<T>() * len.min(v.len() - at);
+        for line in 0..bytes.div_ceil(64) {
+            // SAFETY: prefetch never faults, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    p.wrapping_add(64 * line),
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, at, len);
+}
+
+/// One row's lookups so far and the time of its first step.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct RowState {
+    count: i64,
+    first_seen: i64,
+}
+
 /// The rows of the step in progress and what goes with them, reused
 /// across steps.
 #[derive(Debug, Default)]
@@ -71,9 +114,9 @@ struct Buffers {
 #[derive(Debug)]
 pub struct StepTracker {
     config: TrackerConfig,
-    counts: Vec<i64>,
-    seen: Vec<bool>,
-    first_seen: Vec<i64>,
+    state: Vec<RowState>,
+    /// Bit `r % 64` of word `r / 64`: row `r` was touched by a step.
+    seen: Vec<u64>,
     pending: bool,
     buffers: Buffers,
     observe_seconds: f64,
@@ -115,9 +158,8 @@ impl StepTracker {
             ));
         }
         Ok(StepTracker {
-            counts: vec![0; n],
-            seen: vec![false; n],
-            first_seen: vec![0; n],
+            state: vec![RowState::default(); n],
+            seen: vec![0; n.div_ceil(64)],
             config,
             pending: false,
             buffers: Buffers::default(),
@@ -132,18 +174,22 @@ impl StepTracker {
 
     /// Each row's lookups in training batches so far (sampled rows only;
     /// the padding row stays 0).
-    pub fn counts(&self) -> &[i64] {
-        &self.counts
+    pub fn counts(&self) -> Vec<i64> {
+        self.state.iter().map(|s| s.count).collect()
     }
 
     /// Whether each row was touched by a step yet.
-    pub fn seen(&self) -> &[bool] {
-        &self.seen
+    pub fn seen(&self) -> Vec<bool> {
+        (0..self.config.rows).map(|r| self.is_seen(r)).collect()
     }
 
     /// The time of each seen row's first step (0 for the others).
-    pub fn first_seen(&self) -> &[i64] {
-        &self.first_seen
+    pub fn first_seen(&self) -> Vec<i64> {
+        self.state.iter().map(|s| s.first_seen).collect()
+    }
+
+    fn is_seen(&self, r: usize) -> bool {
+        self.seen[r / 64] >> (r % 64) & 1 == 1
     }
 
     /// Rows of the step in progress, if one is.
@@ -174,12 +220,14 @@ impl StepTracker {
             }
         }
         self.pending = false;
-        let cfg = &self.config;
-        let b = &mut self.buffers;
+        let (cfg, b) = (&self.config, &mut self.buffers);
+        let (state, seen) = (&mut self.state, &mut self.seen);
+        let d = cfg.dim;
         let sampled = |r: usize| cfg.in_sample.as_ref().is_none_or(|s| s[r]);
+        let not_padding = |r: usize| cfg.padding != Some(r);
+        b.sorted.clear();
         if let Some(looked_up) = step.looked_up {
             // One sort; the touched rows are its distinct values, in order.
-            b.sorted.clear();
             b.sorted.extend(
                 looked_up
                     .iter()
@@ -187,48 +235,66 @@ impl StepTracker {
                     .filter(|&r| sampled(r)),
             );
             b.sorted.sort_unstable();
-            for &r in &b.sorted {
-                self.counts[r] += 1;
-            }
-            if let Some(p) = cfg.padding {
-                self.counts[p] = 0;
-            }
         }
         b.touched.clear();
-        let not_padding = |r: usize| cfg.padding != Some(r);
-        match step.gradient {
-            Some(rows) => b.touched.extend(
-                rows.iter()
-                    .map(|&r| r as usize)
-                    .filter(|&r| not_padding(r) && sampled(r)),
-            ),
-            None if step.looked_up.is_some() => {
-                let mut last = None;
-                for &r in &b.sorted {
-                    if last != Some(r) && not_padding(r) {
-                        b.touched.push(r);
-                    }
-                    last = Some(r);
-                }
-            }
-            None => {}
-        }
-        let (k, d) = (b.touched.len(), cfg.dim);
         b.counts.clear();
         b.first_seen.clear();
-        b.before.resize(k * d, 0.0);
-        let from_gradient = step.gradient.is_some();
-        for (j, &r) in b.touched.iter().enumerate() {
-            if !self.seen[r] {
-                self.seen[r] = true;
-                self.first_seen[r] = now;
+        b.before.clear();
+        // A touched row: its first sighting, count (`floor` at least) and row.
+        let mut touch = |r: usize, floor: i64, s: &mut RowState| {
+            let (word, bit) = (r / 64, 1u64 << (r % 64));
+            if seen[word] & bit == 0 {
+                seen[word] |= bit;
+                s.first_seen = now;
             }
-            let count = self.counts[r];
-            // A row moved by its gradient alone has no lookup yet: it counts once.
-            b.counts.push(if from_gradient { count.max(1) } else { count });
-            b.first_seen.push(self.first_seen[r]);
-            b.before[j * d..(j + 1) * d].copy_from_slice(&weight[r * d..(r + 1) * d]);
+            b.touched.push(r);
+            b.counts.push(s.count.max(floor));
+            b.first_seen.push(s.first_seen);
+            b.before.extend_from_slice(&weight[r * d..(r + 1) * d]);
+        };
+        let sorted = &b.sorted;
+        match step.gradient {
+            None => {
+                // Each run of one row: its count, and the row touched.
+                let mut j = 0;
+                while j < sorted.len() {
+                    if let Some(&ahead) = sorted.get(j + AHEAD) {
+                        prefetch(state, ahead, 1);
+                        prefetch(weight, ahead * d, d);
+                    }
+                    let r = sorted[j];
+                    let run = sorted[j..].iter().take_while(|&&x| x == r).count();
+                    let s = &mut state[r];
+                    s.count += run as i64;
+                    if not_padding(r) {
+                        touch(r, 0, s);
+                    } else {
+                        s.count = 0;
+                    }
+                    j += run;
+                }
+            }
+            Some(rows) => {
+                for &r in sorted {
+                    state[r].count += 1;
+                }
+                if let Some(p) = cfg.padding.filter(|_| step.looked_up.is_some()) {
+                    state[p].count = 0;
+                }
+                for (j, &r) in rows.iter().enumerate() {
+                    if let Some(&ahead) = rows.get(j + AHEAD) {
+                        prefetch(state, ahead as usize, 1);
+                        prefetch(weight, ahead as usize * d, d);
+                    }
+                    let r = r as usize;
+                    if not_padding(r) && sampled(r) {
+                        // A row moved by its gradient alone has no lookup yet: it counts once.
+                        touch(r, 1, &mut state[r]);
+                    }
+                }
+            }
         }
+        let k = b.touched.len();
         self.pending = true;
         Ok(k)
     }
@@ -248,17 +314,20 @@ impl StepTracker {
         if k == 0 {
             return Ok(0);
         }
-        b.after.resize(k * d, 0.0);
+        b.after.clear();
+        b.ids.clear();
         for (j, &r) in b.touched.iter().enumerate() {
-            b.after[j * d..(j + 1) * d].copy_from_slice(&weight[r * d..(r + 1) * d]);
+            if let Some(&ahead) = b.touched.get(j + AHEAD) {
+                prefetch(weight, ahead * d, d);
+                if let Some(ids) = &cfg.ids {
+                    prefetch(ids, ahead, 1);
+                }
+            }
+            b.after.extend_from_slice(&weight[r * d..(r + 1) * d]);
+            b.ids.push(cfg.ids.as_ref().map_or(r as u64, |ids| ids[r]));
         }
         b.timestamps.clear();
         b.timestamps.resize(k, now);
-        b.ids.clear();
-        match &cfg.ids {
-            Some(ids) => b.ids.extend(b.touched.iter().map(|&r| ids[r])),
-            None => b.ids.extend(b.touched.iter().map(|&r| r as u64)),
-        }
         let started = Instant::now();
         let observed = monitor.observe_pairs(
             &b.ids,
@@ -382,7 +451,7 @@ mod tests {
             }
             assert_eq!(t.after_step(&weight, step + 1, &a).unwrap(), k);
             reference_step(&mut counts, &mut first, &before, &weight, d, &looked_up, step, &b);
-            assert_eq!(t.counts(), &counts[..]);
+            assert_eq!(t.counts(), counts);
         }
         assert!(a.summary().updates > 0);
         assert_eq!(a.to_bytes(), b.to_bytes());
@@ -402,7 +471,7 @@ mod tests {
             assert!(err.to_string().contains(&format!("indices[1] = {bad}")), "{err}");
             assert!(err.to_string().contains("[0, 5)"), "{err}");
         }
-        assert_eq!(t.counts(), &[0, 2, 0, 1, 0]);
+        assert_eq!(t.counts(), [0, 2, 0, 1, 0]);
         assert_eq!(t.pending(), Some(2)); // the step in progress is still there
         assert!(t.before_step(&w[..8], StepRows::default(), 1).is_err());
         assert_eq!(t.after_step(&w, 1, &m).unwrap(), 2);
@@ -425,9 +494,9 @@ mod tests {
             gradient: Some(&[0, 2, 3, 4]),
         };
         assert_eq!(t.before_step(&w, step, 7).unwrap(), 2); // rows 2 and 4
-        assert_eq!(t.counts(), &[0, 0, 0, 0, 2, 0]);
+        assert_eq!(t.counts(), [0, 0, 0, 0, 2, 0]);
         assert_eq!(t.buffers.counts, [1, 2]); // row 2: moved by its gradient alone
-        assert_eq!(t.seen(), &[false, false, true, false, true, false]);
+        assert_eq!(t.seen(), [false, false, true, false, true, false]);
         assert_eq!(t.first_seen()[2], 7);
         let m = monitor();
         assert_eq!(t.after_step(&w, 8, &m).unwrap(), 2);

@@ -862,19 +862,19 @@ impl PyStepTracker {
     /// Each row's lookups in training batches so far (a copy).
     #[getter]
     fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
-        Ok(self.with(|t| Ok(t.counts().to_vec()))?.into_pyarray(py))
+        Ok(self.with(|t| Ok(t.counts()))?.into_pyarray(py))
     }
 
     /// Whether each row was touched by a step yet (a copy).
     #[getter]
     fn seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, numpy::PyArray1<bool>>> {
-        Ok(self.with(|t| Ok(t.seen().to_vec()))?.into_pyarray(py))
+        Ok(self.with(|t| Ok(t.seen()))?.into_pyarray(py))
     }
 
     /// The time of each seen row's first step, 0 for the others (a copy).
     #[getter]
     fn first_seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
-        Ok(self.with(|t| Ok(t.first_seen().to_vec()))?.into_pyarray(py))
+        Ok(self.with(|t| Ok(t.first_seen()))?.into_pyarray(py))
     }
 
     /// Rows of the step in progress, or None.
