@@ -31,14 +31,22 @@ Design notes
   first included, is compared with the row before it.
 * **Counts and time.** ``counts`` passed to the monitor are each row's lookups in training
   batches so far (its interaction count); ``timestamps`` the step number (or ``clock()``).
-* **Cost.** Per step: the batch indices as a zero-copy numpy view, one sort for the touched
-  rows, one ``np.add.at`` for the counts, one row gather (``np.take`` on the weight's zero-copy
-  view) into a reused buffer before the step and one after it, one id map and one
-  ``Monitor.observe_pairs`` (one FFI call, in Rust); no Python loop over rows and no
-  per-step allocation of a row matrix. With ``sample < 1`` the lookups are filtered first, so
-  all of it scales with ``sample``. The arrays passed to ``observe`` are reused at the next step
-  (``embcore.Monitor`` copies what it keeps). ``bench_torch`` measures the hook against the
-  plain step; ``benches/torch_hook_split.py`` splits it into ``observe`` and the rest.
+* **One native call before a step and one after it.** With an ``embcore.Monitor``, ids None or
+  an array, and a contiguous CPU float32 weight, the step's bookkeeping runs in Rust
+  (``embcore._core.StepTracker``, one call per hook, the GIL released): the sort of the batch's
+  indices, the counts, the distinct rows, the first sightings, the row gathers from the weight's
+  zero-copy numpy view before and after the step, the id map and the ``observe_pairs`` call
+  itself, with no intermediate Python arrays; the Python side of a step is a few attribute
+  lookups. An index out of range is an error raised by the step before anything is counted.
+  Otherwise (another monitor, callable ids, a weight on another device or of another dtype —
+  also one that moves there later: the counts so far carry over) the same work is done in
+  numpy: one sort, one ``np.add.at``, ``np.take`` gathers into reused buffers, one id map and
+  one monitor call per step, no Python loop over rows (the arrays handed to the monitor are
+  reused at the next step: ``observe`` copies what it keeps). Both give the monitor the same state,
+  byte for byte (tests/test_torch_hook_native.py). With ``sample < 1`` the lookups are
+  filtered first, so all of it scales with ``sample``. ``bench_torch`` measures the hook
+  against the plain step; ``benches/torch_hook_split.py`` splits it into the monitor, the
+  bookkeeping and the Python around it.
 
 Only ``torch`` itself is needed (imported when :func:`watch` is called).
 """
@@ -78,6 +86,10 @@ class Watch:
         Rows observed after steps (summed over steps).
     seconds : float
         Time spent in the hooks (the forward pre-hook and the optimizer step hooks).
+
+    ``Watch(embedding, monitor, ids, optimizer, rows, clock, sample=1.0, seed=0, native=True)``
+    is what :func:`watch` returns after checking its arguments; ``native=False`` keeps the
+    numpy path even where the native one applies (the reference it is tested against).
     """
 
     def __init__(
@@ -109,18 +121,12 @@ class Watch:
             every = self._ids(np.arange(n, dtype=np.int64))
             self._in_sample = id_hash(every, seed) < np.uint64(int(sample * 2.0**64))
         self._padding = getattr(embedding, "padding_idx", None)
-        # Host-side bookkeeping in numpy: a few microseconds per step where torch's CPU
-        # dispatch costs tens.
-        self._counts = np.zeros(n, dtype=np.int64)
-        self._seen = np.zeros(n, dtype=bool)
+        if self._padding is not None and self._padding < 0:
+            self._padding += n
         # An embcore.Monitor takes each step's rows as (before, after) pairs: it then keeps
         # and looks up no previous rows (about a third of observe's cost). Other monitors get
         # observe calls.
         self._pairs = callable(getattr(monitor, "observe_pairs", None))
-        self._first = np.zeros(n if self._pairs else 0, dtype=np.int64)
-        self._batch: list[Any] = []
-        self._buffers = _Buffers(int(self.weight.shape[1]))
-        self._pending: tuple[int, int] | None = None  # (fresh rows, rows) in the buffers
         # The native path: an embcore.Monitor, ids None or an array, a CPU float32 weight. One
         # call before a step and one after it do all of the bookkeeping below in Rust (the
         # numpy path stays: the reference, and for the other cases).
@@ -137,6 +143,15 @@ class Watch:
                     in_sample=self._in_sample,
                     padding_idx=self._padding,
                 )
+        # Host-side bookkeeping in numpy (until the native path hands its state over): a few
+        # microseconds per step where torch's CPU dispatch costs tens.
+        m = 0 if self._tracker is not None else n
+        self._counts = np.zeros(m, dtype=np.int64)
+        self._seen = np.zeros(m, dtype=bool)
+        self._first = np.zeros(m if self._pairs else 0, dtype=np.int64)
+        self._batch: list[Any] = []
+        self._buffers = _Buffers(int(self.weight.shape[1]))
+        self._pending: tuple[int, int] | None = None  # (fresh rows, rows) in the buffers
         self._f32 = torch.float32
         self._observe_seconds = 0.0
         self._holders: dict[int, bool] = {}
@@ -444,9 +459,10 @@ def _distinct_of_sorted(
     return values[mask]
 
 
-def _id_map(
-    ids: Any, n: int
-) -> tuple[Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint64]], npt.NDArray[np.uint64] | None]:
+_IdMap = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint64]]
+
+
+def _id_map(ids: Any, n: int) -> tuple[_IdMap, npt.NDArray[np.uint64] | None]:
     """Row index → the team's id: None (the index), a callable, or an array of n ids; and the
     array of every row's id when ``ids`` is one."""
     if ids is None:
