@@ -231,3 +231,34 @@ def test_step_tracker_after_a_refused_step_drops_it() -> None:
     with pytest.raises(embcore.EmbcoreError, match="after"):
         tracker.after_step(weight, monitor, 1)
     assert tracker.pending is None and monitor.summary()["updates"] == 0
+
+
+def test_step_tracker_releases_the_gil() -> None:
+    """Another Python thread runs while a long ``before_step`` runs (a held GIL would stop it for
+    the whole call)."""
+    import threading
+    import time
+
+    n = 1000
+    tracker, weight = StepTracker(n, 2), np.zeros((n, 2), np.float32)
+    index = np.random.default_rng(0).integers(0, n, 8_000_000)
+    tracker.before_step(weight, 0, looked_up=index[:1000])  # warm up
+    done = threading.Event()
+    took = []
+
+    def call() -> None:
+        started = time.perf_counter()
+        tracker.before_step(weight, 1, looked_up=index)
+        took.append(time.perf_counter() - started)
+        done.set()
+
+    thread = threading.Thread(target=call)
+    ticks = [time.perf_counter()]
+    thread.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+    ticks.append(time.perf_counter())  # a held GIL: a gap from before the call to its end
+    thread.join()
+    gaps = np.diff(ticks)
+    assert took[0] > 0.02  # long enough for the check to mean something
+    assert gaps.max() < 0.5 * took[0], (gaps.max(), took[0])
