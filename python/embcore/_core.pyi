@@ -20,6 +20,7 @@ __all__ = [
     "cross_product",
     "MatrixFactorization",
     "Monitor",
+    "StepTracker",
     "FieldModel",
     "FieldAwareFM",
     "FactorizationMachine",
@@ -332,6 +333,37 @@ class Monitor:
         now: int | None = None,
         max_ids: int = 100,
     ) -> dict[str, Any]: ...
+
+@final
+class StepTracker:
+    def __new__(
+        cls,
+        rows: int,
+        dim: int,
+        *,
+        ids: _IdArray | None = None,
+        in_sample: npt.NDArray[np.bool_] | None = None,
+        padding_idx: int | None = None,
+    ) -> Self: ...
+    def before_step(
+        self,
+        weight: npt.NDArray[np.float32],
+        now: int,
+        looked_up: npt.NDArray[np.int64] | None = None,
+        gradient: npt.NDArray[np.int64] | None = None,
+    ) -> int: ...
+    def after_step(self, weight: npt.NDArray[np.float32], monitor: Monitor, now: int) -> int: ...
+    def discard(self) -> None: ...
+    @property
+    def counts(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def seen(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def first_seen(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def pending(self) -> int | None: ...
+    @property
+    def observe_seconds(self) -> float: ...
 
 @final
 class FieldAwareFM(FieldModel):

@@ -41,6 +41,7 @@
 //!   sums, within the sketch's bound for quantiles.
 
 mod codec;
+pub mod hook;
 mod prev_map;
 pub mod sketch;
 

@@ -33,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drift::cross_product, m)?)?;
     m.add_class::<mf::PyMatrixFactorization>()?;
     m.add_class::<monitor::PyMonitor>()?;
+    m.add_class::<monitor::PyStepTracker>()?;
     m.add_class::<ffm::PyFieldModel>()?;
     m.add_class::<ffm::PyFieldAwareFM>()?;
     m.add_class::<ffm::PyFactorizationMachine>()?;

@@ -3,6 +3,7 @@
 use super::args;
 use super::table::PyEmbeddingTable;
 use crate::error::invalid;
+use crate::monitor::hook::{StepRows, StepTracker, TrackerConfig};
 use crate::monitor::sketch::RELATIVE_ERROR;
 use crate::monitor::{GroupingSummary, Monitor, MonitorConfig, StatSummary, GROUPINGS, STATISTICS};
 use crate::storage::scan::{self, HealthCheck};
@@ -703,4 +704,200 @@ impl PyMonitor {
         )?;
         Ok(d)
     }
+}
+
+/// The per-step bookkeeping of ``embcore.integrations.torch.watch`` for one
+/// embedding, in Rust: each row's lookups so far and first sighting, and the
+/// step in progress (its touched rows before the update). Made by the hook;
+/// one ``before_step`` before each optimizer step and one ``after_step``
+/// after it, which hands the rows to ``Monitor.observe_pairs``.
+///
+/// ``StepTracker(rows, dim, *, ids=None, in_sample=None, padding_idx=None)``
+///
+/// - ``rows``, ``dim``: the embedding's shape; ``ids``: uint64, one id per row
+///   (None: the row index is the id); ``in_sample``: bool, the rows observed
+///   (None: all); ``padding_idx``: a row never counted nor observed.
+///
+/// >>> import numpy as np, embcore
+/// >>> from embcore._core import StepTracker
+/// >>> weight = np.zeros((4, 2), dtype=np.float32)
+/// >>> tracker = StepTracker(4, 2)
+/// >>> tracker.before_step(weight, 0, looked_up=np.array([2, 1, 2]))
+/// 2
+/// >>> weight += 1.0  # the optimizer step
+/// >>> tracker.after_step(weight, embcore.Monitor(sample_rate=1.0), 1)
+/// 2
+/// >>> tracker.counts.tolist()
+/// [0, 1, 2, 0]
+#[pyclass(frozen, name = "StepTracker", module = "embcore")]
+pub struct PyStepTracker {
+    inner: std::sync::Mutex<StepTracker>,
+}
+
+impl PyStepTracker {
+    fn with<T>(&self, f: impl FnOnce(&mut StepTracker) -> crate::Result<T>) -> crate::Result<T> {
+        match self.inner.lock() {
+            Ok(mut t) => f(&mut t),
+            // A panic mid-step may have left the counts half-updated: stop.
+            Err(_) => Err(crate::error::Error::Internal {
+                call: "StepTracker".into(),
+                message: "an earlier call failed inside the library; watch() the embedding \
+                          again"
+                    .into(),
+            }),
+        }
+    }
+
+    /// `weight` as the tracker's row-major table: 2-D float32, C-contiguous,
+    /// of the tracked shape.
+    fn weight<'py>(&self, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArray2<'py, f32>> {
+        let w = obj.extract::<PyReadonlyArray2<'py, f32>>().map_err(|_| {
+            crate::py::errors::type_error_msg(format!(
+                "weight must be a 2-D numpy array of float32 (the embedding's weight, e.g. \
+                 weight.detach().numpy()), got {}",
+                obj.repr().map(|r| r.to_string()).unwrap_or_default()
+            ))
+        })?;
+        let (n, d) = self.with(|t| Ok((t.config().rows, t.config().dim)))?;
+        if w.shape() != [n, d] {
+            return Err(crate::error::shape(
+                "weight",
+                format!("shape ({n}, {d}) (the watched embedding's)"),
+                format!("shape {:?}", w.shape()),
+            )
+            .into());
+        }
+        if !w.is_c_contiguous() {
+            return Err(crate::py::errors::value_error(
+                "weight is not C-contiguous; pass a contiguous weight (weight.contiguous())",
+            ));
+        }
+        Ok(w)
+    }
+}
+
+#[pymethods]
+impl PyStepTracker {
+    #[new]
+    #[pyo3(signature = (rows, dim, *, ids=None, in_sample=None, padding_idx=None))]
+    fn new(
+        rows: usize,
+        dim: usize,
+        ids: Option<&Bound<'_, PyAny>>,
+        in_sample: Option<PyReadonlyArray1<'_, bool>>,
+        padding_idx: Option<usize>,
+    ) -> PyResult<Self> {
+        let ids = match ids.filter(|o| !o.is_none()) {
+            Some(o) => Some(args::ids(o, "ids")?.as_slice().to_vec()),
+            None => None,
+        };
+        let in_sample = in_sample.map(|a| a.as_array().to_vec());
+        let config = TrackerConfig {
+            rows,
+            dim,
+            ids,
+            in_sample,
+            padding: padding_idx,
+        };
+        Ok(PyStepTracker {
+            inner: std::sync::Mutex::new(StepTracker::new(config)?),
+        })
+    }
+
+    /// Before a step at time `now`, with `weight` (rows × dim float32, as
+    /// before the update): `looked_up` (int64) the row indices looked up
+    /// since the last step, `gradient` (int64, distinct, sorted) the
+    /// gradient's rows, which are then the touched rows. Drops any step in
+    /// progress; returns the rows the step touched. Checked first: an error
+    /// changes nothing.
+    #[pyo3(signature = (weight, now, looked_up=None, gradient=None))]
+    fn before_step(
+        &self,
+        py: Python<'_>,
+        weight: &Bound<'_, PyAny>,
+        now: i64,
+        looked_up: Option<&Bound<'_, PyAny>>,
+        gradient: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let w = self.weight(weight)?;
+        let looked_up = opt_ints(looked_up, "looked_up")?;
+        let gradient = opt_ints(gradient, "gradient")?;
+        let step = StepRows {
+            looked_up: looked_up.as_ref().map(Values::as_slice),
+            gradient: gradient.as_ref().map(Values::as_slice),
+        };
+        let w = w.as_slice().expect("checked contiguous");
+        super::errors::guard("StepTracker.before_step", || {
+            Ok(py.detach(|| self.with(|t| t.before_step(w, step, now)))?)
+        })
+    }
+
+    /// After the step, at time `now`: its touched rows as they are now in
+    /// `weight` and as they were, their counts and first sightings, handed
+    /// to `monitor.observe_pairs` in one call. Returns the rows observed (0
+    /// when no step is in progress).
+    fn after_step(
+        &self,
+        py: Python<'_>,
+        weight: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = monitor_arg)] monitor: Bound<'_, PyMonitor>,
+        now: i64,
+    ) -> PyResult<usize> {
+        let w = self.weight(weight)?;
+        let w = w.as_slice().expect("checked contiguous");
+        let m = &monitor.get().inner;
+        super::errors::guard("StepTracker.after_step", || {
+            Ok(py.detach(|| self.with(|t| t.after_step(w, now, m)))?)
+        })
+    }
+
+    /// Drop the step in progress (its ``after_step`` will not come).
+    fn discard(&self) -> PyResult<()> {
+        Ok(self.with(|t| {
+            t.discard();
+            Ok(())
+        })?)
+    }
+
+    /// Each row's lookups in training batches so far (a copy).
+    #[getter]
+    fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
+        Ok(self.with(|t| Ok(t.counts()))?.into_pyarray(py))
+    }
+
+    /// Whether each row was touched by a step yet (a copy).
+    #[getter]
+    fn seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, numpy::PyArray1<bool>>> {
+        Ok(self.with(|t| Ok(t.seen()))?.into_pyarray(py))
+    }
+
+    /// The time of each seen row's first step, 0 for the others (a copy).
+    #[getter]
+    fn first_seen<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, numpy::PyArray1<i64>>> {
+        Ok(self.with(|t| Ok(t.first_seen()))?.into_pyarray(py))
+    }
+
+    /// Rows of the step in progress, or None.
+    #[getter]
+    fn pending(&self) -> PyResult<Option<usize>> {
+        Ok(self.with(|t| Ok(t.pending()))?)
+    }
+
+    /// Seconds spent in the monitor's ``observe_pairs``, summed over steps.
+    #[getter]
+    fn observe_seconds(&self) -> PyResult<f64> {
+        Ok(self.with(|t| Ok(t.observe_seconds()))?)
+    }
+}
+
+fn monitor_arg<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyMonitor>> {
+    obj.cast::<PyMonitor>().cloned().map_err(|_| {
+        crate::py::errors::type_error_msg(format!(
+            "monitor must be an embcore.Monitor, got {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
 }

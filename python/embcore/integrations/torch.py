@@ -31,14 +31,22 @@ Design notes
   first included, is compared with the row before it.
 * **Counts and time.** ``counts`` passed to the monitor are each row's lookups in training
   batches so far (its interaction count); ``timestamps`` the step number (or ``clock()``).
-* **Cost.** Per step: the batch indices as a zero-copy numpy view, one sort for the touched
-  rows, one ``np.add.at`` for the counts, one row gather (``np.take`` on the weight's zero-copy
-  view) into a reused buffer before the step and one after it, one id map and one
-  ``Monitor.observe_pairs`` (one FFI call, in Rust); no Python loop over rows and no
-  per-step allocation of a row matrix. With ``sample < 1`` the lookups are filtered first, so
-  all of it scales with ``sample``. The arrays passed to ``observe`` are reused at the next step
-  (``embcore.Monitor`` copies what it keeps). ``bench_torch`` measures the hook against the
-  plain step; ``benches/torch_hook_split.py`` splits it into ``observe`` and the rest.
+* **One native call before a step and one after it.** With an ``embcore.Monitor``, ids None or
+  an array, and a contiguous CPU float32 weight, the step's bookkeeping runs in Rust
+  (``embcore._core.StepTracker``, one call per hook, the GIL released): the sort of the batch's
+  indices, the counts, the distinct rows, the first sightings, the row gathers from the weight's
+  zero-copy numpy view before and after the step, the id map and the ``observe_pairs`` call
+  itself, with no intermediate Python arrays; the Python side of a step is a few attribute
+  lookups. An index out of range is an error raised by the step before anything is counted.
+  Otherwise (another monitor, callable ids, a weight on another device or of another dtype —
+  also one that moves there later: the counts so far carry over) the same work is done in
+  numpy: one sort, one ``np.add.at``, ``np.take`` gathers into reused buffers, one id map and
+  one monitor call per step, no Python loop over rows (the arrays handed to the monitor are
+  reused at the next step: ``observe`` copies what it keeps). Both give the monitor the same state,
+  byte for byte (tests/test_torch_hook_native.py). With ``sample < 1`` the lookups are
+  filtered first, so all of it scales with ``sample``. ``bench_torch`` measures the hook
+  against the plain step; ``benches/torch_hook_split.py`` splits it into the monitor, the
+  bookkeeping and the Python around it.
 
 Only ``torch`` itself is needed (imported when :func:`watch` is called).
 """
@@ -78,6 +86,10 @@ class Watch:
         Rows observed after steps (summed over steps).
     seconds : float
         Time spent in the hooks (the forward pre-hook and the optimizer step hooks).
+
+    ``Watch(embedding, monitor, ids, optimizer, rows, clock, sample=1.0, seed=0, native=True)``
+    is what :func:`watch` returns after checking its arguments; ``native=False`` keeps the
+    numpy path even where the native one applies (the reference it is tested against).
     """
 
     def __init__(
@@ -90,6 +102,7 @@ class Watch:
         clock: Callable[[], int] | None,
         sample: float = 1.0,
         seed: int = 0,
+        native: bool = True,
     ) -> None:
         torch = _torch()
         self._torch = torch
@@ -99,7 +112,7 @@ class Watch:
         self.rows = rows
         self.clock = clock
         n = int(self.weight.shape[0])
-        self._ids = _id_map(ids, n)
+        self._ids, id_table = _id_map(ids, n)
         # Rows observed: all, or those whose id hashes below sample * 2**64 (same every step).
         self._in_sample: npt.NDArray[np.bool_] | None = None
         if sample < 1.0:
@@ -108,18 +121,39 @@ class Watch:
             every = self._ids(np.arange(n, dtype=np.int64))
             self._in_sample = id_hash(every, seed) < np.uint64(int(sample * 2.0**64))
         self._padding = getattr(embedding, "padding_idx", None)
-        # Host-side bookkeeping in numpy: a few microseconds per step where torch's CPU
-        # dispatch costs tens.
-        self._counts = np.zeros(n, dtype=np.int64)
-        self._seen = np.zeros(n, dtype=bool)
+        if self._padding is not None and self._padding < 0:
+            self._padding += n
         # An embcore.Monitor takes each step's rows as (before, after) pairs: it then keeps
         # and looks up no previous rows (about a third of observe's cost). Other monitors get
         # observe calls.
         self._pairs = callable(getattr(monitor, "observe_pairs", None))
-        self._first = np.zeros(n if self._pairs else 0, dtype=np.int64)
+        # The native path: an embcore.Monitor, ids None or an array, a CPU float32 weight. One
+        # call before a step and one after it do all of the bookkeeping below in Rust (the
+        # numpy path stays: the reference, and for the other cases).
+        self._tracker: Any = None
+        if native and self._pairs and (ids is None or id_table is not None):
+            from embcore import Monitor
+            from embcore._core import StepTracker
+
+            if isinstance(monitor, Monitor):
+                self._tracker = StepTracker(
+                    n,
+                    int(self.weight.shape[1]),
+                    ids=id_table,
+                    in_sample=self._in_sample,
+                    padding_idx=self._padding,
+                )
+        # Host-side bookkeeping in numpy (until the native path hands its state over): a few
+        # microseconds per step where torch's CPU dispatch costs tens.
+        m = 0 if self._tracker is not None else n
+        self._counts = np.zeros(m, dtype=np.int64)
+        self._seen = np.zeros(m, dtype=bool)
+        self._first = np.zeros(m if self._pairs else 0, dtype=np.int64)
         self._batch: list[Any] = []
         self._buffers = _Buffers(int(self.weight.shape[1]))
         self._pending: tuple[int, int] | None = None  # (fresh rows, rows) in the buffers
+        self._f32 = torch.float32
+        self._observe_seconds = 0.0
         self._holders: dict[int, bool] = {}
         self.steps = 0
         self.rows_observed = 0
@@ -147,7 +181,24 @@ class Watch:
     def counts(self) -> npt.NDArray[np.int64]:
         """Each row's lookups in training batches so far (a copy; with ``sample < 1`` only the
         sampled rows are counted; ``padding_idx`` stays 0)."""
+        if self._tracker is not None:
+            counts: npt.NDArray[np.int64] = self._tracker.counts
+            return counts
         return self._counts.copy()
+
+    @property
+    def native(self) -> bool:
+        """Whether the steps' bookkeeping runs in Rust (``embcore._core.StepTracker``: an
+        ``embcore.Monitor``, ids None or an array, a contiguous CPU float32 weight), else
+        in numpy."""
+        return self._tracker is not None
+
+    @property
+    def observe_seconds(self) -> float:
+        """Time spent in the monitor's ``observe`` / ``observe_pairs`` calls (part of
+        :attr:`seconds`)."""
+        tracker = self._tracker
+        return self._observe_seconds + (tracker.observe_seconds if tracker is not None else 0.0)
 
     def remove(self) -> None:
         """Remove every hook (idempotent); rows seen before a step that never completed are
@@ -203,8 +254,38 @@ class Watch:
             return out if out.ndim == 1 else out.reshape(-1)
         return np.concatenate([np.asarray(b, dtype=np.int64).reshape(-1) for b in batches])
 
+    def _weight_view(self) -> npt.NDArray[np.float32] | None:
+        """The weight as a zero-copy numpy view when the native path can read it, else None
+        (and the numpy path takes over, for good)."""
+        w = self.weight
+        if w.is_cpu and w.dtype == self._f32 and w.is_contiguous():
+            view: npt.NDArray[np.float32] = w.detach().numpy()
+            return view
+        self._leave_native()
+        return None
+
+    def _leave_native(self) -> None:
+        """Hand the native path's state to the numpy path (the weight moved to another device
+        or dtype): the counts and first sightings so far carry on."""
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            self._observe_seconds += tracker.observe_seconds
+            self._counts, self._seen, self._first = (
+                tracker.counts,
+                tracker.seen,
+                tracker.first_seen,
+            )
+
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         started = time.perf_counter()
+        if self._tracker is not None:
+            view = self._weight_view()
+            if view is not None:
+                looked_up = self._looked_up()
+                grad = self._grad_rows() if self.rows == "grad" or looked_up is None else None
+                self._tracker.before_step(view, self._now(), looked_up, grad)
+                self.seconds += time.perf_counter() - started
+                return
         self._flush_pending()
         looked_up = self._looked_up()
         if looked_up is not None:
@@ -282,6 +363,15 @@ class Watch:
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         started = time.perf_counter()
         self.steps += 1
+        tracker = self._tracker
+        if tracker is not None:
+            view = self._weight_view()
+            if view is not None:
+                self.rows_observed += tracker.after_step(view, self.monitor, self._now())
+            else:
+                tracker.discard()
+            self.seconds += time.perf_counter() - started
+            return
         pending, self._pending = self._pending, None
         if pending is not None:
             nf, k = pending
@@ -291,14 +381,17 @@ class Watch:
             if not self._pairs:
                 self._send(k)
             elif k:
+                ids = self._ids(b.index[:k])
+                observing = time.perf_counter()
                 self.monitor.observe_pairs(
-                    self._ids(b.index[:k]),
+                    ids,
                     b.before[:k],
                     b.rows[:k],
                     b.counts[:k],
                     first_seen=b.first[:k],
                     timestamps=b.timestamps[:k],
                 )
+                self._observe_seconds += time.perf_counter() - observing
             self.rows_observed += k - nf
         self.seconds += time.perf_counter() - started
 
@@ -308,6 +401,8 @@ class Watch:
     def _flush_pending(self) -> None:
         """Observe the fresh rows of a step whose post-hook never ran (its ``step`` raised, or
         the hooks were removed in between), so the monitor keeps their reference rows."""
+        if self._tracker is not None:  # pairs need no reference rows
+            self._tracker.discard()
         pending, self._pending = self._pending, None
         if pending is not None and not self._pairs:  # pairs need no reference rows
             self._send(pending[0])
@@ -317,9 +412,10 @@ class Watch:
         if not k:
             return
         b = self._buffers
-        self.monitor.observe(
-            self._ids(b.index[:k]), b.rows[:k], counts=b.counts[:k], timestamps=b.timestamps[:k]
-        )
+        ids = self._ids(b.index[:k])
+        observing = time.perf_counter()
+        self.monitor.observe(ids, b.rows[:k], counts=b.counts[:k], timestamps=b.timestamps[:k])
+        self._observe_seconds += time.perf_counter() - observing
 
 
 class _Buffers:
@@ -363,10 +459,14 @@ def _distinct_of_sorted(
     return values[mask]
 
 
-def _id_map(ids: Any, n: int) -> Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint64]]:
-    """Row index → the team's id: None (the index), a callable, or an array of n ids."""
+_IdMap = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.uint64]]
+
+
+def _id_map(ids: Any, n: int) -> tuple[_IdMap, npt.NDArray[np.uint64] | None]:
+    """Row index → the team's id: None (the index), a callable, or an array of n ids; and the
+    array of every row's id when ``ids`` is one."""
     if ids is None:
-        return lambda index: index.view(np.uint64)  # row indices are >= 0: a zero-copy view
+        return lambda index: index.view(np.uint64), None  # indices are >= 0: a zero-copy view
     if callable(ids):
 
         def call(index: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
@@ -378,7 +478,7 @@ def _id_map(ids: Any, n: int) -> Callable[[npt.NDArray[np.int64]], npt.NDArray[n
                 )
             return out.astype(np.uint64)
 
-        return call
+        return call, None
     from embcore.tables_io import as_numpy
 
     table = as_numpy(ids, "ids")
@@ -389,7 +489,7 @@ def _id_map(ids: Any, n: int) -> Callable[[npt.NDArray[np.int64]], npt.NDArray[n
     if table.dtype.kind not in "iu" or (table.dtype.kind == "i" and table.size and table.min() < 0):
         raise ConfigError(f"ids must be non-negative integers, got dtype {table.dtype}")
     mapped = np.ascontiguousarray(table, dtype=np.uint64)
-    return lambda index: mapped[index]
+    return lambda index: mapped[index], mapped
 
 
 def watch(
