@@ -10,7 +10,8 @@
 ``observe``: ``bench.bench_monitor_observe``'s workload (3,000 rows of d=32 per call,
 gathered just before the call, ids all observed once before) for 20k, 200k and 1M ids,
 best of ``--repeats`` thread CPU times of the calls, next to the numpy gather and scatter
-of the same rows. ``pairs``: what the PyTorch hook's call meets, ``observe_pairs`` of 650
+of the same rows. ``pairs``: what the PyTorch hook's call meets, ``observe_pairs`` of
+``--rows`` (650)
 (before, after) rows of d=32 from 50k ids after ``--evict-mib`` MiB (default 64) of other
 memory was written (the model's step in between evicts the monitor's state from the
 caches), two monitors alternated as the two towers are; best of ``--repeats`` thread CPU
@@ -84,9 +85,9 @@ def observe(repeats: int) -> None:
         )
 
 
-def pairs(repeats: int, evict_mib: int = 64) -> None:
+def pairs(repeats: int, evict_mib: int = 64, per: int = 650) -> None:
     rng = np.random.default_rng(12)
-    pool, per, calls, d = 50_000, 650, 200, bench.DIM
+    pool, calls, d = 50_000, 200, bench.DIM
     monitors = [embcore.Monitor(sample_rate=0.01) for _ in range(2)]
     table = rng.normal(size=(pool, d)).astype(np.float32)
     ids = bench.sparse_ids(np.arange(pool))
@@ -119,9 +120,10 @@ def main() -> None:
     p.add_argument("what", choices=["train", "observe", "pairs"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--evict-mib", type=int, default=64, help="pairs: MiB written between calls")
+    p.add_argument("--rows", type=int, default=650, help="pairs: rows per call")
     a = p.parse_args()
     if a.what == "pairs":
-        pairs(a.repeats, a.evict_mib)
+        pairs(a.repeats, a.evict_mib, a.rows)
     else:
         {"train": train, "observe": observe}[a.what](a.repeats)
 
