@@ -135,3 +135,41 @@ def test_replay_results_do_not_depend_on_the_memory_release(tmp_path: Path, monk
     kept = rp.replay(log, None, **options)
     assert _stripped(released) == _stripped(kept)
     assert released["modes"]["realtime"]["trajectory_records"] > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    chunk_rows=st.integers(1, 120),
+    batch_rows=st.integers(1, 120),
+    limit=st.one_of(st.none(), st.integers(1, 320)),
+)
+def test_loader_chunks_are_views_with_the_same_events(
+    tmp_path_factory: Any, n: int, chunk_rows: int, batch_rows: int, limit: int | None
+) -> None:
+    # Parquet row groups of batch_rows: batches smaller than, equal to and larger than a
+    # chunk, joined and split at every offset; the chunks are the file's rows in order.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embcore.datasets import ColumnMap, open_log
+
+    rng = np.random.default_rng(n)
+    users = rng.integers(0, 50, n).astype(np.uint64)
+    items = rng.integers(0, 50, n).astype(np.uint64)
+    times = np.arange(n, dtype=np.int64) * 3  # distinct times: no duplicates to drop
+    labels = rng.integers(0, 2, n).astype(np.float32)
+    path = tmp_path_factory.mktemp("log") / "log.parquet"
+    table = pa.table({"user_id": users, "item_id": items, "time": times, "label": labels})
+    pq.write_table(table, str(path), row_group_size=batch_rows)
+    columns = ColumnMap(user="user_id", item="item_id", time="time", label="label")
+    log = open_log(path, columns=columns, chunk_rows=chunk_rows, limit=limit)
+    chunks = list(log)
+    kept = n if limit is None else min(n, limit)
+    assert [len(c) for c in chunks[:-1]] == [chunk_rows] * (len(chunks) - 1)
+    assert sum(len(c) for c in chunks) == kept
+    for name, expected in (("users", users), ("items", items), ("labels", labels)):
+        got = np.concatenate([getattr(c, name) for c in chunks])
+        np.testing.assert_array_equal(got, expected[:kept])
+        assert all(getattr(c, name).flags.writeable for c in chunks)
+    np.testing.assert_array_equal(np.concatenate([c.timestamps for c in chunks]), times[:kept])
