@@ -173,3 +173,23 @@ def test_loader_chunks_are_views_with_the_same_events(
         np.testing.assert_array_equal(got, expected[:kept])
         assert all(getattr(c, name).flags.writeable for c in chunks)
     np.testing.assert_array_equal(np.concatenate([c.timestamps for c in chunks]), times[:kept])
+
+
+def test_bench_memory_ratios_with_and_without_the_monitor() -> None:
+    from embcore import bench_replay
+
+    child = {
+        "events": 1000,
+        "stream_seconds": 0.5,
+        "peak_rss_bytes": 150_000,
+        "peak_rss_validation_bytes": 120_000,
+        "model_bytes": 52_000,
+        "monitor_bytes": 20_000,
+    }
+    out = bench_replay._with_ratios(child, train_rate=4000.0)
+    assert out["replay_events_per_s"] == 2000.0 and out["replay_over_train"] == 0.5
+    assert out["reference_bytes"] == 28_000 + 52_000 + 20_000
+    assert out["peak_rss_over_events_and_models"] == 1.5
+    assert out["stream_peak_rss_over_events_and_models"] == 1.2
+    assert out["peak_rss_over_events_and_models_without_monitor"] == 150_000 / 80_000
+    assert out["stream_peak_rss_over_events_and_models_without_monitor"] == 1.5

@@ -15,10 +15,12 @@ average) is written to Parquet once. Then, in the same run:
   event) plus the mode's models (``nbytes`` of its tables; batch keeps a serving snapshot too)
   and its monitor (``memory_bytes``).
 
-The ratios ``replay / train`` (target >= 0.3) and ``peak RSS / (events + models)`` (target
-<= 1.5) are judged within one run. ``python -m embcore.bench_replay --baseline DIR`` also runs
-each mode with another copy of the package first on ``PYTHONPATH`` (a before/after comparison
-in one run).
+The ratios ``replay / train`` (target >= 0.3) and ``peak RSS / (events + models + monitor)``
+(target <= 1.5) are judged within one run. The issue's wording names the events' arrays and
+the models only; that ratio (``..._without_monitor``) is reported beside it, the monitor
+(hundreds of MB of recorded trajectories) being state the replay cannot do without.
+``python -m embcore.bench_replay --baseline DIR`` also runs each mode with another copy of the
+package first on ``PYTHONPATH`` (a before/after comparison in one run).
 
 >>> import tempfile, pathlib
 >>> path = write_log(pathlib.Path(tempfile.mkdtemp()) / "log.parquet", 1000, seed=0)
@@ -205,8 +207,10 @@ def _with_ratios(child: dict[str, Any], train_rate: float) -> dict[str, Any]:
     rate = child["events"] / child["stream_seconds"]
     reference = child["events"] * _EVENT_BYTES + child["model_bytes"] + child["monitor_bytes"]
 
-    def share(value: Any) -> float | None:
-        return value / reference if value and child["model_bytes"] else None
+    without_monitor = reference - child["monitor_bytes"]
+
+    def share(value: Any, denominator: int = reference) -> float | None:
+        return value / denominator if value and child["model_bytes"] else None
 
     return {
         **child,
@@ -216,6 +220,12 @@ def _with_ratios(child: dict[str, Any], train_rate: float) -> dict[str, Any]:
         "reference_bytes": reference,
         "peak_rss_over_events_and_models": share(child["peak_rss_bytes"]),
         "stream_peak_rss_over_events_and_models": share(child["peak_rss_validation_bytes"]),
+        "peak_rss_over_events_and_models_without_monitor": share(
+            child["peak_rss_bytes"], without_monitor
+        ),
+        "stream_peak_rss_over_events_and_models_without_monitor": share(
+            child["peak_rss_validation_bytes"], without_monitor
+        ),
     }
 
 
@@ -239,7 +249,9 @@ def bench(workload: Any, results: list[Any]) -> None:
                 f"{after['replay_over_train']:.2f} x train (target >= 0.3); peak RSS through "
                 f"validation {after['stream_peak_rss_over_events_and_models'] or nan:.2f} x, "
                 f"whole run {after['peak_rss_over_events_and_models'] or nan:.2f} x events + "
-                "models + monitor (target <= 1.5)",
+                "models + monitor (target <= 1.5); without the monitor "
+                f"{after['stream_peak_rss_over_events_and_models_without_monitor'] or nan:.2f} x, "
+                f"{after['peak_rss_over_events_and_models_without_monitor'] or nan:.2f} x",
                 extra=after,
             )
         )
