@@ -4,10 +4,13 @@ allocator release between phases."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,3 +196,13 @@ def test_bench_memory_ratios_with_and_without_the_monitor() -> None:
     assert out["stream_peak_rss_over_events_and_models"] == 1.2
     assert out["peak_rss_over_events_and_models_without_monitor"] == 150_000 / 80_000
     assert out["stream_peak_rss_over_events_and_models_without_monitor"] == 1.5
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_peak_rss_is_the_process_own_not_its_parents() -> None:
+    # ru_maxrss of a spawned child starts at the parent's peak (kept across exec): a bench
+    # parent that trained a model made every replay child look at least that big.
+    held = np.ones(300_000_000 // 8)
+    code = "from embcore.replay import _peak_rss; print(_peak_rss())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout) < 250_000_000 < held.nbytes

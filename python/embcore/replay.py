@@ -507,7 +507,17 @@ def _settle_period(log: datasets.EventLog, config: dict[str, Any]) -> None:
 
 
 def _peak_rss() -> int | None:
-    """The process's peak resident memory so far, in bytes (None where unknown)."""
+    """The process's peak resident memory so far, in bytes (None where unknown).
+
+    Linux: ``VmHWM``, this process image's own high-water mark (``ru_maxrss`` also keeps the
+    peak of the parent that spawned it, carried across exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
     try:
         import resource
     except ImportError:  # not on this platform
