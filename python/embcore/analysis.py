@@ -489,6 +489,19 @@ def _quantile_buckets(values: F64, n_buckets: int) -> tuple[I64, int]:
 # --------------------------------------------------------------------------- trajectories
 
 
+def _sorted_by_id_and_count(ids: U64, counts: I64) -> bool:
+    """Whether records are already in (id, count) order (ties in any order: a stable sort
+    keeps them), checked in blocks of bounded temporaries."""
+    block = 1 << 16
+    for start in range(0, max(ids.size - 1, 0), block):
+        stop = min(start + block, ids.size - 1)
+        a, b = ids[start:stop], ids[start + 1 : stop + 1]
+        ca, cb = counts[start:stop], counts[start + 1 : stop + 1]
+        if not bool(((a < b) | ((a == b) & (ca <= cb))).all()):
+            return False
+    return True
+
+
 @dataclass(frozen=True, eq=False)
 class Trajectories:
     """Recorded embedding states of tracked items: record k is item ``ids[k]`` right after its
@@ -515,6 +528,24 @@ class Trajectories:
     rows: F32
 
     def __post_init__(self) -> None:
+        self._settle(copy=True)
+
+    @classmethod
+    def _adopt(
+        cls, ids: ArrayLike, counts: ArrayLike, timestamps: ArrayLike, rows: ArrayLike
+    ) -> Trajectories:
+        """The constructor for arrays nobody else holds (a monitor's fresh copy, a merge):
+        the same checks and order, but records already sorted by (id, count) are kept in
+        place instead of copied (the records can be a few hundred MB)."""
+        traj = cls.__new__(cls)
+        for name, value in (("ids", ids), ("counts", counts), ("timestamps", timestamps)):
+            object.__setattr__(traj, name, value)
+        object.__setattr__(traj, "rows", rows)
+        traj._settle(copy=False)
+        return traj
+
+    def _settle(self, copy: bool) -> None:
+        """Validate, then sort stably by (id, count); ``copy=False`` keeps sorted input."""
         ids = _as_ids(self.ids, "ids")
         counts = _as_counts(self.counts, "counts")
         timestamps = _as_counts(self.timestamps, "timestamps")
@@ -530,11 +561,21 @@ class Trajectories:
         bad = _count_nonfinite_rows(rows)
         if bad:
             raise EmbcoreError(f"rows has {bad} rows containing NaN or Inf")
-        order = np.lexsort((counts, ids))
-        object.__setattr__(self, "ids", ids[order])
-        object.__setattr__(self, "counts", counts[order])
-        object.__setattr__(self, "timestamps", timestamps[order])
-        object.__setattr__(self, "rows", np.ascontiguousarray(rows[order]))
+        if _sorted_by_id_and_count(ids, counts):
+            # The stable lexsort would be the identity: the same records, no gather.
+            if copy:
+                ids, counts, timestamps = ids.copy(), counts.copy(), timestamps.copy()
+                rows = np.array(rows, order="C")
+            else:
+                rows = np.ascontiguousarray(rows)
+        else:
+            order = np.lexsort((counts, ids))
+            ids, counts, timestamps = ids[order], counts[order], timestamps[order]
+            rows = np.ascontiguousarray(rows[order])
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "timestamps", timestamps)
+        object.__setattr__(self, "rows", rows)
 
     @classmethod
     def from_arrays(
@@ -568,7 +609,8 @@ class Trajectories:
         missing = {"ids", "counts", "timestamps", "rows"} - set(data)
         if missing:
             raise EmbcoreError(f"monitor.trajectories() lacks keys {sorted(missing)}")
-        return cls(data["ids"], data["counts"], data["timestamps"], data["rows"])
+        # The monitor hands over fresh copies: adopted, not copied again.
+        return cls._adopt(data["ids"], data["counts"], data["timestamps"], data["rows"])
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -611,7 +653,10 @@ def _prepare(traj: Trajectories, reference: Reference, last_k: int, min_records:
     keep = np.ones(n, dtype=bool)
     if n > 1:
         keep[:-1] = (traj.ids[1:] != traj.ids[:-1]) | (traj.counts[1:] != traj.counts[:-1])
-    ids, counts, rows = traj.ids[keep], traj.counts[keep], traj.rows[keep]
+    if bool(keep.all()):  # the usual case: views, not copies of every record
+        ids, counts, rows = traj.ids, traj.counts, traj.rows
+    else:
+        ids, counts, rows = traj.ids[keep], traj.counts[keep], traj.rows[keep]
     new_item = np.ones(ids.size, dtype=bool)
     new_item[1:] = ids[1:] != ids[:-1]
     starts = np.flatnonzero(new_item)
@@ -639,8 +684,9 @@ def _prepare(traj: Trajectories, reference: Reference, last_k: int, min_records:
         eligible &= found
         table_rows = table_matrix[position[eligible]].astype(np.float64)
 
-    record_keep = np.repeat(eligible, sizes)
-    counts, rows = counts[record_keep], rows[record_keep]
+    if not bool(eligible.all()):
+        record_keep = np.repeat(eligible, sizes)
+        counts, rows = counts[record_keep], rows[record_keep]
     sizes = sizes[eligible]
     item_ids = item_ids[eligible]
     ends = np.cumsum(sizes).astype(np.int64)

@@ -1298,9 +1298,23 @@ class _Rows:
             lines=self.lines[index],
         )
 
+    def slice(self, start: int, stop: int) -> _Rows:
+        """Rows ``start:stop`` as views (no copy)."""
+        return _Rows(
+            users=self.users[start:stop],
+            items=self.items[start:stop],
+            labels=self.labels[start:stop],
+            time_ns=self.time_ns[start:stop],
+            weights=None if self.weights is None else self.weights[start:stop],
+            raw={k: v[start:stop] for k, v in self.raw.items()},
+            lines=self.lines[start:stop],
+        )
+
     @staticmethod
     def concat(parts: Sequence[_Rows]) -> _Rows:
         first = parts[0]
+        if len(parts) == 1:  # nothing to join: the rows themselves
+            return first
         return _Rows(
             users=np.concatenate([p.users for p in parts]),
             items=np.concatenate([p.items for p in parts]),
@@ -1853,15 +1867,17 @@ class EventLog:
         remaining = math.inf if self.limit is None else self.limit
         for rows in stream:
             if len(rows) > remaining:
-                rows = rows.take(np.arange(int(remaining)))
+                rows = rows.slice(0, int(remaining))
             remaining -= len(rows)
             if len(rows):
                 buffered.append(rows)
                 size += len(rows)
             while size >= self.chunk_rows:
+                # Views of the joined rows, not copies: a batch of exactly one chunk (the
+                # usual case) reaches the chunk without being copied at all.
                 joined = _Rows.concat(buffered)
-                head = joined.take(np.arange(self.chunk_rows))
-                tail = joined.take(np.arange(self.chunk_rows, size))
+                head = joined.slice(0, self.chunk_rows)
+                tail = joined.slice(self.chunk_rows, size)
                 buffered, size = ([tail] if len(tail) else []), len(tail)
                 report.events_out += len(head)
                 yield head.to_chunk()

@@ -507,7 +507,17 @@ def _settle_period(log: datasets.EventLog, config: dict[str, Any]) -> None:
 
 
 def _peak_rss() -> int | None:
-    """The process's peak resident memory so far, in bytes (None where unknown)."""
+    """The process's peak resident memory so far, in bytes (None where unknown).
+
+    Linux: ``VmHWM``, this process image's own high-water mark (``ru_maxrss`` also keeps the
+    peak of the parent that spawned it, carried across exec)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
     try:
         import resource
     except ImportError:  # not on this platform
@@ -598,6 +608,8 @@ def _replay_stream(
         state.trainer.flush(last_time)
     timings = {"replay_seconds": round(time.perf_counter() - began, 3)}
     memory = {"peak_rss_stream_bytes": _peak_rss()}
+    # Each phase starts from what is live, not from the stream's freed pages.
+    runs.release_free_memory()
     if progress:
         print("embcore replay: computing metrics and analysing each mode", file=sys.stderr)
     clock = time.perf_counter()
@@ -606,6 +618,7 @@ def _replay_stream(
     memory["peak_rss_validation_bytes"] = _peak_rss()
     # The analyses need none of the stored scores and log columns: free them first.
     validation.discard()
+    runs.release_free_memory()
     clock = time.perf_counter()
     per_mode, results = runs.analyse_modes(trainers, alpha, seed, local_model)
     timings["analysis_seconds"] = round(time.perf_counter() - clock, 3)
