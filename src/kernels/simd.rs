@@ -51,6 +51,31 @@ impl Width for Dyn {
     }
 }
 
+/// Hint the CPU to fetch the bytes of `v[at..at + len]` (no-op elsewhere
+/// than x86-64, or past the end).
+#[inline(always)]
+pub fn prefetch_slice<T>(v: &[T], at: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if at >= v.len() {
+            return;
+        }
+        let p = v.as_ptr().wrapping_add(at).cast::<i8>();
+        let bytes = std::mem::size_of::<T>() * len.min(v.len() - at);
+        for line in 0..bytes.div_ceil(64) {
+            // SAFETY: prefetch never faults, whatever the address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch(
+                    p.wrapping_add(64 * line),
+                    std::arch::x86_64::_MM_HINT_T0,
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, at, len);
+}
+
 /// Four f32 lanes.
 #[derive(Clone, Copy, Debug)]
 #[repr(transparent)]

@@ -30,6 +30,7 @@
 
 use super::Monitor;
 use crate::error::{Error, Result};
+use crate::kernels::simd;
 use std::time::Instant;
 
 /// What a watched embedding is: its rows, width, ids and sample.
@@ -61,31 +62,6 @@ pub struct StepRows<'a> {
 /// Rows ahead whose state and weight are prefetched (enough to cover a
 /// memory latency at tens of nanoseconds per row).
 const AHEAD: usize = 8;
-
-/// Hint the CPU to fetch the bytes of `v[at..at + len]` (no-op elsewhere
-/// than x86-64, or past the end).
-#[inline(always)]
-fn prefetch<T>(v: &[T], at: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if at >= v.len() {
-            return;
-        }
-        let p = v.as_ptr().wrapping_add(at).cast::<i8>();
-        let bytes = std::mem::size_of::<T>() * len.min(v.len() - at);
-        for line in 0..bytes.div_ceil(64) {
-            // SAFETY: prefetch never faults, whatever the address.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch(
-                    p.wrapping_add(64 * line),
-                    std::arch::x86_64::_MM_HINT_T0,
-                )
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (v, at, len);
-}
 
 /// Sorts `v` (values below `bound`) in place: a least-significant-digit
 /// radix sort in passes of at most 11 bits (two passes below 2^22 rows),
@@ -298,8 +274,8 @@ impl StepTracker {
                 let mut j = 0;
                 while j < sorted.len() {
                     if let Some(&ahead) = sorted.get(j + AHEAD) {
-                        prefetch(state, ahead, 1);
-                        prefetch(weight, ahead * d, d);
+                        simd::prefetch_slice(state, ahead, 1);
+                        simd::prefetch_slice(weight, ahead * d, d);
                     }
                     let r = sorted[j];
                     let run = sorted[j..].iter().take_while(|&&x| x == r).count();
@@ -322,8 +298,8 @@ impl StepTracker {
                 }
                 for (j, &r) in rows.iter().enumerate() {
                     if let Some(&ahead) = rows.get(j + AHEAD) {
-                        prefetch(state, ahead as usize, 1);
-                        prefetch(weight, ahead as usize * d, d);
+                        simd::prefetch_slice(state, ahead as usize, 1);
+                        simd::prefetch_slice(weight, ahead as usize * d, d);
                     }
                     let r = r as usize;
                     if not_padding(r) && sampled(r) {
@@ -357,9 +333,9 @@ impl StepTracker {
         b.ids.clear();
         for (j, &r) in b.touched.iter().enumerate() {
             if let Some(&ahead) = b.touched.get(j + AHEAD) {
-                prefetch(weight, ahead * d, d);
+                simd::prefetch_slice(weight, ahead * d, d);
                 if let Some(ids) = &cfg.ids {
-                    prefetch(ids, ahead, 1);
+                    simd::prefetch_slice(ids, ahead, 1);
                 }
             }
             b.after.extend_from_slice(&weight[r * d..(r + 1) * d]);

@@ -807,25 +807,6 @@ struct Resolved {
 }
 
 /// Hint the CPU to fetch `v[at..at + len]` (no-op elsewhere than x86-64).
-#[inline(always)]
-fn prefetch_floats(v: &[f32], at: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p = v.as_ptr().wrapping_add(at).cast::<i8>();
-        for line in 0..(4 * len).div_ceil(64) {
-            // SAFETY: prefetch never faults, whatever the address.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch(
-                    p.wrapping_add(64 * line),
-                    std::arch::x86_64::_MM_HINT_T0,
-                )
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (v, at, len);
-}
-
 #[derive(Default)]
 struct State {
     dim: usize,
@@ -1602,7 +1583,7 @@ impl Monitor {
                     Some(p) => {
                         p.seen += 1;
                         p.last = p.last.max(ts);
-                        prefetch_floats(&st.prev_rows, p.slot as usize * d, d);
+                        crate::kernels::simd::prefetch_slice(&st.prev_rows, p.slot as usize * d, d);
                         Resolved {
                             slot: p.slot,
                             first: false,
