@@ -195,8 +195,21 @@ impl IdMap {
     }
 
     fn grow(&self) {
+        self.make_room(1);
+    }
+
+    /// Make room for `more` new keys without growth: rebuild the slots (as
+    /// growth does) to hold them at most 70% full. Must not be called by a
+    /// thread holding a `MapGuard` of this map (it waits for every guard).
+    pub fn reserve(&self, more: usize) {
+        if (self.used.load(Relaxed) + more) * 10 > self.read_lock().slots.len() * 7 {
+            self.make_room(more);
+        }
+    }
+
+    fn make_room(&self, more: usize) {
         let mut w = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if (self.used.load(Relaxed) + 1) * 10 <= w.slots.len() * 7 {
+        if (self.used.load(Relaxed) + more) * 10 <= w.slots.len() * 7 {
             return; // another thread grew it meanwhile
         }
         // Tombstones are dropped by the rebuild: size for the keys kept only
@@ -207,16 +220,16 @@ impl IdMap {
             .iter()
             .filter(|s| !matches!(s.row.load(Relaxed), EMPTY | DEAD))
             .count();
-        let needed = kept + 1;
-        let base = if needed * 10 <= w.slots.len() * 4 {
+        let needed = kept + more;
+        let mut len = if needed * 10 <= w.slots.len() * 4 {
             w.slots.len()
         } else {
             w.slots.len() * 2
         };
-        let mut next = Slots::with_len(base);
-        while needed * 10 > next.slots.len() * 7 {
-            next = Slots::with_len(next.slots.len() * 2);
+        while needed * 10 > len * 7 {
+            len *= 2;
         }
+        let next = Slots::with_len(len);
         let mut used = 0;
         for s in w.slots.iter() {
             let r = s.row.load(Relaxed);
@@ -271,6 +284,32 @@ pub struct Claimer {
 /// they hold at most a quarter of the headroom.
 pub fn claim_block(headroom: usize, claimers: usize) -> usize {
     (headroom / (4 * claimers.max(1))).clamp(1, CLAIM_BLOCK)
+}
+
+/// A number of distinct keys among `n` keys that is, with overwhelming
+/// probability, at most the true number (linear counting on a bitmap of
+/// `2n` bits rounded up to a power of two, minus five standard errors):
+/// `reserve` with it never makes the map larger than growth would.
+pub fn distinct_lower_bound(keys: impl Iterator<Item = u64>, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let m = (2 * n).next_power_of_two().clamp(64, 1 << 32);
+    let mut bits = vec![0u64; m / 64];
+    for k in keys {
+        // The high half of the hash: the slot index uses the low bits.
+        let b = crate::kernels::rng::mix64(k).rotate_right(32) as usize & (m - 1);
+        bits[b / 64] |= 1 << (b % 64);
+    }
+    let zeros = bits.iter().map(|w| w.count_zeros() as usize).sum::<usize>();
+    if zeros == 0 {
+        return 0;
+    }
+    let mf = m as f64;
+    let est = -mf * (zeros as f64 / mf).ln();
+    let t = est / mf;
+    let sigma = (mf * (t.exp() - t - 1.0)).max(0.0).sqrt();
+    ((est - 5.0 * sigma - 1.0).max(0.0) as usize).min(n)
 }
 
 /// Ids hashed and prefetched ahead of their lookup by `MapGuard::get_batch`
@@ -387,7 +426,13 @@ impl MapGuard<'_> {
                 }
             }
             // Too full: count our claims, give up the read guard, grow.
-            let len = self.slots.borrow().as_ref().expect("guard held").slots.len();
+            let len = self
+                .slots
+                .borrow()
+                .as_ref()
+                .expect("guard held")
+                .slots
+                .len();
             self.flush(c, len);
             self.slots.borrow_mut().take();
             self.map.grow();
@@ -409,7 +454,13 @@ impl MapGuard<'_> {
     /// End a batch: its claims are all counted in `used`. Returns the
     /// number of slots it claimed.
     pub fn finish(&self, mut c: Claimer) -> usize {
-        let len = self.slots.borrow().as_ref().expect("guard held").slots.len();
+        let len = self
+            .slots
+            .borrow()
+            .as_ref()
+            .expect("guard held")
+            .slots
+            .len();
         self.flush(&mut c, len);
         c.claimed
     }
@@ -472,15 +523,18 @@ impl MapGuard<'_> {
         }
     }
 
-    /// Hint the CPU to fetch slot `i` (from a `Claim::Owned` of this
-    /// generation).
+    /// Hint the CPU to fetch the slot of the claim `claim` of `id` (its
+    /// first probe slot when the map grew since the claim).
     #[inline(always)]
-    pub fn prefetch_slot(&self, i: usize) {
+    pub fn prefetch_claim(&self, claim: (usize, u64), id: u64) {
         let b = self.slots.borrow();
         let s = b.as_ref().expect("guard held");
-        if i < s.slots.len() {
-            prefetch_slot(s, i);
-        }
+        let i = if claim.1 == self.map.generation.load(Relaxed) {
+            claim.0
+        } else {
+            s.start(id)
+        };
+        prefetch_slot(s, i);
     }
 
     /// Return `id`'s row, or insert it with the row made by `make` (called
@@ -697,5 +751,130 @@ mod tests {
         rows.sort_unstable();
         rows.dedup();
         assert_eq!(rows.len(), 100_000);
+    }
+
+    /// Bulk claims from several threads on a map that starts tiny and grows
+    /// under them: each new id is owned by exactly one claim (the others see
+    /// it pending or published), lookups see pending ids as absent, `used`
+    /// is exact once the batches finish, and publishing through slots that
+    /// moved in a growth finds them again.
+    #[test]
+    fn bulk_claims_are_exclusive_and_survive_growth() {
+        for claimers in [1usize, 2, 4] {
+            let m = IdMap::default();
+            let owned: Vec<Vec<(u64, (usize, u64))>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..claimers as u64)
+                    .map(|t| {
+                        let m = &m;
+                        s.spawn(move || {
+                            let g = m.guard();
+                            let mut c = g.claimer(claimers);
+                            let mut mine = Vec::new();
+                            for k in 0..30_000u64 {
+                                // Overlapping ranges: most ids are claimed
+                                // by two threads at once.
+                                let id = (k + t * 10_000) % 40_000;
+                                match g.claim_pending(&mut c, id) {
+                                    Claim::Owned(i, gen) => mine.push((id, (i, gen))),
+                                    Claim::Pending => {}
+                                    Claim::Existing(r) => panic!("nothing published yet: {r}"),
+                                }
+                                assert_eq!(g.get(id), None, "a pending id is absent");
+                            }
+                            let n = mine.len();
+                            assert_eq!(g.finish(c), n);
+                            mine
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut all: Vec<u64> = owned.iter().flatten().map(|&(id, _)| id).collect();
+            all.sort_unstable();
+            let n = all.len();
+            all.dedup();
+            assert_eq!(all.len(), n, "an id owned twice ({claimers} claimers)");
+            let want = if claimers == 1 {
+                30_000
+            } else {
+                (10_000 * (claimers as usize - 1) + 30_000).min(40_000)
+            };
+            assert_eq!(n, want);
+            assert_eq!(m.used.load(Relaxed), n, "used not exact");
+            assert!(m.used.load(Relaxed) * 10 <= m.read_lock().slots.len() * 7);
+            let g = m.guard();
+            for (k, &(id, claim)) in owned.iter().flatten().enumerate() {
+                g.publish(claim, id, Some(k as u32));
+            }
+            m.add_live(n);
+            for (k, &(id, _)) in owned.iter().flatten().enumerate() {
+                assert_eq!(g.get(id), Some(k as u32));
+            }
+            assert_eq!(m.len(), n);
+        }
+    }
+
+    /// The block a batch may keep unflushed: at least one, at most
+    /// `CLAIM_BLOCK`, and all concurrent batches together at most a quarter
+    /// of the headroom (so they never overfill the map) unless it is tiny.
+    #[test]
+    fn claim_blocks_never_overfill_the_map() {
+        for headroom in (0..5_000usize).chain([1 << 20, usize::MAX / 8]) {
+            for claimers in 1..=8usize {
+                let b = claim_block(headroom, claimers);
+                assert!((1..=CLAIM_BLOCK).contains(&b), "{headroom} {claimers}: {b}");
+                assert!(
+                    claimers * b <= (headroom / 4).max(claimers),
+                    "{headroom} {claimers}: {b}"
+                );
+                if headroom >= 4 * claimers * CLAIM_BLOCK {
+                    assert_eq!(b, CLAIM_BLOCK);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn distinct_lower_bound_is_a_close_lower_bound() {
+        let mut seed = 1u64;
+        for n in [0usize, 1, 2, 10, 100, 4_096, 50_000, 300_000] {
+            for dup in [1u64, 2, 7, 1_000] {
+                seed += 1;
+                let keys: Vec<u64> = (0..n as u64)
+                    .map(|k| crate::kernels::rng::hash2(seed, k / dup))
+                    .collect();
+                let mut d = keys.clone();
+                d.sort_unstable();
+                d.dedup();
+                let est = distinct_lower_bound(keys.iter().copied(), n);
+                assert!(est <= d.len(), "n={n} dup={dup}: {est} > {}", d.len());
+                // Five standard errors: 4% at 4,096 keys, under 1% at 300,000.
+                let close = if d.len() >= 50_000 { 0.98 } else { 0.94 };
+                if d.len() >= 4_096 {
+                    assert!(
+                        est as f64 >= close * d.len() as f64,
+                        "n={n} dup={dup}: {est} << {}",
+                        d.len()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reserve_sizes_for_the_new_keys_once() {
+        let m = IdMap::default();
+        m.reserve(100_000);
+        let len = m.read_lock().slots.len();
+        assert!(
+            100_000 * 10 <= len * 7 && 100_000 * 10 > len / 2 * 7,
+            "{len}"
+        );
+        let g = m.guard();
+        for id in 0..100_000u64 {
+            g.insert::<()>(id, || Ok(id as u32));
+        }
+        assert_eq!(m.read_lock().slots.len(), len, "grew after reserve");
+        assert_eq!(m.generation.load(Relaxed), 1);
     }
 }

@@ -327,6 +327,18 @@ impl NewRows {
     pub fn is_empty(&self) -> bool {
         self.total == 0
     }
+
+    /// The reused rows, creation numbers `0..reused().len()`.
+    pub fn reused(&self) -> &[u32] {
+        &self.reused
+    }
+
+    /// The creation number of fresh row `r`, or None when `r` is not one.
+    pub fn fresh_number(&self, r: u32) -> Option<usize> {
+        let fresh = (self.total - self.reused.len()) as u32;
+        (r >= self.first_fresh && r - self.first_fresh < fresh)
+            .then(|| self.reused.len() + (r - self.first_fresh) as usize)
+    }
 }
 
 /// First creation number of each worker that created `counts[k]` new ids
@@ -971,6 +983,18 @@ impl EmbeddingTable {
         if m.load(Relaxed) > t {
             m.fetch_min(t, Relaxed);
         }
+    }
+
+    /// Make room in the id map for `more` new ids (no growth while they are
+    /// inserted). The caller holds no map guard.
+    pub fn reserve_ids(&self, more: usize) {
+        self.map.reserve(more);
+    }
+
+    /// Set the last update of row `r`, created in this call, to its first
+    /// sighting at `timestamp` (see `resolve::create_rows`).
+    pub fn set_first_update(&self, r: u32, timestamp: i64) {
+        self.meta(r)[meta::LAST_UPDATE].store(enc_time(timestamp), Relaxed);
     }
 
     /// Add `n` ids published by a bulk creation to the map's key count.
