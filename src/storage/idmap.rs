@@ -797,7 +797,7 @@ mod tests {
             let want = if claimers == 1 {
                 30_000
             } else {
-                (10_000 * (claimers as usize - 1) + 30_000).min(40_000)
+                (10_000 * (claimers - 1) + 30_000).min(40_000)
             };
             assert_eq!(n, want);
             assert_eq!(m.used.load(Relaxed), n, "used not exact");
