@@ -10,6 +10,14 @@
 //!   an empty slot with one CAS; two threads inserting the same id walk the
 //!   same probe sequence, so the loser meets the winner's slot and waits for
 //!   its row instead of inserting a duplicate.
+//! * Bulk creation (`MapGuard::claim_pending`, used by `resolve` for the
+//!   new ids of a call) claims a slot in a `PENDING` state instead: lookups
+//!   treat it as absent (they never wait for it), and the claimer publishes
+//!   the row later (`publish`) once the call has reserved every new row at
+//!   once. The claimers batch their `used` updates (`Claimer`), so a new id
+//!   costs one CAS on its own slot and no read-modify-write on a shared
+//!   counter. Callers serialise bulk creation (the table's creation lock),
+//!   so the only inserters that meet a pending slot are the same call's.
 //! * Lookups and inserts hold a read guard of an `RwLock` around the slot
 //!   array, taken once per batch (per worker thread), never per event. Growth
 //!   (when the load passes 70%) takes the write lock: the growing thread
@@ -26,6 +34,12 @@ const KEYED: u32 = u32::MAX - 2;
 const DEAD: u32 = u32::MAX - 3;
 /// Row indices must stay below this value.
 pub const MAX_ROW: u32 = u32::MAX - 4;
+/// Key visible, row not published yet by a bulk claimer (`claim_pending`):
+/// absent to lookups. `MAX_ROW` itself is never a row (rows < capacity <=
+/// `MAX_ROW`), so it is free to serve as this state.
+const PENDING: u32 = MAX_ROW;
+/// Most slot claims a `Claimer` keeps before adding them to `used`.
+pub const CLAIM_BLOCK: usize = 256;
 
 #[repr(C, align(16))]
 struct Slot {
@@ -84,10 +98,24 @@ impl Slots {
                             std::hint::spin_loop();
                             st = s.row.load(Acquire);
                         }
-                        DEAD => return None,
+                        DEAD | PENDING => return None,
                         r => return Some(r),
                     }
                 }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Index of `id`'s pending slot (claimed by `claim_pending`).
+    fn find_pending(&self, id: u64) -> Option<usize> {
+        let mut i = self.start(id);
+        loop {
+            let s = &self.slots[i];
+            match s.row.load(Acquire) {
+                EMPTY => return None,
+                PENDING if s.key.load(Relaxed) == id => return Some(i),
+                _ => {}
             }
             i = (i + 1) & self.mask;
         }
@@ -96,6 +124,8 @@ impl Slots {
 
 pub struct IdMap {
     inner: RwLock<Slots>,
+    /// Bumped by every rebuild of the slot array (slot indices change).
+    generation: AtomicU64,
     /// Slots claimed (live or dead); drives growth.
     used: AtomicUsize,
     /// Live keys.
@@ -122,6 +152,7 @@ impl IdMap {
     pub fn with_capacity(n: usize) -> Self {
         IdMap {
             inner: RwLock::new(Slots::with_len(n * 10 / 7 + 1)),
+            generation: AtomicU64::new(0),
             used: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
         }
@@ -158,27 +189,47 @@ impl IdMap {
     pub fn replace_with(&self, other: IdMap) {
         let mut w = self.inner.write().unwrap_or_else(|e| e.into_inner());
         *w = other.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Relaxed);
         self.used.store(other.used.load(Relaxed), Relaxed);
         self.live.store(other.live.load(Relaxed), Relaxed);
     }
 
     fn grow(&self) {
+        self.make_room(1);
+    }
+
+    /// Make room for `more` new keys without growth: rebuild the slots (as
+    /// growth does) to hold them at most 70% full. Must not be called by a
+    /// thread holding a `MapGuard` of this map (it waits for every guard).
+    pub fn reserve(&self, more: usize) {
+        if (self.used.load(Relaxed) + more) * 10 > self.read_lock().slots.len() * 7 {
+            self.make_room(more);
+        }
+    }
+
+    fn make_room(&self, more: usize) {
         let mut w = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if (self.used.load(Relaxed) + 1) * 10 <= w.slots.len() * 7 {
+        if (self.used.load(Relaxed) + more) * 10 <= w.slots.len() * 7 {
             return; // another thread grew it meanwhile
         }
-        // Tombstones are dropped by the rebuild: size for the live keys only
-        // (rebuild in place when at most 40% of the slots hold live keys).
-        let needed = self.live.load(Relaxed) + 1;
-        let base = if needed * 10 <= w.slots.len() * 4 {
+        // Tombstones are dropped by the rebuild: size for the keys kept only
+        // (rebuild in place when at most 40% of the slots hold them). Pending
+        // slots (`claim_pending`) are kept too but not yet counted in `live`.
+        let kept = w
+            .slots
+            .iter()
+            .filter(|s| !matches!(s.row.load(Relaxed), EMPTY | DEAD))
+            .count();
+        let needed = kept + more;
+        let mut len = if needed * 10 <= w.slots.len() * 4 {
             w.slots.len()
         } else {
             w.slots.len() * 2
         };
-        let mut next = Slots::with_len(base);
-        while needed * 10 > next.slots.len() * 7 {
-            next = Slots::with_len(next.slots.len() * 2);
+        while needed * 10 > len * 7 {
+            len *= 2;
         }
+        let next = Slots::with_len(len);
         let mut used = 0;
         for s in w.slots.iter() {
             let r = s.row.load(Relaxed);
@@ -195,8 +246,70 @@ impl IdMap {
             used += 1;
         }
         *w = next;
+        self.generation.fetch_add(1, Relaxed);
         self.used.store(used, Relaxed);
     }
+
+    /// Count `n` keys published by bulk claimers (`MapGuard::publish`).
+    pub fn add_live(&self, n: usize) {
+        self.live.fetch_add(n, Relaxed);
+    }
+}
+
+/// What `MapGuard::claim_pending` found for an id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This claimer owns the new id's slot (index, map generation); publish
+    /// its row with `MapGuard::publish`.
+    Owned(usize, u64),
+    /// Another claim of the same call owns it (its row is published later).
+    Pending,
+    /// The id already has this row.
+    Existing(u32),
+}
+
+/// One worker's batch of `claim_pending` calls: it adds its slot claims to
+/// the map's `used` count in blocks (at most `CLAIM_BLOCK`, fewer when the
+/// map is near its growth threshold, so that `claimers` concurrent
+/// batches together never overfill it).
+pub struct Claimer {
+    claimers: usize,
+    unflushed: usize,
+    flush_at: usize,
+    claimed: usize,
+}
+
+/// Slot claims a batch may keep unflushed when `headroom` slots remain
+/// below the growth threshold and `claimers` batches run at once: together
+/// they hold at most a quarter of the headroom.
+pub fn claim_block(headroom: usize, claimers: usize) -> usize {
+    (headroom / (4 * claimers.max(1))).clamp(1, CLAIM_BLOCK)
+}
+
+/// A number of distinct keys among `n` keys that is, with overwhelming
+/// probability, at most the true number (linear counting on a bitmap of
+/// `2n` bits rounded up to a power of two, minus five standard errors):
+/// `reserve` with it never makes the map larger than growth would.
+pub fn distinct_lower_bound(keys: impl Iterator<Item = u64>, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let m = (2 * n).next_power_of_two().clamp(64, 1 << 32);
+    let mut bits = vec![0u64; m / 64];
+    for k in keys {
+        // The high half of the hash: the slot index uses the low bits.
+        let b = crate::kernels::rng::mix64(k).rotate_right(32) as usize & (m - 1);
+        bits[b / 64] |= 1 << (b % 64);
+    }
+    let zeros = bits.iter().map(|w| w.count_zeros() as usize).sum::<usize>();
+    if zeros == 0 {
+        return 0;
+    }
+    let mf = m as f64;
+    let est = -mf * (zeros as f64 / mf).ln();
+    let t = est / mf;
+    let sigma = (mf * (t.exp() - t - 1.0)).max(0.0).sqrt();
+    ((est - 5.0 * sigma - 1.0).max(0.0) as usize).min(n)
 }
 
 /// Ids hashed and prefetched ahead of their lookup by `MapGuard::get_batch`
@@ -271,6 +384,157 @@ impl MapGuard<'_> {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = id;
+    }
+
+    /// A batch of `claim_pending` calls by one of `claimers` concurrent
+    /// workers.
+    pub fn claimer(&self, claimers: usize) -> Claimer {
+        Claimer {
+            claimers,
+            unflushed: 0,
+            flush_at: 1,
+            claimed: 0,
+        }
+    }
+
+    /// Claim a pending slot for `id` when it has none (see `Claim`). Only
+    /// claimers of one call may run at once (the table's creation lock);
+    /// lookups meanwhile see a pending id as absent.
+    pub fn claim_pending(&self, c: &mut Claimer, id: u64) -> Claim {
+        loop {
+            {
+                let b = self.slots.borrow();
+                let s = b.as_ref().expect("guard held");
+                let used = self.map.used.load(Relaxed);
+                if (used + c.unflushed + 1) * 10 <= s.slots.len() * 7 {
+                    if let Some(found) = Self::claim_in(s, id) {
+                        if let Claim::Owned(..) = found {
+                            c.unflushed += 1;
+                            c.claimed += 1;
+                            if c.unflushed >= c.flush_at {
+                                self.flush(c, s.slots.len());
+                            }
+                            let gen = self.map.generation.load(Relaxed);
+                            return match found {
+                                Claim::Owned(i, _) => Claim::Owned(i, gen),
+                                other => other,
+                            };
+                        }
+                        return found;
+                    }
+                    continue; // lost a race for a dead slot: retry
+                }
+            }
+            // Too full: count our claims, give up the read guard, grow.
+            let len = self
+                .slots
+                .borrow()
+                .as_ref()
+                .expect("guard held")
+                .slots
+                .len();
+            self.flush(c, len);
+            self.slots.borrow_mut().take();
+            self.map.grow();
+            *self.slots.borrow_mut() = Some(self.map.read_lock());
+        }
+    }
+
+    /// Add a batch's unflushed claims to `used`; size its next block.
+    fn flush(&self, c: &mut Claimer, slots: usize) {
+        let used = if c.unflushed > 0 {
+            self.map.used.fetch_add(c.unflushed, Relaxed) + c.unflushed
+        } else {
+            self.map.used.load(Relaxed)
+        };
+        c.unflushed = 0;
+        c.flush_at = claim_block((slots * 7 / 10).saturating_sub(used), c.claimers);
+    }
+
+    /// End a batch: its claims are all counted in `used`. Returns the
+    /// number of slots it claimed.
+    pub fn finish(&self, mut c: Claimer) -> usize {
+        let len = self
+            .slots
+            .borrow()
+            .as_ref()
+            .expect("guard held")
+            .slots
+            .len();
+        self.flush(&mut c, len);
+        c.claimed
+    }
+
+    /// `claim_pending` in `s`: None to retry.
+    fn claim_in(s: &Slots, id: u64) -> Option<Claim> {
+        let mut i = s.start(id);
+        loop {
+            let slot = &s.slots[i];
+            let mut st = slot.row.load(Acquire);
+            if st == EMPTY {
+                match slot.row.compare_exchange(EMPTY, CLAIMED, Acquire, Acquire) {
+                    Ok(_) => {
+                        slot.key.store(id, Relaxed);
+                        slot.row.store(PENDING, Release);
+                        return Some(Claim::Owned(i, 0));
+                    }
+                    Err(now) => st = now,
+                }
+            }
+            while st == CLAIMED {
+                std::hint::spin_loop();
+                st = slot.row.load(Acquire);
+            }
+            if st != DEAD && slot.key.load(Relaxed) == id {
+                loop {
+                    match st {
+                        KEYED => {
+                            std::hint::spin_loop();
+                            st = slot.row.load(Acquire);
+                        }
+                        DEAD => return None,
+                        PENDING => return Some(Claim::Pending),
+                        r => return Some(Claim::Existing(r)),
+                    }
+                }
+            }
+            i = (i + 1) & s.mask;
+        }
+    }
+
+    /// Publish `row` for the pending slot `claim` (from `claim_pending` of
+    /// `id`), or abandon the claim (slot dead) when `row` is None.
+    pub fn publish(&self, claim: (usize, u64), id: u64, row: Option<u32>) {
+        let b = self.slots.borrow();
+        let s = b.as_ref().expect("guard held");
+        let (mut i, gen) = claim;
+        if gen != self.map.generation.load(Relaxed) {
+            // The map grew since the claim: find the slot again.
+            i = s.find_pending(id).expect("a pending claim survives growth");
+        }
+        debug_assert_eq!(s.slots[i].key.load(Relaxed), id);
+        debug_assert_eq!(s.slots[i].row.load(Relaxed), PENDING);
+        match row {
+            Some(r) => {
+                debug_assert!(r < MAX_ROW);
+                s.slots[i].row.store(r, Release);
+            }
+            None => s.slots[i].row.store(DEAD, Release),
+        }
+    }
+
+    /// Hint the CPU to fetch the slot of the claim `claim` of `id` (its
+    /// first probe slot when the map grew since the claim).
+    #[inline(always)]
+    pub fn prefetch_claim(&self, claim: (usize, u64), id: u64) {
+        let b = self.slots.borrow();
+        let s = b.as_ref().expect("guard held");
+        let i = if claim.1 == self.map.generation.load(Relaxed) {
+            claim.0
+        } else {
+            s.start(id)
+        };
+        prefetch_slot(s, i);
     }
 
     /// Return `id`'s row, or insert it with the row made by `make` (called
@@ -361,7 +625,9 @@ impl MapGuard<'_> {
             if st != DEAD && slot.key.load(Relaxed) == id {
                 loop {
                     match st {
-                        KEYED => {
+                        // Being initialised, or a bulk claim in flight (see
+                        // `claim_pending`): wait for its row.
+                        KEYED | PENDING => {
                             std::hint::spin_loop();
                             st = slot.row.load(Acquire);
                         }
@@ -485,5 +751,130 @@ mod tests {
         rows.sort_unstable();
         rows.dedup();
         assert_eq!(rows.len(), 100_000);
+    }
+
+    /// Bulk claims from several threads on a map that starts tiny and grows
+    /// under them: each new id is owned by exactly one claim (the others see
+    /// it pending or published), lookups see pending ids as absent, `used`
+    /// is exact once the batches finish, and publishing through slots that
+    /// moved in a growth finds them again.
+    #[test]
+    fn bulk_claims_are_exclusive_and_survive_growth() {
+        for claimers in [1usize, 2, 4] {
+            let m = IdMap::default();
+            let owned: Vec<Vec<(u64, (usize, u64))>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..claimers as u64)
+                    .map(|t| {
+                        let m = &m;
+                        s.spawn(move || {
+                            let g = m.guard();
+                            let mut c = g.claimer(claimers);
+                            let mut mine = Vec::new();
+                            for k in 0..30_000u64 {
+                                // Overlapping ranges: most ids are claimed
+                                // by two threads at once.
+                                let id = (k + t * 10_000) % 40_000;
+                                match g.claim_pending(&mut c, id) {
+                                    Claim::Owned(i, gen) => mine.push((id, (i, gen))),
+                                    Claim::Pending => {}
+                                    Claim::Existing(r) => panic!("nothing published yet: {r}"),
+                                }
+                                assert_eq!(g.get(id), None, "a pending id is absent");
+                            }
+                            let n = mine.len();
+                            assert_eq!(g.finish(c), n);
+                            mine
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let mut all: Vec<u64> = owned.iter().flatten().map(|&(id, _)| id).collect();
+            all.sort_unstable();
+            let n = all.len();
+            all.dedup();
+            assert_eq!(all.len(), n, "an id owned twice ({claimers} claimers)");
+            let want = if claimers == 1 {
+                30_000
+            } else {
+                (10_000 * (claimers - 1) + 30_000).min(40_000)
+            };
+            assert_eq!(n, want);
+            assert_eq!(m.used.load(Relaxed), n, "used not exact");
+            assert!(m.used.load(Relaxed) * 10 <= m.read_lock().slots.len() * 7);
+            let g = m.guard();
+            for (k, &(id, claim)) in owned.iter().flatten().enumerate() {
+                g.publish(claim, id, Some(k as u32));
+            }
+            m.add_live(n);
+            for (k, &(id, _)) in owned.iter().flatten().enumerate() {
+                assert_eq!(g.get(id), Some(k as u32));
+            }
+            assert_eq!(m.len(), n);
+        }
+    }
+
+    /// The block a batch may keep unflushed: at least one, at most
+    /// `CLAIM_BLOCK`, and all concurrent batches together at most a quarter
+    /// of the headroom (so they never overfill the map) unless it is tiny.
+    #[test]
+    fn claim_blocks_never_overfill_the_map() {
+        for headroom in (0..5_000usize).chain([1 << 20, usize::MAX / 8]) {
+            for claimers in 1..=8usize {
+                let b = claim_block(headroom, claimers);
+                assert!((1..=CLAIM_BLOCK).contains(&b), "{headroom} {claimers}: {b}");
+                assert!(
+                    claimers * b <= (headroom / 4).max(claimers),
+                    "{headroom} {claimers}: {b}"
+                );
+                if headroom >= 4 * claimers * CLAIM_BLOCK {
+                    assert_eq!(b, CLAIM_BLOCK);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn distinct_lower_bound_is_a_close_lower_bound() {
+        let mut seed = 1u64;
+        for n in [0usize, 1, 2, 10, 100, 4_096, 50_000, 300_000] {
+            for dup in [1u64, 2, 7, 1_000] {
+                seed += 1;
+                let keys: Vec<u64> = (0..n as u64)
+                    .map(|k| crate::kernels::rng::hash2(seed, k / dup))
+                    .collect();
+                let mut d = keys.clone();
+                d.sort_unstable();
+                d.dedup();
+                let est = distinct_lower_bound(keys.iter().copied(), n);
+                assert!(est <= d.len(), "n={n} dup={dup}: {est} > {}", d.len());
+                // Five standard errors: 4% at 4,096 keys, under 1% at 300,000.
+                let close = if d.len() >= 50_000 { 0.98 } else { 0.94 };
+                if d.len() >= 4_096 {
+                    assert!(
+                        est as f64 >= close * d.len() as f64,
+                        "n={n} dup={dup}: {est} << {}",
+                        d.len()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reserve_sizes_for_the_new_keys_once() {
+        let m = IdMap::default();
+        m.reserve(100_000);
+        let len = m.read_lock().slots.len();
+        assert!(
+            100_000 * 10 <= len * 7 && 100_000 * 10 > len / 2 * 7,
+            "{len}"
+        );
+        let g = m.guard();
+        for id in 0..100_000u64 {
+            g.insert::<()>(id, || Ok(id as u32));
+        }
+        assert_eq!(m.read_lock().slots.len(), len, "grew after reserve");
+        assert_eq!(m.generation.load(Relaxed), 1);
     }
 }

@@ -298,6 +298,62 @@ impl<'a> TableReader<'a> {
     }
 }
 
+/// The rows of one bulk creation (`EmbeddingTable::reserve_rows`): new id
+/// number `k` of the creation (`0 <= k < total`, in the creation's order)
+/// gets `row(k)`. Workers that created `c_0, c_1, ...` new ids take the
+/// numbers `base_k = c_0 + ... + c_(k-1)` onwards (`bases`), so the rows
+/// are those a one-thread creation of the same ids in that order gets.
+#[derive(Debug)]
+pub struct NewRows {
+    reused: Vec<u32>,
+    first_fresh: u32,
+    total: usize,
+}
+
+impl NewRows {
+    #[inline(always)]
+    pub fn row(&self, k: usize) -> u32 {
+        debug_assert!(k < self.total);
+        match self.reused.get(k) {
+            Some(&r) => r,
+            None => self.first_fresh + (k - self.reused.len()) as u32,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The reused rows, creation numbers `0..reused().len()`.
+    pub fn reused(&self) -> &[u32] {
+        &self.reused
+    }
+
+    /// The creation number of fresh row `r`, or None when `r` is not one.
+    pub fn fresh_number(&self, r: u32) -> Option<usize> {
+        let fresh = (self.total - self.reused.len()) as u32;
+        (r >= self.first_fresh && r - self.first_fresh < fresh)
+            .then(|| self.reused.len() + (r - self.first_fresh) as usize)
+    }
+}
+
+/// First creation number of each worker that created `counts[k]` new ids
+/// (see `NewRows`).
+pub fn bases(counts: &[usize]) -> Vec<usize> {
+    counts
+        .iter()
+        .scan(0, |acc, &c| {
+            let b = *acc;
+            *acc += c;
+            Some(b)
+        })
+        .collect()
+}
+
 /// The changes of a table after a version (see `changed_since`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Delta {
@@ -835,6 +891,115 @@ impl EmbeddingTable {
                 Err(v) => cur = v,
             }
         }
+    }
+
+    /// Rows for `total` new ids of one bulk creation (see `NewRows`), taken
+    /// at once: reusable evicted rows first (in the order `claim_row` would
+    /// pop them), then fresh rows — one reservation of the fresh rows, not
+    /// one per id. Fails with `Capacity`, taking nothing, when they do not
+    /// fit. The caller holds `creation` and no map guard (a full table
+    /// waits for the eviction lock to reclaim), and ends the creation with
+    /// `commit_rows`.
+    pub fn reserve_rows(&self, total: usize) -> Result<NewRows> {
+        let room = |t: &Self| t.cfg.capacity - t.claimed.load(Relaxed).min(t.cfg.capacity);
+        if total > self.free.len() + room(self) && self.limbo_len.load(Acquire) > 0 {
+            let mut st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
+            self.reclaim(&mut st);
+        }
+        let free = self.free.len();
+        if total > free + room(self) {
+            return Err(Error::Capacity {
+                what: "the table".into(),
+                needed: total,
+                free: free + room(self),
+                capacity: self.cfg.capacity,
+            });
+        }
+        // Only creators pop (one at a time, under `creation`); reclaims only
+        // push: the rows counted above are there.
+        let mut reused = Vec::with_capacity(total.min(free));
+        while reused.len() < total {
+            match self.free.pop() {
+                Some(r) => reused.push(r),
+                None => break,
+            }
+        }
+        let fresh = total - reused.len();
+        let mut first = self.claimed.load(Relaxed);
+        loop {
+            if first + fresh > self.cfg.capacity {
+                // Only a creator not holding `creation` can get here: give
+                // the reused rows back and fail.
+                for &r in &reused {
+                    self.free.push(r);
+                }
+                return Err(Error::Capacity {
+                    what: "the table".into(),
+                    needed: total,
+                    free: self.remaining(),
+                    capacity: self.cfg.capacity,
+                });
+            }
+            match self
+                .claimed
+                .compare_exchange_weak(first, first + fresh, AcqRel, Relaxed)
+            {
+                Ok(_) => break,
+                Err(v) => first = v,
+            }
+        }
+        if !reused.is_empty() {
+            self.dead.fetch_sub(reused.len(), AcqRel);
+        }
+        Ok(NewRows {
+            reused,
+            first_fresh: first as u32,
+            total,
+        })
+    }
+
+    /// Initialise row `r` of a bulk creation (from `reserve_rows`) for `id`,
+    /// first seen at `timestamp`.
+    #[inline]
+    pub fn init_new_row(&self, r: u32, id: u64, timestamp: i64) {
+        self.init_row(r, id, timestamp);
+    }
+
+    /// End a bulk creation: its fresh rows, all initialised, count in
+    /// `len()` (which waits for them until then).
+    pub fn commit_rows(&self, rows: &NewRows) {
+        let fresh = rows.total - rows.reused.len();
+        if fresh > 0 {
+            self.ready.fetch_add(fresh, Release);
+        }
+    }
+
+    /// Keep row `r`'s first_seen the earliest of it and `timestamp` (a
+    /// later sight of an id in the call that created it).
+    #[inline]
+    pub fn keep_first_seen(&self, r: u32, timestamp: i64) {
+        let (m, t) = (&self.meta(r)[meta::FIRST_SEEN], enc_time(timestamp));
+        // A plain load first: later sights are usually later (no RMW then).
+        if m.load(Relaxed) > t {
+            m.fetch_min(t, Relaxed);
+        }
+    }
+
+    /// Make room in the id map for `more` new ids (no growth while they are
+    /// inserted). The caller holds no map guard.
+    pub fn reserve_ids(&self, more: usize) {
+        self.map.reserve(more);
+    }
+
+    /// Set the last update of row `r`, created in this call, to its first
+    /// sighting at `timestamp` (see `resolve::create_rows`).
+    pub fn set_first_update(&self, r: u32, timestamp: i64) {
+        self.meta(r)[meta::LAST_UPDATE].store(enc_time(timestamp), Relaxed);
+    }
+
+    /// Add `n` ids published by a bulk creation to the map's key count.
+    pub fn count_published(&self, n: usize) {
+        self.map.add_live(n);
     }
 
     /// The deterministic initial value of coordinate `k` of `id`'s row.
