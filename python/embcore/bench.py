@@ -634,10 +634,12 @@ GROUP_RUNNERS: dict[str, Callable[[Run], None]] = {
 def bench_distributed_group(w: Workload, results: list[Result]) -> None:
     """Sharded training on a local Ray cluster (``embcore.bench_distributed``), when Ray is
     installed (``pip install "embcore[ray]"``); skipped with a note otherwise."""
+    from embcore.distributed._ray import require_ray
+
     try:
-        import ray  # noqa: F401
-    except ImportError:
-        print('[bench] distributed skipped: pip install "embcore[ray]"', file=sys.stderr)
+        require_ray()
+    except ImportError as err:
+        print(f"[bench] distributed skipped: {err}", file=sys.stderr)
         return
     from embcore.bench_distributed import bench_distributed
 

@@ -17,6 +17,15 @@ def require_ray() -> ModuleType:
         import ray
     except ImportError as err:  # pragma: no cover - exercised only without ray
         raise ImportError(_INSTALL_HINT) from err
+    if not callable(getattr(ray, "init", None)):
+        # A directory named ``ray`` on the path imports as an empty namespace package: e.g. Ray's
+        # own session folder /tmp/ray, for a command started in /tmp.
+        where = list(getattr(ray, "__path__", [])) or getattr(ray, "__file__", None)
+        raise ImportError(
+            f"the 'ray' module found at {where} is not Ray (a folder named ray on the import "
+            "path, e.g. Ray's session folder /tmp/ray when started from /tmp): run from another "
+            'directory, or install Ray with: pip install "embcore[ray]"'
+        )
     return ray
 
 
