@@ -69,7 +69,8 @@ impl Monitor {
         config.u8(u8::from(c.retire_after.is_some()));
         config.i64(c.retire_after.unwrap_or(0));
 
-        let st = self.lock();
+        let mut st = self.lock();
+        st.settle();
         let d = st.dim;
         let mut counters = FieldWriter::default();
         counters.u64(d as u64);

@@ -806,7 +806,6 @@ struct Resolved {
     timestamp: i64,
 }
 
-/// Hint the CPU to fetch `v[at..at + len]` (no-op elsewhere than x86-64).
 #[derive(Default)]
 struct State {
     dim: usize,
@@ -851,6 +850,12 @@ struct State {
     /// threads and this pool as `UpdateObserver::Shard`).
     #[allow(clippy::vec_box)]
     pool: Vec<Box<Shard>>,
+    /// The shard of the calls that hold this lock throughout (`observe`,
+    /// `observe_pairs`), kept with its groups between calls: they are
+    /// drained into `groups` by `settle`, before anything reads the groups,
+    /// not after every call (that drain was about half of a PyTorch hook's
+    /// call on cache-cold state).
+    resident: Option<Box<Shard>>,
 }
 
 impl State {
@@ -862,6 +867,27 @@ impl State {
             last_sweep: i64::MIN,
             limits: (plan.cfg.max_records, plan.cfg.max_tracked),
             ..Default::default()
+        }
+    }
+
+    /// Drain the resident shard's groups into `groups`: called by every
+    /// reader of the groups (summary, bytes, merge, memory). The bucket
+    /// and sketch counts are exact either way; the moments' f64 sums are
+    /// added in a different order than a drain after every call would.
+    fn settle(&mut self) {
+        let Some(sh) = self.resident.as_mut() else {
+            return;
+        };
+        for ((dst, src), touched) in self
+            .groups
+            .iter_mut()
+            .zip(sh.groups.iter_mut())
+            .zip(sh.touched.iter_mut())
+        {
+            for &b in touched.iter() {
+                dst[b as usize].drain(&mut src[b as usize]);
+            }
+            touched.clear();
         }
     }
 
@@ -1112,6 +1138,7 @@ impl State {
                 + self.track_free.capacity()
                 + self.prev_free.capacity())
             + self.pool.iter().map(|s| s.bytes()).sum::<usize>()
+            + self.resident.as_ref().map_or(0, |s| s.bytes())
     }
 }
 
@@ -1465,7 +1492,13 @@ impl Monitor {
     /// the shard's 16 KiB of registers, their merge and their clearing —
     /// three passes over memory a training step in between has evicted.
     fn take_direct_shard(&self, st: &mut State, ids: &[u64]) -> Box<Shard> {
-        let mut sh = self.take_shard(st);
+        let mut sh = match st.resident.take() {
+            Some(mut sh) => {
+                sh.room = self.plan.cfg.max_records;
+                sh
+            }
+            None => self.take_shard(st),
+        };
         let reg: &mut [u8; HLL_SIZE] = (&mut st.hll[..]).try_into().expect("HLL_SIZE registers");
         for &id in ids {
             hll_add(reg, self.plan.hash(id));
@@ -1476,16 +1509,20 @@ impl Monitor {
 
     fn absorb_into(&self, st: &mut State, mut sh: Box<Shard>) {
         self.flush(&mut sh);
-        for ((dst, src), touched) in st
-            .groups
-            .iter_mut()
-            .zip(sh.groups.iter_mut())
-            .zip(sh.touched.iter_mut())
-        {
-            for &b in touched.iter() {
-                dst[b as usize].drain(&mut src[b as usize]);
+        // A direct shard keeps its groups (`State::settle` drains them).
+        let resident = sh.hll_direct;
+        if !resident {
+            for ((dst, src), touched) in st
+                .groups
+                .iter_mut()
+                .zip(sh.groups.iter_mut())
+                .zip(sh.touched.iter_mut())
+            {
+                for &b in touched.iter() {
+                    dst[b as usize].drain(&mut src[b as usize]);
+                }
+                touched.clear();
             }
-            touched.clear();
         }
         if !sh.hll_direct {
             for (a, b) in st.hll.iter_mut().zip(sh.hll.iter()) {
@@ -1521,7 +1558,9 @@ impl Monitor {
         }
         st.sweep(self.plan.cfg.retire_after);
         sh.clear();
-        if st.pool.len() < POOL {
+        if resident {
+            st.resident = Some(sh);
+        } else if st.pool.len() < POOL {
             st.pool.push(sh);
         }
     }
@@ -1856,7 +1895,8 @@ impl Monitor {
     }
 
     pub fn summary(&self) -> Summary {
-        let st = self.lock();
+        let mut st = self.lock();
+        st.settle();
         let mut groupings: [GroupingSummary; 3] = Default::default();
         let mut popularity: Vec<Group> = (0..65).map(|_| Group::new()).collect();
         for (b, grp) in st.groups[0].iter().enumerate() {
@@ -1945,6 +1985,7 @@ impl Monitor {
         let o = o.lock();
         let mut guard = self.lock();
         let st = &mut *guard;
+        st.settle();
         // Every sum is checked before anything changes: an error leaves
         // `self` as it was. Bucket and sketch counts are bounded by
         // `updates` (decoding checks they add up to it), so checking
@@ -2190,7 +2231,7 @@ mod tests {
             .collect();
         let after: Vec<f32> = before.iter().map(|x| x + 0.01).collect();
         if pairs {
-            let counts = vec![1i64; ids.len()];
+            let counts: Vec<i64> = (0..ids.len() as i64).map(|k| k % 7 + 1).collect();
             m.observe_pairs(ids, &before, &after, d, &counts, None, None)
                 .unwrap();
             return;
@@ -2200,7 +2241,7 @@ mod tests {
             let u = RowUpdate {
                 id,
                 row: 0,
-                interactions: 1,
+                interactions: k as u64 % 7 + 1,
                 first_seen: 0,
                 timestamp: k as i64,
                 before: &before[k * d..(k + 1) * d],
@@ -2235,6 +2276,84 @@ mod tests {
         feed(&e, &ids, 0.0, false);
         feed(&e, &[9_999_999], 2.0, false);
         assert_eq!(c.lock().hll, e.lock().hll);
+    }
+
+    /// Everything of two summaries but the moments' f64 sums, which a
+    /// deferred drain adds in another order: exactly equal; means and
+    /// standard deviations to 1e-9 (relative) + 1e-10.
+    fn assert_same_summary(a: &Summary, b: &Summary) {
+        assert_eq!(
+            (a.updates, a.skipped_updates, a.items_seen),
+            (b.updates, b.skipped_updates, b.items_seen)
+        );
+        let groupings = a.groupings.iter().chain([&a.overall]);
+        for (x, y) in groupings.zip(b.groupings.iter().chain([&b.overall])) {
+            assert_eq!((&x.lower, &x.n), (&y.lower, &y.n));
+            for (s, t) in x.stats.iter().zip(&y.stats) {
+                assert_eq!(
+                    (&s.n, &s.min, &s.max, &s.p50, &s.p90, &s.p99),
+                    (&t.n, &t.min, &t.max, &t.p50, &t.p90, &t.p99)
+                );
+                for (u, v) in s.mean.iter().chain(&s.std).zip(t.mean.iter().chain(&t.std)) {
+                    // A std from Σx² − n·mean² cancels: an absolute floor.
+                    assert!((u - v).abs() <= 1e-10 + 1e-9 * u.abs(), "{u} {v}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn groups_drained_at_the_first_read_equal_groups_drained_after_every_call() {
+        let calls: Vec<Vec<u64>> = (0..12u64)
+            .map(|c| (0..200u64).map(|k| (k * 31 + c * 7) % 500 + 1).collect())
+            .collect();
+        // a: drained after every call (a read settles it); b: at the end.
+        let (a, b) = (Monitor::new(cfg()).unwrap(), Monitor::new(cfg()).unwrap());
+        for (c, ids) in calls.iter().enumerate() {
+            feed(&a, ids, c as f32, true);
+            let _ = a.summary();
+            feed(&b, ids, c as f32, true);
+            if c % 4 == 3 {
+                // The training path in between, on both.
+                feed(&a, ids, 0.5, false);
+                feed(&b, ids, 0.5, false);
+            }
+        }
+        assert!(b
+            .lock()
+            .resident
+            .as_ref()
+            .is_some_and(|s| s.touched[0].len() == 7));
+        let (sa, sb) = (a.summary(), b.summary());
+        assert_eq!(sb.updates, 12 * 200 + 3 * 200);
+        assert_same_summary(&sa, &sb);
+        // What a read sees: bytes, a merge and the memory count include the
+        // resident groups.
+        let c = Monitor::new(cfg()).unwrap();
+        for (k, ids) in calls.iter().enumerate() {
+            feed(&c, ids, k as f32, true);
+            if k % 4 == 3 {
+                feed(&c, ids, 0.5, false);
+            }
+        }
+        let decoded = Monitor::from_bytes(&c.to_bytes()).unwrap();
+        assert_same_summary(&decoded.summary(), &sa);
+        let e = Monitor::new(cfg()).unwrap();
+        for (k, ids) in calls.iter().enumerate() {
+            feed(&e, ids, k as f32, true);
+            if k % 4 == 3 {
+                feed(&e, ids, 0.5, false);
+            }
+        }
+        let merged = Monitor::new(cfg()).unwrap();
+        merged.merge(&e).unwrap();
+        assert_same_summary(&merged.summary(), &sa);
+        // The memory count includes the resident shard (its groups alone
+        // are ~800 buckets of moments and sketches).
+        let with = c.memory_bytes();
+        let resident = c.lock().resident.take().expect("a resident shard");
+        assert!(resident.bytes() > 100_000);
+        assert_eq!(c.memory_bytes() + resident.bytes(), with);
     }
 
     #[test]
