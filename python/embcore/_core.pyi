@@ -10,6 +10,7 @@ from typing_extensions import disjoint_base
 
 __all__ = [
     "__version__",
+    "SlotIndex",
     "build_profile",
     "DEFAULT_CAPACITY",
     "SNAPSHOT_VERSION",
@@ -333,6 +334,12 @@ class Monitor:
         now: int | None = None,
         max_ids: int = 100,
     ) -> dict[str, Any]: ...
+
+@final
+class SlotIndex:
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+    def slots(self, ids: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 
 @final
 class StepTracker:

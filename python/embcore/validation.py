@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embcore import runs
+from embcore import _core, runs
 from embcore.runs import AGE_EDGES_HOURS
 
 __all__ = [
@@ -367,14 +367,13 @@ assert len(INTERACTION_EDGES) < 8 and len(AGE_EDGES_HOURS) < 8  # each fits in 3
 class _ItemHistory:
     """Per item in the log: interactions so far and first event time.
 
-    Items get dense slots in order of first sighting (``counts[slot]``, ``first_seen[slot]``);
-    ``sorted_ids``/``slot_of`` find an id's slot by binary search. A chunk's events are grouped
-    by item with one ``np.sort`` of ``slot << 32 | position`` (vectorised; no argsort).
+    Items get dense slots in order of first sighting (``counts[slot]``, ``first_seen[slot]``),
+    found through one hash lookup per event (``embcore._core.SlotIndex``). A chunk's events are
+    grouped by item with one ``np.sort`` of ``slot << 32 | position`` (vectorised; no argsort).
     """
 
     def __init__(self) -> None:
-        self.sorted_ids = np.zeros(0, dtype=np.uint64)
-        self.slot_of = np.zeros(0, dtype=np.int64)
+        self.index = _core.SlotIndex()
         self.counts = np.zeros(0, dtype=np.int64)
         self.first_seen = np.zeros(0, dtype=np.int64)
 
@@ -414,24 +413,12 @@ class _ItemHistory:
     ) -> npt.NDArray[np.int64]:
         """Each event's item slot; items seen for the first time get new slots (first seen at
         their first event in the chunk)."""
-        where = np.searchsorted(self.sorted_ids, items)
-        known = np.zeros(items.size, dtype=bool)
-        if self.sorted_ids.size:
-            clipped = np.minimum(where, self.sorted_ids.size - 1)
-            known = self.sorted_ids[clipped] == items
-        if known.all():
-            return self.slot_of[where]
-        slots = np.empty(items.size, dtype=np.int64)
-        slots[known] = self.slot_of[where[known]]
-        new_ids, first_at = np.unique(items[~known], return_index=True)
-        first_time = timestamps[~known][first_at].astype(np.int64)
-        new_slots = self.counts.size + np.arange(new_ids.size, dtype=np.int64)
-        at = np.searchsorted(self.sorted_ids, new_ids)
-        self.sorted_ids = np.insert(self.sorted_ids, at, new_ids)
-        self.slot_of = np.insert(self.slot_of, at, new_slots)
-        self.counts = np.concatenate([self.counts, np.zeros(new_ids.size, np.int64)])
-        self.first_seen = np.concatenate([self.first_seen, first_time])
-        slots[~known] = new_slots[np.searchsorted(new_ids, items[~known])]
+        slots, first_at = self.index.slots(np.ascontiguousarray(items, dtype=np.uint64))
+        if first_at.size:
+            self.counts = np.concatenate([self.counts, np.zeros(first_at.size, np.int64)])
+            self.first_seen = np.concatenate(
+                [self.first_seen, timestamps[first_at].astype(np.int64)]
+            )
         return slots
 
 

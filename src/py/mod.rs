@@ -8,6 +8,7 @@ mod mf;
 mod model;
 mod monitor;
 mod shard;
+mod slots;
 mod table;
 
 use pyo3::prelude::*;
@@ -34,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mf::PyMatrixFactorization>()?;
     m.add_class::<monitor::PyMonitor>()?;
     m.add_class::<monitor::PyStepTracker>()?;
+    m.add_class::<slots::PySlotIndex>()?;
     m.add_class::<ffm::PyFieldModel>()?;
     m.add_class::<ffm::PyFieldAwareFM>()?;
     m.add_class::<ffm::PyFactorizationMachine>()?;
