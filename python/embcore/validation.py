@@ -214,7 +214,12 @@ def _grouped_auc_sorted(
     positives (a binary search each). Returns ``(auc, positives, events)`` per group.
     """
     if sys.byteorder == "little":  # the label bit is in each key's first byte: 1 byte a key
-        positions: npt.NDArray[Any] = np.flatnonzero(packed.view(np.uint8)[::8] & np.uint8(1))
+        # Into a contiguous byte array read as bool: flatnonzero of the strided uint8 result
+        # took 5x as long (52 against 11 ms for 10M keys).
+        label = np.empty(packed.size, dtype=np.uint8)
+        np.bitwise_and(packed.view(np.uint8)[::8], np.uint8(1), out=label)
+        positions: npt.NDArray[Any] = np.flatnonzero(label.view(np.bool_))
+        del label
     else:
         positions = np.flatnonzero(packed & np.uint64(1))
     if packed.size < 2**31:
