@@ -806,6 +806,20 @@ struct Resolved {
     timestamp: i64,
 }
 
+/// Move the groups `sh` gave updates to into `groups`, leaving them empty.
+fn drain_touched(groups: &mut [Vec<Group>; 2], sh: &mut Shard) {
+    for ((dst, src), touched) in groups
+        .iter_mut()
+        .zip(sh.groups.iter_mut())
+        .zip(sh.touched.iter_mut())
+    {
+        for &b in touched.iter() {
+            dst[b as usize].drain(&mut src[b as usize]);
+        }
+        touched.clear();
+    }
+}
+
 #[derive(Default)]
 struct State {
     dim: usize,
@@ -875,19 +889,8 @@ impl State {
     /// and sketch counts are exact either way; the moments' f64 sums are
     /// added in a different order than a drain after every call would.
     fn settle(&mut self) {
-        let Some(sh) = self.resident.as_mut() else {
-            return;
-        };
-        for ((dst, src), touched) in self
-            .groups
-            .iter_mut()
-            .zip(sh.groups.iter_mut())
-            .zip(sh.touched.iter_mut())
-        {
-            for &b in touched.iter() {
-                dst[b as usize].drain(&mut src[b as usize]);
-            }
-            touched.clear();
+        if let Some(sh) = self.resident.as_mut() {
+            drain_touched(&mut self.groups, sh);
         }
     }
 
@@ -1512,17 +1515,7 @@ impl Monitor {
         // A direct shard keeps its groups (`State::settle` drains them).
         let resident = sh.hll_direct;
         if !resident {
-            for ((dst, src), touched) in st
-                .groups
-                .iter_mut()
-                .zip(sh.groups.iter_mut())
-                .zip(sh.touched.iter_mut())
-            {
-                for &b in touched.iter() {
-                    dst[b as usize].drain(&mut src[b as usize]);
-                }
-                touched.clear();
-            }
+            drain_touched(&mut st.groups, &mut sh);
         }
         if !sh.hll_direct {
             for (a, b) in st.hll.iter_mut().zip(sh.hll.iter()) {
