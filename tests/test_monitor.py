@@ -653,3 +653,29 @@ def test_observe_reads_strided_and_float64_inputs_like_contiguous_ones() -> None
             timestamps=times[::2] // 2 + k,
         )
     assert a.to_bytes() == b.to_bytes()
+
+
+def test_record_publish_picks_the_window_and_listed_cohorts_from_the_table() -> None:
+    """record_publish reads a row's first-seen time only when a track window is set; with and
+    without one, the records are of exactly the ids a reference computed from the table's
+    metadata says are tracked."""
+    model = embcore.MatrixFactorization(dim=4, seed=0)
+    rng = np.random.default_rng(3)
+    items = u64(rng.integers(0, 200, size=2000))
+    model.train(
+        u64(rng.integers(0, 50, size=2000)),
+        items,
+        np.ones(2000, np.float32),
+        timestamps=np.arange(2000, dtype=np.int64),
+    )
+    meta = model.items.metadata()
+    listed = [int(meta["ids"][0]), int(meta["ids"][5]), 10**9]  # the last is not in the table
+    for window in [(100, 400), None]:
+        mon = Monitor(sample_rate=0.0, track_ids=listed, track_window=window)
+        mon.record_publish(model.items, 5000)
+        want = set(listed[:2])
+        if window is not None:
+            first = meta["first_seen"]
+            want |= set(meta["ids"][(first >= window[0]) & (first < window[1])].tolist())
+        assert set(mon.trajectories()["ids"].tolist()) == want, window
+        assert len(want) == 2 if window is None else len(want) > 20

@@ -305,6 +305,12 @@ impl Plan {
             || (!self.ids.is_empty() && self.ids.contains(&id))
     }
 
+    /// Whether `is_tracked` reads `first_seen` (a track window is set):
+    /// else a scan can leave the rows' metadata unread.
+    fn tracks_by_time(&self) -> bool {
+        self.t0 < self.t1
+    }
+
     #[inline(always)]
     fn hash(&self, id: u64) -> u64 {
         mix64(id ^ self.salt)
@@ -1776,10 +1782,16 @@ impl Monitor {
         let mut kept = 0;
         // One consistent pass under a pin: each id with its own row.
         let reader = table.reader();
+        // Without a track window only the ids decide (the hash cohort, listed
+        // ids): the untracked rows' metadata, 64 bytes each, stays unread.
+        let by_time = self.plan.tracks_by_time();
         for (&r, &id) in reader.rows().iter().zip(reader.ids()) {
             let m = table.meta(r);
-            let first_seen =
-                dec_time(m[meta::FIRST_SEEN].load(std::sync::atomic::Ordering::Relaxed));
+            let first_seen = if by_time {
+                dec_time(m[meta::FIRST_SEEN].load(std::sync::atomic::Ordering::Relaxed))
+            } else {
+                i64::MIN // outside the empty window: the same answer
+            };
             if !self.plan.is_tracked(self.plan.hash(id), id, first_seen) {
                 continue;
             }
