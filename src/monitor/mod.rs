@@ -604,9 +604,10 @@ pub struct Shard {
     records: Vec<Record>,
     record_rows: Vec<f32>,
     room: usize,
-    /// The distinct-item sightings went straight into the monitor's own
-    /// registers (`Monitor::take_direct_shard`): `hll` is untouched zeros.
-    hll_direct: bool,
+    /// A lock-held call's shard (`Monitor::take_direct_shard`): its
+    /// distinct-item sightings went straight into the monitor's registers
+    /// (`hll` is untouched zeros), and it stays resident with its groups.
+    direct: bool,
     /// Statistics not yet added to the groups (see `Monitor::flush`).
     pending: Pending,
     dropped: u64,
@@ -631,7 +632,7 @@ impl Shard {
             records: Vec::new(),
             record_rows: Vec::new(),
             room: 0,
-            hll_direct: false,
+            direct: false,
             pending: Pending::new(),
             dropped: 0,
             latest: i64::MIN,
@@ -640,10 +641,10 @@ impl Shard {
 
     /// Reset for reuse (the groups were emptied by `Group::drain`).
     fn clear(&mut self) {
-        if !self.hll_direct {
+        if !self.direct {
             self.hll.fill(0);
         }
-        self.hll_direct = false;
+        self.direct = false;
         self.updates = 0;
         self.skipped = 0;
         self.dim = 0;
@@ -1382,7 +1383,7 @@ impl Monitor {
         // the training loop each was a cache miss the loop waited for; here
         // the updates are independent and overlap (max is order-free: the
         // same registers).
-        if !sh.hll_direct {
+        if !sh.direct {
             for &h in &q.hash[..n] {
                 hll_add(&mut sh.hll, h);
             }
@@ -1512,18 +1513,17 @@ impl Monitor {
         for &id in ids {
             hll_add(reg, self.plan.hash(id));
         }
-        sh.hll_direct = true;
+        sh.direct = true;
         sh
     }
 
     fn absorb_into(&self, st: &mut State, mut sh: Box<Shard>) {
         self.flush(&mut sh);
-        // A direct shard keeps its groups (`State::settle` drains them).
-        let resident = sh.hll_direct;
-        if !resident {
+        // A direct shard keeps its groups (`State::settle` drains them) and
+        // has no registers of its own to merge.
+        let direct = sh.direct;
+        if !direct {
             drain_touched(&mut st.groups, &mut sh);
-        }
-        if !sh.hll_direct {
             for (a, b) in st.hll.iter_mut().zip(sh.hll.iter()) {
                 *a = (*a).max(*b);
             }
@@ -1557,7 +1557,7 @@ impl Monitor {
         }
         st.sweep(self.plan.cfg.retire_after);
         sh.clear();
-        if resident {
+        if direct {
             st.resident = Some(sh);
         } else if st.pool.len() < POOL {
             st.pool.push(sh);

@@ -401,7 +401,7 @@ class Watch:
     def _flush_pending(self) -> None:
         """Observe the fresh rows of a step whose post-hook never ran (its ``step`` raised, or
         the hooks were removed in between), so the monitor keeps their reference rows."""
-        if self._tracker is not None:  # pairs need no reference rows
+        if self._tracker is not None:  # the unfinished step is dropped
             self._tracker.discard()
         pending, self._pending = self._pending, None
         if pending is not None and not self._pairs:  # pairs need no reference rows
