@@ -209,18 +209,63 @@ def test_validation_metrics_match_per_grouping_pairwise_references(
         assert got == (None if want is None else pytest.approx(want, abs=1e-12))
 
     check(m["auc"], np.ones(len(rows), bool))
+    assert m["scored_events"] == int(finite.sum())
     check(m["fresh_auc"], index <= 2)
     check(m["mature_auc"], index > 2)
     buckets = np.searchsorted(np.array(rp.INTERACTION_EDGES), index, side="left")
     for b, got in enumerate(m["by_item_interactions"]["auc"]):
         check(got, buckets == b)
+    # Events per group count the unscored ones too.
+    assert m["by_item_interactions"]["events"] == np.bincount(buckets, minlength=6).tolist()
     if len(rows):
         window = times // 6 - times.min() // 6
+        assert m["over_time"]["events"] == np.bincount(window).tolist()
         for w, got in enumerate(m["over_time"]["auc"]):
             check(got, window == w)
         if finite.any():
             want = reference_logloss(scores[finite], labels[finite])
             assert m["logloss"] == pytest.approx(want, rel=1e-5)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.one_of(st.sampled_from([-1.0, 0.5, np.inf]), st.floats(-3, 3, width=32)),
+            st.integers(0, 9),
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_validation_windows_past_the_packed_bits_sort_apart_with_the_same_results(
+    rows: list[tuple[bool, float, int]],
+) -> None:
+    """A log with more windows than the packed key has bits for (forced here to 1 bit, two
+    windows) takes the window grouping's own sort: every metric is the same."""
+    labels = np.array([r[0] for r in rows], np.float32)
+    scores = np.array([r[1] for r in rows], np.float32)
+    times = 1_600_000_000 + np.cumsum([r[2] for r in rows]).astype(np.int64)
+
+    def metrics() -> dict[str, Any]:
+        pv = rp.ProgressiveValidation(["m"], 2, 10, window_seconds=3)
+        pv.add_events(np.arange(len(rows), dtype=np.uint64) % 3, labels, times)
+        pv.add_scores("m", scores)
+        return pv.metrics()["m"]
+
+    packed = metrics()
+    saved = validation._WINDOW_BITS
+    validation._WINDOW_BITS = 1
+    try:
+        apart = metrics()
+    finally:
+        validation._WINDOW_BITS = saved
+    assert json.dumps(apart, sort_keys=True) == json.dumps(packed, sort_keys=True)
+
+
+def test_grouped_auc_refuses_groups_out_of_range() -> None:
+    with pytest.raises(ValueError, match=r"groups must be in \[0, 2\), got 0 to 2"):
+        rp.grouped_auc([0.1, 0.2], [0, 1], [0, 2], 2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ __all__ = [
     "EmbeddingTable",
     "rowwise_cosine",
     "cross_product",
+    "grouped_auc_sorted",
     "MatrixFactorization",
     "Monitor",
     "StepTracker",
@@ -420,6 +421,11 @@ def rowwise_cosine(
 def cross_product(
     a: npt.NDArray[_F], b: npt.NDArray[_F], threads: int = 2
 ) -> npt.NDArray[np.float64]: ...
+def grouped_auc_sorted(
+    keys: npt.NDArray[np.uint64] | npt.NDArray[np.int64],
+    tie_shift: int,
+    fields: list[tuple[int, int, int]],
+) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]]: ...
 
 # Sharded training (embcore.distributed). A row block is a dict of flat arrays: "ids" (uint64),
 # "weights" and "state" (float32, row after row), "meta" (uint64, 8 words a row).

@@ -14,11 +14,15 @@ Design notes
   age bucket and both fresh flags — 9 bytes per event. A 10M-event replay of two modes keeps
   170 MB for this. The AUC is the exact Mann–Whitney statistic with tied scores counted one
   half — no histogram, no approximation. Merging chunks (or shards) is concatenation.
-* **One sort per grouping, no argsort.** Each event becomes one uint64 — group, an
-  order-preserving key of its float32 score, label bit — and ``np.sort`` of that array
-  (vectorised, several times faster than a stable ``argsort``) lines up each group's tie
-  blocks with the negatives first; the rank sums follow from the block boundaries. Scores that
-  float32 cannot hold exactly fall back to ``np.lexsort``.
+* **One sort for every grouping, no argsort.** Each event becomes one uint64 — an
+  order-preserving key of its float32 score in the high 32 bits, then its time window, its
+  code byte and its label bit — and ``np.sort`` of that array (vectorised, several times faster
+  than a stable ``argsort``) lines up the tie blocks. One native scan
+  (``embcore._core.grouped_auc_sorted``) then counts, per group of every grouping, the
+  negatives below each positive (ties one half), in integers: exact and independent of order.
+  A log with more time windows than the key has bits for (over 8M) sorts the window grouping
+  apart; scores that float32 cannot hold exactly (the public :func:`grouped_auc` on float64)
+  fall back to ``np.lexsort``.
 * **Fresh items** are defined from the log, not from a model (so every mode is judged on the
   same events): an event is *fresh by count* when it is among its item's first
   ``fresh_interactions`` interactions in the log, *fresh by age* when it happens less than
@@ -31,8 +35,7 @@ Design notes
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -129,6 +132,8 @@ def grouped_auc(
     result = np.full(n_groups, np.nan)
     if s.size == 0:
         return result
+    if g.min() < 0 or g.max() >= n_groups:
+        raise ValueError(f"groups must be in [0, {n_groups}), got {g.min()} to {g.max()}")
     keys = _score_keys(s) if n_groups < 2**31 else None
     if keys is not None:
         return _grouped_auc_sorted(np.sort(_packed(keys, pos, g)), n_groups)[0]
@@ -178,22 +183,6 @@ def _packed(
     return _with_group((keys << np.uint64(1)) | pos.astype(np.uint64), g)
 
 
-def _fill_packed(
-    out: npt.NDArray[np.uint64],
-    keys: npt.NDArray[np.uint32],
-    pos: npt.NDArray[np.bool_],
-    g: npt.NDArray[Any],
-) -> None:
-    """``out[:] = _packed(keys, pos, g)``, block by block: no full-length temporaries."""
-    for a in range(0, out.size, _BLOCK):
-        o = out[a : a + _BLOCK]
-        np.copyto(o, g[a : a + _BLOCK], casting="unsafe")
-        o <<= np.uint64(32)
-        o |= keys[a : a + _BLOCK]
-        o <<= np.uint64(1)
-        o |= pos[a : a + _BLOCK]
-
-
 def _with_group(base: npt.NDArray[np.uint64], g: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
     packed = g.astype(np.uint64)
     packed <<= np.uint64(33)
@@ -204,59 +193,88 @@ def _with_group(base: npt.NDArray[np.uint64], g: npt.NDArray[Any]) -> npt.NDArra
 def _grouped_auc_sorted(
     packed: npt.NDArray[np.uint64], n_groups: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """AUC per group from the sorted :func:`_packed` keys, in two passes over the events.
+    """AUC per group from the sorted :func:`_packed` keys (group in the high 31 bits, ties on
+    everything above the label bit). Returns ``(auc, positives, events)`` per group."""
+    field = (33, 2**31 - 1, n_groups)
+    u, positives, events = _core.grouped_auc_sorted(packed, 1, [field])[0]
+    return _auc_from_counts(u, positives, events), positives, events
 
-    A positive's Mann–Whitney count is the negatives below it in its group plus half the
-    negatives tied with it. Within a tie the negatives sort first, so with ``b`` the first
-    position of a positive's tie block, ``neg(x)`` the negatives before position ``x`` and
-    ``f`` the group's first position, the count is ``(neg(p) + neg(b)) / 2 - neg(f)``. The k-th
-    positive (0-based) at position ``p`` has ``neg(p) = p - k``; ``b < p`` only for tied
-    positives (a binary search each). Returns ``(auc, positives, events)`` per group.
-    """
-    if sys.byteorder == "little":  # the label bit is in each key's first byte: 1 byte a key
-        # Into a contiguous byte array read as bool: flatnonzero of the strided uint8 result
-        # took 5x as long (52 against 11 ms for 10M keys).
-        label = np.empty(packed.size, dtype=np.uint8)
-        np.bitwise_and(packed.view(np.uint8)[::8], np.uint8(1), out=label)
-        positions: npt.NDArray[Any] = np.flatnonzero(label.view(np.bool_))
-        del label
-    else:
-        positions = np.flatnonzero(packed & np.uint64(1))
-    if packed.size < 2**31:
-        positions = positions.astype(np.int32)  # half the memory
-    group_first = np.searchsorted(
-        packed, np.arange(n_groups + 1, dtype=np.uint64) << np.uint64(33), side="left"
-    )
 
-    def negatives_before(x: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-        return (x - np.searchsorted(positions, x, side="left")).astype(np.int64)
+def _auc_from_counts(
+    u: npt.NDArray[np.float64], positives: npt.NDArray[np.float64], events: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``u / (positives × negatives)`` per group; NaN without both classes."""
+    negatives = events - positives
+    result = np.full(u.size, np.nan)
+    defined = (positives > 0) & (negatives > 0)
+    result[defined] = u[defined] / (positives[defined] * negatives[defined])
+    return result
 
-    first_negatives = negatives_before(group_first[:-1])
-    # The positives in blocks (bounded temporaries). Each count is a multiple of one half
-    # below n, so the float64 sums are exact in any order: blocks change no bit.
-    u = np.zeros(n_groups)
-    n_pos = np.zeros(n_groups)
-    for a in range(0, positions.size, _BLOCK):
-        p = positions[a : a + _BLOCK].astype(np.int64)
-        keys = packed[p]
-        below = p - np.arange(a, a + p.size)  # neg(p) for each positive
-        block_start_negatives = below.astype(np.float64)
-        # A positive is tied with an earlier event when that event has its key bar the label.
-        tied = (p > 0) & ((packed[np.maximum(p - 1, 0)] | np.uint64(1)) == keys)
-        if tied.any():
-            starts = np.searchsorted(packed, keys[tied] & ~np.uint64(1), side="left")
-            block_start_negatives[tied] = negatives_before(starts)
-        group = (keys >> np.uint64(33)).astype(np.intp)
-        count = 0.5 * (below + block_start_negatives)
-        count -= first_negatives[group]
-        u += np.bincount(group, weights=count, minlength=n_groups)[:n_groups]
-        n_pos += np.bincount(group, minlength=n_groups)[:n_groups]
-    n_all = np.diff(group_first).astype(np.float64)
-    n_neg = n_all - n_pos
-    result = np.full(n_groups, np.nan)
-    defined = (n_pos > 0) & (n_neg > 0)
-    result[defined] = u[defined] / (n_pos[defined] * n_neg[defined])
-    return result, n_pos, n_all
+
+# The metrics' packed event: score key << 32 | window << 9 | code byte << 1 | positive.
+_WINDOW_SHIFT = 9
+_WINDOW_BITS = 32 - _WINDOW_SHIFT
+_CODE_SHIFT = 1
+
+
+def _scored_blocks(
+    scores: npt.NDArray[np.float32], finite: npt.NDArray[np.bool_] | None
+) -> Iterator[tuple[Callable[[npt.NDArray[Any]], npt.NDArray[Any]], npt.NDArray[np.uint32]]]:
+    """Block by block: a function taking a column's values of the block's scored events (all
+    when ``finite`` is None), and their score keys."""
+    for a in range(0, scores.size, _BLOCK):
+        part = slice(a, a + _BLOCK)
+        keep = None if finite is None else finite[part]
+
+        def take(column: npt.NDArray[Any], part: slice = part, keep: Any = keep) -> Any:
+            return column[part] if keep is None else column[part][keep]
+
+        keys = _score_keys_block(take(scores))
+        assert keys is not None  # float32 scores always have a key
+        yield take, keys
+
+
+def _fill_events(
+    out: npt.NDArray[np.uint64],
+    scores: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.float32],
+    codes: npt.NDArray[np.uint8],
+    window: npt.NDArray[Any] | None,
+    finite: npt.NDArray[np.bool_] | None,
+) -> None:
+    """Pack the events with a finite score (all when ``finite`` is None) into ``out``: score
+    key << 32 | window << 9 (when given) | code byte << 1 | positive, block by block (no
+    full-length temporaries)."""
+    at = 0
+    for take, keys in _scored_blocks(scores, finite):
+        o = out[at : at + keys.size]
+        at += keys.size
+        np.copyto(o, keys, casting="unsafe")
+        o <<= np.uint64(32)
+        if window is not None:
+            o |= take(window).astype(np.uint64) << np.uint64(_WINDOW_SHIFT)
+        o |= take(codes).astype(np.uint64) << np.uint64(_CODE_SHIFT)
+        o |= _positives(take(labels))
+
+
+def _fill_grouped(
+    out: npt.NDArray[np.uint64],
+    scores: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.float32],
+    groups: npt.NDArray[Any],
+    finite: npt.NDArray[np.bool_] | None,
+) -> None:
+    """:func:`_packed` of the scored events (group << 33 | score key << 1 | positive) into
+    ``out``, block by block."""
+    at = 0
+    for take, keys in _scored_blocks(scores, finite):
+        o = out[at : at + keys.size]
+        at += keys.size
+        np.copyto(o, take(groups), casting="unsafe")
+        o <<= np.uint64(32)
+        o |= keys
+        o <<= np.uint64(1)
+        o |= _positives(take(labels))
 
 
 def _grouped_auc_blocks(
@@ -554,7 +572,18 @@ class ProgressiveValidation:
              for t in self._times]
         ) if self._times else np.zeros(0, dtype=np.uint8)  # fmt: skip
         groupings["window"] = (lambda: window, n_windows)
-        positive = _positives(labels)
+        # Where each grouping's group sits in the packed event (`_fill_events`): the code
+        # byte's bit fields shifted past the label bit, then the window when it fits.
+        fields = {
+            "overall": (0, 0, 1),
+            "fresh": (_CODE_SHIFT + 3, 1, 2),
+            "fresh_age": (_CODE_SHIFT + 7, 1, 2),
+            "interactions": (_CODE_SHIFT, int(_INTERACTION_BITS), len(INTERACTION_EDGES) + 1),
+            "age": (_CODE_SHIFT + int(_AGE_SHIFT), 0b111, len(AGE_EDGES_HOURS) + 1),
+        }
+        window_packed = n_windows <= 2**_WINDOW_BITS
+        if window_packed:
+            fields["window"] = (_WINDOW_SHIFT, 2**_WINDOW_BITS - 1, max(n_windows, 1))
         out: dict[str, dict[str, Any]] = {}
         for mode in self.modes:
             parts = self._scores[mode]
@@ -564,38 +593,48 @@ class ProgressiveValidation:
                 raise ValueError(f"{mode}: {scores.size} scores for {labels.size} events")
             finite = np.isfinite(scores)
             everything = bool(finite.all())
+            scored = int(finite.sum())
+            # One 8-byte key per scored event, sorted once for every grouping.
+            packed = np.empty(scored, dtype=np.uint64)
+            _fill_events(
+                packed,
+                scores,
+                labels,
+                codes,
+                window if window_packed else None,
+                None if everything else finite,
+            )
+            packed.sort()
+            counts_of = _core.grouped_auc_sorted(packed, 32, list(fields.values()))
+            counted = dict(zip(fields, counts_of, strict=True))
             s = scores if everything else scores[finite]
-            y = labels if everything else labels[finite]
-            is_pos = positive if everything else positive[finite]
-            # 4 bytes of score key per event, one 8-byte sort buffer shared by the groupings.
-            keys = _score_keys32(s)
-            terms = _logloss_terms32_blocks(s, y)
-            packed = None if keys is None else np.empty(s.size, dtype=np.uint64)
+            if not window_packed:  # more windows than bits: its own (group, key) sort
+                _fill_grouped(packed, scores, labels, window, None if everything else finite)
+                packed.sort()
+                counted["window"] = _core.grouped_auc_sorted(
+                    packed, 1, [(33, 2**31 - 1, n_windows)]
+                )[0]
+            del packed
+            terms = _logloss_terms32_blocks(s, labels if everything else labels[finite])
+            del s
             results: dict[str, tuple[Any, Any, Any]] = {}
             events: dict[str, npt.NDArray[np.int64]] = {}
-            aucs: Any
-            positives: Any
-            counts: Any
             for name, (make_groups, n) in groupings.items():
+                u, positives, counts = counted[name]
+                u, positives, counts = u[:n], positives[:n], counts[:n]  # no window: 0 groups
                 groups = make_groups()
-                events[name] = _bincount(groups, n)
                 g = groups if everything else groups[finite]
+                events[name] = counts.astype(np.int64)
+                if not everything:  # the events without a score count, in no AUC or loss
+                    events[name] += _bincount(groups[~finite], n)
                 del groups
                 total = _bincount(g, n, terms)
-                if packed is not None and keys is not None and n < 2**31:
-                    _fill_packed(packed, keys, is_pos, g)
-                    packed.sort()
-                    aucs, positives, counts = _grouped_auc_sorted(packed, n)
-                else:
-                    counts = _bincount(g, n).astype(np.float64)
-                    positives = _bincount(g, n, is_pos)
-                    aucs = grouped_auc(s, y, g, n)
                 del g
+                aucs = _auc_from_counts(u, positives, counts)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     loss = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
                 results[name] = (aucs, loss, np.stack([counts, positives]))
-            scored = int(finite.sum())
-            del packed, keys, terms, s, y, is_pos, finite
+            del terms, finite
             overall_auc, overall_loss, overall_n = results["overall"]
             fresh_auc, fresh_loss, fresh_n = results["fresh"]
             age_auc, age_loss, age_n = results["fresh_age"]

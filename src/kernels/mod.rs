@@ -1,8 +1,9 @@
 //! Pure math on slices and atomic cells, below every other layer: SIMD
 //! lanes and fused optimizer steps (`simd`), optimizers (`optim`), row-wise
 //! drift (`drift`), hashing and seeded randoms (`rng`), work splitting
-//! across threads (`parallel`).
+//! across threads (`parallel`), grouped ROC AUC over sorted keys (`auc`).
 
+pub mod auc;
 pub mod drift;
 pub mod optim;
 pub mod parallel;
