@@ -592,7 +592,8 @@ def _replay_stream(
 
     try:
         # The log-side bookkeeping runs beside the modes (it only reads the chunk).
-        with bar, runs.ModePool(jobs, parallel) as pool:
+        # The next chunk is read (parsed, checked) while the modes train on this one.
+        with bar, runs.ModePool(jobs, parallel) as pool, runs.ReadAhead(rest, parallel) as ahead:
             chunk: datasets.EventChunk | None = first
             while chunk is not None:
                 _, *all_scores = pool.map(one_job, chunk)
@@ -601,7 +602,7 @@ def _replay_stream(
                     validation.add_scores(mode, scores)
                 last_time = int(chunk.timestamps[-1])
                 bar.update(len(chunk))
-                chunk = next(rest, None)
+                chunk = next(ahead, None)
     except datasets.DatasetError as err:
         raise ReplayConfigError(str(err)) from None
     for state in states.values():

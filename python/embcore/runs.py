@@ -36,14 +36,16 @@ import json
 import math
 import os
 import platform
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -241,6 +243,85 @@ class ModePool:
         if self.workers > 1 and self._executor is not None:
             return list(self._executor.map(function, self.modes, [piece] * len(self.modes)))
         return [function(mode, piece) for mode in self.modes]
+
+
+class ReadAhead(Generic[Piece]):
+    """Iterates over ``source`` with the next item read in a background thread while the
+    caller works on the current one (``enabled=False``: plain iteration, nothing in the
+    background). An exception of ``source`` is raised by the ``next`` that would have
+    returned its item. Use as a context manager: leaving it stops the reader (it finishes the
+    item it is on) and joins it.
+
+    >>> with ReadAhead(iter(range(3)), enabled=True) as items:
+    ...     list(items)
+    [0, 1, 2]
+    """
+
+    _DONE = object()
+
+    def __init__(self, source: Iterator[Piece], enabled: bool = True) -> None:
+        self._source = source
+        self._enabled = enabled
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+
+    def __enter__(self) -> ReadAhead[Piece]:
+        if self._enabled:
+            self._thread = threading.Thread(target=self._read, name="embcore-read-ahead")
+            self._thread.daemon = True
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            while thread.is_alive():
+                try:  # unblock a reader waiting to hand over an item
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            thread.join()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put((self._DONE, exc))
+            return
+        self._put((self._DONE, None))
+
+    def __iter__(self) -> ReadAhead[Piece]:
+        return self
+
+    def __next__(self) -> Piece:
+        if not self._enabled:
+            return next(self._source)
+        if self._finished:
+            raise StopIteration
+        if self._thread is None:
+            raise RuntimeError("ReadAhead reads in the background only inside its `with` block")
+        item, exc = self._queue.get()
+        if exc is not None or item is self._DONE:
+            self._finished = True
+            self._stop.set()
+            if exc is not None:
+                raise exc
+            raise StopIteration
+        return cast(Piece, item)
 
 
 def sharded_factory(
