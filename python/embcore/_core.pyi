@@ -11,6 +11,7 @@ from typing_extensions import disjoint_base
 __all__ = [
     "__version__",
     "SlotIndex",
+    "TopK",
     "build_profile",
     "DEFAULT_CAPACITY",
     "SNAPSHOT_VERSION",
@@ -341,6 +342,20 @@ class SlotIndex:
     def __init__(self) -> None: ...
     def __len__(self) -> int: ...
     def slots(self, ids: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+
+@final
+class TopK:
+    def __new__(cls, n_queries: int, k: int) -> TopK: ...
+    def update(
+        self,
+        scores: npt.NDArray[np.float64],
+        offset: int,
+        scale: npt.NDArray[np.float64] | None = None,
+    ) -> None: ...
+    @property
+    def index(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def scores(self) -> npt.NDArray[np.float64]: ...
 
 @final
 class StepTracker:

@@ -391,46 +391,6 @@ def _cosine_to_reference(rows: F32, references: F64, item_of_row: I64) -> F64:
     return out
 
 
-class _RunningTopK:
-    """Top-k column indices per query row, merged block by block (ties broken arbitrarily).
-
-    Once every row holds k entries, only block scores above the row's current k-th best can
-    enter, so later blocks cost one comparison pass plus a sort of the few survivors.
-    """
-
-    def __init__(self, n_queries: int, k: int) -> None:
-        self.k = k
-        self.scores: F64 = np.zeros((n_queries, 0), dtype=np.float64)
-        self.index: I64 = np.zeros((n_queries, 0), dtype=np.int64)
-
-    def update(self, scores: F64, offset: int) -> None:
-        n_queries, k = scores.shape[0], self.k
-        if self.scores.shape[1] < k:
-            columns = np.arange(offset, offset + scores.shape[1], dtype=np.int64)
-            cand_scores = np.concatenate([self.scores, scores], axis=1)
-            cand_index = np.concatenate(
-                [self.index, np.broadcast_to(columns, scores.shape)], axis=1
-            )
-            if cand_scores.shape[1] > k:
-                keep = np.argpartition(-cand_scores, k - 1, axis=1)[:, :k]
-                cand_scores = np.take_along_axis(cand_scores, keep, axis=1)
-                cand_index = np.take_along_axis(cand_index, keep, axis=1)
-            self.scores, self.index = cand_scores, cand_index
-            return
-        rows, cols = np.nonzero(scores > self.scores.min(axis=1)[:, None])
-        if rows.size == 0:
-            return
-        all_rows = np.concatenate([np.repeat(np.arange(n_queries), k), rows])
-        all_scores = np.concatenate([self.scores.ravel(), scores[rows, cols]])
-        all_index = np.concatenate([self.index.ravel(), cols.astype(np.int64) + offset])
-        order = np.lexsort((-all_scores, all_rows))
-        row_start = np.searchsorted(all_rows[order], np.arange(n_queries))
-        rank = np.arange(order.size) - row_start[all_rows[order]]
-        keep = order[rank < k]
-        self.scores = all_scores[keep].reshape(n_queries, k)
-        self.index = all_index[keep].reshape(n_queries, k)
-
-
 def _set_overlap(left: I64, right: I64) -> I64:
     """|left_q ∩ right_q| per row for two (q × k) index arrays without repeats within a row."""
     if left.shape[1] == 0:
@@ -1208,8 +1168,9 @@ def _retrieval_bias(
     sample = np.sort(rng.choice(users.shape[0], size=n_sample, replace=False))
     queries = users[sample].astype(np.float64)
     inverse_norm = _inverse(_row_norms(items))
-    by_dot = _RunningTopK(n_sample, k_eff)
-    by_cosine = _RunningTopK(n_sample, k_eff)
+    # Running top-k (native: one pass per block, both orders from the same dot products).
+    by_dot = _core.TopK(n_sample, k_eff)
+    by_cosine = _core.TopK(n_sample, k_eff)
     if n_sample and k_eff:
         # Item blocks of about 2M scores (16 MB a score matrix), whatever the query count.
         rows = max(256, min(_BLOCK_ROWS, (1 << 21) // n_sample))
@@ -1217,21 +1178,18 @@ def _retrieval_bias(
             block = items[start : start + rows].astype(np.float64)
             scores = queries @ block.T
             by_dot.update(scores, start)
-            by_cosine.update(scores * inverse_norm[start : start + block.shape[0]], start)
+            by_cosine.update(scores, start, inverse_norm[start : start + block.shape[0]])
+    dot_index, cosine_index = by_dot.index, by_cosine.index
     overlap = (
-        _set_overlap(by_dot.index, by_cosine.index) / k_eff
-        if k_eff
-        else np.zeros(0, dtype=np.float64)
+        _set_overlap(dot_index, cosine_index) / k_eff if k_eff else np.zeros(0, dtype=np.float64)
     )
     with np.errstate(invalid="ignore"):
         return RetrievalBias(
             n_users=n_sample,
             k=k_eff,
             overlap_mean=float(overlap.mean()) if overlap.size else math.nan,
-            head_share_dot=float(head[by_dot.index].mean()) if by_dot.index.size else math.nan,
-            head_share_cosine=(
-                float(head[by_cosine.index].mean()) if by_cosine.index.size else math.nan
-            ),
+            head_share_dot=float(head[dot_index].mean()) if dot_index.size else math.nan,
+            head_share_cosine=(float(head[cosine_index].mean()) if cosine_index.size else math.nan),
             head_share_catalog=float(head.mean()) if head.size else math.nan,
             overlap_per_user=overlap.astype(np.float64),
         )
@@ -1427,7 +1385,7 @@ def _knn_index(matrix: F32, queries: I64, k: int) -> I64:
     """Exact top-k rows by cosine for each query row index, excluding the query itself."""
     inverse_norm = _inverse(_row_norms(matrix))
     query_rows = matrix[queries].astype(np.float64) * inverse_norm[queries, None]
-    top = _RunningTopK(queries.size, k)
+    top = _core.TopK(queries.size, k)
     for start in range(0, matrix.shape[0], _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, matrix.shape[0])
         block = matrix[start:stop].astype(np.float64)

@@ -11,6 +11,7 @@ mod monitor;
 mod shard;
 mod slots;
 mod table;
+mod topk;
 
 use pyo3::prelude::*;
 
@@ -38,6 +39,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<monitor::PyMonitor>()?;
     m.add_class::<monitor::PyStepTracker>()?;
     m.add_class::<slots::PySlotIndex>()?;
+    m.add_class::<topk::PyTopK>()?;
     m.add_class::<ffm::PyFieldModel>()?;
     m.add_class::<ffm::PyFieldAwareFM>()?;
     m.add_class::<ffm::PyFactorizationMachine>()?;
