@@ -59,39 +59,69 @@ fn header(t: &EmbeddingTable, rows: usize) -> Vec<u8> {
     h.0
 }
 
-/// `put_words` for 32-bit cells, copied four at a time with
-/// `simd::load_quads` (Relaxed loads, as `put_words` does one by one): the
-/// copy runs near memory speed, so a save is bound by the write and fsync.
-fn put_floats<W: Write>(
+/// Write `src` as one section of `bytes` bytes per element: `fill` copies a
+/// chunk of elements into a buffer (Relaxed loads), `Writer::put` checksums
+/// and writes it. With more than one chunk a second thread fills the next
+/// buffer while this one writes (two buffers in turn), so the copy hides
+/// behind the write instead of adding to it. A failed write drops the
+/// channels: the filler stops at its next buffer and is joined.
+fn put_region<W: Write, T: Sync>(
     w: &mut Writer<W>,
-    src: &[AtomicU32],
-    buf: &mut Vec<u8>,
+    src: &[T],
+    bytes: usize,
+    fill: impl Fn(&[T], &mut [u8]) + Sync,
 ) -> std::io::Result<()> {
-    w.begin((src.len() * 4) as u64)?;
-    for chunk in src.chunks(CHUNK) {
-        buf.clear();
-        buf.resize(chunk.len() * 4, 0);
-        crate::kernels::simd::load_quads(chunk, buf);
-        w.put(buf)?;
+    w.begin((src.len() * bytes) as u64)?;
+    if src.len() <= CHUNK {
+        let mut buf = vec![0u8; src.len() * bytes];
+        fill(src, &mut buf);
+        w.put(&buf)?;
+        return w.end();
     }
+    std::thread::scope(|scope| -> std::io::Result<()> {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        for _ in 0..2 {
+            empty_tx
+                .send(vec![0u8; CHUNK * bytes])
+                .expect("the receiver is alive");
+        }
+        let fill = &fill;
+        scope.spawn(move || {
+            for chunk in src.chunks(CHUNK) {
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                buf.truncate(chunk.len() * bytes); // the last chunk only
+                fill(chunk, &mut buf);
+                if full_tx.send(buf).is_err() {
+                    return;
+                }
+            }
+        });
+        for buf in full_rx {
+            w.put(&buf)?;
+            let _ = empty_tx.send(buf);
+        }
+        Ok(())
+    })?;
     w.end()
 }
 
-fn put_words<W: Write, const N: usize, A>(
+/// 32-bit cells, copied four at a time with `simd::load_quads` (Relaxed
+/// loads, as `put_words` does one by one).
+fn put_floats<W: Write>(w: &mut Writer<W>, src: &[AtomicU32]) -> std::io::Result<()> {
+    put_region(w, src, 4, crate::kernels::simd::load_quads)
+}
+
+fn put_words<W: Write, const N: usize, A: Sync>(
     w: &mut Writer<W>,
     src: &[A],
-    load: impl Fn(&A) -> [u8; N],
-    buf: &mut Vec<u8>,
+    load: impl Fn(&A) -> [u8; N] + Sync,
 ) -> std::io::Result<()> {
-    w.begin((src.len() * N) as u64)?;
-    for chunk in src.chunks(CHUNK) {
-        buf.clear();
-        for a in chunk {
-            buf.extend_from_slice(&load(a));
+    put_region(w, src, N, |chunk, buf| {
+        for (a, out) in chunk.iter().zip(buf.chunks_exact_mut(N)) {
+            out.copy_from_slice(&load(a));
         }
-        w.put(buf)?;
-    }
-    w.end()
+    })
 }
 
 /// Write `table` (and opaque model-level `extra` bytes) to `path` atomically.
@@ -135,18 +165,12 @@ pub fn write_sections<W: Write>(
     }
     w.section(&header(table, n))?;
     w.section(extra)?;
-    let mut buf = Vec::with_capacity(CHUNK * 8);
-    put_floats(w, &table.weights_region()[..n * table.dim()], &mut buf)?;
-    put_floats(
-        w,
-        &table.state_region()[..n * table.state_width()],
-        &mut buf,
-    )?;
+    put_floats(w, &table.weights_region()[..n * table.dim()])?;
+    put_floats(w, &table.state_region()[..n * table.state_width()])?;
     put_words(
         w,
         &table.meta_region()[..n * meta::WORDS],
         |a: &AtomicU64| a.load(Relaxed).to_le_bytes(),
-        &mut buf,
     )
 }
 
@@ -377,5 +401,58 @@ mod tests {
         std::fs::write(&p, &flipped).unwrap();
         assert!(matches!(load(&p, None), Err(Error::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Bytes of a section as the one-thread loop writes it: the reference
+    /// for the pipelined `put_region`.
+    fn reference_section(src: &[AtomicU32]) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new(), &FORMAT, 1).unwrap();
+        w.begin((src.len() * 4) as u64).unwrap();
+        for a in src {
+            w.put(&a.load(Relaxed).to_le_bytes()).unwrap();
+        }
+        w.end().unwrap();
+        w.finish().unwrap().0
+    }
+
+    #[test]
+    fn a_region_of_many_chunks_is_written_as_one_loop_writes_it() {
+        for n in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5] {
+            let src: Vec<AtomicU32> = (0..n as u32)
+                .map(|k| AtomicU32::new(k.wrapping_mul(2_654_435_761)))
+                .collect();
+            let mut w = Writer::new(Vec::new(), &FORMAT, 1).unwrap();
+            put_floats(&mut w, &src).unwrap();
+            assert_eq!(w.finish().unwrap().0, reference_section(&src), "{n} cells");
+        }
+    }
+
+    /// Fails every write after `left` bytes.
+    struct Failing {
+        left: usize,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if b.len() > self.left {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.left -= b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_mid_region_returns_its_error_and_stops_the_filler() {
+        let src: Vec<AtomicU32> = (0..4 * CHUNK as u32).map(AtomicU32::new).collect();
+        // The preamble and the section length go first (28 bytes).
+        for left in [0, 100, 4 * CHUNK + 50, 12 * CHUNK] {
+            let mut w = Writer::new(Failing { left: left + 28 }, &FORMAT, 1).unwrap();
+            let err = put_floats(&mut w, &src).unwrap_err();
+            assert_eq!(err.to_string(), "disk full", "after {left} bytes");
+        }
     }
 }
