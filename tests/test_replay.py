@@ -217,6 +217,18 @@ def test_validation_metrics_match_per_grouping_pairwise_references(
         check(got, buckets == b)
     # Events per group count the unscored ones too.
     assert m["by_item_interactions"]["events"] == np.bincount(buckets, minlength=6).tolist()
+    # Log-loss per group: np.bincount's sums block by block, to the bit.
+    saved = validation._BLOCK
+    validation._BLOCK = block
+    try:
+        terms = validation._logloss_terms32_blocks(scores[finite], labels[finite])
+        sums = validation._bincount(buckets[finite], 6, terms)
+    finally:
+        validation._BLOCK = saved
+    n_scored = np.bincount(buckets[finite], minlength=6)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want_loss = np.where(n_scored > 0, sums / np.maximum(n_scored, 1), np.nan)
+    assert m["by_item_interactions"]["logloss"] == runs.finite(want_loss)
     if len(rows):
         window = times // 6 - times.min() // 6
         assert m["over_time"]["events"] == np.bincount(window).tolist()

@@ -21,6 +21,7 @@ __all__ = [
     "rowwise_cosine",
     "cross_product",
     "grouped_auc_sorted",
+    "grouped_sums",
     "MatrixFactorization",
     "Monitor",
     "StepTracker",
@@ -441,6 +442,12 @@ def grouped_auc_sorted(
     tie_shift: int,
     fields: list[tuple[int, int, int]],
 ) -> list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]]: ...
+def grouped_sums(
+    keys: npt.NDArray[np.uint64] | npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float32],
+    fields: list[tuple[int, int, int]],
+    block: int,
+) -> list[npt.NDArray[np.float64]]: ...
 
 # Sharded training (embcore.distributed). A row block is a dict of flat arrays: "ids" (uint64),
 # "weights" and "state" (float32, row after row), "meta" (uint64, 8 words a row).

@@ -594,7 +594,11 @@ class ProgressiveValidation:
             finite = np.isfinite(scores)
             everything = bool(finite.all())
             scored = int(finite.sum())
-            # One 8-byte key per scored event, sorted once for every grouping.
+            s = scores if everything else scores[finite]
+            terms = _logloss_terms32_blocks(s, labels if everything else labels[finite])
+            del s
+            # One 8-byte key per scored event: the log-loss sums of every grouping from it in
+            # event order (np.bincount's bits), then sorted once for every grouping's AUC.
             packed = np.empty(scored, dtype=np.uint64)
             _fill_events(
                 packed,
@@ -604,37 +608,38 @@ class ProgressiveValidation:
                 window if window_packed else None,
                 None if everything else finite,
             )
-            packed.sort()
-            counts_of = _core.grouped_auc_sorted(packed, 32, list(fields.values()))
-            counted = dict(zip(fields, counts_of, strict=True))
-            s = scores if everything else scores[finite]
+            field_list = list(fields.values())
+            sums_of = _core.grouped_sums(packed, terms, field_list, _BLOCK)
+            sums = dict(zip(fields, sums_of, strict=True))
             if not window_packed:  # more windows than bits: its own (group, key) sort
+                sums["window"] = _bincount(
+                    window if everything else window[finite], n_windows, terms
+                )
+            del terms
+            packed.sort()
+            counts_of = _core.grouped_auc_sorted(packed, 32, field_list)
+            counted = dict(zip(fields, counts_of, strict=True))
+            if not window_packed:
                 _fill_grouped(packed, scores, labels, window, None if everything else finite)
                 packed.sort()
                 counted["window"] = _core.grouped_auc_sorted(
                     packed, 1, [(33, 2**31 - 1, n_windows)]
                 )[0]
             del packed
-            terms = _logloss_terms32_blocks(s, labels if everything else labels[finite])
-            del s
             results: dict[str, tuple[Any, Any, Any]] = {}
             events: dict[str, npt.NDArray[np.int64]] = {}
             for name, (make_groups, n) in groupings.items():
                 u, positives, counts = counted[name]
                 u, positives, counts = u[:n], positives[:n], counts[:n]  # no window: 0 groups
-                groups = make_groups()
-                g = groups if everything else groups[finite]
+                total = sums[name][:n]
                 events[name] = counts.astype(np.int64)
                 if not everything:  # the events without a score count, in no AUC or loss
-                    events[name] += _bincount(groups[~finite], n)
-                del groups
-                total = _bincount(g, n, terms)
-                del g
+                    events[name] += _bincount(make_groups()[~finite], n)
                 aucs = _auc_from_counts(u, positives, counts)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     loss = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
                 results[name] = (aucs, loss, np.stack([counts, positives]))
-            del terms, finite
+            del finite
             overall_auc, overall_loss, overall_n = results["overall"]
             fresh_auc, fresh_loss, fresh_n = results["fresh"]
             age_auc, age_loss, age_n = results["fresh_age"]

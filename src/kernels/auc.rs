@@ -183,6 +183,43 @@ pub fn grouped_auc_sorted(
         .collect())
 }
 
+/// Per field, the sum of `weights` of each group, over `keys` in their
+/// order (not sorted), in blocks of `block` keys: each block's sums start at
+/// zero and are added to the totals at its end — the float64 operations of
+/// `np.bincount(groups, weights)` block by block, so the same bits.
+pub fn grouped_sums(
+    keys: &[u64],
+    weights: &[f32],
+    fields: &[Field],
+    block: usize,
+) -> Result<Vec<Vec<f64>>> {
+    if weights.len() != keys.len() {
+        return Err(invalid(format!(
+            "weights has {} values and keys {}: one weight per key",
+            weights.len(),
+            keys.len()
+        )));
+    }
+    if block == 0 {
+        return Err(out_of_range("block", 0, "at least 1"));
+    }
+    check_fields(keys, fields, 1)?;
+    let mut totals: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.groups]).collect();
+    let mut partial = totals.clone();
+    for (ks, ws) in keys.chunks(block).zip(weights.chunks(block)) {
+        for ((f, p), t) in fields.iter().zip(partial.iter_mut()).zip(totals.iter_mut()) {
+            p.fill(0.0);
+            for (&k, &w) in ks.iter().zip(ws) {
+                p[((k >> f.shift) & f.mask) as usize] += f64::from(w);
+            }
+            for (a, &b) in t.iter_mut().zip(p.iter()) {
+                *a += b;
+            }
+        }
+    }
+    Ok(totals)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +357,36 @@ mod tests {
         assert!(grouped_auc_sorted(&[0], 1, &none).is_err());
         let empty = grouped_auc_sorted(&[], 1, &field).unwrap();
         assert_eq!(empty[0].events, vec![0.0]);
+    }
+
+    #[test]
+    fn grouped_sums_are_block_sums_added_in_order() {
+        let keys: Vec<u64> = (0..50u64).map(|k| (hash2(7, k) % 4) << 1).collect();
+        // 2^53 then ones: adding a one to 2^53 rounds it away, adding two does not,
+        // so sums in blocks differ from a running sum.
+        let weights: Vec<f32> = (0..50u64)
+            .map(|k| if k % 20 == 0 { 2f32.powi(53) } else { 1.0 })
+            .collect();
+        let field = [Field {
+            shift: 1,
+            mask: 0b11,
+            groups: 4,
+        }];
+        for block in [1, 3, 50, 64] {
+            let got = grouped_sums(&keys, &weights, &field, block).unwrap();
+            let mut want = vec![0.0f64; 4];
+            for (ks, ws) in keys.chunks(block).zip(weights.chunks(block)) {
+                let mut p = [0.0f64; 4];
+                for (&k, &w) in ks.iter().zip(ws) {
+                    p[(k >> 1) as usize] += f64::from(w);
+                }
+                for g in 0..4 {
+                    want[g] += p[g];
+                }
+            }
+            assert_eq!(got[0], want, "block {block}");
+        }
+        assert!(grouped_sums(&keys, &weights[1..], &field, 3).is_err());
+        assert!(grouped_sums(&keys, &weights, &field, 0).is_err());
     }
 }

@@ -33,14 +33,7 @@ pub fn grouped_auc_sorted<'py>(
 > {
     let keys = args::ids(keys, "keys")?;
     let keys = keys.as_slice();
-    let fields: Vec<Field> = fields
-        .into_iter()
-        .map(|(shift, mask, groups)| Field {
-            shift,
-            mask,
-            groups,
-        })
-        .collect();
+    let fields = to_fields(fields);
     let counts = super::errors::guard("grouped_auc_sorted", || {
         Ok(py.detach(|| auc::grouped_auc_sorted(keys, tie_shift, &fields))?)
     })?;
@@ -54,4 +47,44 @@ pub fn grouped_auc_sorted<'py>(
             )
         })
         .collect())
+}
+
+/// Per field ``(shift, mask, groups)``, the float64 sum of ``weights`` (float32, one per key)
+/// of each group ``(key >> shift) & mask`` over ``keys`` (uint64, any order), summed in
+/// blocks of ``block`` keys as ``np.bincount(groups, weights)`` block by block would (the
+/// same bits).
+///
+/// >>> import numpy as np
+/// >>> from embcore._core import grouped_sums
+/// >>> keys = np.array([0, 1, 1, 0], dtype=np.uint64)
+/// >>> grouped_sums(keys, np.array([1, 2, 3, 4], np.float32), [(0, 1, 2)], 2)[0].tolist()
+/// [5.0, 5.0]
+#[pyfunction]
+pub fn grouped_sums<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyAny>,
+    weights: &Bound<'py, PyAny>,
+    fields: Vec<(u32, u64, usize)>,
+    block: usize,
+) -> PyResult<Vec<Bound<'py, PyArray1<f64>>>> {
+    let keys = args::ids(keys, "keys")?;
+    let keys = keys.as_slice();
+    let weights = args::floats(weights, "weights")?;
+    let weights = weights.as_slice();
+    let fields = to_fields(fields);
+    let sums = super::errors::guard("grouped_sums", || {
+        Ok(py.detach(|| auc::grouped_sums(keys, weights, &fields, block))?)
+    })?;
+    Ok(sums.into_iter().map(|s| s.into_pyarray(py)).collect())
+}
+
+fn to_fields(fields: Vec<(u32, u64, usize)>) -> Vec<Field> {
+    fields
+        .into_iter()
+        .map(|(shift, mask, groups)| Field {
+            shift,
+            mask,
+            groups,
+        })
+        .collect()
 }

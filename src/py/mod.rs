@@ -35,6 +35,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drift::rowwise_cosine, m)?)?;
     m.add_function(wrap_pyfunction!(drift::cross_product, m)?)?;
     m.add_function(wrap_pyfunction!(auc::grouped_auc_sorted, m)?)?;
+    m.add_function(wrap_pyfunction!(auc::grouped_sums, m)?)?;
     m.add_class::<mf::PyMatrixFactorization>()?;
     m.add_class::<monitor::PyMonitor>()?;
     m.add_class::<monitor::PyStepTracker>()?;
