@@ -23,6 +23,7 @@ command shares:
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import re
@@ -76,6 +77,9 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser with :class:`HelpFormatter`, help for the shared flags declared
     without one, and one-line errors: ``embcore CMD: error: ... (see embcore CMD --help)``."""
@@ -83,6 +87,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        # A value starting with a dash and a digit (``--period -1h``, ``--init-scale -1e-3``)
+        # is a value to check, not an unknown option: argparse's own pattern takes only plain
+        # negative numbers and says "expected one argument" for the rest.
+        self._negative_number_matcher = _NEGATIVE_VALUE
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         if not kwargs.get("help"):
@@ -107,9 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
-    for module in COMMANDS.values():
-        importlib.import_module(f"embcore.{module}").add_parser(sub)
+    for name, module in COMMANDS.items():
+        _COMMAND_PARSERS[name] = importlib.import_module(f"embcore.{module}").add_parser(sub)
     return parser
+
+
+_COMMAND_PARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
+def _unrecognized(command: str, extra: Sequence[str]) -> None:
+    """Unknown flags, reported by the command's parser (``embcore replay: error: ...``) with the
+    closest flag it has, instead of the top-level ``embcore: error``."""
+    parser = _COMMAND_PARSERS[command]
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
+            if close:
+                message += f"; did you mean {close[0]}?"
+                break
+    parser.error(message)
 
 
 def _version() -> str:
@@ -243,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     global _command
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _unrecognized(args.command, extra)
     except SystemExit as done:  # --help, --version, or a usage error (already printed)
         return int(done.code or 0) if not isinstance(done.code, str) else EXIT_USAGE
     _command = f"embcore {args.command}"
