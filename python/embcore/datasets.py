@@ -1589,10 +1589,9 @@ class _Validator:
             return
         i = int(np.flatnonzero(outside)[0])
         name = self.source.mapping.label
-        value = _as_array(batch.columns[str(name)])[i].as_py()
         raise _fail(
             self.source.path,
-            f"line {int(batch.lines[i])}: label {_shown(value)} in column {name!r} is outside "
+            f"line {int(batch.lines[i])}: label {float(labels[i]):g} in column {name!r} is outside "
             f"[{low:g}, {high:g}], which the logistic loss needs; pass --label-threshold X to "
             f"use label = ({name} >= X) (Python: label_threshold=X)",
         )
