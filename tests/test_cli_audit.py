@@ -328,3 +328,14 @@ def test_column_notes_count_rows_in_english(tmp_path: Path) -> None:
     log = open_log(_log(tmp_path, [HEADER, *rows]))
     log.read()
     assert log.report.column_notes["time"].endswith("; 1 row dropped for a bad value")
+
+
+def test_a_log_with_no_usable_row_leaks_no_numpy_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--format movielens-dat on a CSV: every row malformed, and --period auto took the median
+    of an empty profile ('Mean of empty slice', 'invalid value encountered')."""
+    log = _log(tmp_path, [HEADER, *_rows()])
+    assert cli.main(_replay(log, tmp_path / "out", "--format", "movielens-dat")) == 2
+    err = capsys.readouterr().err
+    assert "rows are malformed" in err and "warning" not in err, err

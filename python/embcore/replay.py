@@ -491,6 +491,8 @@ def _settle_period(log: datasets.EventLog, config: dict[str, Any]) -> None:
     if config["period"] is not None and not batched:
         return
     profile = log.time_profile()
+    if profile.events == 0:
+        return  # no usable row: the first chunk's read says why (before the period matters)
     suggested = choose_period(profile)
     config["period_auto"] = config["period"] is None
     if config["period"] is None:
