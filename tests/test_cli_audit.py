@@ -339,3 +339,41 @@ def test_a_log_with_no_usable_row_leaks_no_numpy_warning(
     assert cli.main(_replay(log, tmp_path / "out", "--format", "movielens-dat")) == 2
     err = capsys.readouterr().err
     assert "rows are malformed" in err and "warning" not in err, err
+
+
+def test_stdout_closed_early_stops_quietly(tmp_path: Path) -> None:
+    """``embcore replay LOG | head -1`` printed 'embcore replay: error:: Broken pipe', exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    log = _log(tmp_path, [HEADER, *_rows()])
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the summary is printed
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "embcore.cli", *_replay(log, tmp_path / "out")],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == cli.EXIT_BROKEN_PIPE, done.stderr
+    assert "error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_os_error_without_a_file_name_has_one_colon(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import errno
+
+    from embcore import bench
+
+    def full(args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bench, "run", full)
+    assert cli.main(["bench", "--only", "drift"]) == 2
+    assert capsys.readouterr().err == "embcore bench: error: No space left on device\n"

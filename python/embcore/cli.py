@@ -43,6 +43,7 @@ COMMANDS = {"study": "study", "replay": "replay", "bench": "bench", "track": "tr
 EXIT_USAGE = 2
 EXIT_INTERRUPT = 130
 EXIT_TERMINATED = 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -265,7 +266,7 @@ def _warn_threads(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``embcore ARGS`` and return its exit code (0 ok, 2 usage or input error, 130
-    interrupted, 143 terminated)."""
+    interrupted, 141 stdout closed early, 143 terminated)."""
     global _command
     parser = build_parser()
     try:
@@ -293,9 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _user_errors() as err:
             print(f"{_command}: error: {flag_message(str(err))}", file=sys.stderr)
             return EXIT_USAGE
+        except BrokenPipeError:
+            # stdout closed early (``embcore replay LOG | head -1``): stop quietly, as a
+            # SIGPIPE would, without a second error while Python flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         except OSError as err:
-            where = f" {err.filename}" if err.filename else ""
-            print(f"{_command}: error:{where}: {err.strerror or err}", file=sys.stderr)
+            where = f" {err.filename}:" if err.filename else ""
+            print(f"{_command}: error:{where} {err.strerror or err}", file=sys.stderr)
             return EXIT_USAGE
 
 
