@@ -73,3 +73,14 @@ def test_benchmarks_page_lists_every_group() -> None:
     groups = text.split("Groups (`--only`", 1)[1].split(". ", 1)[0]
     missing = [name for name in bench.GROUPS if f"`{name}`" not in groups]
     assert not missing, f"docs/benchmarks.md does not list the bench groups {missing}"
+
+
+def test_declared_licence_matches_the_license_file() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]
+    assert pyproject["license"] == cargo["license"] == "Apache-2.0"
+    assert pyproject["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
