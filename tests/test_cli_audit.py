@@ -377,3 +377,31 @@ def test_os_error_without_a_file_name_has_one_colon(
     monkeypatch.setattr(bench, "run", full)
     assert cli.main(["bench", "--only", "drift"]) == 2
     assert capsys.readouterr().err == "embcore bench: error: No space left on device\n"
+
+
+def test_weights_outside_the_engines_range_are_malformed_rows(tmp_path: Path) -> None:
+    """A negative weight failed inside training with 'weights[5] = -1', an array index."""
+    rows = [f"{r},2" for r in _rows()]
+    rows[5] = rows[5].rsplit(",", 1)[0] + ",-1"
+    rows[6] = rows[6].rsplit(",", 1)[0] + ",2e6"
+    log = open_log(_log(tmp_path, [f"{HEADER},weight", *rows]))
+    chunk = log.read()
+    assert len(chunk) == len(rows) - 2 and log.report.malformed_rows == 2
+    assert [issue.line for issue in log.report.malformed_examples] == [7, 8]
+    assert chunk.weights is not None and (chunk.weights == 2).all()
+
+
+def test_space_separated_header_asks_for_sep_space(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rows = [r.replace(",", " ") for r in _rows()]
+    log = _log(tmp_path, [HEADER.replace(",", " "), *rows])
+    line = _fails(_replay(log, tmp_path / "out"), capsys)
+    assert line.endswith("looks space-separated: pass --sep space")
+    assert len(open_log(log, separator=" ").read()) == len(rows)
+
+
+def test_empty_header_name_is_named(tmp_path: Path) -> None:
+    log = _log(tmp_path, ["user,,item,time", *[r.replace(",", ",0,", 1) for r in _rows()]])
+    with pytest.raises(datasets.DatasetError, match="empty column name"):
+        open_log(log)

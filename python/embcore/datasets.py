@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from embcore import errors
+from embcore import _core, errors
 
 __all__ = [
     "FORMATS",
@@ -83,6 +83,7 @@ _SORT_BYTES_PER_ROW = 64  # memory of one row sorted in memory (all columns, lin
 
 _NS_PER_UNIT: dict[str, int] = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _NS_PER_SECOND = 1_000_000_000
+_MAX_WEIGHT = float(_core.MAX_WEIGHT)
 _INT64_MAX = np.iinfo(np.int64).max
 _UINT64_MAX_TEXT = "18446744073709551615"
 _MIN_BLOCK_BYTES = 1 << 16  # pyarrow CSV block size floor; tests lower it to force many blocks
@@ -949,6 +950,12 @@ def _refuse_non_text(path: Path, first: str) -> None:
 
 
 def _refuse_duplicate_names(path: Path, names: Sequence[str]) -> None:
+    if "" in names:
+        raise _fail(
+            path,
+            f"the header has an empty column name ({list(names)}): two separators in a row, "
+            "or a separator at the end of line 1; fix the header (or pass --sep)",
+        )
     seen: set[str] = set()
     for name in names:
         if name in seen:
@@ -991,6 +998,16 @@ def _detect_text_format(
         return "csv"
     if len(first.split(",")) == 4 and _looks_numeric(first.split(",")):
         return "movielens"  # ratings.csv written without its header line
+    spaced = first.split(" ")
+    if (
+        separator is None
+        and len(spaced) > 1
+        and (_preset_from_names(spaced) or _generic_from_names(spaced))
+    ):
+        raise _fail(
+            path,
+            f"line 1 ({_shown(first, 80)}) looks space-separated: pass --sep space",
+        )
     raise _fail(
         path,
         f"cannot detect the log format from the name and line 1 ({_shown(first, 80)}); pass "
@@ -1561,7 +1578,9 @@ class _Validator:
         weights = None
         if mapping.weight is not None:
             values, codes = _parse_floats(batch.columns[mapping.weight])
-            codes[(codes == _OK) & (np.abs(values) > np.finfo(np.float32).max)] = _OUT_OF_RANGE
+            # The engine takes weights in [0, MAX_WEIGHT]; others are bad values of the row.
+            outside = (values < 0) | (values > _MAX_WEIGHT)
+            codes[(codes == _OK) & outside] = _OUT_OF_RANGE
             self._check_codes(mapping.weight, "weight", codes, bad, issues, batch)
             weights = np.where(codes == _OK, values, 0.0).astype(np.float32)
         for name in self.source.keep:
