@@ -405,3 +405,26 @@ def test_empty_header_name_is_named(tmp_path: Path) -> None:
     log = _log(tmp_path, ["user,,item,time", *[r.replace(",", ",0,", 1) for r in _rows()]])
     with pytest.raises(datasets.DatasetError, match="empty column name"):
         open_log(log)
+
+
+@pytest.mark.parametrize("unit", ["ms", "us", "ns"])
+def test_seconds_read_in_a_finer_unit_warn(
+    unit: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--time-unit ns on a seconds log put every event in the first seconds of 1970 and ran
+    without a word (periods of a minute, maturity n/a)."""
+    log = _log(tmp_path, [HEADER, *_rows()])
+    assert cli.main(_replay(log, tmp_path / "out", "--time-unit", unit)) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "every event time falls in 1970" in err
+    assert "pass --time-unit s if that is their unit" in err
+
+
+def test_relative_times_from_zero_do_not_warn(tmp_path: Path) -> None:
+    import warnings
+
+    rows = _rows(start=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", datasets.LogWarning)
+        for unit in ("s", "ms"):
+            assert len(open_log(_log(tmp_path, [HEADER, *rows]), time_unit=unit).read()) == 300

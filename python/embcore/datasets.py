@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -42,6 +43,7 @@ __all__ = [
     "EventChunk",
     "EventLog",
     "LoadReport",
+    "LogWarning",
     "RowIssue",
     "TimeProfile",
     "open_log",
@@ -123,6 +125,10 @@ class DatasetError(errors.DatasetError):
     ...
     embcore.datasets.DatasetError: ratings.csv: column 'rating' is missing
     """
+
+
+class LogWarning(UserWarning):
+    """A log reads, but probably not as meant (event times in the wrong unit)."""
 
 
 @dataclass(frozen=True)
@@ -1978,7 +1984,30 @@ class EventLog:
         sample = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
         last = (previous_max // _NS_PER_SECOND) if previous_max is not None else 0
         self._profile = TimeProfile(rows, lowest if lowest is not None else 0, last, sample)
+        if rows and previous_max is not None and lowest is not None:
+            self._warn_coarser_unit(lowest * _NS_PER_SECOND, previous_max)
         return late_rows > 0
+
+    def _warn_coarser_unit(self, first_ns: int, last_ns: int) -> None:
+        """Warn when every time falls in 1970 in the given unit but every one would be a date
+        between 1990 and 2100 in a coarser unit (seconds read with --time-unit ms or ns).
+        Relative times starting near 0 never warn."""
+        unit = self._source.mapping.time_unit
+        if not 0 < first_ns <= last_ns < 365 * 86_400 * _NS_PER_SECOND:
+            return
+        low, high = first_ns // _NS_PER_UNIT[unit], last_ns // _NS_PER_UNIT[unit]
+        for coarser, ns in _NS_PER_UNIT.items():
+            seconds = (low * ns / _NS_PER_SECOND, high * ns / _NS_PER_SECOND)
+            if ns > _NS_PER_UNIT[unit] and 6.3e8 <= seconds[0] and seconds[1] <= 4.2e9:
+                warnings.warn(
+                    f"{self.path}: read in {unit}, every event time falls in 1970 (the last "
+                    f"{last_ns / _NS_PER_SECOND:,.0f} s after 1970-01-01), but in {coarser} "
+                    f"they are dates after 1990: pass --time-unit {coarser} if that is their "
+                    "unit",
+                    LogWarning,
+                    stacklevel=4,
+                )
+                return
 
     def _raise_unsorted(self, first_late: RowIssue | None, size: str) -> None:
         where = f" (line {first_late.line}: {first_late.reason})" if first_late else ""
