@@ -475,7 +475,7 @@ def test_movielens_replay_writes_every_output(
     [
         (["missing.csv"], "no such file"),
         (["LOG", "--format", "tsv"], "argument --format: invalid choice: 'tsv'"),
-        (["LOG", "--modes", "realtime,weekly"], "unknown mode(s) 'weekly'"),
+        (["LOG", "--modes", "realtime,weekly"], "argument --modes: unknown mode 'weekly'"),
         (["LOG", "--period", "0"], "argument --period: expected a positive duration"),
         (["LOG", "--period=-6h"], "argument --period: expected a positive duration"),
         (["LOG", "--fresh-seconds", "soon"], "argument --fresh-seconds: expected a positive"),

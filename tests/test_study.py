@@ -106,8 +106,10 @@ def test_study_is_deterministic(tmp_path):
     ("argv", "message"),
     [
         (["--modes", "realtime,weekly"], "unknown mode"),
-        (["--period", "0h"], "period must be a positive duration"),
-        (["--period=-6h"], "period must be a positive duration"),
+        (["--period", "0h"], "argument --period: expected a positive duration"),
+        (["--period=-6h"], "argument --period: expected a positive duration"),
+        (["--period", "-6h"], "argument --period: expected a positive duration"),
+        (["--window", "0"], "argument --window: expected a positive duration"),
         (["--learning-rate", "-0.1"], "--learning-rate must be a positive number"),
         (["--learning-rate", "nan"], "--learning-rate must be a positive number"),
         (["--seed", "-1"], "--seed must be an integer"),

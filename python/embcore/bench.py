@@ -807,25 +807,51 @@ def format_table(doc: dict[str, Any]) -> str:
 GROUPS = tuple(GROUP_RUNNERS)
 
 
+def _group_list(text: str) -> str:
+    """``--only``: one or more known group names, checked (returned as given)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"give at least one group, from: {', '.join(GROUPS)} (leave --only out for all)"
+        )
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown name(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}"
+        )
+    return text
+
+
+def _out_problem(out: str) -> str | None:
+    """Why ``--out`` cannot be written (checked before any benchmark runs), or None."""
+    path = Path(out)
+    parent = path.resolve().parent
+    if path.is_dir():
+        return f"--out {out} is a directory; give a file name such as {path / 'bench.json'}"
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        return (
+            f"--out {out}: the folder {parent} does not exist or is not writable; create it "
+            "first or pass another path"
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"--out {out} exists and is not writable; pass another path"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
     unknown = sorted(only - set(GROUPS)) if only else []
     if unknown:
         print(
-            f"embcore bench: --only has unknown name(s) {', '.join(unknown)}; "
+            f"embcore bench: error: --only has unknown name(s) {', '.join(unknown)}; "
             f"choose from {', '.join(GROUPS)}",
             file=sys.stderr,
         )
         return 2
-    if args.out:
-        parent = Path(args.out).resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            print(
-                f"embcore bench: --out {args.out}: the folder {parent} does not exist or is "
-                "not writable; create it first or pass another path",
-                file=sys.stderr,
-            )
-            return 2
+    problem = _out_problem(args.out) if args.out else None
+    if problem:
+        print(f"embcore bench: error: {problem}", file=sys.stderr)
+        return 2
     try:
         doc = run_suite(quick=args.quick, only=only, peers=args.peers)
     except RuntimeError as e:
@@ -843,13 +869,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="measure training, insert, snapshot and scan throughput against baselines",
-        description="Run the mf-1m benchmark suite of BENCHMARKS.md and write JSON.",
+        description="Run the mf-1m benchmark suite (protocol: docs/benchmarks.md), print a table "
+        "and optionally write JSON.",
     )
     bench.add_argument("--quick", action="store_true", help="a smaller version, under a minute")
-    bench.add_argument("--out", default=None, help="write the JSON results to this file")
+    bench.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.json",
+        help="also write the results as JSON to this file, checked before anything runs "
+        "(default: the table only)",
+    )
     bench.add_argument(
         "--only",
+        type=_group_list,
         default=None,
+        metavar="GROUP[,GROUP...]",
         help=f"comma-separated benchmark groups to run, from: {', '.join(GROUPS)} (default: all)",
     )
     bench.add_argument(

@@ -23,6 +23,7 @@ command shares:
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import re
@@ -42,6 +43,7 @@ COMMANDS = {"study": "study", "replay": "replay", "bench": "bench", "track": "tr
 EXIT_USAGE = 2
 EXIT_INTERRUPT = 130
 EXIT_TERMINATED = 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -76,6 +78,9 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser with :class:`HelpFormatter`, help for the shared flags declared
     without one, and one-line errors: ``embcore CMD: error: ... (see embcore CMD --help)``."""
@@ -83,6 +88,10 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        # A value starting with a dash and a digit (``--period -1h``, ``--init-scale -1e-3``)
+        # is a value to check, not an unknown option: argparse's own pattern takes only plain
+        # negative numbers and says "expected one argument" for the rest.
+        self._negative_number_matcher = _NEGATIVE_VALUE
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         if not kwargs.get("help"):
@@ -107,9 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
-    for module in COMMANDS.values():
-        importlib.import_module(f"embcore.{module}").add_parser(sub)
+    for name, module in COMMANDS.items():
+        _COMMAND_PARSERS[name] = importlib.import_module(f"embcore.{module}").add_parser(sub)
     return parser
+
+
+_COMMAND_PARSERS: dict[str, argparse.ArgumentParser] = {}
+
+
+def _unrecognized(command: str, extra: Sequence[str]) -> None:
+    """Unknown flags, reported by the command's parser (``embcore replay: error: ...``) with the
+    closest flag it has, instead of the top-level ``embcore: error``."""
+    parser = _COMMAND_PARSERS[command]
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
+            if close:
+                message += f"; did you mean {close[0]}?"
+                break
+    parser.error(message)
 
 
 def _version() -> str:
@@ -239,11 +266,13 @@ def _warn_threads(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``embcore ARGS`` and return its exit code (0 ok, 2 usage or input error, 130
-    interrupted, 143 terminated)."""
+    interrupted, 141 stdout closed early, 143 terminated)."""
     global _command
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _unrecognized(args.command, extra)
     except SystemExit as done:  # --help, --version, or a usage error (already printed)
         return int(done.code or 0) if not isinstance(done.code, str) else EXIT_USAGE
     _command = f"embcore {args.command}"
@@ -265,9 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _user_errors() as err:
             print(f"{_command}: error: {flag_message(str(err))}", file=sys.stderr)
             return EXIT_USAGE
+        except BrokenPipeError:
+            # stdout closed early (``embcore replay LOG | head -1``): stop quietly, as a
+            # SIGPIPE would, without a second error while Python flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         except OSError as err:
-            where = f" {err.filename}" if err.filename else ""
-            print(f"{_command}: error:{where}: {err.strerror or err}", file=sys.stderr)
+            where = f" {err.filename}:" if err.filename else ""
+            print(f"{_command}: error:{where} {err.strerror or err}", file=sys.stderr)
             return EXIT_USAGE
 
 

@@ -10,6 +10,7 @@ was given and what is allowed (argparse prints it as ``argument --flag: ...`` an
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 THREADS_HELP = (
@@ -39,11 +40,26 @@ COMMON_HELP = {
 """One-line help of the flags several subcommands share, for those declared without one."""
 
 
+MODES = ("realtime", "batch", "hybrid")
+"""The training modes ``--modes`` takes."""
+
+
 def mode_list(text: str) -> list[str]:
-    """``--modes``: comma-separated training modes."""
-    modes = [m.strip() for m in text.split(",") if m.strip()]
+    """``--modes``: comma-separated training modes, each once (case ignored).
+
+    >>> mode_list("realtime, Batch")
+    ['realtime', 'batch']
+    """
+    modes = [m.strip().lower() for m in text.split(",") if m.strip()]
     if not modes:
         raise argparse.ArgumentTypeError("give at least one mode, e.g. realtime,batch")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown mode {unknown[0]!r} in {text!r}; choose from {', '.join(MODES)}"
+        )
+    if len(set(modes)) != len(modes):
+        raise argparse.ArgumentTypeError(f"a mode is listed twice in {text!r}")
     return modes
 
 
@@ -58,23 +74,57 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_DURATION_SECONDS = 100 * 365 * 86_400
+"""The longest duration a flag takes (100 years): longer ones overflow event-time arithmetic."""
+
+
 def duration(text: str) -> str:
-    """A positive duration (``6h``, ``90m``, ``1d``, ``45s`` or seconds), checked and returned
-    as given (the API parses it)."""
+    """A duration of 1 s to 100 years (``6h``, ``90m``, ``1.5d``, ``45s`` or seconds),
+    checked and returned as given (the API parses it).
+
+    >>> duration("-1h")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a positive duration of 1s to 36500d: ..., got '-1h'
+    """
     from embcore.modes import parse_duration
 
+    problem = (
+        "expected a positive duration of 1s to 36500d: a number with unit s, m, h or d (6h, "
+        f"90m, 1.5d) or plain seconds (3600), got {text!r}"
+    )
     try:
-        parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive duration such as 6h, 90m, 1d or 3600 (seconds), got {text!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(problem) from None
+    if seconds > MAX_DURATION_SECONDS:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
 def duration_or_auto(text: str) -> str:
     """``auto`` or a :func:`duration`."""
     return "auto" if text.strip().lower() == "auto" else duration(text)
+
+
+def duration_or_period(text: str) -> str:
+    """``period`` or a :func:`duration` (``embcore study --window``)."""
+    return "period" if text.strip().lower() == "period" else duration(text)
+
+
+def finite_float(text: str) -> float:
+    """A finite number (``nan`` and ``inf`` refused).
+
+    >>> finite_float("4"), finite_float("-0.5")
+    (4.0, -0.5)
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def column_map(text: str) -> Any:
@@ -128,8 +178,11 @@ def add_ray_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="train each mode's model sharded over N Ray actors (pip install 'embcore[ray]'); "
-        "a local cluster unless --ray-address is given",
+        "a local cluster unless --ray-address is given (default: no Ray, one process)",
     )
     parser.add_argument(
-        "--ray-address", default=None, help="address of an existing Ray cluster (with --ray)"
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="address of an existing Ray cluster, with --ray (default: start a local one)",
     )

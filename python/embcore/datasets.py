@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import os
 import shlex
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from embcore import errors
+from embcore import _core, errors
 
 __all__ = [
     "FORMATS",
@@ -42,6 +43,7 @@ __all__ = [
     "EventChunk",
     "EventLog",
     "LoadReport",
+    "LogWarning",
     "RowIssue",
     "TimeProfile",
     "open_log",
@@ -83,6 +85,7 @@ _SORT_BYTES_PER_ROW = 64  # memory of one row sorted in memory (all columns, lin
 
 _NS_PER_UNIT: dict[str, int] = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _NS_PER_SECOND = 1_000_000_000
+_MAX_WEIGHT = float(_core.MAX_WEIGHT)
 _INT64_MAX = np.iinfo(np.int64).max
 _UINT64_MAX_TEXT = "18446744073709551615"
 _MIN_BLOCK_BYTES = 1 << 16  # pyarrow CSV block size floor; tests lower it to force many blocks
@@ -122,6 +125,10 @@ class DatasetError(errors.DatasetError):
     ...
     embcore.datasets.DatasetError: ratings.csv: column 'rating' is missing
     """
+
+
+class LogWarning(UserWarning):
+    """A log reads, but probably not as meant (event times in the wrong unit)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +205,14 @@ class ColumnMap:
             if role in roles:
                 raise ValueError(f"--columns names {role}= twice in {text!r}")
             roles[role] = column
+        by_column: dict[str, str] = {}
+        for role, column in roles.items():
+            if column in by_column:
+                raise ValueError(
+                    f"--columns gives column {column!r} two roles ({by_column[column]}= and "
+                    f"{role}=) in {text!r}; each role needs its own column"
+                )
+            by_column[column] = role
         missing = [r for r in ("user", "item", "time") if r not in roles]
         if missing:
             raise ValueError(
@@ -471,6 +486,16 @@ class LoadReport:
             lines.append("  (stream not finished)")
         return "\n".join(lines)
 
+    def notice(self) -> str | None:
+        """One line on the rows that did not go through as they were, or None when all did.
+
+        >>> report = LoadReport(path="x.csv", format="csv", rows_read=10, events_out=9)
+        >>> report.malformed_rows, report.malformed_examples = 1, [RowIssue(3, "missing value")]
+        >>> print(report.notice())  # doctest: +ELLIPSIS
+        x.csv: 1 malformed row dropped (first: line 3: missing value); see log_report in ...
+        """
+        return load_notice(self.to_dict())
+
     def _reset(self) -> None:
         fresh = LoadReport(path=self.path, format=self.format)
         for f in fields(self):
@@ -480,6 +505,30 @@ class LoadReport:
         setattr(self, f"{kind}_rows", getattr(self, f"{kind}_rows") + count)
         examples: list[RowIssue] = getattr(self, f"{kind}_examples")
         examples.extend(issues[: MAX_EXAMPLES - len(examples)])
+
+
+def load_notice(report: Mapping[str, Any]) -> str | None:
+    """:meth:`LoadReport.notice` from the report's dict (``metrics.json``'s ``log_report``)."""
+    parts: list[str] = []
+    for key, what in (
+        ("malformed", "malformed row{s} dropped"),
+        ("duplicate", "duplicate row{s} dropped"),
+        ("out_of_order", "row{s} out of time order"),
+    ):
+        count = int(report.get(f"{key}_rows") or 0)
+        if not count:
+            continue
+        text = f"{count:,} " + what.format(s="s" if count != 1 else "")
+        if key == "out_of_order" and report.get("sorted_in_memory"):
+            text += " (sorted in memory)"
+        examples = report.get(f"{key}_examples") or []
+        if examples:
+            first = examples[0]
+            text += f" (first: line {first['line']}: {first['reason']})"
+        parts.append(text)
+    if not parts:
+        return None
+    return f"{report.get('path')}: {', '.join(parts)}; see log_report in metrics.json"
 
 
 @dataclass
@@ -577,6 +626,7 @@ class _Source:
     preset: bool = False  # preset keep-columns are optional; a user's are required
     longest_line: int = 0  # bytes, among the first lines: a pyarrow block must hold a whole line
     keep: tuple[str, ...] = ()
+    label_range: tuple[float, float] | None = None  # labels outside it fail the read
 
     @property
     def first_data_line(self) -> int:
@@ -619,6 +669,26 @@ def _damaged(exc: BaseException) -> str:
         f"the file is truncated or damaged ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
         "download or export it again (for .gz: gzip -t FILE checks it)"
     )
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a 50 MB field stays readable).
+
+    >>> _shown("x" * 100, 30)
+    "'xxxxxxxxxxxxxxxx...(102 chars)"
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 13]}...({len(text):,} chars)"
+
+
+def _hint(exc: BaseException) -> str:
+    """The fix for a reader complaint that has a known one (text that is not UTF-8)."""
+    if "invalid UTF8" in str(exc):
+        return (
+            "; the file is not UTF-8 text: convert it, e.g. iconv -f latin1 -t utf-8 FILE > "
+            "FILE.utf8.csv"
+        )
+    return ""
 
 
 def _looks_numeric(fields_: list[str]) -> bool:
@@ -700,6 +770,12 @@ def _resolve(
     else:
         source = _resolve_text(path, format, columns, separator)
     mapping = source.mapping
+    if label_threshold is not None and (
+        isinstance(label_threshold, bool)
+        or not isinstance(label_threshold, int | float | np.integer | np.floating)
+        or not math.isfinite(float(label_threshold))
+    ):
+        raise ValueError(f"--label-threshold must be a finite number, got {label_threshold!r}")
     if label_threshold is not None and mapping.label is None:
         raise ValueError("--label-threshold needs a label column; this log's mapping has none")
     if label_threshold is not None or time_unit is not None:
@@ -733,6 +809,7 @@ def _resolve_parquet(path: Path, format: str, columns: ColumnMap | None) -> _Sou
     except (pa.ArrowException, OSError) as exc:
         raise _fail(path, f"cannot be read as Parquet: {_damaged(exc)}") from None
     names = list(parquet.schema_arrow.names)
+    _refuse_duplicate_names(path, names)
     if parquet.metadata.num_rows == 0:
         raise _fail(path, "has no rows")
     preset = False
@@ -774,6 +851,7 @@ def _resolve_text(
     lines = _sniff_lines(path)
     first = lines[0] if lines else ""
     rest = [line for line in lines[1:] if line.strip()]
+    _refuse_non_text(path, first)
     if not first.strip() and not rest:
         raise _fail(path, "is empty (no lines)")
     longest = max(len(line.encode()) + 1 for line in lines)
@@ -799,7 +877,7 @@ def _resolve_text(
             seen = _guess_delimiter(first)
             raise _fail(
                 path,
-                f"line 1 ({first[:80]!r}) does not have 4 fields separated by "
+                f"line 1 ({_shown(first, 80)}) does not have 4 fields separated by "
                 f"{_delimiter_name(delimiter)}, but movielens-100k (u.data) is tab-separated "
                 f"(user, item, rating, time); the line looks {seen!r}-separated: pass --sep "
                 f"{seen!r}, or "
@@ -811,6 +889,7 @@ def _resolve_text(
         header = not _looks_numeric(fields_)
         if header:
             names = _split_header(first, delimiter)
+            _refuse_duplicate_names(path, names)
         elif format == "movielens" and len(fields_) == 4:
             names = _MOVIELENS_NAMES
         elif format == "kuairand" and len(fields_) == len(_KUAIRAND_NAMES):
@@ -820,14 +899,14 @@ def _resolve_text(
         else:
             raise _fail(
                 path,
-                f"line 1 is not a header line ({first[:80]!r}); a {format!r} log needs a header "
-                "naming its columns",
+                f"line 1 is not a header line ({_shown(first, 80)}); a {format!r} log needs a "
+                "header naming its columns",
             )
         if len(names) == 1:
             seen = _guess_delimiter(first)
             raise _fail(
                 path,
-                f"line 1 has one field with separator {delimiter!r} ({first[:80]!r}); pass "
+                f"line 1 has one field with separator {delimiter!r} ({_shown(first, 80)}); pass "
                 f"--sep with the log's separator (it may be {seen!r})",
             )
     if header and not rest:
@@ -857,6 +936,42 @@ def _resolve_text(
     )
 
 
+def _refuse_non_text(path: Path, first: str) -> None:
+    """A Parquet file read as text, a binary file or JSON: say what it is and what to pass."""
+    if first.startswith("PAR1"):
+        raise _fail(path, "is a Parquet file, not text: pass --format parquet (or auto)")
+    if "\x00" in first:
+        raise _fail(
+            path,
+            f"line 1 has NUL bytes ({_shown(first, 40)}): this is a binary file, not a text "
+            "log; embcore reads CSV/TSV (optionally .gz/.bz2/.zst) and Parquet",
+        )
+    if first.lstrip().startswith(("{", "[")):
+        raise _fail(
+            path,
+            "looks like JSON; embcore reads CSV/TSV and Parquet logs: convert it first, e.g. "
+            "python -c \"import pandas as pd; pd.read_json('LOG', lines=True)"
+            ".to_parquet('LOG.parquet')\"",
+        )
+
+
+def _refuse_duplicate_names(path: Path, names: Sequence[str]) -> None:
+    if "" in names:
+        raise _fail(
+            path,
+            f"the header has an empty column name ({list(names)}): two separators in a row, "
+            "or a separator at the end of line 1; fix the header (or pass --sep)",
+        )
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise _fail(
+                path,
+                f"the header names column {name!r} twice ({list(names)}); rename one of them",
+            )
+        seen.add(name)
+
+
 def _detect_text_format(
     path: Path, first: str, columns: ColumnMap | None, separator: str | None = None
 ) -> str:
@@ -871,7 +986,17 @@ def _detect_text_format(
     ):
         return "movielens-100k"
     delimiter = separator or _guess_delimiter(first)
+    if separator is not None and separator not in first:
+        seen = _guess_delimiter(first)
+        raise _fail(
+            path,
+            f"line 1 ({_shown(first, 80)}) has no {_delimiter_name(separator)} (--sep); it looks "
+            f"{_delimiter_name(seen)}-separated: pass --sep {_delimiter_name(seen)} or leave "
+            "--sep out to detect it",
+        )
     names = _split_header(first, delimiter)
+    if not _looks_numeric(first.split(delimiter)):
+        _refuse_duplicate_names(path, names)
     preset = _preset_from_names(names)
     if preset is not None:
         return preset
@@ -879,9 +1004,19 @@ def _detect_text_format(
         return "csv"
     if len(first.split(",")) == 4 and _looks_numeric(first.split(",")):
         return "movielens"  # ratings.csv written without its header line
+    spaced = first.split(" ")
+    if (
+        separator is None
+        and len(spaced) > 1
+        and (_preset_from_names(spaced) or _generic_from_names(spaced))
+    ):
+        raise _fail(
+            path,
+            f"line 1 ({_shown(first, 80)}) looks space-separated: pass --sep space",
+        )
     raise _fail(
         path,
-        f"cannot detect the log format from the name and line 1 ({first[:80]!r}); pass "
+        f"cannot detect the log format from the name and line 1 ({_shown(first, 80)}); pass "
         f"--format (one of {', '.join(FORMATS)}) and, for a generic log, --columns "
         "user=COL,item=COL,time=COL[,label=COL]",
     )
@@ -981,7 +1116,9 @@ class _TextReader:
             except pa.ArrowInvalid as exc:
                 if "straddl" in str(exc):
                     raise _LongLine() from None
-                raise _fail(source.path, f"near line {self.next_line:,}: {exc}") from None
+                raise _fail(
+                    source.path, f"near line {self.next_line:,}: {exc}{_hint(exc)}"
+                ) from None
             except (OSError, pa.ArrowException) as exc:
                 raise _fail(source.path, f"near line {self.next_line:,}: {_damaged(exc)}") from None
             if quote_trouble:
@@ -1056,10 +1193,13 @@ class _TextReader:
                 column_types={_DAT_FIELD: pa.string()}, strings_can_be_null=False
             )
         else:
+            # The header line is skipped and its names given trimmed ('user, item' names
+            # 'item', not ' item'); skip_rows keeps the physical line numbers.
             read_options = pa_csv.ReadOptions(
                 block_size=self.block,
                 use_threads=False,
-                column_names=None if source.header else source.file_columns,
+                column_names=source.file_columns,
+                skip_rows=1 if source.header else 0,
             )
             parse_options = pa_csv.ParseOptions(
                 delimiter=source.delimiter,
@@ -1081,7 +1221,8 @@ class _TextReader:
         except pa.ArrowInvalid as exc:
             if "straddl" in str(exc):
                 raise _LongLine() from None
-            raise _fail(source.path, f"cannot be read as {source.format} ({exc})") from None
+            message = f"cannot be read as {source.format} ({exc}){_hint(exc)}"
+            raise _fail(source.path, message) from None
         except (OSError, pa.ArrowException) as exc:
             raise _fail(source.path, f"cannot be read: {_damaged(exc)}") from None
 
@@ -1340,6 +1481,41 @@ class _Rows:
         )
 
 
+def _unusable_column(
+    source: _Source, name: str, role: str, codes: npt.NDArray[np.int8], batch: _RawBatch
+) -> DatasetError:
+    """The error for a column none of whose first values can be used, with the fix."""
+    value = _as_array(batch.columns[name])[0].as_py()
+    hint = _HINTS[role]
+    if role == "time" and int(codes[0]) == _OUT_OF_RANGE:
+        hint = _time_unit_hint(value, source.mapping.time_unit) or hint
+    return _fail(
+        source.path,
+        f"column {name!r} has no usable value in its first {len(codes):,} rows "
+        f"(line {int(batch.lines[0])}: {_REASONS[int(codes[0])]} {_shown(value)}); {hint}",
+    )
+
+
+def _time_unit_hint(value: Any, unit: str) -> str | None:
+    """``pass --time-unit ms`` when a time too large for ``unit`` reads as a date between 1990
+    and 2100 in a finer unit.
+
+    >>> print(_time_unit_hint("1600000000000", "s"))  # doctest: +ELLIPSIS
+    1600000000000 s is past the year 2262; the values look like ms since 1970: pass ...
+    """
+    try:
+        number = abs(float(value))
+    except (TypeError, ValueError):
+        return None
+    for finer, ns in _NS_PER_UNIT.items():
+        if ns < _NS_PER_UNIT[unit] and 6.3e8 <= number * ns / _NS_PER_SECOND <= 4.2e9:
+            return (
+                f"{value} {unit} is past the year 2262; the values look like {finer} since "
+                f"1970: pass --time-unit {finer} (Python: time_unit={finer!r})"
+            )
+    return None
+
+
 _HINTS = {
     "id": "ids must be non-negative integers; map string ids to integers before loading",
     "time": "the time column must be numeric (in time_unit) or a Parquet timestamp",
@@ -1372,19 +1548,14 @@ class _Validator:
     ) -> None:
         failing = codes != _OK
         if failing.all() and len(codes) and self.valid_seen == 0:
-            value = _as_array(batch.columns[name])[0].as_py()
-            raise _fail(
-                self.source.path,
-                f"column {name!r} has no usable value in its first {len(codes)} rows "
-                f"(line {int(batch.lines[0])}: {_REASONS[int(codes[0])]} {value!r}); "
-                f"{_HINTS[role]}",
-            )
+            raise _unusable_column(self.source, name, role, codes, batch)
         new = failing & ~bad
         if new.any():
             self.lost[name] = self.lost.get(name, 0) + int(new.sum())
             column = _as_array(batch.columns[name])
             for i in np.flatnonzero(new)[:MAX_EXAMPLES]:
-                reason = f"{_REASONS[int(codes[i])]} {column[int(i)].as_py()!r} in column {name!r}"
+                shown = _shown(column[int(i)].as_py())
+                reason = f"{_REASONS[int(codes[i])]} {shown} in column {name!r}"
                 issues.append((int(batch.lines[i]), int(i), reason))
         bad |= failing
 
@@ -1407,12 +1578,15 @@ class _Validator:
             values, codes = _parse_floats(batch.columns[mapping.label])
             self._check_codes(mapping.label, "label", codes, bad, issues, batch)
             labels = self._apply_rule(values)
+            self._check_label_range(labels, bad, batch)
             if mapping.label_rule is not None:
                 raw[mapping.label] = values
         weights = None
         if mapping.weight is not None:
             values, codes = _parse_floats(batch.columns[mapping.weight])
-            codes[(codes == _OK) & (np.abs(values) > np.finfo(np.float32).max)] = _OUT_OF_RANGE
+            # The engine takes weights in [0, MAX_WEIGHT]; others are bad values of the row.
+            outside = (values < 0) | (values > _MAX_WEIGHT)
+            codes[(codes == _OK) & outside] = _OUT_OF_RANGE
             self._check_codes(mapping.weight, "weight", codes, bad, issues, batch)
             weights = np.where(codes == _OK, values, 0.0).astype(np.float32)
         for name in self.source.keep:
@@ -1427,6 +1601,25 @@ class _Validator:
         self.valid_seen += int(keep.sum())
         rows = _Rows(users, items, labels, time_ns, weights, raw, batch.lines)
         return rows if keep.all() else rows.take(keep)
+
+    def _check_label_range(
+        self, labels: npt.NDArray[np.float32], bad: npt.NDArray[np.bool_], batch: _RawBatch
+    ) -> None:
+        limits = self.source.label_range
+        if limits is None:
+            return
+        low, high = limits
+        outside = ~bad & ((labels < low) | (labels > high))
+        if not outside.any():
+            return
+        i = int(np.flatnonzero(outside)[0])
+        name = self.source.mapping.label
+        raise _fail(
+            self.source.path,
+            f"line {int(batch.lines[i])}: label {float(labels[i]):g} in column {name!r} is outside "
+            f"[{low:g}, {high:g}], which the logistic loss needs; pass --label-threshold X to "
+            f"use label = ({name} >= X) (Python: label_threshold=X)",
+        )
 
     def check_bad_rows(self) -> None:
         """Fail once the malformed rows exceed ``max_bad_rows`` (never drop them silently)."""
@@ -1484,7 +1677,7 @@ class _Validator:
             if name not in self.source.keep:
                 notes[name] = "not in the file; skipped"
         for name, count in self.lost.items():
-            notes[name] += f"; {count} rows dropped for a bad value"
+            notes[name] += f"; {count} row{'s' if count != 1 else ''} dropped for a bad value"
         return notes
 
 
@@ -1769,7 +1962,7 @@ class EventLog:
             )
             ok = codes == _OK
             if len(ok) and not ok.any() and rows == 0:
-                break  # an unusable time column: the main pass reports it with its line
+                raise _unusable_column(source, source.mapping.time, "time", codes, batch)
             times, lines = time_ns[ok], batch.lines[ok]
             late, new_max = _out_of_order(times, previous_max)
             if late.any() and first_late is None:
@@ -1791,7 +1984,30 @@ class EventLog:
         sample = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
         last = (previous_max // _NS_PER_SECOND) if previous_max is not None else 0
         self._profile = TimeProfile(rows, lowest if lowest is not None else 0, last, sample)
+        if rows and previous_max is not None and lowest is not None:
+            self._warn_coarser_unit(lowest * _NS_PER_SECOND, previous_max)
         return late_rows > 0
+
+    def _warn_coarser_unit(self, first_ns: int, last_ns: int) -> None:
+        """Warn when every time falls in 1970 in the given unit but every one would be a date
+        between 1990 and 2100 in a coarser unit (seconds read with --time-unit ms or ns).
+        Relative times starting near 0 never warn."""
+        unit = self._source.mapping.time_unit
+        if not 0 < first_ns <= last_ns < 365 * 86_400 * _NS_PER_SECOND:
+            return
+        low, high = first_ns // _NS_PER_UNIT[unit], last_ns // _NS_PER_UNIT[unit]
+        for coarser, ns in _NS_PER_UNIT.items():
+            seconds = (low * ns / _NS_PER_SECOND, high * ns / _NS_PER_SECOND)
+            if ns > _NS_PER_UNIT[unit] and 6.3e8 <= seconds[0] and seconds[1] <= 4.2e9:
+                warnings.warn(
+                    f"{self.path}: read in {unit}, every event time falls in 1970 (the last "
+                    f"{last_ns / _NS_PER_SECOND:,.0f} s after 1970-01-01), but in {coarser} "
+                    f"they are dates after 1990: pass --time-unit {coarser} if that is their "
+                    "unit",
+                    LogWarning,
+                    stacklevel=4,
+                )
+                return
 
     def _raise_unsorted(self, first_late: RowIssue | None, size: str) -> None:
         where = f" (line {first_late.line}: {first_late.reason})" if first_late else ""
@@ -1903,6 +2119,7 @@ def open_log(
     limit: int | None = None,
     sort: SortPolicy = "auto",
     max_sort_rows: int | None = None,
+    label_range: tuple[float, float] | None = None,
 ) -> EventLog:
     """Open an interaction log for replay as time-ordered :class:`EventChunk` objects.
 
@@ -1942,6 +2159,10 @@ def open_log(
         or fewer when half the available memory cannot hold them (about 64 bytes per row). A
         larger unsorted log raises :class:`DatasetError` with a ``sort`` command that sorts
         the file on disk, before memory runs out.
+    label_range
+        ``(low, high)``: a label outside it (after the label rule) fails reading with its line
+        and the fix (``replay`` passes ``(0, 1)``, the logistic loss's range); default: any
+        finite label.
 
     Returns
     -------
@@ -1973,6 +2194,11 @@ def open_log(
     if max_sort_rows is None:
         max_sort_rows = _default_max_sort_rows()
     source = _resolve(Path(path), format, columns, label_threshold, time_unit, separator)
+    if label_range is not None:
+        low, high = (float(x) for x in label_range)
+        if not low <= high:
+            raise ValueError(f"label_range must be (low, high) with low <= high, got {label_range}")
+        source.label_range = (low, high)
     return EventLog(
         source,
         chunk_rows=chunk_rows,

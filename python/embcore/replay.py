@@ -447,6 +447,7 @@ def replay(
             chunk_rows=chunk_rows,
             limit=limit,
             sort=sort,
+            label_range=(0.0, 1.0),  # the logistic loss of progressive validation
         )
         _settle_period(log, config)
         chunks = iter(log)
@@ -490,6 +491,8 @@ def _settle_period(log: datasets.EventLog, config: dict[str, Any]) -> None:
     if config["period"] is not None and not batched:
         return
     profile = log.time_profile()
+    if profile.events == 0:
+        return  # no usable row: the first chunk's read says why (before the period matters)
     suggested = choose_period(profile)
     config["period_auto"] = config["period"] is None
     if config["period"] is None:
@@ -767,7 +770,9 @@ def summary_text(metrics: Mapping[str, Any], out: Path | None = None) -> str:
         )
     if out is not None:
         head += f"; {reporting.wrote_text(out)}"
-    return "\n".join([head, *reporting.summary_lines(metrics, _SUMMARY_COLUMNS)])
+    notice = datasets.load_notice(metrics.get("log_report") or {})
+    lines = [head, *reporting.summary_lines(metrics, _SUMMARY_COLUMNS)]
+    return "\n".join(lines + ([f"  {notice}"] if notice else []))
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -782,7 +787,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "  embcore replay ml-latest-small/ratings.csv\n"
         "  embcore replay events.csv --columns user=uid,item=video,time=ts,label=click "
         "--time-unit ms\n"
-        "  embcore replay u.data --modes realtime,batch,hybrid --period 1d --out ml-100k",
+        "  embcore replay u.data --modes realtime,batch,hybrid --period 1d --out replay-ml-100k",
     )
     parser.add_argument("log", help="path of the log file (.csv/.tsv, optionally .gz, or .parquet)")
     parser.add_argument(

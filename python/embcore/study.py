@@ -53,7 +53,13 @@ from threadpoolctl import threadpool_limits
 
 import embcore
 from embcore import analysis, claims, protocol, reporting, runs, validation
-from embcore.cli_args import add_ray_flags, mode_list, positive_int
+from embcore.cli_args import (
+    add_ray_flags,
+    duration,
+    duration_or_period,
+    mode_list,
+    positive_int,
+)
 from embcore.modes import Model, Trainer, parse_duration
 from embcore.runs import AGE_EDGES_HOURS, ALPHAS, DEFAULT_ALPHA, finite, learning_curve
 from embcore.sim import FIELDS, Events, SimConfig, Step, World
@@ -1457,10 +1463,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="mf: matrix factorization; ffm: field-aware FM over user, item, creator, tag, hour "
         "(the paper's model); fm: factorisation machine over the same fields",
     )
-    study.add_argument("--period", default="6h", help="batch retraining period, e.g. 6h, 90m")
+    study.add_argument(
+        "--period",
+        type=duration,
+        default="6h",
+        help="batch/hybrid retraining period (6h, 90m, 1.5d or seconds); --scale tiny and small "
+        "need a shorter one (at least 4 publishes: tiny 1h, small 4h)",
+    )
     study.add_argument("--epochs", type=positive_int, default=1)
     study.add_argument(
         "--window",
+        type=duration_or_period,
         default=None,
         help="batch/hybrid training window, e.g. 1d or 3d, or 'period' for the events since the "
         "last retrain (default: 1d or the period, whichever is longer)",
@@ -1474,19 +1487,41 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(exclude) or at the cold-start score (cold)",
     )
     study.add_argument(
-        "--init", default=None, choices=["warm", "scratch"], help="batch retrain start"
+        "--init",
+        default=None,
+        choices=["warm", "scratch"],
+        help="batch retrain start: warm continues the current model, scratch starts from new "
+        "rows (default: warm)",
     )
     study.add_argument(
         "--reset-optimizer", action="store_true", help="reset the optimizer at each retrain"
     )
-    study.add_argument("--learning-rate", type=float, default=None)
-    study.add_argument("--dim", type=positive_int, default=None, help="embedding width")
     study.add_argument(
-        "--init-scale", type=float, default=None, help="initial rows uniform in [-s, s]"
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"Adagrad step size (default {DEFAULT_LEARNING_RATE})",
     )
-    study.add_argument("--alpha", type=float, default=None, help="maturity threshold on d_cos")
     study.add_argument(
-        "--track-rate", type=float, default=None, help="share of items whose trajectories are kept"
+        "--dim", type=positive_int, default=None, help="embedding width (default 32)"
+    )
+    study.add_argument(
+        "--init-scale",
+        type=float,
+        default=None,
+        help=f"initial rows uniform in [-s, s] (default {DEFAULT_INIT_SCALE})",
+    )
+    study.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"maturity threshold on the cosine distance, in (0, 2) (default {DEFAULT_ALPHA})",
+    )
+    study.add_argument(
+        "--track-rate",
+        type=float,
+        default=None,
+        help="share of items whose trajectories are kept, in (0, 1] (default 0.25)",
     )
     study.add_argument(
         "--allow-degenerate",
