@@ -4,13 +4,15 @@
 //! Design notes.
 //! * Gradients are computed from the rows as loaded, for every field, before
 //!   any row is written: the step equals the textbook simultaneous update.
-//! * One family, specialised by width: when `dim` is a multiple of 4,
-//!   `fused` runs the loop on vectors of four floats (`kernels::simd::F4`)
-//!   with one fused optimizer pass per row, the field count, block and row
-//!   widths compile-time constants for the common shapes (`Fixed`), any
-//!   other shape the same code with run-time widths (`Dyn`); otherwise
-//!   `generic` on plain floats. Both give the same results bit for bit
-//!   (tested below): the same operations in the same order.
+//! * One family, specialised by width and vector: when `dim` is a multiple
+//!   of 4, `fused` runs the loop on vectors (`kernels::simd::Isa`: `F4`, four
+//!   floats, on SSE; `F8`, eight, on AVX where the CPU has it and `dim` is a
+//!   multiple of 8, chosen at run time in `run_share`) with one fused
+//!   optimizer pass per row, the field count, block and row widths
+//!   compile-time constants for the common shapes (`Fixed`), any other shape
+//!   the same code with run-time widths (`Dyn`); otherwise `generic` on
+//!   plain floats. All give the same results bit for bit (tested below on
+//!   every instruction set): the same operations in the same order.
 //! * One dot product: `kernels::optim::dot` (two 4-lane partial sums added
 //!   lane-wise, then pairwise), which `simd::dot_optim` reproduces on
 //!   vectors. The first version summed FFM / FM blocks in another order;
