@@ -56,7 +56,11 @@ fn main() {
     let t0 = std::time::Instant::now();
     timed_pass(&m, &b, &names, opts, monitor.as_ref());
     let dt = t0.elapsed().as_secs_f64();
-    println!("{} events/s", n as f64 / dt);
+    println!(
+        "{} events/s (vectors: {})",
+        n as f64 / dt,
+        _core::kernels::simd::level()
+    );
 }
 
 /// The measured pass, a function of its own so that callgrind can count it

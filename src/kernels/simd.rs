@@ -20,6 +20,17 @@
 //! * Widths are type parameters (`Width`): `Fixed<N>` for the common widths
 //!   lets the compiler unroll the loops and drop bounds checks; `Dyn` runs
 //!   the same code for any width.
+//! * So is the vector: the kernels are written once over `Isa` (an
+//!   instruction set, as a value) and its vector `Isa::V` (`Lanes`): `Sse`
+//!   with `F4` everywhere, `Avx` with `F8` (eight lanes) where the CPU has
+//!   AVX and a row is a whole number of `F8`s, chosen at run time
+//!   (`avx()`; `EMBCORE_SIMD=sse` keeps the baseline). A `Avx` value exists
+//!   only once the CPU was found to have AVX, and an `F8` only through an
+//!   `Avx`: that is what makes the AVX intrinsics sound to call. The
+//!   caller compiles its loop for AVX (`#[target_feature]`) so that they
+//!   inline. Eight lanes give the same bits as four: lane-wise operations
+//!   are the same IEEE operations, and `dot` keeps `dot_optim`'s order
+//!   (its two F4 partial sums are the halves of one F8 sum).
 
 use crate::kernels::optim::{dot, Optimizer, OptimizerKind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -98,6 +109,267 @@ f4_op!(Sub, sub, vsub);
 f4_op!(Mul, mul, vmul);
 f4_op!(Div, div, vdiv);
 
+/// A vector of f32 lanes the fused kernels compute on (`F4`, `F8`): lane-wise
+/// IEEE single-precision arithmetic, as the scalar operators.
+pub trait Lanes:
+    Copy
+    + std::fmt::Debug
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    /// Groups of four floats per vector (1 for `F4`, 2 for `F8`).
+    const QUADS: usize;
+    /// Lane-wise IEEE square root.
+    fn sqrt(self) -> Self;
+    /// Relaxed stores of the lanes into `dst[..4 × QUADS]`, in one instruction.
+    fn store(self, dst: &[AtomicU32]);
+}
+
+/// An instruction set the fused kernels run on, as a value: holding one
+/// proves the CPU can run its vector type `V` (the only way to make a `V`).
+pub trait Isa: Copy {
+    type V: Lanes;
+    fn zero(self) -> Self::V;
+    fn splat(self, v: f32) -> Self::V;
+    /// Relaxed loads of `src[..4 × QUADS]`, in one instruction.
+    fn load(self, src: &[AtomicU32]) -> Self::V;
+    /// `optim::dot` of two rows of vectors: the same operations in the same
+    /// order, so the same result bit for bit (for `F8`, rows of a whole
+    /// number of `F8`s, i.e. an even number of `F4`s, are the same floats).
+    fn dot(self, a: &[Self::V], b: &[Self::V]) -> f32;
+}
+
+/// SSE and SSE2, part of the x86-64 baseline (elsewhere: plain floats).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sse;
+
+impl Lanes for F4 {
+    const QUADS: usize = 1;
+    #[inline(always)]
+    fn sqrt(self) -> F4 {
+        F4::sqrt(self)
+    }
+    #[inline(always)]
+    fn store(self, dst: &[AtomicU32]) {
+        F4::store(self, dst[..4].try_into().unwrap());
+    }
+}
+
+impl Isa for Sse {
+    type V = F4;
+    #[inline(always)]
+    fn zero(self) -> F4 {
+        F4::zero()
+    }
+    #[inline(always)]
+    fn splat(self, v: f32) -> F4 {
+        F4::splat(v)
+    }
+    #[inline(always)]
+    fn load(self, src: &[AtomicU32]) -> F4 {
+        F4::load(src[..4].try_into().unwrap())
+    }
+    #[inline(always)]
+    fn dot(self, a: &[F4], b: &[F4]) -> f32 {
+        dot_optim(a, b)
+    }
+}
+
+/// A width given in one unit (floats in fours: `F4`s), counted in vectors
+/// of `V` (a compile-time constant when `W` is).
+#[derive(Clone, Copy, Debug)]
+pub struct InVectors<V, W>(pub W, pub std::marker::PhantomData<V>);
+
+impl<V: Lanes, W: Width> Width for InVectors<V, W> {
+    #[inline(always)]
+    fn get(self) -> usize {
+        debug_assert_eq!(self.0.get() % V::QUADS, 0);
+        self.0.get() / V::QUADS
+    }
+}
+
+/// Tests only: make `avx()` answer None, to run the kernels on `Sse` (both
+/// give the same bits, so flipping this while other tests train cannot
+/// change their outcome).
+#[cfg(test)]
+pub(crate) static FORCE_SSE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The name of the widest instruction set the fused kernels use here
+/// (`"avx"` or `"sse"`).
+pub fn level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if avx().is_some() {
+        return "avx";
+    }
+    "sse"
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use avx::{avx, avx_detected, Avx, F8};
+
+/// Eight lanes on AVX (x86-64, detected at run time).
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::{Isa, Lanes, F4};
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// The AVX instruction set; only `avx()` makes one, on a CPU that has it.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx(());
+
+    /// `Some` when the CPU has AVX and `EMBCORE_SIMD` is not `sse` (read
+    /// once per process).
+    #[inline]
+    pub fn avx() -> Option<Avx> {
+        #[cfg(test)]
+        if super::FORCE_SSE.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let wanted = *WANTED.get_or_init(|| {
+            !std::env::var("EMBCORE_SIMD").is_ok_and(|v| v.eq_ignore_ascii_case("sse"))
+        });
+        if wanted {
+            avx_detected()
+        } else {
+            None
+        }
+    }
+
+    /// `Some` when the CPU has AVX, whatever `EMBCORE_SIMD` says.
+    #[inline]
+    pub fn avx_detected() -> Option<Avx> {
+        is_x86_feature_detected!("avx").then_some(Avx(()))
+    }
+
+    /// Eight f32 lanes (`__m256`).
+    #[derive(Clone, Copy, Debug)]
+    #[repr(transparent)]
+    pub struct F8(__m256);
+
+    /// Calls an AVX intrinsic. SAFETY: the caller holds an `Avx` or an `F8`
+    /// (made only through an `Avx`), so the CPU has AVX; these intrinsics
+    /// take no pointers.
+    macro_rules! avx {
+        ($e:expr) => {{
+            // SAFETY: see the macro's documentation.
+            let v = unsafe { $e };
+            v
+        }};
+    }
+
+    macro_rules! f8_op {
+        ($tr:ident, $m:ident, $i:ident) => {
+            impl std::ops::$tr for F8 {
+                type Output = F8;
+                /// Lane-wise, IEEE single precision (as the scalar operator).
+                #[inline(always)]
+                fn $m(self, o: F8) -> F8 {
+                    F8(avx!($i(self.0, o.0)))
+                }
+            }
+        };
+    }
+    f8_op!(Add, add, _mm256_add_ps);
+    f8_op!(Sub, sub, _mm256_sub_ps);
+    f8_op!(Mul, mul, _mm256_mul_ps);
+    f8_op!(Div, div, _mm256_div_ps);
+
+    /// Eight Relaxed loads of `src[0..8]`, in one instruction.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn load8(src: &[AtomicU32; 8]) -> __m256 {
+        let v: __m256;
+        // SAFETY: `src` points to 32 readable bytes (eight `AtomicU32`,
+        // 4-byte aligned); `vmovups` needs no alignment, and the CPU has AVX
+        // (this function's contract). Concurrency: as `F4::load`, the block
+        // is opaque to the compiler and every naturally aligned 4-byte
+        // element of the access is read in a single access (a wider access
+        // may be split, never inside an aligned dword), so it behaves
+        // exactly as eight Relaxed `AtomicU32` loads in some order. It reads
+        // nothing else and writes no memory.
+        unsafe {
+            asm!(
+                "vmovups {v}, ymmword ptr [{p}]",
+                p = in(reg) src.as_ptr(),
+                v = lateout(ymm_reg) v,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+        v
+    }
+
+    /// Eight Relaxed stores into `dst[0..8]`, in one instruction.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    unsafe fn store8(v: __m256, dst: &[AtomicU32; 8]) {
+        // SAFETY: `dst` points to 32 writable bytes (eight `AtomicU32`,
+        // interior mutability); the CPU has AVX (this function's contract).
+        // As for `load8`, each aligned 4-byte element is written in a single
+        // access: eight Relaxed `AtomicU32` stores in some order, touching
+        // no other memory.
+        unsafe {
+            asm!(
+                "vmovups ymmword ptr [{p}], {v}",
+                p = in(reg) dst.as_ptr(),
+                v = in(ymm_reg) v,
+                options(nostack, preserves_flags),
+            );
+        }
+    }
+
+    impl Lanes for F8 {
+        const QUADS: usize = 2;
+        #[inline(always)]
+        fn sqrt(self) -> F8 {
+            F8(avx!(_mm256_sqrt_ps(self.0)))
+        }
+        #[inline(always)]
+        fn store(self, dst: &[AtomicU32]) {
+            // SAFETY: an `F8` exists, so the CPU has AVX.
+            unsafe { store8(self.0, dst[..8].try_into().unwrap()) }
+        }
+    }
+
+    impl Isa for Avx {
+        type V = F8;
+        #[inline(always)]
+        fn zero(self) -> F8 {
+            F8(avx!(_mm256_setzero_ps()))
+        }
+        #[inline(always)]
+        fn splat(self, v: f32) -> F8 {
+            F8(avx!(_mm256_set1_ps(v)))
+        }
+        #[inline(always)]
+        fn load(self, src: &[AtomicU32]) -> F8 {
+            // SAFETY: `self` proves the CPU has AVX.
+            F8(unsafe { load8(src[..8].try_into().unwrap()) })
+        }
+        /// One eight-lane sum of the products, which is `dot_optim`'s two
+        /// four-lane sums (even and odd `F4`s) side by side, then the same
+        /// `lo + hi` and pairwise sum.
+        #[inline(always)]
+        fn dot(self, a: &[F8], b: &[F8]) -> f32 {
+            let n = a.len().min(b.len());
+            let (a, b) = (&a[..n], &b[..n]);
+            let mut acc = self.zero();
+            for (x, y) in a.iter().zip(b) {
+                acc = acc + *x * *y;
+            }
+            let lo = F4::from_raw(avx!(_mm256_castps256_ps128(acc.0)));
+            let hi = F4::from_raw(avx!(_mm256_extractf128_ps::<1>(acc.0)));
+            let t = (lo + hi).to_array();
+            (t[0] + t[1]) + (t[2] + t[3])
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use super::F4;
@@ -120,6 +392,10 @@ mod imp {
     }
 
     impl F4 {
+        #[inline(always)]
+        pub(super) fn from_raw(v: __m128) -> F4 {
+            F4(v)
+        }
         #[inline(always)]
         pub fn zero() -> F4 {
             F4(sse!(_mm_setzero_ps()))
@@ -265,19 +541,20 @@ mod imp {
 
 /// The floats of a slice of vectors, in order.
 #[inline(always)]
-pub fn as_floats(v: &[F4]) -> &[f32] {
-    // SAFETY: `F4` is `repr(transparent)` over 16 bytes holding four f32
-    // (`__m128` or `[f32; 4]`), aligned at least as f32; the length covers
-    // exactly the same bytes and the borrow is carried over.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 4) }
+pub fn as_floats<V: Lanes>(v: &[V]) -> &[f32] {
+    // SAFETY: `F4` and `F8` are `repr(transparent)` over 16 / 32 bytes
+    // holding 4 × QUADS f32 (`__m128`, `__m256` or `[f32; 4]`), aligned at
+    // least as f32; the length covers exactly the same bytes and the borrow
+    // is carried over.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 4 * V::QUADS) }
 }
 
 /// Mutable `as_floats`.
 #[inline(always)]
-pub fn as_floats_mut(v: &mut [F4]) -> &mut [f32] {
+pub fn as_floats_mut<V: Lanes>(v: &mut [V]) -> &mut [f32] {
     // SAFETY: as `as_floats`; every f32 bit pattern is a valid lane value,
     // and the unique borrow is carried over.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 4) }
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 4 * V::QUADS) }
 }
 
 /// ‖b − a‖², ‖a‖², ‖b‖² of two rows (the monitor's per-update moments),
@@ -317,20 +594,21 @@ pub fn moments_quads(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
     (sum(dd), sum(na), sum(nb))
 }
 
-/// Cells `4k..4k + 4` of `src`.
+/// The cells of vector `k` of a row of `V`s.
 #[inline(always)]
-fn quad(src: &[AtomicU32], k: usize) -> &[AtomicU32; 4] {
-    src[4 * k..4 * k + 4].try_into().unwrap()
+fn cells_of<V: Lanes>(src: &[AtomicU32], k: usize) -> &[AtomicU32] {
+    let l = 4 * V::QUADS;
+    &src[l * k..l * k + l]
 }
 
-/// Loads `dst.len()` vectors (Relaxed) from the start of `src` (at least
-/// `4 × n.get()` cells).
+/// Loads `n.get()` vectors (Relaxed) from the start of `src` (at least
+/// `4 × QUADS × n.get()` cells).
 #[inline(always)]
-pub fn load_row<W: Width>(n: W, src: &[AtomicU32], dst: &mut [F4]) {
+pub fn load_row<I: Isa, W: Width>(isa: I, n: W, src: &[AtomicU32], dst: &mut [I::V]) {
     let n = n.get();
-    let (src, dst) = (&src[..4 * n], &mut dst[..n]);
+    let (src, dst) = (&src[..4 * I::V::QUADS * n], &mut dst[..n]);
     for (k, d) in dst.iter_mut().enumerate() {
-        *d = F4::load(quad(src, k));
+        *d = isa.load(cells_of::<I::V>(src, k));
     }
 }
 
@@ -353,11 +631,11 @@ pub fn load_quads(src: &[AtomicU32], dst: &mut [u8]) {
 
 /// Stores `n.get()` vectors (Relaxed) at the start of `dst`.
 #[inline(always)]
-pub fn store_row<W: Width>(n: W, dst: &[AtomicU32], src: &[F4]) {
+pub fn store_row<V: Lanes, W: Width>(n: W, dst: &[AtomicU32], src: &[V]) {
     let n = n.get();
-    let (src, dst) = (&src[..n], &dst[..4 * n]);
+    let (src, dst) = (&src[..n], &dst[..4 * V::QUADS * n]);
     for (k, s) in src.iter().enumerate() {
-        s.store(quad(dst, k));
+        s.store(cells_of::<V>(dst, k));
     }
 }
 
@@ -385,34 +663,36 @@ pub fn dot_optim(a: &[F4], b: &[F4]) -> f32 {
 }
 
 /// An optimizer's constants prepared once per training call for
-/// `step_row` (kept in registers or on the stack across events).
+/// `step_row` (kept in registers or on the stack across events), with the
+/// instruction set they are prepared for.
 #[derive(Clone, Copy, Debug)]
-pub struct Prepared {
+pub struct Prepared<I: Isa = Sse> {
     pub opt: Optimizer,
-    lr: F4,
-    eps: F4,
-    l2: F4,
+    isa: I,
+    lr: I::V,
+    eps: I::V,
+    l2: I::V,
 }
 
-impl Prepared {
+impl Prepared<Sse> {
     pub fn new(opt: &Optimizer) -> Self {
+        Prepared::with(Sse, opt)
+    }
+}
+
+impl<I: Isa> Prepared<I> {
+    #[inline(always)]
+    pub fn with(isa: I, opt: &Optimizer) -> Self {
         Prepared {
             opt: *opt,
-            lr: F4::splat(opt.learning_rate),
-            eps: F4::splat(opt.eps),
-            l2: F4::splat(opt.l2),
+            isa,
+            lr: isa.splat(opt.learning_rate),
+            eps: isa.splat(opt.eps),
+            l2: isa.splat(opt.l2),
         }
     }
 }
 
-/// One optimizer step on a row of `n.get()` vectors, fused: `x` is the row
-/// as the caller loaded it (not modified), `grad` the loss gradient
-/// (overwritten with the full gradient including l2, as `Optimizer::step`
-/// does), `out` receives the new row. The new row is stored into `weights`,
-/// the new per-coordinate state into `state` (Adagrad) and the per-row
-/// accumulator into `row_acc` (row-wise Adagrad; the low 32 bits hold the f32). Same
-/// results, bit for bit, as the body of `EmbeddingTable::apply_step` with
-/// the optimizer `p` was prepared from.
 /// The cells one fused step writes: a row's weights, its per-coordinate
 /// optimizer state and its per-row accumulator.
 #[derive(Clone, Copy)]
@@ -422,14 +702,22 @@ pub struct StepCells<'a> {
     pub row_acc: &'a AtomicU64,
 }
 
+/// One optimizer step on a row of `n.get()` vectors, fused: `x` is the row
+/// as the caller loaded it (not modified), `grad` the loss gradient
+/// (overwritten with the full gradient including l2, as `Optimizer::step`
+/// does), `out` receives the new row. The new row is stored into `weights`,
+/// the new per-coordinate state into `state` (Adagrad) and the per-row
+/// accumulator into `row_acc` (row-wise Adagrad; the low 32 bits hold the
+/// f32). Same results, bit for bit, as the body of
+/// `EmbeddingTable::apply_step` with the optimizer `p` was prepared from.
 #[inline(always)]
-pub fn step_row<W: Width>(
-    p: &Prepared,
+pub fn step_row<I: Isa, W: Width>(
+    p: &Prepared<I>,
     n: W,
     cells: StepCells<'_>,
-    x: &[F4],
-    grad: &mut [F4],
-    out: &mut [F4],
+    x: &[I::V],
+    grad: &mut [I::V],
+    out: &mut [I::V],
 ) {
     let StepCells {
         weights,
@@ -437,38 +725,41 @@ pub fn step_row<W: Width>(
         row_acc,
     } = cells;
     let n = n.get();
+    let l = 4 * I::V::QUADS;
     let (x, grad, out) = (&x[..n], &mut grad[..n], &mut out[..n]);
     let max_norm = p.opt.max_norm;
     if max_norm > 0.0 {
-        step_core::<true>(p, &weights[..4 * n], state, row_acc, x, grad, out);
+        step_core::<I, true>(p, &weights[..l * n], state, row_acc, x, grad, out);
         // max_norm clips the whole row after the step (as `Optimizer::step`).
         let norm = dot(as_floats(out), as_floats(out)).sqrt();
         if norm > max_norm {
-            let s = F4::splat(max_norm / norm);
+            let s = p.isa.splat(max_norm / norm);
             for o in out.iter_mut() {
                 *o = *o * s;
             }
         }
         store_row(Dyn(n), weights, out);
     } else {
-        step_core::<false>(p, &weights[..4 * n], state, row_acc, x, grad, out);
+        step_core::<I, false>(p, &weights[..l * n], state, row_acc, x, grad, out);
     }
 }
 
 /// The step before clipping; stores the new row unless `CLIP` (the caller
 /// stores it after clipping). `x`, `grad`, `out` have the row's length.
 #[inline(always)]
-fn step_core<const CLIP: bool>(
-    p: &Prepared,
+fn step_core<I: Isa, const CLIP: bool>(
+    p: &Prepared<I>,
     weights: &[AtomicU32],
     state: &[AtomicU32],
     row_acc: &AtomicU64,
-    x: &[F4],
-    grad: &mut [F4],
-    out: &mut [F4],
+    x: &[I::V],
+    grad: &mut [I::V],
+    out: &mut [I::V],
 ) {
     let n = x.len();
+    let l = 4 * I::V::QUADS;
     let (grad, out) = (&mut grad[..n], &mut out[..n]);
+    let cell = |src, k| cells_of::<I::V>(src, k);
     if p.opt.l2 > 0.0 {
         for (g, xk) in grad.iter_mut().zip(x) {
             *g = *g + p.l2 * *xk;
@@ -479,32 +770,34 @@ fn step_core<const CLIP: bool>(
             for k in 0..n {
                 out[k] = x[k] - p.lr * grad[k];
                 if !CLIP {
-                    out[k].store(quad(weights, k));
+                    out[k].store(cell(weights, k));
                 }
             }
         }
         OptimizerKind::Adagrad => {
-            let sq = &state[..4 * n];
+            let sq = &state[..l * n];
             for k in 0..n {
                 let g = grad[k];
-                let acc = F4::load(quad(sq, k)) + g * g;
-                acc.store(quad(sq, k));
+                let acc = p.isa.load(cell(sq, k)) + g * g;
+                acc.store(cell(sq, k));
                 out[k] = x[k] - p.lr * g / (acc.sqrt() + p.eps);
                 if !CLIP {
-                    out[k].store(quad(weights, k));
+                    out[k].store(cell(weights, k));
                 }
             }
         }
         OptimizerKind::RowWiseAdagrad => {
-            let mean_sq = dot_optim(grad, grad) / (4 * n).max(1) as f32;
+            let mean_sq = p.isa.dot(grad, grad) / (l * n).max(1) as f32;
             let ra = row_acc;
             let row_acc = f32::from_bits(ra.load(Relaxed) as u32) + mean_sq;
             ra.store(u64::from(row_acc.to_bits()), Relaxed);
-            let scale = F4::splat(p.opt.learning_rate / (row_acc.sqrt() + p.opt.eps));
+            let scale = p
+                .isa
+                .splat(p.opt.learning_rate / (row_acc.sqrt() + p.opt.eps));
             for k in 0..n {
                 out[k] = x[k] - scale * grad[k];
                 if !CLIP {
-                    out[k].store(quad(weights, k));
+                    out[k].store(cell(weights, k));
                 }
             }
         }
@@ -531,6 +824,15 @@ mod tests {
             .collect()
     }
 
+    /// `v` as vectors of `isa` (through Relaxed cells: the only way in).
+    fn to_vectors<I: Isa>(isa: I, v: &[f32]) -> Vec<I::V> {
+        let cells: Vec<AtomicU32> = v.iter().map(|f| AtomicU32::new(f.to_bits())).collect();
+        let n = v.len() / (4 * I::V::QUADS);
+        let mut out = vec![isa.zero(); n];
+        load_row(isa, Dyn(n), &cells, &mut out);
+        out
+    }
+
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|f| f.to_bits()).collect()
     }
@@ -538,8 +840,8 @@ mod tests {
     /// The fused step on a row of `w` vectors equals `apply_step` bit for
     /// bit: new row, full gradient, stored weights, state and row
     /// accumulator, over several steps, for every optimizer, l2, max_norm.
-    fn check_width<W: Width>(w: W) {
-        let n = 4 * w.get();
+    fn check_width<I: Isa, W: Width>(isa: I, w: W) {
+        let n = 4 * I::V::QUADS * w.get();
         for kind in [
             OptimizerKind::Sgd,
             OptimizerKind::Adagrad,
@@ -576,11 +878,11 @@ mod tests {
                         let mut scratch = vec![0.0; a.state_width()];
                         a.apply_step(r, &mut wa, &mut g1, &mut scratch);
 
-                        let mut x = vec![F4::zero(); w.get()];
-                        load_row(w, b.row(r), &mut x);
-                        let (mut g2, mut out) = (to_f4(&grad), vec![F4::zero(); w.get()]);
+                        let mut x = vec![isa.zero(); w.get()];
+                        load_row(isa, w, b.row(r), &mut x);
+                        let (mut g2, mut out) = (to_vectors(isa, &grad), vec![isa.zero(); w.get()]);
                         step_row(
-                            &Prepared::new(b.optimizer()),
+                            &Prepared::with(isa, b.optimizer()),
                             w,
                             StepCells {
                                 weights: b.row(r),
@@ -615,15 +917,65 @@ mod tests {
 
     #[test]
     fn fused_step_matches_apply_step_at_every_width() {
-        check_width(Fixed::<1>);
-        check_width(Fixed::<2>);
-        check_width(Fixed::<4>);
-        check_width(Fixed::<6>);
-        check_width(Fixed::<8>);
-        check_width(Fixed::<12>);
-        check_width(Fixed::<16>);
+        check_width(Sse, Fixed::<1>);
+        check_width(Sse, Fixed::<2>);
+        check_width(Sse, Fixed::<4>);
+        check_width(Sse, Fixed::<6>);
+        check_width(Sse, Fixed::<8>);
+        check_width(Sse, Fixed::<12>);
+        check_width(Sse, Fixed::<16>);
         for q in [1, 2, 3, 5, 6, 7, 9] {
-            check_width(Dyn(q));
+            check_width(Sse, Dyn(q));
+        }
+    }
+
+    /// The AVX step (widths in `F8`s) equals `apply_step` bit for bit, on a
+    /// CPU that has AVX (the test says so when it has not).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_step_matches_apply_step_at_every_width() {
+        let Some(isa) = avx_detected() else {
+            eprintln!("no AVX on this CPU: the AVX step is not tested");
+            return;
+        };
+        check_width(isa, Fixed::<1>);
+        check_width(isa, Fixed::<2>);
+        check_width(isa, Fixed::<3>);
+        check_width(isa, Fixed::<4>);
+        check_width(isa, Fixed::<8>);
+        for q in [1, 2, 3, 5, 6, 7] {
+            check_width(isa, Dyn(q));
+        }
+    }
+
+    /// The AVX dot equals `optim::dot` (and so `dot_optim`) bit for bit on
+    /// rows of a whole number of `F8`s, including the signs of zeros.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_dots_match_scalar_dots() {
+        let Some(isa) = avx_detected() else {
+            eprintln!("no AVX on this CPU: the AVX dot is not tested");
+            return;
+        };
+        for q in 0..=9usize {
+            for seed in 0..20u64 {
+                let (mut a, mut b) = (
+                    rand_vec(q as u64 + seed * 31, 8 * q, 1.0),
+                    rand_vec(99 + seed, 8 * q, 1e3),
+                );
+                if seed == 0 {
+                    // Only -0.0 products: a lane sum that starts from +0.0
+                    // is +0.0 (from the first product it would be -0.0).
+                    a.iter_mut().for_each(|v| *v = v.abs());
+                    b.iter_mut().for_each(|v| *v = -0.0);
+                }
+                let (va, vb) = (to_vectors(isa, &a), to_vectors(isa, &b));
+                assert_eq!(
+                    isa.dot(&va, &vb).to_bits(),
+                    dot(&a, &b).to_bits(),
+                    "q={q} seed={seed}"
+                );
+            }
         }
     }
 
@@ -684,9 +1036,35 @@ mod tests {
             store_row(Dyn(q), &cells[1..], &v);
             assert_eq!(cells[0].load(Relaxed), 7, "store stays in its cells");
             let mut back = vec![F4::zero(); q];
-            load_row(Dyn(q), &cells[1..], &mut back);
+            load_row(Sse, Dyn(q), &cells[1..], &mut back);
             assert_eq!(bits(as_floats(&back)), bits(as_floats(&v)));
             for (c, f) in cells[1..].iter().zip(as_floats(&v)) {
+                assert_eq!(c.load(Relaxed), f.to_bits());
+            }
+        }
+    }
+
+    /// AVX loads and stores copy exactly their eight cells per vector.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_load_and_store_roundtrip() {
+        let Some(isa) = avx_detected() else {
+            eprintln!("no AVX on this CPU: AVX loads and stores are not tested");
+            return;
+        };
+        for q in [1usize, 2, 3, 5] {
+            let cells: Vec<AtomicU32> = (0..8 * q + 2).map(|_| AtomicU32::new(7)).collect();
+            let src = rand_vec(q as u64, 8 * q, 1.0);
+            let v = to_vectors(isa, &src);
+            assert_eq!(bits(as_floats(&v)), bits(&src));
+            store_row(Dyn(q), &cells[1..], &v);
+            assert_eq!(cells[0].load(Relaxed), 7, "store stays in its cells");
+            assert_eq!(
+                cells[8 * q + 1].load(Relaxed),
+                7,
+                "store stays in its cells"
+            );
+            for (c, f) in cells[1..].iter().zip(&src) {
                 assert_eq!(c.load(Relaxed), f.to_bits());
             }
         }

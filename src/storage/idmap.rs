@@ -80,33 +80,52 @@ impl Slots {
 
     /// `find` with the probe start `i = start(id)` already computed.
     #[inline(always)]
-    fn find_from(&self, mut i: usize, id: u64) -> Option<u32> {
-        loop {
-            let s = &self.slots[i];
-            let mut st = s.row.load(Acquire);
-            while st == CLAIMED {
-                std::hint::spin_loop();
-                st = s.row.load(Acquire);
+    fn find_from(&self, i: usize, id: u64) -> Option<u32> {
+        find_in(&self.slots, self.mask, i, id)
+    }
+}
+
+/// `Slots::find_from` on the slot array `slots` (`mask` = its length − 1),
+/// taken apart so that a batch of lookups keeps both in registers.
+#[inline(always)]
+fn find_in(slots: &[Slot], mask: usize, mut i: usize, id: u64) -> Option<u32> {
+    loop {
+        let s = &slots[i];
+        let mut st = s.row.load(Acquire);
+        // Fast path, the same answers as the states below: a slot holding
+        // a row (every state word below `PENDING`) is `id`'s exactly when
+        // its key is (read after the state, as below).
+        if st < PENDING {
+            if s.key.load(Relaxed) == id {
+                return Some(st);
             }
-            if st == EMPTY {
-                return None;
-            }
-            if st != DEAD && s.key.load(Relaxed) == id {
-                loop {
-                    match st {
-                        KEYED => {
-                            std::hint::spin_loop();
-                            st = s.row.load(Acquire);
-                        }
-                        DEAD | PENDING => return None,
-                        r => return Some(r),
+            i = (i + 1) & mask;
+            continue;
+        }
+        while st == CLAIMED {
+            std::hint::spin_loop();
+            st = s.row.load(Acquire);
+        }
+        if st == EMPTY {
+            return None;
+        }
+        if st != DEAD && s.key.load(Relaxed) == id {
+            loop {
+                match st {
+                    KEYED => {
+                        std::hint::spin_loop();
+                        st = s.row.load(Acquire);
                     }
+                    DEAD | PENDING => return None,
+                    r => return Some(r),
                 }
             }
-            i = (i + 1) & self.mask;
         }
+        i = (i + 1) & mask;
     }
+}
 
+impl Slots {
     /// Index of `id`'s pending slot (claimed by `claim_pending`).
     fn find_pending(&self, id: u64) -> Option<usize> {
         let mut i = self.start(id);
@@ -347,6 +366,9 @@ impl MapGuard<'_> {
     pub fn get_batch(&self, ids: &[u64], rows: &mut [u32]) -> usize {
         let b = self.slots.borrow();
         let s = b.as_ref().expect("guard held");
+        // The slot array and mask as locals (kept in registers, not reloaded
+        // through the guard per id).
+        let (slots, mask) = (&*s.slots, s.mask);
         let n = ids.len().min(rows.len());
         let (ids, rows) = (&ids[..n], &mut rows[..n]);
         // Probe starts of the next BATCH_AHEAD ids, hashed (and prefetched)
@@ -360,11 +382,12 @@ impl MapGuard<'_> {
         for k in 0..n {
             let i = ring[k % BATCH_AHEAD];
             if let Some(&ahead) = ids.get(k + BATCH_AHEAD) {
-                let j = s.start(ahead);
+                let j = crate::kernels::rng::mix64(ahead) as usize & mask;
+                debug_assert_eq!(j, s.start(ahead));
                 ring[k % BATCH_AHEAD] = j;
                 prefetch_slot(s, j);
             }
-            let r = s.find_from(i, ids[k]).unwrap_or(EMPTY);
+            let r = find_in(slots, mask, i, ids[k]).unwrap_or(EMPTY);
             missing += usize::from(r == EMPTY);
             rows[k] = r;
         }

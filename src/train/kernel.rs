@@ -4,13 +4,15 @@
 //! Design notes.
 //! * Gradients are computed from the rows as loaded, for every field, before
 //!   any row is written: the step equals the textbook simultaneous update.
-//! * One family, specialised by width: when `dim` is a multiple of 4,
-//!   `fused` runs the loop on vectors of four floats (`kernels::simd::F4`)
-//!   with one fused optimizer pass per row, the field count, block and row
-//!   widths compile-time constants for the common shapes (`Fixed`), any
-//!   other shape the same code with run-time widths (`Dyn`); otherwise
-//!   `generic` on plain floats. Both give the same results bit for bit
-//!   (tested below): the same operations in the same order.
+//! * One family, specialised by width and vector: when `dim` is a multiple
+//!   of 4, `fused` runs the loop on vectors (`kernels::simd::Isa`: `F4`, four
+//!   floats, on SSE; `F8`, eight, on AVX where the CPU has it and `dim` is a
+//!   multiple of 8, chosen at run time in `run_share`) with one fused
+//!   optimizer pass per row, the field count, block and row widths
+//!   compile-time constants for the common shapes (`Fixed`), any other shape
+//!   the same code with run-time widths (`Dyn`); otherwise `generic` on
+//!   plain floats. All give the same results bit for bit (tested below on
+//!   every instruction set): the same operations in the same order.
 //! * One dot product: `kernels::optim::dot` (two 4-lane partial sums added
 //!   lane-wise, then pairwise), which `simd::dot_optim` reproduces on
 //!   vectors. The first version summed FFM / FM blocks in another order;
@@ -20,7 +22,7 @@
 //!   to drain, so grouping them makes that one wait per event.
 
 use crate::kernels::optim::dot;
-use crate::kernels::simd::{self, Dyn, Fixed, Prepared, Width, F4};
+use crate::kernels::simd::{self, Dyn, Fixed, InVectors, Isa, Lanes, Prepared, Sse, Width};
 use crate::storage::table::{dec_time, meta, unpack_bias, EmbeddingTable, RowCells};
 use crate::train::batch::Events;
 use crate::train::bias::GlobalBias;
@@ -28,6 +30,7 @@ use crate::train::config::{block_index, FieldConfig, Interaction};
 use crate::train::loss::Loss;
 use crate::train::observer::{RowUpdate, UpdateObserver};
 use crate::train::resolve::MISSING;
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Tests only: make the training loops take their generic (non-fused)
@@ -129,18 +132,31 @@ impl Layout {
     }
 }
 
-/// `Layout::interactions` on rows held as vectors (`block_width` = vectors per
-/// block): the same operations in the same order, so the same result bit
-/// for bit.
-#[inline(always)]
-fn interactions_f4<N: Width, B: Width>(
+/// A layout for the vector loops: the instruction set, the interaction, the
+/// field count and the block width in vectors of `isa`.
+#[derive(Clone, Copy)]
+struct VectorShape<I, N, B> {
+    isa: I,
     interaction: Interaction,
-    nf: N,
+    n_fields: N,
     block_width: B,
-    x: &[F4],
-    sum: &mut [F4],
+}
+
+/// `Layout::interactions` on rows held as vectors of `shape.isa`: the same
+/// operations in the same order, so the same result bit for bit.
+#[inline(always)]
+fn interactions_v<I: Isa, N: Width, B: Width>(
+    shape: VectorShape<I, N, B>,
+    x: &[I::V],
+    sum: &mut [I::V],
 ) -> f32 {
-    let nf = nf.get();
+    let VectorShape {
+        isa,
+        interaction,
+        n_fields,
+        block_width,
+    } = shape;
+    let nf = n_fields.get();
     let q = block_width.get();
     match interaction {
         Interaction::FieldAware => {
@@ -152,7 +168,7 @@ fn interactions_f4<N: Width, B: Width>(
                 for j in (i + 1)..nf {
                     let a = i * w + block_index(i, j) * q;
                     let b = j * w + block_index(j, i) * q;
-                    s += simd::dot_optim(&x[a..][..q], &x[b..][..q]);
+                    s += isa.dot(&x[a..][..q], &x[b..][..q]);
                 }
             }
             s
@@ -161,33 +177,37 @@ fn interactions_f4<N: Width, B: Width>(
             let x = &x[..nf * q];
             let sum = &mut sum[..q];
             sum.copy_from_slice(&x[..q]);
-            let mut sq = simd::dot_optim(&x[..q], &x[..q]);
+            let mut sq = isa.dot(&x[..q], &x[..q]);
             for v in x[q..nf * q].chunks_exact(q) {
                 let v = &v[..q];
                 for (a, b) in sum.iter_mut().zip(v) {
                     *a = *a + *b;
                 }
-                sq += simd::dot_optim(v, v);
+                sq += isa.dot(v, v);
             }
-            0.5 * (simd::dot_optim(sum, sum) - sq)
+            0.5 * (isa.dot(sum, sum) - sq)
         }
     }
 }
 
-/// `Layout::gradients` on rows held as vectors (see `interactions_f4`).
+/// `Layout::gradients` on rows held as vectors (see `interactions_v`).
 #[inline(always)]
-fn gradients_f4<N: Width, B: Width>(
-    interaction: Interaction,
-    nf: N,
-    block_width: B,
-    x: &[F4],
-    sum: &[F4],
+fn gradients_v<I: Isa, N: Width, B: Width>(
+    shape: VectorShape<I, N, B>,
+    x: &[I::V],
+    sum: &[I::V],
     g: f32,
-    grad: &mut [F4],
+    grad: &mut [I::V],
 ) {
-    let nf = nf.get();
+    let VectorShape {
+        isa,
+        interaction,
+        n_fields,
+        block_width,
+    } = shape;
+    let nf = n_fields.get();
     let q = block_width.get();
-    let gs = F4::splat(g);
+    let gs = isa.splat(g);
     match interaction {
         Interaction::FieldAware => {
             let w = q * (nf - 1);
@@ -328,62 +348,110 @@ impl<'a> LocalBias<'a> {
 }
 
 /// Runs one worker's share: the fused loop when `dim` is a multiple of 4,
-/// with the widths compile-time constants for the common shapes; the
-/// generic loop otherwise.
+/// on AVX vectors of eight floats when the CPU has them and `dim` is a
+/// multiple of 8, else on SSE vectors of four, with the widths compile-time
+/// constants for the common shapes; the generic loop otherwise.
 #[inline(never)]
 pub fn run_share<O: UpdateObserver>(share: &Share<'_, O>, shard: &mut O::Shard) -> ShareTotals {
-    let l = share.layout;
-    let d = l.dim;
+    let d = share.layout.dim;
     #[cfg(test)]
     let d = if FORCE_GENERIC.load(Relaxed) { 1 } else { d };
     if d % 4 != 0 {
         return generic(share, shard);
     }
-    let (nf, q) = (l.n_fields, d / 4);
+    #[cfg(target_arch = "x86_64")]
+    if d % 8 == 0 {
+        if let Some(avx) = simd::avx() {
+            // SAFETY: `avx` exists, so the CPU has AVX, the one feature
+            // `shapes_avx` is compiled for.
+            return unsafe { shapes_avx(share, shard, avx) };
+        }
+    }
+    shapes(share, shard, Sse)
+}
+
+/// `shapes` compiled for AVX (the vector intrinsics of `F8` inline here).
+/// SAFETY (callers): the CPU has AVX (an `Avx` exists).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline(never)]
+unsafe fn shapes_avx<O: UpdateObserver>(
+    share: &Share<'_, O>,
+    shard: &mut O::Shard,
+    isa: simd::Avx,
+) -> ShareTotals {
+    shapes(share, shard, isa)
+}
+
+/// The fused loop on vectors of `isa` for the layout's shape (`dim` a
+/// multiple of 4 × `QUADS`): compile-time widths for the common shapes,
+/// run-time ones otherwise. Widths are passed in `F4`s (four floats).
+#[inline(always)]
+fn shapes<I: Isa, O: UpdateObserver>(
+    share: &Share<'_, O>,
+    shard: &mut O::Shard,
+    isa: I,
+) -> ShareTotals {
+    let l = share.layout;
+    let (nf, q) = (l.n_fields, l.dim / 4);
+    debug_assert_eq!(l.dim % (4 * I::V::QUADS), 0);
+    // Blocks of one `F4` exist only on `Sse` (an `F8` is two).
+    let one = I::V::QUADS == 1;
     use Interaction::{FieldAware as Ffm, Plain as Fm};
     let s = share;
+    let i = isa;
     match (l.interaction, nf, q) {
         // Matrix factorisation: two fields, one block per row.
-        (Ffm, 2, 2) => fused(s, shard, Fixed::<2>, Fixed::<2>, Fixed::<2>),
-        (Ffm, 2, 4) => fused(s, shard, Fixed::<2>, Fixed::<4>, Fixed::<4>),
-        (Ffm, 2, 8) => fused(s, shard, Fixed::<2>, Fixed::<8>, Fixed::<8>),
-        (Ffm, 2, 16) => fused(s, shard, Fixed::<2>, Fixed::<16>, Fixed::<16>),
-        (Ffm, 2, q) => fused(s, shard, Fixed::<2>, Dyn(q), Dyn(q)),
-        (Ffm, 3, 2) => fused(s, shard, Fixed::<3>, Fixed::<2>, Fixed::<4>),
-        (Ffm, 4, 2) => fused(s, shard, Fixed::<4>, Fixed::<2>, Fixed::<6>),
-        (Ffm, 5, 2) => fused(s, shard, Fixed::<5>, Fixed::<2>, Fixed::<8>),
-        (Ffm, 4, 1) => fused(s, shard, Fixed::<4>, Fixed::<1>, Fixed::<3>),
-        (Ffm, 4, 4) => fused(s, shard, Fixed::<4>, Fixed::<4>, Fixed::<12>),
-        (Ffm, _, 1) => fused(s, shard, Dyn(nf), Fixed::<1>, Dyn(nf - 1)),
-        (Ffm, _, 2) => fused(s, shard, Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1))),
-        (Ffm, _, 4) => fused(s, shard, Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1))),
-        (Ffm, _, 8) => fused(s, shard, Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1))),
-        (Ffm, _, q) => fused(s, shard, Dyn(nf), Dyn(q), Dyn(q * (nf - 1))),
-        (Fm, 4, 8) => fused(s, shard, Fixed::<4>, Fixed::<8>, Fixed::<8>),
-        (Fm, _, 2) => fused(s, shard, Dyn(nf), Fixed::<2>, Fixed::<2>),
-        (Fm, _, 4) => fused(s, shard, Dyn(nf), Fixed::<4>, Fixed::<4>),
-        (Fm, _, 8) => fused(s, shard, Dyn(nf), Fixed::<8>, Fixed::<8>),
-        (Fm, _, 16) => fused(s, shard, Dyn(nf), Fixed::<16>, Fixed::<16>),
-        (Fm, _, q) => fused(s, shard, Dyn(nf), Dyn(q), Dyn(q)),
+        (Ffm, 2, 2) => fused(s, shard, i, Fixed::<2>, Fixed::<2>, Fixed::<2>),
+        (Ffm, 2, 4) => fused(s, shard, i, Fixed::<2>, Fixed::<4>, Fixed::<4>),
+        (Ffm, 2, 8) => fused(s, shard, i, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 16) => fused(s, shard, i, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 2, q) => fused(s, shard, i, Fixed::<2>, Dyn(q), Dyn(q)),
+        (Ffm, 3, 2) => fused(s, shard, i, Fixed::<3>, Fixed::<2>, Fixed::<4>),
+        (Ffm, 4, 2) => fused(s, shard, i, Fixed::<4>, Fixed::<2>, Fixed::<6>),
+        (Ffm, 5, 2) => fused(s, shard, i, Fixed::<5>, Fixed::<2>, Fixed::<8>),
+        (Ffm, 4, 1) if one => fused(s, shard, i, Fixed::<4>, Fixed::<1>, Fixed::<3>),
+        (Ffm, 4, 4) => fused(s, shard, i, Fixed::<4>, Fixed::<4>, Fixed::<12>),
+        (Ffm, _, 1) if one => fused(s, shard, i, Dyn(nf), Fixed::<1>, Dyn(nf - 1)),
+        (Ffm, _, 2) => fused(s, shard, i, Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1))),
+        (Ffm, _, 4) => fused(s, shard, i, Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1))),
+        (Ffm, _, 8) => fused(s, shard, i, Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1))),
+        (Ffm, _, q) => fused(s, shard, i, Dyn(nf), Dyn(q), Dyn(q * (nf - 1))),
+        (Fm, 4, 8) => fused(s, shard, i, Fixed::<4>, Fixed::<8>, Fixed::<8>),
+        (Fm, _, 2) => fused(s, shard, i, Dyn(nf), Fixed::<2>, Fixed::<2>),
+        (Fm, _, 4) => fused(s, shard, i, Dyn(nf), Fixed::<4>, Fixed::<4>),
+        (Fm, _, 8) => fused(s, shard, i, Dyn(nf), Fixed::<8>, Fixed::<8>),
+        (Fm, _, 16) => fused(s, shard, i, Dyn(nf), Fixed::<16>, Fixed::<16>),
+        (Fm, _, q) => fused(s, shard, i, Dyn(nf), Dyn(q), Dyn(q)),
     }
 }
 
 /// The fused per-event loop: load the rows (as vectors of four floats),
 /// score, gradients from the rows as loaded, the metadata of every row,
-/// then per row one fused optimizer step (`step_fused`) and the bias step.
+/// then per row one fused optimizer step (`simd::step_row`) and the bias step.
 /// `block_width` is the block width and `row_width` the row width, in vectors.
 #[inline(always)]
-fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
+fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     s: &Share<'_, O>,
     shard: &mut O::Shard,
+    isa: I,
     n_fields: N,
-    block_width: B,
-    row_width: R,
+    block_quads: B,
+    row_quads: R,
 ) -> ShareTotals {
+    // The table addresses rows in `F4`s (`row_quads`), the loop in vectors.
+    let block_width = InVectors(block_quads, PhantomData::<I::V>);
+    let row_width = InVectors(row_quads, PhantomData::<I::V>);
+    let shape = VectorShape {
+        isa,
+        interaction: s.layout.interaction,
+        n_fields,
+        block_width,
+    };
     let nf = n_fields.get();
     let w = row_width.get();
     debug_assert_eq!(
-        (nf, 4 * block_width.get(), 4 * w),
+        (nf, 4 * block_quads.get(), 4 * row_quads.get()),
         (s.layout.n_fields, s.layout.dim, s.layout.row_dim)
     );
     // Slices ending at the share's end: the compiler then sees every `[e]` and
@@ -399,8 +467,8 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     // Per-field state of the event on the stack (at most MAX_FIELDS): with a
     // compile-time field count the compiler keeps it in registers.
     let (mut row_of, mut counts) = ([0u32; MAX_FIELDS], [0u64; MAX_FIELDS]);
-    let (mut x, mut grad) = (vec![F4::zero(); nf * w], vec![F4::zero(); nf * w]);
-    let (mut out, mut sum) = (vec![F4::zero(); w], vec![F4::zero(); block_width.get()]);
+    let (mut x, mut grad) = (vec![isa.zero(); nf * w], vec![isa.zero(); nf * w]);
+    let (mut out, mut sum) = (vec![isa.zero(); w], vec![isa.zero(); block_width.get()]);
     // Compile-time lengths when the widths are (fewer bounds checks).
     let (row_of, counts) = (&mut row_of[..nf], &mut counts[..nf]);
     let (x, grad) = (&mut x[..nf * w], &mut grad[..nf * w]);
@@ -410,10 +478,12 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
     let mut cells_store: [RowCells<'_>; MAX_FIELDS] = [tables[0].row_cells(0); MAX_FIELDS];
     let cells = &mut cells_store[..nf];
     let opt = *tables[0].optimizer();
-    let prepared: Vec<Prepared> = tables
-        .iter()
-        .map(|t| Prepared::new(t.optimizer()))
-        .collect();
+    // A plain loop, not a closure: the vectors are made here, where `isa`'s
+    // instructions are enabled.
+    let mut prepared: Vec<Prepared<I>> = Vec::with_capacity(nf);
+    for t in tables {
+        prepared.push(Prepared::with(isa, t.optimizer()));
+    }
     let prepared = &prepared[..nf];
     let (bias, labels) = (s.bias, &s.events.labels[..end]);
     let weights = s.events.weights.map(|w| &w[..end]);
@@ -430,7 +500,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
         for e in block_start..(block_start + block).min(end) {
             if e + PREFETCH < end {
                 for (t, r) in tables.iter().zip(rows) {
-                    t.prefetch_width(r[e + PREFETCH], row_width);
+                    t.prefetch_width(r[e + PREFETCH], row_quads);
                 }
             }
             let mut missing = false;
@@ -453,10 +523,10 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                 .zip(x.chunks_exact_mut(w))
                 .zip(cells.iter_mut())
             {
-                *cell = t.row_cells_width(r, row_width);
-                simd::load_row(row_width, cell.weights, loaded_row);
+                *cell = t.row_cells_width(r, row_quads);
+                simd::load_row(isa, row_width, cell.weights, loaded_row);
             }
-            let mut score = interactions_f4(s.layout.interaction, n_fields, block_width, x, sum);
+            let mut score = interactions_v(shape, x, sum);
             if bias {
                 let mut linear = global.bias;
                 for c in cells.iter() {
@@ -472,7 +542,7 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
             totals.loss_sum += f64::from(wt * loss);
             totals.weight_sum += f64::from(wt);
             let g = g * wt;
-            gradients_f4(s.layout.interaction, n_fields, block_width, x, sum, g, grad);
+            gradients_v(shape, x, sum, g, grad);
             let t_e = s.times.at(e);
             for ((n, t), c) in counts.iter_mut().zip(tables).zip(cells.iter()) {
                 *n = t.touch_meta(c.meta, t_e, s.count_interactions);
@@ -485,7 +555,12 @@ fn fused<N: Width, B: Width, R: Width, O: UpdateObserver>(
                 .zip(grad.chunks_exact_mut(w))
                 .enumerate()
             {
-                t.step_fused(p, row_width, *c, loaded_row, row_grad, out);
+                let step_cells = simd::StepCells {
+                    weights: c.weights,
+                    state: c.state,
+                    row_acc: &c.meta[meta::ROW_ACC],
+                };
+                simd::step_row(p, row_width, step_cells, loaded_row, row_grad, out);
                 if bias {
                     t.bias_step_meta(c.meta, g);
                 }
@@ -759,9 +834,28 @@ mod tests {
     /// The fused loops equal the generic loop bit for bit (every table's
     /// weights, state and metadata, and the global bias), for FFM (MF's
     /// two-field shapes included) and FM, every optimizer, fixed and run-time
-    /// widths.
+    /// widths, on every instruction set the CPU has (SSE, and AVX for the
+    /// widths that are multiples of 8).
     #[test]
     fn fused_loops_match_the_generic_loop() {
+        #[cfg(target_arch = "x86_64")]
+        let has_avx = simd::avx_detected().is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        let has_avx = false;
+        if !has_avx {
+            eprintln!("no AVX on this CPU: only the SSE loops are tested");
+        }
+        for sse in [true, false] {
+            simd::FORCE_SSE.store(sse, Relaxed);
+            fused_loops_match_the_generic_loop_on(simd::level());
+            simd::FORCE_SSE.store(false, Relaxed);
+            if !has_avx {
+                break;
+            }
+        }
+    }
+
+    fn fused_loops_match_the_generic_loop_on(level: &str) {
         let n = 600usize;
         let cols: Vec<Vec<u64>> = (0..5u64)
             .map(|f| {
@@ -782,6 +876,11 @@ mod tests {
             (2, 32),
             (2, 64),
             (2, 12),
+            (2, 24),
+            (3, 16),
+            (4, 16),
+            (3, 24),
+            (4, 32),
         ];
         for interaction in [Interaction::FieldAware, Interaction::Plain] {
             for (nf, dim) in shapes {
@@ -792,7 +891,7 @@ mod tests {
                     let generic = model(interaction, nf, dim, opt);
                     train(&generic, &cols[..nf], &labels, &weights, 1);
                     FORCE_GENERIC.store(false, Relaxed);
-                    let what = format!("{interaction:?} nf={nf} dim={dim} {opt:?}");
+                    let what = format!("{level} {interaction:?} nf={nf} dim={dim} {opt:?}");
                     assert_eq!(
                         fused.global_bias().to_bits(),
                         generic.global_bias().to_bits(),
