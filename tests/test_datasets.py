@@ -30,6 +30,10 @@ from embcore.datasets import (
 
 NS = 1_000_000_000
 
+# The round trips draw times of any size in any unit: some look like a coarser unit's dates,
+# and the loader's time-unit hint (a LogWarning, tested in test_cli_audit.py) rightly speaks.
+pytestmark = pytest.mark.filterwarnings("ignore::embcore.datasets.LogWarning")
+
 
 @contextmanager
 def tiny_blocks(size: int = 64) -> Iterator[None]:
@@ -230,9 +234,6 @@ def test_kuairec_round_trip(
     assert log.format == "kuairec"
 
 
-# Times of a few hundred seconds read in a fine unit can look like a coarser unit's dates: the
-# loader's unit hint (a LogWarning) is right to speak, and not what this test checks.
-@pytest.mark.filterwarnings("ignore::embcore.datasets.LogWarning")
 @property_settings
 @given(
     rows=events(st.floats(-3, 3, allow_nan=False, width=32)),
