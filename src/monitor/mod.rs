@@ -309,7 +309,10 @@ impl Plan {
     ) {
         let (count, age) = (&count[..n], &age[..n]);
         // A negative age (none is pushed) falls back too.
-        let big = count.iter().zip(age).fold(0u64, |b, (&c, &a)| b | c | a as u64);
+        let big = count
+            .iter()
+            .zip(age)
+            .fold(0u64, |b, (&c, &a)| b | c | a as u64);
         let [by_count, by_age] = out;
         if big >> 52 != 0 {
             for k in 0..n {
@@ -750,6 +753,17 @@ impl Shard {
             + 4 * (self.track_rows.capacity() + self.record_rows.capacity())
             + self.records.capacity() * std::mem::size_of::<Record>()
     }
+}
+
+/// Whether this CPU runs `Monitor::flush_wide` (cached by the standard
+/// library after the first test).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn wide_flush_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("lzcnt")
+        && std::arch::is_x86_feature_detected!("bmi1")
+        && std::arch::is_x86_feature_detected!("bmi2")
 }
 
 #[inline(always)]
@@ -1495,8 +1509,35 @@ impl Monitor {
     /// branches that the compiler vectorises (the same IEEE operations in
     /// the same order as `statistics`, so the same bits); only the bucket
     /// updates are per update.
+    ///
+    /// Compiled twice: for the x86-64 baseline (SSE2) and, chosen at run
+    /// time when the CPU has them, with AVX2, LZCNT and BMI (eight lanes
+    /// in the batched loops, three-operand forms, one instruction for a
+    /// leading-zero count): about a quarter fewer instructions. Both do
+    /// the same IEEE operations in the same order (Rust never fuses a
+    /// multiply and an add on its own), so the same bits; the tests run
+    /// both against the one-update reference.
     #[inline(never)]
     fn flush(&self, sh: &mut Shard) {
+        #[cfg(target_arch = "x86_64")]
+        if wide_flush_available() {
+            // SAFETY: the CPU has every feature `flush_wide` is compiled
+            // for (checked just above).
+            unsafe { self.flush_wide(sh) };
+            return;
+        }
+        self.flush_body(sh);
+    }
+
+    /// `flush_body` compiled for CPUs with AVX2, LZCNT, BMI1 and BMI2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,lzcnt,bmi1,bmi2")]
+    fn flush_wide(&self, sh: &mut Shard) {
+        self.flush_body(sh);
+    }
+
+    #[inline(always)]
+    fn flush_body(&self, sh: &mut Shard) {
         let p = &self.plan;
         let q = &mut sh.pending;
         let n = q.len.min(PENDING);
@@ -2628,7 +2669,13 @@ mod tests {
             f32::INFINITY,
             f32::NAN,
         ];
-        let huge = [1u64 << 52, (1 << 52) - 1, 1 << 53, u64::MAX, i64::MAX as u64];
+        let huge = [
+            1u64 << 52,
+            (1 << 52) - 1,
+            1 << 53,
+            u64::MAX,
+            i64::MAX as u64,
+        ];
         let configs = [
             MonitorConfig::default(),
             MonitorConfig {
@@ -2644,8 +2691,18 @@ mod tests {
                 ..Default::default()
             },
         ];
-        for (c, config) in configs.into_iter().enumerate() {
-            let m = Monitor::new(config).unwrap();
+        // `flush` runs `flush_wide` on a CPU with AVX2 (most x86-64 ones):
+        // the baseline form is run too, through `flush_body` compiled here.
+        let runs = configs.iter().flat_map(|c| [(c, false), (c, true)]);
+        for (c, (config, baseline)) in runs.enumerate() {
+            let flush = |m: &Monitor, sh: &mut Shard| {
+                if baseline {
+                    m.flush_body(sh)
+                } else {
+                    m.flush(sh)
+                }
+            };
+            let m = Monitor::new(config.clone()).unwrap();
             let p = &m.plan;
             let mut reference: [Vec<Group>; 2] =
                 p.sizes.map(|n| (0..n).map(|_| Group::new()).collect());
@@ -2656,7 +2713,7 @@ mod tests {
             // non-finite update, ones with a count or age of 2^52 or more.
             for block in 0..12u64 {
                 for k in 0..PENDING as u64 * 3 / 2 {
-                    let h = mix64(k ^ (block << 32) ^ ((c as u64) << 48));
+                    let h = mix64(k ^ (block << 32) ^ ((c as u64 / 2) << 48));
                     let unit = |s: u32| crate::kernels::rng::unit_f32(mix64(h ^ u64::from(s)));
                     let pick = |s: u32| {
                         let r = (h >> s) as u32;
@@ -2685,7 +2742,7 @@ mod tests {
                     // What `update` pushes.
                     let age = timestamp.saturating_sub(first_seen).max(0);
                     if sh.pending.push(dd, na, nb, count, age, h) {
-                        m.flush(&mut sh);
+                        flush(&m, &mut sh);
                     }
                     hll_add(&mut reg, h);
                     let v = statistics(dd, na, nb);
@@ -2709,7 +2766,7 @@ mod tests {
                     }
                 }
             }
-            m.flush(&mut sh);
+            flush(&m, &mut sh);
             assert_eq!((sh.updates, sh.skipped), (updates, skipped), "config {c}");
             assert!(skipped > 0 && updates > 10 * PENDING as u64);
             assert_eq!(&sh.hll[..], &reg[..]);
