@@ -11,13 +11,14 @@
 //!   next call, so the sketches' allocations are reused.
 //! * Per update, inside the training loop: one pass over before/after
 //!   computes ‖a−b‖², ‖a‖², ‖b‖² in 4-lane accumulators (unrolled for rows
-//!   of 16, 32, 64), pushed with the count, age and id hash to a small
+//!   of 16, 32, 64), pushed with the count, the times and id hash to a small
 //!   per-shard buffer, one array per field. Every `PENDING` updates the
 //!   buffer is flushed: the HyperLogLog registers, then square roots,
 //!   divisions and sketch keys (one shift of the f32 bits) over the whole
 //!   buffer in branch-free loops the compiler vectorises (bit-identical to
 //!   the one-update form, which the tests keep as the reference), then the
-//!   bucket indices (a few shifts: leading_zeros plus mantissa bits) and the
+//!   ages and bucket indices (an f64 conversion and a shift: the exponent
+//!   and top mantissa bits) and the
 //!   bucket updates, away from the loop whose dependency chains retire in
 //!   order.
 //!   Drift is 1 − cos computed as (‖a−b‖² − (‖a‖ − ‖b‖)²) / (2‖a‖‖b‖), which
@@ -613,17 +614,21 @@ const PENDING: usize = 256;
 /// Updates waiting to be turned into statistics and bucketed, one array
 /// per field (so that `Monitor::flush` computes the statistics of many
 /// updates per vector instruction): ‖after − before‖², ‖before‖², ‖after‖²,
-/// the interaction count, the item age and the id's hash.
+/// the interaction count, the event time, the item's first-seen time and
+/// the id's hash.
 struct Pending {
     len: usize,
     dd: [f32; PENDING],
     na: [f32; PENDING],
     nb: [f32; PENDING],
     count: [u64; PENDING],
-    age: [i64; PENDING],
+    timestamp: [i64; PENDING],
+    first_seen: [i64; PENDING],
     /// The id's hash, for the distinct-items estimate.
     hash: [u64; PENDING],
-    /// Scratch of `flush`: the four statistics, then their sketch keys.
+    /// Scratch of `flush`: the item ages (at least 0), the four
+    /// statistics, their sketch keys and buckets.
+    age: [i64; PENDING],
     stats: [[f32; PENDING]; 4],
     keys: [[i32; PENDING]; 4],
     buckets: [[u32; PENDING]; 2],
@@ -637,6 +642,8 @@ impl Pending {
             na: [0.0; PENDING],
             nb: [0.0; PENDING],
             count: [0; PENDING],
+            timestamp: [0; PENDING],
+            first_seen: [0; PENDING],
             age: [0; PENDING],
             hash: [0; PENDING],
             stats: [[0.0; PENDING]; 4],
@@ -647,7 +654,7 @@ impl Pending {
 
     /// Buffer one update; true when the buffer is full.
     #[inline(always)]
-    fn push(&mut self, dd: f32, na: f32, nb: f32, count: u64, age: i64, hash: u64) -> bool {
+    fn push(&mut self, dd: f32, na: f32, nb: f32, count: u64, times: [i64; 2], hash: u64) -> bool {
         // `len < PENDING` always holds here (a full buffer is flushed at
         // once); the mask only spares the bounds checks.
         let k = self.len & (PENDING - 1);
@@ -655,7 +662,7 @@ impl Pending {
         self.na[k] = na;
         self.nb[k] = nb;
         self.count[k] = count;
-        self.age[k] = age;
+        [self.timestamp[k], self.first_seen[k]] = times;
         self.hash[k] = hash;
         self.len = k + 1;
         self.len == PENDING
@@ -1481,11 +1488,10 @@ impl Monitor {
         let p = &self.plan;
         let (dd, na, nb) = moments(u.before, u.after);
         let h = p.hash(u.id);
-        sh.latest = sh.latest.max(u.timestamp);
-        // At least 0 (every age below 1 has bucket 0): `buckets_batch`
-        // then needs one test for its fast form.
-        let age = u.timestamp.saturating_sub(u.first_seen).max(0);
-        if sh.pending.push(dd, na, nb, u.interactions, age, h) {
+        // The ages and the latest time are the flush's work (a buffer at a
+        // time, out of this loop).
+        let times = [u.timestamp, u.first_seen];
+        if sh.pending.push(dd, na, nb, u.interactions, times, h) {
             self.flush(sh);
         }
         if p.is_tracked(h, u.id, u.first_seen) && nb.is_finite() {
@@ -1559,6 +1565,13 @@ impl Monitor {
                 *k = sketch::key_or_negative(v);
             }
         }
+        // At least 0 (every age below 1 has bucket 0): `buckets_batch`
+        // then needs one test for its fast form.
+        for ((a, &t), &f) in q.age.iter_mut().zip(&q.timestamp).zip(&q.first_seen) {
+            *a = t.saturating_sub(f).max(0);
+        }
+        let latest = q.timestamp[..n].iter().fold(i64::MIN, |m, &t| m.max(t));
+        sh.latest = sh.latest.max(latest);
         p.buckets_batch(n, &q.count, &q.age, &mut q.buckets);
         // Without a non-finite update in the buffer (the rule), the loop
         // that adds them does not test each.
@@ -2707,7 +2720,7 @@ mod tests {
             let mut reference: [Vec<Group>; 2] =
                 p.sizes.map(|n| (0..n).map(|_| Group::new()).collect());
             let mut reg = [0u8; HLL_SIZE];
-            let (mut updates, mut skipped) = (0u64, 0u64);
+            let (mut updates, mut skipped, mut latest) = (0u64, 0u64, i64::MIN);
             let mut sh = m.new_shard();
             // Blocks of a pending buffer and a half: plain ones, ones with a
             // non-finite update, ones with a count or age of 2^52 or more.
@@ -2739,9 +2752,9 @@ mod tests {
                         (_, 2) => i64::MIN,
                         _ => first_seen + (h >> 30) as i64 % 100_000 - 10_000,
                     };
-                    // What `update` pushes.
-                    let age = timestamp.saturating_sub(first_seen).max(0);
-                    if sh.pending.push(dd, na, nb, count, age, h) {
+                    latest = latest.max(timestamp);
+                    let times = [timestamp, first_seen];
+                    if sh.pending.push(dd, na, nb, count, times, h) {
                         flush(&m, &mut sh);
                     }
                     hll_add(&mut reg, h);
@@ -2768,6 +2781,7 @@ mod tests {
             }
             flush(&m, &mut sh);
             assert_eq!((sh.updates, sh.skipped), (updates, skipped), "config {c}");
+            assert_eq!(sh.latest, latest);
             assert!(skipped > 0 && updates > 10 * PENDING as u64);
             assert_eq!(&sh.hll[..], &reg[..]);
             let mut got: [Vec<Group>; 2] = p.sizes.map(|n| (0..n).map(|_| Group::new()).collect());
