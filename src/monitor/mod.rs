@@ -2682,10 +2682,15 @@ mod tests {
             f32::INFINITY,
             f32::NAN,
         ];
+        // Around 2^52 and 2^53, and 2^k − 1 above them (an f64 rounds those up
+        // into the next power of two).
         let huge = [
             1u64 << 52,
             (1 << 52) - 1,
             1 << 53,
+            (1 << 54) - 1,
+            (1 << 58) - 1,
+            (1 << 62) - 1,
             u64::MAX,
             i64::MAX as u64,
         ];
@@ -2723,8 +2728,15 @@ mod tests {
             let (mut updates, mut skipped, mut latest) = (0u64, 0u64, i64::MIN);
             let mut sh = m.new_shard();
             // Blocks of a pending buffer and a half: plain ones, ones with a
-            // non-finite update, ones with a count or age of 2^52 or more.
-            for block in 0..12u64 {
+            // non-finite update, ones with counts and ages of 2^52 or more,
+            // each block's below its own power of two (2^53 .. 2^64).
+            for block in 0..36u64 {
+                let cap = 53 + (block / 3) as u32 % 12;
+                let below_cap: Vec<u64> = huge
+                    .iter()
+                    .copied()
+                    .filter(|&x| cap >= 64 || x >> cap == 0)
+                    .collect();
                 for k in 0..PENDING as u64 * 3 / 2 {
                     let h = mix64(k ^ (block << 32) ^ ((c as u64 / 2) << 48));
                     let unit = |s: u32| crate::kernels::rng::unit_f32(mix64(h ^ u64::from(s)));
@@ -2741,13 +2753,14 @@ mod tests {
                     let (na, nb) = (pick(3), pick(17));
                     let dd = if h % 7 == 0 { 0.0 } else { pick(31) * 0.01 };
                     let count = match (block % 3, h % 5) {
-                        (2, 0) => huge[(h >> 40) as usize % huge.len()],
+                        (2, 0) => below_cap[(h >> 40) as usize % below_cap.len()],
                         (_, 1) => 1u64 << ((h >> 58) % 52),
                         _ => (h >> 20) % 5000,
                     };
                     let first_seen = (h >> 8) as i64 % 1_000_000 - 500_000;
                     let timestamp = match (block % 3, h % 11) {
-                        (2, 0) => i64::MAX,
+                        (2, 0) if cap >= 64 => i64::MAX,
+                        (2, 0) => first_seen.saturating_add(((1u64 << (cap - 1)) - 1) as i64),
                         (_, 1) => first_seen,
                         (_, 2) => i64::MIN,
                         _ => first_seen + (h >> 30) as i64 % 100_000 - 10_000,
