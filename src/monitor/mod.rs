@@ -398,12 +398,11 @@ impl Moments {
     #[inline(always)]
     fn add(&mut self, v: &[f32; 4], w: &Wide) {
         self.n += 1;
-        for j in 0..4 {
+        for (j, &y) in v.iter().enumerate() {
             self.sum[j] += w.x[j];
             self.sumsq[j] += w.sq[j];
             // Selects rather than f32::min/max: the values are finite, and
             // these compile to one minps/maxps without NaN fix-ups.
-            let y = v[j];
             self.min[j] = if y < self.min[j] { y } else { self.min[j] };
             self.max[j] = if y > self.max[j] { y } else { self.max[j] };
         }
@@ -2781,13 +2780,13 @@ mod tests {
                     for (groups, b) in reference.iter_mut().zip(buckets) {
                         let g = &mut groups[b];
                         g.m.n += 1;
-                        for j in 0..4 {
-                            let x = f64::from(v[j]);
+                        for (j, &y) in v.iter().enumerate() {
+                            let x = f64::from(y);
                             g.m.sum[j] += x;
                             g.m.sumsq[j] += x * x;
-                            g.m.min[j] = g.m.min[j].min(v[j]);
-                            g.m.max[j] = g.m.max[j].max(v[j]);
-                            g.sketch[j].add(v[j]);
+                            g.m.min[j] = g.m.min[j].min(y);
+                            g.m.max[j] = g.m.max[j].max(y);
+                            g.sketch[j].add(y);
                         }
                     }
                 }
