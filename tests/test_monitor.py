@@ -153,6 +153,60 @@ def test_bucket_counts_sum_and_bounds_hold(counts):
     assert sorted(set(exact)) == exact_lower.tolist()
 
 
+def _log_key(x: int, s: int) -> int:
+    """The exponent of x >= 1 and its next s bits (the monitor's log-spaced bucket key)."""
+    e = x.bit_length() - 1
+    m = x >> (e - s) if e >= s else x << (s - e)
+    return (e << s) | (m & ((1 << s) - 1))
+
+
+def _reference_bucket_sizes(keys: list[int]) -> list[int]:
+    """Updates per non-empty bucket, in bucket order (the summary's `n`)."""
+    return [keys.count(k) for k in sorted(set(keys))]
+
+
+_WIDE_COUNTS = st.one_of(
+    st.integers(0, 200),
+    st.integers(0, 2**63 - 1),
+    st.integers(0, 62).map(lambda e: 2**e),
+    st.integers(1, 63).map(lambda e: 2**e - 1),
+    st.sampled_from([2**52 - 1, 2**52, 2**52 + 1, 2**53, 2**63 - 1]),
+)
+
+
+@given(
+    st.lists(st.tuples(_WIDE_COUNTS, _WIDE_COUNTS, st.booleans()), min_size=1, max_size=300),
+    st.sampled_from([(64, 8, 2), (1, 1, 64), (100, 64, 1)]),
+)
+def test_buckets_of_any_count_and_age_match_a_reference(updates, config):
+    """Counts and ages over the whole int64 range (the flush reads most buckets from f64
+    bits, below 2^52 only) land in the buckets of the obvious integer definition."""
+    limit, per, age_per = config
+    counts = [c for c, _, _ in updates]
+    # Ages: timestamp - first_seen, negative (bucket 0) when the flag is set.
+    ages = [-a if negative else a for _, a, negative in updates]
+    n = len(updates)
+    mon = Monitor(sample_rate=0.0, count_limit=limit, per_doubling=per, age_per_doubling=age_per)
+    rows = np.random.default_rng(n).normal(size=(2, n, 4)).astype(np.float32)
+    timestamps = np.zeros(n, dtype=np.int64)
+    first_seen = -np.asarray(ages, dtype=np.int64)
+    mon.observe_pairs(
+        u64(np.arange(n)),
+        rows[0],
+        rows[1],
+        np.asarray(counts, dtype=np.int64),
+        first_seen=first_seen,
+        timestamps=timestamps,
+    )
+    s = mon.summary()
+    shift, age_shift = per.bit_length() - 1, age_per.bit_length() - 1
+    base = _log_key(limit + 1, shift)
+    count_keys = [c if c <= limit else limit + 1 + _log_key(c, shift) - base for c in counts]
+    age_keys = [0 if a < 1 else 1 + _log_key(a, age_shift) for a in ages]
+    assert s["by_count"]["n"].tolist() == _reference_bucket_sizes(count_keys)
+    assert s["by_age"]["n"].tolist() == _reference_bucket_sizes(age_keys)
+
+
 def test_age_buckets_use_first_seen():
     mon = Monitor(sample_rate=0.0, age_per_doubling=1)
     rows = np.ones((1, 2), dtype=np.float32)

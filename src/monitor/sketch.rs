@@ -227,6 +227,24 @@ pub struct CompactSketch {
 }
 
 impl CompactSketch {
+    /// `add_key` of a key from `key_or_negative`, ignoring a negative one
+    /// (a value the owner counts as a zero). Keys are at least
+    /// `MIN_BITS >> SHIFT` and the offset at most a key, so a negative key
+    /// misses the counts' range as a key outside it does: the sign is
+    /// tested only then, not on the common path.
+    #[inline(always)]
+    pub fn add_key_or_negative(&mut self, k: i32) {
+        let i = k.wrapping_sub(self.offset) as u32 as usize;
+        if let Some(c) = self.counts.get_mut(i) {
+            *c = c.wrapping_add(1);
+            if *c == 0 {
+                self.carry(i);
+            }
+        } else if k >= 0 {
+            self.grow(k);
+        }
+    }
+
     #[inline(always)]
     pub fn add_key(&mut self, k: i32) {
         let i = k.wrapping_sub(self.offset) as u32 as usize;
