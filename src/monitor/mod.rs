@@ -2575,21 +2575,25 @@ mod tests {
         }
     }
 
+    /// Values the batched statistics must treat as one update does: zero,
+    /// tiny, ordinary, huge, the largest finite, infinity and NaN.
+    const SPECIAL_VALUES: [f32; 9] = [
+        0.0,
+        1e-30,
+        1e-20,
+        1.0,
+        3.5,
+        1e30,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NAN,
+    ];
+
     #[test]
     fn batched_statistics_are_bitwise_those_of_one_update() {
         let mut dd = [0.0f32; PENDING];
         let (mut na, mut nb) = (dd, dd);
-        let special = [
-            0.0f32,
-            1e-30,
-            1e-20,
-            1.0,
-            3.5,
-            1e30,
-            f32::MAX,
-            f32::INFINITY,
-            f32::NAN,
-        ];
+        let special = SPECIAL_VALUES;
         for k in 0..PENDING {
             let h = mix64(k as u64);
             let pick = |s: u32| {
@@ -2670,17 +2674,7 @@ mod tests {
         // `Sketch::add` of every value; the registers from every hash.
         // Both sides add a bucket's updates in the same order, so the
         // moments are compared bit for bit.
-        let special = [
-            0.0f32,
-            1e-30,
-            1e-20,
-            1.0,
-            3.5,
-            1e30,
-            f32::MAX,
-            f32::INFINITY,
-            f32::NAN,
-        ];
+        let special = SPECIAL_VALUES;
         // Around 2^52 and 2^53, and 2^k − 1 above them (an f64 rounds those up
         // into the next power of two).
         let huge = [
