@@ -762,11 +762,13 @@ impl Shard {
 }
 
 /// Whether this CPU runs `Monitor::flush_wide` (cached by the standard
-/// library after the first test).
+/// library after the first test), and `EMBCORE_SIMD=sse` does not ask for
+/// the baseline (the setting the training kernels follow: `simd::avx`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn wide_flush_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
+    crate::kernels::simd::avx().is_some()
+        && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("lzcnt")
         && std::arch::is_x86_feature_detected!("bmi1")
         && std::arch::is_x86_feature_detected!("bmi2")
