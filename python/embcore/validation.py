@@ -134,31 +134,16 @@ def grouped_auc(
         return result
     if g.min() < 0 or g.max() >= n_groups:
         raise ValueError(f"groups must be in [0, {n_groups}), got {g.min()} to {g.max()}")
-    keys = _score_keys(s) if n_groups < 2**31 else None
-    if keys is not None:
-        return _grouped_auc_sorted(np.sort(_packed(keys, pos, g)), n_groups)[0]
+    s32 = s.astype(np.float32, copy=False)
+    if n_groups < 2**31 and (s.dtype == np.float32 or np.array_equal(s32, s)):
+        packed = np.empty(s.size, dtype=np.uint64)
+        _fill_grouped(packed, s32, pos, g, None)
+        packed.sort()
+        return _auc_from_counts(*_counts_by_group(packed, n_groups))
     # Scores that float32 cannot hold exactly: sort by (group, score) with lexsort.
     s64 = s.astype(np.float64) + 0.0  # -0.0 ties with 0.0
     order = np.lexsort((s64, g))
     return _grouped_auc_blocks(g[order], s64[order], pos[order], n_groups)
-
-
-def _score_keys(s: npt.NDArray[Any]) -> npt.NDArray[np.uint64] | None:
-    """Order-preserving uint32 keys of float32 scores (as uint64), or None when the scores are
-    not all exactly float32 (float64 scores that would round)."""
-    keys = _score_keys32(s)
-    return None if keys is None else keys.astype(np.uint64)
-
-
-def _score_keys32(s: npt.NDArray[Any]) -> npt.NDArray[np.uint32] | None:
-    """:func:`_score_keys` as uint32 (4 bytes per event), computed block by block."""
-    out = np.empty(s.size, dtype=np.uint32)
-    for a in range(0, s.size, _BLOCK):
-        keys = _score_keys_block(s[a : a + _BLOCK])
-        if keys is None:
-            return None
-        out[a : a + _BLOCK] = keys
-    return out
 
 
 def _score_keys_block(s: npt.NDArray[Any]) -> npt.NDArray[np.uint32] | None:
@@ -175,29 +160,13 @@ def _score_keys_block(s: npt.NDArray[Any]) -> npt.NDArray[np.uint32] | None:
     return flip
 
 
-def _packed(
-    keys: npt.NDArray[np.uint64], pos: npt.NDArray[np.bool_], g: npt.NDArray[Any]
-) -> npt.NDArray[np.uint64]:
-    """One uint64 per event: group (high 31 bits), score key (32 bits), positive (lowest bit);
-    sorting it sorts by (group, score) with the negatives of a tie first."""
-    return _with_group((keys << np.uint64(1)) | pos.astype(np.uint64), g)
-
-
-def _with_group(base: npt.NDArray[np.uint64], g: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
-    packed = g.astype(np.uint64)
-    packed <<= np.uint64(33)
-    packed |= base
-    return packed
-
-
-def _grouped_auc_sorted(
+def _counts_by_group(
     packed: npt.NDArray[np.uint64], n_groups: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """AUC per group from the sorted :func:`_packed` keys (group in the high 31 bits, ties on
-    everything above the label bit). Returns ``(auc, positives, events)`` per group."""
-    field = (33, 2**31 - 1, n_groups)
-    u, positives, events = _core.grouped_auc_sorted(packed, 1, [field])[0]
-    return _auc_from_counts(u, positives, events), positives, events
+    """Per group, the Mann–Whitney count, the positives and the events, from sorted
+    :func:`_fill_grouped` keys (group in the high 31 bits, ties on the score key)."""
+    u, positives, events = _core.grouped_auc_sorted(packed, 1, [(33, 2**31 - 1, n_groups)])[0]
+    return u, positives, events
 
 
 def _auc_from_counts(
@@ -260,12 +229,12 @@ def _fill_events(
 def _fill_grouped(
     out: npt.NDArray[np.uint64],
     scores: npt.NDArray[np.float32],
-    labels: npt.NDArray[np.float32],
+    labels: npt.NDArray[Any],
     groups: npt.NDArray[Any],
     finite: npt.NDArray[np.bool_] | None,
 ) -> None:
-    """:func:`_packed` of the scored events (group << 33 | score key << 1 | positive) into
-    ``out``, block by block."""
+    """The scored events as group << 33 | score key << 1 | positive into ``out``, block by
+    block: sorted, each group's events in score order with a tie's negatives first."""
     at = 0
     for take, keys in _scored_blocks(scores, finite):
         o = out[at : at + keys.size]
@@ -622,9 +591,7 @@ class ProgressiveValidation:
             if not window_packed:
                 _fill_grouped(packed, scores, labels, window, None if everything else finite)
                 packed.sort()
-                counted["window"] = _core.grouped_auc_sorted(
-                    packed, 1, [(33, 2**31 - 1, n_windows)]
-                )[0]
+                counted["window"] = _counts_by_group(packed, n_windows)
             del packed
             results: dict[str, tuple[Any, Any, Any]] = {}
             events: dict[str, npt.NDArray[np.int64]] = {}

@@ -83,10 +83,7 @@ impl Counters {
 
 /// Check the fields (shifts below 64, at least one group) and that every
 /// key's group of every field is below its `groups`.
-fn check_fields(sorted: &[u64], fields: &[Field], tie_shift: u32) -> Result<()> {
-    if !(1..64).contains(&tie_shift) {
-        return Err(out_of_range("tie_shift", tie_shift, "1 to 63"));
-    }
+fn check_fields(keys: &[u64], fields: &[Field]) -> Result<()> {
     for (k, f) in fields.iter().enumerate() {
         if f.shift >= 64 {
             return Err(out_of_range(
@@ -102,7 +99,7 @@ fn check_fields(sorted: &[u64], fields: &[Field], tie_shift: u32) -> Result<()> 
                 "at least 1",
             ));
         }
-        let top = sorted.iter().map(|&key| (key >> f.shift) & f.mask).max();
+        let top = keys.iter().map(|&key| (key >> f.shift) & f.mask).max();
         if let Some(g) = top.filter(|&g| g >= f.groups as u64) {
             return Err(out_of_range(
                 &format!("fields[{k}] group"),
@@ -121,7 +118,10 @@ pub fn grouped_auc_sorted(
     tie_shift: u32,
     fields: &[Field],
 ) -> Result<Vec<GroupCounts>> {
-    check_fields(sorted, fields, tie_shift)?;
+    if !(1..64).contains(&tie_shift) {
+        return Err(out_of_range("tie_shift", tie_shift, "1 to 63"));
+    }
+    check_fields(sorted, fields)?;
     if let Some(k) = sorted.windows(2).position(|w| w[0] > w[1]) {
         return Err(invalid(format!(
             "the keys must be sorted (ascending); keys[{}] > keys[{}]",
@@ -203,7 +203,7 @@ pub fn grouped_sums(
     if block == 0 {
         return Err(out_of_range("block", 0, "at least 1"));
     }
-    check_fields(keys, fields, 1)?;
+    check_fields(keys, fields)?;
     let mut totals: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.groups]).collect();
     let mut partial = totals.clone();
     for (ks, ws) in keys.chunks(block).zip(weights.chunks(block)) {

@@ -66,6 +66,9 @@ pub mod meta {
     /// Table version of the row's last change; the top bit marks an evicted row.
     pub const VERSION: usize = 7;
     pub const WORDS: usize = 8;
+    /// The words a copy of a row carries over (all but the id, which keys
+    /// it, and the version, which the copy sets last).
+    pub const CARRIED: std::ops::Range<usize> = INTERACTIONS..VERSION;
     pub const DEAD: u64 = 1 << 63;
 }
 
@@ -1092,39 +1095,6 @@ impl EmbeddingTable {
         m[meta::BIAS].store(pack_bias(b, acc), Relaxed);
     }
 
-    /// `apply_step` fused into one pass (see `simd::step_row`) on row
-    /// cells `c` (from `row_cells`): `x` is the row as the caller loaded it
-    /// (left unchanged), `grad` the loss gradient (overwritten with the full
-    /// gradient), `out` receives the new row. `n` is the row width in
-    /// vectors of four floats (`dim / 4`; `dim` must be a multiple of 4), as
-    /// a compile-time width when known; `p` is this table's optimizer,
-    /// prepared once per call (`Prepared::new`).
-    #[inline(always)]
-    pub fn step_fused<W: crate::kernels::simd::Width>(
-        &self,
-        p: &crate::kernels::simd::Prepared,
-        n: W,
-        c: RowCells<'_>,
-        x: &[crate::kernels::simd::F4],
-        grad: &mut [crate::kernels::simd::F4],
-        out: &mut [crate::kernels::simd::F4],
-    ) {
-        debug_assert_eq!(4 * n.get(), self.cfg.dim);
-        debug_assert_eq!(p.opt, self.cfg.optimizer);
-        crate::kernels::simd::step_row(
-            p,
-            n,
-            crate::kernels::simd::StepCells {
-                weights: c.weights,
-                state: c.state,
-                row_acc: &c.meta[meta::ROW_ACC],
-            },
-            x,
-            grad,
-            out,
-        );
-    }
-
     /// The cells of row `r` (weights, optimizer state, metadata record), to
     /// address them once per event.
     #[inline(always)]
@@ -1606,7 +1576,7 @@ impl EmbeddingTable {
             copy_atomics(src.row(r), self.row(dst));
             copy_atomics(src.row_state(r), self.row_state(dst));
             let o = self.meta(dst);
-            for k in meta::INTERACTIONS..meta::VERSION {
+            for k in meta::CARRIED {
                 o[k].store(m[k].load(Relaxed), Relaxed);
             }
             o[meta::VERSION].store(v, Release);

@@ -349,14 +349,7 @@ pub fn import_rows(table: &EmbeddingTable, block: &RowBlock) -> Result<usize> {
             c.store(v.to_bits(), Relaxed);
         }
         let m = table.meta(r);
-        for w in [
-            meta::INTERACTIONS,
-            meta::UPDATES,
-            meta::FIRST_SEEN,
-            meta::LAST_UPDATE,
-            meta::BIAS,
-            meta::ROW_ACC,
-        ] {
+        for w in meta::CARRIED {
             m[w].store(block.meta[k * meta::WORDS + w], Relaxed);
         }
         m[meta::VERSION].fetch_max(version, Relaxed);
