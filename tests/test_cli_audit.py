@@ -428,3 +428,176 @@ def test_relative_times_from_zero_do_not_warn(tmp_path: Path) -> None:
         warnings.simplefilter("error", datasets.LogWarning)
         for unit in ("s", "ms"):
             assert len(open_log(_log(tmp_path, [HEADER, *rows]), time_unit=unit).read()) == 300
+
+
+# --------------------------------------------------------------------------------------------
+# Session 6 leftovers of the audit
+
+
+def test_study_scale_tiny_runs_on_the_default_period(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``embcore study --scale tiny`` failed: 'batch publishes 0 time(s) before the 6h horizon
+    with period 6h' (the default period was 6 h at every scale)."""
+    from embcore import study
+
+    seen: dict[str, int] = {}
+
+    class Reached(Exception):
+        pass
+
+    def simulate(*_args: object, **kwargs: int) -> None:
+        seen["period"] = kwargs["period_seconds"]
+        raise Reached
+
+    monkeypatch.setattr(study, "_simulate", simulate)
+    for scale, period in (("tiny", 3600), ("small", 4 * 3600), ("default", 6 * 3600)):
+        with pytest.raises(Reached):
+            cli.main(["study", "--scale", scale, "--no-progress"])
+        assert seen["period"] == period, capsys.readouterr().err
+    # An explicit period is still checked against the scale's horizon.
+    assert "at least 4 are needed" in _fails(["study", "--scale", "tiny", "--period", "6h"], capsys)
+
+
+@pytest.mark.parametrize("scale", ["tiny", "small", "default", "large"])
+def test_every_scale_period_is_a_sound_design(scale: str) -> None:
+    from embcore.modes import parse_duration
+    from embcore.sim import SimConfig
+    from embcore.study import check_design, scale_period
+
+    config = SimConfig.for_scale(scale)
+    horizon = config.n_steps * config.step_seconds
+    period = parse_duration(scale_period(scale, "auto"))
+    assert check_design(horizon, ["realtime", "batch", "hybrid"], period) == []
+
+
+def _bad_npz(path: Path) -> Path:
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    return path
+
+
+def test_track_with_nothing_readable_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """It printed 'skipped ...' per source, '0 new version(s)', wrote a report and exited 0."""
+    bad = _bad_npz(tmp_path / "v1.npz")
+    (tmp_path / "empty").mkdir()
+    out, state = tmp_path / "out", tmp_path / "state"
+    argv = ["track", str(bad), str(tmp_path / "empty"), "--out", str(out), "--state", str(state)]
+    line = _fails([*argv, "--no-progress"], capsys, out)
+    assert "no source given is a readable version: " in line
+    assert f"{tmp_path / 'empty'}: is a folder with neither" in line  # first in name order
+    assert "(and 1 more unreadable)" in line
+    assert not state.exists()  # nothing remembered: a fixed file is read next time
+
+
+def test_track_with_one_readable_source_still_skips_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    good = tmp_path / "v0.npz"
+    np.savez(good, ids=np.arange(4), weights=np.eye(4, dtype=np.float32))
+    bad = _bad_npz(tmp_path / "v1.npz")
+    out, state = tmp_path / "out", tmp_path / "state"
+    argv = ["track", str(good), str(bad), "--out", str(out), "--state", str(state)]
+    assert cli.main([*argv, "--no-progress", "--no-figures"]) == 0
+    assert "skipped" in capsys.readouterr().err
+    # Run again with the known-bad file alone: still nothing readable among what was given.
+    line = _fails(["track", str(bad), "--out", str(tmp_path / "o2"), "--state", str(state)], capsys)
+    assert f"{bad}: cannot be read" in line
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("period", "99999999999999999999d"), ("fresh_seconds", 1e300), ("window", "36501d")],
+)
+def test_python_durations_are_bounded(flag: str, value: object, tmp_path: Path) -> None:
+    """parse_duration took 99999999999999999999d and 1e300 (OverflowError 'Python int too large
+    to convert to C long' inside the replay; the CLI bounded them, the API did not)."""
+    from embcore.errors import ConfigError
+    from embcore.modes import Trainer, parse_duration
+    from embcore.replay import replay
+
+    with pytest.raises(ConfigError, match="positive duration of 1s to 36500d"):
+        parse_duration(value)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="period must be a positive duration of 1s to 36500d"):
+        Trainer("batch", period=value)  # type: ignore[arg-type]
+    log = _log(tmp_path, [HEADER, *_rows()])
+    cli_flag = "--" + flag.replace("_", "-")
+    with pytest.raises(ConfigError, match=f"^{cli_flag} must be a positive duration of 1s"):
+        replay(log, None, progress=False, figures=False, **{flag: value})
+    assert parse_duration("36500d") == 100 * 365 * 86_400
+
+
+def _flip_in_data_page(path: Path, column: int) -> None:
+    meta = pq.ParquetFile(path).metadata.row_group(0).column(column)
+    start = meta.dictionary_page_offset if meta.has_dictionary_page else meta.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + meta.total_compressed_size - 10] ^= 0x01  # inside the last page's values
+    path.write_bytes(bytes(data))
+
+
+def _parquet_log(path: Path, checksum: bool) -> pa.Table:
+    n = 2000
+    rng = np.random.default_rng(0)
+    table = pa.table(
+        {
+            "user": rng.integers(0, 50, n),
+            "item": rng.integers(0, 80, n),
+            "time": np.sort(rng.integers(1_600_000_000, 1_600_000_000 + 20 * 86_400, n)),
+            "label": rng.integers(0, 2, n),
+        }
+    )
+    pq.write_table(
+        table, path, write_page_checksum=checksum, compression="none", use_dictionary=False
+    )
+    return table
+
+
+def test_a_flipped_byte_in_a_checksummed_parquet_page_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """It was read silently with other item ids (pyarrow checks page CRCs only when asked)."""
+    log = tmp_path / "log.parquet"
+    _parquet_log(log, checksum=True)
+    _flip_in_data_page(log, column=1)
+    line = _fails(_replay(log, tmp_path / "out"), capsys, tmp_path / "out")
+    assert line.startswith(f"embcore replay: error: {log}: ")
+    assert "CRC checksum verification failed" in line
+
+
+def test_a_flipped_byte_without_page_checksums_cannot_be_detected(tmp_path: Path) -> None:
+    """The documented limit: nothing to check the page against, the values decode as others."""
+    log = tmp_path / "log.parquet"
+    table = _parquet_log(log, checksum=False)
+    _flip_in_data_page(log, column=1)
+    chunk = open_log(log).read()
+    assert len(chunk) == table.num_rows
+    assert not np.array_equal(chunk.items, table.column("item").to_numpy())
+
+
+def test_embcores_own_parquet_writers_store_page_checksums(tmp_path: Path) -> None:
+    path = datasets.synthetic_log(tmp_path / "log.parquet", "parquet", 500)
+    _flip_in_data_page(path, column=0)
+    columns = ColumnMap(user="user_id", item="item_id", time="time_ms", time_unit="ms")
+    with pytest.raises(datasets.DatasetError, match="CRC checksum verification failed"):
+        open_log(path, columns=columns).read()
+
+
+def test_a_flipped_byte_in_a_tracked_parquet_table_is_skipped(tmp_path: Path) -> None:
+    from embcore.track import track
+
+    rows = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)
+    for name in ("v1", "v2"):
+        table = pa.table({"id": np.arange(500), **{f"w{j}": rows[:, j] for j in range(8)}})
+        pq.write_table(table, tmp_path / f"{name}.parquet", write_page_checksum=True)
+    _flip_in_data_page(tmp_path / "v2.parquet", column=3)
+    warnings: list[str] = []
+    m = track(
+        [tmp_path / "v1.parquet", tmp_path / "v2.parquet"],
+        tmp_path / "state",
+        out=None,
+        progress=False,
+        warn=warnings.append,
+    )
+    assert [v["name"] for v in m["versions"]] == ["v1.parquet"]
+    assert len(warnings) == 1 and "v2.parquet" in warnings[0] and "CRC" in warnings[0]

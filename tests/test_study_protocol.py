@@ -239,8 +239,9 @@ def test_check_design_counts_serving_publishes():
 
 def test_cli_refuses_a_degenerate_default_design(tmp_path, capsys):
     out = tmp_path / "out"
-    # tiny = 6 h: the default 6 h period never publishes before the horizon.
-    assert cli.main(["study", "--scale", "tiny", "--out", str(out), "--no-progress"]) == 2
+    # tiny = 6 h: a 6 h period never publishes before the horizon (the default, auto, is 1h).
+    argv = ["study", "--scale", "tiny", "--period", "6h", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "publishes 0 time(s)" in err and "--allow-degenerate" in err
@@ -256,7 +257,7 @@ def test_allow_degenerate_runs_and_flags(tmp_path):
 
 def test_study_api_refuses_when_asked(tmp_path):
     with pytest.raises(StudyConfigError, match="at least 4 are needed"):
-        run_study(tmp_path / "x", scale="tiny", progress=False, allow_degenerate=False)
+        run_study(tmp_path / "x", scale="tiny", period="6h", progress=False, allow_degenerate=False)
     assert not (tmp_path / "x").exists()
 
 

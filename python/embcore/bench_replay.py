@@ -83,7 +83,7 @@ def write_log(path: Path, events: int, seed: int = 0) -> Path:
     labels = (rng.random(n) < 1.0 / (1.0 + np.exp(1.0 - quality[items]))).astype(np.float32)
     times = 1_700_000_000 + np.cumsum(rng.integers(0, 3, n, dtype=np.int64))
     table = pa.table({"user_id": users, "item_id": items, "time": times, "label": labels})
-    pq.write_table(table, str(path), row_group_size=1_000_000)
+    pq.write_table(table, str(path), row_group_size=1_000_000, write_page_checksum=True)
     return path
 
 

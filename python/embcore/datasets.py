@@ -805,7 +805,7 @@ def _resolve(
 
 def _resolve_parquet(path: Path, format: str, columns: ColumnMap | None) -> _Source:
     try:
-        parquet = pq.ParquetFile(str(path))
+        parquet = pq.ParquetFile(str(path), page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise _fail(path, f"cannot be read as Parquet: {_damaged(exc)}") from None
     names = list(parquet.schema_arrow.names)
@@ -1044,7 +1044,9 @@ def _iter_raw_batches(source: _Source, names: list[str], chunk_rows: int) -> Ite
 def _iter_parquet(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_RawBatch]:
     start = 0
     try:
-        parquet = pq.ParquetFile(str(source.path))
+        # Pages whose writer stored a CRC are checked (a flipped byte fails the read); pages
+        # written without one cannot be checked (docs/datasets.md, "Bad files").
+        parquet = pq.ParquetFile(str(source.path), page_checksum_verification=True)
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
             n = batch.num_rows
             columns = {name: batch.column(name) for name in names}
@@ -2278,7 +2280,7 @@ def synthetic_log(
         }
     table = pa.table({name: np.asarray(values)[order] for name, values in columns.items()})
     if format == "parquet":
-        pq.write_table(table, str(path))
+        pq.write_table(table, str(path), write_page_checksum=True)
     elif format == "movielens-dat":
         texts = [pc.cast(table.column(i), pa.string()) for i in range(table.num_columns)]
         joined = pc.binary_join_element_wise(*texts, _DAT_SEPARATOR)

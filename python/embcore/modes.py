@@ -150,6 +150,9 @@ _TIME_REMEDY = (
     "1e3 and nanoseconds by 1e9 (e.g. timestamps // 10**9), or read the log with "
     "embcore.datasets.ColumnMap(time_unit='ms', 'us' or 'ns')"
 )
+MAX_DURATION_SECONDS = 100 * 365 * 86_400
+"""The longest duration :func:`parse_duration` takes (100 years, 36500d): longer ones overflow
+event-time arithmetic (int64 seconds times the window counts, nanosecond clocks)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
 
 #: Every model is a FieldModel (MatrixFactorization is its two-field case), so the
@@ -175,12 +178,12 @@ def parse_duration(value: str | int | float, name: str = "period") -> int:
     Returns
     -------
     int
-        Whole seconds, at least 1.
+        Whole seconds, from 1 to :data:`MAX_DURATION_SECONDS` (100 years).
 
     Raises
     ------
     embcore.errors.ConfigError
-        Unparseable, non-finite, or not positive (a ``ValueError``).
+        Unparseable, non-finite, not positive or longer than 100 years (a ``ValueError``).
 
     Examples
     --------
@@ -189,10 +192,15 @@ def parse_duration(value: str | int | float, name: str = "period") -> int:
     >>> parse_duration("-1h")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    embcore.ConfigError: period must be a positive duration such as 6h, 90m, ..., got '-1h'
+    embcore.ConfigError: period must be a positive duration of 1s to 36500d such as 6h, ...
+    >>> parse_duration("99999999999999999999d")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    embcore.ConfigError: period must be a positive duration of 1s to 36500d ..., got '9999...'
     """
     problem = (
-        f"{name} must be a positive duration such as 6h, 90m, 1d or 3600 (seconds), got {value!r}"
+        f"{name} must be a positive duration of 1s to 36500d such as 6h, 90m, 1d or 3600 "
+        f"(seconds), got {_shown_value(value)}"
     )
     if isinstance(value, bool):
         raise ConfigError(problem)
@@ -205,9 +213,15 @@ def parse_duration(value: str | int | float, name: str = "period") -> int:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ConfigError(problem)
-    if not math.isfinite(seconds) or round(seconds) < 1:
+    if not math.isfinite(seconds) or not 1 <= round(seconds) <= MAX_DURATION_SECONDS:
         raise ConfigError(problem)
     return round(seconds)
+
+
+def _shown_value(value: Any) -> str:
+    """``repr(value)``, cut to 40 characters (a pasted 1 MB value stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
 
 
 class Trainer:

@@ -209,12 +209,9 @@ def _check_config(
 
     def duration(name: str, value: Any) -> int:
         try:
-            return parse_duration(value)
-        except ValueError:
-            raise ReplayConfigError(
-                f"{name} must be a positive duration such as 6h, 90m, 1d or 3600 (seconds), "
-                f"got {value!r}"
-            ) from None
+            return parse_duration(value, name)
+        except ValueError as err:
+            raise ReplayConfigError(str(err)) from None
 
     if format != "auto" and format not in datasets.FORMATS:
         raise ReplayConfigError(

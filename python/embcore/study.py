@@ -55,7 +55,7 @@ import embcore
 from embcore import analysis, claims, protocol, reporting, runs, validation
 from embcore.cli_args import (
     add_ray_flags,
-    duration,
+    duration_or_auto,
     duration_or_period,
     mode_list,
     positive_int,
@@ -80,6 +80,10 @@ __all__ = [
 ]
 
 SCALES = ("tiny", "small", "default", "large")
+SCALE_PERIODS = {"tiny": "1h", "small": "4h", "default": "6h", "large": "6h"}
+"""The period ``period="auto"`` (the default) takes at each scale: the paper's 6 h where the
+horizon holds it, else the longest round period giving at least :data:`MIN_PUBLISHES`
+publishes and a burn-in well inside the horizon (tiny: 6 h horizon, small: 1 day)."""
 #: The default batch training window: one day (or the period, when longer).
 DEFAULT_WINDOW_SECONDS = 86_400
 MODELS = ("mf", "ffm", "fm")
@@ -317,14 +321,15 @@ def _check_config(
 ) -> tuple[list[str], int]:
     if scale not in SCALES:
         raise StudyConfigError(f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    period = scale_period(scale, period)
     runs.check_seed(seed, StudyConfigError)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise StudyConfigError(f"--threads must be an integer >= 1, got {threads!r}")
     mode_list = runs.check_modes(list(modes), StudyConfigError)
     try:
-        period_seconds = parse_duration(period)
+        period_seconds = parse_duration(period, "--period")
     except ValueError as err:
-        raise StudyConfigError(f"--{err}") from None
+        raise StudyConfigError(str(err)) from None
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise StudyConfigError(f"--epochs must be an integer >= 1, got {epochs!r}")
     if learning_rate is not None and not (
@@ -348,6 +353,17 @@ def _check_config(
     return mode_list, period_seconds
 
 
+def scale_period(scale: str, period: str | int | float) -> str | int | float:
+    """``period``, or the scale's :data:`SCALE_PERIODS` entry when it is ``"auto"``.
+
+    >>> scale_period("tiny", "auto"), scale_period("tiny", "2h"), scale_period("default", "auto")
+    ('1h', '2h', '6h')
+    """
+    if isinstance(period, str) and period.strip().lower() == "auto":
+        return SCALE_PERIODS.get(scale, SCALE_PERIODS["default"])
+    return period
+
+
 def _trainer_options(
     window: str | int | float | None, init: str | None, reset_optimizer: bool | None
 ) -> tuple[dict[str, Any], int | None]:
@@ -356,9 +372,9 @@ def _trainer_options(
     window_seconds = None
     if window is not None:
         try:
-            window_seconds = parse_duration(window)
+            window_seconds = parse_duration(window, "--window")
         except ValueError as err:
-            raise StudyConfigError(f"--window: {err}") from None
+            raise StudyConfigError(str(err)) from None
         options["window"] = window_seconds
     if init is not None:
         options["init"] = init
@@ -491,7 +507,7 @@ def run_study(
     seed: int = 0,
     threads: int = 1,
     modes: Sequence[str] = ("realtime", "batch"),
-    period: str | int | float = "6h",
+    period: str | int | float = "auto",
     epochs: int = 1,
     learning_rate: float | None = DEFAULT_LEARNING_RATE,
     dim: int = 32,
@@ -530,7 +546,8 @@ def run_study(
     modes : sequence of str
         Any of ``"realtime"``, ``"batch"``, ``"hybrid"``.
     period : str or int
-        Batch/hybrid period (``"6h"``, ``"90m"`` or seconds).
+        Batch/hybrid period (``"6h"``, ``"90m"`` or seconds), or ``"auto"`` (the default):
+        the scale's :data:`SCALE_PERIODS` entry (tiny 1h, small 4h, default and large 6h).
     epochs : int
         Passes over each window at a boundary (see :class:`embcore.Trainer`).
     learning_rate : float or None
@@ -1192,14 +1209,15 @@ def run_selection(
     init_scales: Sequence[float] = SELECTION_INIT_SCALES,
     model: str = "mf",
     progress: bool = True,
-    period: str | int | float = "6h",
+    period: str | int | float = "auto",
 ) -> dict[str, Any]:
     """Select the learning rate and init scale by the real-time model's progressive log-loss
     (after the burn-in) on world ``seed`` — stated in advance, not a study result.
 
     Every pair of the grid runs the real-time mode alone (no protocol, no figures); the pair
     with the lowest log-loss wins. ``period`` only sets the burn-in (two periods), as in the
-    study. Writes the table and the choice as ``metrics.json`` to ``out``.
+    study (``"auto"``: the scale's :data:`SCALE_PERIODS` entry). Writes the table and the
+    choice as ``metrics.json`` to ``out``.
 
     >>> sel = run_selection(None, scale="tiny", learning_rates=[0.05], init_scales=[0.01],
     ...                     progress=False, period="1h")
@@ -1347,6 +1365,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=SELECTION_SEED if args.seed is None else args.seed,
                 model=args.model,
                 progress=not args.no_progress,
+                period=args.period,
             )
 
         return runs.run_command("study", select, StudyConfigError, _selection_text)
@@ -1465,10 +1484,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     study.add_argument(
         "--period",
-        type=duration,
-        default="6h",
-        help="batch/hybrid retraining period (6h, 90m, 1.5d or seconds); --scale tiny and small "
-        "need a shorter one (at least 4 publishes: tiny 1h, small 4h)",
+        type=duration_or_auto,
+        default="auto",
+        help="batch/hybrid retraining period (6h, 90m, 1.5d or seconds) or auto: the scale's "
+        "(tiny 1h, small 4h, default and large 6h; at least 4 publishes before the horizon) "
+        "(default: auto)",
     )
     study.add_argument("--epochs", type=positive_int, default=1)
     study.add_argument(

@@ -745,19 +745,35 @@ class Tracker:
     ) -> list[dict[str, Any]]:
         """Record the versions among ``sources`` not read before, in ``order``; returns their
         metrics. Unreadable versions are reported through ``warn`` and skipped (remembered until
-        the file changes); a version that sorts before the last one read is reported and left."""
+        the file changes); a version that sorts before the last one read is reported and left.
+
+        Raises :class:`TrackError` (one line naming the first unreadable source and why) when no
+        source is readable: none was read before and none can be read now. Nothing is then
+        reported through ``warn`` or remembered, and the state stays as it was."""
         warn = warn or (lambda line: print(f"embcore track: {line}", file=sys.stderr))
         columns = dict(columns or {})
         paths = expand_sources(sources)
         fresh: list[tuple[Path, str]] = []
+        # Warnings and skips wait until it is known that something was readable.
+        notes: list[str] = []
+        skips: list[tuple[str, str, str]] = []
+        unreadable: list[str] = []
+        readable = 0
         for p in paths:
             try:
                 key = _file_key(p)
             except OSError as err:
-                warn(f"skipped {p}: cannot be read ({err.strerror or err})")
+                unreadable.append(f"{p}: cannot be read ({err.strerror or err})")
+                notes.append(f"skipped {unreadable[-1]}")
                 continue
             if not self.known(key):
                 fresh.append((p, key))
+                continue
+            skipped = [s for s in self._state["skipped"] if s.get("key") == key]
+            if skipped:
+                unreadable.append(str(skipped[0]["reason"]))
+            else:
+                readable += 1
         opened: list[tuple[Any, Path, str, Version | None, str | None]] = []
         for p, key in fresh:
             try:
@@ -774,11 +790,12 @@ class Tracker:
             for sort_key, p, key, v, error in opened:
                 bar.update(1)
                 if v is None:
-                    warn(f"skipped {error}")
-                    self.skip(key, p.name, str(error))
+                    notes.append(f"skipped {error}")
+                    skips.append((key, p.name, str(error)))
                     continue
                 if last is not None and sort_key < self._last_sort_key(last, order):
-                    warn(
+                    readable += 1
+                    notes.append(
                         f"skipped {p}: it sorts before {last['name']}, already read "
                         f"(order={order}); versions are read in order"
                     )
@@ -786,14 +803,32 @@ class Tracker:
                 try:
                     metrics = self.add(v, key, sort_key=_json_sort_key(sort_key))
                 except VersionError as err:
-                    warn(f"skipped {err}")
-                    self.skip(key, p.name, str(err))
+                    notes.append(f"skipped {err}")
+                    skips.append((key, p.name, str(err)))
                     continue
+                readable += 1
                 last = metrics
                 done.append(metrics)
         finally:
             bar.close()
+        if paths and not readable:
+            raise TrackError(self._nothing_readable([*unreadable, *(s[2] for s in skips)]))
+        for line in notes:
+            warn(line)
+        for skip in skips:
+            self.skip(*skip)
         return done
+
+    @staticmethod
+    def _nothing_readable(reasons: Sequence[str]) -> str:
+        """The one line of an update that found no readable source."""
+        if not reasons:
+            return "no readable version among the sources given"
+        more = f" (and {len(reasons) - 1} more unreadable)" if len(reasons) > 1 else ""
+        return (
+            f"no source given is a readable version: {reasons[0]}{more}; give embedding tables "
+            "as Parquet, .npz, a folder of ids.npy/weights.npy, .safetensors or embcore snapshots"
+        )
 
     @staticmethod
     def _last_sort_key(last: Mapping[str, Any], order: str) -> Any:
