@@ -585,5 +585,10 @@ def test_arguments_are_checked(tmp_path: Path) -> None:
             labels=np.zeros(1, np.float32),
             timestamps=np.zeros(2, np.int64),
         )
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(DatasetError, match=r"cannot tell which columns.*pass --columns user="):
-        open_log(synthetic_path(tmp_path, "csv", n=5), format="csv")
+        open_log(unnamed, format="csv")
+    # The synthetic generic log names its columns user_id, item_id, time_ms: read as ms.
+    synthetic = open_log(synthetic_path(tmp_path, "csv", n=5), format="csv")
+    assert synthetic.columns.time == "time_ms" and synthetic.columns.time_unit == "ms"

@@ -16,6 +16,7 @@ counts every row that was read, dropped as malformed or duplicate, or found out 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shlex
@@ -46,6 +47,7 @@ __all__ = [
     "LogWarning",
     "RowIssue",
     "TimeProfile",
+    "hash_ids",
     "open_log",
     "read_events",
     "synthetic_log",
@@ -102,14 +104,28 @@ _SIGNED_INT_PATTERN = r"^[+-]?[0-9]+$"
 _DIGITS_PATTERN = r"^[0-9]+$"
 _MISSING_TEXT = ("", "nan", "na", "null", "none")
 
+# ISO-8601 date or date-time text (``2020-09-13``, ``2020-09-13 12:27:31``,
+# ``2020-09-13T12:27:31.123Z``, ``...+02:00``); the reader's cast checks the calendar.
+_ISO_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?$"
+)
+_ZONED_PATTERN = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
+_TRUE_FALSE = ("true", "false")
+# A float64 holds every integer up to 2**53 exactly; a larger id written as a float has lost
+# digits (two ids can have become one).
+_EXACT_FLOAT_IDS = 2.0**53
+
 # Reason codes for a value that cannot be used.
-_OK, _MISSING, _NON_NUMERIC, _NEGATIVE, _NOT_INTEGER, _OUT_OF_RANGE = range(6)
+_OK, _MISSING, _NON_NUMERIC, _NEGATIVE, _NOT_INTEGER, _OUT_OF_RANGE, _INEXACT, _BAD_DATE = range(8)
 _REASONS = {
     _MISSING: "missing value",
     _NON_NUMERIC: "non-numeric value",
     _NEGATIVE: "negative id",
     _NOT_INTEGER: "non-integer id",
     _OUT_OF_RANGE: "value out of range",
+    _INEXACT: "id above 2**53 written as a float (its last digits are lost)",
+    _BAD_DATE: "ISO-8601 time that is not a calendar date",
 }
 
 
@@ -627,6 +643,7 @@ class _Source:
     longest_line: int = 0  # bytes, among the first lines: a pyarrow block must hold a whole line
     keep: tuple[str, ...] = ()
     label_range: tuple[float, float] | None = None  # labels outside it fail the read
+    hash_ids: bool = False  # user and item ids read as 64-bit hashes of their text
 
     @property
     def first_data_line(self) -> int:
@@ -699,13 +716,21 @@ def _split_header(line: str, delimiter: str) -> list[str]:
     return [name.strip().strip('"') for name in line.split(delimiter)]
 
 
-_GENERIC_NAMES = {
-    "user": ("user", "user_id", "userid", "uid"),
-    "item": ("item", "item_id", "itemid", "iid"),
-    "time": ("time", "timestamp", "ts"),
-    "label": ("label",),
-    "weight": ("weight",),
+_GENERIC_NAMES: dict[str, tuple[tuple[str, ...], ...]] = {
+    # role: tiers of header names (case ignored); the first tier with a hit decides, and two
+    # hits in one tier are ambiguous (--columns is then needed).
+    "user": (("user", "user_id", "userid", "uid"),),
+    "item": (("item", "item_id", "itemid", "iid"),),
+    "time": (
+        ("time", "timestamp", "ts"),
+        ("time_ms", "timestamp_ms", "ts_ms", "event_time", "datetime"),
+    ),
+    # A rating or click column is the label, not a column to ignore: a header
+    # user,item,time,rating read every row as a positive.
+    "label": (("label",), ("rating", "click", "clicked", "is_click")),
+    "weight": (("weight",),),
 }
+_UNIT_SUFFIXES = {"_ms": "ms", "_us": "us", "_ns": "ns"}
 _COLUMNS_HINT = (
     "pass --columns user=COL,item=COL,time=COL[,label=COL] (Python: columns=ColumnMap(...))"
 )
@@ -724,23 +749,28 @@ def _preset_from_names(names: Sequence[str]) -> str | None:
 
 def _generic_from_names(names: Sequence[str]) -> ColumnMap | None:
     """The map of a generic log whose header names its columns plainly (``user``, ``item``,
-    ``time`` and optionally ``label``, ``weight``; ``user_id``, ``timestamp``... too)."""
+    ``time`` and optionally ``label``, ``weight``; ``user_id``, ``timestamp``, ``time_ms``
+    (in ms), ``rating``... too)."""
     lowered = {name.lower(): name for name in names}
     found: dict[str, str] = {}
-    for role, candidates in _GENERIC_NAMES.items():
-        hits = [lowered[c] for c in candidates if c in lowered]
-        if len(hits) == 1:
-            found[role] = hits[0]
-        elif len(hits) > 1:
-            return None
+    for role, tiers in _GENERIC_NAMES.items():
+        for candidates in tiers:
+            hits = [lowered[c] for c in candidates if c in lowered]
+            if len(hits) > 1:
+                return None
+            if hits:
+                found[role] = hits[0]
+                break
     if not {"user", "item", "time"} <= set(found):
         return None
+    suffix = found["time"].lower()[-3:]
     return ColumnMap(
         user=found["user"],
         item=found["item"],
         time=found["time"],
         label=found.get("label"),
         weight=found.get("weight"),
+        time_unit=_UNIT_SUFFIXES.get(suffix, "s"),  # type: ignore[arg-type]
     )
 
 
@@ -1259,8 +1289,12 @@ def _split_dat(
 
 
 def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array, dictionary-encoded columns decoded (Parquet keeps pandas categoricals and
+    low-cardinality strings as dictionaries)."""
     if isinstance(values, pa.ChunkedArray):
-        return values.combine_chunks()
+        values = values.combine_chunks()
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
     return values
 
 
@@ -1295,12 +1329,10 @@ def _parse_ids(values: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np
         return ints.astype(np.uint64), codes
     if pa.types.is_floating(kind):
         floats = np.asarray(pc.fill_null(values, np.nan).to_numpy(zero_copy_only=False), float)
-        codes[np.isnan(floats)] = _MISSING
-        codes[~np.isfinite(floats) & (codes == _OK)] = _OUT_OF_RANGE
-        codes[(floats < 0) & (codes == _OK)] = _NEGATIVE
-        codes[(floats != np.floor(floats)) & (codes == _OK)] = _NOT_INTEGER
-        codes[(floats >= 2.0**64) & (codes == _OK)] = _OUT_OF_RANGE
+        _float_id_codes(floats, codes)
         return np.where(codes == _OK, floats, 0).astype(np.uint64), codes
+    if pa.types.is_decimal(kind):  # e.g. DECIMAL(20, 0) ids from a database export
+        values, kind = pc.cast(values, pa.string()), pa.string()
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         return np.zeros(n, np.uint64), np.full(n, _NON_NUMERIC, np.int8)
     if values.null_count == 0:
@@ -1330,9 +1362,77 @@ def _parse_ids(values: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np
     codes[_missing_text(text)] = _MISSING
     negative = _match(text, r"^-[0-9]+(?:\.0*)?$") & (codes == _NON_NUMERIC)
     codes[negative] = _NEGATIVE
-    fractional = _match(text, _FLOAT_PATTERN) & (codes == _NON_NUMERIC)
-    codes[fractional] = _NOT_INTEGER
-    return _cast_where(text, ok, pa.uint64()).astype(np.uint64), codes
+    ids = _cast_where(text, ok, pa.uint64()).astype(np.uint64)
+    # Ids written as floats ('51.0', '5.1e1': a pandas column with a missing value) are the
+    # integers they hold, while a float64 holds them exactly.
+    written_as_float = _match(text, _FLOAT_PATTERN) & (codes == _NON_NUMERIC)
+    if written_as_float.any():
+        floats = _cast_where(text, written_as_float, pa.float64()).astype(np.float64)
+        float_codes = np.zeros(n, np.int8)
+        _float_id_codes(floats, float_codes)
+        codes[written_as_float] = float_codes[written_as_float]
+        taken = written_as_float & (float_codes == _OK)
+        ids[taken] = floats[taken].astype(np.uint64)
+    return ids, codes
+
+
+def _float_id_codes(floats: npt.NDArray[np.float64], codes: npt.NDArray[np.int8]) -> None:
+    """Reason codes of ids given as floats: integral, non-negative and exact (below 2**53)."""
+    codes[np.isnan(floats)] = _MISSING
+    codes[~np.isfinite(floats) & (codes == _OK)] = _OUT_OF_RANGE
+    codes[(floats < 0) & (codes == _OK)] = _NEGATIVE
+    codes[(floats != np.floor(floats)) & (codes == _OK)] = _NOT_INTEGER
+    codes[(floats >= 2.0**64) & (codes == _OK)] = _OUT_OF_RANGE
+    codes[(floats > _EXACT_FLOAT_IDS) & (codes == _OK)] = _INEXACT
+
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+_LONG_ID_BYTES = 256  # longer ids are hashed one by one (blake2b), not byte column by column
+
+
+def hash_ids(values: pa.Array | pa.ChunkedArray | Sequence[Any]) -> npt.NDArray[np.uint64]:
+    """64-bit ids from text ids: FNV-1a over the UTF-8 bytes of the trimmed text, then the
+    splitmix64 finaliser (so near-identical strings land far apart). Deterministic across runs
+    and machines; two of ``n`` distinct ids collide with probability about n**2 / 2**65 (one
+    in 37 million for a million ids). Numbers are hashed as their text (``51`` as ``"51"``).
+
+    >>> a, b, a_again = hash_ids(["a", "b", " a "])
+    >>> bool(a == a_again and a != b), hash_ids(["A2SUAM1J3GNN3B"]).dtype
+    (True, dtype('uint64'))
+    """
+    if not isinstance(values, pa.Array | pa.ChunkedArray):
+        values = pa.array([str(v) for v in values], pa.string())
+    return _hash_ids(values)[0]
+
+
+def _hash_ids(values: pa.Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int8]]:
+    """Ids as 64-bit hashes of their text (:func:`hash_ids`), with a reason code per row."""
+    values = _as_array(values)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = pc.cast(values, pa.string())
+    text = pc.utf8_trim_whitespace(values)
+    codes = np.where(_missing_text(text), _MISSING, _OK).astype(np.int8)
+    text = pc.cast(pc.fill_null(text, ""), pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], np.int64)[text.offset : text.offset + len(text) + 1]
+    data = text.buffers()[2]
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    hashes = np.full(len(text), _FNV_OFFSET, np.uint64)
+    short = np.flatnonzero(lengths <= _LONG_ID_BYTES)
+    for j in range(int(lengths[short].max()) if short.size else 0):
+        short = short[lengths[short] > j]
+        hashes[short] = (hashes[short] ^ raw[starts[short] + j]) * _FNV_PRIME
+    for k in np.flatnonzero(lengths > _LONG_ID_BYTES):
+        digest = hashlib.blake2b(raw[starts[k] : starts[k] + lengths[k]].tobytes(), digest_size=8)
+        hashes[k] = int.from_bytes(digest.digest(), "little")
+    # splitmix64 finaliser
+    hashes ^= hashes >> np.uint64(30)
+    hashes *= np.uint64(0xBF58476D1CE4E5B9)
+    hashes ^= hashes >> np.uint64(27)
+    hashes *= np.uint64(0x94D049BB133111EB)
+    hashes ^= hashes >> np.uint64(31)
+    return np.where(codes == _OK, hashes, np.uint64(0)).astype(np.uint64), codes
 
 
 def _parse_floats(values: pa.Array) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int8]]:
@@ -1340,7 +1440,12 @@ def _parse_floats(values: pa.Array) -> tuple[npt.NDArray[np.float64], npt.NDArra
     values = _as_array(values)
     n = len(values)
     kind = values.type
-    if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+    if (
+        pa.types.is_boolean(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+    ):
         floats = np.asarray(
             pc.fill_null(pc.cast(values, pa.float64()), np.nan).to_numpy(zero_copy_only=False),
             float,
@@ -1355,6 +1460,21 @@ def _parse_floats(values: pa.Array) -> tuple[npt.NDArray[np.float64], npt.NDArra
             text = pc.utf8_trim_whitespace(values)
             ok = _match(text, _FLOAT_PATTERN)
             floats = np.where(ok, _cast_where(text, ok, pa.float64()), np.nan)
+            # true/false (any case), as a boolean column exported to text reads: 1/0.
+            lowered = pc.utf8_lower(text)
+            truth = np.asarray(
+                pc.fill_null(pc.is_in(lowered, pa.array(_TRUE_FALSE)), False).to_numpy(
+                    zero_copy_only=False
+                ),
+                bool,
+            )
+            if truth.any():
+                is_true = np.asarray(
+                    pc.fill_null(pc.equal(lowered, "true"), False).to_numpy(zero_copy_only=False),
+                    bool,
+                )
+                floats[truth] = is_true[truth].astype(np.float64)
+                ok = ok | truth
             codes = np.where(ok, _OK, _NON_NUMERIC).astype(np.int8)
             codes[_missing_text(text)] = _MISSING
             codes[(codes == _OK) & ~np.isfinite(floats)] = _OUT_OF_RANGE
@@ -1399,17 +1519,60 @@ def _parse_time_ns(
     floats, codes = _parse_floats(values)
     scaled = floats * factor
     codes[(np.abs(scaled) >= 2.0**63) & (codes == _OK)] = _OUT_OF_RANGE
+    out = np.where(codes == _OK, np.round(scaled), 0).astype(np.int64)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        # Integral text keeps full int64 precision (a float64 holds only 53 bits).
         text = pc.utf8_trim_whitespace(values)
+        # Integral text keeps full int64 precision (a float64 holds only 53 bits).
         integral = _match(text, _SIGNED_INT_PATTERN) & (codes == _OK)
         if integral.any():
             ints = _cast_where(text, integral, pa.int64()).astype(np.int64)
             exact = integral & (np.abs(ints) <= _INT64_MAX // factor)
-            out = np.where(codes == _OK, np.round(scaled), 0).astype(np.int64)
             out[exact] = ints[exact] * np.int64(factor)
-            return out, codes
-    return np.where(codes == _OK, np.round(scaled), 0).astype(np.int64), codes
+        iso = _match(text, _ISO_PATTERN) & (codes == _NON_NUMERIC)
+        if iso.any():
+            parsed, read = _parse_iso_ns(text, iso)
+            out[read] = parsed[read]
+            codes[read] = _OK
+            codes[iso & ~read] = _BAD_DATE
+    return out, codes
+
+
+def _parse_iso_ns(
+    text: pa.Array, rows: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """ISO-8601 text (the ``rows`` that look like it) as int64 nanoseconds since 1970 UTC, and
+    which rows parsed: an offset (``Z``, ``+02:00``) is applied, a time without one is taken
+    as UTC, a date alone is its midnight. A value the calendar refuses (``2021-02-30``) stays
+    unparsed; the reader's cast fails a whole array, so failing halves are split until the
+    bad values are found (a few casts per bad value)."""
+    zoned = _match(text, _ZONED_PATTERN) & rows
+    out = np.zeros(len(text), np.int64)
+    read = np.zeros(len(text), bool)
+    for part, to in ((zoned, pa.timestamp("ns", tz="UTC")), (rows & ~zoned, pa.timestamp("ns"))):
+        index = np.flatnonzero(part)
+        if index.size:
+            _cast_iso(text.take(pa.array(index)), index, to, out, read)
+    return out, read
+
+
+def _cast_iso(
+    text: pa.Array,
+    index: npt.NDArray[np.int64],
+    to: pa.DataType,
+    out: npt.NDArray[np.int64],
+    read: npt.NDArray[np.bool_],
+) -> None:
+    try:
+        # safe=False: nanosecond digits with an offset are exact, the check refuses them.
+        stamps = pc.cast(pc.cast(text, to, safe=False), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(text) > 1:
+            half = len(text) // 2
+            _cast_iso(text.slice(0, half), index[:half], to, out, read)
+            _cast_iso(text.slice(half), index[half:], to, out, read)
+        return
+    out[index] = np.asarray(stamps.to_numpy(zero_copy_only=False), np.int64)
+    read[index] = True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1491,6 +1654,11 @@ def _unusable_column(
     hint = _HINTS[role]
     if role == "time" and int(codes[0]) == _OUT_OF_RANGE:
         hint = _time_unit_hint(value, source.mapping.time_unit) or hint
+    if role == "id" and int(codes[0]) == _NEGATIVE:
+        hint = (
+            "ids must be non-negative integers: drop or remap the negative ones (e.g. -1 for "
+            "an anonymous user), or pass --hash-ids to read every id as a hash of its text"
+        )
     return _fail(
         source.path,
         f"column {name!r} has no usable value in its first {len(codes):,} rows "
@@ -1519,8 +1687,10 @@ def _time_unit_hint(value: Any, unit: str) -> str | None:
 
 
 _HINTS = {
-    "id": "ids must be non-negative integers; map string ids to integers before loading",
-    "time": "the time column must be numeric (in time_unit) or a Parquet timestamp",
+    "id": "ids must be non-negative integers; for text ids (hashes, UUIDs) pass --hash-ids "
+    "(Python: hash_ids=True) to read each as a 64-bit hash of its text",
+    "time": "the time column must be numeric (in --time-unit), ISO-8601 text (2020-09-13, "
+    "2020-09-13T12:27:31Z) or a Parquet timestamp/date",
     "label": "the label column must be numeric (e.g. 0/1, a rating or a ratio)",
     "weight": "the weight column must be numeric",
 }
@@ -1567,9 +1737,10 @@ class _Validator:
         report.rows_read += n + len(batch.invalid)
         bad = np.zeros(n, bool)
         issues: list[tuple[int, int, str]] = []
-        users, codes = _parse_ids(batch.columns[mapping.user])
+        parse_ids = _hash_ids if self.source.hash_ids else _parse_ids
+        users, codes = parse_ids(batch.columns[mapping.user])
         self._check_codes(mapping.user, "id", codes, bad, issues, batch)
-        items, codes = _parse_ids(batch.columns[mapping.item])
+        items, codes = parse_ids(batch.columns[mapping.item])
         self._check_codes(mapping.item, "id", codes, bad, issues, batch)
         time_ns, codes = _parse_time_ns(batch.columns[mapping.time], mapping.time_unit)
         self._check_codes(mapping.time, "time", codes, bad, issues, batch)
@@ -1655,10 +1826,12 @@ class _Validator:
     def column_notes(self) -> dict[str, str]:
         mapping = self.source.mapping
         unit = mapping.time_unit
+        kind = "64-bit hash of the text (--hash-ids)" if self.source.hash_ids else "uint64"
         notes = {
-            mapping.user: "user id (uint64)",
-            mapping.item: "item id (uint64)",
-            mapping.time: f"event time in {unit}, floored to whole seconds",
+            mapping.user: f"user id ({kind})",
+            mapping.item: f"item id ({kind})",
+            mapping.time: f"event time in {unit} (or ISO-8601 text; UTC without an offset), "
+            "floored to whole seconds",
         }
         rule = mapping.label_rule
         if mapping.label is None:
@@ -2122,6 +2295,7 @@ def open_log(
     sort: SortPolicy = "auto",
     max_sort_rows: int | None = None,
     label_range: tuple[float, float] | None = None,
+    hash_ids: bool = False,
 ) -> EventLog:
     """Open an interaction log for replay as time-ordered :class:`EventChunk` objects.
 
@@ -2165,6 +2339,11 @@ def open_log(
         ``(low, high)``: a label outside it (after the label rule) fails reading with its line
         and the fix (``replay`` passes ``(0, 1)``, the logistic loss's range); default: any
         finite label.
+    hash_ids
+        Read user and item ids as 64-bit hashes of their text (:func:`hash_ids`), for logs
+        whose ids are strings (hex digests, UUIDs, ``A2SUAM1J3GNN3B``): ``--hash-ids``.
+        Every id is hashed, numeric ones included (as the text of their value), so one column
+        never mixes the two kinds. Default: ids must be non-negative integers.
 
     Returns
     -------
@@ -2201,6 +2380,9 @@ def open_log(
         if not low <= high:
             raise ValueError(f"label_range must be (low, high) with low <= high, got {label_range}")
         source.label_range = (low, high)
+    if not isinstance(hash_ids, bool):
+        raise ValueError(f"--hash-ids must be True or False, got {hash_ids!r}")
+    source.hash_ids = hash_ids
     return EventLog(
         source,
         chunk_rows=chunk_rows,

@@ -326,6 +326,7 @@ def replay(
     max_bad_rows: int | str = datasets.DEFAULT_MAX_BAD_ROWS,
     sort: datasets.SortPolicy = "auto",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    hash_ids: bool = False,
     parallel: bool = True,
     figures: bool = True,
     ray: int | None = None,
@@ -376,8 +377,9 @@ def replay(
         Which columns hold user, item, time, label (and weight) in a generic CSV/Parquet log;
         the CLI's text form ``"user=COL,item=COL,time=COL,label=COL[,weight=COL]"`` is
         accepted (:meth:`embcore.datasets.ColumnMap.parse`).
-    label_threshold, time_unit, separator, max_bad_rows, sort, chunk_rows
-        Passed to :func:`embcore.datasets.open_log`.
+    label_threshold, time_unit, separator, max_bad_rows, sort, chunk_rows, hash_ids
+        Passed to :func:`embcore.datasets.open_log` (``hash_ids=True``: text ids such as
+        hex digests or UUIDs read as 64-bit hashes of their text).
     parallel : bool
         Replay each chunk through the modes in parallel threads (same results either way).
     figures : bool
@@ -445,6 +447,7 @@ def replay(
             limit=limit,
             sort=sort,
             label_range=(0.0, 1.0),  # the logistic loss of progressive validation
+            hash_ids=hash_ids,
         )
         _settle_period(log, config)
         chunks = iter(log)
@@ -468,6 +471,7 @@ def replay(
                 "sort": sort,
                 "chunk_rows": chunk_rows,
                 "max_bad_rows": max_bad_rows,
+                "hash_ids": hash_ids,
             }
         )
 
@@ -716,6 +720,7 @@ def run(args: argparse.Namespace) -> int:
             separator=args.sep,
             max_bad_rows=args.max_bad_rows,
             sort=args.sort,
+            hash_ids=args.hash_ids,
             figures=not args.no_figures,
             ray=args.ray,
             ray_address=args.ray_address,
@@ -828,7 +833,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--time-unit",
         choices=["s", "ms", "us", "ns"],
         default=None,
-        help="unit of a numeric time column; default: the format's (s for generic logs)",
+        help="unit of a numeric time column; default: the format's (s for generic logs, ms "
+        "for a column named time_ms or timestamp_ms); ISO-8601 text times (2020-09-13, "
+        "2020-09-13T12:27:31Z, +02:00) are read as such, UTC when they have no offset",
+    )
+    parser.add_argument(
+        "--hash-ids",
+        action="store_true",
+        help="read user and item ids as 64-bit hashes of their text, for string ids (hex "
+        "digests, UUIDs); default: ids must be non-negative integers",
     )
     parser.add_argument(
         "--sep",
