@@ -601,3 +601,17 @@ def test_a_flipped_byte_in_a_tracked_parquet_table_is_skipped(tmp_path: Path) ->
     )
     assert [v["name"] for v in m["versions"]] == ["v1.parquet"]
     assert len(warnings) == 1 and "v2.parquet" in warnings[0] and "CRC" in warnings[0]
+
+
+@pytest.mark.parametrize("ids", [np.arange(6, dtype=float), [f"item{k}" for k in range(6)]])
+def test_track_names_an_id_column_of_another_kind(
+    ids: object, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """It said 'has no integer id column (columns: ['id', ...]); pass id_column' (a Python
+    keyword, and the column was there, of another kind)."""
+    path = tmp_path / "v1.parquet"
+    rows = pa.array(list(np.eye(6, dtype=np.float32)), pa.list_(pa.float32()))
+    pq.write_table(pa.table({"id": ids, "embedding": rows}), path)
+    line = _fails(["track", str(path), "--out", str(tmp_path / "o"), "--no-progress"], capsys)
+    assert "id column 'id' holds " in line and "not integers" in line
+    assert "--id-column NAME" in line and "pass id_column" not in line

@@ -438,3 +438,56 @@ def test_a_header_only_log_names_the_problem(tmp_path: Path) -> None:
     path = _csv(tmp_path / "log.csv", HEADER, [])
     with pytest.raises(DatasetError, match="has a header line but no data rows"):
         open_log(path).read()
+
+
+def test_iso_rows_parse_as_pythons_datetime_does() -> None:
+    """The per-row ISO path (used when a column is not clean) against datetime.fromisoformat,
+    on random dates (leap days, offsets, fractions) and a few that are no dates."""
+    from embcore.datasets import _ISO_PATTERN, _match, _parse_iso_ns
+
+    rng = np.random.default_rng(3)
+    texts, expected = [], []
+    for _ in range(2000):
+        seconds = int(rng.integers(-2_000_000_000, 4_000_000_000))
+        minutes = int(rng.integers(-14 * 60, 14 * 60 + 1))
+        zone = dt.timezone(dt.timedelta(minutes=minutes))
+        moment = dt.datetime.fromtimestamp(seconds, zone)
+        micros = int(rng.integers(0, 1_000_000))
+        style = int(rng.integers(0, 5))
+        if style == 0:
+            text, value = moment.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds * 10**9
+        elif style == 1:
+            text = moment.strftime("%Y-%m-%d %H:%M:%S") + f".{micros:06d}"
+            naive = moment.replace(tzinfo=dt.UTC)
+            value = int(naive.timestamp()) * 10**9 + micros * 1000
+        elif style == 2:
+            text = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+            value = (seconds - seconds % 60) * 10**9
+        elif style == 3:
+            text = moment.isoformat()  # +hh:mm
+            value = seconds * 10**9
+        else:
+            text = moment.strftime("%Y-%m-%d")
+            midnight = dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC)
+            value = int(midnight.timestamp()) * 10**9
+        texts.append(text)
+        expected.append(value)
+    bad = ["2021-02-29", "2020-13-01", "2020-04-31", "2020-01-01T24:00:00", "3000-01-01"]
+    text = pa.array(texts + bad + ["2024-02-29T23:59:59Z"])
+    rows = _match(text, _ISO_PATTERN)
+    assert rows.all()
+    out, read = _parse_iso_ns(text, rows)
+    assert read.tolist() == [True] * len(texts) + [False] * len(bad) + [True]
+    assert out[: len(texts)].tolist() == expected
+    assert out[-1] == int(dt.datetime(2024, 2, 29, 23, 59, 59, tzinfo=dt.UTC).timestamp()) * 10**9
+
+
+def test_a_mixed_iso_column_takes_the_row_path(tmp_path: Path) -> None:
+    """Offsets on some rows only: the clean-column cast fails, each row is read by itself."""
+    texts = ["2020-09-13T12:00:00Z", "2020-09-13 14:00:00", "2020-09-13T18:00:00+02:00", "x"]
+    path = _csv(tmp_path / "log.csv", HEADER, [(1, k, t, 1) for k, t in enumerate(texts)])
+    log = open_log(path, max_bad_rows=1)
+    chunk = log.read()
+    noon = int(dt.datetime(2020, 9, 13, 12, tzinfo=dt.UTC).timestamp())
+    assert chunk.timestamps.tolist() == [noon, noon + 2 * 3600, noon + 4 * 3600]
+    assert log.report.malformed_rows == 1

@@ -110,7 +110,10 @@ _ISO_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?)?"
     r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?$"
 )
-_ZONED_PATTERN = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
+_ISO_FIELDS = (
+    r"^(?P<y>[0-9]{4})-(?P<mo>[0-9]{2})-(?P<d>[0-9]{2})(?:[T ](?P<h>[0-9]{2}):(?P<mi>[0-9]{2})"
+    r"(?::(?P<s>[0-9]{2})(?:[.,](?P<f>[0-9]{1,9}))?)?)?(?P<z>Z|[+-][0-9]{2}:?[0-9]{2})?$"
+)
 _TRUE_FALSE = ("true", "false")
 # A float64 holds every integer up to 2**53 exactly; a larger id written as a float has lost
 # digits (two ids can have become one).
@@ -1511,6 +1514,14 @@ def _parse_time_ns(
             ints = np.asarray(pc.cast(values, pa.int64()).to_numpy())
         except pa.ArrowInvalid:
             ints = None
+        if ints is None and len(values) and _match(values[:1], _ISO_PATTERN)[0]:
+            # Fast path (4x): a clean ISO-8601 column, all with an offset or all without.
+            for to in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
+                try:
+                    stamps = pc.cast(pc.cast(values, to, safe=False), pa.int64())
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    continue
+                return np.asarray(stamps.to_numpy(zero_copy_only=False), np.int64), codes
     if ints is not None:
         limit = _INT64_MAX // factor
         codes[(np.abs(ints.astype(np.float64)) > limit) & (codes == _OK)] = _OUT_OF_RANGE
@@ -1541,38 +1552,51 @@ def _parse_iso_ns(
     text: pa.Array, rows: npt.NDArray[np.bool_]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     """ISO-8601 text (the ``rows`` that look like it) as int64 nanoseconds since 1970 UTC, and
-    which rows parsed: an offset (``Z``, ``+02:00``) is applied, a time without one is taken
-    as UTC, a date alone is its midnight. A value the calendar refuses (``2021-02-30``) stays
-    unparsed; the reader's cast fails a whole array, so failing halves are split until the
-    bad values are found (a few casts per bad value)."""
-    zoned = _match(text, _ZONED_PATTERN) & rows
-    out = np.zeros(len(text), np.int64)
-    read = np.zeros(len(text), bool)
-    for part, to in ((zoned, pa.timestamp("ns", tz="UTC")), (rows & ~zoned, pa.timestamp("ns"))):
-        index = np.flatnonzero(part)
-        if index.size:
-            _cast_iso(text.take(pa.array(index)), index, to, out, read)
-    return out, read
+    which rows are calendar dates within the nanosecond clock's range (1678-2262): an offset
+    (``Z``, ``+02:00``) is applied, a time without one is taken as UTC, a date alone is its
+    midnight. Vectorised: the fields are split by one regex and the date counted in numpy
+    (days from the civil calendar), so a bad value costs nothing extra."""
+    parts = pc.extract_regex(pc.if_else(pa.array(rows), text, pa.scalar("")), _ISO_FIELDS)
+    n = len(text)
+
+    def field(name: str, default: str = "0") -> npt.NDArray[np.int64]:
+        values = pc.fill_null(pc.struct_field(parts, name), default)
+        values = pc.if_else(pc.equal(values, ""), default, values)
+        return np.asarray(pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+
+    year, month, day = field("y"), field("mo", "1"), field("d", "1")
+    hour, minute, second = field("h"), field("mi"), field("s")
+    fraction = pc.fill_null(pc.struct_field(parts, "f"), "")
+    nanos = _digits_as_int(pc.utf8_rpad(fraction, 9, "0"))  # '123' -> 123,000,000 ns
+    zone = pc.fill_null(pc.struct_field(parts, "z"), "")
+    offset = np.zeros(n, np.int64)
+    zoned = np.asarray(pc.greater(pc.utf8_length(zone), 1).to_numpy(zero_copy_only=False), bool)
+    if zoned.any():
+        digits = pc.replace_substring(pc.utf8_slice_codeunits(zone, 1), ":", "")
+        hhmm = np.where(zoned, _digits_as_int(pc.if_else(pa.array(zoned), digits, "0")), 0)
+        sign = np.where(_match(zone, r"^-"), -1, 1)
+        offset = sign * (hhmm // 100 * 60 + hhmm % 100) * 60
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_days = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+    ok = rows & (month >= 1) & (month <= 12) & (day >= 1) & (hour <= 23) & (minute <= 59)
+    ok &= second <= 60  # 60: a leap second, read as the next second
+    ok &= day <= month_days[np.clip(month, 1, 12) - 1] + ((month == 2) & leap)
+    # Days from 1970-01-01 (H. Hinnant's days_from_civil), valid for every year.
+    y = year - (month <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    doy = (153 * (month + np.where(month > 2, -3, 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146_097 + doe - 719_468
+    seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset
+    ok &= np.abs(seconds) < _INT64_MAX // _NS_PER_SECOND
+    out = np.where(ok, seconds, 0) * np.int64(_NS_PER_SECOND) + np.where(ok, nanos, 0)
+    return out.astype(np.int64), ok
 
 
-def _cast_iso(
-    text: pa.Array,
-    index: npt.NDArray[np.int64],
-    to: pa.DataType,
-    out: npt.NDArray[np.int64],
-    read: npt.NDArray[np.bool_],
-) -> None:
-    try:
-        # safe=False: nanosecond digits with an offset are exact, the check refuses them.
-        stamps = pc.cast(pc.cast(text, to, safe=False), pa.int64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        if len(text) > 1:
-            half = len(text) // 2
-            _cast_iso(text.slice(0, half), index[:half], to, out, read)
-            _cast_iso(text.slice(half), index[half:], to, out, read)
-        return
-    out[index] = np.asarray(stamps.to_numpy(zero_copy_only=False), np.int64)
-    read[index] = True
+def _digits_as_int(values: pa.Array) -> npt.NDArray[np.int64]:
+    """Digit strings (all of them) as int64."""
+    return np.asarray(pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False), np.int64)
 
 
 # ----------------------------------------------------------------------------------------------

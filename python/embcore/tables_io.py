@@ -348,8 +348,19 @@ def _open_parquet(
     names = list(fields)
     ints = [n for n in names if pa.types.is_integer(fields[n])]
     id_name = _pick(names, id_column, _ID_NAMES, "id column") or (ints[0] if ints else None)
-    if id_name is None or not pa.types.is_integer(fields[id_name]):
-        raise VersionError(f"has no integer id column (columns: {names}); pass id_column")
+    if id_name is None:
+        raise VersionError(
+            f"has no integer id column (columns: {names}); pass --id-column NAME (Python: "
+            "id_column=NAME)"
+        )
+    kind = fields[id_name]
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not pa.types.is_integer(kind):
+        raise VersionError(
+            f"id column {id_name!r} holds {kind}, not integers; write the table's ids as "
+            "int64/uint64 (or pass --id-column NAME to use another column)"
+        )
     count_name = _pick(names, count_column, _COUNT_NAMES, "count column")
     if time_column is not None and time_column not in names:
         raise VersionError(f"has no time column {time_column!r}; it has {names}")
@@ -411,6 +422,8 @@ def _open_parquet(
         for h in handles:
             for batch in h.iter_batches(batch_size=chunk_rows, columns=columns):
                 ids = batch.column(id_name)
+                if pa.types.is_dictionary(ids.type):
+                    ids = ids.dictionary_decode()
                 if ids.null_count:
                     raise VersionError(f"id column {id_name!r} has {ids.null_count} nulls")
                 counts = None
