@@ -809,15 +809,25 @@ class Tracker:
                 readable += 1
                 last = metrics
                 done.append(metrics)
+        except BaseException:
+            self._report_skips(notes, skips, warn)  # another error: what was seen still counts
+            raise
         finally:
             bar.close()
         if paths and not readable:
             raise TrackError(self._nothing_readable([*unreadable, *(s[2] for s in skips)]))
+        self._report_skips(notes, skips, warn)
+        return done
+
+    def _report_skips(
+        self, notes: list[str], skips: list[tuple[str, str, str]], warn: Callable[[str], None]
+    ) -> None:
         for line in notes:
             warn(line)
         for skip in skips:
             self.skip(*skip)
-        return done
+        notes.clear()
+        skips.clear()
 
     @staticmethod
     def _nothing_readable(reasons: Sequence[str]) -> str:
