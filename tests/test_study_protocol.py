@@ -306,3 +306,16 @@ def test_report_readings_name_the_peak_bins():
     texts = report.readings(metrics)
     assert "batch views 17-32 on 363 settled items" in texts["update_curve"]
     assert "batch not reached" in texts["maturity_protocol"]
+
+
+def test_the_summary_line_of_a_claim_carries_its_note(tiny):
+    from embcore.study import _summary_text
+
+    metrics, out = tiny
+    claims = [dict(c, note="") for c in metrics["claims"]]
+    claims[0]["note"] = "batch's median is never reached"
+    text = _summary_text({**metrics, "claims": claims}, out)
+    lines = [line for line in text.splitlines() if line.startswith("  claim ")]
+    assert len(lines) == len(claims)
+    assert lines[0].endswith(f"{claims[0]['verdict']} (batch's median is never reached)")
+    assert all(line.endswith(c["verdict"]) for line, c in zip(lines[1:], claims[1:], strict=True))

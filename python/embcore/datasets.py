@@ -675,7 +675,7 @@ def _sniff_lines(path: Path) -> list[str]:
         with pa.input_stream(str(path)) as stream:  # detects .gz/.bz2/.zst from the name
             head = stream.read(_SNIFF_BYTES)
     except (OSError, pa.ArrowException) as exc:
-        raise _fail(path, f"cannot be read: {_damaged(exc)}") from None
+        raise _fail(path, f"cannot be read: {_damaged(exc, path)}") from None
     text = head.decode("utf-8-sig", errors="replace")
     lines = text.split("\n")
     if len(head) == _SNIFF_BYTES and len(lines) > 1:
@@ -683,12 +683,20 @@ def _sniff_lines(path: Path) -> list[str]:
     return [line.rstrip("\r") for line in lines]
 
 
-def _damaged(exc: BaseException) -> str:
-    """The reader's complaint about damaged bytes, with the fix."""
-    return (
-        f"the file is truncated or damaged ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
-        "download or export it again (for .gz: gzip -t FILE checks it)"
-    )
+def _damaged(exc: BaseException, path: Path) -> str:
+    """The reader's complaint about damaged bytes, with the fix (and, for a gzip file, the
+    command that checks it).
+
+    >>> _damaged(OSError("bad CRC"), Path("log.parquet"))
+    'the file is truncated or damaged (bad CRC); download or export it again'
+    >>> _damaged(OSError("truncated"), Path("log.csv.gz")).endswith("gzip -t log.csv.gz checks it)")
+    True
+    """
+    complaint = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    fix = "download or export it again"
+    if path.suffix.lower() == ".gz":
+        fix += f" (gzip -t {shlex.quote(str(path))} checks it)"
+    return f"the file is truncated or damaged ({complaint}); {fix}"
 
 
 def _shown(value: Any, limit: int = 60) -> str:
@@ -840,7 +848,7 @@ def _resolve_parquet(path: Path, format: str, columns: ColumnMap | None) -> _Sou
     try:
         parquet = pq.ParquetFile(str(path), page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
-        raise _fail(path, f"cannot be read as Parquet: {_damaged(exc)}") from None
+        raise _fail(path, f"cannot be read as Parquet: {_damaged(exc, path)}") from None
     names = list(parquet.schema_arrow.names)
     _refuse_duplicate_names(path, names)
     if parquet.metadata.num_rows == 0:
@@ -1086,7 +1094,7 @@ def _iter_parquet(source: _Source, names: list[str], chunk_rows: int) -> Iterato
             yield _RawBatch(columns, np.arange(start + 1, start + n + 1, dtype=np.int64), [])
             start += n
     except (OSError, pa.ArrowException) as exc:
-        raise _fail(source.path, f"after row {start:,}: {_damaged(exc)}") from None
+        raise _fail(source.path, f"after row {start:,}: {_damaged(exc, source.path)}") from None
 
 
 def _iter_text(source: _Source, names: list[str], chunk_rows: int) -> Iterator[_RawBatch]:
@@ -1155,7 +1163,9 @@ class _TextReader:
                     source.path, f"near line {self.next_line:,}: {exc}{_hint(exc)}"
                 ) from None
             except (OSError, pa.ArrowException) as exc:
-                raise _fail(source.path, f"near line {self.next_line:,}: {_damaged(exc)}") from None
+                raise _fail(
+                    source.path, f"near line {self.next_line:,}: {_damaged(exc, source.path)}"
+                ) from None
             if quote_trouble:
                 self._raise_quote(*quote_trouble[0])
             pending.extend(rejected)
@@ -1259,7 +1269,7 @@ class _TextReader:
             message = f"cannot be read as {source.format} ({exc}){_hint(exc)}"
             raise _fail(source.path, message) from None
         except (OSError, pa.ArrowException) as exc:
-            raise _fail(source.path, f"cannot be read: {_damaged(exc)}") from None
+            raise _fail(source.path, f"cannot be read: {_damaged(exc, source.path)}") from None
 
 
 def _split_dat(

@@ -1429,7 +1429,12 @@ def _summary_text(metrics: Mapping[str, Any], out: Path) -> str:
             f"{_fmt(m['score_affinity_correlation'])}"
         )
     for c in metrics.get("claims", []):
-        lines.append(f"  claim {c['key']}: {c['measured']} (band {c['band_text']}): {c['verdict']}")
+        # The claim's note says why an estimate sits where it does (a median never
+        # reached, the two lifts behind a difference).
+        note = f" ({c['note']})" if c.get("note") else ""
+        lines.append(
+            f"  claim {c['key']}: {c['measured']} (band {c['band_text']}): {c['verdict']}{note}"
+        )
     for flag in metrics.get("flags", []):
         lines.append(f"  FLAG {flag['code']}: {flag['message']}")
     lines.append(f"  {metrics['runtime_seconds']} s")
