@@ -1087,7 +1087,12 @@ def _iter_parquet(source: _Source, names: list[str], chunk_rows: int) -> Iterato
     try:
         # Pages whose writer stored a CRC are checked (a flipped byte fails the read); pages
         # written without one cannot be checked (docs/datasets.md, "Bad files").
-        parquet = pq.ParquetFile(str(source.path), page_checksum_verification=True)
+        # pre_buffer=False: with it on, the reader kept whole row groups' compressed and
+        # decoded buffers besides the batches (a 10M-event log: 151 MB of Arrow memory at
+        # most, 55 MB without; the same speed on a local disk).
+        parquet = pq.ParquetFile(
+            str(source.path), pre_buffer=False, page_checksum_verification=True
+        )
         for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
             n = batch.num_rows
             columns = {name: batch.column(name) for name in names}
