@@ -776,8 +776,10 @@ impl EmbeddingTable {
     /// `prefetch` with the row width known to the caller (`n` vectors of
     /// four floats, `4 × n = dim`): a compile-time width unrolls the line
     /// loops (the per-event loops prefetch every field's row each event).
+    /// `with_state`: also the per-coordinate optimizer state (the caller
+    /// passes `state_width() > 0`, or a constant it knows it equals).
     #[inline(always)]
-    pub fn prefetch_width<W: crate::kernels::simd::Width>(&self, r: u32, n: W) {
+    pub fn prefetch_width<W: crate::kernels::simd::Width>(&self, r: u32, n: W, with_state: bool) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -800,7 +802,7 @@ impl EmbeddingTable {
                 }
                 _mm_prefetch(m, _MM_HINT_T0);
             }
-            if self.state_width > 0 {
+            if with_state {
                 // Per-coordinate state (Adagrad): as wide as the row.
                 let st = self
                     .state
@@ -816,7 +818,7 @@ impl EmbeddingTable {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (r, n);
+        let _ = (r, n, with_state);
     }
 
     /// Row index of `id`, or `None`. Never inserts.
@@ -1123,6 +1125,59 @@ impl EmbeddingTable {
             weights: &self.weights.as_slice()[r * d..(r + 1) * d],
             state,
             meta: m.try_into().expect("8 metadata words"),
+        }
+    }
+
+    /// Whether every entry of `rows` other than `skip` is a row of this
+    /// table's regions (below the capacity): the precondition of
+    /// `row_cells_unchecked`, checked once for a share's rows in one
+    /// branch-free pass (vectorised) rather than per event.
+    pub fn rows_in_range(&self, rows: &[u32], skip: u32) -> bool {
+        // The capacity is at most MAX_CAPACITY < u32::MAX (validated).
+        let cap = self.cfg.capacity as u32;
+        rows.iter()
+            .fold(true, |ok, &r| ok & ((r < cap) | (r == skip)))
+    }
+
+    /// `row_cells_width` without bounds checks; `with_state`: the row has
+    /// per-coordinate optimizer state (else `state` is empty).
+    ///
+    /// # Safety
+    /// `r` is below the capacity (`rows_in_range`), `4 × n = dim`, and
+    /// `with_state` implies `state_width() == dim`.
+    #[inline(always)]
+    pub unsafe fn row_cells_unchecked<W: crate::kernels::simd::Width>(
+        &self,
+        r: u32,
+        n: W,
+        with_state: bool,
+    ) -> RowCells<'_> {
+        debug_assert!((r as usize) < self.cfg.capacity);
+        debug_assert_eq!(4 * n.get(), self.cfg.dim);
+        debug_assert!(!with_state || self.state_width == self.cfg.dim);
+        let d = 4 * n.get();
+        let r = r as usize;
+        // SAFETY: the regions hold `capacity` rows of `dim` weights,
+        // `state_width` state cells and `meta::WORDS` metadata words, live as
+        // long as `self`, and `r < capacity`, `d = dim` and (with state)
+        // `state_width = d` (this function's contract): each slice below lies
+        // inside its region.
+        unsafe {
+            let state: &[AtomicU32] = if with_state {
+                std::slice::from_raw_parts(self.state.as_ptr().add(r * d), d)
+            } else {
+                &[]
+            };
+            let m = &*self
+                .meta
+                .as_ptr()
+                .add(r * meta::WORDS)
+                .cast::<[AtomicU64; meta::WORDS]>();
+            RowCells {
+                weights: std::slice::from_raw_parts(self.weights.as_ptr().add(r * d), d),
+                state,
+                meta: m,
+            }
         }
     }
 

@@ -21,13 +21,16 @@
 //!   the counters' locked read-modify-writes each wait for the store buffer
 //!   to drain, so grouping them makes that one wait per event.
 
-use crate::kernels::optim::dot;
-use crate::kernels::simd::{self, Dyn, Fixed, InVectors, Isa, Lanes, Prepared, Sse, Width};
+use crate::kernels::optim::{dot, Optimizer};
+use crate::kernels::simd::{
+    self, Dyn, Fixed, General, InVectors, Isa, Lanes, PlainAdagrad, PlainSgd, Prepared, Sse,
+    StepPlan, Width,
+};
 use crate::storage::table::{dec_time, meta, unpack_bias, EmbeddingTable, RowCells};
 use crate::train::batch::Events;
 use crate::train::bias::GlobalBias;
 use crate::train::config::{block_index, FieldConfig, Interaction};
-use crate::train::loss::Loss;
+use crate::train::loss::{Loss, LossSums};
 use crate::train::observer::{RowUpdate, UpdateObserver};
 use crate::train::resolve::MISSING;
 use std::marker::PhantomData;
@@ -39,6 +42,13 @@ use std::sync::atomic::Ordering::Relaxed;
 #[cfg(test)]
 pub(crate) static FORCE_GENERIC: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(test)]
+thread_local! {
+    /// Tests only: how many shares this thread ran on an instance with the
+    /// optimizer fixed at compile time (`StepPlan` other than `General`).
+    pub(crate) static PLANNED_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 const PREFETCH: usize = 8;
 pub use crate::train::config::MAX_FIELDS;
@@ -400,29 +410,73 @@ fn shapes<I: Isa, O: UpdateObserver>(
     use Interaction::{FieldAware as Ffm, Plain as Fm};
     let s = share;
     let i = isa;
+    // Instances with the optimizer fixed at compile time (`StepPlan`) for
+    // the default optimizer (Adagrad) and SGD, without l2 and max_norm, on
+    // the shapes the benchmarks run (MF d = 32 and 64, FFM and FM with four
+    // fields); every other case is the `General` instance of its shape.
+    let all_fit = |fits: fn(&Optimizer) -> bool| s.tables.iter().all(|t| fits(t.optimizer()));
+    let (sgd, adagrad) = (all_fit(PlainSgd::fits), all_fit(PlainAdagrad::fits));
     match (l.interaction, nf, q) {
+        (Ffm, 2, 8) if sgd => fused(s, shard, i, PlainSgd, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 8) if adagrad => fused(
+            s,
+            shard,
+            i,
+            PlainAdagrad,
+            Fixed::<2>,
+            Fixed::<8>,
+            Fixed::<8>,
+        ),
+        (Ffm, 2, 16) if sgd => fused(s, shard, i, PlainSgd, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 2, 16) if adagrad => fused(
+            s,
+            shard,
+            i,
+            PlainAdagrad,
+            Fixed::<2>,
+            Fixed::<16>,
+            Fixed::<16>,
+        ),
+        (Ffm, 4, 2) if adagrad => fused(
+            s,
+            shard,
+            i,
+            PlainAdagrad,
+            Fixed::<4>,
+            Fixed::<2>,
+            Fixed::<6>,
+        ),
+        (Fm, 4, 8) if adagrad => fused(
+            s,
+            shard,
+            i,
+            PlainAdagrad,
+            Fixed::<4>,
+            Fixed::<8>,
+            Fixed::<8>,
+        ),
         // Matrix factorisation: two fields, one block per row.
-        (Ffm, 2, 2) => fused(s, shard, i, Fixed::<2>, Fixed::<2>, Fixed::<2>),
-        (Ffm, 2, 4) => fused(s, shard, i, Fixed::<2>, Fixed::<4>, Fixed::<4>),
-        (Ffm, 2, 8) => fused(s, shard, i, Fixed::<2>, Fixed::<8>, Fixed::<8>),
-        (Ffm, 2, 16) => fused(s, shard, i, Fixed::<2>, Fixed::<16>, Fixed::<16>),
-        (Ffm, 2, q) => fused(s, shard, i, Fixed::<2>, Dyn(q), Dyn(q)),
-        (Ffm, 3, 2) => fused(s, shard, i, Fixed::<3>, Fixed::<2>, Fixed::<4>),
-        (Ffm, 4, 2) => fused(s, shard, i, Fixed::<4>, Fixed::<2>, Fixed::<6>),
-        (Ffm, 5, 2) => fused(s, shard, i, Fixed::<5>, Fixed::<2>, Fixed::<8>),
-        (Ffm, 4, 1) if one => fused(s, shard, i, Fixed::<4>, Fixed::<1>, Fixed::<3>),
-        (Ffm, 4, 4) => fused(s, shard, i, Fixed::<4>, Fixed::<4>, Fixed::<12>),
-        (Ffm, _, 1) if one => fused(s, shard, i, Dyn(nf), Fixed::<1>, Dyn(nf - 1)),
-        (Ffm, _, 2) => fused(s, shard, i, Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1))),
-        (Ffm, _, 4) => fused(s, shard, i, Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1))),
-        (Ffm, _, 8) => fused(s, shard, i, Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1))),
-        (Ffm, _, q) => fused(s, shard, i, Dyn(nf), Dyn(q), Dyn(q * (nf - 1))),
-        (Fm, 4, 8) => fused(s, shard, i, Fixed::<4>, Fixed::<8>, Fixed::<8>),
-        (Fm, _, 2) => fused(s, shard, i, Dyn(nf), Fixed::<2>, Fixed::<2>),
-        (Fm, _, 4) => fused(s, shard, i, Dyn(nf), Fixed::<4>, Fixed::<4>),
-        (Fm, _, 8) => fused(s, shard, i, Dyn(nf), Fixed::<8>, Fixed::<8>),
-        (Fm, _, 16) => fused(s, shard, i, Dyn(nf), Fixed::<16>, Fixed::<16>),
-        (Fm, _, q) => fused(s, shard, i, Dyn(nf), Dyn(q), Dyn(q)),
+        (Ffm, 2, 2) => fused(s, shard, i, General, Fixed::<2>, Fixed::<2>, Fixed::<2>),
+        (Ffm, 2, 4) => fused(s, shard, i, General, Fixed::<2>, Fixed::<4>, Fixed::<4>),
+        (Ffm, 2, 8) => fused(s, shard, i, General, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 16) => fused(s, shard, i, General, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 2, q) => fused(s, shard, i, General, Fixed::<2>, Dyn(q), Dyn(q)),
+        (Ffm, 3, 2) => fused(s, shard, i, General, Fixed::<3>, Fixed::<2>, Fixed::<4>),
+        (Ffm, 4, 2) => fused(s, shard, i, General, Fixed::<4>, Fixed::<2>, Fixed::<6>),
+        (Ffm, 5, 2) => fused(s, shard, i, General, Fixed::<5>, Fixed::<2>, Fixed::<8>),
+        (Ffm, 4, 1) if one => fused(s, shard, i, General, Fixed::<4>, Fixed::<1>, Fixed::<3>),
+        (Ffm, 4, 4) => fused(s, shard, i, General, Fixed::<4>, Fixed::<4>, Fixed::<12>),
+        (Ffm, _, 1) if one => fused(s, shard, i, General, Dyn(nf), Fixed::<1>, Dyn(nf - 1)),
+        (Ffm, _, 2) => fused(s, shard, i, General, Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1))),
+        (Ffm, _, 4) => fused(s, shard, i, General, Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1))),
+        (Ffm, _, 8) => fused(s, shard, i, General, Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1))),
+        (Ffm, _, q) => fused(s, shard, i, General, Dyn(nf), Dyn(q), Dyn(q * (nf - 1))),
+        (Fm, 4, 8) => fused(s, shard, i, General, Fixed::<4>, Fixed::<8>, Fixed::<8>),
+        (Fm, _, 2) => fused(s, shard, i, General, Dyn(nf), Fixed::<2>, Fixed::<2>),
+        (Fm, _, 4) => fused(s, shard, i, General, Dyn(nf), Fixed::<4>, Fixed::<4>),
+        (Fm, _, 8) => fused(s, shard, i, General, Dyn(nf), Fixed::<8>, Fixed::<8>),
+        (Fm, _, 16) => fused(s, shard, i, General, Dyn(nf), Fixed::<16>, Fixed::<16>),
+        (Fm, _, q) => fused(s, shard, i, General, Dyn(nf), Dyn(q), Dyn(q)),
     }
 }
 
@@ -431,10 +485,11 @@ fn shapes<I: Isa, O: UpdateObserver>(
 /// then per row one fused optimizer step (`simd::step_row`) and the bias step.
 /// `block_width` is the block width and `row_width` the row width, in vectors.
 #[inline(always)]
-fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
+fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     s: &Share<'_, O>,
     shard: &mut O::Shard,
     isa: I,
+    plan: P,
     n_fields: N,
     block_quads: B,
     row_quads: R,
@@ -450,6 +505,10 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     };
     let nf = n_fields.get();
     let w = row_width.get();
+    #[cfg(test)]
+    if P::KIND.is_some() {
+        PLANNED_RUNS.with(|c| c.set(c.get() + 1));
+    }
     debug_assert_eq!(
         (nf, 4 * block_quads.get(), 4 * row_quads.get()),
         (s.layout.n_fields, s.layout.dim, s.layout.row_dim)
@@ -463,6 +522,22 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     }
     let observed_ids = &s.events.columns[s.observed_field][..end];
     let (tables, rows) = (&s.tables[..nf], &row_slices[..nf]);
+    let start = s.range.start;
+    // The rows are addressed without bounds checks below: resolution gave
+    // rows of the tables or MISSING, checked here once for the share.
+    assert!(
+        tables
+            .iter()
+            .zip(rows)
+            .all(|(t, r)| t.rows_in_range(&r[start..], MISSING)),
+        "resolved rows outside their table"
+    );
+    // Per-coordinate state (Adagrad): fixed by the plan, else as the table says.
+    let mut with_state = [false; MAX_FIELDS];
+    for (w, t) in with_state.iter_mut().zip(tables) {
+        *w = P::KIND.map_or(t.state_width() > 0, |k| k.state_width(1) > 0);
+    }
+    let with_state = &with_state[..nf];
     let (obs_field, (obs_off, obs_len)) = (s.observed_field, s.observed_span);
     // Per-field state of the event on the stack (at most MAX_FIELDS): with a
     // compile-time field count the compiler keeps it in registers.
@@ -489,7 +564,7 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     let weights = s.events.weights.map(|w| &w[..end]);
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
-    let start = s.range.start;
+    let mut sums = LossSums::new(s.loss);
     if s.scores {
         totals.scores.reserve_exact(end - start);
     }
@@ -499,8 +574,8 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     for block_start in (start..end).step_by(block) {
         for e in block_start..(block_start + block).min(end) {
             if e + PREFETCH < end {
-                for (t, r) in tables.iter().zip(rows) {
-                    t.prefetch_width(r[e + PREFETCH], row_quads);
+                for ((t, r), &st) in tables.iter().zip(rows).zip(with_state) {
+                    t.prefetch_width(r[e + PREFETCH], row_quads, st);
                 }
             }
             let mut missing = false;
@@ -517,13 +592,18 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 }
                 continue;
             }
-            for (((t, &r), loaded_row), cell) in tables
+            for ((((t, &r), loaded_row), cell), &st) in tables
                 .iter()
                 .zip(row_of.iter())
                 .zip(x.chunks_exact_mut(w))
                 .zip(cells.iter_mut())
+                .zip(with_state)
             {
-                *cell = t.row_cells_width(r, row_quads);
+                // SAFETY: `r` is not MISSING (checked above), so below the
+                // table's capacity (the assertion before the loop); the
+                // table's row width is `row_quads` F4s (`Layout::of`), and
+                // `st` implies per-coordinate state as wide as the row.
+                *cell = unsafe { t.row_cells_unchecked(r, row_quads, st) };
                 simd::load_row(isa, row_width, cell.weights, loaded_row);
             }
             let mut score = interactions_v(shape, x, sum);
@@ -538,9 +618,8 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 totals.scores.push(score);
             }
             let wt = weights.map_or(1.0, |w| w[e]);
-            let (loss, g) = s.loss.value_and_grad(score, labels[e]);
-            totals.loss_sum += f64::from(wt * loss);
-            totals.weight_sum += f64::from(wt);
+            let (g, z) = s.loss.grad_and_exp(score, labels[e]);
+            sums.add(score, labels[e], z, wt);
             let g = g * wt;
             gradients_v(shape, x, sum, g, grad);
             let t_e = s.times.at(e);
@@ -560,11 +639,11 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                     state: c.state,
                     row_acc: &c.meta[meta::ROW_ACC],
                 };
-                simd::step_row(p, row_width, step_cells, loaded_row, row_grad, out);
+                simd::step_row_planned(plan, p, row_width, step_cells, loaded_row, row_grad, out);
                 if bias {
                     t.bias_step_meta(c.meta, g);
                 }
-                if f == obs_field {
+                if O::OBSERVES && f == obs_field {
                     s.observer.observe(
                         shard,
                         &RowUpdate {
@@ -590,6 +669,8 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     if bias {
         global.publish();
     }
+    sums.flush();
+    (totals.loss_sum, totals.weight_sum) = (sums.loss_sum, sums.weight_sum);
     totals
 }
 
@@ -886,12 +967,26 @@ mod tests {
             for (nf, dim) in shapes {
                 for opt in optimizers() {
                     let fused = model(interaction, nf, dim, opt);
+                    let planned_before = PLANNED_RUNS.with(std::cell::Cell::get);
                     train(&fused, &cols[..nf], &labels, &weights, 1);
+                    let planned = PLANNED_RUNS.with(std::cell::Cell::get) > planned_before;
                     FORCE_GENERIC.store(true, Relaxed);
                     let generic = model(interaction, nf, dim, opt);
                     train(&generic, &cols[..nf], &labels, &weights, 1);
                     FORCE_GENERIC.store(false, Relaxed);
                     let what = format!("{level} {interaction:?} nf={nf} dim={dim} {opt:?}");
+                    // The instances with the optimizer fixed at compile time
+                    // run exactly where `shapes` says (and are checked here).
+                    use OptimizerKind::{Adagrad, Sgd};
+                    let specialised = opt.l2 == 0.0
+                        && opt.max_norm == 0.0
+                        && matches!(
+                            (interaction, nf, dim, opt.kind),
+                            (Interaction::FieldAware, 2, 32 | 64, Sgd | Adagrad)
+                                | (Interaction::FieldAware, 4, 8, Adagrad)
+                                | (Interaction::Plain, 4, 32, Adagrad)
+                        );
+                    assert_eq!(planned, specialised, "{what}");
                     assert_eq!(
                         fused.global_bias().to_bits(),
                         generic.global_bias().to_bits(),
