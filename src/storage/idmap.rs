@@ -90,7 +90,7 @@ impl Slots {
 #[inline(always)]
 fn find_in(slots: &[Slot], mask: usize, mut i: usize, id: u64) -> Option<u32> {
     loop {
-        let s = &slots[i];
+        let s = &slots[i & mask];
         let mut st = s.row.load(Acquire);
         // Fast path, the same answers as the states below: a slot holding
         // a row (every state word below `PENDING`) is `id`'s exactly when
@@ -368,7 +368,9 @@ impl MapGuard<'_> {
         let s = b.as_ref().expect("guard held");
         // The slot array and mask as locals (kept in registers, not reloaded
         // through the guard per id).
-        let (slots, mask) = (&*s.slots, s.mask);
+        // Sliced to `mask + 1` slots (its length: the table is a power of
+        // two), so the compiler sees every masked index in bounds.
+        let (slots, mask) = (&s.slots[..=s.mask], s.mask);
         let n = ids.len().min(rows.len());
         let (ids, rows) = (&ids[..n], &mut rows[..n]);
         // Probe starts of the next BATCH_AHEAD ids, hashed (and prefetched)

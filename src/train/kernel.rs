@@ -30,7 +30,7 @@ use crate::storage::table::{dec_time, meta, unpack_bias, EmbeddingTable, RowCell
 use crate::train::batch::Events;
 use crate::train::bias::GlobalBias;
 use crate::train::config::{block_index, FieldConfig, Interaction};
-use crate::train::loss::{Loss, LossSums};
+use crate::train::loss::Loss;
 use crate::train::observer::{RowUpdate, UpdateObserver};
 use crate::train::resolve::MISSING;
 use std::marker::PhantomData;
@@ -525,11 +525,16 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     let start = s.range.start;
     // The rows are addressed without bounds checks below: resolution gave
     // rows of the tables or MISSING, checked here once for the share.
+    let mut regions = [tables[0].regions(); MAX_FIELDS];
+    for (g, t) in regions.iter_mut().zip(tables) {
+        *g = t.regions();
+    }
+    let regions = &regions[..nf];
     assert!(
-        tables
+        regions
             .iter()
             .zip(rows)
-            .all(|(t, r)| t.rows_in_range(&r[start..], MISSING)),
+            .all(|(g, r)| g.rows_in_range(&r[start..], MISSING)),
         "resolved rows outside their table"
     );
     // Per-coordinate state (Adagrad): fixed by the plan, else as the table says.
@@ -555,16 +560,20 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     let opt = *tables[0].optimizer();
     // A plain loop, not a closure: the vectors are made here, where `isa`'s
     // instructions are enabled.
-    let mut prepared: Vec<Prepared<I>> = Vec::with_capacity(nf);
-    for t in tables {
-        prepared.push(Prepared::with(isa, t.optimizer()));
+    // On the stack, not the heap: the compiler then knows the row stores do
+    // not change them and keeps them in registers.
+    let mut prepared = [Prepared::with(isa, &opt); MAX_FIELDS];
+    for (p, t) in prepared.iter_mut().zip(tables) {
+        *p = Prepared::with(isa, t.optimizer());
     }
     let prepared = &prepared[..nf];
+    // The optimizer kind of every table (they are checked to be the same
+    // kind where the plan fixes it).
+    let kind_of = |t: &EmbeddingTable| P::KIND.unwrap_or(t.optimizer().kind);
     let (bias, labels) = (s.bias, &s.events.labels[..end]);
     let weights = s.events.weights.map(|w| &w[..end]);
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
-    let mut sums = LossSums::new(s.loss);
     if s.scores {
         totals.scores.reserve_exact(end - start);
     }
@@ -574,8 +583,8 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     for block_start in (start..end).step_by(block) {
         for e in block_start..(block_start + block).min(end) {
             if e + PREFETCH < end {
-                for ((t, r), &st) in tables.iter().zip(rows).zip(with_state) {
-                    t.prefetch_width(r[e + PREFETCH], row_quads, st);
+                for ((g, r), &st) in regions.iter().zip(rows).zip(with_state) {
+                    g.prefetch(r[e + PREFETCH], row_quads, st);
                 }
             }
             let mut missing = false;
@@ -592,7 +601,7 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 }
                 continue;
             }
-            for ((((t, &r), loaded_row), cell), &st) in tables
+            for ((((g, &r), loaded_row), cell), &st) in regions
                 .iter()
                 .zip(row_of.iter())
                 .zip(x.chunks_exact_mut(w))
@@ -603,7 +612,7 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 // table's capacity (the assertion before the loop); the
                 // table's row width is `row_quads` F4s (`Layout::of`), and
                 // `st` implies per-coordinate state as wide as the row.
-                *cell = unsafe { t.row_cells_unchecked(r, row_quads, st) };
+                *cell = unsafe { g.cells(r, row_quads, st) };
                 simd::load_row(isa, row_width, cell.weights, loaded_row);
             }
             let mut score = interactions_v(shape, x, sum);
@@ -618,8 +627,9 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 totals.scores.push(score);
             }
             let wt = weights.map_or(1.0, |w| w[e]);
-            let (g, z) = s.loss.grad_and_exp(score, labels[e]);
-            sums.add(score, labels[e], z, wt);
+            let (loss, g) = s.loss.value_and_grad(score, labels[e]);
+            totals.loss_sum += f64::from(wt * loss);
+            totals.weight_sum += f64::from(wt);
             let g = g * wt;
             gradients_v(shape, x, sum, g, grad);
             let t_e = s.times.at(e);
@@ -641,7 +651,7 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 };
                 simd::step_row_planned(plan, p, row_width, step_cells, loaded_row, row_grad, out);
                 if bias {
-                    t.bias_step_meta(c.meta, g);
+                    t.bias_step_meta_as(kind_of(t), c.meta, g);
                 }
                 if O::OBSERVES && f == obs_field {
                     s.observer.observe(
@@ -659,7 +669,7 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 }
             }
             if bias {
-                opt.step_scalar(&mut global.bias, g, &mut global.acc);
+                opt.step_scalar_as(kind_of(tables[0]), &mut global.bias, g, &mut global.acc);
             }
         }
         if bias && s.bias_sync.is_some() {
@@ -669,8 +679,6 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     if bias {
         global.publish();
     }
-    sums.flush();
-    (totals.loss_sum, totals.weight_sum) = (sums.loss_sum, sums.weight_sum);
     totals
 }
 

@@ -71,7 +71,10 @@ pub fn resolve(
     create: bool,
 ) -> Result<(Vec<u32>, usize)> {
     let n = ids.len();
-    let mut rows = vec![MISSING; n];
+    // Zeroed, not filled with MISSING: `get_batch` writes every entry (and
+    // a zeroed allocation of this size comes from the allocator as fresh
+    // zero pages, with no pass over it).
+    let mut rows = vec![0u32; n];
     let parts = chunks(n, workers(n, threads));
     // Pass 1: lookups only, each worker writing its own slice of `rows`.
     let mut slices = Vec::with_capacity(parts.len());
