@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A width (in `F4` vectors, or floats) known at compile time or run time.
 pub trait Width: Copy {
+    /// Known at compile time (`Fixed`).
+    const FIXED: bool;
     fn get(self) -> usize;
 }
 
@@ -45,6 +47,7 @@ pub trait Width: Copy {
 pub struct Fixed<const N: usize>;
 
 impl<const N: usize> Width for Fixed<N> {
+    const FIXED: bool = true;
     #[inline(always)]
     fn get(self) -> usize {
         N
@@ -56,6 +59,7 @@ impl<const N: usize> Width for Fixed<N> {
 pub struct Dyn(pub usize);
 
 impl Width for Dyn {
+    const FIXED: bool = false;
     #[inline(always)]
     fn get(self) -> usize {
         self.0
@@ -183,6 +187,7 @@ impl Isa for Sse {
 pub struct InVectors<V, W>(pub W, pub std::marker::PhantomData<V>);
 
 impl<V: Lanes, W: Width> Width for InVectors<V, W> {
+    const FIXED: bool = W::FIXED;
     #[inline(always)]
     fn get(self) -> usize {
         debug_assert_eq!(self.0.get() % V::QUADS, 0);

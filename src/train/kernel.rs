@@ -51,6 +51,8 @@ thread_local! {
 }
 
 const PREFETCH: usize = 8;
+/// Vectors per event buffer kept on the stack (`fused`).
+const STACK_VECTORS: usize = 32;
 pub use crate::train::config::MAX_FIELDS;
 
 /// How the rows of one event are laid out side by side, and the
@@ -547,12 +549,33 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     // Per-field state of the event on the stack (at most MAX_FIELDS): with a
     // compile-time field count the compiler keeps it in registers.
     let (mut row_of, mut counts) = ([0u32; MAX_FIELDS], [0u64; MAX_FIELDS]);
-    let (mut x, mut grad) = (vec![isa.zero(); nf * w], vec![isa.zero(); nf * w]);
-    let (mut out, mut sum) = (vec![isa.zero(); w], vec![isa.zero(); block_width.get()]);
+    // The event's rows, gradients, new row and FM sum: on the stack when the
+    // widths are compile-time constants and small (the compiler then keeps
+    // them in registers across the row stores, which it must assume write
+    // any memory whose address escaped, such as the heap), else on the heap.
+    let q = block_width.get();
+    let on_stack = N::FIXED && R::FIXED && nf * w <= STACK_VECTORS;
+    let mut stack = [[isa.zero(); STACK_VECTORS]; 4];
+    let mut heap;
+    let [x, grad, out, sum] = if on_stack {
+        let [x, grad, out, sum] = &mut stack;
+        [
+            &mut x[..nf * w],
+            &mut grad[..nf * w],
+            &mut out[..w],
+            &mut sum[..q],
+        ]
+    } else {
+        heap = vec![isa.zero(); 2 * nf * w + w + q];
+        let (x, rest) = heap.split_at_mut(nf * w);
+        let (grad, rest) = rest.split_at_mut(nf * w);
+        let (out, sum) = rest.split_at_mut(w);
+        [x, grad, out, sum]
+    };
     // Compile-time lengths when the widths are (fewer bounds checks).
     let (row_of, counts) = (&mut row_of[..nf], &mut counts[..nf]);
     let (x, grad) = (&mut x[..nf * w], &mut grad[..nf * w]);
-    let (out, sum) = (&mut out[..w], &mut sum[..block_width.get()]);
+    let (out, sum) = (&mut out[..w], &mut sum[..q]);
     // The cells of the event's rows, written in place (a row 0 always exists
     // in the reserved regions, so it is a valid placeholder).
     let mut cells_store: [RowCells<'_>; MAX_FIELDS] = [tables[0].row_cells(0); MAX_FIELDS];
