@@ -51,7 +51,7 @@ impl Events<'_> {
         };
         if let Some(w) = self.weights {
             check_len("weights", w.len())?;
-            if let Some(k) = first_failing(w, |x| x.is_finite() & (x >= 0.0) & (x <= MAX_WEIGHT)) {
+            if let Some(k) = first_failing(w, |x| x.is_finite() & (0.0..=MAX_WEIGHT).contains(&x)) {
                 return Err(bad(
                     "weights",
                     k,
@@ -74,7 +74,7 @@ impl Events<'_> {
         }
         match loss {
             Loss::Logistic => {
-                if let Some(k) = first_failing(labels, |x| (x >= 0.0) & (x <= 1.0)) {
+                if let Some(k) = first_failing(labels, |x| (0.0..=1.0).contains(&x)) {
                     return Err(bad(
                         "labels",
                         k,

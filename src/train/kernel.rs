@@ -52,7 +52,34 @@ thread_local! {
 
 const PREFETCH: usize = 8;
 /// Vectors per event buffer kept on the stack (`fused`).
-const STACK_VECTORS: usize = 32;
+const STACK_VECTORS: usize = 16;
+/// Fields whose per-field constants `fused` keeps on the stack (more: on
+/// the heap). Small: the debug build inlines every instance of `fused` into
+/// `shapes` with its own stack slots.
+const LOCAL_FIELDS: usize = 8;
+
+/// `make(t)` for each of `tables`, in `local` when they fit, else in `heap`
+/// (filled here): the per-field constants of a share, on the stack for the
+/// common field counts.
+#[inline(always)]
+fn per_field<'a, 't, T: Copy>(
+    local: &'a mut [T; LOCAL_FIELDS],
+    heap: &'a mut Vec<T>,
+    tables: &[&'t EmbeddingTable],
+    make: impl Fn(&'t EmbeddingTable) -> T,
+) -> &'a [T] {
+    let n = tables.len();
+    let out: &mut [T] = if n <= LOCAL_FIELDS {
+        &mut local[..n]
+    } else {
+        heap.resize(n, local[0]);
+        heap
+    };
+    for (o, t) in out.iter_mut().zip(tables) {
+        *o = make(t);
+    }
+    out
+}
 pub use crate::train::config::MAX_FIELDS;
 
 /// How the rows of one event are laid out side by side, and the
@@ -486,7 +513,10 @@ fn shapes<I: Isa, O: UpdateObserver>(
 /// score, gradients from the rows as loaded, the metadata of every row,
 /// then per row one fused optimizer step (`simd::step_row`) and the bias step.
 /// `block_width` is the block width and `row_width` the row width, in vectors.
-#[inline(always)]
+/// (Inlined into `shapes` in release builds, where `isa`'s instructions are
+/// enabled; not in debug builds, where every inlined instance kept stack
+/// slots of its own and `shapes_avx` needed more than a test thread's 2 MB.)
+#[cfg_attr(not(debug_assertions), inline(always))]
 fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     s: &Share<'_, O>,
     shard: &mut O::Shard,
@@ -527,11 +557,10 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     let start = s.range.start;
     // The rows are addressed without bounds checks below: resolution gave
     // rows of the tables or MISSING, checked here once for the share.
-    let mut regions = [tables[0].regions(); MAX_FIELDS];
-    for (g, t) in regions.iter_mut().zip(tables) {
-        *g = t.regions();
-    }
-    let regions = &regions[..nf];
+    let (mut regions_local, mut regions_heap) = ([tables[0].regions(); LOCAL_FIELDS], Vec::new());
+    let regions = per_field(&mut regions_local, &mut regions_heap, tables, |t| {
+        t.regions()
+    });
     assert!(
         regions
             .iter()
@@ -583,13 +612,14 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     let opt = *tables[0].optimizer();
     // A plain loop, not a closure: the vectors are made here, where `isa`'s
     // instructions are enabled.
-    // On the stack, not the heap: the compiler then knows the row stores do
-    // not change them and keeps them in registers.
-    let mut prepared = [Prepared::with(isa, &opt); MAX_FIELDS];
-    for (p, t) in prepared.iter_mut().zip(tables) {
-        *p = Prepared::with(isa, t.optimizer());
-    }
-    let prepared = &prepared[..nf];
+    // On the stack, not the heap (for up to LOCAL_FIELDS fields): the
+    // compiler then knows the row stores do not change them and keeps them
+    // in registers.
+    let (mut prepared_local, mut prepared_heap) =
+        ([Prepared::with(isa, &opt); LOCAL_FIELDS], Vec::new());
+    let prepared = per_field(&mut prepared_local, &mut prepared_heap, tables, |t| {
+        Prepared::with(isa, t.optimizer())
+    });
     // The optimizer kind of every table (they are checked to be the same
     // kind where the plan fixes it).
     let kind_of = |t: &EmbeddingTable| P::KIND.unwrap_or(t.optimizer().kind);
