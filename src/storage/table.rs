@@ -408,6 +408,11 @@ pub struct RowRegions<'a> {
 }
 
 impl<'a> RowRegions<'a> {
+    /// Floats per row (the table's `dim`).
+    pub fn row_width(&self) -> usize {
+        self.dim
+    }
+
     /// Whether every entry of `rows` other than `skip` is a row of the
     /// regions (below the capacity): the precondition of `cells`, checked
     /// once for many rows in one branch-free (vectorised) pass.

@@ -13,6 +13,15 @@
 //!   the same code with run-time widths (`Dyn`); otherwise `generic` on
 //!   plain floats. All give the same results bit for bit (tested below on
 //!   every instruction set): the same operations in the same order.
+//! * The optimizer, too, for the common cases: plain SGD and plain Adagrad
+//!   (no l2, no max_norm) on the benchmarked shapes run instances with the
+//!   optimizer fixed at compile time (`simd::StepPlan`), with no per-row
+//!   `match` or option test; every other optimizer runs the `General`
+//!   instance of its shape. Chosen once per call in `shapes`, tested
+//!   against the generic loop like every other instance.
+//! * Rows are addressed per event without bounds checks (`RowRegions::cells`):
+//!   every resolved row of a share is checked once, before its loop, to be a
+//!   row of its table or MISSING.
 //! * One dot product: `kernels::optim::dot` (two 4-lane partial sums added
 //!   lane-wise, then pairwise), which `simd::dot_optim` reproduces on
 //!   vectors. The first version summed FFM / FM blocks in another order;
@@ -445,45 +454,14 @@ fn shapes<I: Isa, O: UpdateObserver>(
     // fields); every other case is the `General` instance of its shape.
     let all_fit = |fits: fn(&Optimizer) -> bool| s.tables.iter().all(|t| fits(t.optimizer()));
     let (sgd, adagrad) = (all_fit(PlainSgd::fits), all_fit(PlainAdagrad::fits));
+    let (ps, pa) = (PlainSgd, PlainAdagrad);
     match (l.interaction, nf, q) {
-        (Ffm, 2, 8) if sgd => fused(s, shard, i, PlainSgd, Fixed::<2>, Fixed::<8>, Fixed::<8>),
-        (Ffm, 2, 8) if adagrad => fused(
-            s,
-            shard,
-            i,
-            PlainAdagrad,
-            Fixed::<2>,
-            Fixed::<8>,
-            Fixed::<8>,
-        ),
-        (Ffm, 2, 16) if sgd => fused(s, shard, i, PlainSgd, Fixed::<2>, Fixed::<16>, Fixed::<16>),
-        (Ffm, 2, 16) if adagrad => fused(
-            s,
-            shard,
-            i,
-            PlainAdagrad,
-            Fixed::<2>,
-            Fixed::<16>,
-            Fixed::<16>,
-        ),
-        (Ffm, 4, 2) if adagrad => fused(
-            s,
-            shard,
-            i,
-            PlainAdagrad,
-            Fixed::<4>,
-            Fixed::<2>,
-            Fixed::<6>,
-        ),
-        (Fm, 4, 8) if adagrad => fused(
-            s,
-            shard,
-            i,
-            PlainAdagrad,
-            Fixed::<4>,
-            Fixed::<8>,
-            Fixed::<8>,
-        ),
+        (Ffm, 2, 8) if sgd => fused(s, shard, i, ps, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 8) if adagrad => fused(s, shard, i, pa, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 16) if sgd => fused(s, shard, i, ps, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 2, 16) if adagrad => fused(s, shard, i, pa, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 4, 2) if adagrad => fused(s, shard, i, pa, Fixed::<4>, Fixed::<2>, Fixed::<6>),
+        (Fm, 4, 8) if adagrad => fused(s, shard, i, pa, Fixed::<4>, Fixed::<8>, Fixed::<8>),
         // Matrix factorisation: two fields, one block per row.
         (Ffm, 2, 2) => fused(s, shard, i, General, Fixed::<2>, Fixed::<2>, Fixed::<2>),
         (Ffm, 2, 4) => fused(s, shard, i, General, Fixed::<2>, Fixed::<4>, Fixed::<4>),
@@ -556,16 +534,16 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     let (tables, rows) = (&s.tables[..nf], &row_slices[..nf]);
     let start = s.range.start;
     // The rows are addressed without bounds checks below: resolution gave
-    // rows of the tables or MISSING, checked here once for the share.
+    // rows of the tables or MISSING, and the tables' rows are as wide as the
+    // layout's, checked here once for the share.
     let (mut regions_local, mut regions_heap) = ([tables[0].regions(); LOCAL_FIELDS], Vec::new());
     let regions = per_field(&mut regions_local, &mut regions_heap, tables, |t| {
         t.regions()
     });
     assert!(
-        regions
-            .iter()
-            .zip(rows)
-            .all(|(g, r)| g.rows_in_range(&r[start..], MISSING)),
+        regions.iter().zip(rows).all(|(g, r)| {
+            g.row_width() == 4 * row_quads.get() && g.rows_in_range(&r[start..], MISSING)
+        }),
         "resolved rows outside their table"
     );
     // Per-coordinate state (Adagrad): fixed by the plan, else as the table says.
@@ -610,11 +588,10 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     let mut cells_store: [RowCells<'_>; MAX_FIELDS] = [tables[0].row_cells(0); MAX_FIELDS];
     let cells = &mut cells_store[..nf];
     let opt = *tables[0].optimizer();
-    // A plain loop, not a closure: the vectors are made here, where `isa`'s
-    // instructions are enabled.
     // On the stack, not the heap (for up to LOCAL_FIELDS fields): the
     // compiler then knows the row stores do not change them and keeps them
-    // in registers.
+    // in registers. (Made once per share; the closure inlines here, where
+    // `isa`'s instructions are enabled.)
     let (mut prepared_local, mut prepared_heap) =
         ([Prepared::with(isa, &opt); LOCAL_FIELDS], Vec::new());
     let prepared = per_field(&mut prepared_local, &mut prepared_heap, tables, |t| {
@@ -662,9 +639,9 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 .zip(with_state)
             {
                 // SAFETY: `r` is not MISSING (checked above), so below the
-                // table's capacity (the assertion before the loop); the
-                // table's row width is `row_quads` F4s (`Layout::of`), and
-                // `st` implies per-coordinate state as wide as the row.
+                // table's capacity, and the table's rows are `row_quads` F4s
+                // wide (both asserted before the loop); `st` implies
+                // per-coordinate state (Adagrad), which is as wide as the row.
                 *cell = unsafe { g.cells(r, row_quads, st) };
                 simd::load_row(isa, row_width, cell.weights, loaded_row);
             }
