@@ -1,7 +1,8 @@
 //! Train MF on synthetic events once, for profilers (callgrind, perf):
 //! `cargo run --release --no-default-features --example profile_train -- sgd 2000000`
 //! (optional third argument: threads; `MONITOR=1`: the timed pass feeds an
-//! `embcore` Monitor, 1% cohort).
+//! `embcore` Monitor, 1% cohort; `IDS=1000000`: ids per field, default
+//! 100000, the bench's mf-1m workload draws from 1M).
 
 use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::monitor::{Monitor, MonitorConfig};
@@ -20,7 +21,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let threads: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
-    let ids = 100_000u64;
+    let ids: u64 = std::env::var("IDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     let users: Vec<u64> = (0..n as u64)
         .map(|k| _core::kernels::rng::hash2(1, k) % ids)
         .collect();

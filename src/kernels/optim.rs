@@ -188,7 +188,15 @@ impl Optimizer {
     /// Biases are not L2-penalised and not norm-clipped.
     #[inline(always)]
     pub fn step_scalar(&self, b: &mut f32, g: f32, acc: &mut f32) {
-        match self.kind {
+        self.step_scalar_as(self.kind, b, g, acc)
+    }
+
+    /// `step_scalar` given `kind`, this optimizer's kind (a loop that knows
+    /// it at compile time passes a constant: no `match` per step).
+    #[inline(always)]
+    pub fn step_scalar_as(&self, kind: OptimizerKind, b: &mut f32, g: f32, acc: &mut f32) {
+        debug_assert_eq!(kind, self.kind);
+        match kind {
             OptimizerKind::Sgd => *b -= self.learning_rate * g,
             OptimizerKind::Adagrad | OptimizerKind::RowWiseAdagrad => {
                 *acc += g * g;

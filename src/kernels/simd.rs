@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A width (in `F4` vectors, or floats) known at compile time or run time.
 pub trait Width: Copy {
+    /// Known at compile time (`Fixed`).
+    const FIXED: bool;
     fn get(self) -> usize;
 }
 
@@ -45,6 +47,7 @@ pub trait Width: Copy {
 pub struct Fixed<const N: usize>;
 
 impl<const N: usize> Width for Fixed<N> {
+    const FIXED: bool = true;
     #[inline(always)]
     fn get(self) -> usize {
         N
@@ -56,6 +59,7 @@ impl<const N: usize> Width for Fixed<N> {
 pub struct Dyn(pub usize);
 
 impl Width for Dyn {
+    const FIXED: bool = false;
     #[inline(always)]
     fn get(self) -> usize {
         self.0
@@ -183,6 +187,7 @@ impl Isa for Sse {
 pub struct InVectors<V, W>(pub W, pub std::marker::PhantomData<V>);
 
 impl<V: Lanes, W: Width> Width for InVectors<V, W> {
+    const FIXED: bool = W::FIXED;
     #[inline(always)]
     fn get(self) -> usize {
         debug_assert_eq!(self.0.get() % V::QUADS, 0);
@@ -702,6 +707,51 @@ pub struct StepCells<'a> {
     pub row_acc: &'a AtomicU64,
 }
 
+/// What an instance of the fused step knows at compile time about the
+/// optimizer it runs: its kind (else read per row), and whether l2 and
+/// max_norm are both 0 (else tested per row). The training loop picks an
+/// instance once per call (`StepPlan::fits`), so the hot path has no
+/// per-row `match` or option tests; `General` serves every optimizer.
+pub trait StepPlan: Copy {
+    /// The optimizer kind, or `None`: `Optimizer::kind`, read per row.
+    const KIND: Option<OptimizerKind>;
+    /// l2 = 0 and max_norm = 0 (`false`: tested per row).
+    const PLAIN: bool;
+
+    /// Whether this plan computes `opt`'s steps (`General` fits every one).
+    fn fits(opt: &Optimizer) -> bool {
+        Self::KIND.is_none_or(|k| k == opt.kind)
+            && (!Self::PLAIN || (opt.l2 == 0.0 && opt.max_norm == 0.0))
+    }
+}
+
+/// Any optimizer: kind, l2 and max_norm read at run time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct General;
+
+impl StepPlan for General {
+    const KIND: Option<OptimizerKind> = None;
+    const PLAIN: bool = false;
+}
+
+/// SGD without l2 and max_norm.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlainSgd;
+
+impl StepPlan for PlainSgd {
+    const KIND: Option<OptimizerKind> = Some(OptimizerKind::Sgd);
+    const PLAIN: bool = true;
+}
+
+/// Per-coordinate Adagrad without l2 and max_norm (the default optimizer).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlainAdagrad;
+
+impl StepPlan for PlainAdagrad {
+    const KIND: Option<OptimizerKind> = Some(OptimizerKind::Adagrad);
+    const PLAIN: bool = true;
+}
+
 /// One optimizer step on a row of `n.get()` vectors, fused: `x` is the row
 /// as the caller loaded it (not modified), `grad` the loss gradient
 /// (overwritten with the full gradient including l2, as `Optimizer::step`
@@ -719,6 +769,23 @@ pub fn step_row<I: Isa, W: Width>(
     grad: &mut [I::V],
     out: &mut [I::V],
 ) {
+    step_row_planned(General, p, n, cells, x, grad, out)
+}
+
+/// `step_row` for an optimizer `plan` fits (`StepPlan::fits`, which the
+/// caller checked): the same operations, with what the plan fixes decided
+/// at compile time.
+#[inline(always)]
+pub fn step_row_planned<P: StepPlan, I: Isa, W: Width>(
+    _plan: P,
+    p: &Prepared<I>,
+    n: W,
+    cells: StepCells<'_>,
+    x: &[I::V],
+    grad: &mut [I::V],
+    out: &mut [I::V],
+) {
+    debug_assert!(P::fits(&p.opt));
     let StepCells {
         weights,
         state,
@@ -728,8 +795,8 @@ pub fn step_row<I: Isa, W: Width>(
     let l = 4 * I::V::QUADS;
     let (x, grad, out) = (&x[..n], &mut grad[..n], &mut out[..n]);
     let max_norm = p.opt.max_norm;
-    if max_norm > 0.0 {
-        step_core::<I, true>(p, &weights[..l * n], state, row_acc, x, grad, out);
+    if !P::PLAIN && max_norm > 0.0 {
+        step_core::<P, I, true>(p, &weights[..l * n], state, row_acc, x, grad, out);
         // max_norm clips the whole row after the step (as `Optimizer::step`).
         let norm = dot(as_floats(out), as_floats(out)).sqrt();
         if norm > max_norm {
@@ -740,14 +807,14 @@ pub fn step_row<I: Isa, W: Width>(
         }
         store_row(Dyn(n), weights, out);
     } else {
-        step_core::<I, false>(p, &weights[..l * n], state, row_acc, x, grad, out);
+        step_core::<P, I, false>(p, &weights[..l * n], state, row_acc, x, grad, out);
     }
 }
 
 /// The step before clipping; stores the new row unless `CLIP` (the caller
 /// stores it after clipping). `x`, `grad`, `out` have the row's length.
 #[inline(always)]
-fn step_core<I: Isa, const CLIP: bool>(
+fn step_core<P: StepPlan, I: Isa, const CLIP: bool>(
     p: &Prepared<I>,
     weights: &[AtomicU32],
     state: &[AtomicU32],
@@ -760,12 +827,12 @@ fn step_core<I: Isa, const CLIP: bool>(
     let l = 4 * I::V::QUADS;
     let (grad, out) = (&mut grad[..n], &mut out[..n]);
     let cell = |src, k| cells_of::<I::V>(src, k);
-    if p.opt.l2 > 0.0 {
+    if !P::PLAIN && p.opt.l2 > 0.0 {
         for (g, xk) in grad.iter_mut().zip(x) {
             *g = *g + p.l2 * *xk;
         }
     }
-    match p.opt.kind {
+    match P::KIND.unwrap_or(p.opt.kind) {
         OptimizerKind::Sgd => {
             for k in 0..n {
                 out[k] = x[k] - p.lr * grad[k];
@@ -860,15 +927,20 @@ mod tests {
                     optimizer: opt,
                     ..TableConfig::new(n)
                 };
-                let (a, b) = (
+                let (a, b, c) = (
+                    EmbeddingTable::new(cfg).unwrap(),
                     EmbeddingTable::new(cfg).unwrap(),
                     EmbeddingTable::new(cfg).unwrap(),
                 );
-                let (ga, gb) = (a.guard(), b.guard());
+                let (ga, gb, gc) = (a.guard(), b.guard(), c.guard());
                 for id in 0..3u64 {
                     a.get_or_insert(&ga, id, 0).unwrap();
                     b.get_or_insert(&gb, id, 0).unwrap();
+                    c.get_or_insert(&gc, id, 0).unwrap();
                 }
+                // `c` steps on the instance with the optimizer fixed at
+                // compile time, where one fits (else as `b`).
+                let (sgd, adagrad) = (PlainSgd::fits(&opt), PlainAdagrad::fits(&opt));
                 for step in 0..4u64 {
                     for r in 0..3u32 {
                         let grad = rand_vec(step * 10 + u64::from(r), n, 2.0);
@@ -894,6 +966,25 @@ mod tests {
                             &mut out,
                         );
                         let what = format!("{kind:?} n={n} l2={l2} max_norm={max_norm}");
+                        let mut xc = vec![isa.zero(); w.get()];
+                        load_row(isa, w, c.row(r), &mut xc);
+                        let (mut g3, mut out3) =
+                            (to_vectors(isa, &grad), vec![isa.zero(); w.get()]);
+                        let pc = Prepared::with(isa, c.optimizer());
+                        let cells = StepCells {
+                            weights: c.row(r),
+                            state: c.row_state(r),
+                            row_acc: &c.meta(r)[meta::ROW_ACC],
+                        };
+                        if sgd {
+                            step_row_planned(PlainSgd, &pc, w, cells, &xc, &mut g3, &mut out3);
+                        } else if adagrad {
+                            step_row_planned(PlainAdagrad, &pc, w, cells, &xc, &mut g3, &mut out3);
+                        } else {
+                            step_row(&pc, w, cells, &xc, &mut g3, &mut out3);
+                        }
+                        assert_eq!(bits(as_floats(&out3)), bits(&wa), "planned {what}");
+                        assert_eq!(bits(as_floats(&g3)), bits(&g1), "planned {what}");
                         assert_eq!(bits(as_floats(&out)), bits(&wa), "{what}");
                         assert_eq!(bits(as_floats(&g2)), bits(&g1), "{what}");
                         let (mut ra, mut rb) = (vec![0.0; n], vec![0.0; n]);
@@ -904,6 +995,10 @@ mod tests {
                             t.row_state(r).iter().map(|s| s.load(Relaxed)).collect()
                         };
                         assert_eq!(state(&a), state(&b), "{what}");
+                        assert_eq!(state(&a), state(&c), "planned {what}");
+                        let mut rc = vec![0.0; n];
+                        c.load_row(r, &mut rc);
+                        assert_eq!(bits(&ra), bits(&rc), "planned {what}");
                         assert_eq!(
                             a.meta(r)[meta::ROW_ACC].load(Relaxed),
                             b.meta(r)[meta::ROW_ACC].load(Relaxed),

@@ -25,6 +25,7 @@
 //!   threads to finish their current batch share. Growth is rare (doubling).
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -90,7 +91,7 @@ impl Slots {
 #[inline(always)]
 fn find_in(slots: &[Slot], mask: usize, mut i: usize, id: u64) -> Option<u32> {
     loop {
-        let s = &slots[i];
+        let s = &slots[i & mask];
         let mut st = s.row.load(Acquire);
         // Fast path, the same answers as the states below: a slot holding
         // a row (every state word below `PENDING`) is `id`'s exactly when
@@ -364,11 +365,24 @@ impl MapGuard<'_> {
     /// Returns the number of ids without a row. Same answers as `get` on
     /// each id.
     pub fn get_batch(&self, ids: &[u64], rows: &mut [u32]) -> usize {
+        // SAFETY: `MaybeUninit<u32>` has the layout of `u32`, and
+        // `get_batch_uninit` writes only initialised values, so `rows` stays
+        // initialised.
+        let rows = unsafe { &mut *(std::ptr::from_mut(rows) as *mut [MaybeUninit<u32>]) };
+        self.get_batch_uninit(ids, rows)
+    }
+
+    /// `get_batch` into memory not initialised yet: writes every row of
+    /// `rows[..n]`, `n = min(ids.len(), rows.len())` (so a caller can skip
+    /// filling a fresh vector first).
+    pub fn get_batch_uninit(&self, ids: &[u64], rows: &mut [MaybeUninit<u32>]) -> usize {
         let b = self.slots.borrow();
         let s = b.as_ref().expect("guard held");
         // The slot array and mask as locals (kept in registers, not reloaded
         // through the guard per id).
-        let (slots, mask) = (&*s.slots, s.mask);
+        // Sliced to `mask + 1` slots (its length: the table is a power of
+        // two), so the compiler sees every masked index in bounds.
+        let (slots, mask) = (&s.slots[..=s.mask], s.mask);
         let n = ids.len().min(rows.len());
         let (ids, rows) = (&ids[..n], &mut rows[..n]);
         // Probe starts of the next BATCH_AHEAD ids, hashed (and prefetched)
@@ -389,7 +403,7 @@ impl MapGuard<'_> {
             }
             let r = find_in(slots, mask, i, ids[k]).unwrap_or(EMPTY);
             missing += usize::from(r == EMPTY);
-            rows[k] = r;
+            rows[k].write(r);
         }
         missing
     }

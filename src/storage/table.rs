@@ -393,6 +393,112 @@ pub struct RowCells<'a> {
     pub meta: &'a [AtomicU64; meta::WORDS],
 }
 
+/// A table's weight, state and metadata regions, borrowed once by a loop
+/// that addresses rows per event (`EmbeddingTable::regions`): held in
+/// locals, the region addresses are not reloaded through the table after
+/// every store of a row, and rows proven in range once (`rows_in_range`)
+/// are addressed without bounds checks (`cells`).
+#[derive(Clone, Copy)]
+pub struct RowRegions<'a> {
+    weights: &'a [AtomicU32],
+    state: &'a [AtomicU32],
+    meta: &'a [AtomicU64],
+    capacity: usize,
+    dim: usize,
+}
+
+impl<'a> RowRegions<'a> {
+    /// Floats per row (the table's `dim`).
+    pub fn row_width(&self) -> usize {
+        self.dim
+    }
+
+    /// Whether every entry of `rows` other than `skip` is a row of the
+    /// regions (below the capacity): the precondition of `cells`, checked
+    /// once for many rows in one branch-free (vectorised) pass.
+    pub fn rows_in_range(&self, rows: &[u32], skip: u32) -> bool {
+        // The capacity is at most MAX_CAPACITY < u32::MAX (validated).
+        let cap = self.capacity as u32;
+        rows.iter()
+            .fold(true, |ok, &r| ok & ((r < cap) | (r == skip)))
+    }
+
+    /// The cells of row `r` (`EmbeddingTable::row_cells`) without bounds
+    /// checks, the row width given as `n` vectors of four floats;
+    /// `with_state`: the table has per-coordinate optimizer state (else
+    /// `state` is empty).
+    ///
+    /// # Safety
+    /// `r` is below the capacity (`rows_in_range`), `4 × n = dim`, and
+    /// `with_state` implies a state as wide as the row (Adagrad).
+    #[inline(always)]
+    pub unsafe fn cells<W: crate::kernels::simd::Width>(
+        &self,
+        r: u32,
+        n: W,
+        with_state: bool,
+    ) -> RowCells<'a> {
+        let d = 4 * n.get();
+        let r = r as usize;
+        debug_assert!(r < self.capacity && d == self.dim);
+        debug_assert!(!with_state || self.state.len() == self.weights.len());
+        // SAFETY: the regions hold `capacity` rows of `dim` weights, of
+        // `dim` state cells when there is state, and of `meta::WORDS`
+        // metadata words, and live for 'a; `r < capacity`, `d = dim` (this
+        // function's contract): each slice lies inside its region.
+        unsafe {
+            let state: &[AtomicU32] = if with_state {
+                std::slice::from_raw_parts(self.state.as_ptr().add(r * d), d)
+            } else {
+                &[]
+            };
+            RowCells {
+                weights: std::slice::from_raw_parts(self.weights.as_ptr().add(r * d), d),
+                state,
+                meta: &*self
+                    .meta
+                    .as_ptr()
+                    .add(r * meta::WORDS)
+                    .cast::<[AtomicU64; meta::WORDS]>(),
+            }
+        }
+    }
+
+    /// Hint the CPU to fetch row `r`'s weights, metadata and (`with_state`)
+    /// optimizer state, the row width given as `n` vectors of four floats (a
+    /// compile-time width unrolls the line loops).
+    #[inline(always)]
+    pub fn prefetch<W: crate::kernels::simd::Width>(&self, r: u32, n: W, with_state: bool) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let d = 4 * n.get();
+            let lines = (d * 4).div_ceil(64);
+            let at = |base: *const AtomicU32| base.wrapping_add(r as usize * d).cast::<i8>();
+            let (w, st) = (at(self.weights.as_ptr()), at(self.state.as_ptr()));
+            let m = self
+                .meta
+                .as_ptr()
+                .wrapping_add(r as usize * meta::WORDS)
+                .cast::<i8>();
+            // SAFETY: prefetch never faults, whatever the address.
+            unsafe {
+                for line in 0..lines {
+                    _mm_prefetch(w.wrapping_add(64 * line), _MM_HINT_T0);
+                }
+                _mm_prefetch(m, _MM_HINT_T0);
+                if with_state {
+                    for line in 0..lines {
+                        _mm_prefetch(st.wrapping_add(64 * line), _MM_HINT_T0);
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (r, n, with_state);
+    }
+}
+
 /// Event times are stored sign-flipped so that unsigned `fetch_max` /
 /// `fetch_min` order them as signed integers.
 #[inline(always)]
@@ -773,52 +879,6 @@ impl EmbeddingTable {
         let _ = (r, with_state);
     }
 
-    /// `prefetch` with the row width known to the caller (`n` vectors of
-    /// four floats, `4 × n = dim`): a compile-time width unrolls the line
-    /// loops (the per-event loops prefetch every field's row each event).
-    #[inline(always)]
-    pub fn prefetch_width<W: crate::kernels::simd::Width>(&self, r: u32, n: W) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            debug_assert_eq!(4 * n.get(), self.cfg.dim);
-            let d = 4 * n.get();
-            let w = self
-                .weights
-                .as_ptr()
-                .wrapping_add(r as usize * d)
-                .cast::<i8>();
-            let m = self
-                .meta
-                .as_ptr()
-                .wrapping_add(r as usize * meta::WORDS)
-                .cast::<i8>();
-            // SAFETY: prefetch never faults, whatever the address.
-            unsafe {
-                for line in 0..(d * 4).div_ceil(64) {
-                    _mm_prefetch(w.wrapping_add(64 * line), _MM_HINT_T0);
-                }
-                _mm_prefetch(m, _MM_HINT_T0);
-            }
-            if self.state_width > 0 {
-                // Per-coordinate state (Adagrad): as wide as the row.
-                let st = self
-                    .state
-                    .as_ptr()
-                    .wrapping_add(r as usize * d)
-                    .cast::<i8>();
-                // SAFETY: as above.
-                unsafe {
-                    for line in 0..(d * 4).div_ceil(64) {
-                        _mm_prefetch(st.wrapping_add(64 * line), _MM_HINT_T0);
-                    }
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (r, n);
-    }
-
     /// Row index of `id`, or `None`. Never inserts.
     #[inline]
     pub fn lookup(&self, guard: &MapGuard<'_>, id: u64) -> Option<u32> {
@@ -1090,8 +1150,16 @@ impl EmbeddingTable {
     /// `apply_bias_step` on a row's metadata record `m` (from `row_cells`).
     #[inline(always)]
     pub fn bias_step_meta(&self, m: &[AtomicU64; meta::WORDS], g: f32) {
+        self.bias_step_meta_as(self.cfg.optimizer.kind, m, g)
+    }
+
+    /// `bias_step_meta` given the table's optimizer kind (a loop that knows
+    /// it at compile time passes a constant: no `match` per step).
+    #[inline(always)]
+    pub fn bias_step_meta_as(&self, kind: OptimizerKind, m: &[AtomicU64; meta::WORDS], g: f32) {
+        debug_assert_eq!(kind, self.cfg.optimizer.kind);
         let (mut b, mut acc) = unpack_bias(m[meta::BIAS].load(Relaxed));
-        self.cfg.optimizer.step_scalar(&mut b, g, &mut acc);
+        self.cfg.optimizer.step_scalar_as(kind, &mut b, g, &mut acc);
         m[meta::BIAS].store(pack_bias(b, acc), Relaxed);
     }
 
@@ -1106,23 +1174,16 @@ impl EmbeddingTable {
         }
     }
 
-    /// `row_cells` with the row width known to the caller (`n` vectors of
-    /// four floats, `4 × n = dim`; see `prefetch_width`).
+    /// The table's row regions, for a loop that addresses rows per event
+    /// (`RowRegions`).
     #[inline(always)]
-    pub fn row_cells_width<W: crate::kernels::simd::Width>(&self, r: u32, n: W) -> RowCells<'_> {
-        debug_assert_eq!(4 * n.get(), self.cfg.dim);
-        let d = 4 * n.get();
-        let r = r as usize;
-        let state: &[AtomicU32] = if self.state_width > 0 {
-            &self.state.as_slice()[r * d..(r + 1) * d]
-        } else {
-            &[]
-        };
-        let m = &self.meta.as_slice()[r * meta::WORDS..(r + 1) * meta::WORDS];
-        RowCells {
-            weights: &self.weights.as_slice()[r * d..(r + 1) * d],
-            state,
-            meta: m.try_into().expect("8 metadata words"),
+    pub fn regions(&self) -> RowRegions<'_> {
+        RowRegions {
+            weights: self.weights.as_slice(),
+            state: self.state.as_slice(),
+            meta: self.meta.as_slice(),
+            capacity: self.cfg.capacity,
+            dim: self.cfg.dim,
         }
     }
 

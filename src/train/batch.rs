@@ -51,10 +51,7 @@ impl Events<'_> {
         };
         if let Some(w) = self.weights {
             check_len("weights", w.len())?;
-            if let Some(k) = w
-                .iter()
-                .position(|x| !(x.is_finite() && (0.0..=MAX_WEIGHT).contains(x)))
-            {
+            if let Some(k) = first_failing(w, |x| x.is_finite() & (0.0..=MAX_WEIGHT).contains(&x)) {
                 return Err(bad(
                     "weights",
                     k,
@@ -67,7 +64,7 @@ impl Events<'_> {
             check_len("timestamps", t.len())?;
         }
         let labels = self.labels;
-        if let Some(k) = labels.iter().position(|x| !x.is_finite()) {
+        if let Some(k) = first_failing(labels, f32::is_finite) {
             return Err(bad(
                 "labels",
                 k,
@@ -77,7 +74,7 @@ impl Events<'_> {
         }
         match loss {
             Loss::Logistic => {
-                if let Some(k) = labels.iter().position(|x| !(0.0..=1.0).contains(x)) {
+                if let Some(k) = first_failing(labels, |x| (0.0..=1.0).contains(&x)) {
                     return Err(bad(
                         "labels",
                         k,
@@ -87,7 +84,7 @@ impl Events<'_> {
                 }
             }
             Loss::Squared => {
-                if let Some(k) = labels.iter().position(|x| x.abs() > MAX_LABEL) {
+                if let Some(k) = first_failing(labels, |x| x.abs() <= MAX_LABEL) {
                     return Err(bad(
                         "labels",
                         k,
@@ -101,6 +98,21 @@ impl Events<'_> {
         }
         Ok(n)
     }
+}
+
+/// Index of the first value that fails `ok`, or None. Blocks of values are
+/// checked without a branch per value (the check vectorises, where
+/// `position` stops to test each value); only a block that fails is
+/// searched.
+#[inline(always)]
+fn first_failing(values: &[f32], ok: impl Fn(f32) -> bool + Copy) -> Option<usize> {
+    const BLOCK: usize = 256;
+    for (b, block) in values.chunks(BLOCK).enumerate() {
+        if !block.iter().fold(true, |all, &x| all & ok(x)) {
+            return block.iter().position(|&x| !ok(x)).map(|k| b * BLOCK + k);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -152,5 +164,35 @@ mod tests {
             timestamps: Some(&[0, 1]),
         };
         assert_eq!(e.validate(&names(), Loss::Logistic), Ok(2));
+    }
+
+    /// `first_failing` finds what `position` finds, wherever the first
+    /// failing value is (first, inside and at the ends of blocks, none).
+    #[test]
+    fn first_failing_is_position() {
+        for n in [0usize, 1, 255, 256, 257, 1000] {
+            for bad in [
+                None,
+                Some(0),
+                Some(1),
+                Some(255),
+                Some(256),
+                Some(n.saturating_sub(1)),
+            ] {
+                let mut v = vec![0.5f32; n];
+                if let Some(b) = bad.filter(|&b| b < n) {
+                    v[b] = f32::NAN;
+                    if b + 3 < n {
+                        v[b + 3] = -1.0;
+                    }
+                }
+                let ok = |x: f32| x.is_finite() & (x >= 0.0);
+                assert_eq!(
+                    first_failing(&v, ok),
+                    v.iter().position(|&x| !ok(x)),
+                    "n={n} bad={bad:?}"
+                );
+            }
+        }
     }
 }

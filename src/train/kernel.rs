@@ -13,6 +13,15 @@
 //!   the same code with run-time widths (`Dyn`); otherwise `generic` on
 //!   plain floats. All give the same results bit for bit (tested below on
 //!   every instruction set): the same operations in the same order.
+//! * The optimizer, too, for the common cases: plain SGD and plain Adagrad
+//!   (no l2, no max_norm) on the benchmarked shapes run instances with the
+//!   optimizer fixed at compile time (`simd::StepPlan`), with no per-row
+//!   `match` or option test; every other optimizer runs the `General`
+//!   instance of its shape. Chosen once per call in `shapes`, tested
+//!   against the generic loop like every other instance.
+//! * Rows are addressed per event without bounds checks (`RowRegions::cells`):
+//!   every resolved row of a share is checked once, before its loop, to be a
+//!   row of its table or MISSING.
 //! * One dot product: `kernels::optim::dot` (two 4-lane partial sums added
 //!   lane-wise, then pairwise), which `simd::dot_optim` reproduces on
 //!   vectors. The first version summed FFM / FM blocks in another order;
@@ -21,8 +30,11 @@
 //!   the counters' locked read-modify-writes each wait for the store buffer
 //!   to drain, so grouping them makes that one wait per event.
 
-use crate::kernels::optim::dot;
-use crate::kernels::simd::{self, Dyn, Fixed, InVectors, Isa, Lanes, Prepared, Sse, Width};
+use crate::kernels::optim::{dot, Optimizer};
+use crate::kernels::simd::{
+    self, Dyn, Fixed, General, InVectors, Isa, Lanes, PlainAdagrad, PlainSgd, Prepared, Sse,
+    StepPlan, Width,
+};
 use crate::storage::table::{dec_time, meta, unpack_bias, EmbeddingTable, RowCells};
 use crate::train::batch::Events;
 use crate::train::bias::GlobalBias;
@@ -40,7 +52,43 @@ use std::sync::atomic::Ordering::Relaxed;
 pub(crate) static FORCE_GENERIC: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+#[cfg(test)]
+thread_local! {
+    /// Tests only: how many shares this thread ran on an instance with the
+    /// optimizer fixed at compile time (`StepPlan` other than `General`).
+    pub(crate) static PLANNED_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 const PREFETCH: usize = 8;
+/// Vectors per event buffer kept on the stack (`fused`).
+const STACK_VECTORS: usize = 16;
+/// Fields whose per-field constants `fused` keeps on the stack (more: on
+/// the heap). Small: the debug build inlines every instance of `fused` into
+/// `shapes` with its own stack slots.
+const LOCAL_FIELDS: usize = 8;
+
+/// `make(t)` for each of `tables`, in `local` when they fit, else in `heap`
+/// (filled here): the per-field constants of a share, on the stack for the
+/// common field counts.
+#[inline(always)]
+fn per_field<'a, 't, T: Copy>(
+    local: &'a mut [T; LOCAL_FIELDS],
+    heap: &'a mut Vec<T>,
+    tables: &[&'t EmbeddingTable],
+    make: impl Fn(&'t EmbeddingTable) -> T,
+) -> &'a [T] {
+    let n = tables.len();
+    let out: &mut [T] = if n <= LOCAL_FIELDS {
+        &mut local[..n]
+    } else {
+        heap.resize(n, local[0]);
+        heap
+    };
+    for (o, t) in out.iter_mut().zip(tables) {
+        *o = make(t);
+    }
+    out
+}
 pub use crate::train::config::MAX_FIELDS;
 
 /// How the rows of one event are laid out side by side, and the
@@ -400,29 +448,42 @@ fn shapes<I: Isa, O: UpdateObserver>(
     use Interaction::{FieldAware as Ffm, Plain as Fm};
     let s = share;
     let i = isa;
+    // Instances with the optimizer fixed at compile time (`StepPlan`) for
+    // the default optimizer (Adagrad) and SGD, without l2 and max_norm, on
+    // the shapes the benchmarks run (MF d = 32 and 64, FFM and FM with four
+    // fields); every other case is the `General` instance of its shape.
+    let all_fit = |fits: fn(&Optimizer) -> bool| s.tables.iter().all(|t| fits(t.optimizer()));
+    let (sgd, adagrad) = (all_fit(PlainSgd::fits), all_fit(PlainAdagrad::fits));
+    let (ps, pa) = (PlainSgd, PlainAdagrad);
     match (l.interaction, nf, q) {
+        (Ffm, 2, 8) if sgd => fused(s, shard, i, ps, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 8) if adagrad => fused(s, shard, i, pa, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 16) if sgd => fused(s, shard, i, ps, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 2, 16) if adagrad => fused(s, shard, i, pa, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 4, 2) if adagrad => fused(s, shard, i, pa, Fixed::<4>, Fixed::<2>, Fixed::<6>),
+        (Fm, 4, 8) if adagrad => fused(s, shard, i, pa, Fixed::<4>, Fixed::<8>, Fixed::<8>),
         // Matrix factorisation: two fields, one block per row.
-        (Ffm, 2, 2) => fused(s, shard, i, Fixed::<2>, Fixed::<2>, Fixed::<2>),
-        (Ffm, 2, 4) => fused(s, shard, i, Fixed::<2>, Fixed::<4>, Fixed::<4>),
-        (Ffm, 2, 8) => fused(s, shard, i, Fixed::<2>, Fixed::<8>, Fixed::<8>),
-        (Ffm, 2, 16) => fused(s, shard, i, Fixed::<2>, Fixed::<16>, Fixed::<16>),
-        (Ffm, 2, q) => fused(s, shard, i, Fixed::<2>, Dyn(q), Dyn(q)),
-        (Ffm, 3, 2) => fused(s, shard, i, Fixed::<3>, Fixed::<2>, Fixed::<4>),
-        (Ffm, 4, 2) => fused(s, shard, i, Fixed::<4>, Fixed::<2>, Fixed::<6>),
-        (Ffm, 5, 2) => fused(s, shard, i, Fixed::<5>, Fixed::<2>, Fixed::<8>),
-        (Ffm, 4, 1) if one => fused(s, shard, i, Fixed::<4>, Fixed::<1>, Fixed::<3>),
-        (Ffm, 4, 4) => fused(s, shard, i, Fixed::<4>, Fixed::<4>, Fixed::<12>),
-        (Ffm, _, 1) if one => fused(s, shard, i, Dyn(nf), Fixed::<1>, Dyn(nf - 1)),
-        (Ffm, _, 2) => fused(s, shard, i, Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1))),
-        (Ffm, _, 4) => fused(s, shard, i, Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1))),
-        (Ffm, _, 8) => fused(s, shard, i, Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1))),
-        (Ffm, _, q) => fused(s, shard, i, Dyn(nf), Dyn(q), Dyn(q * (nf - 1))),
-        (Fm, 4, 8) => fused(s, shard, i, Fixed::<4>, Fixed::<8>, Fixed::<8>),
-        (Fm, _, 2) => fused(s, shard, i, Dyn(nf), Fixed::<2>, Fixed::<2>),
-        (Fm, _, 4) => fused(s, shard, i, Dyn(nf), Fixed::<4>, Fixed::<4>),
-        (Fm, _, 8) => fused(s, shard, i, Dyn(nf), Fixed::<8>, Fixed::<8>),
-        (Fm, _, 16) => fused(s, shard, i, Dyn(nf), Fixed::<16>, Fixed::<16>),
-        (Fm, _, q) => fused(s, shard, i, Dyn(nf), Dyn(q), Dyn(q)),
+        (Ffm, 2, 2) => fused(s, shard, i, General, Fixed::<2>, Fixed::<2>, Fixed::<2>),
+        (Ffm, 2, 4) => fused(s, shard, i, General, Fixed::<2>, Fixed::<4>, Fixed::<4>),
+        (Ffm, 2, 8) => fused(s, shard, i, General, Fixed::<2>, Fixed::<8>, Fixed::<8>),
+        (Ffm, 2, 16) => fused(s, shard, i, General, Fixed::<2>, Fixed::<16>, Fixed::<16>),
+        (Ffm, 2, q) => fused(s, shard, i, General, Fixed::<2>, Dyn(q), Dyn(q)),
+        (Ffm, 3, 2) => fused(s, shard, i, General, Fixed::<3>, Fixed::<2>, Fixed::<4>),
+        (Ffm, 4, 2) => fused(s, shard, i, General, Fixed::<4>, Fixed::<2>, Fixed::<6>),
+        (Ffm, 5, 2) => fused(s, shard, i, General, Fixed::<5>, Fixed::<2>, Fixed::<8>),
+        (Ffm, 4, 1) if one => fused(s, shard, i, General, Fixed::<4>, Fixed::<1>, Fixed::<3>),
+        (Ffm, 4, 4) => fused(s, shard, i, General, Fixed::<4>, Fixed::<4>, Fixed::<12>),
+        (Ffm, _, 1) if one => fused(s, shard, i, General, Dyn(nf), Fixed::<1>, Dyn(nf - 1)),
+        (Ffm, _, 2) => fused(s, shard, i, General, Dyn(nf), Fixed::<2>, Dyn(2 * (nf - 1))),
+        (Ffm, _, 4) => fused(s, shard, i, General, Dyn(nf), Fixed::<4>, Dyn(4 * (nf - 1))),
+        (Ffm, _, 8) => fused(s, shard, i, General, Dyn(nf), Fixed::<8>, Dyn(8 * (nf - 1))),
+        (Ffm, _, q) => fused(s, shard, i, General, Dyn(nf), Dyn(q), Dyn(q * (nf - 1))),
+        (Fm, 4, 8) => fused(s, shard, i, General, Fixed::<4>, Fixed::<8>, Fixed::<8>),
+        (Fm, _, 2) => fused(s, shard, i, General, Dyn(nf), Fixed::<2>, Fixed::<2>),
+        (Fm, _, 4) => fused(s, shard, i, General, Dyn(nf), Fixed::<4>, Fixed::<4>),
+        (Fm, _, 8) => fused(s, shard, i, General, Dyn(nf), Fixed::<8>, Fixed::<8>),
+        (Fm, _, 16) => fused(s, shard, i, General, Dyn(nf), Fixed::<16>, Fixed::<16>),
+        (Fm, _, q) => fused(s, shard, i, General, Dyn(nf), Dyn(q), Dyn(q)),
     }
 }
 
@@ -430,11 +491,15 @@ fn shapes<I: Isa, O: UpdateObserver>(
 /// score, gradients from the rows as loaded, the metadata of every row,
 /// then per row one fused optimizer step (`simd::step_row`) and the bias step.
 /// `block_width` is the block width and `row_width` the row width, in vectors.
-#[inline(always)]
-fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
+/// (Inlined into `shapes` in release builds, where `isa`'s instructions are
+/// enabled; not in debug builds, where every inlined instance kept stack
+/// slots of its own and `shapes_avx` needed more than a test thread's 2 MB.)
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     s: &Share<'_, O>,
     shard: &mut O::Shard,
     isa: I,
+    plan: P,
     n_fields: N,
     block_quads: B,
     row_quads: R,
@@ -450,6 +515,10 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     };
     let nf = n_fields.get();
     let w = row_width.get();
+    #[cfg(test)]
+    if P::KIND.is_some() {
+        PLANNED_RUNS.with(|c| c.set(c.get() + 1));
+    }
     debug_assert_eq!(
         (nf, 4 * block_quads.get(), 4 * row_quads.get()),
         (s.layout.n_fields, s.layout.dim, s.layout.row_dim)
@@ -463,33 +532,78 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     }
     let observed_ids = &s.events.columns[s.observed_field][..end];
     let (tables, rows) = (&s.tables[..nf], &row_slices[..nf]);
+    let start = s.range.start;
+    // The rows are addressed without bounds checks below: resolution gave
+    // rows of the tables or MISSING, and the tables' rows are as wide as the
+    // layout's, checked here once for the share.
+    let (mut regions_local, mut regions_heap) = ([tables[0].regions(); LOCAL_FIELDS], Vec::new());
+    let regions = per_field(&mut regions_local, &mut regions_heap, tables, |t| {
+        t.regions()
+    });
+    assert!(
+        regions.iter().zip(rows).all(|(g, r)| {
+            g.row_width() == 4 * row_quads.get() && g.rows_in_range(&r[start..], MISSING)
+        }),
+        "resolved rows outside their table"
+    );
+    // Per-coordinate state (Adagrad): fixed by the plan, else as the table says.
+    let mut with_state = [false; MAX_FIELDS];
+    for (w, t) in with_state.iter_mut().zip(tables) {
+        *w = P::KIND.map_or(t.state_width() > 0, |k| k.state_width(1) > 0);
+    }
+    let with_state = &with_state[..nf];
     let (obs_field, (obs_off, obs_len)) = (s.observed_field, s.observed_span);
     // Per-field state of the event on the stack (at most MAX_FIELDS): with a
     // compile-time field count the compiler keeps it in registers.
     let (mut row_of, mut counts) = ([0u32; MAX_FIELDS], [0u64; MAX_FIELDS]);
-    let (mut x, mut grad) = (vec![isa.zero(); nf * w], vec![isa.zero(); nf * w]);
-    let (mut out, mut sum) = (vec![isa.zero(); w], vec![isa.zero(); block_width.get()]);
+    // The event's rows, gradients, new row and FM sum: on the stack when the
+    // widths are compile-time constants and small (the compiler then keeps
+    // them in registers across the row stores, which it must assume write
+    // any memory whose address escaped, such as the heap), else on the heap.
+    let q = block_width.get();
+    let on_stack = N::FIXED && R::FIXED && nf * w <= STACK_VECTORS;
+    let mut stack = [[isa.zero(); STACK_VECTORS]; 4];
+    let mut heap;
+    let [x, grad, out, sum] = if on_stack {
+        let [x, grad, out, sum] = &mut stack;
+        [
+            &mut x[..nf * w],
+            &mut grad[..nf * w],
+            &mut out[..w],
+            &mut sum[..q],
+        ]
+    } else {
+        heap = vec![isa.zero(); 2 * nf * w + w + q];
+        let (x, rest) = heap.split_at_mut(nf * w);
+        let (grad, rest) = rest.split_at_mut(nf * w);
+        let (out, sum) = rest.split_at_mut(w);
+        [x, grad, out, sum]
+    };
     // Compile-time lengths when the widths are (fewer bounds checks).
     let (row_of, counts) = (&mut row_of[..nf], &mut counts[..nf]);
     let (x, grad) = (&mut x[..nf * w], &mut grad[..nf * w]);
-    let (out, sum) = (&mut out[..w], &mut sum[..block_width.get()]);
+    let (out, sum) = (&mut out[..w], &mut sum[..q]);
     // The cells of the event's rows, written in place (a row 0 always exists
     // in the reserved regions, so it is a valid placeholder).
     let mut cells_store: [RowCells<'_>; MAX_FIELDS] = [tables[0].row_cells(0); MAX_FIELDS];
     let cells = &mut cells_store[..nf];
     let opt = *tables[0].optimizer();
-    // A plain loop, not a closure: the vectors are made here, where `isa`'s
-    // instructions are enabled.
-    let mut prepared: Vec<Prepared<I>> = Vec::with_capacity(nf);
-    for t in tables {
-        prepared.push(Prepared::with(isa, t.optimizer()));
-    }
-    let prepared = &prepared[..nf];
+    // On the stack, not the heap (for up to LOCAL_FIELDS fields): the
+    // compiler then knows the row stores do not change them and keeps them
+    // in registers. (Made once per share; the closure inlines here, where
+    // `isa`'s instructions are enabled.)
+    let (mut prepared_local, mut prepared_heap) =
+        ([Prepared::with(isa, &opt); LOCAL_FIELDS], Vec::new());
+    let prepared = per_field(&mut prepared_local, &mut prepared_heap, tables, |t| {
+        Prepared::with(isa, t.optimizer())
+    });
+    // The optimizer kind of every table (they are checked to be the same
+    // kind where the plan fixes it).
+    let kind_of = |t: &EmbeddingTable| P::KIND.unwrap_or(t.optimizer().kind);
     let (bias, labels) = (s.bias, &s.events.labels[..end]);
     let weights = s.events.weights.map(|w| &w[..end]);
     let mut global = LocalBias::new(s.global);
     let mut totals = ShareTotals::default();
-    let start = s.range.start;
     if s.scores {
         totals.scores.reserve_exact(end - start);
     }
@@ -499,8 +613,8 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     for block_start in (start..end).step_by(block) {
         for e in block_start..(block_start + block).min(end) {
             if e + PREFETCH < end {
-                for (t, r) in tables.iter().zip(rows) {
-                    t.prefetch_width(r[e + PREFETCH], row_quads);
+                for ((g, r), &st) in regions.iter().zip(rows).zip(with_state) {
+                    g.prefetch(r[e + PREFETCH], row_quads, st);
                 }
             }
             let mut missing = false;
@@ -517,13 +631,18 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 }
                 continue;
             }
-            for (((t, &r), loaded_row), cell) in tables
+            for ((((g, &r), loaded_row), cell), &st) in regions
                 .iter()
                 .zip(row_of.iter())
                 .zip(x.chunks_exact_mut(w))
                 .zip(cells.iter_mut())
+                .zip(with_state)
             {
-                *cell = t.row_cells_width(r, row_quads);
+                // SAFETY: `r` is not MISSING (checked above), so below the
+                // table's capacity, and the table's rows are `row_quads` F4s
+                // wide (both asserted before the loop); `st` implies
+                // per-coordinate state (Adagrad), which is as wide as the row.
+                *cell = unsafe { g.cells(r, row_quads, st) };
                 simd::load_row(isa, row_width, cell.weights, loaded_row);
             }
             let mut score = interactions_v(shape, x, sum);
@@ -560,11 +679,11 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                     state: c.state,
                     row_acc: &c.meta[meta::ROW_ACC],
                 };
-                simd::step_row(p, row_width, step_cells, loaded_row, row_grad, out);
+                simd::step_row_planned(plan, p, row_width, step_cells, loaded_row, row_grad, out);
                 if bias {
-                    t.bias_step_meta(c.meta, g);
+                    t.bias_step_meta_as(kind_of(t), c.meta, g);
                 }
-                if f == obs_field {
+                if O::OBSERVES && f == obs_field {
                     s.observer.observe(
                         shard,
                         &RowUpdate {
@@ -580,7 +699,7 @@ fn fused<I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
                 }
             }
             if bias {
-                opt.step_scalar(&mut global.bias, g, &mut global.acc);
+                opt.step_scalar_as(kind_of(tables[0]), &mut global.bias, g, &mut global.acc);
             }
         }
         if bias && s.bias_sync.is_some() {
@@ -886,12 +1005,26 @@ mod tests {
             for (nf, dim) in shapes {
                 for opt in optimizers() {
                     let fused = model(interaction, nf, dim, opt);
+                    let planned_before = PLANNED_RUNS.with(std::cell::Cell::get);
                     train(&fused, &cols[..nf], &labels, &weights, 1);
+                    let planned = PLANNED_RUNS.with(std::cell::Cell::get) > planned_before;
                     FORCE_GENERIC.store(true, Relaxed);
                     let generic = model(interaction, nf, dim, opt);
                     train(&generic, &cols[..nf], &labels, &weights, 1);
                     FORCE_GENERIC.store(false, Relaxed);
                     let what = format!("{level} {interaction:?} nf={nf} dim={dim} {opt:?}");
+                    // The instances with the optimizer fixed at compile time
+                    // run exactly where `shapes` says (and are checked here).
+                    use OptimizerKind::{Adagrad, Sgd};
+                    let specialised = opt.l2 == 0.0
+                        && opt.max_norm == 0.0
+                        && matches!(
+                            (interaction, nf, dim, opt.kind),
+                            (Interaction::FieldAware, 2, 32 | 64, Sgd | Adagrad)
+                                | (Interaction::FieldAware, 4, 8, Adagrad)
+                                | (Interaction::Plain, 4, 32, Adagrad)
+                        );
+                    assert_eq!(planned, specialised, "{what}");
                     assert_eq!(
                         fused.global_bias().to_bits(),
                         generic.global_bias().to_bits(),

@@ -18,6 +18,9 @@ pub struct RowUpdate<'a> {
 /// of its share.
 pub trait UpdateObserver: Sync {
     type Shard: Send;
+    /// `false` when `observe` does nothing: the loops then skip building
+    /// its argument (a metadata load per event) at compile time.
+    const OBSERVES: bool = true;
     fn new_shard(&self) -> Self::Shard;
     fn observe(&self, shard: &mut Self::Shard, update: &RowUpdate<'_>);
     fn absorb(&self, shard: Self::Shard);
@@ -28,6 +31,7 @@ pub struct NoObserver;
 
 impl UpdateObserver for NoObserver {
     type Shard = ();
+    const OBSERVES: bool = false;
     fn new_shard(&self) {}
     #[inline(always)]
     fn observe(&self, _: &mut (), _: &RowUpdate<'_>) {}

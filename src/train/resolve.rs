@@ -71,11 +71,12 @@ pub fn resolve(
     create: bool,
 ) -> Result<(Vec<u32>, usize)> {
     let n = ids.len();
-    let mut rows = vec![MISSING; n];
+    // Not filled first: `get_batch_uninit` writes every entry.
+    let mut rows: Vec<u32> = Vec::with_capacity(n);
     let parts = chunks(n, workers(n, threads));
     // Pass 1: lookups only, each worker writing its own slice of `rows`.
     let mut slices = Vec::with_capacity(parts.len());
-    let mut rest: &mut [u32] = &mut rows;
+    let mut rest = &mut rows.spare_capacity_mut()[..n];
     for p in &parts {
         let (mine, tail) = rest.split_at_mut(p.len());
         rest = tail;
@@ -86,14 +87,23 @@ pub fn resolve(
     // there are some.
     let missing: Vec<Vec<usize>> = fan_out("id lookup", slices, |(p, mine)| {
         let g = table.guard();
-        if g.get_batch(&ids[p.clone()], mine) == 0 {
+        let ids = &ids[p.clone()];
+        assert_eq!(ids.len(), mine.len());
+        if g.get_batch_uninit(ids, mine) == 0 {
             return Vec::new();
         }
+        // SAFETY: `get_batch_uninit` wrote every entry of `mine` (as long as
+        // `ids`, asserted above); `MaybeUninit<u32>` has `u32`'s layout.
+        let mine = unsafe { &*(std::ptr::from_ref(mine) as *const [u32]) };
         p.zip(mine.iter())
             .filter(|&(_, &r)| r == MISSING)
             .map(|(e, _)| e)
             .collect()
     })?;
+    // SAFETY: the parts cover 0..n (`chunks`), and every worker wrote each
+    // entry of its part (`get_batch_uninit`, lengths asserted); fan_out
+    // returned Ok, so every worker finished.
+    unsafe { rows.set_len(n) };
     let n_missing: usize = missing.iter().map(Vec::len).sum();
     if n_missing == 0 {
         return Ok((rows, 0));
