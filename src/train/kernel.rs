@@ -453,7 +453,16 @@ fn shapes<I: Isa, O: UpdateObserver>(
     // the shapes the benchmarks run (MF d = 32 and 64, FFM and FM with four
     // fields); every other case is the `General` instance of its shape.
     let all_fit = |fits: fn(&Optimizer) -> bool| s.tables.iter().all(|t| fits(t.optimizer()));
-    let (sgd, adagrad) = (all_fit(PlainSgd::fits), all_fit(PlainAdagrad::fits));
+    // Not for an observer (the Monitor): with the plan its instance ran fewer
+    // instructions but ~14% slower in wall time (`embcore bench`'s monitor
+    // protocol alternated with the previous build: 4.3-4.6 against 5.1-5.3 M
+    // events/s; with `General`, 5.96 against 5.83-6.06), so it keeps the
+    // run-time optimizer.
+    let plan = !O::OBSERVES;
+    let (sgd, adagrad) = (
+        plan && all_fit(PlainSgd::fits),
+        plan && all_fit(PlainAdagrad::fits),
+    );
     let (ps, pa) = (PlainSgd, PlainAdagrad);
     match (l.interaction, nf, q) {
         (Ffm, 2, 8) if sgd => fused(s, shard, i, ps, Fixed::<2>, Fixed::<8>, Fixed::<8>),
