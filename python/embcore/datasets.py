@@ -34,6 +34,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from embcore import _core, errors
+from embcore.errors import shown as _shown
 
 __all__ = [
     "FORMATS",
@@ -697,16 +698,6 @@ def _damaged(exc: BaseException, path: Path) -> str:
     if path.suffix.lower() == ".gz":
         fix += f" (gzip -t {shlex.quote(str(path))} checks it)"
     return f"the file is truncated or damaged ({complaint}); {fix}"
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to about ``limit`` characters (a 50 MB field stays readable).
-
-    >>> _shown("x" * 100, 30)
-    "'xxxxxxxxxxxxxxxx...(102 chars)"
-    """
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 13]}...({len(text):,} chars)"
 
 
 def _hint(exc: BaseException) -> str:

@@ -24,6 +24,8 @@ kind (``FileNotFoundError``, ``PermissionError``, other ``OSError``).
 learning_rate must be a finite number in (0, 1e2], got 1000000000000000000000000000000
 """
 
+from typing import Any
+
 from embcore._core import (
     CapacityError,
     ConfigError,
@@ -41,3 +43,16 @@ __all__ = [
     "SnapshotError",
     "UnknownIdError",
 ]
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters (a pasted 50 MB
+    value stays one short line).
+
+    >>> shown("x" * 100, 30)
+    "'xxxxxxxxxxxxxxxx...(102 chars)"
+    >>> shown(3600)
+    '3600'
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 13]}...({len(text):,} chars)"

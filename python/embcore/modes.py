@@ -124,7 +124,7 @@ import numpy.typing as npt
 
 from embcore import _core
 from embcore._core import EmbeddingTable, FieldModel, MatrixFactorization
-from embcore.errors import ConfigError, EmbcoreError
+from embcore.errors import ConfigError, EmbcoreError, shown
 
 __all__ = ["MODES", "Model", "Trainer", "parse_duration"]
 
@@ -200,7 +200,7 @@ def parse_duration(value: str | int | float, name: str = "period") -> int:
     """
     problem = (
         f"{name} must be a positive duration of 1s to 36500d such as 6h, 90m, 1d or 3600 "
-        f"(seconds), got {_shown_value(value)}"
+        f"(seconds), got {shown(value, 40)}"
     )
     if isinstance(value, bool):
         raise ConfigError(problem)
@@ -216,12 +216,6 @@ def parse_duration(value: str | int | float, name: str = "period") -> int:
     if not math.isfinite(seconds) or not 1 <= round(seconds) <= MAX_DURATION_SECONDS:
         raise ConfigError(problem)
     return round(seconds)
-
-
-def _shown_value(value: Any) -> str:
-    """``repr(value)``, cut to 40 characters (a pasted 1 MB value stays one short line)."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:36]}...{text[-1]}"
 
 
 class Trainer:

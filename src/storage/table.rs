@@ -469,10 +469,17 @@ impl<'a> RowRegions<'a> {
     /// compile-time width unrolls the line loops).
     #[inline(always)]
     pub fn prefetch<W: crate::kernels::simd::Width>(&self, r: u32, n: W, with_state: bool) {
+        self.prefetch_floats(r, 4 * n.get(), with_state)
+    }
+
+    /// `prefetch` with the row width `d` in floats (`d = dim`; a constant
+    /// from `prefetch` unrolls the line loops).
+    #[inline(always)]
+    fn prefetch_floats(&self, r: u32, d: usize, with_state: bool) {
+        debug_assert_eq!(d, self.dim);
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let d = 4 * n.get();
             let lines = (d * 4).div_ceil(64);
             let at = |base: *const AtomicU32| base.wrapping_add(r as usize * d).cast::<i8>();
             let (w, st) = (at(self.weights.as_ptr()), at(self.state.as_ptr()));
@@ -495,7 +502,7 @@ impl<'a> RowRegions<'a> {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (r, n, with_state);
+        let _ = (r, d, with_state);
     }
 }
 
@@ -839,44 +846,9 @@ impl EmbeddingTable {
 
     #[inline(always)]
     fn prefetch_lines(&self, r: u32, with_state: bool) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let d = self.cfg.dim;
-            let w = self
-                .weights
-                .as_ptr()
-                .wrapping_add(r as usize * d)
-                .cast::<i8>();
-            let m = self
-                .meta
-                .as_ptr()
-                .wrapping_add(r as usize * meta::WORDS)
-                .cast::<i8>();
-            // SAFETY: prefetch never faults, whatever the address.
-            unsafe {
-                let mut off = 0;
-                while off < d * 4 {
-                    _mm_prefetch(w.wrapping_add(off), _MM_HINT_T0);
-                    off += 64;
-                }
-                _mm_prefetch(m, _MM_HINT_T0);
-                if with_state && self.state_width > 0 {
-                    let s = self
-                        .state
-                        .as_ptr()
-                        .wrapping_add(r as usize * self.state_width)
-                        .cast::<i8>();
-                    let mut off = 0;
-                    while off < self.state_width * 4 {
-                        _mm_prefetch(s.wrapping_add(off), _MM_HINT_T0);
-                        off += 64;
-                    }
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (r, with_state);
+        // Per-coordinate state, where there is any, is as wide as the row.
+        let with_state = with_state && self.state_width > 0;
+        self.regions().prefetch_floats(r, self.cfg.dim, with_state);
     }
 
     /// Row index of `id`, or `None`. Never inserts.
