@@ -2,7 +2,9 @@
 //! `cargo run --release --no-default-features --example profile_train -- sgd 2000000`
 //! (optional third argument: threads; `MONITOR=1`: the timed pass feeds an
 //! `embcore` Monitor, 1% cohort; `IDS=1000000`: ids per field, default
-//! 100000, the bench's mf-1m workload draws from 1M).
+//! 100000, the bench's mf-1m workload draws from 1M; `ZIPF=1`: items drawn
+//! Zipf(1.2)-like, heavy-tailed, as the bench's mf-1m items are, users stay
+//! uniform).
 
 use _core::kernels::optim::{Optimizer, OptimizerKind};
 use _core::monitor::{Monitor, MonitorConfig};
@@ -28,12 +30,25 @@ fn main() {
     let users: Vec<u64> = (0..n as u64)
         .map(|k| _core::kernels::rng::hash2(1, k) % ids)
         .collect();
+    let zipf = std::env::var_os("ZIPF").is_some();
     let items: Vec<u64> = (0..n as u64)
-        .map(|k| _core::kernels::rng::hash2(2, k) % ids)
+        .map(|k| {
+            let h = _core::kernels::rng::hash2(2, k);
+            if zipf {
+                // Inverse CDF of the continuous Zipf(1.2) tail: rank u^-5.
+                let u = _core::kernels::rng::unit_f32(h).max(1e-12) as f64;
+                (u.powf(-5.0) as u64).saturating_sub(1) % ids
+            } else {
+                h % ids
+            }
+        })
         .collect();
     let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
     let mut t = TableConfig::new(32);
-    t.capacity = 1 << 20;
+    t.capacity = std::env::var("CAP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1 << 20);
     t.optimizer = Optimizer {
         kind,
         ..Default::default()

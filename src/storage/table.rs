@@ -506,6 +506,12 @@ impl<'a> RowRegions<'a> {
     }
 }
 
+/// Cache lines by which the state and metadata regions start past their
+/// mappings (odd, and apart from each other and from the weights' 0 in the
+/// low 12 address bits): see the design note of `region`.
+const STATE_STAGGER_LINES: usize = 17;
+const META_STAGGER_LINES: usize = 34 + 5;
+
 /// Event times are stored sign-flipped so that unsigned `fetch_max` /
 /// `fetch_min` order them as signed integers.
 #[inline(always)]
@@ -538,8 +544,10 @@ impl EmbeddingTable {
                 cfg.capacity, cfg.dim
             ))
         })?)?;
-        let state = Region::reserve(cfg.capacity * state_width)?;
-        let meta = Region::reserve(cfg.capacity * meta::WORDS)?;
+        // Staggered starts (see `region`): a row's state and metadata do not
+        // share their low address bits with its weights.
+        let state = Region::reserve_staggered(cfg.capacity * state_width, STATE_STAGGER_LINES)?;
+        let meta = Region::reserve_staggered(cfg.capacity * meta::WORDS, META_STAGGER_LINES)?;
         Ok(EmbeddingTable {
             cfg,
             state_width,
