@@ -81,6 +81,42 @@ def test_ttl_never_evicts_recent_rows_and_keeps_the_floor(last, ttl, now, floor)
     np.testing.assert_array_equal(out["ages"], now - out["first_seen"])
 
 
+@given(
+    last=st.lists(st.integers(0, 1000), min_size=1, max_size=60),
+    ttl=st.integers(1, 500),
+    now=st.integers(0, 1500),
+    floor=st.integers(0, 20),
+    cap=st.integers(1, 40),
+)
+def test_ttl_with_a_size_limit_matches_a_one_pass_reference(last, ttl, now, floor, cap) -> None:  # noqa: ANN001
+    """One evict call with TTL, max_rows and a keep-floor against a slow reference of the
+    documented order: expired rows leave in clock (row) order while above the floor; the
+    others, and expired rows the floor kept, are ranked by last update (LRU) and the
+    lowest leave while above max_rows and the floor."""
+    floor = min(floor, cap)
+    m = MatrixFactorization(
+        dim=4, item_lifecycle={"ttl": ttl, "max_rows": cap, "keep_floor": floor}
+    )
+    # Items first seen in order 0, 1, ... (rows in that order), one event each.
+    train_at(m, np.zeros(len(last)), np.arange(len(last)), last)
+    live = len(last)
+    gone, candidates = [], []
+    for row, t in enumerate(last):
+        if now - t > ttl and live > floor:
+            gone.append(row)
+            live -= 1
+        else:
+            candidates.append((t, row))
+    for _, row in sorted(candidates)[: max(0, live - cap)]:
+        if live <= floor:
+            break
+        gone.append(row)
+        live -= 1
+    out = m.items.evict(now=now, budget=10_000)
+    assert sorted(out["ids"].tolist()) == sorted(gone)
+    assert sorted(m.items.ids().tolist()) == sorted(set(range(len(last))) - set(gone))
+
+
 def test_evicted_rows_carry_their_final_state() -> None:
     m = MatrixFactorization(dim=3, item_lifecycle={"ttl": 10})
     train_at(m, [1, 1, 2], [10, 11, 10], [0, 1, 2])
