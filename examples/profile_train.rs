@@ -43,7 +43,19 @@ fn main() {
             }
         })
         .collect();
-    let labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
+    let mut labels: Vec<f32> = (0..n).map(|k| (k % 3 == 0) as u8 as f32).collect();
+    // `NPY=DIR`: the events of DIR/uid.npy, iid.npy (uint64) and lab.npy
+    // (float32) instead, e.g. the bench's own arrays saved with numpy.
+    let (users, items) = match std::env::var("NPY") {
+        Ok(dir) => {
+            let u: Vec<u64> = npy(&format!("{dir}/uid.npy"), u64::from_le_bytes);
+            let i: Vec<u64> = npy(&format!("{dir}/iid.npy"), u64::from_le_bytes);
+            labels = npy(&format!("{dir}/lab.npy"), f32::from_le_bytes);
+            (u, i)
+        }
+        Err(_) => (users, items),
+    };
+    let n = labels.len();
     let mut t = TableConfig::new(32);
     t.capacity = std::env::var("CAP")
         .ok()
@@ -97,4 +109,14 @@ fn timed_pass(
         Some(monitor) => m.train(b, names, opts, monitor).expect("train"),
         None => m.train(b, names, opts, &NoObserver).expect("train"),
     };
+}
+
+/// The values of a version-1 `.npy` file of `N`-byte little-endian scalars.
+fn npy<T, const N: usize>(path: &str, from: fn([u8; N]) -> T) -> Vec<T> {
+    let bytes = std::fs::read(path).expect("npy file");
+    let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header..]
+        .chunks_exact(N)
+        .map(|c| from(c.try_into().expect("N bytes")))
+        .collect()
 }
