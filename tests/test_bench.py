@@ -80,3 +80,10 @@ def test_probe_group_builds_both_arithmetics(tmp_path) -> None:  # type: ignore[
     assert all(r.value > 0 for r in results)
     # One scan figure, from the probe built as BENCHMARKS.md says.
     assert [r.name for r in results].count("limit_probe_scan_gbps") == 1
+
+
+def test_smaps_fields_are_read_in_bytes() -> None:
+    text = "Rss:              932368 kB\nAnonHugePages:    802816 kB\nSwap: 0 kB\n"
+    assert bench._smaps_bytes("AnonHugePages", text) == 802816 * 1024
+    assert bench._smaps_bytes("Rss", text) == 932368 * 1024
+    assert bench._smaps_bytes("Hugetlb", text) is None

@@ -508,7 +508,7 @@ def bench_memory(w: Workload, results: list[Result]) -> None:
     """Resident memory of a trained MF model (Adagrad) against the bytes of its weights,
     optimizer state and per-row metadata; and the rate at which this machine commits fresh
     memory (a numpy fill of new pages), the floor under first-sight inserts."""
-    before = _rss_bytes()
+    before, huge_before = _rss_bytes(), _smaps_bytes("AnonHugePages")
     model = embcore.MatrixFactorization(dim=DIM, optimizer="adagrad", seed=1)
     model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
     model.items.insert(sparse_ids(np.arange(w.items)), threads=2)
@@ -516,6 +516,7 @@ def bench_memory(w: Workload, results: list[Result]) -> None:
     model.train(sparse_ids(users), sparse_ids(items), labels, threads=2)
     del users, items, labels
     resident = _rss_bytes() - before
+    huge = None if huge_before is None else (_smaps_bytes("AnonHugePages") or 0) - huge_before
     # Per row: weights and Adagrad accumulators (4 bytes per coordinate each) and the 64-byte
     # metadata record (id, counters, times, bias, version).
     payload = (w.users + w.items) * (4 * DIM * 2 + 64)
@@ -528,6 +529,18 @@ def bench_memory(w: Workload, results: list[Result]) -> None:
             {"payload": payload},
         )
     )
+    if huge is not None and resident > 0:
+        # The tables' regions are advised to use transparent huge pages (random row accesses
+        # then miss the TLB far less): the share of the model's pages the kernel granted.
+        results.append(
+            Result(
+                "model_huge_page_share",
+                huge / resident,
+                "share",
+                f"AnonHugePages growth / RSS growth ({huge / 2**20:.0f} of "
+                f"{resident / 2**20:.0f} MiB); transparent huge pages: {_thp_mode()}",
+            )
+        )
     del model
     size = 1 << 30
     commit = statistics.median(size / timed(lambda: np.ones(size, np.uint8)) for _ in range(3))
@@ -542,6 +555,35 @@ def _rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _smaps_bytes(field: str, text: str | None = None) -> int | None:
+    """The ``field`` line of this process's ``/proc/self/smaps_rollup`` (or of ``text``), in
+    bytes; None where there is no such file or line."""
+    if text is None:
+        try:
+            with open("/proc/self/smaps_rollup") as f:
+                text = f.read()
+        except OSError:
+            return None
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name.strip() == field:
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                return int(parts[0]) * 1024
+    return None
+
+
+def _thp_mode() -> str:
+    """The kernel's transparent huge page setting (the bracketed choice), or 'unknown'."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            text = f.read()
+    except OSError:
+        return "unknown"
+    match = re.search(r"\[(\w+)\]", text)
+    return match.group(1) if match else "unknown"
 
 
 def bench_drift(w: Workload, results: list[Result]) -> None:
