@@ -550,19 +550,21 @@ def bench_memory(w: Workload, results: list[Result]) -> None:
 
 
 def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    return _proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
 def _smaps_bytes(field: str, text: str | None = None) -> int | None:
     """The ``field`` line of this process's ``/proc/self/smaps_rollup`` (or of ``text``), in
     bytes; None where there is no such file or line."""
+    return _proc_bytes("/proc/self/smaps_rollup", field, text)
+
+
+def _proc_bytes(path: str, field: str, text: str | None = None) -> int | None:
+    """The ``field: N kB`` line of a /proc file (or of ``text``), in bytes; None where there
+    is no such file or line."""
     if text is None:
         try:
-            with open("/proc/self/smaps_rollup") as f:
+            with open(path) as f:
                 text = f.read()
         except OSError:
             return None

@@ -154,7 +154,8 @@ impl<T: ZeroValid> Region<T> {
 impl<T: ZeroValid> Drop for Region<T> {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            // SAFETY: unmapping exactly the mapping created in `reserve`.
+            // SAFETY: unmapping exactly the mapping created in
+            // `reserve_staggered` (from its start `base`, all `bytes` of it).
             unsafe { libc::munmap(self.base, self.bytes) };
         }
     }

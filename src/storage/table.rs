@@ -513,7 +513,7 @@ const EVICT_AHEAD: usize = 16;
 /// mappings (odd, and apart from each other and from the weights' 0 in the
 /// low 12 address bits): see the design note of `region`.
 const STATE_STAGGER_LINES: usize = 17;
-const META_STAGGER_LINES: usize = 34 + 5;
+const META_STAGGER_LINES: usize = 39;
 
 /// Event times are stored sign-flipped so that unsigned `fetch_max` /
 /// `fetch_min` order them as signed integers.
