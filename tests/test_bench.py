@@ -87,3 +87,48 @@ def test_smaps_fields_are_read_in_bytes() -> None:
     assert bench._smaps_bytes("AnonHugePages", text) == 802816 * 1024
     assert bench._smaps_bytes("Rss", text) == 932368 * 1024
     assert bench._smaps_bytes("Hugetlb", text) is None
+
+
+def test_training_alternates_each_figure_with_its_probe(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The order of measurements, recorded: each repeat runs a probe, then its embcore figure.
+    calls: list[str] = []
+    fake = bench.Probe(tmp_path / "p", "", (1,), "")
+    monkeypatch.setattr(
+        bench, "build_probes", lambda tmp: {"limit_probe": fake, "limit_probe_adagrad": fake}
+    )
+
+    def run_probe(probe, w, threads, scans=None):  # type: ignore[no-untyped-def]
+        calls.append(f"probe{threads}")
+        if scans is not None:
+            scans.append(5.0)
+        return 100.0 * threads
+
+    def timed(fn):  # type: ignore[no-untyped-def]
+        calls.append("train")
+        fn()
+        return 0.5
+
+    monkeypatch.setattr(bench, "run_probe", run_probe)
+    monkeypatch.setattr(bench, "timed", timed)
+    monkeypatch.setattr(bench, "bench_monitor", lambda *a: None)
+    w = bench.Workload(users=500, items=500, events=2_000, repeats=2)
+    results: list[Result] = []
+    bench.bench_training(w, results, tmp_path)
+    # SGD: (probe, train) x 2; Adagrad: (probe 1t, train, probe 2t, train) x 2.
+    assert calls == ["probe1", "train"] * 2 + ["probe1", "train", "probe2", "train"] * 2
+    by_name = {r.name: r.value for r in results}
+    assert by_name["limit_probe_adagrad_2t"] == 200.0
+    assert by_name["train_adagrad_2t"] == 4_000.0
+    assert by_name["limit_probe_scan_gbps"] == 5.0
+    assert len(by_name) == len(results)
+    # The probe group then measures only what the training group did not.
+    calls.clear()
+    monkeypatch.setattr(
+        bench,
+        "build_probes",
+        lambda tmp: {"limit_probe": bench.Probe(tmp_path / "p", "", (1, 2), ""), "x": fake},
+    )
+    bench.bench_probe(w, results, tmp_path)
+    assert calls == ["probe2"] * 2 + ["probe1"] * 2
+    names = [r.name for r in results]
+    assert len(names) == len(set(names)) and {"limit_probe_2t", "x_1t"} <= set(names)

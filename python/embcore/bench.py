@@ -165,24 +165,64 @@ def machine() -> dict[str, Any]:
     }
 
 
-def bench_training(w: Workload, results: list[Result]) -> None:
+#: The training figures judged against a probe or against each other, by optimizer: (result
+#: name, threads, the probe measured alternately with it). Machines drift over minutes (the
+#: second vCPU's share of its host above all): measured in separate groups, the same build's
+#: Adagrad 2t / probe 2t read 0.42 and 0.90 in two runs, so each figure here alternates, repeat
+#: by repeat, with its probe and with the other thread count.
+PAIRED_TRAINING: dict[str, list[tuple[str, int, str]]] = {
+    "sgd": [("train_sgd_1t", 1, "limit_probe")],
+    "adagrad": [
+        ("train_adagrad_1t", 1, "limit_probe_adagrad"),
+        ("train_adagrad_2t", 2, "limit_probe_adagrad"),
+    ],
+}
+
+
+def bench_training(w: Workload, results: list[Result], tmp: Path) -> None:
+    """MF training rates (``PAIRED_TRAINING``), each alternated with the C probe of the same
+    step when a C compiler is present (the probe results are then this group's; the ``probe``
+    group measures only the others)."""
     users, items, labels = mf_events(w, w.events)
     uid, iid = sparse_ids(users), sparse_ids(items)
-    for name, optimizer, threads in [
-        ("train_sgd_1t", "sgd", 1),
-        ("train_adagrad_1t", "adagrad", 1),
-        ("train_adagrad_2t", "adagrad", 2),
-    ]:
+    probes = build_probes(tmp)
+
+    def train_seconds(model: embcore.MatrixFactorization, threads: int) -> float:
+        return timed(lambda: model.train(uid, iid, labels, threads=threads))
+
+    for optimizer, figures in PAIRED_TRAINING.items():
         model = embcore.MatrixFactorization(dim=DIM, optimizer=optimizer, seed=1)
         model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
         model.items.insert(sparse_ids(np.arange(w.items)), threads=2)
-
-        def run(model: embcore.MatrixFactorization = model, threads: int = threads) -> float:
-            return timed(lambda: model.train(uid, iid, labels, threads=threads))
-
-        rate = median_rate(run, w.events, w.repeats)
-        results.append(Result(name, rate, "events/s", f"{w.users}x{w.items}, d={DIM}"))
-        if name == "train_adagrad_1t":
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in figures}
+        probe_rates: dict[str, list[float]] = {name: [] for name, _, _ in figures}
+        scans: list[float] = []
+        for _ in range(w.repeats):
+            for name, threads, probe in figures:
+                if probe in probes:
+                    scan = scans if (probe, threads) == ("limit_probe", 1) else None
+                    probe_rates[name].append(run_probe(probes[probe], w, threads, scan))
+                rates[name].append(w.events / train_seconds(model, threads))
+        for name, threads, probe in figures:
+            note = f"{w.users}x{w.items}, d={DIM}"
+            if probe_rates[name]:
+                note += f"; alternated with {probe}_{threads}t"
+            results.append(Result(name, statistics.median(rates[name]), "events/s", note))
+            if probe_rates[name]:
+                probe_note = f"{PROBE_NOTE}; alternated with {name}"
+                results.append(
+                    Result(
+                        f"{probe}_{threads}t",
+                        statistics.median(probe_rates[name]),
+                        "events/s",
+                        probe_note,
+                    )
+                )
+        if scans:
+            results.append(
+                Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s", "row norms")
+            )
+        if optimizer == "adagrad":
             bench_monitor(w, uid, iid, labels, results)
         del model
 
@@ -447,58 +487,103 @@ def _probe_number(pattern: str, text: str) -> float:
     return float(match.group(1))
 
 
-def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
-    """The two C limit probes of BENCHMARKS.md (SGD + scan, Adagrad + per-row counter), 1 and 2
-    threads, built with the flags BENCHMARKS.md gives, on uniform 1M x 1M ids."""
+@dataclass(frozen=True)
+class Probe:
+    """A built C limit probe: its executable, how its rate is printed, and the thread counts
+    and note the ``probe`` group measures it with."""
+
+    exe: Path
+    pattern: str
+    thread_counts: tuple[int, ...]
+    kind: str
+
+
+PROBE_NOTE = "C, uniform ids, prefetch, no id map / statistics"
+
+#: The probes as BENCHMARKS.md builds them, and (1 thread) the same sources without
+#: -ffast-math: IEEE square roots and divisions, as embcore computes them. The gap between the
+#: two is what approximate arithmetic buys; embcore keeps bit-identical results across
+#: machines, so the second is the limit for the same arithmetic. (source, name, rate pattern,
+#: fast-math, thread counts, note)
+PROBES: list[tuple[Path, str, str, bool, tuple[int, ...], str]] = [
+    (PROBE_SOURCE, "limit_probe", r"events/s ([0-9.e+]+)", True, (1, 2), ""),
+    (
+        PROBE_ADAGRAD_SOURCE,
+        "limit_probe_adagrad",
+        r"adagrad events/s ([0-9.e+]+)",
+        True,
+        (1, 2),
+        "",
+    ),
+    (PROBE_SOURCE, "limit_probe_ieee", r"events/s ([0-9.e+]+)", False, (1,), ", IEEE"),
+    (
+        PROBE_ADAGRAD_SOURCE,
+        "limit_probe_adagrad_ieee",
+        r"adagrad events/s ([0-9.e+]+)",
+        False,
+        (1,),
+        ", IEEE sqrt and division (no -ffast-math)",
+    ),
+]
+
+
+def build_probes(tmp: Path) -> dict[str, Probe]:
+    """Every probe of ``PROBES`` compiled into ``tmp`` (once per folder: a second call reuses
+    the executables), by name; empty, with a note, without a C compiler."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None or not PROBE_SOURCE.exists():
         print("limit probes skipped: no C compiler found", file=sys.stderr)
-        return
-    # The probes as BENCHMARKS.md builds them, and (1 thread) the same sources without
-    # -ffast-math: IEEE square roots and divisions, as embcore computes them. The gap between
-    # the two is what approximate arithmetic buys; embcore keeps bit-identical results across
-    # machines, so the second is the limit for the same arithmetic.
-    fast, ieee = ["-O3", "-march=native", "-ffast-math"], ["-O3", "-march=native"]
-    for source, prefix, pattern, flags, thread_counts, kind in [
-        (PROBE_SOURCE, "limit_probe", r"events/s ([0-9.e+]+)", fast, (1, 2), ""),
-        (
-            PROBE_ADAGRAD_SOURCE,
-            "limit_probe_adagrad",
-            r"adagrad events/s ([0-9.e+]+)",
-            fast,
-            (1, 2),
-            "",
-        ),
-        (PROBE_SOURCE, "limit_probe_ieee", r"events/s ([0-9.e+]+)", ieee, (1,), ", IEEE"),
-        (
-            PROBE_ADAGRAD_SOURCE,
-            "limit_probe_adagrad_ieee",
-            r"adagrad events/s ([0-9.e+]+)",
-            ieee,
-            (1,),
-            ", IEEE sqrt and division (no -ffast-math)",
-        ),
-    ]:
-        exe = tmp / prefix
-        cmd = [cc, *flags, str(source), "-o", str(exe), "-lpthread", "-lm"]
-        subprocess.run(cmd, check=True)
-        for threads in thread_counts:
-            rates, scans = [], []
+        return {}
+    built = {}
+    for source, name, pattern, fast_math, thread_counts, kind in PROBES:
+        exe = tmp / name
+        if not exe.exists():
+            flags = ["-O3", "-march=native"] + (["-ffast-math"] if fast_math else [])
+            cmd = [cc, *flags, str(source), "-o", str(exe), "-lpthread", "-lm"]
+            subprocess.run(cmd, check=True)
+        built[name] = Probe(exe, pattern, thread_counts, kind)
+    return built
+
+
+def run_probe(probe: Probe, w: Workload, threads: int, scans: list[float] | None = None) -> float:
+    """One run of ``probe`` on the workload's sizes (twice its events): its events/s; its scan
+    GB/s appended to ``scans`` when given and printed."""
+    out = subprocess.run(
+        [str(probe.exe), str(w.users), str(w.items), str(w.events * 2), str(threads)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    if scans is not None and "GB/s" in out:
+        scans.append(_probe_number(r"GB/s ([0-9.]+)", out))
+    return _probe_number(probe.pattern, out)
+
+
+def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
+    """The two C limit probes of BENCHMARKS.md (SGD + scan, Adagrad + per-row counter), 1 and 2
+    threads, built with the flags BENCHMARKS.md gives, on uniform 1M x 1M ids; a probe figure
+    the ``training`` group measured already (alternated with its embcore counterpart) is not
+    measured again."""
+    done = {r.name for r in results}
+    for name, probe in build_probes(tmp).items():
+        for threads in probe.thread_counts:
+            scan_here = threads == 1 and not probe.kind and "limit_probe_scan_gbps" not in done
+            if f"{name}_{threads}t" in done and not scan_here:
+                continue
+            rates: list[float] = []
+            scans: list[float] = []
             for _ in range(w.repeats):
-                out = subprocess.run(
-                    [str(exe), str(w.users), str(w.items), str(w.events * 2), str(threads)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                rates.append(_probe_number(pattern, out))
-                if "GB/s" in out:
-                    scans.append(_probe_number(r"GB/s ([0-9.]+)", out))
-            note = "C, uniform ids, prefetch, no id map / statistics" + kind
-            results.append(
-                Result(f"{prefix}_{threads}t", statistics.median(rates), "events/s", note)
-            )
-            if scans and threads == 1 and not kind:
+                rates.append(run_probe(probe, w, threads, scans))
+            if f"{name}_{threads}t" not in done:
+                results.append(
+                    Result(
+                        f"{name}_{threads}t",
+                        statistics.median(rates),
+                        "events/s",
+                        PROBE_NOTE + probe.kind,
+                    )
+                )
+            if scans and scan_here:
                 results.append(
                     Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s", "row norms")
                 )
@@ -677,7 +762,7 @@ class Run:
 #: The benchmark groups, in the order they run; ``--only`` selects among them. A new group is
 #: one line here: ``"name": lambda r: bench_name(r.workload, r.results)``.
 GROUP_RUNNERS: dict[str, Callable[[Run], None]] = {
-    "training": lambda r: bench_training(r.workload, r.results),
+    "training": lambda r: bench_training(r.workload, r.results, r.tmp),
     "insert": lambda r: bench_insert(r.workload, r.results),
     "lifecycle": lambda r: bench_lifecycle(r.workload, r.results),
     "snapshot": lambda r: bench_snapshot(r.workload, r.results, r.tmp),
