@@ -132,3 +132,13 @@ def test_training_alternates_each_figure_with_its_probe(tmp_path, monkeypatch) -
     assert calls == ["probe2"] * 2 + ["probe1"] * 2
     names = [r.name for r in results]
     assert len(names) == len(set(names)) and {"limit_probe_2t", "x_1t"} <= set(names)
+
+
+def test_ffm_is_judged_against_mf_on_its_own_events() -> None:
+    results = [
+        Result("train_adagrad_1t", 100.0, "events/s"),
+        Result("ffm_4fields_1t", 3.0, "events/s", extra={"mf_same_events": 5.0}),
+    ]
+    r = bench.ratios(results)["FFM 4 fields 1t / MF Adagrad 1t, same events"]
+    assert r["value"] == pytest.approx(0.6)
+    assert r["met"] is True
