@@ -126,6 +126,28 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// `put` of bytes whose checksum the caller computed: `hash` was fed
+    /// exactly `bytes`, from `Hasher::new()` (so that another thread can
+    /// checksum a buffer while this one writes the previous: the section's
+    /// checksum is the same, `Hasher::combine` appends the two).
+    pub fn put_hashed(&mut self, bytes: &[u8], hash: &crc32fast::Hasher) -> std::io::Result<()> {
+        let Some((left, crc)) = self.open.as_mut() else {
+            return Err(misuse("container writer: put outside a section".into()));
+        };
+        if bytes.len() as u64 > *left {
+            return Err(misuse(format!(
+                "container writer: {} bytes put into a section with {left} bytes left \
+                 (the data changed while it was being saved?)",
+                bytes.len()
+            )));
+        }
+        *left -= bytes.len() as u64;
+        crc.combine(hash);
+        self.inner.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
     /// Close the open section, which must have received all its bytes.
     pub fn end(&mut self) -> std::io::Result<()> {
         match self.open.take() {
@@ -718,6 +740,39 @@ mod tests {
         assert_eq!(n as usize, bytes.len());
         assert_eq!(n, container_len([4 + 4 + 5 + 8, 6]));
         bytes
+    }
+
+    #[test]
+    fn chunks_checksummed_elsewhere_write_the_same_bytes() {
+        let payload: Vec<u8> = (0..10_000u32).map(|k| (k * 7 % 251) as u8).collect();
+        for cut in [0, 1, 4096, 9_999, 10_000] {
+            let (a, b) = payload.split_at(cut);
+            let mut w = Writer::new(Vec::new(), &F, 1).unwrap();
+            w.begin(payload.len() as u64).unwrap();
+            for part in [a, b] {
+                let mut h = crc32fast::Hasher::new();
+                h.update(part);
+                w.put_hashed(part, &h).unwrap();
+            }
+            w.end().unwrap();
+            let mut plain = Writer::new(Vec::new(), &F, 1).unwrap();
+            plain.begin(payload.len() as u64).unwrap();
+            plain.put(&payload).unwrap();
+            plain.end().unwrap();
+            assert_eq!(w.finish().unwrap(), plain.finish().unwrap(), "cut at {cut}");
+        }
+        // A hash of other bytes gives another checksum.
+        let mut w = Writer::new(Vec::new(), &F, 1).unwrap();
+        w.begin(3).unwrap();
+        let mut h = crc32fast::Hasher::new();
+        h.update(b"abd");
+        w.put_hashed(b"abc", &h).unwrap();
+        w.end().unwrap();
+        let mut plain = Writer::new(Vec::new(), &F, 1).unwrap();
+        plain.begin(3).unwrap();
+        plain.put(b"abc").unwrap();
+        plain.end().unwrap();
+        assert_ne!(w.finish().unwrap(), plain.finish().unwrap());
     }
 
     fn read(bytes: &[u8]) -> Result<(u32, String, f64, Vec<u8>)> {

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::io::{FieldWriter, Fields, Format, Reader, Writer};
 use crate::kernels::optim::{Optimizer, OptimizerKind};
 use crate::storage::table::{meta, EmbeddingTable, TableConfig};
+use crc32fast::Hasher;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -61,10 +62,12 @@ fn header(t: &EmbeddingTable, rows: usize) -> Vec<u8> {
 
 /// Write `src` as one section of `bytes` bytes per element: `fill` copies a
 /// chunk of elements into a buffer (Relaxed loads), `Writer::put` checksums
-/// and writes it. With more than one chunk a second thread fills the next
-/// buffer while this one writes (two buffers in turn), so the copy hides
-/// behind the write instead of adding to it. A failed write drops the
-/// channels: the filler stops at its next buffer and is joined.
+/// and writes it. With more than one chunk a second thread fills and
+/// checksums the next buffer while this one writes (two buffers in turn), so
+/// the copy and the checksum hide behind the write instead of adding to it
+/// (with the checksum on the writing thread, a 1.6 GB save spent 0.34 s
+/// between its write calls). A failed write drops the channels: the filler
+/// stops at its next buffer and is joined.
 fn put_region<W: Write, T: Sync>(
     w: &mut Writer<W>,
     src: &[T],
@@ -79,7 +82,7 @@ fn put_region<W: Write, T: Sync>(
         return w.end();
     }
     std::thread::scope(|scope| -> std::io::Result<()> {
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, Hasher)>(1);
         let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
         for _ in 0..2 {
             empty_tx
@@ -92,13 +95,15 @@ fn put_region<W: Write, T: Sync>(
                 let Ok(mut buf) = empty_rx.recv() else { return };
                 buf.truncate(chunk.len() * bytes); // the last chunk only
                 fill(chunk, &mut buf);
-                if full_tx.send(buf).is_err() {
+                let mut hash = Hasher::new();
+                hash.update(&buf);
+                if full_tx.send((buf, hash)).is_err() {
                     return;
                 }
             }
         });
-        for buf in full_rx {
-            w.put(&buf)?;
+        for (buf, hash) in full_rx {
+            w.put_hashed(&buf, &hash)?;
             let _ = empty_tx.send(buf);
         }
         Ok(())
