@@ -109,21 +109,7 @@ impl<W: Write> Writer<W> {
 
     /// Append payload bytes to the open section.
     pub fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let Some((left, crc)) = self.open.as_mut() else {
-            return Err(misuse("container writer: put outside a section".into()));
-        };
-        if bytes.len() as u64 > *left {
-            return Err(misuse(format!(
-                "container writer: {} bytes put into a section with {left} bytes left \
-                 (the data changed while it was being saved?)",
-                bytes.len()
-            )));
-        }
-        *left -= bytes.len() as u64;
-        crc.update(bytes);
-        self.inner.write_all(bytes)?;
-        self.written += bytes.len() as u64;
-        Ok(())
+        self.put_with(bytes, |crc| crc.update(bytes))
     }
 
     /// `put` of bytes whose checksum the caller computed: `hash` was fed
@@ -131,6 +117,16 @@ impl<W: Write> Writer<W> {
     /// checksum a buffer while this one writes the previous: the section's
     /// checksum is the same, `Hasher::combine` appends the two).
     pub fn put_hashed(&mut self, bytes: &[u8], hash: &crc32fast::Hasher) -> std::io::Result<()> {
+        self.put_with(bytes, |crc| crc.combine(hash))
+    }
+
+    /// `put`'s checks and write, with `checksum` adding `bytes` to the
+    /// section's checksum.
+    fn put_with(
+        &mut self,
+        bytes: &[u8],
+        checksum: impl FnOnce(&mut crc32fast::Hasher),
+    ) -> std::io::Result<()> {
         let Some((left, crc)) = self.open.as_mut() else {
             return Err(misuse("container writer: put outside a section".into()));
         };
@@ -142,7 +138,7 @@ impl<W: Write> Writer<W> {
             )));
         }
         *left -= bytes.len() as u64;
-        crc.combine(hash);
+        checksum(crc);
         self.inner.write_all(bytes)?;
         self.written += bytes.len() as u64;
         Ok(())
