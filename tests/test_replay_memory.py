@@ -203,6 +203,6 @@ def test_peak_rss_is_the_process_own_not_its_parents() -> None:
     # ru_maxrss of a spawned child starts at the parent's peak (kept across exec): a bench
     # parent that trained a model made every replay child look at least that big.
     held = np.ones(300_000_000 // 8)
-    code = "from embcore.replay import _peak_rss; print(_peak_rss())"
+    code = "from embcore.runs import peak_rss; print(peak_rss())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout) < 250_000_000 < held.nbytes

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 import embcore
 from embcore import bench_replay
+from embcore.runs import proc_bytes
 
 DIM = 32
 # The physical-limit probe of BENCHMARKS.md, shipped with the package.
@@ -644,31 +645,13 @@ def bench_memory(w: Workload, results: list[Result]) -> None:
 
 
 def _rss_bytes() -> int:
-    return _proc_bytes("/proc/self/status", "VmRSS") or 0
+    return proc_bytes("/proc/self/status", "VmRSS") or 0
 
 
 def _smaps_bytes(field: str, text: str | None = None) -> int | None:
     """The ``field`` line of this process's ``/proc/self/smaps_rollup`` (or of ``text``), in
     bytes; None where there is no such file or line."""
-    return _proc_bytes("/proc/self/smaps_rollup", field, text)
-
-
-def _proc_bytes(path: str, field: str, text: str | None = None) -> int | None:
-    """The ``field: N kB`` line of a /proc file (or of ``text``), in bytes; None where there
-    is no such file or line."""
-    if text is None:
-        try:
-            with open(path) as f:
-                text = f.read()
-        except OSError:
-            return None
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        if name.strip() == field:
-            parts = rest.split()
-            if parts and parts[0].isdigit():
-                return int(parts[0]) * 1024
-    return None
+    return proc_bytes("/proc/self/smaps_rollup", field, text)
 
 
 def _thp_mode() -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -91,6 +90,7 @@ def _child(log: str, mode: str) -> dict[str, Any]:
     """One mode's replay in this (fresh) process: timings, peak RSS and model bytes."""
     from embcore.datasets import ColumnMap
     from embcore.replay import replay
+    from embcore.runs import peak_rss
 
     began = time.perf_counter()
     metrics = replay(
@@ -104,14 +104,9 @@ def _child(log: str, mode: str) -> dict[str, Any]:
         columns=ColumnMap(user="user_id", item="item_id", time="time", label="label"),
     )
     total = time.perf_counter() - began
-    # This process image's own peak: ru_maxrss also counts the parent's peak at the spawn
-    # (Linux keeps the old image's high-water mark across exec), /proc's VmHWM does not.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    try:
-        with open("/proc/self/status") as status:
-            peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
-    except (OSError, StopIteration, ValueError):
-        pass
+    # This process image's own peak (VmHWM; ru_maxrss also counts the parent's peak at the
+    # spawn: Linux keeps the old image's high-water mark across exec).
+    peak = peak_rss() or 0
     timings = metrics["timings"]
     stream = float(timings["replay_seconds"]) + float(timings["validation_seconds"])
     per_mode = metrics["modes"][mode]
@@ -160,7 +155,7 @@ def _standalone_child() -> str:
 
     source = inspect.getsource(_child)
     return (
-        "import json, resource, sys, time\n"
+        "import json, sys, time\n"
         "from typing import Any\n"
         f"{source}\n"
         "print(json.dumps(_child(sys.argv[1], sys.argv[2])))\n"

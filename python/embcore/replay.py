@@ -510,26 +510,6 @@ def _settle_period(log: datasets.EventLog, config: dict[str, Any]) -> None:
         )
 
 
-def _peak_rss() -> int | None:
-    """The process's peak resident memory so far, in bytes (None where unknown).
-
-    Linux: ``VmHWM``, this process image's own high-water mark (``ru_maxrss`` also keeps the
-    peak of the parent that spawned it, carried across exec)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
-
-
 def _model_bytes(trainer: Trainer) -> int:
     """Bytes of the mode's tables in this process: the trained model and, batch, its serving
     snapshot (a ShardedModel's rows live in its actors: 0 here)."""
@@ -612,7 +592,7 @@ def _replay_stream(
     for state in states.values():
         state.trainer.flush(last_time)
     timings = {"replay_seconds": round(time.perf_counter() - began, 3)}
-    memory = {"peak_rss_stream_bytes": _peak_rss()}
+    memory = {"peak_rss_stream_bytes": runs.peak_rss()}
     # Each phase starts from what is live, not from the stream's freed pages.
     runs.release_free_memory()
     if progress:
@@ -620,14 +600,14 @@ def _replay_stream(
     clock = time.perf_counter()
     engagement = validation.metrics()
     timings["validation_seconds"] = round(time.perf_counter() - clock, 3)
-    memory["peak_rss_validation_bytes"] = _peak_rss()
+    memory["peak_rss_validation_bytes"] = runs.peak_rss()
     # The analyses need none of the stored scores and log columns: free them first.
     validation.discard()
     runs.release_free_memory()
     clock = time.perf_counter()
     per_mode, results = runs.analyse_modes(trainers, alpha, seed, local_model)
     timings["analysis_seconds"] = round(time.perf_counter() - clock, 3)
-    memory["peak_rss_analysis_bytes"] = _peak_rss()
+    memory["peak_rss_analysis_bytes"] = runs.peak_rss()
     for mode, state in states.items():
         per_mode[mode]["engagement"] = engagement[mode]
         per_mode[mode]["model_bytes"] = _model_bytes(state.trainer)

@@ -855,3 +855,43 @@ def comparison(modes: Mapping[str, Any]) -> dict[str, Any]:
             rt["engagement"]["fresh_play_rate"], batch["engagement"]["fresh_play_rate"]
         ),
     }
+
+
+def proc_bytes(path: str, field: str, text: str | None = None) -> int | None:
+    r"""The ``field: N kB`` line of a /proc file (or of ``text``), in bytes; None where there
+    is no such file or line.
+
+    >>> proc_bytes("", "VmHWM", "VmPeak:  10 kB\nVmHWM:   2048 kB\n")
+    2097152
+    >>> proc_bytes("/nonexistent/status", "VmHWM") is None
+    True
+    """
+    if text is None:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            return None
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name.strip() == field:
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                return int(parts[0]) * 1024
+    return None
+
+
+def peak_rss() -> int | None:
+    """The process's peak resident memory so far, in bytes (None where unknown).
+
+    Linux: ``VmHWM``, this process image's own high-water mark (``ru_maxrss`` also keeps the
+    peak of the parent that spawned it, carried across exec); elsewhere ``ru_maxrss``."""
+    peak = proc_bytes("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(max_rss) if sys.platform == "darwin" else int(max_rss) * 1024
