@@ -142,3 +142,10 @@ def test_ffm_is_judged_against_mf_on_its_own_events() -> None:
     r = bench.ratios(results)["FFM 4 fields 1t / MF Adagrad 1t, same events"]
     assert r["value"] == pytest.approx(0.6)
     assert r["met"] is True
+
+
+def test_a_missing_compiler_is_noted_once_per_run(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    assert bench.build_probes(tmp_path) == {}
+    assert bench.build_probes(tmp_path) == {}
+    assert capsys.readouterr().err.count("no C compiler found") == 1

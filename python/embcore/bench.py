@@ -537,12 +537,17 @@ PROBES: list[tuple[Path, str, str, bool, tuple[int, ...], str]] = [
 ]
 
 
+_NO_COMPILER_NOTED: set[Path] = set()
+
+
 def build_probes(tmp: Path) -> dict[str, Probe]:
     """Every probe of ``PROBES`` compiled into ``tmp`` (once per folder: a second call reuses
     the executables), by name; empty, with a note, without a C compiler."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None or not PROBE_SOURCE.exists():
-        print("limit probes skipped: no C compiler found", file=sys.stderr)
+        if tmp not in _NO_COMPILER_NOTED:  # once per run, not once per group
+            _NO_COMPILER_NOTED.add(tmp)
+            print("limit probes skipped: no C compiler found", file=sys.stderr)
         return {}
     built = {}
     for source, name, pattern, fast_math, thread_counts, kind in PROBES:
