@@ -88,7 +88,9 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(state)], check=True)
         out = subprocess.run(
             [sys.executable, "-c", CHILD, str(v1), str(v2), str(state), str(args.sample_size)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         r = json.loads(out.stdout)
         r |= {
