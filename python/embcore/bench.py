@@ -17,6 +17,7 @@ targets are judged as ratios measured in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -582,23 +583,21 @@ def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
     done = {r.name for r in results}
     for name, probe in build_probes(tmp).items():
         for threads in probe.thread_counts:
-            scan_here = threads == 1 and not probe.kind and "limit_probe_scan_gbps" not in done
-            if f"{name}_{threads}t" in done and not scan_here:
+            if f"{name}_{threads}t" in done:
                 continue
             rates: list[float] = []
             scans: list[float] = []
             for _ in range(w.repeats):
                 rates.append(run_probe(probe, w, threads, scans))
-            if f"{name}_{threads}t" not in done:
-                results.append(
-                    Result(
-                        f"{name}_{threads}t",
-                        statistics.median(rates),
-                        "events/s",
-                        PROBE_NOTE + probe.kind,
-                    )
+            results.append(
+                Result(
+                    f"{name}_{threads}t",
+                    statistics.median(rates),
+                    "events/s",
+                    PROBE_NOTE + probe.kind,
                 )
-            if scans and scan_here:
+            )
+            if scans and threads == 1 and not probe.kind and "limit_probe_scan_gbps" not in done:
                 results.append(
                     Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s", "row norms")
                 )
@@ -729,48 +728,49 @@ def bench_ffm(w: Workload, results: list[Result]) -> None:
     cols, labels, sizes = ffm_events(w, w.events)
     shape = "/".join(f"{sizes[f]:,}" for f in FFM_FIELDS)
     reference = "target >= 2M/s per core; Fwumious Wabbit LR: 0.95 M/s per core (published)"
-    for name, cls, dim, threads in [
-        ("ffm_4fields_1t", embcore.FieldAwareFM, 8, 1),
-        ("ffm_4fields_2t", embcore.FieldAwareFM, 8, 2),
-        ("fm_4fields_1t", embcore.FactorizationMachine, 32, 1),
-    ]:
+
+    def note(dim: int) -> str:
+        return f"{shape} rows, d={dim}, adagrad; {reference}"
+
+    def model_of(cls: Any, dim: int) -> Any:
         model = cls(fields=list(FFM_FIELDS), dim=dim, optimizer="adagrad", seed=1)
         for f in FFM_FIELDS:
             model.table(f).insert(sparse_ids(np.arange(sizes[f])), threads=2)
+        return model
 
-        def run(model: Any = model, threads: int = threads) -> float:
-            return timed(lambda: model.train(cols, labels, threads=threads))
+    def train_seconds(model: Any, threads: int = 1) -> float:
+        return timed(lambda: model.train(cols, labels, threads=threads))
 
-        note = f"{shape} rows, d={dim}, adagrad; {reference}"
-        if name != "ffm_4fields_1t":
-            rate = median_rate(run, w.events, w.repeats)
-            results.append(Result(name, rate, "events/s", note, {"per_core": rate / threads}))
-            del model
-            continue
-        # The target's baseline: MF Adagrad (d = 32) on the same events' user and item
-        # columns, alternated with the FFM repeat by repeat.
-        mf = embcore.MatrixFactorization(dim=DIM, optimizer="adagrad", seed=1)
-        mf.users.insert(sparse_ids(np.arange(sizes["user"])), threads=2)
-        mf.items.insert(sparse_ids(np.arange(sizes["item"])), threads=2)
-
-        def run_mf(mf: embcore.MatrixFactorization = mf) -> float:
-            return timed(lambda: mf.train(cols["user"], cols["item"], labels))
-
-        ffm_rates, mf_rates = [], []
-        for _ in range(w.repeats):
-            ffm_rates.append(w.events / run())
-            mf_rates.append(w.events / run_mf())
-        rate, mf_rate = statistics.median(ffm_rates), statistics.median(mf_rates)
-        results.append(
-            Result(
-                name,
-                rate,
-                "events/s",
-                f"{note}; alternated with MF on these events' users and items: {mf_rate:.3g}/s",
-                {"per_core": rate, "mf_same_events": mf_rate},
-            )
+    # FFM on one thread, alternated repeat by repeat with the target's baseline: MF Adagrad
+    # (d = 32) on the same events' user and item columns.
+    ffm = model_of(embcore.FieldAwareFM, 8)
+    mf = embcore.MatrixFactorization(dim=DIM, optimizer="adagrad", seed=1)
+    mf.users.insert(sparse_ids(np.arange(sizes["user"])), threads=2)
+    mf.items.insert(sparse_ids(np.arange(sizes["item"])), threads=2)
+    train_mf = functools.partial(mf.train, cols["user"], cols["item"], labels)
+    ffm_rates, mf_rates = [], []
+    for _ in range(w.repeats):
+        ffm_rates.append(w.events / train_seconds(ffm))
+        mf_rates.append(w.events / timed(train_mf))
+    rate, mf_rate = statistics.median(ffm_rates), statistics.median(mf_rates)
+    results.append(
+        Result(
+            "ffm_4fields_1t",
+            rate,
+            "events/s",
+            f"{note(8)}; alternated with MF on these events' users and items: {mf_rate:.3g}/s",
+            {"per_core": rate, "mf_same_events": mf_rate},
         )
-        del model, mf
+    )
+    del ffm, mf, train_mf
+    for name, cls, dim, threads in [
+        ("ffm_4fields_2t", embcore.FieldAwareFM, 8, 2),
+        ("fm_4fields_1t", embcore.FactorizationMachine, 32, 1),
+    ]:
+        model = model_of(cls, dim)
+        rate = median_rate(functools.partial(train_seconds, model, threads), w.events, w.repeats)
+        results.append(Result(name, rate, "events/s", note(dim), {"per_core": rate / threads}))
+        del model
 
 
 @dataclass
