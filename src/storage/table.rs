@@ -185,6 +185,23 @@ pub struct Pin<'a> {
     writer: bool,
 }
 
+impl Pin<'_> {
+    /// Make this read pin a writing call's (`begin_write`), once the call
+    /// knows it will go ahead: a pin taken with `pin` to look ids up, then
+    /// upgraded after the checks, leaves a rejected call without a version
+    /// bump. Idempotent.
+    pub fn write(&mut self) {
+        if self.writer {
+            return;
+        }
+        let t = self.table;
+        // Counted before the version bump (see `sync_from`).
+        t.writers.fetch_add(1, SeqCst);
+        self.writer = true;
+        t.version.fetch_add(1, SeqCst);
+    }
+}
+
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
         let t = self.table;
@@ -619,10 +636,7 @@ impl EmbeddingTable {
     /// bumps its version, so rows this call changes are tagged with it.
     pub fn begin_write(&self) -> Pin<'_> {
         let mut pin = self.pin();
-        // Counted before the version bump (see `sync_from`).
-        self.writers.fetch_add(1, SeqCst);
-        pin.writer = true;
-        self.version.fetch_add(1, SeqCst);
+        pin.write();
         pin
     }
 
@@ -777,33 +791,46 @@ impl EmbeddingTable {
     }
 
     /// Fails with `Capacity` when the new ids among `ids` do not fit.
-    /// Cheap unless `ids` is longer than the room left. Concurrent callers
-    /// that create rows hold `creation` across the check and the creation.
+    /// Cheap unless `ids` is longer than the room left (then one batched
+    /// lookup of `ids`). Concurrent callers that create rows hold `creation`
+    /// across the check and the creation.
     pub fn check_room(&self, ids: &[u64]) -> Result<()> {
-        if ids.len() <= self.remaining() {
+        self.check_room_for(ids.len(), || {
+            let mut rows = vec![0u32; ids.len()];
+            self.guard().get_batch(ids, &mut rows);
+            let mut missing: Vec<u64> = ids
+                .iter()
+                .zip(&rows)
+                .filter(|&(_, &r)| r == crate::storage::idmap::EMPTY)
+                .map(|(&id, _)| id)
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            missing.len()
+        })
+    }
+
+    /// Fails with `Capacity` when `distinct()` new ids do not fit, where
+    /// `entries` >= `distinct()` bounds them from above (the check is then
+    /// free while `entries` fit). The caller holds no map guard: a full
+    /// table waits for the eviction lock to reclaim.
+    pub fn check_room_for(&self, entries: usize, distinct: impl FnOnce() -> usize) -> Result<()> {
+        if entries <= self.remaining() {
             return Ok(());
         }
         // Before declaring the table full, reclaim with the lock taken
         // (`remaining` only tries it, and an evict or changed_since holding
-        // it would leave reusable rows uncounted). No map handle is held
-        // here, so waiting cannot deadlock with an evict.
+        // it would leave reusable rows uncounted).
         if self.limbo_len.load(Acquire) > 0 {
             let mut st = self.evict_state.lock().unwrap_or_else(|e| e.into_inner());
             self.reclaim(&mut st);
         }
-        let g = self.guard();
-        let mut missing: Vec<u64> = ids
-            .iter()
-            .copied()
-            .filter(|&id| g.get(id).is_none())
-            .collect();
-        missing.sort_unstable();
-        missing.dedup();
+        let needed = distinct();
         let free = self.remaining();
-        if missing.len() > free {
+        if needed > free {
             return Err(Error::Capacity {
                 what: "the table".into(),
-                needed: missing.len(),
+                needed,
                 free,
                 capacity: self.cfg.capacity,
             });

@@ -23,7 +23,7 @@ use crate::train::batch::Events;
 use crate::train::kernel::{run_share, EventTimes, Layout, Share, ShareTotals};
 use crate::train::model::{FieldModel, Observed, TrainStats};
 use crate::train::observer::UpdateObserver;
-use crate::train::resolve::{check_room, resolve, MISSING};
+use crate::train::resolve::{resolve_columns, MISSING};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Events between two publications of a worker's global-bias steps (with
@@ -72,20 +72,27 @@ impl FieldModel {
         // check to the end of the resolution: a concurrent call cannot take
         // the room this one checked (fields in order: no deadlock).
         let creating: Vec<_> = tables.iter().map(|t| t.creation()).collect();
-        check_room(&tables, events.columns, &self.cfg.fields)?;
-        // Pin every table for the call (evicted rows are not reused under us)
-        // and tag the rows it changes with a new version.
-        let _pins: Vec<_> = tables.iter().map(|t| t.begin_write()).collect();
+        // Pin every table for the call (evicted rows are not reused under
+        // us); once the ids are looked up and every table's room checked,
+        // the pins tag the rows the call changes with a new version.
+        let mut pins: Vec<_> = tables.iter().map(|t| t.pin()).collect();
         let base = self.events_seen.load(Relaxed) as i64;
         let times = match events.timestamps {
             Some(t) => EventTimes::Given(t),
             None => EventTimes::Counted { base },
         };
         let time_of = |e: usize| times.at(e);
+        let resolved = resolve_columns(
+            &tables,
+            events.columns,
+            &self.cfg.fields,
+            &mut pins,
+            &time_of,
+            options.threads,
+        )?;
         let mut rows = Vec::with_capacity(tables.len());
         let mut new_rows = Vec::with_capacity(tables.len());
-        for (t, col) in tables.iter().zip(events.columns) {
-            let (r, created) = resolve(t, col, &time_of, options.threads, true)?;
+        for (t, (r, created)) in tables.iter().zip(resolved) {
             if t.admission().is_some() {
                 t.count_unadmitted(r.iter().filter(|&&x| x == MISSING).count() as u64);
             }

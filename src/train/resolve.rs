@@ -27,7 +27,7 @@
 use crate::error::{unknown_ids, Error, Result};
 use crate::kernels::parallel::{chunks, fan_out, workers};
 use crate::storage::idmap::{distinct_lower_bound, Claim};
-use crate::storage::table::{bases, EmbeddingTable};
+use crate::storage::table::{bases, EmbeddingTable, Pin};
 
 /// Row of an event whose id has no row: not admitted yet (see `lifecycle`).
 /// (The id map's `EMPTY`, which `MapGuard::get_batch` writes for them.)
@@ -37,44 +37,93 @@ const INSERT_AHEAD: usize = 16;
 /// New-id entries from which a call sizes the id map before claiming.
 const RESERVE_FROM: usize = 4096;
 
-/// Fails, naming the table, when some table cannot hold the new ids of its
-/// column. Cheap unless a column is longer than the room left.
-pub fn check_room(tables: &[&EmbeddingTable], columns: &[&[u64]], names: &[String]) -> Result<()> {
-    for ((t, col), name) in tables.iter().zip(columns).zip(names) {
-        t.check_room(col).map_err(|e| match e {
-            Error::Capacity {
-                needed,
-                free,
-                capacity,
-                ..
-            } => Error::Capacity {
-                what: format!("the {name} table"),
-                needed,
-                free,
-                capacity,
-            },
-            other => other,
-        })?;
+/// `e` with the table it names called `the {name} table` (a capacity error).
+fn named(e: Error, name: &str) -> Error {
+    match e {
+        Error::Capacity {
+            needed,
+            free,
+            capacity,
+            ..
+        } => Error::Capacity {
+            what: format!("the {name} table"),
+            needed,
+            free,
+            capacity,
+        },
+        other => other,
     }
-    Ok(())
 }
 
-/// Resolve ids to rows for a table, creating unseen ids when `create`
-/// (else failing with `UnknownIds`). Returns rows and the number created.
-/// Checks the capacity before creating anything. `time_of(k)` is the first
-/// sight time of a row created for `ids[k]`.
-pub fn resolve(
-    table: &EmbeddingTable,
-    ids: &[u64],
+/// The rows of every table's column for one writing call: each column
+/// looked up once (`lookup`), every table's room checked against the ids
+/// it lacks, and only then the calls' `pins` (read pins of `tables`, held
+/// by the caller for the whole call) made writers and the new rows created
+/// (`create`). A rejected call changes nothing, not even a version. The
+/// caller holds every table's creation lock. Returns each table's rows and
+/// the number of rows created.
+pub fn resolve_columns(
+    tables: &[&EmbeddingTable],
+    columns: &[&[u64]],
+    names: &[String],
+    pins: &mut [Pin<'_>],
     time_of: &(dyn Fn(usize) -> i64 + Sync),
     threads: usize,
-    create: bool,
-) -> Result<(Vec<u32>, usize)> {
+) -> Result<Vec<(Vec<u32>, usize)>> {
+    let found: Vec<Lookup> = tables
+        .iter()
+        .zip(columns)
+        .map(|(t, col)| lookup(t, col, threads))
+        .collect::<Result<_>>()?;
+    for (((t, col), name), f) in tables.iter().zip(columns).zip(names).zip(&found) {
+        f.check_room(t, col).map_err(|e| named(e, name))?;
+    }
+    for p in pins.iter_mut() {
+        p.write();
+    }
+    tables
+        .iter()
+        .zip(columns)
+        .zip(found)
+        .map(|((t, col), f)| create(t, col, f, time_of, true))
+        .collect()
+}
+
+/// Pass 1 of a resolution: the rows of the ids found (`MISSING` for the
+/// others) and, per worker share, the entries whose id has no row.
+pub struct Lookup {
+    rows: Vec<u32>,
+    missing: Vec<Vec<usize>>,
+}
+
+impl Lookup {
+    /// Entries (not distinct ids) without a row.
+    pub fn missing(&self) -> usize {
+        self.missing.iter().map(Vec::len).sum()
+    }
+
+    /// Fails with `Capacity` when the distinct ids without a row do not fit
+    /// in `table` (whose column `ids` this looked up). Free while the
+    /// missing entries fit.
+    pub fn check_room(&self, table: &EmbeddingTable, ids: &[u64]) -> Result<()> {
+        table.check_room_for(self.missing(), || {
+            let mut distinct: Vec<u64> = self.missing.iter().flatten().map(|&e| ids[e]).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            distinct.len()
+        })
+    }
+}
+
+/// The rows of `ids` in `table`, looked up in one batched pass per worker
+/// (`MapGuard::get_batch`: each id hashed once, its slot prefetched ahead);
+/// the misses are listed only when there are some. Changes nothing.
+pub fn lookup(table: &EmbeddingTable, ids: &[u64], threads: usize) -> Result<Lookup> {
     let n = ids.len();
     // Not filled first: `get_batch_uninit` writes every entry.
     let mut rows: Vec<u32> = Vec::with_capacity(n);
     let parts = chunks(n, workers(n, threads));
-    // Pass 1: lookups only, each worker writing its own slice of `rows`.
+    // Each worker writes its own slice of `rows`.
     let mut slices = Vec::with_capacity(parts.len());
     let mut rest = &mut rows.spare_capacity_mut()[..n];
     for p in &parts {
@@ -82,9 +131,6 @@ pub fn resolve(
         rest = tail;
         slices.push((p.clone(), mine));
     }
-    // One batched pass per worker (`MapGuard::get_batch`: each id hashed
-    // once, its slot prefetched ahead); the misses are listed only when
-    // there are some.
     let missing: Vec<Vec<usize>> = fan_out("id lookup", slices, |(p, mine)| {
         let g = table.guard();
         let ids = &ids[p.clone()];
@@ -104,26 +150,43 @@ pub fn resolve(
     // entry of its part (`get_batch_uninit`, lengths asserted); fan_out
     // returned Ok, so every worker finished.
     unsafe { rows.set_len(n) };
-    let n_missing: usize = missing.iter().map(Vec::len).sum();
-    if n_missing == 0 {
-        return Ok((rows, 0));
+    Ok(Lookup { rows, missing })
+}
+
+/// Resolve ids to rows for a table, creating unseen ids when `create`
+/// (else failing with `UnknownIds`). Returns rows and the number created.
+/// Checks the capacity before creating anything. `time_of(k)` is the first
+/// sight time of a row created for `ids[k]`.
+pub fn resolve(
+    table: &EmbeddingTable,
+    ids: &[u64],
+    time_of: &(dyn Fn(usize) -> i64 + Sync),
+    threads: usize,
+    create: bool,
+) -> Result<(Vec<u32>, usize)> {
+    let found = lookup(table, ids, threads)?;
+    self::create(table, ids, found, time_of, create)
+}
+
+/// Pass 2 of a resolution: the rows `found` lacks (of `ids`, as looked up
+/// by `lookup` under the caller's pin), created when `create` (else failing
+/// with `UnknownIds`), the capacity checked first. Returns every entry's
+/// row and the number of rows created.
+pub fn create(
+    table: &EmbeddingTable,
+    ids: &[u64],
+    found: Lookup,
+    time_of: &(dyn Fn(usize) -> i64 + Sync),
+    create: bool,
+) -> Result<(Vec<u32>, usize)> {
+    if found.missing() == 0 {
+        return Ok((found.rows, 0));
     }
     if !create {
-        return Err(unknown_ids(missing.iter().flatten().map(|&e| ids[e])));
+        return Err(unknown_ids(found.missing.iter().flatten().map(|&e| ids[e])));
     }
-    if n_missing > table.remaining() {
-        let mut distinct: Vec<u64> = missing.iter().flatten().map(|&e| ids[e]).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        if distinct.len() > table.remaining() {
-            return Err(Error::Capacity {
-                what: "the table".into(),
-                needed: distinct.len(),
-                free: table.remaining(),
-                capacity: table.capacity(),
-            });
-        }
-    }
+    found.check_room(table, ids)?;
+    let Lookup { mut rows, missing } = found;
     // Admission (lifecycle `min_count`): count the sightings of unseen ids in
     // event order, in one sequential pass, so which sighting admits an id
     // does not depend on thread timing; a row is created at the sighting
@@ -474,6 +537,47 @@ mod tests {
         insert(&t, &more[..1_000], &|_| 0, 2).unwrap();
         assert_eq!(t.len(), 10_000);
         assert!(t.contains(9_999));
+    }
+
+    /// Several tables in one call: when one lacks room, none creates a row
+    /// or bumps its version (the error names the table); when all have
+    /// room, each column's rows are the one-table resolution's and every
+    /// version moves once. Repeated ids count once against the room.
+    #[test]
+    fn resolving_columns_checks_every_table_before_changing_any() {
+        let (a, b) = (table(100, None), table(10, None));
+        insert(&b, &[1, 2, 3, 4, 5, 6, 7, 8], &|_| 0, 1).unwrap();
+        let names = ["user".to_string(), "item".to_string()];
+        let users: Vec<u64> = (0..40u64).collect();
+        let items: Vec<u64> = [9, 10, 11, 9].to_vec();
+        let state = |t: &EmbeddingTable| (t.len(), t.version(), t.ids());
+        let before = (state(&a), state(&b));
+        let run = |items: &[u64]| {
+            let _creating = (a.creation(), b.creation());
+            let mut pins = [a.pin(), b.pin()];
+            resolve_columns(&[&a, &b], &[&users, items], &names, &mut pins, &|_| 0, 2)
+        };
+        match run(&items) {
+            Err(Error::Capacity {
+                what, needed, free, ..
+            }) => {
+                assert_eq!((what.as_str(), needed, free), ("the item table", 3, 2));
+            }
+            other => panic!("expected a capacity error, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!((state(&a), state(&b)), before);
+        let fits = [9u64, 10, 9, 10];
+        let out = run(&fits).unwrap();
+        assert_eq!((out[0].1, out[1].1), (40, 2));
+        assert_eq!(
+            (a.version(), b.version()),
+            (before.0 .1 + 1, before.1 .1 + 1)
+        );
+        for (t, col, (rows, _)) in [(&a, &users[..], &out[0]), (&b, &fits[..], &out[1])] {
+            let g = t.guard();
+            let expect: Vec<u32> = col.iter().map(|&id| g.get(id).unwrap()).collect();
+            assert_eq!(rows, &expect);
+        }
     }
 
     /// Writers creating rows with two workers while readers list the table
