@@ -75,7 +75,12 @@ def test_probe_group_builds_both_arithmetics(tmp_path) -> None:  # type: ignore[
     results: list[Result] = []
     bench.bench_probe(w, results, tmp_path)
     names = {r.name for r in results}
-    assert {"limit_probe_1t", "limit_probe_adagrad_2t", "limit_probe_adagrad_ieee_1t"} <= names
+    assert {
+        "limit_probe_1t",
+        "limit_probe_adagrad_2t",
+        "limit_probe_adagrad_ieee_1t",
+        "limit_probe_mapped_1t",
+    } <= names
     assert "limit_probe_ieee_2t" not in names
     assert all(r.value > 0 for r in results)
     # One scan figure, from the probe built as BENCHMARKS.md says.
@@ -92,13 +97,20 @@ def test_smaps_fields_are_read_in_bytes() -> None:
 def test_training_alternates_each_figure_with_its_probe(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # The order of measurements, recorded: each repeat runs a probe, then its embcore figure.
     calls: list[str] = []
-    fake = bench.Probe(tmp_path / "p", "", (1,), "")
+    fake = bench.Probe(tmp_path / "probe", "", (1,), "")
+    mapped = bench.Probe(tmp_path / "mapped", "", (1,), "")
     monkeypatch.setattr(
-        bench, "build_probes", lambda tmp: {"limit_probe": fake, "limit_probe_adagrad": fake}
+        bench,
+        "build_probes",
+        lambda tmp: {
+            "limit_probe": fake,
+            "limit_probe_adagrad": fake,
+            "limit_probe_mapped": mapped,
+        },
     )
 
     def run_probe(probe, w, threads, scans=None):  # type: ignore[no-untyped-def]
-        calls.append(f"probe{threads}")
+        calls.append(f"{probe.exe.name}{threads}")
         if scans is not None:
             scans.append(5.0)
         return 100.0 * threads
@@ -114,9 +126,12 @@ def test_training_alternates_each_figure_with_its_probe(tmp_path, monkeypatch) -
     w = bench.Workload(users=500, items=500, events=2_000, repeats=2)
     results: list[Result] = []
     bench.bench_training(w, results, tmp_path)
-    # SGD: (probe, train) x 2; Adagrad: (probe 1t, train, probe 2t, train) x 2.
-    assert calls == ["probe1", "train"] * 2 + ["probe1", "train", "probe2", "train"] * 2
+    # SGD: (probe, mapped probe, train) x 2; Adagrad: (probe 1t, train, probe 2t, train) x 2.
+    sgd = ["probe1", "mapped1", "train"] * 2
+    assert calls == sgd + ["probe1", "train", "probe2", "train"] * 2
     by_name = {r.name: r.value for r in results}
+    assert by_name["limit_probe_mapped_1t"] == 100.0
+    assert "limit_probe_mapped_1t" in next(r.note for r in results if r.name == "train_sgd_1t")
     assert by_name["limit_probe_adagrad_2t"] == 200.0
     assert by_name["train_adagrad_2t"] == 4_000.0
     assert by_name["limit_probe_scan_gbps"] == 5.0
@@ -126,7 +141,7 @@ def test_training_alternates_each_figure_with_its_probe(tmp_path, monkeypatch) -
     monkeypatch.setattr(
         bench,
         "build_probes",
-        lambda tmp: {"limit_probe": bench.Probe(tmp_path / "p", "", (1, 2), ""), "x": fake},
+        lambda tmp: {"limit_probe": bench.Probe(tmp_path / "probe", "", (1, 2), ""), "x": fake},
     )
     bench.bench_probe(w, results, tmp_path)
     assert calls == ["probe2"] * 2 + ["probe1"] * 2

@@ -168,15 +168,15 @@ def machine() -> dict[str, Any]:
 
 
 #: The training figures judged against a probe or against each other, by optimizer: (result
-#: name, threads, the probe measured alternately with it). Machines drift over minutes (the
-#: second vCPU's share of its host above all): measured in separate groups, the same build's
-#: Adagrad 2t / probe 2t read 0.42 and 0.90 in two runs, so each figure here alternates, repeat
-#: by repeat, with its probe and with the other thread count.
-PAIRED_TRAINING: dict[str, list[tuple[str, int, str]]] = {
-    "sgd": [("train_sgd_1t", 1, "limit_probe")],
+#: name, threads, the probes measured alternately with it, the first with its scan). Machines
+#: drift over minutes (the second vCPU's share of its host above all): measured in separate
+#: groups, the same build's Adagrad 2t / probe 2t read 0.42 and 0.90 in two runs, so each
+#: figure here alternates, repeat by repeat, with its probes and with the other thread count.
+PAIRED_TRAINING: dict[str, list[tuple[str, int, tuple[str, ...]]]] = {
+    "sgd": [("train_sgd_1t", 1, ("limit_probe", "limit_probe_mapped"))],
     "adagrad": [
-        ("train_adagrad_1t", 1, "limit_probe_adagrad"),
-        ("train_adagrad_2t", 2, "limit_probe_adagrad"),
+        ("train_adagrad_1t", 1, ("limit_probe_adagrad",)),
+        ("train_adagrad_2t", 2, ("limit_probe_adagrad",)),
     ],
 }
 
@@ -197,27 +197,31 @@ def bench_training(w: Workload, results: list[Result], tmp: Path) -> None:
         model.users.insert(sparse_ids(np.arange(w.users)), threads=2)
         model.items.insert(sparse_ids(np.arange(w.items)), threads=2)
         rates: dict[str, list[float]] = {name: [] for name, _, _ in figures}
-        probe_rates: dict[str, list[float]] = {name: [] for name, _, _ in figures}
+        probe_rates: dict[tuple[str, int], list[float]] = {
+            (probe, threads): [] for _, threads, paired in figures for probe in paired
+        }
         scans: list[float] = []
         for _ in range(w.repeats):
-            for name, threads, probe in figures:
-                if probe in probes:
-                    scan = scans if (probe, threads) == ("limit_probe", 1) else None
-                    probe_rates[name].append(run_probe(probes[probe], w, threads, scan))
+            for name, threads, paired in figures:
+                for probe in paired:
+                    if probe in probes:
+                        scan = scans if (probe, threads) == ("limit_probe", 1) else None
+                        rate = run_probe(probes[probe], w, threads, scan)
+                        probe_rates[probe, threads].append(rate)
                 rates[name].append(w.events / train_seconds(model, threads))
-        for name, threads, probe in figures:
+        for name, threads, paired in figures:
+            measured = [p for p in paired if probe_rates[p, threads]]
             note = f"{w.users}x{w.items}, d={DIM}"
-            if probe_rates[name]:
-                note += f"; alternated with {probe}_{threads}t"
+            if measured:
+                note += "; alternated with " + ", ".join(f"{p}_{threads}t" for p in measured)
             results.append(Result(name, statistics.median(rates[name]), "events/s", note))
-            if probe_rates[name]:
-                probe_note = f"{PROBE_NOTE}; alternated with {name}"
+            for probe in measured:
                 results.append(
                     Result(
                         f"{probe}_{threads}t",
-                        statistics.median(probe_rates[name]),
+                        statistics.median(probe_rates[probe, threads]),
                         "events/s",
-                        probe_note,
+                        f"{probes[probe].note}; alternated with {name}",
                     )
                 )
         if scans:
@@ -506,34 +510,53 @@ class Probe:
     exe: Path
     pattern: str
     thread_counts: tuple[int, ...]
-    kind: str
+    note: str
 
 
 PROBE_NOTE = "C, uniform ids, prefetch, no id map / statistics"
+PROBE_MAPPED_SOURCE = Path(__file__).resolve().parent / "limit_probe_mapped.c"
 
 #: The probes as BENCHMARKS.md builds them, and (1 thread) the same sources without
 #: -ffast-math: IEEE square roots and divisions, as embcore computes them. The gap between the
 #: two is what approximate arithmetic buys; embcore keeps bit-identical results across
-#: machines, so the second is the limit for the same arithmetic. (source, name, rate pattern,
-#: fast-math, thread counts, note)
+#: machines, so the second is the limit for the same arithmetic. ``limit_probe_mapped`` is
+#: ``limit_probe``'s step with the events' sparse ids first resolved through an id map shaped
+#: as embcore's (batched, prefetched): the limit for a trainer that keys rows by id, which the
+#: plain probe (dense indices) is not. (source, name, rate pattern, fast-math, thread counts,
+#: note)
 PROBES: list[tuple[Path, str, str, bool, tuple[int, ...], str]] = [
-    (PROBE_SOURCE, "limit_probe", r"events/s ([0-9.e+]+)", True, (1, 2), ""),
+    (PROBE_SOURCE, "limit_probe", r"events/s ([0-9.e+]+)", True, (1, 2), PROBE_NOTE),
     (
         PROBE_ADAGRAD_SOURCE,
         "limit_probe_adagrad",
         r"adagrad events/s ([0-9.e+]+)",
         True,
         (1, 2),
-        "",
+        PROBE_NOTE,
     ),
-    (PROBE_SOURCE, "limit_probe_ieee", r"events/s ([0-9.e+]+)", False, (1,), ", IEEE"),
+    (
+        PROBE_SOURCE,
+        "limit_probe_ieee",
+        r"events/s ([0-9.e+]+)",
+        False,
+        (1,),
+        PROBE_NOTE + ", IEEE",
+    ),
     (
         PROBE_ADAGRAD_SOURCE,
         "limit_probe_adagrad_ieee",
         r"adagrad events/s ([0-9.e+]+)",
         False,
         (1,),
-        ", IEEE sqrt and division (no -ffast-math)",
+        PROBE_NOTE + ", IEEE sqrt and division (no -ffast-math)",
+    ),
+    (
+        PROBE_MAPPED_SOURCE,
+        "limit_probe_mapped",
+        r"mapped events/s ([0-9.e+]+)",
+        True,
+        (1,),
+        "C, uniform sparse ids resolved by a batched, prefetched id-map pass, no statistics",
     ),
 ]
 
@@ -551,13 +574,13 @@ def build_probes(tmp: Path) -> dict[str, Probe]:
             print("limit probes skipped: no C compiler found", file=sys.stderr)
         return {}
     built = {}
-    for source, name, pattern, fast_math, thread_counts, kind in PROBES:
+    for source, name, pattern, fast_math, thread_counts, note in PROBES:
         exe = tmp / name
         if not exe.exists():
             flags = ["-O3", "-march=native"] + (["-ffast-math"] if fast_math else [])
             cmd = [cc, *flags, str(source), "-o", str(exe), "-lpthread", "-lm"]
             subprocess.run(cmd, check=True)
-        built[name] = Probe(exe, pattern, thread_counts, kind)
+        built[name] = Probe(exe, pattern, thread_counts, note)
     return built
 
 
@@ -594,10 +617,11 @@ def bench_probe(w: Workload, results: list[Result], tmp: Path) -> None:
                     f"{name}_{threads}t",
                     statistics.median(rates),
                     "events/s",
-                    PROBE_NOTE + probe.kind,
+                    probe.note,
                 )
             )
-            if scans and threads == 1 and not probe.kind and "limit_probe_scan_gbps" not in done:
+            scan_done = "limit_probe_scan_gbps" in done
+            if scans and threads == 1 and name == "limit_probe" and not scan_done:
                 results.append(
                     Result("limit_probe_scan_gbps", statistics.median(scans), "GB/s", "row norms")
                 )
@@ -853,6 +877,16 @@ TARGETS: list[Target] = [
         "Adagrad 2t / limit_probe_adagrad_2t", "train_adagrad_2t", "limit_probe_adagrad_2t", 0.6
     ),
     Target("SGD 1t / limit_probe_ieee_1t (no -ffast-math)", "train_sgd_1t", "limit_probe_ieee_1t"),
+    Target(
+        "SGD 1t / limit_probe_mapped_1t (the probe with an id map)",
+        "train_sgd_1t",
+        "limit_probe_mapped_1t",
+    ),
+    Target(
+        "limit_probe_mapped_1t / limit_probe_1t (what an id map costs)",
+        "limit_probe_mapped_1t",
+        "limit_probe_1t",
+    ),
     Target(
         "Adagrad 1t / limit_probe_adagrad_ieee_1t (no -ffast-math)",
         "train_adagrad_1t",
