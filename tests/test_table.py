@@ -5,7 +5,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import embcore
@@ -35,6 +35,32 @@ def test_get_default_scalar_and_row() -> None:
     assert len(t) == 1
     with pytest.raises(ValueError, match="dim 3"):
         t.get(ids(2), default=np.zeros(2, dtype=np.float32))
+
+
+@given(
+    known=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=60, unique=True),
+    asked=st.lists(st.integers(0, 2**64 - 1), max_size=40),
+    picks=st.lists(st.integers(0, 10**6), min_size=1, max_size=200),
+)
+@settings(max_examples=40, deadline=None)
+def test_get_equals_a_dict_of_rows(known: list[int], asked: list[int], picks: list[int]) -> None:
+    """Long mixed requests (known ids repeated, unknown ones between them) read each known
+    id's own row and the default elsewhere; without a default the unknown ids are named."""
+    t = EmbeddingTable(4)
+    values = np.arange(len(known) * 4, dtype=np.float32).reshape(-1, 4)
+    t.set(np.array(known, np.uint64), values)
+    ref = dict(zip(known, values, strict=True))
+    pool = known + asked
+    request = [pool[p % len(pool)] for p in picks]
+    default = np.array([-1.0, -2.0, -3.0, -4.0], np.float32)
+    out = t.get(np.array(request, np.uint64), default=default)
+    np.testing.assert_array_equal(out, [ref.get(i, default) for i in request])
+    unknown = [i for i in request if i not in ref]
+    if unknown:
+        with pytest.raises(embcore.UnknownIdError, match=str(unknown[0])):
+            t.get(np.array(request, np.uint64))
+    else:
+        np.testing.assert_array_equal(t.get(np.array(request, np.uint64)), out)
 
 
 def test_initialisation_depends_on_seed_and_id_only() -> None:

@@ -1446,24 +1446,32 @@ impl EmbeddingTable {
     /// Copy rows of `ids` into `out` (len(ids) × dim). Unknown ids take
     /// `default` when given, else fail with `UnknownId` before writing.
     pub fn gather(&self, ids: &[u64], out: &mut [f32], default: Option<&[f32]>) -> Result<()> {
+        use crate::storage::idmap::EMPTY;
         let d = self.cfg.dim;
         let _pin = self.pin();
-        let g = self.guard();
-        let rows: Vec<Option<u32>> = ids.iter().map(|&id| self.lookup(&g, id)).collect();
-        if default.is_none() && rows.iter().any(Option::is_none) {
+        // One batched, prefetched pass over the map (the pin keeps every
+        // row found in place), then the rows, prefetched a few ahead.
+        let mut rows = vec![EMPTY; ids.len()];
+        let missing = self.guard().get_batch(ids, &mut rows);
+        if default.is_none() && missing > 0 {
             return Err(crate::error::unknown_ids(
                 ids.iter()
                     .zip(&rows)
-                    .filter(|(_, r)| r.is_none())
+                    .filter(|&(_, &r)| r == EMPTY)
                     .map(|(&id, _)| id),
             ));
         }
-        for (k, r) in rows.iter().enumerate() {
-            let o = &mut out[k * d..(k + 1) * d];
+        const AHEAD: usize = 8;
+        for (k, (&r, o)) in rows.iter().zip(out.chunks_exact_mut(d)).enumerate() {
+            if let Some(&next) = rows.get(k + AHEAD) {
+                if next != EMPTY {
+                    self.prefetch_for_read(next);
+                }
+            }
             match (r, default) {
-                (Some(r), _) => self.load_row(*r, o),
-                (None, Some(def)) => o.copy_from_slice(def),
-                (None, None) => unreachable!("checked above"),
+                (EMPTY, Some(def)) => o.copy_from_slice(def),
+                (EMPTY, None) => unreachable!("checked above"),
+                (r, _) => self.load_row(r, o),
             }
         }
         Ok(())
