@@ -6,29 +6,37 @@
 //! * Everything is validated, and the capacity of every field's table is
 //!   checked, before the first row is created: a failing call changes
 //!   nothing (no row, no version, no event count).
-//! * Hogwild across threads: each worker trains a contiguous share of the
-//!   events in order on the shared tables; two workers updating one row may
-//!   lose a coordinate update (the accepted staleness). The global bias is
-//!   shared too (see `GlobalBias`): workers publish their steps every
-//!   `BIAS_SYNC` events. With one worker the result is the sequential one.
+//! * Hogwild across threads, with the observed field's rows owned: each
+//!   worker trains, in event order, the events whose observed-field row
+//!   (MF's item) it owns (`regroup`: heavy rows balanced between workers),
+//!   so every such row gets its updates in event order from one worker, as
+//!   with one thread; the other fields' rows are shared, and two workers
+//!   updating one may lose a coordinate update (the accepted staleness).
+//!   The global bias is shared too (see `GlobalBias`): workers publish
+//!   their steps every `BIAS_SYNC` events. With one worker the result is
+//!   the sequential one.
 //! * Workers are capped by the work (`kernels::parallel::workers`): a call
 //!   never starts more threads than it has chunks of events worth a thread.
 //! * Observers get one shard per worker, filled without locks on the
-//!   per-event path and absorbed once at the end of the worker's share.
+//!   per-event path and absorbed once at the end of the worker's events.
 
 use crate::error::{out_of_range, Result};
-use crate::kernels::parallel::{chunks, fan_out, workers};
+use crate::kernels::parallel::{fan_out, workers};
 use crate::storage::table::EmbeddingTable;
 use crate::train::batch::Events;
 use crate::train::kernel::{run_share, EventTimes, Layout, Share, ShareTotals};
 use crate::train::model::{FieldModel, Observed, TrainStats};
 use crate::train::observer::UpdateObserver;
+use crate::train::regroup::{Owners, Picked};
 use crate::train::resolve::{resolve_columns, MISSING};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Events between two publications of a worker's global-bias steps (with
 /// more than one worker).
 pub const BIAS_SYNC: usize = 256;
+/// Events a worker of a multi-worker call walks at a time, picking those it
+/// owns (`regroup`): its buffers then stay small and are reused.
+const REGROUP_CHUNK: usize = 1 << 16;
 
 /// How one training call runs.
 #[derive(Clone, Copy, Debug)]
@@ -107,40 +115,87 @@ impl FieldModel {
                 ..Default::default()
             });
         }
-        let parts = chunks(n, workers(n, options.threads));
-        let share = |range: std::ops::Range<usize>| Share {
+        let workers = workers(n, options.threads);
+        // The whole call's share; a worker's chunks replace its events.
+        let whole = Share {
             layout: Layout::of(&self.cfg),
             loss: self.cfg.loss,
             bias: self.cfg.bias,
             tables: &tables,
             events,
-            range,
+            range: 0..n,
             rows: &rows,
             times,
             count_interactions: options.count_interactions,
             global: &self.global,
-            bias_sync: (parts.len() > 1).then_some(BIAS_SYNC),
+            bias_sync: (workers > 1).then_some(BIAS_SYNC),
             observed_field: options.observed.field,
             observed_span: span,
             observer,
             scores: options.scores,
         };
-        let results: Vec<ShareTotals> = fan_out("train", parts.clone(), |range| {
+        // One worker trains the call's events in order. More: each trains
+        // the events of the observed field's rows it owns (`regroup`), so no
+        // row of that field is written by two cores.
+        let results: Vec<(ShareTotals, Vec<u32>)> = if workers == 1 {
             let mut shard = observer.new_shard();
-            let totals = run_share(&share(range), &mut shard);
+            let totals = run_share(&whole, &mut shard);
             observer.absorb(shard);
-            totals
-        })?;
+            vec![(totals, Vec::new())]
+        } else {
+            let field = options.observed.field;
+            let owners = Owners::of(&rows[field], workers);
+            fan_out("train", (0..workers).collect(), |me| {
+                let mut shard = observer.new_shard();
+                let mut mine = ShareTotals::default();
+                let mut order = Vec::new();
+                let mut picked = Picked::default();
+                for start in (0..n).step_by(REGROUP_CHUNK) {
+                    let chunk = start..(start + REGROUP_CHUNK).min(n);
+                    picked.pick(events, &rows, times, (field, &owners, me), chunk);
+                    let columns: Vec<&[u64]> = picked.columns.iter().map(Vec::as_slice).collect();
+                    let chunk_events = Events {
+                        columns: &columns,
+                        labels: &picked.labels,
+                        weights: picked.weights.as_deref(),
+                        timestamps: Some(&picked.times),
+                    };
+                    let s = Share {
+                        events: &chunk_events,
+                        range: 0..picked.len(),
+                        rows: &picked.rows,
+                        times: EventTimes::Given(&picked.times),
+                        ..whole
+                    };
+                    let t = run_share(&s, &mut shard);
+                    mine.loss_sum += t.loss_sum;
+                    mine.weight_sum += t.weight_sum;
+                    mine.skipped += t.skipped;
+                    if options.scores {
+                        mine.scores.extend_from_slice(&t.scores);
+                        order.extend_from_slice(&picked.order);
+                    }
+                }
+                observer.absorb(shard);
+                (mine, order)
+            })?
+        };
         let (mut loss_sum, mut weight_sum, mut skipped) = (0.0, 0.0, 0);
         let mut scores = Vec::new();
-        for r in results {
+        if options.scores && workers > 1 {
+            scores = vec![0.0; n];
+        }
+        for (r, order) in results {
             loss_sum += r.loss_sum;
             weight_sum += r.weight_sum;
             skipped += r.skipped;
-            if scores.is_empty() {
+            if workers == 1 {
                 scores = r.scores;
             } else {
-                scores.extend_from_slice(&r.scores);
+                // Each worker's scores, back in event order.
+                for (&e, &v) in order.iter().zip(&r.scores) {
+                    scores[e as usize] = v;
+                }
             }
         }
         Ok(TrainStats {

@@ -2,8 +2,8 @@
 //! FM; MF is its two-field case in `mf`), `driver` (the one training call),
 //! `kernel` (the per-event loops), `config` (fields and layout), `bias`
 //! (the shared global bias), `batch` (validation), `resolve` (ids to
-//! rows), `loss`, `observer` (the trait the Monitor implements) and
-//! `model_file`. Imports `storage`, `kernels`, `io`; never `monitor`.
+//! rows), `regroup` (a multi-worker call's events by row owner), `loss`,
+//! `observer` (the trait the Monitor implements) and `model_file`. Imports `storage`, `kernels`, `io`; never `monitor`.
 
 pub mod batch;
 pub mod bias;
@@ -15,5 +15,6 @@ pub mod mf;
 pub mod model;
 pub mod model_file;
 pub mod observer;
+pub mod regroup;
 pub mod resolve;
 pub mod shard;
