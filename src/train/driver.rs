@@ -123,6 +123,7 @@ impl FieldModel {
             bias: self.cfg.bias,
             tables: &tables,
             events,
+            observed_ids: events.columns[options.observed.field],
             range: 0..n,
             rows: &rows,
             times,
@@ -152,19 +153,19 @@ impl FieldModel {
                 let mut picked = Picked::default();
                 for start in (0..n).step_by(REGROUP_CHUNK) {
                     let chunk = start..(start + REGROUP_CHUNK).min(n);
-                    picked.pick(events, &rows, times, (field, &owners, me), chunk);
-                    let columns: Vec<&[u64]> = picked.columns.iter().map(Vec::as_slice).collect();
+                    picked.pick(events, &rows, times, (field, field, &owners, me), chunk);
                     let chunk_events = Events {
-                        columns: &columns,
+                        columns: &[],
                         labels: &picked.labels,
                         weights: picked.weights.as_deref(),
-                        timestamps: Some(&picked.times),
+                        timestamps: None,
                     };
                     let s = Share {
                         events: &chunk_events,
+                        observed_ids: &picked.observed_ids,
                         range: 0..picked.len(),
                         rows: &picked.rows,
-                        times: EventTimes::Given(&picked.times),
+                        times: picked.times(times),
                         ..whole
                     };
                     let t = run_share(&s, &mut shard);

@@ -289,7 +289,11 @@ pub struct Share<'a, O: UpdateObserver> {
     pub loss: Loss,
     pub bias: bool,
     pub tables: &'a [&'a EmbeddingTable],
+    /// Labels and weights (its id columns are not read: the rows are
+    /// resolved, and the observer's ids are `observed_ids`).
     pub events: &'a Events<'a>,
+    /// The ids of the observed field, per event.
+    pub observed_ids: &'a [u64],
     pub range: std::ops::Range<usize>,
     /// Resolved rows, one vector per field.
     pub rows: &'a [Vec<u32>],
@@ -313,7 +317,15 @@ pub struct Share<'a, O: UpdateObserver> {
 #[derive(Clone, Copy, Debug)]
 pub enum EventTimes<'a> {
     Given(&'a [i64]),
-    Counted { base: i64 },
+    Counted {
+        base: i64,
+    },
+    /// Counted, for events picked from a call: position `p` is the call's
+    /// event `order[p]` (`regroup::Picked`).
+    Listed {
+        base: i64,
+        order: &'a [u32],
+    },
 }
 
 impl EventTimes<'_> {
@@ -323,6 +335,7 @@ impl EventTimes<'_> {
         match *self {
             EventTimes::Given(t) => t[e],
             EventTimes::Counted { base } => base + e as i64,
+            EventTimes::Listed { base, order } => base + i64::from(order[e]),
         }
     }
 }
@@ -539,7 +552,7 @@ fn fused<P: StepPlan, I: Isa, N: Width, B: Width, R: Width, O: UpdateObserver>(
     for (slot, r) in row_slices.iter_mut().zip(s.rows) {
         *slot = &r[..end];
     }
-    let observed_ids = &s.events.columns[s.observed_field][..end];
+    let observed_ids = &s.observed_ids[..end];
     let (tables, rows) = (&s.tables[..nf], &row_slices[..nf]);
     let start = s.range.start;
     // The rows are addressed without bounds checks below: resolution gave
@@ -799,7 +812,7 @@ fn generic<O: UpdateObserver>(s: &Share<'_, O>, shard: &mut O::Shard) -> ShareTo
                     s.observer.observe(
                         shard,
                         &RowUpdate {
-                            id: s.events.columns[f][e],
+                            id: s.observed_ids[e],
                             row: r,
                             interactions: count,
                             first_seen: dec_time(t.meta(r)[meta::FIRST_SEEN].load(Relaxed)),

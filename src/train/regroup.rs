@@ -118,28 +118,31 @@ impl Owners {
 
 /// The events of one chunk of a call that one worker owns (by the rows of
 /// one field), gathered in event order into buffers reused chunk after
-/// chunk: position `p` holds event `order[p]` of the call.
+/// chunk: position `p` holds event `order[p]` of the call. Only what the
+/// training loop reads is gathered: the resolved rows, the labels and
+/// weights, the observed field's ids and given timestamps (counted ones
+/// are read through `order`).
 #[derive(Default)]
 pub struct Picked {
     pub order: Vec<u32>,
-    pub columns: Vec<Vec<u64>>,
+    pub observed_ids: Vec<u64>,
     pub labels: Vec<f32>,
     pub weights: Option<Vec<f32>>,
-    pub times: Vec<i64>,
+    given_times: Vec<i64>,
     pub rows: Vec<Vec<u32>>,
 }
 
 impl Picked {
     /// Replace the contents with the events of `range` (of `events`, whose
     /// resolved rows are `rows`, one vector per field, and times `times`)
-    /// whose row of field `field` worker `me` owns. `events` holds fewer
-    /// than 2^32 events.
+    /// whose row of field `field` worker `me` owns; `observed` is the field
+    /// whose ids the observer sees. `events` holds fewer than 2^32 events.
     pub fn pick(
         &mut self,
         events: &Events<'_>,
         rows: &[Vec<u32>],
         times: EventTimes<'_>,
-        (field, owners, me): (usize, &Owners, usize),
+        (field, observed, owners, me): (usize, usize, &Owners, usize),
         range: std::ops::Range<usize>,
     ) {
         // Branch-free: every event is written, the length advances over
@@ -157,10 +160,7 @@ impl Picked {
             out.clear();
             out.extend(order.iter().map(|&e| src[e as usize]));
         }
-        self.columns.resize_with(events.columns.len(), Vec::new);
-        for (out, c) in self.columns.iter_mut().zip(events.columns) {
-            gather(out, c, order);
-        }
+        gather(&mut self.observed_ids, events.columns[observed], order);
         self.rows.resize_with(rows.len(), Vec::new);
         for (out, r) in self.rows.iter_mut().zip(rows) {
             gather(out, r, order);
@@ -170,9 +170,22 @@ impl Picked {
             Some(w) => gather(self.weights.get_or_insert_with(Vec::new), w, order),
             None => self.weights = None,
         }
-        self.times.clear();
-        self.times
-            .extend(order.iter().map(|&e| times.at(e as usize)));
+        self.given_times.clear();
+        if !matches!(times, EventTimes::Counted { .. }) {
+            let at = order.iter().map(|&e| times.at(e as usize));
+            self.given_times.extend(at);
+        }
+    }
+
+    /// The picked events' times, for a call whose times are `call`.
+    pub fn times(&self, call: EventTimes<'_>) -> EventTimes<'_> {
+        match call {
+            EventTimes::Counted { base } => EventTimes::Listed {
+                base,
+                order: &self.order,
+            },
+            _ => EventTimes::Given(&self.given_times),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -244,38 +257,40 @@ mod tests {
             timestamps: None,
         };
         let rows = vec![users.clone(), items.clone()];
-        let times = EventTimes::Counted { base: 1_000 };
+        let given: Vec<i64> = (0..n as i64).map(|e| 1_000 + e).collect();
         let owners = Owners::of(&items, 2);
-        let mut seen = vec![false; n];
         let mut p = Picked::default();
-        for me in 0..2 {
-            let mut last = None;
-            for start in (0..n).step_by(7_000) {
-                p.pick(
-                    &events,
-                    &rows,
-                    times,
-                    (1, &owners, me),
-                    start..(start + 7_000).min(n),
-                );
-                for k in 0..p.len() {
-                    let e = p.order[k] as usize;
-                    assert!(!seen[e] && (start..start + 7_000).contains(&e));
-                    seen[e] = true;
-                    assert!(last < Some(e), "event order kept");
-                    last = Some(e);
-                    assert_eq!(owners.owner(items[e]), me);
-                    assert_eq!((p.rows[0][k], p.rows[1][k]), (users[e], items[e]));
-                    assert_eq!((p.columns[0][k], p.columns[1][k]), (ids[0][e], ids[1][e]));
-                    let w = p.weights.as_ref().unwrap()[k];
-                    assert_eq!(
-                        (p.labels[k], w, p.times[k]),
-                        (labels[e], weights[e], 1_000 + e as i64)
-                    );
+        for times in [
+            EventTimes::Counted { base: 1_000 },
+            EventTimes::Given(&given),
+        ] {
+            let mut seen = vec![false; n];
+            for me in 0..2 {
+                let mut last = None;
+                for start in (0..n).step_by(7_000) {
+                    let range = start..(start + 7_000).min(n);
+                    p.pick(&events, &rows, times, (1, 0, &owners, me), range);
+                    let picked_times = p.times(times);
+                    for k in 0..p.len() {
+                        let e = p.order[k] as usize;
+                        assert!(!seen[e] && (start..start + 7_000).contains(&e));
+                        seen[e] = true;
+                        assert!(last < Some(e), "event order kept");
+                        last = Some(e);
+                        assert_eq!(owners.owner(items[e]), me);
+                        assert_eq!((p.rows[0][k], p.rows[1][k]), (users[e], items[e]));
+                        assert_eq!(p.observed_ids[k], ids[0][e]);
+                        let w = p.weights.as_ref().unwrap()[k];
+                        let t = picked_times.at(k);
+                        assert_eq!(
+                            (p.labels[k], w, t),
+                            (labels[e], weights[e], 1_000 + e as i64)
+                        );
+                    }
                 }
             }
+            assert!(seen.iter().all(|&s| s));
         }
-        assert!(seen.iter().all(|&s| s));
     }
 
     /// With no row shared but the observed field's (every event a user of
