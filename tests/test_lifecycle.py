@@ -237,16 +237,34 @@ def test_lifecycle_table_snapshot_holds_live_rows_only(tmp_path) -> None:  # noq
     np.testing.assert_array_equal(t.get(m.items.ids()), m.items.get(m.items.ids()))
 
 
-def test_eviction_concurrent_with_training() -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_eviction_concurrent_with_training(threads: int) -> None:
+    """An evictor and a reader beside a trainer (with 2 threads: two workers, each owning the
+    items it trains, on calls of 10,000 events)."""
     m = MatrixFactorization(dim=8, item_lifecycle={"ttl": 100, "keep_floor": 10})
     rng = np.random.default_rng(1)
     stop = threading.Event()
+    n = 5000 * threads
+    reads: list[int] = []
 
     def trainer() -> None:
         for step in range(40):
-            items = rng.integers(step * 500, step * 500 + 2000, 5000)
-            train_at(m, rng.integers(0, 100, 5000), items, np.full(5000, step * 10))
+            items = rng.integers(step * 500, step * 500 + 2000, n)
+            users = rng.integers(0, 100, n)
+            m.train(
+                u64(users),
+                u64(items),
+                np.zeros(n, np.float32),
+                timestamps=np.full(n, step * 10),
+                threads=threads,
+            )
         stop.set()
+
+    def reader() -> None:
+        while not stop.is_set():
+            ids = m.items.ids()
+            assert np.unique(ids).size == ids.size
+            reads.append(ids.size)
 
     def evictor() -> None:
         now = 0
@@ -254,11 +272,12 @@ def test_eviction_concurrent_with_training() -> None:
             now += 5
             m.items.evict(now=now, budget=2000)
 
-    threads = [threading.Thread(target=trainer), threading.Thread(target=evictor)]
-    for th in threads:
+    workers = [threading.Thread(target=f) for f in (trainer, evictor, reader)]
+    for th in workers:
         th.start()
-    for th in threads:
+    for th in workers:
         th.join()
+    assert reads
     ids = m.items.ids()
     assert np.unique(ids).size == ids.size
     np.testing.assert_array_equal(m.items.get(ids), m.items.weights())
