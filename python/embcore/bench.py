@@ -44,6 +44,7 @@ DIM = 32
 # The physical-limit probe of BENCHMARKS.md, shipped with the package.
 PROBE_SOURCE = Path(__file__).resolve().parent / "limit_probe.c"
 PROBE_ADAGRAD_SOURCE = Path(__file__).resolve().parent / "limit_probe_adagrad.c"
+PROBE_MAPPED_SOURCE = Path(__file__).resolve().parent / "limit_probe_mapped.c"
 
 
 @dataclass(frozen=True)
@@ -519,7 +520,6 @@ class Probe:
 
 
 PROBE_NOTE = "C, uniform ids, prefetch, no id map / statistics"
-PROBE_MAPPED_SOURCE = Path(__file__).resolve().parent / "limit_probe_mapped.c"
 
 #: The probes as BENCHMARKS.md builds them, and (1 thread) the same sources without
 #: -ffast-math: IEEE square roots and divisions, as embcore computes them. The gap between the

@@ -306,6 +306,14 @@ pub fn claim_block(headroom: usize, claimers: usize) -> usize {
     (headroom / (4 * claimers.max(1))).clamp(1, CLAIM_BLOCK)
 }
 
+/// The number of distinct keys among `keys` (exact: sorts them).
+pub fn distinct_len(keys: impl Iterator<Item = u64>) -> usize {
+    let mut keys: Vec<u64> = keys.collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.len()
+}
+
 /// A number of distinct keys among `n` keys that is, with overwhelming
 /// probability, at most the true number (linear counting on a bitmap of
 /// `2n` bits rounded up to a power of two, minus five standard errors):

@@ -36,7 +36,7 @@
 use crate::error::{invalid, out_of_range, Error, Result};
 use crate::kernels::optim::{Optimizer, OptimizerKind};
 use crate::kernels::rng::{hash2, mix64, unit_f32};
-use crate::storage::idmap::{IdMap, Inserted, MapGuard};
+use crate::storage::idmap::{distinct_len, IdMap, Inserted, MapGuard, EMPTY};
 use crate::storage::lifecycle::{CountMin, Evicted, Lifecycle, Policy};
 use crate::storage::region::Region;
 
@@ -798,15 +798,8 @@ impl EmbeddingTable {
         self.check_room_for(ids.len(), || {
             let mut rows = vec![0u32; ids.len()];
             self.guard().get_batch(ids, &mut rows);
-            let mut missing: Vec<u64> = ids
-                .iter()
-                .zip(&rows)
-                .filter(|&(_, &r)| r == crate::storage::idmap::EMPTY)
-                .map(|(&id, _)| id)
-                .collect();
-            missing.sort_unstable();
-            missing.dedup();
-            missing.len()
+            let missing = ids.iter().zip(&rows).filter(|&(_, &r)| r == EMPTY);
+            distinct_len(missing.map(|(&id, _)| id))
         })
     }
 
@@ -1446,7 +1439,6 @@ impl EmbeddingTable {
     /// Copy rows of `ids` into `out` (len(ids) × dim). Unknown ids take
     /// `default` when given, else fail with `UnknownId` before writing.
     pub fn gather(&self, ids: &[u64], out: &mut [f32], default: Option<&[f32]>) -> Result<()> {
-        use crate::storage::idmap::EMPTY;
         let d = self.cfg.dim;
         let _pin = self.pin();
         // One batched, prefetched pass over the map (the pin keeps every

@@ -168,12 +168,8 @@ impl FieldModel {
                         times: picked.times(times),
                         ..whole
                     };
-                    let t = run_share(&s, &mut shard);
-                    mine.loss_sum += t.loss_sum;
-                    mine.weight_sum += t.weight_sum;
-                    mine.skipped += t.skipped;
+                    mine.add(run_share(&s, &mut shard));
                     if options.scores {
-                        mine.scores.extend_from_slice(&t.scores);
                         order.extend_from_slice(&picked.order);
                     }
                 }

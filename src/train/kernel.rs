@@ -350,6 +350,16 @@ pub struct ShareTotals {
     pub scores: Vec<f32>,
 }
 
+impl ShareTotals {
+    /// Add `t`'s sums to these and append its scores.
+    pub fn add(&mut self, t: ShareTotals) {
+        self.loss_sum += t.loss_sum;
+        self.weight_sum += t.weight_sum;
+        self.skipped += t.skipped;
+        self.scores.extend_from_slice(&t.scores);
+    }
+}
+
 /// The score of an event skipped for a feature not admitted yet, as
 /// `FieldModel::score` gives it: a missing row is a zero vector with a zero
 /// bias (the same operations in the same order as the loops, so the same

@@ -26,7 +26,7 @@
 
 use crate::error::{unknown_ids, Error, Result};
 use crate::kernels::parallel::{chunks, fan_out, workers};
-use crate::storage::idmap::{distinct_lower_bound, Claim};
+use crate::storage::idmap::{distinct_len, distinct_lower_bound, Claim};
 use crate::storage::table::{bases, EmbeddingTable, Pin};
 
 /// Row of an event whose id has no row: not admitted yet (see `lifecycle`).
@@ -106,12 +106,8 @@ impl Lookup {
     /// in `table` (whose column `ids` this looked up). Free while the
     /// missing entries fit.
     pub fn check_room(&self, table: &EmbeddingTable, ids: &[u64]) -> Result<()> {
-        table.check_room_for(self.missing(), || {
-            let mut distinct: Vec<u64> = self.missing.iter().flatten().map(|&e| ids[e]).collect();
-            distinct.sort_unstable();
-            distinct.dedup();
-            distinct.len()
-        })
+        let missing_ids = || self.missing.iter().flatten().map(|&e| ids[e]);
+        table.check_room_for(self.missing(), || distinct_len(missing_ids()))
     }
 }
 
@@ -165,13 +161,18 @@ pub fn resolve(
     create: bool,
 ) -> Result<(Vec<u32>, usize)> {
     let found = lookup(table, ids, threads)?;
+    if create {
+        found.check_room(table, ids)?;
+    }
     self::create(table, ids, found, time_of, create)
 }
 
 /// Pass 2 of a resolution: the rows `found` lacks (of `ids`, as looked up
 /// by `lookup` under the caller's pin), created when `create` (else failing
-/// with `UnknownIds`), the capacity checked first. Returns every entry's
-/// row and the number of rows created.
+/// with `UnknownIds`); the caller checked the room first
+/// (`Lookup::check_room`; the reservation refuses what does not fit all the
+/// same, creating nothing). Returns every entry's row and the number of
+/// rows created.
 pub fn create(
     table: &EmbeddingTable,
     ids: &[u64],
@@ -185,7 +186,6 @@ pub fn create(
     if !create {
         return Err(unknown_ids(found.missing.iter().flatten().map(|&e| ids[e])));
     }
-    found.check_room(table, ids)?;
     let Lookup { mut rows, missing } = found;
     // Admission (lifecycle `min_count`): count the sightings of unseen ids in
     // event order, in one sequential pass, so which sighting admits an id
@@ -527,8 +527,9 @@ mod tests {
         {
             let _creating = t.creation();
             let _pin = t.begin_write();
+            let found = lookup(&t, &more, 2).unwrap();
             assert!(matches!(
-                resolve(&t, &more, &|_| 0, 2, true),
+                create(&t, &more, found, &|_| 0, true),
                 Err(Error::Capacity { .. })
             ));
         }
